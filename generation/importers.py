@@ -1,0 +1,180 @@
+"""Parsing prompt-set files (plain module, no Django).
+
+Everything is parsed and checked before anything is written, so a caller can import atomically.
+Every problem raises ``ImportFormatError`` naming the file, the line and what is wrong.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+NOT_UTF8 = "is not UTF-8 text ({detail})"
+EMPTY_FILE = "holds no questions"
+NO_QUESTION_COLUMN = "has no 'question' column (columns: {columns})"
+EMPTY_QUESTION = "the question is empty"
+BAD_JSON = "not valid JSON ({detail})"
+NOT_AN_OBJECT = "expected a JSON object, got {kind}"
+NO_TEXT_FIELD = "no question text: expected one of 'text', 'question', 'input' or 'turns'"
+MULTI_TURN = "multi-turn record ({n} turns); only single-turn questions are supported for now"
+TURNS_NOT_LIST = "'turns' must be a list of strings"
+DUPLICATE_ID = "question_id {qid!r} already appeared on line {first}"
+NOT_TEXT = "field {field!r} must be a string, got {kind}"
+TOO_LARGE = "is {size} bytes, over the {limit}-byte limit"
+UNKNOWN_EXTENSION = "has an unknown extension {ext!r}: use .csv, .jsonl or .json"
+
+TEXT_FIELDS = ("text", "question", "input")
+
+
+class ImportFormatError(ValueError):
+    """A file that cannot be imported; the message names the file and the line."""
+
+    def __init__(self, filename: str, problem: str, line: int | None = None):
+        self.filename = filename
+        self.line = line
+        self.problem = problem
+        where = f"{filename}, line {line}" if line is not None else filename
+        super().__init__(f"{where}: {problem}")
+
+
+@dataclass(frozen=True)
+class ParsedQuestion:
+    line: int
+    text: str
+    category: str = ""
+    external_id: str = ""
+
+
+def decode(data: bytes, filename: str, *, limit: int | None = None) -> str:
+    if limit is not None and len(data) > limit:
+        raise ImportFormatError(filename, TOO_LARGE.format(size=len(data), limit=limit))
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ImportFormatError(
+            filename, NOT_UTF8.format(detail=f"bad byte at offset {exc.start}")
+        ) from None
+
+
+def parse_prompt_file(
+    data: bytes, filename: str, *, limit: int | None = None
+) -> list[ParsedQuestion]:
+    """Questions from a CSV, JSONL or JSON-array file, in file order."""
+    text = decode(data, filename, limit=limit)
+    ext = Path(filename).suffix.lower()
+    if ext == ".csv":
+        questions = _parse_csv(text, filename)
+    elif ext in (".jsonl", ".ndjson"):
+        questions = _parse_jsonl(text, filename)
+    elif ext == ".json":
+        questions = _parse_json_array(text, filename)
+    else:
+        raise ImportFormatError(filename, UNKNOWN_EXTENSION.format(ext=ext))
+    if not questions:
+        raise ImportFormatError(filename, EMPTY_FILE)
+    _check_unique_ids(questions, filename)
+    return questions
+
+
+def _parse_csv(text: str, filename: str) -> list[ParsedQuestion]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    columns = [c.strip() for c in (reader.fieldnames or [])]
+    if "question" not in columns:
+        raise ImportFormatError(filename, NO_QUESTION_COLUMN.format(columns=columns), line=1)
+    reader.fieldnames = columns
+    out = []
+    try:
+        for row in reader:
+            # line_num is the physical line the row ended on; quoted newlines make it differ.
+            line = reader.line_num
+            question = (row.get("question") or "").strip()
+            if not question:
+                raise ImportFormatError(filename, EMPTY_QUESTION, line=line)
+            out.append(
+                ParsedQuestion(
+                    line=line,
+                    text=question,
+                    category=(row.get("category") or "").strip(),
+                    external_id=(row.get("question_id") or "").strip(),
+                )
+            )
+    except csv.Error as exc:
+        raise ImportFormatError(filename, f"bad CSV ({exc})", line=reader.line_num) from None
+    return out
+
+
+def _parse_jsonl(text: str, filename: str) -> list[ParsedQuestion]:
+    out = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ImportFormatError(filename, BAD_JSON.format(detail=exc.msg), line=number) from None
+        out.append(_question_from_record(record, filename, number))
+    return out
+
+
+def _parse_json_array(text: str, filename: str) -> list[ParsedQuestion]:
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ImportFormatError(filename, BAD_JSON.format(detail=exc.msg), line=exc.lineno) from None
+    if not isinstance(records, list):
+        raise ImportFormatError(filename, "expected a JSON array of question objects")
+    # Records of a JSON array have no line of their own; report their 1-based index as the line.
+    return [_question_from_record(r, filename, i) for i, r in enumerate(records, start=1)]
+
+
+def _question_from_record(record: object, filename: str, line: int) -> ParsedQuestion:
+    if not isinstance(record, dict):
+        raise ImportFormatError(
+            filename, NOT_AN_OBJECT.format(kind=type(record).__name__), line=line
+        )
+    if "turns" in record:
+        turns = record["turns"]
+        if not isinstance(turns, list) or not all(isinstance(t, str) for t in turns):
+            raise ImportFormatError(filename, TURNS_NOT_LIST, line=line)
+        if len(turns) != 1:
+            raise ImportFormatError(filename, MULTI_TURN.format(n=len(turns)), line=line)
+        question = turns[0]
+    else:
+        field = next((f for f in TEXT_FIELDS if f in record), None)
+        if field is None:
+            raise ImportFormatError(filename, NO_TEXT_FIELD, line=line)
+        question = record[field]
+        if not isinstance(question, str):
+            raise ImportFormatError(
+                filename, NOT_TEXT.format(field=field, kind=type(question).__name__), line=line
+            )
+    question = question.strip()
+    if not question:
+        raise ImportFormatError(filename, EMPTY_QUESTION, line=line)
+    category = record.get("category") or ""
+    if not isinstance(category, str):
+        raise ImportFormatError(
+            filename, NOT_TEXT.format(field="category", kind=type(category).__name__), line=line
+        )
+    qid = record.get("question_id")
+    return ParsedQuestion(
+        line=line,
+        text=question,
+        category=category.strip(),
+        external_id="" if qid is None else str(qid).strip(),
+    )
+
+
+def _check_unique_ids(questions: list[ParsedQuestion], filename: str) -> None:
+    seen: dict[str, int] = {}
+    for q in questions:
+        if not q.external_id:
+            continue
+        if q.external_id in seen:
+            raise ImportFormatError(
+                filename, DUPLICATE_ID.format(qid=q.external_id, first=seen[q.external_id]), q.line
+            )
+        seen[q.external_id] = q.line

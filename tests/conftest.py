@@ -1,0 +1,123 @@
+"""Shared fixtures: named users, the tiny model (built once per session), service markers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXTERNAL_DATA = Path(os.environ.get("EXTERNAL_DATA", REPO.parent / "shared" / "external-data"))
+FIXTURES = REPO / "fixtures"
+
+
+def _is_postgres() -> bool:
+    return os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
+
+
+def _has_broker() -> bool:
+    return bool(os.environ.get("CELERY_BROKER_URL"))
+
+
+def _has_gpu() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    # GPU tests are deselected, not skipped, on a machine with no GPU (.ci/run fails on skips).
+    if not _has_gpu():
+        kept = [item for item in items if "gpu" not in item.keywords]
+        deselected = [item for item in items if "gpu" in item.keywords]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = kept
+    for item in items:
+        if "postgres" in item.keywords and not _is_postgres():
+            item.add_marker(pytest.mark.skip(reason="needs PostgreSQL: set DATABASE_URL"))
+        if "broker" in item.keywords and not (_has_broker() and _is_postgres()):
+            item.add_marker(
+                pytest.mark.skip(
+                    reason="needs a real broker and PostgreSQL: set CELERY_BROKER_URL, DATABASE_URL"
+                )
+            )
+        if "browser" in item.keywords and not shutil.which("chromium"):
+            item.add_marker(
+                pytest.mark.skip(reason="needs Debian's chromium (apt-get install chromium)")
+            )
+
+
+@pytest.fixture(scope="session")
+def external_data() -> Path:
+    if not EXTERNAL_DATA.is_dir():
+        pytest.skip(f"external data not found at {EXTERNAL_DATA} (../shared/external-data)")
+    return EXTERNAL_DATA
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _model_storage(tmp_path_factory):
+    """Every test session gets its own MODEL_STORAGE root, shared with worker subprocesses."""
+    from django.conf import settings
+
+    root = tmp_path_factory.mktemp("model_storage")
+    settings.MODEL_STORAGE = root
+    os.environ["MODEL_STORAGE"] = str(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def model_storage(_model_storage) -> Path:
+    return _model_storage
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(_model_storage) -> Path:
+    """The project's tiny GPT-NeoX + BPE tokenizer, built once per test session (seed 0)."""
+    from generation.engine.tiny import build_tiny_model
+
+    out = _model_storage / "tiny-0"
+    build_tiny_model(out, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir_seed1(_model_storage) -> Path:
+    from generation.engine.tiny import build_tiny_model
+
+    out = _model_storage / "tiny-1"
+    build_tiny_model(out, seed=1)
+    return out
+
+
+@pytest.fixture
+def admin_user(django_user_model):
+    return django_user_model.objects.create_superuser("admin", "admin@example.com", "admin-pass")
+
+
+@pytest.fixture
+def staff_user(django_user_model):
+    return django_user_model.objects.create_user("staff", password="staff-pass", is_staff=True)
+
+
+@pytest.fixture
+def annotator(django_user_model):
+    return _annotator(django_user_model, "annotator")
+
+
+@pytest.fixture
+def other_annotator(django_user_model):
+    return _annotator(django_user_model, "other_annotator")
+
+
+def _annotator(django_user_model, username: str):
+    from django.contrib.auth.models import Group
+
+    user = django_user_model.objects.create_user(username, password=f"{username}-pass")
+    group, _ = Group.objects.get_or_create(name="annotators")
+    user.groups.add(group)
+    return user
