@@ -114,7 +114,8 @@ def _parse_jsonl(text: str, filename: str) -> list[ParsedQuestion]:
         try:
             record = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise ImportFormatError(filename, BAD_JSON.format(detail=exc.msg), line=number) from None
+            problem = BAD_JSON.format(detail=exc.msg)
+            raise ImportFormatError(filename, problem, line=number) from None
         out.append(_question_from_record(record, filename, number))
     return out
 
@@ -123,7 +124,8 @@ def _parse_json_array(text: str, filename: str) -> list[ParsedQuestion]:
     try:
         records = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ImportFormatError(filename, BAD_JSON.format(detail=exc.msg), line=exc.lineno) from None
+        problem = BAD_JSON.format(detail=exc.msg)
+        raise ImportFormatError(filename, problem, line=exc.lineno) from None
     if not isinstance(records, list):
         raise ImportFormatError(filename, "expected a JSON array of question objects")
     # Records of a JSON array have no line of their own; report their 1-based index as the line.

@@ -385,8 +385,12 @@ def _generate_missing(run_id: int, worker: str) -> None:
             with transaction.atomic():
                 # ignore_conflicts: an answer already stored by an earlier attempt stays as is.
                 Answer.objects.bulk_create(
-                    [Answer(run_id=run_id, question_id=g.key, text=g.text, new_tokens=g.new_tokens)
-                     for g in batch],
+                    [
+                        Answer(
+                            run_id=run_id, question_id=g.key, text=g.text, new_tokens=g.new_tokens
+                        )
+                        for g in batch
+                    ],
                     ignore_conflicts=True,
                 )
                 GenerationRun.objects.filter(pk=run_id).update(

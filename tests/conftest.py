@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -121,3 +122,111 @@ def _annotator(django_user_model, username: str):
     group, _ = Group.objects.get_or_create(name="annotators")
     user.groups.add(group)
     return user
+
+
+class CeleryWorker:
+    """A real `celery worker` subprocess (own process group, so kill -9 takes all of it)."""
+
+    def __init__(self, env: dict, log_path: Path, queues: str, beat_dir: Path):
+        import subprocess
+        import sys
+
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "evalsite",
+            "worker",
+            "-Q",
+            queues,
+            "--concurrency",
+            "1",
+            "--pool",
+            "prefork",
+            "--loglevel",
+            "INFO",
+            "-B",
+            "-s",
+            str(beat_dir / "celerybeat-schedule"),
+            "-n",
+            f"test-{os.getpid()}-{id(self)}@%h",
+        ]
+        self.process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        import signal
+
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        import signal
+
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout=20)
+            except (ProcessLookupError, Exception):
+                self.kill()
+        self._log.close()
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+
+@pytest.fixture
+def celery_worker_factory(tmp_path, _model_storage):
+    """Start real workers on the test database and the real broker; all are stopped after."""
+    from django.db import connection
+
+    from evalsite.celery import app
+
+    database = connection.settings_dict
+    url = (
+        f"postgres://{database['USER']}@{database['HOST'] or '127.0.0.1'}:"
+        f"{database['PORT'] or 5432}/{database['NAME']}"
+    )
+    app.control.purge()
+    workers: list[CeleryWorker] = []
+
+    def start(queues: str = "gpu,default", **extra_env) -> CeleryWorker:
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "MODEL_STORAGE": str(_model_storage),
+            "RUN_HEARTBEAT_INTERVAL": "0.5",
+            "RUN_HEARTBEAT_TIMEOUT": "6",
+            "RUN_STALE_CHECK_SECONDS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            **{k: str(v) for k, v in extra_env.items()},
+        }
+        worker = CeleryWorker(env, tmp_path / f"worker-{len(workers)}.log", queues, tmp_path)
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+    app.control.purge()
+
+
+def wait_for(predicate, *, timeout: float, interval: float = 0.2, message: str = "") -> None:
+    """Poll until predicate() is true. The timeout only guards against a hung test."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting: {message}")
+        time.sleep(interval)

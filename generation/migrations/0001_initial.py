@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,117 +14,282 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='PromptSet',
+            name="PromptSet",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('description', models.TextField(blank=True)),
-                ('source', models.CharField(blank=True, help_text='File it was imported from', max_length=500)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200, unique=True)),
+                ("description", models.TextField(blank=True)),
+                (
+                    "source",
+                    models.CharField(
+                        blank=True, help_text="File it was imported from", max_length=500
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='LanguageModel',
+            name="LanguageModel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('name_or_path', models.CharField(blank=True, help_text='Hub id, or a path relative to MODEL_STORAGE (blank for imported models)', max_length=500)),
-                ('revision', models.CharField(blank=True, max_length=200)),
-                ('maker', models.CharField(blank=True, help_text='Organisation; used to flag self-identifying answers', max_length=200)),
-                ('prompt_format', models.CharField(choices=[('line_sft', 'LINE SFT (ユーザー: …\\nシステム: )'), ('rinna', 'rinna (ユーザー: …<NL>システム: )'), ('chat_template', 'tokenizer chat template'), ('plain', 'plain (question only)')], default='line_sft', max_length=20)),
-                ('generation_defaults', models.JSONField(blank=True, default=dict, help_text='e.g. {"max_new_tokens": 256, "do_sample": true, "temperature": 0.7}')),
-                ('adapter_path', models.CharField(blank=True, help_text='LoRA adapter, relative to MODEL_STORAGE', max_length=500)),
-                ('trust_remote_code', models.BooleanField(default=False, help_text='Runs code from the model repository; superusers only')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('base_model', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='derived_models', to='generation.languagemodel')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200, unique=True)),
+                (
+                    "name_or_path",
+                    models.CharField(
+                        blank=True,
+                        help_text="Hub id, or a path relative to MODEL_STORAGE (blank for imported models)",
+                        max_length=500,
+                    ),
+                ),
+                ("revision", models.CharField(blank=True, max_length=200)),
+                (
+                    "maker",
+                    models.CharField(
+                        blank=True,
+                        help_text="Organisation; used to flag self-identifying answers",
+                        max_length=200,
+                    ),
+                ),
+                (
+                    "prompt_format",
+                    models.CharField(
+                        choices=[
+                            ("line_sft", "LINE SFT (ユーザー: …\\nシステム: )"),
+                            ("rinna", "rinna (ユーザー: …<NL>システム: )"),
+                            ("chat_template", "tokenizer chat template"),
+                            ("plain", "plain (question only)"),
+                        ],
+                        default="line_sft",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "generation_defaults",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text='e.g. {"max_new_tokens": 256, "do_sample": true, "temperature": 0.7}',
+                    ),
+                ),
+                (
+                    "adapter_path",
+                    models.CharField(
+                        blank=True,
+                        help_text="LoRA adapter, relative to MODEL_STORAGE",
+                        max_length=500,
+                    ),
+                ),
+                (
+                    "trust_remote_code",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Runs code from the model repository; superusers only",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "base_model",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="derived_models",
+                        to="generation.languagemodel",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='GenerationRun',
+            name="GenerationRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('params', models.JSONField(blank=True, default=dict, help_text='Overrides of the model defaults')),
-                ('seed', models.IntegerField(default=0)),
-                ('batch_size', models.PositiveIntegerField(default=8)),
-                ('imported', models.BooleanField(default=False)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='queued', max_length=20)),
-                ('done', models.PositiveIntegerField(default=0)),
-                ('total', models.PositiveIntegerField(default=0)),
-                ('error', models.TextField(blank=True)),
-                ('worker', models.CharField(blank=True, max_length=200)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
-                ('model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='runs', to='generation.languagemodel')),
-                ('prompt_set', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='runs', to='generation.promptset')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "params",
+                    models.JSONField(
+                        blank=True, default=dict, help_text="Overrides of the model defaults"
+                    ),
+                ),
+                ("seed", models.IntegerField(default=0)),
+                ("batch_size", models.PositiveIntegerField(default=8)),
+                ("imported", models.BooleanField(default=False)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="queued",
+                        max_length=20,
+                    ),
+                ),
+                ("done", models.PositiveIntegerField(default=0)),
+                ("total", models.PositiveIntegerField(default=0)),
+                ("error", models.TextField(blank=True)),
+                ("worker", models.CharField(blank=True, max_length=200)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="runs",
+                        to="generation.languagemodel",
+                    ),
+                ),
+                (
+                    "prompt_set",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="runs",
+                        to="generation.promptset",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Question',
+            name="Question",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('position', models.PositiveIntegerField()),
-                ('text', models.TextField()),
-                ('category', models.CharField(blank=True, max_length=100)),
-                ('external_id', models.CharField(blank=True, max_length=100)),
-                ('prompt_set', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='questions', to='generation.promptset')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("position", models.PositiveIntegerField()),
+                ("text", models.TextField()),
+                ("category", models.CharField(blank=True, max_length=100)),
+                ("external_id", models.CharField(blank=True, max_length=100)),
+                (
+                    "prompt_set",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="questions",
+                        to="generation.promptset",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['prompt_set', 'position'],
+                "ordering": ["prompt_set", "position"],
             },
         ),
         migrations.CreateModel(
-            name='Answer',
+            name="Answer",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('text', models.TextField(blank=True)),
-                ('new_tokens', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='answers', to='generation.generationrun')),
-                ('question', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='answers', to='generation.question')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("text", models.TextField(blank=True)),
+                ("new_tokens", models.PositiveIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="answers",
+                        to="generation.generationrun",
+                    ),
+                ),
+                (
+                    "question",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="answers",
+                        to="generation.question",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['run', 'question__position'],
+                "ordering": ["run", "question__position"],
             },
         ),
         migrations.AddConstraint(
-            model_name='languagemodel',
-            constraint=models.CheckConstraint(condition=models.Q(('adapter_path', ''), ('base_model__isnull', False), _connector='OR'), name='generation_languagemodel_adapter_needs_base'),
+            model_name="languagemodel",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("adapter_path", ""), ("base_model__isnull", False), _connector="OR"
+                ),
+                name="generation_languagemodel_adapter_needs_base",
+            ),
         ),
         migrations.AddIndex(
-            model_name='generationrun',
-            index=models.Index(fields=['status', 'heartbeat_at'], name='generation_run_status_hb'),
+            model_name="generationrun",
+            index=models.Index(fields=["status", "heartbeat_at"], name="generation_run_status_hb"),
         ),
         migrations.AddConstraint(
-            model_name='generationrun',
-            constraint=models.CheckConstraint(condition=models.Q(('done__lte', models.F('total')), ('total', 0), _connector='OR'), name='generation_generationrun_done_le_total'),
+            model_name="generationrun",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("done__lte", models.F("total")), ("total", 0), _connector="OR"),
+                name="generation_generationrun_done_le_total",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='question',
-            constraint=models.UniqueConstraint(fields=('prompt_set', 'position'), name='generation_question_unique_position'),
+            model_name="question",
+            constraint=models.UniqueConstraint(
+                fields=("prompt_set", "position"), name="generation_question_unique_position"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='question',
-            constraint=models.UniqueConstraint(condition=models.Q(('external_id', ''), _negated=True), fields=('prompt_set', 'external_id'), name='generation_question_unique_external_id'),
+            model_name="question",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("external_id", ""), _negated=True),
+                fields=("prompt_set", "external_id"),
+                name="generation_question_unique_external_id",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='question',
-            constraint=models.CheckConstraint(condition=models.Q(('text', ''), _negated=True), name='generation_question_text_nonempty'),
+            model_name="question",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("text", ""), _negated=True),
+                name="generation_question_text_nonempty",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='answer',
-            constraint=models.UniqueConstraint(fields=('run', 'question'), name='generation_answer_one_per_q'),
+            model_name="answer",
+            constraint=models.UniqueConstraint(
+                fields=("run", "question"), name="generation_answer_one_per_q"
+            ),
         ),
     ]

@@ -1,0 +1,45 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test` (README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU machines take this wheel (on this project's machines it lies on local disk). A GPU machine
+# installs its CUDA build of torch into the venv first (or sets TORCH_SPEC); the range in
+# pyproject.toml accepts it and pip keeps it.
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: install messages demo test lint bench
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(VENV)/bin/python pyproject.toml
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Japanese UI strings: compiled from locale/*.po (needs gettext's msgfmt).
+messages: install
+	@if command -v msgfmt >/dev/null; then \
+		$(PY) manage.py compilemessages --ignore=.venv -v 0; \
+	else \
+		echo "msgfmt not found (apt-get install gettext): the UI stays in English"; \
+	fi
+
+demo: messages
+	bash scripts/demo.sh
+
+test: messages
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: install
+	$(PY) bench/generation.py
+	$(PY) bench/ranking.py
