@@ -1,0 +1,39 @@
+"""Error pages that never show a traceback; a lost database is a clean, retryable 503."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from django.db import InterfaceError, OperationalError, connections
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+log = logging.getLogger(__name__)
+
+DATABASE_DOWN = "The database is unavailable; please retry in a moment."
+SERVER_ERROR = "Something went wrong on our side; it has been logged."
+
+PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title></head>
+<body><h1>{title}</h1><p>{message}</p></body></html>"""
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500: called inside Django's except block, so the exception is in sys.exc_info()."""
+    exc = sys.exc_info()[1]
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        # Drop broken connections so the next request opens fresh ones (recovery without restart).
+        for conn in connections.all(initialized_only=True):
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - the connection is already broken
+                log.debug("closing a broken connection failed", exc_info=True)
+        status, title, message = 503, "Service unavailable", DATABASE_DOWN
+    else:
+        status, title, message = 500, "Server error", SERVER_ERROR
+    if request.path.startswith("/api/") or "json" in request.headers.get("Accept", ""):
+        response = JsonResponse({"detail": message}, status=status)
+    else:
+        response = HttpResponse(PAGE.format(title=title, message=message), status=status)
+    if status == 503:
+        response["Retry-After"] = "5"
+    return response

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# `make demo`: the app on its embedded defaults (SQLite file, filesystem broker under var/),
+# one Celery worker beside the web server, demo data, users, then the server on :8000.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+mkdir -p var
+
+$PY manage.py migrate --noinput -v 0
+$PY manage.py collectstatic --noinput -v 0
+
+# One worker for both queues: generation (gpu) and the rest (default), with the periodic
+# stale-run check (-B). Its log is var/worker.log.
+$PY -m celery -A evalsite worker -Q gpu,default --concurrency 1 -B \
+  -s var/celerybeat-schedule --loglevel INFO >var/worker.log 2>&1 &
+worker=$!
+trap 'kill "$worker" 2>/dev/null || true; wait "$worker" 2>/dev/null || true' EXIT INT TERM
+
+$PY manage.py demo_setup
+echo
+echo "Serving on http://127.0.0.1:8000/ (admin: /admin/, annotators: /annotate/). Ctrl-C stops."
+$PY manage.py runserver 127.0.0.1:8000 --noreload
