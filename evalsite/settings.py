@@ -104,6 +104,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 LOGIN_URL = "/accounts/login/"
+# Failed sign-ins per username before a pause (counted in the shared cache).
+LOGIN_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 5)
+LOGIN_FAILURE_WINDOW = envint("LOGIN_FAILURE_WINDOW", 900)
 LOGIN_REDIRECT_URL = "/annotate/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 
@@ -127,6 +130,25 @@ MODEL_STORAGE = Path(os.environ.get("MODEL_STORAGE", VAR_DIR / "models")).resolv
 # Largest upload accepted (prompt sets, instruction data, vote imports).
 MAX_UPLOAD_BYTES = envint("MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_UPLOAD_BYTES
+
+# Throttles (login failures, DRF rates) must be shared by every web worker: Redis when there is
+# one (CACHE_URL, else the Redis broker), a per-process memory cache for the single-process demo.
+_cache_url = os.environ.get("CACHE_URL") or (
+    os.environ.get("CELERY_BROKER_URL", "")
+    if os.environ.get("CELERY_BROKER_URL", "").startswith(("redis://", "rediss://"))
+    else ""
+)
+CACHES = {
+    "default": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": _cache_url,
+            "KEY_PREFIX": os.environ.get("CACHE_PREFIX", "evalsite"),
+        }
+        if _cache_url
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
 
 # --- Celery ------------------------------------------------------------------------------------
 _broker_dir = VAR_DIR / "broker"
