@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from . import views
 from .auth import AdminThrottledLoginView, ThrottledLoginView
 
 handler500 = "evalsite.views.server_error"
@@ -13,6 +14,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/ping/", views.ping, name="ping"),
     path("api/", include("generation.api_urls")),
     path("api/", include("annotation.api_urls")),
     path("", include("annotation.urls")),

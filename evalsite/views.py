@@ -7,6 +7,12 @@ import sys
 
 from django.db import InterfaceError, OperationalError, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.decorators import api_view, permission_classes
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
 
 log = logging.getLogger(__name__)
 
@@ -37,3 +43,13 @@ def server_error(request: HttpRequest) -> HttpResponse:
     if status == 503:
         response["Retry-After"] = "5"
     return response
+
+
+@extend_schema(
+    responses=inline_serializer("Ping", {"ok": serializers.BooleanField()}),
+    description="A trivial authenticated view: the baseline the load benchmark compares with.",
+)
+@api_view(["GET"])
+@permission_classes([IsAuthenticated])
+def ping(request: Request) -> Response:
+    return Response({"ok": True})
