@@ -25,7 +25,7 @@ install: $(VENV)/.installed
 # Japanese UI strings: compiled from locale/*.po (needs gettext's msgfmt).
 messages: install
 	@if command -v msgfmt >/dev/null; then \
-		$(PY) manage.py compilemessages --ignore=.venv -v 0; \
+		cd locale && ../$(PY) ../manage.py compilemessages -l ja -v 0; \
 	else \
 		echo "msgfmt not found (apt-get install gettext): the UI stays in English"; \
 	fi

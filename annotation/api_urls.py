@@ -1,1 +1,14 @@
-urlpatterns: list = []
+from django.urls import path
+from rest_framework.routers import SimpleRouter
+
+from . import apis
+
+router = SimpleRouter()
+router.register("studies", apis.StudyViewSet)
+
+urlpatterns = [
+    # Annotator contracts: keep these paths exactly.
+    path("studies/<int:study_id>/next/", apis.StudyNextApi.as_view(), name="study-next"),
+    path("assignments/<str:token>/vote/", apis.AssignmentVoteApi.as_view(), name="assignment-vote"),
+    *router.urls,
+]

@@ -1,0 +1,292 @@
+"""Studies, comparisons, assignments and votes (DESIGN.md, Data and Blinding).
+
+Annotators only ever see a study id and an assignment token; everything that could name a model
+(runs, answers, comparisons) stays on this side of the selectors.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from django.utils.translation import gettext
+
+from generation.models import Answer, GenerationRun, LanguageModel, PromptSet, Question
+
+
+class Study(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        OPEN = "open"
+        CLOSED = "closed"
+
+    # Admin-only, like model names: an admin may well call a study "line vs rinna".
+    name = models.CharField(max_length=200, unique=True)
+    title = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Shown to annotators (never name a model); blank shows “Study 12” (its id)",
+    )
+    prompt_set = models.ForeignKey(PromptSet, on_delete=models.PROTECT, related_name="studies")
+    runs = models.ManyToManyField(GenerationRun, through="StudyRun", related_name="studies")
+    votes_per_comparison = models.PositiveIntegerField(
+        default=3, help_text="Votes wanted per comparison (K); nobody is given more"
+    )
+    instructions = models.TextField(blank=True, help_text="Shown to annotators on every pair")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    created_at = models.DateTimeField(auto_now_add=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "studies"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(votes_per_comparison__gte=1), name="annotation_study_votes_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["draft", "open", "closed"]),
+                name="annotation_study_status_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def public_title(self) -> str:
+        return self.title or gettext("Study %(id)s") % {"id": self.pk}
+
+
+class StudyRun(models.Model):
+    """One succeeded run per model in a study; ``model`` is copied so the database can say so."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="study_runs")
+    run = models.ForeignKey(GenerationRun, on_delete=models.PROTECT, related_name="+")
+    model = models.ForeignKey(LanguageModel, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["study", "run"]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "run"], name="annotation_studyrun_unique_run"),
+            # A study compares models: two runs of one model would pair a model with itself.
+            models.UniqueConstraint(
+                fields=["study", "model"], name="annotation_studyrun_one_run_per_model"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.study}: run {self.run_id}"
+
+
+class Comparison(models.Model):
+    """Two models' answers to one question, in canonical order (run_a.id < run_b.id)."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="comparisons")
+    question = models.ForeignKey(Question, on_delete=models.PROTECT, related_name="+")
+    # The runs are copied from the answers so that the pair and its order are constraints.
+    run_a = models.ForeignKey(GenerationRun, on_delete=models.PROTECT, related_name="+")
+    run_b = models.ForeignKey(GenerationRun, on_delete=models.PROTECT, related_name="+")
+    answer_a = models.ForeignKey(Answer, on_delete=models.PROTECT, related_name="+")
+    answer_b = models.ForeignKey(Answer, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["study", "question", "run_a", "run_b"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["study", "question", "run_a", "run_b"],
+                name="annotation_comparison_one_per_pair_question",
+            ),
+            # One order only, so (a, b) and (b, a) can never both exist.
+            models.CheckConstraint(
+                condition=Q(run_a__lt=F("run_b")), name="annotation_comparison_canonical_order"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.study}: {self.question} (run {self.run_a_id} v run {self.run_b_id})"
+
+
+class Assignment(models.Model):
+    """A comparison handed to one annotator, under a lease; the token is all they ever see."""
+
+    class Status(models.TextChoices):
+        LEASED = "leased"
+        VOTED = "voted"
+        # The lease ran out and the annotator was given something else; a late vote still counts
+        # while the comparison is below K.
+        EXPIRED = "expired"
+
+    class Side(models.TextChoices):
+        A = "a"
+        B = "b"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="assignments")
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="assignments"
+    )
+    token = models.CharField(max_length=64)
+    left = models.CharField(
+        max_length=1, choices=Side.choices, help_text="Which answer is shown on the left"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.LEASED)
+    first_delivered_at = models.DateTimeField()
+    lease_expires_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-first_delivered_at"]
+        indexes = [
+            # Load of a comparison: its live leases (status = leased and lease_expires_at > now).
+            models.Index(
+                fields=["comparison", "status", "lease_expires_at"],
+                name="annotation_assignment_load",
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["token"], name="annotation_assignment_unique_token"),
+            # Nobody judges the same pair twice.
+            models.UniqueConstraint(
+                fields=["comparison", "annotator"], name="annotation_assignment_one_per_annotator"
+            ),
+            # At most one pair in hand per annotator and study: a reload or a double request
+            # gets that pair again instead of taking a second slot.
+            models.UniqueConstraint(
+                fields=["study", "annotator"],
+                condition=Q(status="leased"),
+                name="annotation_assignment_one_lease_per_study",
+            ),
+            models.CheckConstraint(
+                condition=Q(left__in=["a", "b"]), name="annotation_assignment_left_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["leased", "voted", "expired"]),
+                name="annotation_assignment_status_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"assignment {self.pk} of comparison {self.comparison_id} to {self.annotator}"
+
+
+class Vote(models.Model):
+    """One judgment. App votes belong to an assignment; imported votes only to a comparison."""
+
+    class Outcome(models.TextChoices):
+        A = "a", "a better"
+        TIE = "tie", "tie"
+        B = "b", "b better"
+
+    class Shown(models.TextChoices):
+        LEFT = "left", "left better"
+        TIE = "tie", "tie"
+        RIGHT = "right", "right better"
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.PROTECT, related_name="votes")
+    assignment = models.ForeignKey(
+        Assignment, null=True, blank=True, on_delete=models.PROTECT, related_name="votes"
+    )
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="votes",
+    )
+    outcome = models.CharField(max_length=3, choices=Outcome.choices)
+    # As the annotator saw it, so position bias can be measured; blank for imported votes.
+    shown = models.CharField(max_length=5, choices=Shown.choices, blank=True)
+    seconds = models.FloatField(
+        null=True, blank=True, help_text="From the pair's first delivery to the vote (server)"
+    )
+    comment = models.TextField(blank=True)
+    imported = models.BooleanField(default=False)
+    judge = models.CharField(
+        max_length=200, blank=True, help_text="Who judged an imported vote (FastChat `judge`)"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # The rule the vote service relies on: a second vote on an assignment cannot exist.
+            models.UniqueConstraint(
+                fields=["assignment"], name="annotation_vote_one_per_assignment"
+            ),
+            models.CheckConstraint(
+                condition=Q(imported=True)
+                | (
+                    Q(assignment__isnull=False, annotator__isnull=False, seconds__isnull=False)
+                    & ~Q(shown="")
+                ),
+                name="annotation_vote_app_vote_has_assignment",
+            ),
+            models.CheckConstraint(
+                condition=Q(outcome__in=["a", "tie", "b"]), name="annotation_vote_outcome_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(shown__in=["", "left", "tie", "right"]),
+                name="annotation_vote_shown_valid",
+            ),
+            # A tie is a tie on both scales.
+            models.CheckConstraint(
+                condition=Q(shown="")
+                | Q(outcome="tie", shown="tie")
+                | (~Q(outcome="tie") & ~Q(shown="tie")),
+                name="annotation_vote_tie_matches_shown",
+            ),
+            models.CheckConstraint(
+                condition=Q(seconds__isnull=True) | Q(seconds__gte=0),
+                name="annotation_vote_seconds_nonnegative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"vote {self.pk}: {self.outcome} on comparison {self.comparison_id}"
+
+
+class IdentityFlag(models.Model):
+    """A span of an answer that may give its model away, found when the study is opened.
+
+    Admins decide; a masked span is shown to annotators as ``[…]``.
+    """
+
+    class Kind(models.TextChoices):
+        NAME = "name", "model name or path"
+        MAKER = "maker", "maker"
+        WORD = "word", "identity word"
+        SELF_INTRO = "self_intro", "self-introduction (私は…です)"
+        DEVELOPED_BY = "developed_by", "developed by … (…によって開発された)"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="identity_flags")
+    answer = models.ForeignKey(Answer, on_delete=models.CASCADE, related_name="+")
+    start = models.PositiveIntegerField()
+    end = models.PositiveIntegerField()
+    text = models.CharField(max_length=500)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    masked = models.BooleanField(default=False, help_text="Show “[…]” to annotators instead")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["study", "answer", "start"]
+        constraints = [
+            # Re-scanning a study keeps admins' mask decisions: spans are matched by position.
+            models.UniqueConstraint(
+                fields=["study", "answer", "start", "end"],
+                name="annotation_identityflag_unique_span",
+            ),
+            models.CheckConstraint(
+                condition=Q(end__gt=F("start")), name="annotation_identityflag_span_nonempty"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.text}"

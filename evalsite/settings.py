@@ -130,6 +130,8 @@ MODEL_STORAGE = Path(os.environ.get("MODEL_STORAGE", VAR_DIR / "models")).resolv
 # Largest upload accepted (prompt sets, instruction data, vote imports).
 MAX_UPLOAD_BYTES = envint("MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_UPLOAD_BYTES
+# Vote files carry whole conversations: a FastChat battle file is larger than a prompt set.
+MAX_VOTE_IMPORT_BYTES = envint("MAX_VOTE_IMPORT_BYTES", 200 * 1024 * 1024)
 
 # Throttles (login failures, DRF rates) must be shared by every web worker: Redis when there is
 # one (CACHE_URL, else the Redis broker), a per-process memory cache for the single-process demo.
@@ -207,6 +209,12 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Pairwise evaluation API",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # Two `status` fields with different choices would otherwise share one enum name.
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "generation.models.GenerationRun.Status",
+        "StudyStatusEnum": "annotation.models.Study.Status",
+    },
 }
 
 # --- Annotation --------------------------------------------------------------------------------

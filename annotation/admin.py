@@ -1,0 +1,361 @@
+"""Staff admin: studies (open/close, identity flags and masks), comparisons, assignments, votes,
+and the "open a study comparing these runs…" action on generation runs.
+
+annotation depends on generation, never the reverse: the action is added here by extending
+whatever admin generation registered for GenerationRun.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.db.models import Count, Q
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
+
+from generation.models import GenerationRun
+from generation.services import ServiceError
+
+from . import selectors, services
+from .forms import StudyCreateForm
+from .identity import apply_masks
+from .models import Assignment, Comparison, IdentityFlag, Study, StudyRun, Vote
+
+# --- generation runs: the study action --------------------------------------------------------
+
+
+def _registered_run_admin() -> type[admin.ModelAdmin]:
+    if admin.site.is_registered(GenerationRun):
+        base = type(admin.site.get_model_admin(GenerationRun))
+        admin.site.unregister(GenerationRun)
+        return base
+    return admin.ModelAdmin
+
+
+_RunAdminBase = _registered_run_admin()
+
+
+def _flag_message(study: Study) -> str:
+    counts = selectors.study_flag_counts(study=study)
+    if not counts["flags"]:
+        return "No answer seems to name its model."
+    return (
+        f"{counts['flags']} span(s) in the answers may give a model away; review them under "
+        "“Identity flags” on the study and mask the ones annotators must not see."
+    )
+
+
+@admin.register(GenerationRun)
+class GenerationRunAdmin(_RunAdminBase):
+    actions = [*(_RunAdminBase.actions or []), "open_study_action"]
+
+    @admin.action(description="Open a study comparing these runs…")
+    def open_study_action(self, request, queryset):
+        runs = list(queryset.select_related("model", "prompt_set").order_by("pk"))
+        try:
+            services.study_runs_check(runs=runs)
+        except ServiceError as exc:
+            self.message_user(request, f"Cannot make a study: {exc}", messages.ERROR)
+            return None
+        if "apply" in request.POST:
+            form = StudyCreateForm(request.POST)
+            if form.is_valid():
+                data = form.cleaned_data
+                try:
+                    study = services.study_create(
+                        name=data["name"],
+                        title=data["title"],
+                        runs=runs,
+                        votes_per_comparison=data["votes_per_comparison"],
+                        instructions=data["instructions"],
+                        open_now=data["open_now"],
+                        user=request.user,
+                    )
+                except ServiceError as exc:
+                    form.add_error(None, str(exc))
+                else:
+                    self.message_user(
+                        request,
+                        f"Study {study.name!r} created with {study.comparisons.count()} "
+                        f"comparisons ({study.get_status_display()}).",
+                        messages.SUCCESS,
+                    )
+                    if study.status == Study.Status.OPEN:
+                        self.message_user(request, _flag_message(study), messages.WARNING)
+                    return HttpResponseRedirect(
+                        reverse("admin:annotation_study_change", args=[study.pk])
+                    )
+        else:
+            form = StudyCreateForm()
+        pairs = len(list(itertools.combinations(runs, 2)))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Open a study comparing these runs",
+            "opts": self.model._meta,
+            "runs": runs,
+            "prompt_set": runs[0].prompt_set,
+            "comparison_count": pairs * runs[0].prompt_set.questions.count(),
+            "form": form,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/annotation/study_create.html", context)
+
+
+# --- studies ------------------------------------------------------------------------------------
+
+
+class StudyRunInline(admin.TabularInline):
+    model = StudyRun
+    fields = ["run", "model"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class IdentityFlagInline(admin.TabularInline):
+    """Spans that may give a model away; tick "masked" to show annotators “[…]” instead."""
+
+    model = IdentityFlag
+    fields = ["model_name", "question", "kind", "text", "context", "masked"]
+    readonly_fields = ["model_name", "question", "kind", "text", "context"]
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "Identity flags (answers that may give their model away)"
+
+    def get_queryset(self, request):
+        return (
+            super().get_queryset(request).select_related("answer__run__model", "answer__question")
+        )
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="model")
+    def model_name(self, flag: IdentityFlag) -> str:
+        return flag.answer.run.model.name
+
+    @admin.display(description="question")
+    def question(self, flag: IdentityFlag) -> str:
+        return f"#{flag.answer.question.position}"
+
+    @admin.display(description="in context (as annotators would see it masked)")
+    def context(self, flag: IdentityFlag):
+        text = flag.answer.text
+        before = text[max(0, flag.start - 40) : flag.start]
+        after = text[flag.end : flag.end + 40]
+        return format_html(
+            "…{}<mark>{}</mark>{}…<br><small>masked: …{}…</small>",
+            before,
+            text[flag.start : flag.end],
+            after,
+            apply_masks(
+                before + text[flag.start : flag.end] + after,
+                [(len(before), len(before) + flag.end - flag.start)],
+            ),
+        )
+
+
+class StudyAdminForm(forms.ModelForm):
+    class Meta:
+        model = Study
+        fields = ["name", "title", "votes_per_comparison", "instructions"]
+
+    def clean(self):
+        cleaned = super().clean()
+        models = [sr.model for sr in StudyRun.objects.filter(study=self.instance)]
+        try:
+            services.study_texts_check(
+                models=models,
+                texts={
+                    "title": cleaned.get("title", ""),
+                    "instructions": cleaned.get("instructions", ""),
+                },
+            )
+        except ServiceError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return cleaned
+
+
+@admin.register(Study)
+class StudyAdmin(admin.ModelAdmin):
+    form = StudyAdminForm
+    list_display = [
+        "name",
+        "title",
+        "status",
+        "prompt_set",
+        "votes_per_comparison",
+        "comparison_count",
+        "vote_count",
+        "flag_summary",
+        "created_at",
+    ]
+    list_filter = ["status", "prompt_set"]
+    search_fields = ["name", "title"]
+    fields = [
+        "name",
+        "title",
+        "status",
+        "prompt_set",
+        "votes_per_comparison",
+        "instructions",
+        "created_by",
+        "created_at",
+        "opened_at",
+        "closed_at",
+    ]
+    readonly_fields = [
+        "status",
+        "prompt_set",
+        "created_by",
+        "created_at",
+        "opened_at",
+        "closed_at",
+    ]
+    inlines = [StudyRunInline, IdentityFlagInline]
+    actions = ["open_studies", "close_studies", "rescan_identity", "mask_all_flags"]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("prompt_set")
+            .annotate(
+                comparisons_n=Count("comparisons", distinct=True),
+                flags_n=Count("identity_flags", distinct=True),
+                masked_n=Count(
+                    "identity_flags", filter=Q(identity_flags__masked=True), distinct=True
+                ),
+            )
+        )
+
+    def has_add_permission(self, request) -> bool:
+        # A study is built with all its comparisons: use the action on generation runs,
+        # `manage.py create_study` or POST /api/studies/.
+        return False
+
+    @admin.display(description="comparisons", ordering="comparisons_n")
+    def comparison_count(self, study: Study) -> int:
+        return study.comparisons_n
+
+    @admin.display(description="votes")
+    def vote_count(self, study: Study) -> str:
+        wanted = study.comparisons_n * study.votes_per_comparison
+        return f"{selectors.study_vote_count(study=study)} / {wanted}"
+
+    @admin.display(description="identity flags", ordering="flags_n")
+    def flag_summary(self, study: Study) -> str:
+        if not study.flags_n:
+            return "–"
+        return f"{study.flags_n} ({study.masked_n} masked)"
+
+    @admin.action(description="Open the selected studies (flags self-identifying answers)")
+    def open_studies(self, request, queryset):
+        for study in queryset:
+            try:
+                services.study_open(study=study)
+            except ServiceError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.message_user(request, f"Opened {study.name!r}.", messages.SUCCESS)
+                self.message_user(request, _flag_message(study), messages.WARNING)
+
+    @admin.action(description="Close the selected studies")
+    def close_studies(self, request, queryset):
+        for study in queryset:
+            try:
+                services.study_close(study=study)
+            except ServiceError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.message_user(request, f"Closed {study.name!r}.", messages.SUCCESS)
+
+    @admin.action(description="Re-scan answers for self-identifying text")
+    def rescan_identity(self, request, queryset):
+        for study in queryset:
+            services.study_flag_identity(study=study)
+            self.message_user(request, f"{study.name}: {_flag_message(study)}", messages.INFO)
+
+    @admin.action(description="Mask every flagged span for annotators")
+    def mask_all_flags(self, request, queryset):
+        changed = services.identity_flags_mask(
+            flags=IdentityFlag.objects.filter(study__in=queryset), masked=True
+        )
+        self.message_user(request, f"Masked {changed} span(s).", messages.SUCCESS)
+
+
+# --- comparisons, assignments, votes: read-only records -----------------------------------------
+
+
+class _ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Comparison)
+class ComparisonAdmin(_ReadOnlyAdmin):
+    list_display = ["id", "study", "question", "run_a", "run_b", "votes_n"]
+    list_filter = ["study"]
+    list_select_related = ["study", "question__prompt_set", "run_a__model", "run_b__model"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(votes_n=Count("votes"))
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="votes", ordering="votes_n")
+    def votes_n(self, comparison: Comparison) -> int:
+        return comparison.votes_n
+
+
+@admin.register(Assignment)
+class AssignmentAdmin(_ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "study",
+        "comparison",
+        "annotator",
+        "left",
+        "status",
+        "first_delivered_at",
+        "lease_expires_at",
+    ]
+    list_filter = ["study", "status", "left"]
+    search_fields = ["annotator__username", "token"]
+    list_select_related = ["study", "annotator", "comparison__question", "comparison__study"]
+    raw_id_fields = ["comparison", "annotator"]
+
+
+@admin.register(Vote)
+class VoteAdmin(_ReadOnlyAdmin):
+    """Votes are evidence: never edited here; only a superuser may delete one."""
+
+    list_display = [
+        "id",
+        "comparison",
+        "annotator",
+        "outcome",
+        "shown",
+        "seconds",
+        "imported",
+        "judge",
+        "created_at",
+    ]
+    list_filter = ["comparison__study", "outcome", "shown", "imported"]
+    search_fields = ["annotator__username", "judge", "comment"]
+    list_select_related = ["comparison__study", "comparison__question", "annotator"]
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return request.user.is_superuser

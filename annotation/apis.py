@@ -1,0 +1,252 @@
+"""REST API: the annotator loop (next pair, vote) and staff management of studies.
+
+The annotator endpoints are contracts (the voting page and outside tools use them):
+``GET /api/studies/{id}/next/`` and ``POST /api/assignments/{token}/vote/``. Their serializers
+name every field they may show; nothing model-shaped (names, paths, run/answer/comparison ids)
+is among them.
+"""
+
+from __future__ import annotations
+
+from django.http import Http404
+from django.utils.cache import add_never_cache_headers
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import BasePermission
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from generation.models import GenerationRun, PromptSet
+from generation.services import ServiceError
+
+from . import selectors, services
+from .models import Study
+
+
+class IsAnnotatorOrStaff(BasePermission):
+    message = "only annotators and staff can annotate"
+
+    def has_permission(self, request, view) -> bool:
+        return selectors.user_is_annotator(request.user)
+
+
+class ProgressSerializer(serializers.Serializer):
+    done = serializers.IntegerField()
+    total = serializers.IntegerField()
+
+    class Meta:
+        ref_name = "AnnotatorProgress"
+
+
+class _AnnotatorApi(APIView):
+    # Session only (CSRF enforced on writes); no Basic auth challenge headers for the page.
+    authentication_classes = [SessionAuthentication]
+    # JSON only: the browsable API page would be one more annotator-facing page to keep blind.
+    renderer_classes = [JSONRenderer]
+    permission_classes = [IsAnnotatorOrStaff]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "annotate"
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        add_never_cache_headers(response)
+        return response
+
+
+class StudyNextApi(_AnnotatorApi):
+    class OutputSerializer(serializers.Serializer):
+        token = serializers.CharField()
+        question = serializers.CharField()
+        left = serializers.CharField()
+        right = serializers.CharField()
+        progress = ProgressSerializer()
+
+        class Meta:
+            ref_name = "AnnotatorPair"
+
+    @extend_schema(
+        operation_id="study_next",
+        summary="The next blinded pair for the current annotator",
+        responses={
+            200: OutputSerializer,
+            204: OpenApiResponse(description="Nothing is left for this annotator"),
+            404: OpenApiResponse(description="No open study with this id"),
+        },
+    )
+    def get(self, request, study_id: int):
+        study = selectors.open_study(study_id=study_id)
+        if study is None:
+            raise Http404
+        try:
+            assignment = services.assignment_next(study=study, annotator=request.user)
+        except ServiceError:
+            raise Http404 from None  # closed between the two reads
+        if assignment is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        pair = selectors.shown_pair(assignment=assignment)
+        progress = selectors.annotator_progress(study=study, annotator=request.user)
+        data = {
+            "token": pair.token,
+            "question": pair.question,
+            "left": pair.left,
+            "right": pair.right,
+            "progress": {"done": progress.done, "total": progress.total},
+        }
+        return Response(self.OutputSerializer(data).data)
+
+
+class AssignmentVoteApi(_AnnotatorApi):
+    class InputSerializer(serializers.Serializer):
+        choice = serializers.ChoiceField(
+            choices=services.CHOICES,
+            error_messages={
+                "invalid_choice": services.BAD_CHOICE,
+                "required": services.BAD_CHOICE,
+            },
+        )
+        comment = serializers.CharField(
+            required=False, allow_blank=True, max_length=4000, trim_whitespace=True, default=""
+        )
+
+        class Meta:
+            ref_name = "VoteInput"
+
+    class OutputSerializer(serializers.Serializer):
+        token = serializers.CharField()
+        choice = serializers.CharField()
+        comment = serializers.CharField()
+        seconds = serializers.FloatField()
+        progress = ProgressSerializer()
+
+        class Meta:
+            ref_name = "VoteResult"
+
+    @extend_schema(
+        operation_id="assignment_vote",
+        summary="Vote on a pair: left better, tie, or right better",
+        request=InputSerializer,
+        responses={
+            201: OutputSerializer,
+            200: OpenApiResponse(OutputSerializer, description="The same vote again: unchanged"),
+            400: OpenApiResponse(description="Unknown choice"),
+            404: OpenApiResponse(description="Not your token, or the study is not open"),
+            409: OpenApiResponse(description="A different vote exists, or the pair is full"),
+        },
+    )
+    def post(self, request, token: str):
+        assignment = selectors.assignment_for_annotator(token=token, annotator=request.user)
+        if assignment is None:
+            raise Http404
+        form = self.InputSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            vote, created = services.vote_record(
+                assignment=assignment,
+                choice=form.validated_data["choice"],
+                comment=form.validated_data["comment"],
+            )
+        except services.VoteConflict as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        except ServiceError:
+            raise Http404 from None  # the study closed meanwhile
+        progress = selectors.annotator_progress(study=assignment.study, annotator=request.user)
+        data = {
+            "token": assignment.token,
+            "choice": vote.shown,
+            "comment": vote.comment,
+            "seconds": vote.seconds,
+            "progress": {"done": progress.done, "total": progress.total},
+        }
+        return Response(
+            self.OutputSerializer(data).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+
+# --- staff -------------------------------------------------------------------------------------
+
+
+class StudySerializer(serializers.ModelSerializer):
+    runs = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    comparisons = serializers.IntegerField(source="comparisons.count", read_only=True)
+
+    class Meta:
+        model = Study
+        fields = [
+            "id",
+            "name",
+            "title",
+            "prompt_set",
+            "runs",
+            "votes_per_comparison",
+            "instructions",
+            "status",
+            "comparisons",
+            "created_at",
+            "opened_at",
+            "closed_at",
+        ]
+        read_only_fields = fields
+
+
+class StudyCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    title = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    prompt_set = serializers.PrimaryKeyRelatedField(
+        queryset=PromptSet.objects.all(), required=False, allow_null=True, default=None
+    )
+    runs = serializers.PrimaryKeyRelatedField(queryset=GenerationRun.objects.all(), many=True)
+    votes_per_comparison = serializers.IntegerField(min_value=1, default=3)
+    instructions = serializers.CharField(required=False, allow_blank=True, default="")
+    open = serializers.BooleanField(required=False, default=False)
+
+
+class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Staff: studies, created (with all their comparisons), opened and closed."""
+
+    queryset = Study.objects.select_related("prompt_set").prefetch_related("runs")
+    serializer_class = StudySerializer
+    filterset_fields = ["status", "prompt_set"]
+
+    @extend_schema(request=StudyCreateSerializer, responses={201: StudySerializer})
+    def create(self, request):
+        form = StudyCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        try:
+            study = services.study_create(
+                name=data["name"],
+                title=data["title"],
+                prompt_set=data["prompt_set"],
+                runs=data["runs"],
+                votes_per_comparison=data["votes_per_comparison"],
+                instructions=data["instructions"],
+                open_now=data["open"],
+                user=request.user,
+            )
+        except ServiceError as exc:
+            raise ValidationError({"detail": str(exc)}) from None
+        return Response(StudySerializer(study).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: StudySerializer})
+    @action(detail=True, methods=["post"], url_path="open")
+    def open_study(self, request, pk=None):
+        try:
+            study = services.study_open(study=self.get_object())
+        except ServiceError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(StudySerializer(study).data)
+
+    @extend_schema(request=None, responses={200: StudySerializer})
+    @action(detail=True, methods=["post"], url_path="close")
+    def close_study(self, request, pk=None):
+        try:
+            study = services.study_close(study=self.get_object())
+        except ServiceError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(StudySerializer(study).data)

@@ -1,0 +1,206 @@
+"""Bringing judgments made elsewhere in, in FastChat's battle shape (the export is in results).
+
+``votes_import`` parses the whole file first and writes in one transaction: a file with any
+problem changes nothing, and the error names its line.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+
+from generation import services as generation_services
+from generation.importers import ParsedQuestion
+from generation.models import LanguageModel
+
+from . import services
+from .battles import BattleFormatError, BattleRecord, parse_battles
+from .models import Comparison, Study, StudyRun, Vote
+
+UNKNOWN_MODEL = "line {line}: model {name!r} is not in study {study!r} (models: {models})"
+UNKNOWN_QUESTION = "line {line}: question {key!r} is not in study {study!r}'s prompt set"
+NO_COMPARISON = "line {line}: study {study!r} has no comparison of {a!r} and {b!r} on {key!r}"
+NO_QUESTION_TEXT = (
+    "line {line}: question {key!r} has no text: a new study needs the question as the first "
+    "user turn of conversation_a or conversation_b"
+)
+NO_RECORDS = "the file holds no judgments"
+TOO_LARGE = "is {size} bytes, over the {limit}-byte limit"
+NAME_CLASH = "a model named {name!r} exists with another role; rename it in the file"
+
+
+class VoteImportError(ValueError):
+    """A file that cannot be imported; nothing was written."""
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    study: Study
+    votes: int
+    created_study: bool
+    models: int
+    questions: int
+
+
+def votes_import(*, data: bytes, filename: str, study_name: str) -> ImportSummary:
+    limit = settings.MAX_VOTE_IMPORT_BYTES
+    if len(data) > limit:
+        raise VoteImportError(f"{filename}: " + TOO_LARGE.format(size=len(data), limit=limit))
+    try:
+        records = parse_battles(data)
+    except BattleFormatError as exc:
+        raise VoteImportError(f"{filename}, {exc}") from None
+    if not records:
+        raise VoteImportError(f"{filename}: {NO_RECORDS}")
+    with transaction.atomic():
+        study = Study.objects.select_for_update().filter(name=study_name).first()
+        created = study is None
+        if created:
+            study = _study_from_records(records, study_name, filename)
+        votes = _votes_for(study, records, filename)
+        Vote.objects.bulk_create(votes, batch_size=1000)
+    return ImportSummary(
+        study=study,
+        votes=len(votes),
+        created_study=created,
+        models=StudyRun.objects.filter(study=study).count(),
+        questions=study.prompt_set.questions.count(),
+    )
+
+
+def _key(record: BattleRecord) -> str:
+    return record.question_key() or ""
+
+
+def _study_from_records(records: list[BattleRecord], study_name: str, filename: str) -> Study:
+    """A prompt set, one imported run per model and a draft study, all from the file itself."""
+    texts: dict[str, str] = {}
+    order: list[str] = []
+    answers: dict[str, dict[str, str]] = defaultdict(dict)  # model -> question key -> text
+    first_line: dict[str, int] = {}
+    is_id: dict[str, bool] = {}
+    for record in records:
+        key = _key(record)
+        if key not in first_line:
+            first_line[key] = record.line or 0
+            is_id[key] = record.question_id is not None
+            order.append(key)
+        text = record.question_text()
+        if text and key not in texts:
+            texts[key] = text
+        for model, answer in (
+            (record.model_a, record.answer_a()),
+            (record.model_b, record.answer_b()),
+        ):
+            if answer is not None:
+                answers[model].setdefault(key, answer)
+    for key in order:
+        if key not in texts:
+            raise VoteImportError(
+                f"{filename}, " + NO_QUESTION_TEXT.format(line=first_line[key], key=key)
+            )
+    prompt_set = generation_services.prompt_set_create(
+        name=_free_prompt_set_name(f"{study_name} (imported questions)"),
+        source=filename,
+        questions=[
+            ParsedQuestion(
+                line=first_line[key],
+                text=texts[key],
+                external_id=key if is_id[key] else "",
+            )
+            for key in order
+        ],
+    )
+    questions = {q.external_id or q.text: q.pk for q in prompt_set.questions.all()}
+    models = list(dict.fromkeys(m for r in records for m in (r.model_a, r.model_b)))
+    runs = []
+    for name in models:
+        model = LanguageModel.objects.filter(name=name).first()
+        if model is None:
+            model = generation_services.language_model_register(name=name, name_or_path="")
+        # Questions without an answer in the file get an empty one so the pairs exist.
+        texts_by_question = {
+            questions[key]: answers[name].get(key, "") for key in order if key in questions
+        }
+        runs.append(
+            generation_services.generation_run_create_imported(
+                model=model, prompt_set=prompt_set, answers=texts_by_question
+            )
+        )
+    per_comparison = Counter((_key(r), frozenset((r.model_a, r.model_b))) for r in records)
+    return services.study_create(
+        name=study_name,
+        runs=runs,
+        votes_per_comparison=max(per_comparison.values()),
+        instructions="Imported judgments.",
+    )
+
+
+def _free_prompt_set_name(base: str) -> str:
+    from generation.models import PromptSet
+
+    name, n = base, 1
+    while PromptSet.objects.filter(name=name).exists():
+        n += 1
+        name = f"{base} {n}"
+    return name
+
+
+def _votes_for(study: Study, records: list[BattleRecord], filename: str) -> list[Vote]:
+    runs = {
+        sr.model.name: sr.run_id
+        for sr in StudyRun.objects.filter(study=study).select_related("model")
+    }
+    questions: dict[str, int] = {}
+    for q in study.prompt_set.questions.all():
+        questions.setdefault(q.text, q.pk)
+        if q.external_id:
+            questions[q.external_id] = q.pk
+    comparisons = {
+        (c.question_id, c.run_a_id, c.run_b_id): c.pk
+        for c in Comparison.objects.filter(study=study).only("pk", "question", "run_a", "run_b")
+    }
+    votes = []
+    for record in records:
+        for name in (record.model_a, record.model_b):
+            if name not in runs:
+                raise VoteImportError(
+                    f"{filename}, "
+                    + UNKNOWN_MODEL.format(
+                        line=record.line, name=name, study=study.name, models=", ".join(runs)
+                    )
+                )
+        key = _key(record)
+        question_id = questions.get(key)
+        if question_id is None and record.question_text():
+            question_id = questions.get(record.question_text())
+        if question_id is None:
+            raise VoteImportError(
+                f"{filename}, "
+                + UNKNOWN_QUESTION.format(line=record.line, key=key, study=study.name)
+            )
+        run_a, run_b = runs[record.model_a], runs[record.model_b]
+        outcome = record.outcome
+        if run_a > run_b:  # comparisons are stored in canonical order
+            run_a, run_b = run_b, run_a
+            outcome = {"a": "b", "b": "a", "tie": "tie"}[outcome]
+        comparison_id = comparisons.get((question_id, run_a, run_b))
+        if comparison_id is None:
+            raise VoteImportError(
+                f"{filename}, "
+                + NO_COMPARISON.format(
+                    line=record.line, study=study.name, a=record.model_a, b=record.model_b, key=key
+                )
+            )
+        votes.append(
+            Vote(
+                comparison_id=comparison_id,
+                outcome=outcome,
+                imported=True,
+                judge=(record.judge or "")[:200],
+            )
+        )
+    return votes

@@ -1,0 +1,57 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from annotation import selectors, services
+from generation.models import PromptSet
+from generation.services import ServiceError
+
+
+class Command(BaseCommand):
+    help = (
+        "Create a study comparing succeeded runs (one per model) on one prompt set: every model "
+        "pair on every question, in one transaction."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("name", help="study name (admin-facing, never shown to annotators)")
+        parser.add_argument("--prompt-set", required=True, help="name of the prompt set")
+        parser.add_argument(
+            "--runs", required=True, nargs="+", type=int, metavar="ID", help="generation run ids"
+        )
+        parser.add_argument(
+            "--votes-per-comparison", type=int, default=3, metavar="K", help="default: 3"
+        )
+        parser.add_argument("--title", default="", help="title shown to annotators")
+        parser.add_argument("--instructions", default="", help="instructions for annotators")
+        parser.add_argument(
+            "--open", action="store_true", help="open it now (flags self-identifying answers)"
+        )
+
+    def handle(self, *args, **opts):
+        prompt_set = PromptSet.objects.filter(name=opts["prompt_set"]).first()
+        if prompt_set is None:
+            raise CommandError(f"no prompt set named {opts['prompt_set']!r}")
+        try:
+            study = services.study_create(
+                name=opts["name"],
+                prompt_set=prompt_set,
+                runs=opts["runs"],
+                votes_per_comparison=opts["votes_per_comparison"],
+                title=opts["title"],
+                instructions=opts["instructions"],
+                open_now=opts["open"],
+            )
+        except ServiceError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(
+            f"study {study.pk} {study.name!r}: {study.comparisons.count()} comparisons, "
+            f"K={study.votes_per_comparison}, {study.status}"
+        )
+        if study.status == study.Status.OPEN:
+            counts = selectors.study_flag_counts(study=study)
+            if counts["flags"]:
+                self.stdout.write(
+                    self.style.WARNING(
+                        f"{counts['flags']} span(s) may give a model away: review the study's "
+                        "identity flags in the admin and mask what annotators must not see"
+                    )
+                )

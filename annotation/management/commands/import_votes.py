@@ -1,0 +1,34 @@
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from annotation import exchange
+
+
+class Command(BaseCommand):
+    help = (
+        "Import judgments in FastChat's battle JSONL shape (model_a, model_b, winner, "
+        "question_id, judge, optional conversation_a/_b) into a study; when no study of that "
+        "name exists, create one from the file (models, questions, answers). Atomic."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("file", type=Path)
+        parser.add_argument("--study", required=True, help="study name (created if missing)")
+
+    def handle(self, *args, file: Path, study: str, **options):
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            raise CommandError(f"{file}: cannot read ({exc.strerror})") from None
+        try:
+            summary = exchange.votes_import(data=data, filename=str(file), study_name=study)
+        except exchange.VoteImportError as exc:
+            raise CommandError(str(exc)) from None
+        verb = "created study" if summary.created_study else "into study"
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"imported {summary.votes} votes {verb} {summary.study.name!r} "
+                f"({summary.models} models, {summary.questions} questions)"
+            )
+        )

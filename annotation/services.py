@@ -1,0 +1,414 @@
+"""Writes for the annotation app: studies, identity flags, assignment of pairs, votes.
+
+Assignment is the part that must hold under load: a comparison row is the lock that guards its
+slots (its votes and live leases), taken with ``SELECT … FOR UPDATE SKIP LOCKED`` where the
+database has it, and every count that decides a slot is read again after the lock is held.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import secrets
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from generation.models import Answer, GenerationRun, PromptSet
+from generation.services import ServiceError
+
+from . import identity, selectors
+from .models import Assignment, Comparison, IdentityFlag, Study, StudyRun, Vote
+
+STUDY_NAME_TAKEN = "a study named {name!r} already exists"
+TOO_FEW_MODELS = "a study needs succeeded runs of at least two different models"
+RUN_NOT_FOUND = "no generation run with id {ids}"
+RUN_NOT_SUCCEEDED = "run {id} is {status}; only succeeded runs can be compared"
+MIXED_PROMPT_SETS = (
+    "the runs answer different prompt sets ({names}); a study compares runs of one prompt set"
+)
+WRONG_PROMPT_SET = "run {id} answers prompt set {actual!r}, not {expected!r}"
+SAME_MODEL_TWICE = "runs {ids} are both of model {model!r}; a study takes one run per model"
+NO_COMMON_QUESTIONS = "the runs have no answered question in common; nothing to compare"
+BAD_VOTES_PER_COMPARISON = "votes per comparison must be at least 1"
+CANNOT_OPEN = "study {name!r} is {status}; only a draft or closed study can be opened"
+CANNOT_CLOSE = "study {name!r} is {status}; only an open study can be closed"
+STUDY_NOT_OPEN = "this study is not open"
+VOTE_CONFLICT = "this pair already has a different vote from you; votes are never overwritten"
+COMPARISON_FULL = "this pair has all the votes it needs (your time on it ran out); thank you"
+BAD_CHOICE = 'choice must be one of "left", "tie", "right"'
+TEXT_NAMES_MODEL = "the {field} names a model ({term!r}); annotators see it, so leave it out"
+
+CHOICES = ("left", "tie", "right")
+_OUTCOME = {
+    # (shown, side on the left) -> canonical outcome
+    ("left", "a"): Vote.Outcome.A,
+    ("left", "b"): Vote.Outcome.B,
+    ("right", "a"): Vote.Outcome.B,
+    ("right", "b"): Vote.Outcome.A,
+    ("tie", "a"): Vote.Outcome.TIE,
+    ("tie", "b"): Vote.Outcome.TIE,
+}
+
+_random = random.SystemRandom()
+
+
+class VoteConflict(ServiceError):
+    """The vote cannot be taken as asked (HTTP 409)."""
+
+
+# --- studies -----------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def study_create(
+    *,
+    name: str,
+    runs: Sequence[GenerationRun | int],
+    prompt_set: PromptSet | None = None,
+    votes_per_comparison: int = 3,
+    instructions: str = "",
+    title: str = "",
+    open_now: bool = False,
+    user=None,
+) -> Study:
+    """A study with every comparison (model pairs x questions) built in this one transaction."""
+    run_ids = [r.pk if isinstance(r, GenerationRun) else int(r) for r in runs]
+    found = {
+        r.pk: r
+        for r in GenerationRun.objects.select_related("model", "prompt_set").filter(pk__in=run_ids)
+    }
+    missing = [str(i) for i in run_ids if i not in found]
+    if missing:
+        raise ServiceError(RUN_NOT_FOUND.format(ids=", ".join(missing)))
+    chosen = [found[i] for i in dict.fromkeys(run_ids)]  # ordered, without repeats
+    study_runs_check(runs=chosen, prompt_set=prompt_set)
+    if votes_per_comparison < 1:
+        raise ServiceError(BAD_VOTES_PER_COMPARISON)
+    if Study.objects.filter(name=name).exists():
+        raise ServiceError(STUDY_NAME_TAKEN.format(name=name))
+
+    study_texts_check(
+        models=[r.model for r in chosen], texts={"title": title, "instructions": instructions}
+    )
+    chosen.sort(key=lambda r: r.pk)
+    try:
+        with transaction.atomic():
+            study = Study.objects.create(
+                name=name,
+                title=title,
+                prompt_set=chosen[0].prompt_set,
+                votes_per_comparison=votes_per_comparison,
+                instructions=instructions,
+                created_by=user if getattr(user, "pk", None) else None,
+            )
+    except IntegrityError:
+        raise ServiceError(STUDY_NAME_TAKEN.format(name=name)) from None
+    StudyRun.objects.bulk_create(StudyRun(study=study, run=r, model=r.model) for r in chosen)
+
+    answers: dict[int, dict[int, int]] = defaultdict(dict)  # run -> question -> answer
+    for answer_id, run_id, question_id in Answer.objects.filter(run__in=chosen).values_list(
+        "pk", "run_id", "question_id"
+    ):
+        answers[run_id][question_id] = answer_id
+    comparisons = []
+    for question_id in study.prompt_set.questions.order_by("position").values_list("pk", flat=True):
+        for run_a, run_b in itertools.combinations(chosen, 2):
+            a, b = answers[run_a.pk].get(question_id), answers[run_b.pk].get(question_id)
+            if a is not None and b is not None:
+                comparisons.append(
+                    Comparison(
+                        study=study,
+                        question_id=question_id,
+                        run_a=run_a,
+                        run_b=run_b,
+                        answer_a_id=a,
+                        answer_b_id=b,
+                    )
+                )
+    if not comparisons:
+        raise ServiceError(NO_COMMON_QUESTIONS)
+    Comparison.objects.bulk_create(comparisons, batch_size=500)
+    if open_now:
+        study = study_open(study=study)
+    return study
+
+
+def study_runs_check(*, runs: Sequence[GenerationRun], prompt_set: PromptSet | None = None) -> None:
+    """Raise ServiceError unless these runs can make a study (admin actions ask before a form)."""
+    for run in runs:
+        if run.status != GenerationRun.Status.SUCCEEDED:
+            raise ServiceError(RUN_NOT_SUCCEEDED.format(id=run.pk, status=run.status))
+    sets = {r.prompt_set.name for r in runs}
+    if len(sets) > 1:
+        raise ServiceError(MIXED_PROMPT_SETS.format(names=", ".join(sorted(sets))))
+    if prompt_set is not None:
+        for run in runs:
+            if run.prompt_set_id != prompt_set.pk:
+                raise ServiceError(
+                    WRONG_PROMPT_SET.format(
+                        id=run.pk, actual=run.prompt_set.name, expected=prompt_set.name
+                    )
+                )
+    by_model: dict[int, list[GenerationRun]] = defaultdict(list)
+    for run in runs:
+        by_model[run.model_id].append(run)
+    for same in by_model.values():
+        if len(same) > 1:
+            raise ServiceError(
+                SAME_MODEL_TWICE.format(
+                    ids=", ".join(str(r.pk) for r in same), model=same[0].model.name
+                )
+            )
+    if len(by_model) < 2:
+        raise ServiceError(TOO_FEW_MODELS)
+
+
+def study_texts_check(*, models, texts: dict[str, str]) -> None:
+    """Refuse annotator-facing study text (title, instructions) that names a study model."""
+    terms = identity.identity_terms(
+        names=[n for m in models for n in (m.name, m.name_or_path) if n],
+        makers=[m.maker for m in models if m.maker],
+        words=[],
+    )
+    for field, text in texts.items():
+        for span in identity.find_identity_spans(text or "", terms):
+            if span.kind in (identity.NAME, identity.MAKER):
+                raise ServiceError(TEXT_NAMES_MODEL.format(field=field, term=span.text))
+
+
+@transaction.atomic
+def study_open(*, study: Study) -> Study:
+    """Open a draft or closed study, flagging answers that may name their model first."""
+    study = Study.objects.select_for_update().get(pk=study.pk)
+    if study.status == Study.Status.OPEN:
+        raise ServiceError(CANNOT_OPEN.format(name=study.name, status=study.status))
+    study_flag_identity(study=study)
+    study.status = Study.Status.OPEN
+    study.opened_at = study.opened_at or timezone.now()
+    study.closed_at = None
+    study.save(update_fields=["status", "opened_at", "closed_at"])
+    return study
+
+
+@transaction.atomic
+def study_close(*, study: Study) -> Study:
+    """Stop handing out pairs; votes already in hand are refused from now on."""
+    study = Study.objects.select_for_update().get(pk=study.pk)
+    if study.status != Study.Status.OPEN:
+        raise ServiceError(CANNOT_CLOSE.format(name=study.name, status=study.status))
+    study.status = Study.Status.CLOSED
+    study.closed_at = timezone.now()
+    study.save(update_fields=["status", "closed_at"])
+    return study
+
+
+@transaction.atomic
+def study_flag_identity(*, study: Study) -> list[IdentityFlag]:
+    """(Re)scan the study's answers for self-identifying spans; existing flags keep their mask.
+
+    Looks for every study model's name, path and maker (in every answer: an answer naming
+    *another* model unblinds as well) and ``settings.IDENTITY_WORDS``, plus self-introductions.
+    """
+    study_runs = StudyRun.objects.filter(study=study).select_related("model")
+    terms = identity.identity_terms(
+        names=[n for sr in study_runs for n in (sr.model.name, sr.model.name_or_path) if n],
+        makers=[sr.model.maker for sr in study_runs if sr.model.maker],
+        words=settings.IDENTITY_WORDS,
+    )
+    existing = {(f.answer_id, f.start, f.end): f for f in IdentityFlag.objects.filter(study=study)}
+    seen = set()
+    new = []
+    for answer in Answer.objects.filter(run__in=[sr.run_id for sr in study_runs]).only(
+        "pk", "text"
+    ):
+        for span in identity.find_identity_spans(answer.text, terms):
+            key = (answer.pk, span.start, span.end)
+            seen.add(key)
+            if key not in existing:
+                new.append(
+                    IdentityFlag(
+                        study=study,
+                        answer=answer,
+                        start=span.start,
+                        end=span.end,
+                        text=span.text[:500],
+                        kind=span.kind,
+                    )
+                )
+    IdentityFlag.objects.bulk_create(new, batch_size=500)
+    # Spans no longer found (the word list changed) go; masked ones stay, they were a decision.
+    stale = [f.pk for key, f in existing.items() if key not in seen and not f.masked]
+    IdentityFlag.objects.filter(pk__in=stale).delete()
+    return list(IdentityFlag.objects.filter(study=study))
+
+
+def identity_flags_mask(*, flags, masked: bool = True) -> int:
+    """Mask (or unmask) flagged spans for annotators; returns how many changed."""
+    return (
+        IdentityFlag.objects.filter(pk__in=[f.pk for f in flags])
+        .exclude(masked=masked)
+        .update(masked=masked)
+    )
+
+
+# --- assignment --------------------------------------------------------------------------------
+
+
+def _lock(comparison_id: int, *, skip_locked: bool) -> Comparison | None:
+    """The comparison row locked for this transaction, or None if another one holds it."""
+    skip = skip_locked and connection.features.has_select_for_update_skip_locked
+    # SQLite has no row locks; the project runs it with IMMEDIATE transactions, which take the
+    # database write lock at BEGIN, so claims there are serialised anyway.
+    # of=("self",) and no ordering: the default ordering joins the study and question rows, and
+    # FOR UPDATE would lock those too, so every claim in a study would skip every other one.
+    return (
+        Comparison.objects.select_for_update(skip_locked=skip, of=("self",))
+        .filter(pk=comparison_id)
+        .order_by()
+        .first()
+    )
+
+
+def _choose_left(comparison: Comparison, now: datetime) -> str:
+    """The side that evens out how often answer a was on the left in this comparison's votes
+    and live leases; random when even (so across a model pair it is even too, on average)."""
+    counts = dict(
+        Assignment.objects.filter(comparison=comparison)
+        .filter(
+            Q(status=Assignment.Status.VOTED)
+            | Q(status=Assignment.Status.LEASED, lease_expires_at__gt=now)
+        )
+        .values_list("left")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    a_left, b_left = counts.get("a", 0), counts.get("b", 0)
+    if a_left != b_left:
+        return Assignment.Side.A if a_left < b_left else Assignment.Side.B
+    return _random.choice([Assignment.Side.A, Assignment.Side.B])
+
+
+@transaction.atomic
+def assignment_next(*, study: Study, annotator) -> Assignment | None:
+    """The pair this annotator should judge next in an open study, or None when none is left.
+
+    Their own unvoted pair comes back again (a reload never takes a second slot; an expired
+    lease is renewed if the comparison still has room). Otherwise: a comparison they have never
+    been given, among those with the fewest votes + live leases, at random among ties.
+    """
+    now = timezone.now()
+    lease = settings.ASSIGNMENT_LEASE
+    # Read afresh: the status or K may have changed since the caller loaded the study.
+    study = Study.objects.filter(pk=study.pk, status=Study.Status.OPEN).first()
+    if study is None:
+        raise ServiceError(STUDY_NOT_OPEN)
+
+    held = Assignment.objects.filter(
+        study=study, annotator=annotator, status=Assignment.Status.LEASED
+    ).first()
+    if held is not None:
+        if held.lease_expires_at > now:
+            return held
+        _lock(held.comparison_id, skip_locked=False)
+        room = selectors.comparison_load(
+            comparison=held.comparison, now=now, exclude_annotator=annotator
+        )
+        held.refresh_from_db()
+        if held.status == Assignment.Status.LEASED:
+            if room < study.votes_per_comparison:
+                held.lease_expires_at = now + lease
+                held.save(update_fields=["lease_expires_at"])
+                return held
+            held.status = Assignment.Status.EXPIRED
+            held.save(update_fields=["status"])
+
+    candidates = list(
+        selectors.comparisons_with_load(study=study, now=now)
+        .filter(load__lt=study.votes_per_comparison)
+        .exclude(assignments__annotator=annotator)
+        .values_list("pk", "load")
+    )
+    _random.shuffle(candidates)
+    candidates.sort(key=lambda c: c[1])  # stable: random order within each load level
+    for comparison_id, _ in candidates:
+        comparison = _lock(comparison_id, skip_locked=True)
+        if comparison is None:
+            continue  # someone else is claiming it right now
+        # Counted again under the lock: the list above may be a moment old.
+        if selectors.comparison_load(comparison=comparison, now=now) >= (
+            study.votes_per_comparison
+        ):
+            continue
+        try:
+            with transaction.atomic():
+                return Assignment.objects.create(
+                    study=study,
+                    comparison=comparison,
+                    annotator=annotator,
+                    token=secrets.token_urlsafe(16),
+                    left=_choose_left(comparison, now),
+                    first_delivered_at=now,
+                    lease_expires_at=now + lease,
+                )
+        except IntegrityError:
+            # The same annotator asked twice at once and the other request won: use its pair.
+            mine = Assignment.objects.filter(
+                study=study, annotator=annotator, status=Assignment.Status.LEASED
+            ).first()
+            if mine is not None:
+                return mine
+    return None
+
+
+# --- votes -------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def vote_record(*, assignment: Assignment, choice: str, comment: str = "") -> tuple[Vote, bool]:
+    """Record the annotator's vote; returns (vote, created).
+
+    The same choice again returns the stored vote (created False) and changes nothing; a
+    different one raises VoteConflict. A vote after the lease ran out counts only while the
+    comparison is below K. Seconds are measured from the pair's first delivery.
+    """
+    if choice not in CHOICES:
+        raise ServiceError(BAD_CHOICE)
+    now = timezone.now()
+    # Lock order everywhere: comparison, then assignment.
+    comparison = _lock(assignment.comparison_id, skip_locked=False)
+    assignment = (
+        Assignment.objects.select_for_update(of=("self",))
+        .select_related("study")
+        .order_by()
+        .get(pk=assignment.pk)
+    )
+    if assignment.study.status != Study.Status.OPEN:
+        raise ServiceError(STUDY_NOT_OPEN)
+    existing = Vote.objects.filter(assignment=assignment).first()
+    if existing is not None:
+        if existing.shown != choice:
+            raise VoteConflict(VOTE_CONFLICT)
+        return existing, False
+    # Live or late, no comparison ever gets more than K votes.
+    if Vote.objects.filter(comparison=comparison).count() >= (
+        assignment.study.votes_per_comparison
+    ):
+        raise VoteConflict(COMPARISON_FULL)
+    vote = Vote.objects.create(
+        comparison=comparison,
+        assignment=assignment,
+        annotator_id=assignment.annotator_id,
+        outcome=_OUTCOME[(choice, assignment.left)],
+        shown=choice,
+        seconds=max(0.0, (now - assignment.first_delivered_at).total_seconds()),
+        comment=comment.strip(),
+    )
+    assignment.status = Assignment.Status.VOTED
+    assignment.save(update_fields=["status"])
+    return vote, True

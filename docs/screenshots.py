@@ -1,0 +1,150 @@
+"""Screenshots of the voting page (desktop 1280x800 and narrow 390x844, Japanese).
+
+    .venv/bin/python docs/screenshots.py [OUTDIR]
+
+Builds a throw-away SQLite database with a Japanese study (nothing touches var/ or
+DATABASE_URL), serves the site on a free local port and drives Debian's chromium with Playwright.
+Writes voting-desktop.png and voting-narrow.png next to this file (or into OUTDIR).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+QUESTION = "Pythonでリストから重複を取り除き、元の順番を保つ方法を教えてください。"
+ANSWERS = [
+    "順番を保ったまま重複を取り除くには、dict.fromkeys を使うのが簡単です。"
+    "Python 3.7 以降では辞書が挿入順を保つため、最初に現れた順に要素が残ります。\n\n"
+    "```\nitems = [3, 1, 3, 2, 1]\nunique = list(dict.fromkeys(items))\n"
+    "print(unique)  # [3, 1, 2]\n```\n\n"
+    "要素がハッシュできない場合（リストの中にリストがある場合など）は、"
+    "見た要素を記録しながらループで取り除いてください。",
+    "set を使うと重複は消えますが、順番は保たれません。順番が大切なら次のように書きます。\n\n"
+    "```\nseen = set()\nresult = []\nfor x in items:\n    if x not in seen:\n"
+    "        seen.add(x)\n        result.append(x)\n```\n\n"
+    "この方法は要素数 n に対して O(n) で動き、大きなリストでも速いです。",
+    "sorted(set(items), key=items.index) でも書けますが、index が毎回先頭から探すため"
+    "大きなリストでは遅くなります。小さなリストなら一行で読みやすい書き方です。",
+]
+INSTRUCTIONS = (
+    "質問に対する二つの回答を読み、より役に立つ方を選んでください。\n"
+    "正確さ・わかりやすさ・日本語の自然さを重視し、長さだけで判断しないでください。"
+)
+
+
+def _setup_django(workdir: Path) -> None:
+    os.environ.pop("DATABASE_URL", None)
+    os.environ["VAR_DIR"] = str(workdir)
+    os.environ["DEBUG"] = "1"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evalsite.settings")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's loop shares this thread
+    sys.path.insert(0, str(REPO))
+    import django
+
+    django.setup()
+
+
+def _make_study() -> int:
+    from django.contrib.auth.models import Group, User
+    from django.core.management import call_command
+
+    from annotation import services
+    from generation import services as generation_services
+    from generation.importers import ParsedQuestion
+
+    call_command("migrate", verbosity=0)
+    with contextlib.chdir(REPO / "locale"):
+        call_command("compilemessages", locale=["ja"], verbosity=0)
+    user = User.objects.create_user("annotator", password="annotator-pass")
+    user.groups.add(Group.objects.get(name="annotators"))
+    prompt_set = generation_services.prompt_set_create(
+        name="screenshots", questions=[ParsedQuestion(line=1, text=QUESTION)]
+    )
+    question = prompt_set.questions.get()
+    runs = []
+    for index, text in enumerate(ANSWERS):
+        model = generation_services.language_model_register(
+            name=f"demo-model-{index}", name_or_path=f"demo/model-{index}"
+        )
+        runs.append(
+            generation_services.generation_run_create_imported(
+                model=model, prompt_set=prompt_set, answers={question.pk: text}
+            )
+        )
+    study = services.study_create(
+        name="screenshots",
+        title="回答の比較（デモ）",
+        runs=runs,
+        votes_per_comparison=1,
+        instructions=INSTRUCTIONS,
+        open_now=True,
+    )
+    return study.pk
+
+
+def _serve() -> str:
+    from django.contrib.staticfiles.handlers import StaticFilesHandler
+    from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
+    from django.core.wsgi import get_wsgi_application
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadedWSGIServer(("127.0.0.1", 0), QuietHandler)
+    server.set_app(StaticFilesHandler(get_wsgi_application()))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def main(outdir: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with tempfile.TemporaryDirectory() as workdir:
+        _setup_django(Path(workdir))
+        study_id = _make_study()
+        url = _serve()
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS
+            )
+            for name, viewport in [
+                ("voting-desktop.png", {"width": 1280, "height": 800}),
+                ("voting-narrow.png", {"width": 390, "height": 844}),
+            ]:
+                context = browser.new_context(
+                    viewport=viewport,
+                    locale="ja-JP",
+                    extra_http_headers={"Accept-Language": "ja"},
+                    device_scale_factor=1,
+                )
+                page = context.new_page()
+                page.goto(f"{url}/accounts/login/?next=/annotate/{study_id}/")
+                page.fill("#id_username", "annotator")
+                page.fill("#id_password", "annotator-pass")
+                page.click("button[type=submit]")
+                page.wait_for_selector("#voting[data-state=ready]")
+                if name == "voting-desktop.png":
+                    # One vote first, so the progress bar shows some progress.
+                    page.keyboard.press("2")
+                    expect(page.locator("#progress-done")).to_have_text("1")
+                    page.wait_for_selector("#voting[data-state=ready]")
+                page.evaluate("window.scrollTo(0, 0)")
+                page.evaluate("document.fonts.ready")
+                page.screenshot(path=str(outdir / name))
+                print(f"wrote {outdir / name}")
+                context.close()
+            browser.close()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else Path(__file__).resolve().parent)

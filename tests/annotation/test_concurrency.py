@@ -1,0 +1,161 @@
+"""Assignment under real concurrency (PostgreSQL row locks, SKIP LOCKED): never over K."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import close_old_connections, connection
+from django.db.models import Count
+from django.test.utils import CaptureQueriesContext
+
+from annotation import services
+from annotation.models import Assignment, Comparison, Vote
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+THREADS = 20
+
+
+def _run_in_threads(target, users) -> list[BaseException]:
+    barrier = threading.Barrier(len(users))
+    errors: list[BaseException] = []
+
+    def work(user):
+        try:
+            barrier.wait(timeout=30)
+            target(user)
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(u,)) for u in users]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not any(t.is_alive() for t in threads), "a worker thread hung"
+    return errors
+
+
+def _annotators(django_user_model, n, prefix):
+    from django.contrib.auth.models import Group
+
+    group, _ = Group.objects.get_or_create(name="annotators")
+    users = [django_user_model.objects.create_user(f"{prefix}{i}") for i in range(n)]
+    for user in users:
+        user.groups.add(group)
+    return users
+
+
+def test_twenty_annotators_claiming_and_voting_at_once_never_exceed_k(
+    make_study, django_user_model
+):
+    assert connection.vendor == "postgresql"
+    assert connection.features.has_select_for_update_skip_locked
+    study = make_study(models=3, questions=10, k=2)  # 30 comparisons
+    # One annotator has voted on everything: one slot is left per comparison.
+    (seed,) = _annotators(django_user_model, 1, "seed")
+    while (assignment := services.assignment_next(study=study, annotator=seed)) is not None:
+        services.vote_record(assignment=assignment, choice="tie")
+    assert Vote.objects.count() == 30
+
+    users = _annotators(django_user_model, THREADS, "racer")
+    claimed: list[int] = []  # list.append is atomic under the GIL
+
+    def claim_and_vote(user):
+        close_old_connections()
+        while (a := services.assignment_next(study=study, annotator=user)) is not None:
+            services.vote_record(assignment=a, choice="left")
+            claimed.append(user.pk)
+
+    errors = _run_in_threads(claim_and_vote, users)
+    assert not errors, errors
+
+    per_comparison = dict(
+        Comparison.objects.filter(study=study).annotate(n=Count("votes")).values_list("pk", "n")
+    )
+    assert max(per_comparison.values()) <= study.votes_per_comparison
+    # Every slot was filled, each exactly once.
+    assert set(per_comparison.values()) == {2}
+    assert Vote.objects.count() == 60 == 30 + len(claimed)
+    assert len(set(claimed)) > 1  # the slots were shared out, not taken by one thread
+    assert not (Vote.objects.values("assignment").annotate(n=Count("pk")).filter(n__gt=1).exists())
+    assert not (
+        Assignment.objects.values("comparison", "annotator")
+        .annotate(n=Count("pk"))
+        .filter(n__gt=1)
+        .exists()
+    )
+    # And nobody voted twice on a comparison.
+    assert not (
+        Vote.objects.values("comparison", "annotator")
+        .annotate(n=Count("pk"))
+        .filter(n__gt=1)
+        .exists()
+    )
+
+
+def test_twenty_annotators_asking_for_the_one_last_slot_at_once_get_it_once(
+    make_study, django_user_model
+):
+    study = make_study(models=2, questions=1, k=1)  # a single comparison, a single slot
+    users = _annotators(django_user_model, THREADS, "last")
+    winners = []
+
+    def ask(user):
+        close_old_connections()
+        assignment = services.assignment_next(study=study, annotator=user)
+        if assignment is not None:
+            winners.append(assignment.token)
+
+    errors = _run_in_threads(ask, users)
+    assert not errors, errors
+    assert len(winners) == 1
+    assert Assignment.objects.filter(study=study).count() == 1
+
+
+def test_one_annotator_asking_twice_at_once_holds_a_single_pair(make_study, django_user_model):
+    study = make_study(models=3, questions=10, k=2)
+    (user,) = _annotators(django_user_model, 1, "double")
+    tokens = []
+
+    def ask(_):
+        close_old_connections()
+        tokens.append(services.assignment_next(study=study, annotator=user).token)
+
+    errors = _run_in_threads(ask, [user] * 8)
+    assert not errors, errors
+    assert len(set(tokens)) == 1
+    assert Assignment.objects.filter(study=study, annotator=user).count() == 1
+
+
+def test_simultaneous_votes_on_one_token_store_one_vote(make_study, django_user_model):
+    study = make_study(models=2, questions=1, k=1)
+    (user,) = _annotators(django_user_model, 1, "voter")
+    assignment = services.assignment_next(study=study, annotator=user)
+    results = []
+
+    def vote(_):
+        close_old_connections()
+        results.append(services.vote_record(assignment=assignment, choice="right")[1])
+
+    errors = _run_in_threads(vote, [user] * 10)
+    assert not errors, errors
+    assert sorted(results) == [False] * 9 + [True]
+    assert Vote.objects.count() == 1
+
+
+def test_claims_lock_only_the_comparison_row_and_skip_locked_ones(make_study, annotator):
+    # A lock that joined the study row (through the default ordering) would make every
+    # concurrent claim in the study skip every comparison.
+    study = make_study(models=2, questions=2, k=1)
+    with CaptureQueriesContext(connection) as queries:
+        assignment = services.assignment_next(study=study, annotator=annotator)
+        services.vote_record(assignment=assignment, choice="left")
+    locks = [q["sql"] for q in queries.captured_queries if "FOR UPDATE" in q["sql"]]
+    assert any("SKIP LOCKED" in sql for sql in locks)
+    for sql in locks:
+        assert " JOIN " not in sql or "FOR UPDATE OF" in sql, sql
+        assert 'FOR UPDATE OF "annotation_' in sql, sql

@@ -1,0 +1,236 @@
+"""Results: exports checked against counts made by hand, vote import both ways, real Rakuda data."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from annotation import exchange, results
+from annotation.battles import rakuda_tournament_to_battles, write_battles
+from annotation.models import Comparison, Study, Vote
+
+pytestmark = pytest.mark.django_db
+
+RAKUDA = "rakuda/hist_ea2b4dc/jrank"
+
+
+def _vote_until_done(client, user, study, choose) -> list[tuple[str, str, str]]:
+    """Vote through the HTTP API until nothing is left; returns (token, choice, left model)."""
+    client.force_login(user)
+    cast = []
+    while True:
+        response = client.get(f"/api/studies/{study.pk}/next/")
+        if response.status_code == 204:
+            return cast
+        token = response.json()["token"]
+        choice = choose(len(cast))
+        voted = client.post(
+            f"/api/assignments/{token}/vote/", {"choice": choice}, content_type="application/json"
+        )
+        assert voted.status_code in (200, 201), voted.content
+        cast.append((token, choice))
+
+
+def _hand_counts(study) -> dict[tuple[str, str], Counter]:
+    """Per canonical pair: wins / ties / losses of model_a, from the stored shown choices."""
+    counts: dict[tuple[str, str], Counter] = {}
+    for vote in Vote.objects.filter(comparison__study=study).select_related(
+        "assignment", "comparison__run_a__model", "comparison__run_b__model"
+    ):
+        c = vote.comparison
+        pair = (c.run_a.model.name, c.run_b.model.name)
+        left_is_a = vote.assignment.left == "a"
+        if vote.shown == "tie":
+            result = "ties"
+        elif (vote.shown == "left") == left_is_a:
+            result = "wins"
+        else:
+            result = "losses"
+        counts.setdefault(pair, Counter())[result] += 1
+    return counts
+
+
+def test_exports_agree_with_counts_made_by_hand(client, annotator, other_annotator, make_study):
+    study = make_study(models=3, questions=6, k=2)
+    pattern = ["left", "right", "tie", "left", "left"]
+    _vote_until_done(client, annotator, study, lambda i: pattern[i % 5])
+    _vote_until_done(client, other_annotator, study, lambda i: pattern[(i + 2) % 5])
+    assert Vote.objects.filter(comparison__study=study).count() == 3 * 6 * 2
+    expected = _hand_counts(study)
+
+    body = json.loads(results.export(study=study, fmt="json")[0])
+    assert body["study"] == study.name
+    assert len(body["pairs"]) == 3
+    for pair in body["pairs"]:
+        hand = expected[(pair["model_a"], pair["model_b"])]
+        assert (pair["wins"], pair["ties"], pair["losses"]) == (
+            hand["wins"],
+            hand["ties"],
+            hand["losses"],
+        )
+        games = sum(hand.values())
+        assert pair["win_pct"] == pytest.approx(100 * hand["wins"] / games)
+        assert pair["tie_pct"] == pytest.approx(100 * hand["ties"] / games)
+        assert pair["loss_pct"] == pytest.approx(100 * hand["losses"] / games)
+    per_model: dict[str, Counter] = {}
+    for (a, b), hand in expected.items():
+        per_model.setdefault(a, Counter()).update(hand)
+        per_model.setdefault(b, Counter()).update(
+            {"wins": hand["losses"], "ties": hand["ties"], "losses": hand["wins"]}
+        )
+    for model in body["models"]:
+        hand = per_model[model["name"]]
+        assert (model["wins"], model["ties"], model["losses"]) == (
+            hand["wins"],
+            hand["ties"],
+            hand["losses"],
+        )
+        games = sum(hand.values())
+        assert model["win_rate"] == pytest.approx((hand["wins"] + hand["ties"] / 2) / games)
+        assert model["ci_low"] <= model["strength"] <= model["ci_high"]
+    assert sum(m["strength"] for m in body["models"]) / 3 == pytest.approx(1000, abs=1e-6)
+
+    table = list(csv.DictReader(io.StringIO(results.export(study=study, fmt="csv")[0])))
+    for row in table:
+        hand = expected[(row["model_a"], row["model_b"])]
+        assert (int(row["wins"]), int(row["ties"]), int(row["losses"])) == (
+            hand["wins"],
+            hand["ties"],
+            hand["losses"],
+        )
+
+    markdown = results.export(study=study, fmt="md")[0]
+    for (a, b), hand in expected.items():
+        games = sum(hand.values())
+        pcts = [round(100 * hand[k] / games) for k in ("wins", "ties", "losses")]
+        line = next(x for x in markdown.splitlines() if f"{a} v.s. {b}" in x)
+        cells = [c.strip().rstrip("%") for c in line.strip("|").split("|")[1:]]
+        # Whole percentages that add up to 100 may move one point from the plain rounding.
+        assert all(abs(int(c) - p) <= 1 for c, p in zip(cells, pcts, strict=True)), line
+        assert sum(int(c) for c in cells) == 100
+
+    raw = list(csv.DictReader(io.StringIO(results.export(study=study, fmt="votes")[0])))
+    assert len(raw) == 36
+    assert {r["annotator_id"] for r in raw} == {str(annotator.pk), str(other_annotator.pk)}
+    assert all(float(r["seconds"]) >= 0 and r["shown"] in ("left", "tie", "right") for r in raw)
+    assert all(r["left_model"] in (r["model_a"], r["model_b"]) for r in raw)
+
+
+def test_the_command_writes_each_format(tmp_path, client, annotator, make_study):
+    study = make_study(models=2, questions=3, k=1)
+    _vote_until_done(client, annotator, study, lambda i: "left")
+    for fmt in results.EXPORT_FORMATS:
+        out = tmp_path / f"out.{fmt}"
+        call_command("export_results", study.name, "--format", fmt, "--out", str(out))
+        assert out.read_text(encoding="utf-8").strip(), fmt
+    with pytest.raises(CommandError, match="no study named"):
+        call_command("export_results", "missing", "--format", "json")
+
+
+def _oriented(pairs: list[dict]) -> dict:
+    """Pair counts keyed by the two names in sorted order, from the first name's side."""
+    out = {}
+    for p in pairs:
+        if p["model_a"] < p["model_b"]:
+            out[(p["model_a"], p["model_b"])] = (p["wins"], p["ties"], p["losses"])
+        else:
+            out[(p["model_b"], p["model_a"])] = (p["losses"], p["ties"], p["wins"])
+    return out
+
+
+def test_battles_round_trip_into_a_new_study(tmp_path, client, annotator, make_study):
+    study = make_study(models=3, questions=4, k=1)
+    _vote_until_done(client, annotator, study, lambda i: ["left", "tie", "right"][i % 3])
+    original = json.loads(results.export(study=study, fmt="json")[0])
+    path = tmp_path / "battles.jsonl"
+    path.write_text(results.export(study=study, fmt="battles")[0], encoding="utf-8")
+
+    call_command("import_votes", str(path), "--study", "copy")
+    copy = Study.objects.get(name="copy")
+    assert Vote.objects.filter(comparison__study=copy, imported=True).count() == 12
+    again = json.loads(results.export(study=copy, fmt="json")[0])
+    assert _oriented(again["pairs"]) == _oriented(original["pairs"])
+    assert sorted((m["name"], m["wins"], m["ties"]) for m in again["models"]) == sorted(
+        (m["name"], m["wins"], m["ties"]) for m in original["models"]
+    )
+    # Importing the same file into the existing study adds the votes again, as imported.
+    call_command("import_votes", str(path), "--study", "copy")
+    assert Vote.objects.filter(comparison__study=copy).count() == 24
+
+
+def test_a_bad_vote_file_names_the_line_and_changes_nothing(tmp_path, make_study):
+    study = make_study(models=2, questions=2, k=1)
+    names = [m.name for m in study.built.models]
+    question = study.prompt_set.questions.first()
+    good = {"model_a": names[0], "model_b": names[1], "winner": "tie", "question_id": None}
+    good["conversation_a"] = [{"role": "user", "content": question.text}]
+    lines = [
+        json.dumps(good),
+        json.dumps({**good, "model_b": "stranger-model"}),
+    ]
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    before = Vote.objects.count()
+    with pytest.raises(CommandError) as caught:
+        call_command("import_votes", str(path), "--study", study.name)
+    assert "line 2: model 'stranger-model' is not in study" in str(caught.value)
+    assert Vote.objects.count() == before
+
+    path.write_text(json.dumps(good) + "\n{not json\n", encoding="utf-8")
+    with pytest.raises(CommandError, match=r"bad\.jsonl, line 2: not valid JSON"):
+        call_command("import_votes", str(path), "--study", study.name)
+    unknown = {**good, "conversation_a": [{"role": "user", "content": "見たことのない質問"}]}
+    path.write_text(json.dumps(unknown) + "\n", encoding="utf-8")
+    with pytest.raises(CommandError, match="line 1: question .* is not in study"):
+        call_command("import_votes", str(path), "--study", study.name)
+    assert Vote.objects.count() == before
+
+
+def test_imported_votes_are_told_apart_from_app_votes(client, annotator, make_study):
+    study = make_study(models=2, questions=2, k=2)
+    _vote_until_done(client, annotator, study, lambda i: "left")
+    comparison = Comparison.objects.filter(study=study).first()
+    record = {
+        "model_a": comparison.run_a.model.name,
+        "model_b": comparison.run_b.model.name,
+        "winner": "model_b",
+        "judge": "gpt-4",
+        "conversation_a": [{"role": "user", "content": comparison.question.text}],
+    }
+    summary = exchange.votes_import(
+        data=(json.dumps(record) + "\n").encode(), filename="x.jsonl", study_name=study.name
+    )
+    assert summary.votes == 1 and not summary.created_study
+    imported = Vote.objects.get(comparison__study=study, imported=True)
+    assert (imported.judge, imported.outcome, imported.assignment) == ("gpt-4", "b", None)
+    assert Vote.objects.filter(comparison__study=study, imported=False).count() == 2
+
+
+def test_rakuda_gpt4_tournament_imports_and_reproduces_the_published_win_rates(
+    tmp_path, external_data
+):
+    base = external_data / RAKUDA
+    records = rakuda_tournament_to_battles(base / "tournaments" / "rakuda_v1_gpt4.jsonl")
+    path = tmp_path / "rakuda_battles.jsonl"
+    path.write_text(write_battles(records), encoding="utf-8")
+
+    call_command("import_votes", str(path), "--study", "rakuda v1 gpt-4")
+    study = Study.objects.get(name="rakuda v1 gpt-4")
+    assert study.prompt_set.questions.count() == 40
+    assert Vote.objects.filter(comparison__study=study, imported=True).count() == 800
+
+    out = tmp_path / "rakuda.json"
+    call_command("export_results", study.name, "--format", "json", "--out", str(out))
+    ours = {m["name"]: m for m in json.loads(out.read_text(encoding="utf-8"))["models"]}
+    published = json.loads((base / "rankings" / "rakuda_v1_gpt4.json").read_text("utf-8"))
+    published = published["ranking"]
+    assert set(ours) == {p["model_id"] for p in published}
+    for entry in published:
+        assert round(ours[entry["model_id"]]["win_rate"], 4) == round(entry["win_rate"], 4)
+    theirs = [p["model_id"] for p in sorted(published, key=lambda p: -p["median"])]
+    assert sorted(ours, key=lambda name: -ours[name]["strength"]) == theirs

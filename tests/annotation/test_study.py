@@ -1,0 +1,432 @@
+"""Creating, opening and closing studies; identity flags and masks; the staff admin and API."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.core.management import CommandError, call_command
+from django.test import Client
+
+from annotation import services
+from annotation.identity import MASK, apply_masks, find_identity_spans, identity_terms
+from annotation.models import Assignment, Comparison, IdentityFlag, Study, StudyRun, Vote
+from generation import services as generation_services
+from generation.models import GenerationRun
+from generation.services import ServiceError
+
+pytestmark = pytest.mark.django_db
+
+
+def _client(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+# --- creation ----------------------------------------------------------------------------------
+
+
+def test_creating_a_study_builds_every_pair_of_models_on_every_question(make_runs):
+    built = make_runs(models=3, questions=100)
+    study = services.study_create(name="three", runs=built.runs, votes_per_comparison=2)
+    comparisons = Comparison.objects.filter(study=study)
+    assert comparisons.count() == 300
+    assert study.status == Study.Status.DRAFT and study.votes_per_comparison == 2
+    assert StudyRun.objects.filter(study=study).count() == 3
+    pairs = set(comparisons.values_list("run_a", "run_b").distinct())
+    ids = sorted(r.pk for r in built.runs)
+    assert pairs == {(ids[0], ids[1]), (ids[0], ids[2]), (ids[1], ids[2])}
+    for c in comparisons.select_related("answer_a", "answer_b"):
+        assert c.run_a_id < c.run_b_id
+        assert (c.answer_a.run_id, c.answer_b.run_id) == (c.run_a_id, c.run_b_id)
+        assert c.answer_a.question_id == c.answer_b.question_id == c.question_id
+    assert comparisons.values("question").distinct().count() == 100
+
+
+def test_creating_a_study_with_open_opens_it(make_runs):
+    built = make_runs(models=2, questions=2)
+    study = services.study_create(name="now", runs=built.runs, open_now=True)
+    assert study.status == Study.Status.OPEN and study.opened_at is not None
+
+
+def _refusal(make_runs, case):
+    built = make_runs(models=3, questions=2)
+    runs = built.runs
+    if case == "unfinished":
+        running = GenerationRun.objects.create(
+            model=built.models[2], prompt_set=built.prompt_set, status="running", total=2
+        )
+        return [runs[0], running], services.RUN_NOT_SUCCEEDED.format(
+            id=running.pk, status="running"
+        )
+    if case == "prompt sets":
+        other = make_runs(models=2, questions=2)
+        return [runs[0], other.runs[1]], services.MIXED_PROMPT_SETS.format(
+            names=f"{built.prompt_set.name}, {other.prompt_set.name}"
+        )
+    if case == "same model":
+        again = generation_services.generation_run_create_imported(
+            model=built.models[0],
+            prompt_set=built.prompt_set,
+            answers={q.pk: "別の回答" for q in built.prompt_set.questions.all()},
+        )
+        return [runs[0], again, runs[1]], services.SAME_MODEL_TWICE.format(
+            ids=f"{runs[0].pk}, {again.pk}", model=built.models[0].name
+        )
+    if case == "one model":
+        return [runs[0]], services.TOO_FEW_MODELS
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["unfinished", "prompt sets", "same model", "one model"])
+def test_it_refuses_runs_that_cannot_make_a_study_with_a_clear_message(make_runs, case):
+    runs, message = _refusal(make_runs, case)
+    with pytest.raises(ServiceError) as refused:
+        services.study_create(name="refused", runs=runs)
+    assert str(refused.value) == message
+    assert not Study.objects.exists() and not Comparison.objects.exists()
+
+
+def test_it_refuses_a_taken_name_and_k_below_one(make_runs):
+    built = make_runs(models=2, questions=1)
+    services.study_create(name="taken", runs=built.runs)
+    with pytest.raises(
+        ServiceError, match=re.escape(services.STUDY_NAME_TAKEN.format(name="taken"))
+    ):
+        services.study_create(name="taken", runs=built.runs)
+    with pytest.raises(ServiceError, match=services.BAD_VOTES_PER_COMPARISON):
+        services.study_create(name="zero", runs=built.runs, votes_per_comparison=0)
+    assert Study.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "text", "term"),
+    [
+        ("title", "zebrafalcon-7b-sft と他の比較", "zebrafalcon-7b-sft"),
+        ("instructions", "Quokka Labs のモデルも含まれます。", "Quokka Labs"),
+        ("instructions", "重みは acme-zebra にあります", "acme-zebra"),
+    ],
+)
+def test_it_refuses_annotator_facing_text_that_names_a_model(make_runs, field, text, term):
+    built = make_runs(models=2, questions=1)
+    with pytest.raises(ServiceError) as refused:
+        services.study_create(name="named", runs=built.runs, **{field: text})
+    assert str(refused.value) == services.TEXT_NAMES_MODEL.format(field=field, term=term)
+    assert not Study.objects.exists()
+
+
+def test_create_study_command_builds_and_opens_a_study(make_runs):
+    built = make_runs(models=3, questions=4)
+    ids = [str(r.pk) for r in built.runs]
+    call_command(
+        "create_study",
+        "cmd-study",
+        "--prompt-set",
+        built.prompt_set.name,
+        "--runs",
+        *ids,
+        "--votes-per-comparison",
+        "5",
+        "--open",
+    )
+    study = Study.objects.get(name="cmd-study")
+    assert study.status == Study.Status.OPEN and study.votes_per_comparison == 5
+    assert study.comparisons.count() == 12
+
+
+def test_create_study_command_refuses_with_the_services_message(make_runs):
+    built = make_runs(models=2, questions=2)
+    other = make_runs(models=2, questions=2)
+    with pytest.raises(CommandError, match="no prompt set named 'nope'"):
+        call_command("create_study", "x", "--prompt-set", "nope", "--runs", "1", "2")
+    with pytest.raises(CommandError) as refused:
+        call_command(
+            "create_study",
+            "x",
+            "--prompt-set",
+            built.prompt_set.name,
+            "--runs",
+            str(built.runs[0].pk),
+            str(other.runs[1].pk),
+        )
+    assert "different prompt sets" in str(refused.value)
+    with pytest.raises(CommandError) as wrong_set:
+        call_command(
+            "create_study",
+            "x",
+            "--prompt-set",
+            built.prompt_set.name,
+            "--runs",
+            *[str(r.pk) for r in other.runs],
+        )
+    assert str(wrong_set.value) == services.WRONG_PROMPT_SET.format(
+        id=other.runs[0].pk, actual=other.prompt_set.name, expected=built.prompt_set.name
+    )
+    assert not Study.objects.exists()
+
+
+def test_opening_and_closing_moves_the_status_and_refuses_twice(make_study):
+    study = make_study(open_now=False)
+    services.study_open(study=study)
+    with pytest.raises(ServiceError, match="only a draft or closed study can be opened"):
+        services.study_open(study=study)
+    services.study_close(study=study)
+    study.refresh_from_db()
+    assert study.status == Study.Status.CLOSED and study.closed_at is not None
+    with pytest.raises(ServiceError, match="only an open study can be closed"):
+        services.study_close(study=study)
+
+
+# --- identity flags and masks -----------------------------------------------------------------
+
+
+def test_the_finder_flags_names_makers_words_and_self_introductions():
+    terms = identity_terms(
+        names=["zebrafalcon-7b-sft", "acme-zebra/zebrafalcon-7b-sft"],
+        makers=["Zebracorp"],
+        words=["OpenAI", "LINE"],
+    )
+    text = (
+        "私はzebrafalcon-7b-sftです。Zebracorpによって開発されました。"
+        "OpenAIとは関係ありません。Pipeline and a line of code are fine. LINEのサービス。"
+    )
+    spans = find_identity_spans(text, terms)
+    found = {(s.kind, s.text) for s in spans}
+    assert ("name", "zebrafalcon-7b-sft") in found
+    assert ("maker", "Zebracorp") in found
+    assert ("word", "OpenAI") in found
+    assert ("word", "LINE") in found
+    assert ("self_intro", "私はzebrafalcon-7b-sftです") in found
+    assert ("developed_by", "Zebracorpによって開発されました") in found
+    assert not any(s.text.lower() == "line" and s.text != "LINE" for s in spans)
+    assert "Pipeline" not in {s.text for s in spans}
+
+
+def test_masks_replace_merged_spans_with_a_marker():
+    assert apply_masks("abcdef", [(1, 3), (2, 4)]) == f"a{MASK}ef"
+    assert apply_masks("abcdef", []) == "abcdef"
+    assert apply_masks("私はXです。", [(0, 5)]) == f"{MASK}。"
+
+
+def _identity_answers(model_index: int, position: int) -> str:
+    if model_index == 0 and position == 1:
+        return (
+            "私はzebrafalcon-7b-sftです。Zebracorpによって開発されたAIです。\n"
+            "答え: 早く寝ましょう。"
+        )
+    if model_index == 1 and position == 1:
+        return "ChatGPTのように答えます。早寝早起きが大事です。"
+    return f"普通の回答{model_index}-{position}。"
+
+
+def test_opening_a_study_flags_self_identifying_answers_for_admins(make_study):
+    study = make_study(models=2, questions=2, open_now=False, answers=_identity_answers)
+    assert not IdentityFlag.objects.exists()
+    services.study_open(study=study)
+    flags = IdentityFlag.objects.filter(study=study)
+    texts = {f.text for f in flags}
+    assert "zebrafalcon-7b-sft" in texts and "Zebracorp" in texts and "ChatGPT" in texts
+    assert {f.kind for f in flags} >= {"name", "maker", "word", "self_intro", "developed_by"}
+    assert not flags.filter(masked=True).exists()
+    # Only the two answers that speak of themselves are flagged.
+    assert flags.values("answer").distinct().count() == 2
+
+
+def test_masked_spans_are_replaced_for_annotators_and_unmasked_ones_are_not(make_study, annotator):
+    study = make_study(models=2, questions=1, answers=_identity_answers)
+    client = _client(annotator)
+    before = client.get(f"/api/studies/{study.pk}/next/").json()
+    assert "zebrafalcon" in before["left"] + before["right"]  # flagged, not yet masked
+    services.identity_flags_mask(flags=IdentityFlag.objects.filter(study=study))
+    after = client.get(f"/api/studies/{study.pk}/next/").json()
+    shown = after["left"] + after["right"]
+    for word in ["zebrafalcon", "Zebracorp", "ChatGPT", "私は"]:
+        assert word not in shown
+    assert MASK in shown
+    assert "答え: 早く寝ましょう。" in shown and "早寝早起きが大事です。" in shown
+    # The stored answers are untouched.
+    assert "zebrafalcon" in study.built.texts[(study.built.runs[0].pk, 1)]
+
+
+def test_a_rescan_keeps_the_admins_mask_decisions(make_study):
+    study = make_study(models=2, questions=1, answers=_identity_answers)
+    flag = IdentityFlag.objects.filter(study=study, text="ChatGPT").get()
+    services.identity_flags_mask(flags=[flag])
+    services.study_flag_identity(study=study)
+    assert IdentityFlag.objects.get(pk=flag.pk).masked
+
+
+# --- admin --------------------------------------------------------------------------------------
+
+
+def test_the_study_admin_shows_flags_and_can_mask_them(make_study, admin_user):
+    study = make_study(models=2, questions=1, answers=_identity_answers)
+    client = _client(admin_user)
+    changelist = client.get("/admin/annotation/study/").content.decode()
+    flags = IdentityFlag.objects.filter(study=study).count()
+    assert f"{flags} (0 masked)" in changelist
+    change = client.get(f"/admin/annotation/study/{study.pk}/change/").content.decode()
+    assert "Identity flags" in change and "<mark>Zebracorp</mark>" in change
+    response = client.post(
+        "/admin/annotation/study/",
+        {"action": "mask_all_flags", ACTION_CHECKBOX_NAME: [study.pk]},
+    )
+    assert response.status_code == 302
+    assert IdentityFlag.objects.filter(study=study, masked=False).count() == 0
+
+
+def test_the_study_admin_refuses_instructions_that_name_a_model(make_study, admin_user):
+    study = make_study(models=2, questions=1)
+    response = _client(admin_user).post(
+        f"/admin/annotation/study/{study.pk}/change/",
+        {
+            "name": study.name,
+            "title": "",
+            "votes_per_comparison": "2",
+            "instructions": "片方は zebrafalcon-7b-sft です。",
+            "identity_flags-TOTAL_FORMS": "0",
+            "identity_flags-INITIAL_FORMS": "0",
+            "study_runs-TOTAL_FORMS": "0",
+            "study_runs-INITIAL_FORMS": "0",
+        },
+    )
+    assert response.status_code == 200
+    assert services.TEXT_NAMES_MODEL.format(
+        field="instructions", term="zebrafalcon-7b-sft"
+    ) in response.content.decode().replace("&#x27;", "'")
+    study.refresh_from_db()
+    assert "zebrafalcon" not in study.instructions
+
+
+def test_the_study_admin_opens_and_closes_studies(make_study, admin_user):
+    study = make_study(open_now=False)
+    client = _client(admin_user)
+    client.post(
+        "/admin/annotation/study/", {"action": "open_studies", ACTION_CHECKBOX_NAME: [study.pk]}
+    )
+    study.refresh_from_db()
+    assert study.status == Study.Status.OPEN
+    client.post(
+        "/admin/annotation/study/", {"action": "close_studies", ACTION_CHECKBOX_NAME: [study.pk]}
+    )
+    study.refresh_from_db()
+    assert study.status == Study.Status.CLOSED
+
+
+def test_the_run_admin_action_asks_for_details_then_opens_a_study(make_runs, admin_user):
+    built = make_runs(models=3, questions=4)
+    client = _client(admin_user)
+    selected = {"action": "open_study_action", ACTION_CHECKBOX_NAME: [r.pk for r in built.runs]}
+    page = client.post("/admin/generation/generationrun/", selected)
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Open a study comparing these runs" in html and "12 comparisons" in html
+    response = client.post(
+        "/admin/generation/generationrun/",
+        {
+            **selected,
+            "apply": "1",
+            "name": "from-admin",
+            "title": "睡眠の質問",
+            "votes_per_comparison": "4",
+            "instructions": "よく読んでください。",
+            "open_now": "on",
+        },
+    )
+    study = Study.objects.get(name="from-admin")
+    assert response.status_code == 302
+    assert response["Location"] == f"/admin/annotation/study/{study.pk}/change/"
+    assert study.status == Study.Status.OPEN and study.votes_per_comparison == 4
+    assert study.title == "睡眠の質問" and study.comparisons.count() == 12
+
+
+def test_the_run_admin_action_refuses_unsuitable_runs_with_the_message(make_runs, admin_user):
+    built = make_runs(models=2, questions=2)
+    client = _client(admin_user)
+    response = client.post(
+        "/admin/generation/generationrun/",
+        {"action": "open_study_action", ACTION_CHECKBOX_NAME: [built.runs[0].pk]},
+        follow=True,
+    )
+    assert services.TOO_FEW_MODELS in response.content.decode()
+    assert not Study.objects.exists()
+
+
+def test_comparison_and_vote_admin_are_read_only(make_study, admin_user, annotator):
+    study = make_study(models=2, questions=1)
+    assignment = services.assignment_next(study=study, annotator=annotator)
+    vote, _ = services.vote_record(assignment=assignment, choice="left")
+    client = _client(admin_user)
+    for url in [
+        "/admin/annotation/comparison/",
+        "/admin/annotation/vote/",
+        "/admin/annotation/assignment/",
+    ]:
+        assert client.get(url).status_code == 200
+    assert client.get("/admin/annotation/vote/add/").status_code == 403
+    response = client.post(
+        f"/admin/annotation/vote/{vote.pk}/change/", {"outcome": "b", "shown": "right"}
+    )
+    assert response.status_code == 403
+    vote.refresh_from_db()
+    assert vote.outcome == ("a" if assignment.left == "a" else "b")
+    assert Assignment.objects.count() == 1 and Vote.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/admin/",
+        "/admin/annotation/study/",
+        "/admin/annotation/vote/",
+        "/admin/generation/generationrun/",
+    ],
+)
+def test_annotators_are_sent_to_the_admin_login_on_staff_pages(annotator, url):
+    response = _client(annotator).get(url)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/")
+
+
+@pytest.mark.parametrize("url", ["/api/studies/", "/api/runs/", "/api/models/"])
+def test_annotators_get_403_on_the_staff_api(annotator, url):
+    assert _client(annotator).get(url).status_code == 403
+
+
+def test_staff_create_open_and_list_studies_through_the_api(make_runs, staff_user):
+    built = make_runs(models=2, questions=3)
+    client = _client(staff_user)
+    response = client.post(
+        "/api/studies/",
+        {"name": "api-study", "runs": [r.pk for r in built.runs], "votes_per_comparison": 2},
+        content_type="application/json",
+    )
+    assert response.status_code == 201, response.content
+    study_id = response.json()["id"]
+    assert response.json()["comparisons"] == 3 and response.json()["status"] == "draft"
+    assert client.post(f"/api/studies/{study_id}/open/").json()["status"] == "open"
+    assert client.post(f"/api/studies/{study_id}/open/").status_code == 409
+    listed = client.get("/api/studies/").json()
+    assert [s["name"] for s in listed["results"]] == ["api-study"]
+    refused = client.post(
+        "/api/studies/",
+        {"name": "bad", "runs": [built.runs[0].pk]},
+        content_type="application/json",
+    )
+    assert refused.status_code == 400
+    assert refused.json() == {"detail": services.TOO_FEW_MODELS}
+
+
+def test_the_openapi_schema_documents_the_annotator_contract(admin_user):
+    response = _client(admin_user).get("/api/schema/", headers={"accept": "application/json"})
+    assert response.status_code == 200
+    schema = response.json()
+    next_op = schema["paths"]["/api/studies/{study_id}/next/"]["get"]
+    assert set(next_op["responses"]) >= {"200", "204"}
+    vote_op = schema["paths"]["/api/assignments/{token}/vote/"]["post"]
+    assert set(vote_op["responses"]) >= {"200", "201", "400", "404", "409"}
+    ref = next_op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    component = schema["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    assert list(component["properties"]) == ["token", "question", "left", "right", "progress"]
