@@ -8,9 +8,10 @@ is among them.
 
 from __future__ import annotations
 
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.utils.cache import add_never_cache_headers
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.decorators import action
@@ -24,7 +25,7 @@ from rest_framework.views import APIView
 from generation.models import GenerationRun, PromptSet
 from generation.services import ServiceError
 
-from . import selectors, services
+from . import ranking, results, selectors, services
 from .models import Study
 
 
@@ -250,3 +251,51 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         except ServiceError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(StudySerializer(study).data)
+
+
+# --- results (staff) ---------------------------------------------------------------------------
+
+
+class StudyResultsApi(APIView):
+    """Staff: the study's tables, strengths with intervals, position bias and agreement."""
+
+    @extend_schema(
+        operation_id="study_results",
+        parameters=[
+            OpenApiParameter("method", str, enum=list(ranking.METHODS)),
+            OpenApiParameter("resample", str, enum=list(ranking.RESAMPLE)),
+            OpenApiParameter("position", bool),
+        ],
+        responses={200: OpenApiTypes.OBJECT, 400: OpenApiResponse(description="bad option")},
+    )
+    def get(self, request, study_id: int):
+        study = Study.objects.filter(pk=study_id).first()
+        if study is None:
+            raise Http404
+        try:
+            options = results.parse_options(request.query_params)
+        except ValueError as exc:
+            raise ValidationError({"detail": str(exc)}) from None
+        return Response(results.results_json(results.study_results(study=study, **options)))
+
+
+class StudyExportApi(APIView):
+    """Staff: one export file (csv, json, md, battles, votes, strengths)."""
+
+    @extend_schema(
+        operation_id="study_export",
+        responses={
+            (200, "text/csv"): OpenApiTypes.STR,
+            (200, "application/json"): OpenApiTypes.OBJECT,
+            (200, "text/markdown"): OpenApiTypes.STR,
+            (200, "application/x-ndjson"): OpenApiTypes.STR,
+        },
+    )
+    def get(self, request, study_id: int, fmt: str):
+        study = Study.objects.filter(pk=study_id).first()
+        if study is None or fmt not in results.EXPORT_FORMATS:
+            raise Http404
+        text, content_type, filename = results.export(study=study, fmt=fmt)
+        response = HttpResponse(text, content_type=content_type)
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response

@@ -47,6 +47,27 @@ VOTE_COLUMNS = (
 )
 
 
+RESULT_OPTIONS = {"method": ranking.METHODS, "resample": ranking.RESAMPLE}
+BAD_OPTION = "unknown {name} {value!r}; use one of: {choices}"
+
+
+def parse_options(params) -> dict:
+    """Fit options from a query string (?method=davidson&resample=vote&position=1)."""
+    options = {}
+    for name, choices in RESULT_OPTIONS.items():
+        value = params.get(name)
+        if value:
+            if value not in choices:
+                raise ValueError(
+                    BAD_OPTION.format(name=name, value=value, choices=", ".join(choices))
+                )
+            options[name] = value
+    if params.get("position") in ("1", "true", "yes"):
+        options["position"] = True
+        options["method"] = "bradley_terry"
+    return options
+
+
 @dataclass
 class Results:
     study: Study

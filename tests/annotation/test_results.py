@@ -234,3 +234,65 @@ def test_rakuda_gpt4_tournament_imports_and_reproduces_the_published_win_rates(
         assert round(ours[entry["model_id"]]["win_rate"], 4) == round(entry["win_rate"], 4)
     theirs = [p["model_id"] for p in sorted(published, key=lambda p: -p["median"])]
     assert sorted(ours, key=lambda name: -ours[name]["strength"]) == theirs
+
+
+def test_staff_see_the_results_page_chart_and_downloads(client, staff_user, annotator, make_study):
+    study = make_study(models=3, questions=4, k=1)
+    _vote_until_done(client, annotator, study, lambda i: ["left", "tie", "right", "left"][i % 4])
+    client.force_login(staff_user)
+    page = client.get(f"/studies/{study.pk}/results/")
+    assert page.status_code == 200
+    body = page.content.decode()
+    for model in study.built.models:
+        assert model.name in body
+    assert "v.s." in body and "Krippendorff" in body and "binomial" in body
+    png = client.get(f"/studies/{study.pk}/results/strength.png")
+    assert png["Content-Type"] == "image/png" and png.content.startswith(b"\x89PNG")
+    svg = client.get(f"/studies/{study.pk}/results/strength.svg?method=davidson")
+    assert svg["Content-Type"] == "image/svg+xml" and b"<svg" in svg.content
+    assert client.get(f"/studies/{study.pk}/results/?method=nonsense").status_code == 400
+    download = client.get(f"/studies/{study.pk}/results/download/md/")
+    assert "attachment" in download["Content-Disposition"]
+    assert "| Model pair | Win | Tie | Loss |" in download.content.decode()
+
+
+def test_the_results_api_and_exports(client, staff_user, annotator, make_study):
+    study = make_study(models=2, questions=5, k=1)
+    _vote_until_done(client, annotator, study, lambda i: "left")
+    client.force_login(staff_user)
+    body = client.get(f"/api/studies/{study.pk}/results/?position=1").json()
+    assert body["study"] == study.name and body["n_votes"] == 5
+    assert {"name", "strength", "ci_low", "ci_high", "log_strength", "win_rate"} <= set(
+        body["models"][0]
+    )
+    assert body["ranking"]["position_advantage_elo"] is not None
+    for fmt in ("csv", "json", "md", "battles", "votes"):
+        response = client.get(f"/api/studies/{study.pk}/export/{fmt}/")
+        assert response.status_code == 200, fmt
+        assert response.content.strip(), fmt
+    assert client.get(f"/api/studies/{study.pk}/export/xlsx/").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/studies/{id}/results/",
+        "/studies/{id}/results/strength.png",
+        "/studies/{id}/results/download/votes/",
+        "/api/studies/{id}/results/",
+        "/api/studies/{id}/export/votes/",
+        "/api/studies/{id}/export/battles/",
+    ],
+)
+def test_results_and_exports_are_for_staff_only(client, annotator, make_study, path):
+    study = make_study(models=2, questions=2, k=1)
+    url = path.format(id=study.pk)
+    anonymous = client.get(url)
+    assert anonymous.status_code in (302, 401, 403)
+    if anonymous.status_code == 302:
+        assert "login" in anonymous["Location"]
+    client.force_login(annotator)
+    refused = client.get(url)
+    assert refused.status_code in (302, 403)
+    if refused.status_code == 302:
+        assert "login" in refused["Location"]
