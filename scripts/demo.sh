@@ -4,15 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-mkdir -p var
+VAR="${VAR_DIR:-var}"
+mkdir -p "$VAR"
 
 $PY manage.py migrate --noinput -v 0
 $PY manage.py collectstatic --noinput -v 0
 
 # One worker for both queues: generation (gpu) and the rest (default), with the periodic
-# stale-run check (-B). Its log is var/worker.log.
+# stale-run check (-B). Its log is $VAR/worker.log.
 $PY -m celery -A evalsite worker -Q gpu,default --concurrency 1 -B \
-  -s var/celerybeat-schedule --loglevel INFO >var/worker.log 2>&1 &
+  -s "$VAR/celerybeat-schedule" --loglevel INFO >"$VAR/worker.log" 2>&1 &
 worker=$!
 trap 'kill "$worker" 2>/dev/null || true; wait "$worker" 2>/dev/null || true' EXIT INT TERM
 
