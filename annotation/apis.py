@@ -84,13 +84,14 @@ class StudyNextApi(_AnnotatorApi):
         if study is None:
             raise Http404
         try:
-            assignment = services.assignment_next(study=study, annotator=request.user)
+            assignment, progress = services.assignment_next_with_progress(
+                study=study, annotator=request.user
+            )
         except ServiceError:
             raise Http404 from None  # closed between the two reads
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         pair = selectors.shown_pair(assignment=assignment)
-        progress = selectors.annotator_progress(study=study, annotator=request.user)
         data = {
             "token": pair.token,
             "question": pair.question,

@@ -294,9 +294,16 @@ def _choose_left(comparison: Comparison, now: datetime) -> str:
     return _random.choice([Assignment.Side.A, Assignment.Side.B])
 
 
-@transaction.atomic
 def assignment_next(*, study: Study, annotator) -> Assignment | None:
-    """The pair this annotator should judge next in an open study, or None when none is left.
+    """The pair this annotator should judge next in an open study, or None when none is left."""
+    return assignment_next_with_progress(study=study, annotator=annotator)[0]
+
+
+@transaction.atomic
+def assignment_next_with_progress(
+    *, study: Study, annotator
+) -> tuple[Assignment | None, selectors.Progress]:
+    """The pair this annotator should judge next (or None), and their progress with it.
 
     Their own unvoted pair comes back again (a reload never takes a second slot; an expired
     lease is renewed if the comparison still has room). Otherwise: a comparison they have never
@@ -314,7 +321,7 @@ def assignment_next(*, study: Study, annotator) -> Assignment | None:
     ).first()
     if held is not None:
         if held.lease_expires_at > now:
-            return held
+            return held, selectors.annotator_progress(study=study, annotator=annotator, now=now)
         _lock(held.comparison_id, skip_locked=False)
         room = selectors.comparison_load(
             comparison=held.comparison, now=now, exclude_annotator=annotator
@@ -324,16 +331,14 @@ def assignment_next(*, study: Study, annotator) -> Assignment | None:
             if room < study.votes_per_comparison:
                 held.lease_expires_at = now + lease
                 held.save(update_fields=["lease_expires_at"])
-                return held
+                return held, selectors.annotator_progress(study=study, annotator=annotator, now=now)
             held.status = Assignment.Status.EXPIRED
             held.save(update_fields=["status"])
 
-    candidates = list(
-        selectors.comparisons_with_load(study=study, now=now)
-        .filter(load__lt=study.votes_per_comparison)
-        .exclude(assignments__annotator=annotator)
-        .values_list("pk", "load")
-    )
+    loads = selectors.study_loads(study=study, annotator=annotator, now=now)
+    # Taking a new pair does not change the progress: it was counted as still available.
+    progress = loads.progress()
+    candidates = loads.candidates()
     _random.shuffle(candidates)
     candidates.sort(key=lambda c: c[1])  # stable: random order within each load level
     for comparison_id, _ in candidates:
@@ -347,7 +352,7 @@ def assignment_next(*, study: Study, annotator) -> Assignment | None:
             continue
         try:
             with transaction.atomic():
-                return Assignment.objects.create(
+                created = Assignment.objects.create(
                     study=study,
                     comparison=comparison,
                     annotator=annotator,
@@ -356,14 +361,15 @@ def assignment_next(*, study: Study, annotator) -> Assignment | None:
                     first_delivered_at=now,
                     lease_expires_at=now + lease,
                 )
+            return created, progress
         except IntegrityError:
             # The same annotator asked twice at once and the other request won: use its pair.
             mine = Assignment.objects.filter(
                 study=study, annotator=annotator, status=Assignment.Status.LEASED
             ).first()
             if mine is not None:
-                return mine
-    return None
+                return mine, selectors.annotator_progress(study=study, annotator=annotator, now=now)
+    return None, progress
 
 
 # --- votes -------------------------------------------------------------------------------------
