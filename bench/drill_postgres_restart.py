@@ -198,7 +198,10 @@ def main() -> int:
         ],
         cwd=REPO,
         env=env,
+        # The server logs each 503 with its cause; keep that out of the drill's report.
+        stderr=open(root / "gunicorn.log", "wb"),  # noqa: SIM115 - lives as long as gunicorn
     )
+    print(f"gunicorn log: {root / 'gunicorn.log'}")
     acknowledged: list[str] = []
     try:
         _wait_for_server(port, gunicorn)
@@ -246,21 +249,22 @@ def main() -> int:
         gunicorn.send_signal(signal.SIGTERM)
         gunicorn.wait(timeout=30)
 
+    from django.db import connections
+
     from annotation.models import Vote
 
+    connections.close_all()  # this process's connection died with the restart too
     stored = set(Vote.objects.values_list("assignment__token", flat=True))
     lost = len(set(acknowledged) - stored)
     print(f"acknowledged votes: {len(acknowledged)}, lost: {lost}")
     if lost:
         problems.append(f"{lost} acknowledged votes lost")
-    from django.db import connections
-
     connections.close_all()
     cluster.pg_ctl("stop", "-m", "fast")
-    shutil.rmtree(root, ignore_errors=True)
     if problems:
-        print(f"drill postgres restart: FAIL ({'; '.join(problems)})")
+        print(f"drill postgres restart: FAIL ({'; '.join(problems)}); cluster and log in {root}")
         return 1
+    shutil.rmtree(root, ignore_errors=True)
     print("drill postgres restart: PASS")
     return 0
 

@@ -61,6 +61,14 @@ def external_data() -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _fast_password_hashing():
+    """Production hashing costs ~0.3 s a password; tests log in thousands of times."""
+    from django.conf import settings
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _model_storage(tmp_path_factory):
     """Every test session gets its own MODEL_STORAGE root, shared with worker subprocesses."""
     from django.conf import settings
