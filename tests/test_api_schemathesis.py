@@ -1,0 +1,81 @@
+"""Schemathesis against our OpenAPI schema, as a staff user and as an annotator.
+
+Every operation gets a fixed number of generated requests (EXAMPLES); the checks are the two the
+security pass asks for: no server error, and every response conforms to the schema.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import schemathesis
+from django.contrib.auth.models import Group, User
+from django.test import Client
+from django.utils.crypto import get_random_string
+from drf_spectacular.generators import SchemaGenerator
+from drf_spectacular.renderers import OpenApiJsonRenderer
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import response_schema_conformance
+
+from evalsite.wsgi import application
+
+EXAMPLES = 8
+CHECKS = [not_a_server_error, response_schema_conformance]
+
+
+def _load_schema():
+    document = SchemaGenerator().get_schema(request=None, public=True)
+    loaded = schemathesis.openapi.from_dict(json.loads(OpenApiJsonRenderer().render(document)))
+    loaded.app = application
+    return loaded
+
+
+schema = _load_schema()
+
+
+def _headers(user: User) -> dict[str, str]:
+    """Session cookie plus a CSRF cookie/header pair, as the browser pages send them."""
+    client = Client()
+    client.force_login(user)
+    csrf = get_random_string(32)
+    return {
+        "Cookie": f"sessionid={client.cookies['sessionid'].value}; csrftoken={csrf}",
+        "X-CSRFToken": csrf,
+    }
+
+
+@pytest.fixture
+def staff_headers(db):
+    user = User.objects.create_user("fuzz-staff", is_staff=True, is_superuser=True)
+    return _headers(user)
+
+
+@pytest.fixture
+def annotator_headers(db):
+    user = User.objects.create_user("fuzz-annotator")
+    user.groups.add(Group.objects.get_or_create(name="annotators")[0])
+    return _headers(user)
+
+
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@pytest.mark.django_db
+@schema.parametrize()
+@FUZZ
+def test_the_api_as_staff(case, staff_headers):
+    case.call_and_validate(headers=staff_headers, checks=CHECKS)
+
+
+@pytest.mark.django_db
+@schema.parametrize()
+@FUZZ
+def test_the_api_as_an_annotator(case, annotator_headers):
+    case.call_and_validate(headers=annotator_headers, checks=CHECKS)
