@@ -80,6 +80,16 @@ class Session:
         return response
 
     async def login(self) -> None:
+        for attempt in range(5):
+            try:
+                await self._login()
+                return
+            except Exception:  # noqa: BLE001 - a worker killed by the drill drops the connection
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.5)
+
+    async def _login(self) -> None:
         await self.request("GET", "/accounts/login/")
         response = await self.request(
             "POST",
@@ -146,6 +156,7 @@ async def _client_main(args) -> dict:
         await asyncio.gather(*(s.login() for s in sessions[chunk : chunk + 20]))
     out = {"next_ms": [], "vote_ms": [], "ping_ms": [], "acknowledged": [], "errors": []}
     out["ran_out"] = 0
+    Path(args.out + ".started").touch()  # the drill counts its delay from here
     started = time.monotonic()
     await asyncio.gather(
         *(_vote_loop(s, args.study, started + args.duration, out) for s in sessions)
@@ -368,6 +379,10 @@ def main(args) -> int:
                 env=env,
             )
             if args.kill_worker_at is not None:
+                while not Path(str(out) + ".started").exists():
+                    if client.poll() is not None:
+                        break
+                    time.sleep(0.1)
                 time.sleep(args.kill_worker_at)
                 victim = _gunicorn_workers(gunicorn.pid)[0]
                 os.kill(victim, signal.SIGKILL)
