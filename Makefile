@@ -43,3 +43,4 @@ lint: install
 bench: install
 	$(PY) bench/generation.py
 	$(PY) bench/ranking.py
+	$(PY) bench/finetune.py

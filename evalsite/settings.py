@@ -174,6 +174,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "generation.tasks.generation_run_execute_task": {"queue": "gpu"},
     "generation.tasks.finetune_run_execute_task": {"queue": "gpu"},
+    "generation.tasks.language_model_merge_task": {"queue": "gpu"},
     "generation.tasks.*": {"queue": "default"},
     "annotation.tasks.*": {"queue": "default"},
 }

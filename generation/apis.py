@@ -1,4 +1,5 @@
-"""Staff-only REST API for prompt sets, questions, models and generation runs."""
+"""Staff-only REST API for prompt sets, questions, models, generation runs, instruction data
+sets and fine-tune runs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,15 @@ from rest_framework.response import Response
 
 from . import services
 from .importers import ImportFormatError
-from .models import GenerationRun, LanguageModel, PromptSet, Question
+from .models import (
+    FineTuneLog,
+    FineTuneRun,
+    GenerationRun,
+    InstructionDataset,
+    LanguageModel,
+    PromptSet,
+    Question,
+)
 
 
 class PromptSetSerializer(serializers.ModelSerializer):
@@ -192,3 +201,276 @@ class GenerationRunViewSet(
             except services.ServiceError as exc:
                 return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(GenerationRunSerializer(run).data)
+
+
+# --- instruction data sets ---------------------------------------------------------------------
+
+
+class InstructionDatasetSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = InstructionDataset
+        fields = ["id", "name", "description", "source", "stats", "derived_from", "created_at"]
+        read_only_fields = ["source", "stats", "derived_from", "created_at"]
+
+
+class InstructionDatasetImportSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    file = serializers.FileField()
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    drop_duplicates = serializers.BooleanField(required=False, default=False)
+    tokenizer_model = serializers.PrimaryKeyRelatedField(
+        queryset=LanguageModel.objects.all(), required=False, allow_null=True, default=None
+    )
+
+
+class TokenStatsSerializer(serializers.Serializer):
+    model = serializers.PrimaryKeyRelatedField(queryset=LanguageModel.objects.all())
+
+
+class AugmentSerializer(serializers.Serializer):
+    model = serializers.PrimaryKeyRelatedField(queryset=LanguageModel.objects.all())
+    name = serializers.CharField(max_length=200)
+    params = serializers.DictField(required=False, default=dict)
+    seed = serializers.IntegerField(required=False, default=0)
+    batch_size = serializers.IntegerField(required=False, default=8, min_value=1, max_value=512)
+
+
+class AugmentOutputSerializer(serializers.Serializer):
+    run = serializers.IntegerField(source="run_id")
+    name = serializers.CharField()
+
+
+class InstructionDatasetViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Data sets are created by import (or augmentation); their rows never change."""
+
+    queryset = InstructionDataset.objects.all()
+    serializer_class = InstructionDatasetSerializer
+    filterset_fields = ["name"]
+
+    @extend_schema(
+        request=InstructionDatasetImportSerializer, responses={201: InstructionDatasetSerializer}
+    )
+    @action(
+        detail=False,
+        methods=["post"],
+        url_path="import",
+        parser_classes=[parsers.MultiPartParser],
+    )
+    def import_file(self, request):
+        """Import a data set from a JSONL / JSON / CSV upload (atomic)."""
+        form = InstructionDatasetImportSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        upload = form.validated_data["file"]
+        try:
+            dataset = services.instruction_dataset_import(
+                name=form.validated_data["name"],
+                data=upload.read(),
+                filename=upload.name,
+                description=form.validated_data["description"],
+                drop_duplicates=form.validated_data["drop_duplicates"],
+                tokenizer_model=form.validated_data["tokenizer_model"],
+                user=request.user,
+            )
+        except (ImportFormatError, services.ServiceError) as exc:
+            raise ValidationError({"file": [str(exc)]}) from None
+        data = InstructionDatasetSerializer(dataset).data
+        return Response(data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=TokenStatsSerializer, responses=InstructionDatasetSerializer)
+    @action(detail=True, methods=["post"], url_path="token-stats")
+    def token_stats(self, request, pk=None):
+        """Token-length percentiles as the given model would be trained on the set."""
+        form = TokenStatsSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            dataset = services.instruction_dataset_token_stats(
+                dataset=self.get_object(), model=form.validated_data["model"]
+            )
+        except services.ServiceError as exc:
+            raise ValidationError(str(exc)) from None
+        return Response(InstructionDatasetSerializer(dataset).data)
+
+    @extend_schema(request=AugmentSerializer, responses={202: AugmentOutputSerializer})
+    @action(detail=True, methods=["post"])
+    def augment(self, request, pk=None):
+        """Queue answers by a model to the set's unique instructions, saved as a new set."""
+        form = AugmentSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            augmentation = services.instruction_dataset_augment(
+                dataset=self.get_object(), user=request.user, **form.validated_data
+            )
+        except services.ServiceError as exc:
+            raise ValidationError(str(exc)) from None
+        data = AugmentOutputSerializer(augmentation).data
+        return Response(data, status=status.HTTP_202_ACCEPTED)
+
+
+# --- fine-tune runs ----------------------------------------------------------------------------
+
+
+class FineTuneSourceSerializer(serializers.Serializer):
+    dataset = serializers.PrimaryKeyRelatedField(queryset=InstructionDataset.objects.all())
+    rows = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
+
+
+class FineTuneRunInputSerializer(serializers.Serializer):
+    """A new run: unset hyper-parameters take their defaults (see the run's fields)."""
+
+    base_model = serializers.PrimaryKeyRelatedField(queryset=LanguageModel.objects.all())
+    datasets = FineTuneSourceSerializer(many=True, allow_empty=False)
+    method = serializers.ChoiceField(choices=FineTuneRun.Method.choices, default="lora")
+    model_name = serializers.CharField(required=False, allow_blank=True, default="")
+    learning_rate = serializers.FloatField(required=False)
+    epochs = serializers.FloatField(required=False)
+    max_steps = serializers.IntegerField(required=False)
+    batch_size = serializers.IntegerField(required=False)
+    gradient_accumulation = serializers.IntegerField(required=False)
+    max_length = serializers.IntegerField(required=False)
+    warmup_ratio = serializers.FloatField(required=False)
+    weight_decay = serializers.FloatField(required=False)
+    seed = serializers.IntegerField(required=False)
+    eval_fraction = serializers.FloatField(required=False)
+    lora_r = serializers.IntegerField(required=False)
+    lora_alpha = serializers.IntegerField(required=False)
+    lora_dropout = serializers.FloatField(required=False)
+    target_modules = serializers.ListField(child=serializers.CharField(), required=False)
+    gradient_checkpointing = serializers.BooleanField(required=False)
+    save_steps = serializers.IntegerField(required=False)
+    save_total_limit = serializers.IntegerField(required=False)
+
+
+class FineTuneRunSerializer(serializers.ModelSerializer):
+    datasets = serializers.SerializerMethodField()
+    progress = serializers.SerializerMethodField()
+
+    class Meta:
+        model = FineTuneRun
+        fields = [
+            "id",
+            "base_model",
+            "datasets",
+            "method",
+            "model_name",
+            *services.HYPERPARAMETERS,
+            "status",
+            "step",
+            "total_steps",
+            "epoch",
+            "progress",
+            "train_examples",
+            "eval_examples",
+            "skipped_examples",
+            "train_tokens",
+            "output_path",
+            "checkpoint",
+            "resumed_from_step",
+            "result_model",
+            "error",
+            "attempts",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "heartbeat_at",
+        ]
+        read_only_fields = fields
+
+    def get_datasets(self, run: FineTuneRun) -> list[dict]:
+        return [
+            {"dataset": s.dataset_id, "name": s.dataset.name, "rows": s.rows}
+            for s in run.sources.select_related("dataset")
+        ]
+
+    def get_progress(self, run: FineTuneRun) -> float:
+        return round(run.step / run.total_steps, 4) if run.total_steps else 0.0
+
+
+class FineTuneRunDetailSerializer(FineTuneRunSerializer):
+    """A run with its loss log (``?log_after=STEP`` returns only newer entries)."""
+
+    loss_log = serializers.SerializerMethodField()
+    eval_log = serializers.SerializerMethodField()
+
+    class Meta(FineTuneRunSerializer.Meta):
+        fields = [*FineTuneRunSerializer.Meta.fields, "loss_log", "eval_log"]
+        read_only_fields = fields
+
+    def _entries(self, run: FineTuneRun, kind: str):
+        after = self.context.get("log_after", -1)
+        return run.log_entries.filter(kind=kind, step__gt=after).order_by("step")
+
+    def get_loss_log(self, run: FineTuneRun) -> list[dict]:
+        return [
+            {"step": e.step, "loss": e.loss, "learning_rate": e.learning_rate, "epoch": e.epoch}
+            for e in self._entries(run, FineTuneLog.Kind.TRAIN)
+        ]
+
+    def get_eval_log(self, run: FineTuneRun) -> list[dict]:
+        return [
+            {"step": e.step, "loss": e.loss, "epoch": e.epoch}
+            for e in self._entries(run, FineTuneLog.Kind.EVAL)
+        ]
+
+
+class FineTuneRunViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    queryset = FineTuneRun.objects.select_related("base_model", "result_model")
+    serializer_class = FineTuneRunSerializer
+    filterset_fields = ["base_model", "status", "method"]
+
+    def get_serializer_class(self):
+        return FineTuneRunDetailSerializer if self.action == "retrieve" else FineTuneRunSerializer
+
+    def get_serializer_context(self):
+        context = super().get_serializer_context()
+        after = self.request.query_params.get("log_after", "")
+        if after.lstrip("-").isdigit():
+            context["log_after"] = int(after)
+        return context
+
+    @extend_schema(request=FineTuneRunInputSerializer, responses={201: FineTuneRunSerializer})
+    def create(self, request):
+        form = FineTuneRunInputSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = dict(form.validated_data)
+        sources = [(s["dataset"], s["rows"]) for s in data.pop("datasets")]
+        try:
+            run = services.finetune_run_create(
+                base_model=data.pop("base_model"),
+                datasets=sources,
+                method=data.pop("method"),
+                model_name=data.pop("model_name"),
+                params=data,
+                user=request.user,
+            )
+        except services.ServiceError as exc:
+            raise ValidationError(str(exc)) from None
+        return Response(FineTuneRunSerializer(run).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=FineTuneRunSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """Stop after the current step; the last checkpoint is kept for resuming."""
+        try:
+            run = services.finetune_run_cancel(run=self.get_object())
+        except services.ServiceError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(FineTuneRunSerializer(run).data)
+
+    @extend_schema(request=None, responses=FineTuneRunSerializer)
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        """Queue a failed or cancelled run again; it continues from its last checkpoint."""
+        try:
+            run = services.finetune_run_resume(run=self.get_object())
+        except services.ServiceError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(FineTuneRunSerializer(run).data)

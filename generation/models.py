@@ -171,3 +171,250 @@ class Answer(models.Model):
 
     def __str__(self) -> str:
         return f"answer to {self.question} in run {self.run_id}"
+
+
+# --- instruction data and fine-tuning ----------------------------------------------------------
+
+
+class InstructionDataset(models.Model):
+    """Instruction / input / output rows to fine-tune on. Read-only once imported."""
+
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    source = models.CharField(max_length=500, blank=True, help_text="File it was imported from")
+    # Summary statistics: rows, unique instructions, duplicates; "tokens" per chosen tokenizer.
+    stats = models.JSONField(default=dict, blank=True)
+    # Set on data sets made by generating answers for another set's instructions.
+    derived_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="derived_sets"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class InstructionExample(models.Model):
+    dataset = models.ForeignKey(
+        InstructionDataset, on_delete=models.CASCADE, related_name="examples"
+    )
+    position = models.PositiveIntegerField()
+    instruction = models.TextField()
+    input = models.TextField(blank=True)
+    output = models.TextField()
+
+    class Meta:
+        ordering = ["dataset", "position"]
+        constraints = [
+            # Sampling a mix reads rows in position order, so a seed always picks the same rows.
+            models.UniqueConstraint(
+                fields=["dataset", "position"], name="generation_instructionexample_unique_position"
+            ),
+            models.CheckConstraint(
+                condition=~Q(instruction=""), name="generation_instructionexample_instruction_set"
+            ),
+            models.CheckConstraint(
+                condition=~Q(output=""), name="generation_instructionexample_output_set"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.dataset.name} #{self.position}"
+
+
+class FineTuneRun(models.Model):
+    class Method(models.TextChoices):
+        LORA = "lora", "LoRA"
+        FULL = "full", "full fine-tuning"
+        QLORA = "qlora", "QLoRA (4-bit base; CUDA + bitsandbytes only)"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+    base_model = models.ForeignKey(
+        LanguageModel, on_delete=models.PROTECT, related_name="finetune_runs"
+    )
+    datasets = models.ManyToManyField(
+        InstructionDataset, through="FineTuneRunDataset", related_name="finetune_runs"
+    )
+    method = models.CharField(max_length=10, choices=Method.choices, default=Method.LORA)
+    model_name = models.CharField(
+        max_length=200, blank=True, help_text="Name of the resulting model (blank: chosen for you)"
+    )
+    # Hyper-parameters (engine.train.TrainConfig).
+    learning_rate = models.FloatField(default=2e-4)
+    epochs = models.FloatField(default=3.0)
+    max_steps = models.PositiveIntegerField(
+        default=0, help_text="Stop after this many optimizer steps (0: as many as the epochs take)"
+    )
+    batch_size = models.PositiveIntegerField(default=4, help_text="Per device")
+    gradient_accumulation = models.PositiveIntegerField(default=4)
+    max_length = models.PositiveIntegerField(default=512, help_text="Tokens per example")
+    warmup_ratio = models.FloatField(default=0.03, help_text="Fraction of steps warming up")
+    weight_decay = models.FloatField(default=0.0)
+    seed = models.IntegerField(default=0)
+    eval_fraction = models.FloatField(default=0.05, help_text="Held out for the per-epoch loss")
+    lora_r = models.PositiveIntegerField(default=8)
+    lora_alpha = models.PositiveIntegerField(default=16)
+    lora_dropout = models.FloatField(default=0.05)
+    target_modules = models.JSONField(
+        default=list, blank=True, help_text="LoRA target modules (empty: per architecture)"
+    )
+    gradient_checkpointing = models.BooleanField(default=False)
+    save_steps = models.PositiveIntegerField(default=100, help_text="Checkpoint interval (steps)")
+    save_total_limit = models.PositiveIntegerField(default=2, help_text="Checkpoints kept")
+
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    epoch = models.FloatField(default=0.0)
+    train_examples = models.PositiveIntegerField(default=0)
+    eval_examples = models.PositiveIntegerField(default=0)
+    skipped_examples = models.PositiveIntegerField(
+        default=0, help_text="Examples whose prompt alone fills max_length"
+    )
+    train_tokens = models.PositiveBigIntegerField(default=0)
+    output_path = models.CharField(
+        max_length=500, blank=True, help_text="Run directory, relative to MODEL_STORAGE"
+    )
+    checkpoint = models.CharField(
+        max_length=500, blank=True, help_text="Last checkpoint, relative to MODEL_STORAGE"
+    )
+    resumed_from_step = models.PositiveIntegerField(default=0)
+    result_model = models.OneToOneField(
+        LanguageModel,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="finetune_origin",
+    )
+    error = models.TextField(blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            # The stale-run check: running runs ordered by heartbeat.
+            models.Index(fields=["status", "heartbeat_at"], name="generation_ft_status_hb"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(step__lte=models.F("total_steps")) | Q(total_steps=0),
+                name="generation_finetunerun_step_le_total",
+            ),
+            models.CheckConstraint(
+                condition=Q(eval_fraction__gte=0) & Q(eval_fraction__lte=0.5),
+                name="generation_finetunerun_eval_fraction_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(learning_rate__gt=0), name="generation_finetunerun_lr_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"fine-tune {self.pk}: {self.base_model.name} ({self.method})"
+
+    @property
+    def is_lora(self) -> bool:
+        return self.method in (self.Method.LORA, self.Method.QLORA)
+
+
+class FineTuneRunDataset(models.Model):
+    """One data set of a run's mix: all its rows, or ``rows`` sampled with the run's seed."""
+
+    run = models.ForeignKey(FineTuneRun, on_delete=models.CASCADE, related_name="sources")
+    dataset = models.ForeignKey(
+        InstructionDataset, on_delete=models.PROTECT, related_name="finetune_sources"
+    )
+    rows = models.PositiveIntegerField(null=True, blank=True, help_text="Blank: every row")
+
+    class Meta:
+        ordering = ["run", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "dataset"], name="generation_finetunerundataset_unique"
+            ),
+            models.CheckConstraint(
+                condition=Q(rows__isnull=True) | Q(rows__gt=0),
+                name="generation_finetunerundataset_rows_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.dataset.name} x {self.rows or 'all'}"
+
+
+class FineTuneLog(models.Model):
+    """The loss log: training loss and learning rate per step, held-out loss per epoch."""
+
+    class Kind(models.TextChoices):
+        TRAIN = "train"
+        EVAL = "eval"
+
+    run = models.ForeignKey(FineTuneRun, on_delete=models.CASCADE, related_name="log_entries")
+    kind = models.CharField(max_length=5, choices=Kind.choices)
+    step = models.PositiveIntegerField()
+    loss = models.FloatField()
+    learning_rate = models.FloatField(null=True, blank=True)
+    epoch = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "kind", "step"]
+        constraints = [
+            # A resumed run rewrites the steps after its checkpoint; never two entries per step.
+            models.UniqueConstraint(
+                fields=["run", "kind", "step"], name="generation_finetunelog_one_per_step"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} {self.kind} step {self.step}: {self.loss:.4f}"
+
+
+class DatasetAugmentation(models.Model):
+    """Answers generated for a data set's unique instructions, saved as a new data set.
+
+    The answers come from an ordinary generation run (on a prompt set made of the unique
+    instructions), so it is claimed, resumed and watched like any other run; when it succeeds
+    the new data set ``name`` is written.
+    """
+
+    source = models.ForeignKey(
+        InstructionDataset, on_delete=models.PROTECT, related_name="augmentations"
+    )
+    run = models.OneToOneField(GenerationRun, on_delete=models.CASCADE, related_name="augmentation")
+    name = models.CharField(max_length=200, help_text="Name of the data set to create")
+    result = models.OneToOneField(
+        InstructionDataset,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="augmented_from",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.source.name} -> {self.name}"

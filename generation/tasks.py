@@ -1,8 +1,13 @@
 """Thin Celery tasks: load ids, call a service, let the service record status."""
 
+import logging
+
 from celery import shared_task
 
 from . import services
+from .models import LanguageModel
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(acks_late=True, ignore_result=True)
@@ -12,6 +17,28 @@ def generation_run_execute_task(run_id: int) -> None:
     services.generation_run_execute(run_id=run_id)
 
 
+@shared_task(acks_late=True, ignore_result=True)
+def finetune_run_execute_task(run_id: int) -> None:
+    # Routed to the `gpu` queue. The service claims the run and continues from its last
+    # checkpoint, so a redelivered or duplicated message is harmless.
+    services.finetune_run_execute(run_id=run_id)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def language_model_merge_task(model_id: int, name: str) -> None:
+    # Sent to the `gpu` queue explicitly (services.language_model_merge_request).
+    model = LanguageModel.objects.select_related("base_model").filter(pk=model_id).first()
+    if model is None:
+        log.warning("merge: model %s no longer exists", model_id)
+        return
+    try:
+        services.language_model_merge(model=model, name=name)
+    except services.ServiceError as exc:
+        # Already merged (a redelivered message) or no longer mergeable: nothing to do.
+        log.warning("merge of model %s skipped: %s", model_id, exc)
+
+
 @shared_task(ignore_result=True)
 def requeue_stale_runs_task() -> None:
     services.generation_runs_requeue_stale()
+    services.finetune_runs_requeue_stale()

@@ -217,6 +217,8 @@ def celery_worker_factory(tmp_path, _model_storage):
             "RUN_HEARTBEAT_TIMEOUT": "6",
             "RUN_STALE_CHECK_SECONDS": "1",
             "OPENBLAS_NUM_THREADS": "1",
+            # torch's default of one thread per core is far slower on a small shared machine.
+            "OMP_NUM_THREADS": "1",
             **{k: str(v) for k, v in extra_env.items()},
         }
         worker = CeleryWorker(env, tmp_path / f"worker-{len(workers)}.log", queues, tmp_path)

@@ -151,3 +151,9 @@ def test_the_openapi_schema_is_served(client, staff_user):
     response = client.get("/api/schema/")
     assert response.status_code == 200
     assert b"/api/runs/" in response.content
+
+
+def test_the_web_side_parameter_list_matches_the_engine():
+    from generation.engine.generate import ALLOWED_PARAMS
+
+    assert set(ALLOWED_PARAMS) == services.GENERATION_PARAMS

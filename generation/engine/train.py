@@ -1,0 +1,567 @@
+"""Supervised fine-tuning (LoRA, QLoRA or full) of a causal LM on instruction data.
+
+Plain module, no Django: examples and settings in, checkpoints, a saved model or adapter and a
+loss log out. The Django layer (``generation.services``) feeds it rows from the database and
+writes the log, progress and cancellation back through the callbacks it passes in.
+
+Why transformers' ``Trainer`` and not TRL's ``SFTTrainer``: what matters most here is that a
+training example is rendered and tokenized *exactly* as the generation engine will later render
+and tokenize the prompt (``generation.prompts`` + ``generate.encode_prompt``), with the loss on the
+answer tokens only. SFTTrainer brings its own rendering (chat templates, prompt/completion
+columns, its own end-token handling), so fitting our formats into it means undoing part of what
+it does. ``Trainer`` with our own rendering, collator and callbacks is shorter and every step is
+visible; it still gives us accelerate (device placement, mixed precision, DDP / FSDP / DeepSpeed
+under ``accelerate launch``), checkpoints and ``resume_from_checkpoint``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from generation import prompts as formats
+
+# Labels with this value are left out of the loss (PyTorch's cross-entropy ignore_index).
+IGNORE_INDEX = -100
+
+LORA = "lora"
+QLORA = "qlora"
+FULL = "full"
+METHODS = (LORA, FULL, QLORA)
+
+UNKNOWN_METHOD = "unknown fine-tuning method {method!r}; expected one of: " + ", ".join(METHODS)
+QLORA_UNAVAILABLE = (
+    "QLoRA needs a CUDA GPU and the bitsandbytes package; this machine has {missing}. "
+    "Use method 'lora' or 'full'."
+)
+NO_TARGET_MODULES = (
+    "no default LoRA target modules for architecture {model_type!r}; "
+    "set the run's target modules (e.g. ['q_proj', 'v_proj'])"
+)
+NO_EOS = "the tokenizer has no end-of-sequence token to end answers with"
+NO_EXAMPLES = "no training examples are left (every example was longer than max_length?)"
+
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass(frozen=True)
+class Example:
+    instruction: str
+    output: str
+    input: str = ""
+
+
+@dataclass
+class TrainConfig:
+    method: str = LORA
+    learning_rate: float = 2e-4
+    epochs: float = 3.0
+    max_steps: int = 0  # 0: as many steps as the epochs take
+    batch_size: int = 4
+    gradient_accumulation: int = 4
+    max_length: int = 512
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    seed: int = 0
+    eval_fraction: float = 0.05
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    target_modules: list[str] | None = None  # None: chosen per architecture
+    save_steps: int = 100
+    save_total_limit: int = 2
+    gradient_checkpointing: bool = False
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    kind: str  # "train" (one per optimizer step) or "eval" (held-out loss, once per epoch)
+    step: int
+    loss: float
+    learning_rate: float | None
+    epoch: float | None
+
+
+@dataclass(frozen=True)
+class TrainStart:
+    max_steps: int
+    start_step: int  # > 0 when resumed from a checkpoint
+    train_examples: int
+    eval_examples: int
+    skipped_examples: int  # their prompt alone fills max_length
+    target_modules: tuple[str, ...] = ()  # what LoRA adapts (empty for full fine-tuning)
+
+
+@dataclass
+class TrainResult:
+    global_step: int
+    max_steps: int
+    stopped: bool  # stopped early by should_stop (a checkpoint holds the state)
+    resumed_from_step: int
+    train_examples: int
+    eval_examples: int
+    skipped_examples: int
+    train_tokens: int  # non-padding tokens seen in this call (resumed runs: since the resume)
+    total_tokens: int  # non-padding tokens seen by the run, earlier attempts included
+    train_seconds: float
+    output_dir: str | None  # the saved adapter or model; None when stopped early
+    target_modules: list[str] = field(default_factory=list)
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+
+def render_example(tokenizer: Any, fmt: str, example: Example, *, max_length: int) -> dict | None:
+    """Token ids and labels of one training example; None if no answer token fits.
+
+    The text is ``format_prompt(fmt, join_instruction(instruction, input))`` followed by
+    ``format_answer(fmt, output)`` and the tokenizer's end token: the prompt the generation
+    engine gives the model, then what the model should write, then the end it should stop at.
+
+    THE ANSWER-ONLY LOSS MASK IS MADE HERE: every prompt token gets label ``IGNORE_INDEX``;
+    answer tokens and the end token keep their ids. (Padding is masked in ``AnswerOnlyCollator``.)
+
+    The prompt is encoded exactly as ``generate.encode_prompt`` encodes it at generation time and
+    the answer on its own, so the model learns to continue the very tokens it will be given.
+    Where the two pieces do not decode back to prompt + answer (a sentencepiece tokenizer that
+    puts a word-start mark before the answer), the whole text is encoded at once instead and
+    the answer starts at the first token that differs from the prompt's encoding; a token
+    spanning the boundary then counts as answer (the model has to learn to write it).
+    """
+    from .generate import encode_prompt
+
+    question = formats.join_instruction(example.instruction, example.input)
+    prompt = formats.format_prompt(fmt, question, tokenizer)
+    answer = formats.format_answer(fmt, example.output.strip())
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError(NO_EOS)
+    prompt_ids = encode_prompt(tokenizer, prompt, fmt)
+    answer_ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
+    if tokenizer.decode(prompt_ids + answer_ids) != tokenizer.decode(prompt_ids) + answer:
+        full_ids = encode_prompt(tokenizer, prompt + answer, fmt)
+        start = 0
+        while start < min(len(prompt_ids), len(full_ids)) and prompt_ids[start] == full_ids[start]:
+            start += 1
+        prompt_ids, answer_ids = full_ids[:start], full_ids[start:]
+    input_ids = [*prompt_ids, *answer_ids, eos][:max_length]
+    labels = [IGNORE_INDEX] * len(prompt_ids) + [*answer_ids, eos]
+    labels = labels[:max_length]
+    if all(label == IGNORE_INDEX for label in labels):
+        return None
+    return {"input_ids": input_ids, "labels": labels}
+
+
+class AnswerOnlyCollator:
+    """Right-pads a batch. Padding gets label ``IGNORE_INDEX`` and attention 0.
+
+    Labels are padded on their own, never derived from the input ids: many tokenizers (GPT-NeoX
+    among them) pad with the end token, and deriving labels from ``input_ids != pad`` would drop
+    the end token the model must learn to write.
+    """
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, features: Sequence[dict]) -> dict:
+        import torch
+
+        width = max(len(f["input_ids"]) for f in features)
+        input_ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(features), width), dtype=torch.long)
+        for row, f in enumerate(features):
+            n = len(f["input_ids"])
+            input_ids[row, :n] = torch.tensor(f["input_ids"], dtype=torch.long)
+            labels[row, :n] = torch.tensor(f["labels"], dtype=torch.long)
+            attention_mask[row, :n] = 1
+        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+
+
+def split_examples(
+    examples: Sequence[Example], eval_fraction: float, seed: int
+) -> tuple[list[Example], list[Example]]:
+    """(train, held out): a seeded shuffle, then the first ``eval_fraction`` of it held out.
+
+    A non-zero fraction holds out at least one example when there are two or more.
+    """
+    order = list(examples)
+    random.Random(seed).shuffle(order)
+    n_eval = held_out_count(len(order), eval_fraction)
+    return order[n_eval:], order[:n_eval]
+
+
+def held_out_count(n: int, eval_fraction: float) -> int:
+    if eval_fraction <= 0 or n < 2:
+        return 0
+    return min(n - 1, max(1, round(n * eval_fraction)))
+
+
+# --- models ------------------------------------------------------------------------------------
+
+
+def qlora_unavailable() -> str | None:
+    """Why QLoRA cannot run here (None when it can)."""
+    import torch
+
+    missing = []
+    if not torch.cuda.is_available():
+        missing.append("no CUDA GPU")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        missing.append("no bitsandbytes")
+    return QLORA_UNAVAILABLE.format(missing=" and ".join(missing)) if missing else None
+
+
+def lora_target_modules(model_type: str) -> list[str]:
+    """The layers LoRA adapts for an architecture (peft's table: GPT-NeoX -> query_key_value)."""
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+
+    modules = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type)
+    if not modules:
+        raise ValueError(NO_TARGET_MODULES.format(model_type=model_type))
+    return list(modules)
+
+
+def _bf16_ok() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def load_trainable_model(
+    model_path: str, config: TrainConfig, *, revision: str | None, trust_remote_code: bool
+) -> tuple[Any, list[str]]:
+    """The model to train and the LoRA target modules used (empty for full fine-tuning).
+
+    Full fine-tuning keeps float32 weights (bf16 autocast on a GPU that has it); LoRA freezes the
+    base, so on such a GPU its weights load in bf16. Placement is left to the Trainer
+    (accelerate), except for QLoRA, whose 4-bit weights must be put on this process's GPU.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if config.method not in METHODS:
+        raise ValueError(UNKNOWN_METHOD.format(method=config.method))
+    options: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if revision:
+        options["revision"] = revision
+    if config.method == QLORA:
+        problem = qlora_unavailable()
+        if problem:
+            raise ValueError(problem)
+        from accelerate import PartialState
+        from transformers import BitsAndBytesConfig
+
+        options["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16 if _bf16_ok() else torch.float16,
+        )
+        options["device_map"] = {"": PartialState().local_process_index}
+    elif config.method == LORA and _bf16_ok():
+        options["dtype"] = torch.bfloat16
+    else:
+        options["dtype"] = torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_path, **options)
+    if config.method == FULL:
+        return model, []
+
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if config.method == QLORA:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=config.gradient_checkpointing
+        )
+    elif config.gradient_checkpointing:
+        # The frozen embeddings give no grad to checkpointed blocks without this.
+        model.enable_input_require_grads()
+    targets = list(config.target_modules or lora_target_modules(model.config.model_type))
+    lora = LoraConfig(
+        task_type="CAUSAL_LM",
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets,
+        bias="none",
+    )
+    return get_peft_model(model, lora), targets
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+
+
+def last_checkpoint(checkpoint_dir: str | os.PathLike) -> tuple[str, int] | None:
+    """(path, step) of the newest complete checkpoint, or None."""
+    root = Path(checkpoint_dir)
+    if not root.is_dir():
+        return None
+    found = []
+    for child in root.iterdir():
+        match = CHECKPOINT_RE.match(child.name)
+        # trainer_state.json is written last: a checkpoint without it was interrupted.
+        if match and child.is_dir() and (child / "trainer_state.json").is_file():
+            found.append((int(match.group(1)), str(child)))
+    if not found:
+        return None
+    step, path = max(found)
+    return path, step
+
+
+# --- training ----------------------------------------------------------------------------------
+
+
+def _distributed_any(flag: bool) -> bool:
+    """True on every process if it is true on the main one (a no-op without torch.distributed).
+
+    Only the main process asks the database whether to stop; all processes must stop at the
+    same step or DDP waits forever for the one that kept going.
+    """
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    device = (
+        torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
+    )
+    tensor = torch.tensor([1 if flag else 0], device=device)
+    dist.broadcast(tensor, src=0)
+    return bool(tensor.item())
+
+
+def _make_callback(
+    *,
+    on_log: Callable[[list[LogEntry]], None] | None,
+    should_stop: Callable[[], bool] | None,
+    on_begin: Callable[[TrainStart], None] | None,
+    on_save: Callable[[str, int], None] | None,
+    counts: tuple[int, int, int],
+    targets: Sequence[str],
+):
+    from transformers import TrainerCallback
+
+    class _Bridge(TrainerCallback):
+        """Passes the loss log, progress and checkpoints out; stops when asked (cancel)."""
+
+        def __init__(self) -> None:
+            self.stopped = False
+            self.tokens_at_begin = 0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.tokens_at_begin = state.num_input_tokens_seen
+            if on_begin is not None and state.is_world_process_zero:
+                on_begin(TrainStart(state.max_steps, state.global_step, *counts, tuple(targets)))
+
+        def on_step_end(self, args, state, control, **kwargs):
+            wanted = bool(should_stop()) if should_stop and state.is_world_process_zero else False
+            if _distributed_any(wanted):
+                # Stop after this step, with a checkpoint of it: resuming loses nothing.
+                self.stopped = True
+                control.should_training_stop = True
+                control.should_save = True
+            return control
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            if self.stopped:
+                control.should_evaluate = False  # a cancelled run is not worth an evaluation
+            return control
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if on_log is None or not logs or not state.is_world_process_zero:
+                return
+            entries = []
+            if "loss" in logs:
+                entries.append(
+                    LogEntry("train", state.global_step, float(logs["loss"]),
+                             logs.get("learning_rate"), state.epoch)
+                )  # fmt: skip
+            if "eval_loss" in logs:
+                entries.append(
+                    LogEntry("eval", state.global_step, float(logs["eval_loss"]), None, state.epoch)
+                )
+            if entries:
+                on_log(entries)
+
+        def on_save(self, args, state, control, **kwargs):
+            if on_save is not None and state.is_world_process_zero:
+                path = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+                on_save(path, state.global_step)
+
+    return _Bridge()
+
+
+def train(
+    *,
+    model_path: str,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    fmt: str,
+    config: TrainConfig,
+    checkpoint_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    resume: bool = True,
+    on_log: Callable[[list[LogEntry]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_begin: Callable[[TrainStart], None] | None = None,
+    on_save: Callable[[str, int], None] | None = None,
+    callbacks: Sequence[Any] = (),
+) -> TrainResult:
+    """Fine-tune ``model_path`` on ``examples`` rendered in prompt format ``fmt``.
+
+    Checkpoints go to ``checkpoint_dir`` every ``config.save_steps`` optimizer steps; with
+    ``resume`` a newer run picks up from the last complete one there (model, optimizer,
+    scheduler, random state and data position), so the total number of steps is the same as
+    for an uninterrupted run. On success the adapter (LoRA) or the whole model (full) and the
+    tokenizer are saved to ``output_dir``.
+
+    Callbacks (all optional, called on the main process only): ``on_begin(TrainStart)`` once
+    the step count is known; ``on_log(entries)`` after each step and each held-out evaluation;
+    ``should_stop()`` after each step: true stops training there after saving a checkpoint;
+    ``on_save(path, step)`` after each checkpoint.
+    """
+    import torch
+    from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
+
+    train_set, eval_set = split_examples(examples, config.eval_fraction, config.seed)
+    rendered_train = [
+        render_example(tokenizer, fmt, e, max_length=config.max_length) for e in train_set
+    ]
+    rendered_eval = [
+        render_example(tokenizer, fmt, e, max_length=config.max_length) for e in eval_set
+    ]
+    train_rows = [r for r in rendered_train if r is not None]
+    eval_rows = [r for r in rendered_eval if r is not None]
+    skipped = len(rendered_train) + len(rendered_eval) - len(train_rows) - len(eval_rows)
+    if not train_rows:
+        raise ValueError(NO_EXAMPLES)
+
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
+    # LoRA's initial weights are random: seeded, the same run starts from the same adapter.
+    set_seed(config.seed)
+    model, targets = load_trainable_model(
+        model_path, config, revision=revision, trust_remote_code=trust_remote_code
+    )
+    args = TrainingArguments(
+        output_dir=os.fspath(checkpoint_dir),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps if config.max_steps > 0 else -1,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a fraction of all steps
+        lr_scheduler_type="linear",
+        weight_decay=config.weight_decay,
+        seed=config.seed,
+        data_seed=config.seed,
+        logging_strategy="steps",
+        logging_steps=1,
+        eval_strategy="epoch" if eval_rows else "no",
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        bf16=_bf16_ok(),
+        activation_checkpointing=config.gradient_checkpointing,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        include_num_input_tokens_seen="non_padding",
+        remove_unused_columns=False,
+        report_to="none",
+        disable_tqdm=True,
+    )
+    bridge = _make_callback(
+        on_log=on_log,
+        should_stop=should_stop,
+        on_begin=on_begin,
+        on_save=on_save,
+        counts=(len(train_rows), len(eval_rows), skipped),
+        targets=targets,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_rows,
+        eval_dataset=eval_rows or None,
+        data_collator=AnswerOnlyCollator(pad_id),
+        processing_class=tokenizer,
+        callbacks=[bridge, *callbacks],
+    )
+    # The loss goes to on_log (the database); a worker's log needs no copy of every step.
+    trainer.remove_callback(PrinterCallback)
+    found = last_checkpoint(checkpoint_dir) if resume else None
+    started = time.monotonic()
+    trainer.train(resume_from_checkpoint=found[0] if found else None)
+    seconds = time.monotonic() - started
+    state = trainer.state
+    saved = None
+    if not bridge.stopped:
+        trainer.save_model(os.fspath(output_dir))
+        saved = os.fspath(output_dir)
+    result = TrainResult(
+        global_step=state.global_step,
+        max_steps=state.max_steps,
+        stopped=bridge.stopped,
+        resumed_from_step=found[1] if found else 0,
+        train_examples=len(train_rows),
+        eval_examples=len(eval_rows),
+        skipped_examples=skipped,
+        train_tokens=int(state.num_input_tokens_seen - bridge.tokens_at_begin),
+        total_tokens=int(state.num_input_tokens_seen),
+        train_seconds=seconds,
+        output_dir=saved,
+        target_modules=targets,
+    )
+    del trainer, model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return result
+
+
+def steps_for(n_train: int, config: TrainConfig, world_size: int = 1) -> int:
+    """Optimizer steps a run of ``n_train`` examples takes (as the Trainer counts them)."""
+    if config.max_steps > 0:
+        return config.max_steps
+    batches = math.ceil(n_train / (config.batch_size * world_size))
+    per_epoch = max(
+        1, batches // config.gradient_accumulation + int(batches % config.gradient_accumulation > 0)
+    )
+    return math.ceil(config.epochs * per_epoch)
+
+
+# --- merging -----------------------------------------------------------------------------------
+
+
+def merge_adapter(
+    base_path: str,
+    adapter_path: str,
+    output_dir: str | os.PathLike,
+    *,
+    tokenizer: Any,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+) -> str:
+    """Fold a LoRA adapter into its base weights and save a standalone model (and tokenizer)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    options: dict[str, Any] = {"trust_remote_code": trust_remote_code, "dtype": "auto"}
+    if revision:
+        options["revision"] = revision
+    base = AutoModelForCausalLM.from_pretrained(base_path, **options)
+    merged = PeftModel.from_pretrained(base, adapter_path).merge_and_unload()
+    out = os.fspath(output_dir)
+    merged.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

@@ -1,0 +1,180 @@
+import argparse
+import os
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from generation import services
+from generation.models import FineTuneRun, InstructionDataset, LanguageModel
+
+# Command-line option -> hyper-parameter (defaults are the run model's).
+OPTIONS = {
+    "lr": ("learning_rate", float),
+    "epochs": ("epochs", float),
+    "max_steps": ("max_steps", int),
+    "batch_size": ("batch_size", int),
+    "grad_accum": ("gradient_accumulation", int),
+    "max_length": ("max_length", int),
+    "warmup": ("warmup_ratio", float),
+    "weight_decay": ("weight_decay", float),
+    "seed": ("seed", int),
+    "eval_fraction": ("eval_fraction", float),
+    "lora_r": ("lora_r", int),
+    "lora_alpha": ("lora_alpha", int),
+    "lora_dropout": ("lora_dropout", float),
+    "save_steps": ("save_steps", int),
+    "save_total_limit": ("save_total_limit", int),
+}
+
+
+class _Dataset(argparse.Action):
+    """--dataset NAME starts an entry of the mix; a --rows N after it sets its row count."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        mix = getattr(namespace, "mix", None) or []
+        if option_string == "--dataset":
+            mix.append([values, None])
+        elif not mix:
+            parser.error("--rows must follow the --dataset it applies to")
+        elif mix[-1][1] is not None:
+            parser.error(f"--rows given twice for data set {mix[-1][0]!r}")
+        else:
+            mix[-1][1] = values
+        namespace.mix = mix
+
+
+class Command(BaseCommand):
+    help = (
+        "Fine-tune a registered model on one or more instruction data sets (LoRA by default) on "
+        "the gpu queue; --wait shows a progress bar, --inline trains in this process. With "
+        "--run ID --inline, trains an existing run here (e.g. under `accelerate launch`)."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--base", help="registered model to start from")
+        parser.add_argument(
+            "--dataset", action=_Dataset, dest="mix", metavar="NAME", help="repeat for a mix"
+        )
+        parser.add_argument(
+            "--rows",
+            action=_Dataset,
+            dest="mix",
+            type=int,
+            metavar="N",
+            help="rows to sample (with --seed) from the --dataset before it; default all",
+        )
+        parser.add_argument("--method", default="lora", choices=FineTuneRun.Method.values)
+        parser.add_argument("--model-name", default="", help="name of the resulting model")
+        for option, (field, kind) in OPTIONS.items():
+            parser.add_argument(f"--{option.replace('_', '-')}", type=kind, help=field)
+        parser.add_argument(
+            "--target-modules", default="", help="LoRA target modules, comma-separated"
+        )
+        parser.add_argument("--gradient-checkpointing", action="store_true")
+        parser.add_argument("--wait", action="store_true", help="wait and show a progress bar")
+        parser.add_argument(
+            "--inline",
+            action="store_true",
+            help="train in this process instead of a worker (no broker needed)",
+        )
+        parser.add_argument(
+            "--no-enqueue", action="store_true", help="only record the run and print its id"
+        )
+        parser.add_argument("--run", type=int, help="an existing run to train (with --inline)")
+
+    def handle(self, *args, **opts):
+        if opts["run"]:
+            run = FineTuneRun.objects.filter(pk=opts["run"]).first()
+            if run is None:
+                raise CommandError(f"no fine-tune run {opts['run']}")
+            if not opts["inline"]:
+                raise CommandError("--run trains an existing run in this process: add --inline")
+            rank = int(os.environ.get("RANK", "0"))
+            if rank == 0 and run.status in (
+                FineTuneRun.Status.FAILED,
+                FineTuneRun.Status.CANCELLED,
+            ):
+                # Resumed here, from its last checkpoint, not by a worker.
+                run = services.finetune_run_resume(run=run, enqueue=False)
+        else:
+            run = self._create(opts)
+            self.stdout.write(
+                f"fine-tune run {run.pk}: {run.base_model.name}, {run.method}, "
+                f"about {run.total_steps} steps"
+            )
+            if opts["no_enqueue"]:
+                return
+        if opts["inline"]:
+            run = self._inline(run)
+        elif opts["wait"]:
+            run = self._follow(run)
+        else:
+            self.stdout.write(f"queued; follow it in the admin or GET /api/finetune-runs/{run.pk}/")
+            return
+        if run.status != FineTuneRun.Status.SUCCEEDED:
+            raise CommandError(f"fine-tune run {run.pk} {run.status}: {run.error.strip()[-500:]}")
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"fine-tune run {run.pk} succeeded: model {run.result_model.name!r} registered"
+            )
+        )
+
+    def _create(self, opts) -> FineTuneRun:
+        if not opts["base"] or not opts.get("mix"):
+            raise CommandError("give --base and at least one --dataset (or --run ID --inline)")
+        base = LanguageModel.objects.filter(name=opts["base"]).first()
+        if base is None:
+            raise CommandError(f"no model named {opts['base']!r}")
+        mix = []
+        for name, rows in opts["mix"]:
+            dataset = InstructionDataset.objects.filter(name=name).first()
+            if dataset is None:
+                raise CommandError(f"no instruction data set named {name!r}")
+            mix.append((dataset, rows))
+        params = {
+            field: opts[option]
+            for option, (field, _) in OPTIONS.items()
+            if opts[option] is not None
+        }
+        if opts["target_modules"]:
+            params["target_modules"] = [m.strip() for m in opts["target_modules"].split(",")]
+        if opts["gradient_checkpointing"]:
+            params["gradient_checkpointing"] = True
+        try:
+            return services.finetune_run_create(
+                base_model=base,
+                datasets=mix,
+                method=opts["method"],
+                params=params,
+                model_name=opts["model_name"],
+                enqueue=not (opts["inline"] or opts["no_enqueue"]),
+            )
+        except services.ServiceError as exc:
+            raise CommandError(str(exc)) from None
+
+    def _inline(self, run: FineTuneRun) -> FineTuneRun:
+        with tqdm(total=run.total_steps, desc=f"fine-tune {run.pk}", unit="step") as bar:
+
+            def on_progress(step: int, total: int, loss: float | None) -> None:
+                bar.total = total
+                bar.update(step - bar.n)
+                if loss is not None:
+                    bar.set_postfix_str(f"loss {loss:.4f}")
+
+            services.finetune_run_execute(run_id=run.pk, on_progress=on_progress)
+        run.refresh_from_db()
+        return run
+
+    def _follow(self, run: FineTuneRun) -> FineTuneRun:
+        with tqdm(total=run.total_steps, desc=f"fine-tune {run.pk}", unit="step") as bar:
+            while True:
+                run.refresh_from_db()
+                last = run.log_entries.filter(kind="train").order_by("-step").first()
+                bar.total = run.total_steps
+                bar.update(run.step - bar.n)
+                loss = f", loss {last.loss:.4f}" if last else ""
+                bar.set_postfix_str(f"{run.status}{loss}")
+                if run.status not in FineTuneRun.ACTIVE:
+                    return run
+                time.sleep(1)

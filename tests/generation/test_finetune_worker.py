@@ -1,0 +1,198 @@
+"""Fine-tuning through a real Celery worker on Redis and PostgreSQL, with the tiny model:
+train, generate with the result, cancel and resume, survive a killed worker."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import pytest
+from django.contrib.auth.models import Group, User
+
+from annotation import services as annotation_services
+from generation import services
+from generation.models import FineTuneLog, FineTuneRun, GenerationRun
+from tests.conftest import FIXTURES, wait_for
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+# Generous guards against a hung worker only; nothing here asserts on time.
+HUNG = 900
+# The tiny model gains nothing from threads; on a small shared machine they only contend.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+TINY_LORA = {
+    "learning_rate": 1e-2,
+    "batch_size": 4,
+    "gradient_accumulation": 1,
+    "max_length": 128,
+    "warmup_ratio": 0.1,
+    "eval_fraction": 0.05,
+}
+
+
+def _setup(tiny_model_dir):
+    dataset = services.instruction_dataset_import(
+        name="instructions-ja",
+        data=(FIXTURES / "instructions_ja.jsonl").read_bytes(),
+        filename="instructions_ja.jsonl",
+    )
+    base = services.language_model_register(
+        name="tiny",
+        name_or_path=services.storage_relative(tiny_model_dir),
+        prompt_format="line_sft",
+        generation_defaults={"max_new_tokens": 48},
+    )
+    return dataset, base
+
+
+def _run(run_id: int) -> FineTuneRun:
+    return FineTuneRun.objects.get(pk=run_id)
+
+
+def _finished(run_id: int) -> bool:
+    return _run(run_id).status not in FineTuneRun.ACTIVE
+
+
+def _train_steps(run: FineTuneRun) -> list[int]:
+    return list(
+        run.log_entries.filter(kind=FineTuneLog.Kind.TRAIN)
+        .order_by("step")
+        .values_list("step", flat=True)
+    )
+
+
+def _generate(model, prompt_set, worker) -> GenerationRun:
+    run = services.generation_run_create(model=model, prompt_set=prompt_set, batch_size=25)
+    wait_for(
+        lambda: GenerationRun.objects.get(pk=run.pk).status not in GenerationRun.ACTIVE,
+        timeout=HUNG,
+        message=f"generation to finish; worker log:\n{worker.log_tail()}",
+    )
+    run.refresh_from_db()
+    assert run.status == GenerationRun.Status.SUCCEEDED, run.error + worker.log_tail()
+    return run
+
+
+def test_a_worker_fine_tunes_a_model_that_then_generates(
+    celery_worker_factory, tiny_model_dir, model_storage
+):
+    dataset, base = _setup(tiny_model_dir)
+    worker = celery_worker_factory(**ONE_THREAD)
+    run = services.finetune_run_create(
+        base_model=base,
+        datasets=[(dataset, None)],
+        params={**TINY_LORA, "max_steps": 40, "save_steps": 20},
+        model_name="tiny-tuned",
+    )
+    wait_for(
+        lambda: _finished(run.pk),
+        timeout=HUNG,
+        message=f"fine-tune to finish; worker log:\n{worker.log_tail()}",
+    )
+    run.refresh_from_db()
+    assert run.status == FineTuneRun.Status.SUCCEEDED, run.error + worker.log_tail()
+    assert (run.step, run.total_steps, run.attempts) == (40, 40, 1)
+    assert _train_steps(run) == list(range(1, 41))
+    losses = list(
+        run.log_entries.filter(kind="train").order_by("step").values_list("loss", flat=True)
+    )
+    assert statistics.mean(losses[-10:]) < statistics.mean(losses[:10])
+    tuned = run.result_model
+    assert tuned.name == "tiny-tuned" and tuned.base_model == base
+    assert (model_storage / tuned.adapter_path / "adapter_model.safetensors").is_file()
+
+    prompt_set = services.prompt_set_import(
+        name="fixture", data=(FIXTURES / "prompts_ja.jsonl").read_bytes(), filename="p.jsonl"
+    )
+    base_run = _generate(base, prompt_set, worker)
+    tuned_run = _generate(tuned, prompt_set, worker)
+    assert tuned_run.answers.count() == 100
+    base_texts = dict(base_run.answers.values_list("question_id", "text"))
+    differing = sum(1 for q, t in tuned_run.answers.values_list("question_id", "text")
+                    if t != base_texts[q])  # fmt: skip
+    assert differing >= 50
+
+    # The loop closes: base and fine-tuned answers go straight into a study.
+    study = annotation_services.study_create(
+        name="base vs tuned", prompt_set=prompt_set, runs=[base_run, tuned_run], open_now=True
+    )
+    assert study.comparisons.count() == 100
+    assert set(study.comparisons.values_list("question_id", flat=True)) == set(
+        prompt_set.questions.values_list("pk", flat=True)
+    )
+    annotator = User.objects.create_user("tuned-annotator")
+    annotator.groups.add(Group.objects.get_or_create(name="annotators")[0])
+    assignment = annotation_services.assignment_next(study=study, annotator=annotator)
+    assert assignment is not None and assignment.comparison.study_id == study.pk
+
+
+def test_cancel_stops_at_the_next_step_and_resume_finishes_the_run(
+    celery_worker_factory, tiny_model_dir, model_storage
+):
+    dataset, base = _setup(tiny_model_dir)
+    worker = celery_worker_factory(**ONE_THREAD)
+    run = services.finetune_run_create(
+        base_model=base,
+        datasets=[(dataset, None)],
+        params={**TINY_LORA, "max_steps": 120, "save_steps": 1000},
+    )
+    wait_for(lambda: _run(run.pk).step >= 5, timeout=HUNG, interval=0.05, message=worker.log_tail())
+    services.finetune_run_cancel(run=_run(run.pk))
+    # The worker stops after the step it is in and saves a checkpoint of that step.
+    wait_for(lambda: _run(run.pk).checkpoint != "", timeout=HUNG, message=worker.log_tail())
+    time.sleep(2)
+    stopped = _run(run.pk)
+    assert stopped.status == FineTuneRun.Status.CANCELLED
+    assert 5 <= stopped.step < 120
+    assert stopped.checkpoint.endswith(f"checkpoint-{stopped.step}")
+    assert (model_storage / stopped.checkpoint / "trainer_state.json").is_file()
+    assert stopped.result_model is None
+    assert _run(run.pk).step == stopped.step  # nothing trained after the cancel
+
+    services.finetune_run_resume(run=stopped)
+    wait_for(lambda: _finished(run.pk), timeout=HUNG, message=worker.log_tail())
+    done = _run(run.pk)
+    assert done.status == FineTuneRun.Status.SUCCEEDED, done.error + worker.log_tail()
+    assert done.resumed_from_step == stopped.step
+    assert (done.step, done.total_steps) == (120, 120)
+    assert _train_steps(done) == list(range(1, 121))
+    assert done.result_model is not None
+
+
+def test_a_killed_worker_is_replaced_and_the_run_resumes_from_its_checkpoint(
+    celery_worker_factory, tiny_model_dir, model_storage
+):
+    dataset, base = _setup(tiny_model_dir)
+    first = celery_worker_factory(**ONE_THREAD)
+    run = services.finetune_run_create(
+        base_model=base,
+        datasets=[(dataset, None)],
+        params={**TINY_LORA, "max_steps": 200, "save_steps": 20},
+    )
+    wait_for(
+        lambda: _run(run.pk).checkpoint != "",
+        timeout=HUNG,
+        interval=0.05,
+        message=f"a first checkpoint; worker log:\n{first.log_tail()}",
+    )
+    first.kill()  # kill -9 of the whole worker process group, mid-run
+    killed = _run(run.pk)
+    assert killed.status == FineTuneRun.Status.RUNNING
+    assert 20 <= killed.step < 200
+
+    second = celery_worker_factory(**ONE_THREAD)
+    wait_for(
+        lambda: _finished(run.pk),
+        timeout=HUNG,
+        message=f"the new worker to finish the run; log:\n{second.log_tail()}",
+    )
+    done = _run(run.pk)
+    assert done.status == FineTuneRun.Status.SUCCEEDED, done.error + second.log_tail()
+    assert done.attempts >= 2
+    assert done.resumed_from_step >= 20 and done.resumed_from_step % 20 == 0
+    assert done.resumed_from_step <= killed.step
+    assert (done.step, done.total_steps) == (200, 200)
+    # Steps after the checkpoint were trained again and logged once.
+    assert _train_steps(done) == list(range(1, 201))
+    assert done.result_model is not None
