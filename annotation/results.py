@@ -309,3 +309,37 @@ def strength_chart(*, results: Results, fmt: str) -> bytes:
     if results.ranking is None:
         raise ValueError("no votes yet: there is nothing to chart")
     return plots.strength_chart(results.ranking, fmt=fmt, title=results.study.name)
+
+
+def studies_compare(*, first: Study, second: Study, bootstrap: int = 0) -> dict:
+    """Two studies over the same models (say human votes against an imported GPT-4 study):
+    Kendall's tau of the strengths, both strengths, and per model pair both win rates."""
+    rankings = []
+    for study in (first, second):
+        found = study_results(study=study, bootstrap=bootstrap)
+        if found.ranking is None:
+            raise ValueError(f"study {study.name!r} has no votes yet")
+        rankings.append(found.ranking)
+    compared = ranking.compare(*rankings)
+    return {
+        "first": first.name,
+        "second": second.name,
+        "models": compared.models,
+        "kendall_tau": compared.kendall_tau,
+        "p_value": compared.p_value,
+        "strengths": [
+            {"name": name, "strength_first": s1, "strength_second": s2}
+            for name, s1, s2 in compared.strengths
+        ],
+        "pairs": [
+            {
+                "model_a": p.model_a,
+                "model_b": p.model_b,
+                "win_rate_first": p.win_rate_1,
+                "win_rate_second": p.win_rate_2,
+                "games_first": p.games_1,
+                "games_second": p.games_2,
+            }
+            for p in compared.pairs
+        ],
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -129,7 +130,7 @@ def test_failed_logins_are_throttled_per_username(client, annotator, other_annot
     )
     assert response.status_code == 302
     # The admin login counts the same failures.
-    response = client.post("/admin/login/", {"username": "annotator", "password": "x"})
+    response = Client().post("/admin/login/", {"username": "annotator", "password": "x"})
     assert response.status_code == 429
     cache.clear()
 
@@ -220,3 +221,62 @@ def test_a_lost_database_gives_a_clean_503_not_a_traceback(rf):
         page = server_error(page_request)
     assert page.status_code == 503
     assert "Traceback" not in page.content.decode()
+
+
+def test_every_upload_has_a_size_limit_and_refuses_bad_encoding(tmp_path, settings):
+    from django.core.management import CommandError, call_command
+
+    from generation.models import InstructionDataset, PromptSet
+
+    settings.MAX_UPLOAD_BYTES = 200
+    settings.MAX_VOTE_IMPORT_BYTES = 200
+    big = "あ" * 100
+    cases = [
+        ("import_prompts", "p.csv", f"question\n{big}\n", ["--name", "p"]),
+        (
+            "import_instructions",
+            "i.jsonl",
+            json.dumps({"instruction": big, "output": "x"}, ensure_ascii=False) + "\n",
+            ["--name", "i"],
+        ),
+        (
+            "import_votes",
+            "v.jsonl",
+            json.dumps({"model_a": big, "model_b": "b", "winner": "tie"}, ensure_ascii=False),
+            ["--study", "v"],
+        ),
+    ]
+    for command, name, text, args in cases:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(CommandError, match="over the 200-byte limit"):
+            call_command(command, str(path), *args)
+        path.write_bytes("質問\n".encode("shift_jis") + b"\xff\xfe")
+        with pytest.raises(CommandError, match="UTF-8"):
+            call_command(command, str(path), *args)
+    assert not PromptSet.objects.exists()
+    assert not InstructionDataset.objects.exists()
+
+
+def test_model_names_with_html_are_escaped_on_the_results_page(client, admin_user):
+    from annotation import services as annotation_services
+
+    prompt_set = services.prompt_set_create(
+        name="set", questions=[ParsedQuestion(line=1, text="q")]
+    )
+    question = prompt_set.questions.get()
+    runs = []
+    for name in (f"model {SCRIPT}", "plain model"):
+        model = services.language_model_register(name=name, name_or_path="x")
+        runs.append(
+            services.generation_run_create_imported(
+                model=model, prompt_set=prompt_set, answers={question.pk: "answer"}
+            )
+        )
+    study = annotation_services.study_create(name=f"study {SCRIPT}", runs=runs)
+    client.force_login(admin_user)
+    body = client.get(f"/studies/{study.pk}/results/").content.decode()
+    assert SCRIPT not in body
+    assert "&lt;script&gt;" in body
+    admin_page = client.get("/admin/annotation/study/").content.decode()
+    assert SCRIPT not in admin_page

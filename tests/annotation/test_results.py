@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 
 from annotation import exchange, results
 from annotation.battles import rakuda_tournament_to_battles, write_battles
-from annotation.models import Comparison, Study, Vote
+from annotation.models import Assignment, Comparison, Study, Vote
 
 pytestmark = pytest.mark.django_db
 
@@ -296,3 +296,39 @@ def test_results_and_exports_are_for_staff_only(client, annotator, make_study, p
     assert refused.status_code in (302, 403)
     if refused.status_code == 302:
         assert "login" in refused["Location"]
+
+
+def test_two_studies_over_the_same_models_are_compared(
+    tmp_path, client, annotator, other_annotator, make_study
+):
+    human = make_study(models=3, questions=6, k=1)
+    # Votes that order the models strictly: the earlier-registered model always wins.
+    rank = {m.pk: i for i, m in enumerate(human.built.models)}
+    client.force_login(annotator)
+    while (response := client.get(f"/api/studies/{human.pk}/next/")).status_code == 200:
+        token = response.json()["token"]
+        assignment = Assignment.objects.select_related(
+            "comparison__run_a", "comparison__run_b"
+        ).get(token=token)
+        c = assignment.comparison
+        a_wins = rank[c.run_a.model_id] < rank[c.run_b.model_id]
+        choice = "left" if a_wins == (assignment.left == "a") else "right"
+        client.post(
+            f"/api/assignments/{token}/vote/", {"choice": choice}, content_type="application/json"
+        )
+    path = tmp_path / "judge.jsonl"
+    path.write_text(results.export(study=human, fmt="battles")[0], encoding="utf-8")
+    call_command("import_votes", str(path), "--study", "judge copy")
+    judge = Study.objects.get(name="judge copy")
+
+    compared = results.studies_compare(first=human, second=judge)
+    assert sorted(compared["models"]) == sorted(m.name for m in human.built.models)
+    assert compared["kendall_tau"] == pytest.approx(1.0)
+    assert len(compared["pairs"]) == 3
+    for pair in compared["pairs"]:
+        assert pair["win_rate_first"] == pytest.approx(pair["win_rate_second"])
+        assert pair["games_first"] == pair["games_second"] == 6
+
+    call_command("compare_studies", human.name, "judge copy")
+    with pytest.raises(CommandError, match="no study named"):
+        call_command("compare_studies", human.name, "missing")
