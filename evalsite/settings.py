@@ -133,12 +133,22 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_UPLOAD_BYTES
 # Vote files carry whole conversations: a FastChat battle file is larger than a prompt set.
 MAX_VOTE_IMPORT_BYTES = envint("MAX_VOTE_IMPORT_BYTES", 200 * 1024 * 1024)
 
+
 # Throttles (login failures, DRF rates) must be shared by every web worker: Redis when there is
-# one (CACHE_URL, else the Redis broker), a per-process memory cache for the single-process demo.
-_cache_url = os.environ.get("CACHE_URL") or (
+# one (CACHE_URL, else the broker's Redis server in the next database number, so that clearing
+# the cache never drops queued tasks), a per-process memory cache for the single-process demo.
+def _cache_url_from_broker(broker: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    if not broker.startswith(("redis://", "rediss://")):
+        return ""
+    parts = urlsplit(broker)
+    db = int(parts.path.strip("/") or 0)
+    return urlunsplit(parts._replace(path=f"/{(db + 1) % 16}"))
+
+
+_cache_url = os.environ.get("CACHE_URL") or _cache_url_from_broker(
     os.environ.get("CELERY_BROKER_URL", "")
-    if os.environ.get("CELERY_BROKER_URL", "").startswith(("redis://", "rediss://"))
-    else ""
 )
 CACHES = {
     "default": (
@@ -203,6 +213,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # A value PostgreSQL cannot store (a NUL byte) is the client's mistake: 400, not 500.
+    "EXCEPTION_HANDLER": "evalsite.views.api_exception_handler",
     "DEFAULT_THROTTLE_RATES": {
         "annotate": os.environ.get("ANNOTATE_RATE", "120/min"),
     },

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from django.db import InterfaceError, OperationalError, connections
+from django.db import DataError, InterfaceError, OperationalError, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
@@ -13,6 +13,7 @@ from rest_framework.decorators import api_view, permission_classes
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import exception_handler
 
 log = logging.getLogger(__name__)
 
@@ -53,3 +54,13 @@ def server_error(request: HttpRequest) -> HttpResponse:
 @permission_classes([IsAuthenticated])
 def ping(request: Request) -> Response:
     return Response({"ok": True})
+
+
+BAD_CHARACTERS = "The request holds characters that cannot be stored (such as a NUL byte)."
+
+
+def api_exception_handler(exc, context):
+    """DRF's handler, plus: data the database refuses to store is a 400, not a server error."""
+    if isinstance(exc, DataError):
+        return Response({"detail": BAD_CHARACTERS}, status=400)
+    return exception_handler(exc, context)

@@ -47,13 +47,13 @@ def _headers(user: User) -> dict[str, str]:
 
 
 @pytest.fixture
-def staff_headers(db):
+def staff_headers(transactional_db):
     user = User.objects.create_user("fuzz-staff", is_staff=True, is_superuser=True)
     return _headers(user)
 
 
 @pytest.fixture
-def annotator_headers(db):
+def annotator_headers(transactional_db):
     user = User.objects.create_user("fuzz-annotator")
     user.groups.add(Group.objects.get_or_create(name="annotators")[0])
     return _headers(user)
@@ -67,14 +67,17 @@ FUZZ = settings(
 )
 
 
-@pytest.mark.django_db
+# transaction=True: requests run in autocommit as in production. Inside a test transaction,
+# Django's end-of-request close_old_connections (which the WSGI handler fires, unlike the test
+# Client) would close PostgreSQL's connection, and one refused value would abort every later query.
+@pytest.mark.django_db(transaction=True)
 @schema.parametrize()
 @FUZZ
 def test_the_api_as_staff(case, staff_headers):
     case.call_and_validate(headers=staff_headers, checks=CHECKS)
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 @schema.parametrize()
 @FUZZ
 def test_the_api_as_an_annotator(case, annotator_headers):
