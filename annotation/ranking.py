@@ -337,6 +337,11 @@ def _index_array(values) -> np.ndarray:
 
 
 def _check_range(arr: np.ndarray, low: int, high: int, message: str) -> None:
+    if low == 0 and arr.dtype.kind == "i":
+        # One pass instead of two: seen as unsigned, a negative index is a huge one.
+        if arr.view(arr.dtype.str.replace("i", "u")).max() > high:
+            raise ValueError(message)
+        return
     if arr.min() < low or arr.max() > high:
         raise ValueError(message)
 
