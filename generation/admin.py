@@ -28,6 +28,17 @@ from .models import (
 )
 
 
+def _each_run(modeladmin, request, queryset, service, done: str) -> None:
+    """Apply a run service (cancel, retry, resume) to each selected run and say what happened."""
+    for run in queryset:
+        try:
+            service(run=run)
+        except services.ServiceError as exc:
+            modeladmin.message_user(request, str(exc), messages.WARNING)
+        else:
+            modeladmin.message_user(request, done.format(run.pk))
+
+
 class QuestionInline(admin.TabularInline):
     model = Question
     extra = 0
@@ -277,20 +288,11 @@ class GenerationRunAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry (generate missing answers)")
     def retry_runs(self, request, queryset):
-        self._each(request, queryset, services.generation_run_retry, "requeued")
+        _each_run(self, request, queryset, services.generation_run_retry, "Run {} requeued.")
 
     @admin.action(description="Cancel")
     def cancel_runs(self, request, queryset):
-        self._each(request, queryset, services.generation_run_cancel, "cancelled")
-
-    def _each(self, request, queryset, service, verb: str) -> None:
-        for run in queryset:
-            try:
-                service(run=run)
-            except services.ServiceError as exc:
-                self.message_user(request, str(exc), messages.WARNING)
-            else:
-                self.message_user(request, f"Run {run.pk} {verb}.")
+        _each_run(self, request, queryset, services.generation_run_cancel, "Run {} cancelled.")
 
 
 @admin.register(Answer)
@@ -858,17 +860,16 @@ class FineTuneRunAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel (keeps the last checkpoint)")
     def cancel_runs(self, request, queryset):
-        self._each(request, queryset, services.finetune_run_cancel, "cancelled")
+        _each_run(
+            self, request, queryset, services.finetune_run_cancel, "Fine-tune run {} cancelled."
+        )
 
     @admin.action(description="Resume from the last checkpoint")
     def resume_runs(self, request, queryset):
-        self._each(request, queryset, services.finetune_run_resume, "queued to resume")
-
-    def _each(self, request, queryset, service, verb: str) -> None:
-        for run in queryset:
-            try:
-                service(run=run)
-            except services.ServiceError as exc:
-                self.message_user(request, str(exc), messages.WARNING)
-            else:
-                self.message_user(request, f"Fine-tune run {run.pk} {verb}.")
+        _each_run(
+            self,
+            request,
+            queryset,
+            services.finetune_run_resume,
+            "Fine-tune run {} queued to resume.",
+        )
