@@ -28,6 +28,20 @@ from .models import (
 )
 
 
+def _action_page(modeladmin, request, queryset, form, action: str, title: str):
+    """The intermediate page of an admin action that needs input (Django's own pattern)."""
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": title,
+        "form": form,
+        "queryset": queryset,
+        "action": action,
+        "opts": modeladmin.model._meta,
+        "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+    }
+    return render(request, "admin/generation/action_form.html", context)
+
+
 def _each_run(modeladmin, request, queryset, service, done: str) -> None:
     """Apply a run service (cancel, retry, resume) to each selected run and say what happened."""
     for run in queryset:
@@ -183,16 +197,7 @@ class LanguageModelAdmin(admin.ModelAdmin):
                 else:
                     self.message_user(request, f"Queued run {run.pk} for {model.name}.")
             return HttpResponseRedirect(reverse("admin:generation_generationrun_changelist"))
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Generate answers",
-            "form": form,
-            "queryset": queryset,
-            "action": "generate_answers",
-            "opts": self.model._meta,
-            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-        }
-        return render(request, "admin/generation/action_form.html", context)
+        return _action_page(self, request, queryset, form, "generate_answers", "Generate answers")
 
     @admin.action(description="Fine-tune on a data set…")
     def fine_tune(self, request, queryset):
@@ -213,7 +218,7 @@ class LanguageModelAdmin(admin.ModelAdmin):
                 else:
                     self.message_user(request, f"Queued fine-tune run {run.pk} for {model.name}.")
             return HttpResponseRedirect(reverse("admin:generation_finetunerun_changelist"))
-        return self._action_page(request, queryset, form, "fine_tune", "Fine-tune")
+        return _action_page(self, request, queryset, form, "fine_tune", "Fine-tune")
 
     @admin.action(description="Merge LoRA adapter into a standalone model…")
     def merge_adapter(self, request, queryset):
@@ -231,19 +236,7 @@ class LanguageModelAdmin(admin.ModelAdmin):
                         f"Merging {model.name} on the gpu queue; it appears here as {name}.",
                     )
             return HttpResponseRedirect(reverse("admin:generation_languagemodel_changelist"))
-        return self._action_page(request, queryset, form, "merge_adapter", "Merge the adapter")
-
-    def _action_page(self, request, queryset, form, action: str, title: str):
-        context = {
-            **self.admin_site.each_context(request),
-            "title": title,
-            "form": form,
-            "queryset": queryset,
-            "action": action,
-            "opts": self.model._meta,
-            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-        }
-        return render(request, "admin/generation/action_form.html", context)
+        return _action_page(self, request, queryset, form, "merge_adapter", "Merge the adapter")
 
 
 @admin.register(GenerationRun)
@@ -525,7 +518,7 @@ class InstructionDatasetAdmin(admin.ModelAdmin):
                 else:
                     self.message_user(request, f"Token statistics of {dataset.name} updated.")
             return None
-        return self._action_page(request, queryset, form, "token_statistics", "Token statistics")
+        return _action_page(self, request, queryset, form, "token_statistics", "Token statistics")
 
     @admin.action(description="Generate answers for this data set's unique instructions…")
     def augment(self, request, queryset):
@@ -556,19 +549,7 @@ class InstructionDatasetAdmin(admin.ModelAdmin):
             return HttpResponseRedirect(
                 reverse("admin:generation_generationrun_change", args=[augmentation.run_id])
             )
-        return self._action_page(request, queryset, form, "augment", "Generate answers")
-
-    def _action_page(self, request, queryset, form, action: str, title: str):
-        context = {
-            **self.admin_site.each_context(request),
-            "title": title,
-            "form": form,
-            "queryset": queryset,
-            "action": action,
-            "opts": self.model._meta,
-            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-        }
-        return render(request, "admin/generation/action_form.html", context)
+        return _action_page(self, request, queryset, form, "augment", "Generate answers")
 
 
 def stats_table(stats: dict) -> SafeString:
