@@ -341,6 +341,50 @@ def test_aggregate_accepts_outcome_names_and_keeps_only_questions_with_votes():
     assert ties.tolist() == [[0, 1], [1, 0]]
 
 
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint16, np.uint64])
+def test_aggregate_counts_every_vote_once_across_its_blocks(dtype):
+    # Several blocks and a partial last one; every channel (question, position, outcome) used.
+    rng = np.random.default_rng(5)
+    n, k, nq = 2 * ranking._BLOCK + 1234, 7, 11
+    a = rng.integers(0, k, n)
+    b = (a + rng.integers(1, k, n)) % k
+    outcome = rng.integers(0, 3, n)
+    question = rng.integers(0, nq, n)
+    first = rng.integers(-1, 2, n)
+    counts = aggregate(
+        a.astype(dtype),
+        b.astype(dtype),
+        outcome.astype(dtype),
+        question.astype(dtype),
+        k,
+        nq,
+        first_shown=first,
+    )
+
+    expected = np.zeros((nq, 9, k, k), dtype=np.int64)
+    for vote in range(n):  # one vote at a time, the slow obvious way
+        channel = 3 * (first[vote] + 1) + outcome[vote]
+        expected[question[vote], channel, a[vote], b[vote]] += 1
+    assert counts.n_votes == n
+    assert np.array_equal(counts.per_question, expected)
+
+
+def test_a_bad_vote_in_a_late_block_is_refused():
+    n = ranking._BLOCK + 10
+    a, b, outcome = np.zeros(n, np.int32), np.ones(n, np.int32), np.zeros(n, np.int32)
+    b[-1] = -1
+    with pytest.raises(ValueError, match="model_b index out of range"):
+        aggregate(a, b, outcome, None, 2)
+    b[-1], outcome[-1] = 1, 3
+    with pytest.raises(ValueError, match="outcome codes must lie in 0..2"):
+        aggregate(a, b, outcome, None, 2)
+    outcome[-1] = 0
+    first = np.zeros(n, np.int32)
+    first[-1] = 2
+    with pytest.raises(ValueError, match="first_shown codes must lie in -1..1"):
+        aggregate(a, b, outcome, None, 2, first_shown=first)
+
+
 def test_two_studies_are_compared_by_kendall_tau_and_pair_win_rates():
     first = rank(
         battles("a", "b", 7, 0, 3) + battles("b", "c", 6, 2, 2) + battles("a", "c", 8, 0, 2),
