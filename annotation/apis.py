@@ -80,15 +80,12 @@ class StudyNextApi(_AnnotatorApi):
         },
     )
     def get(self, request, study_id: int):
-        study = selectors.open_study(study_id=study_id)
-        if study is None:
-            raise Http404
         try:
             assignment, progress = services.assignment_next_with_progress(
-                study=study, annotator=request.user
+                study=study_id, annotator=request.user
             )
         except ServiceError:
-            raise Http404 from None  # closed between the two reads
+            raise Http404 from None  # no open study with this id
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         pair = selectors.shown_pair(assignment=assignment)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 
 from generation import services as generation_services
 from generation.importers import ParsedQuestion
@@ -62,6 +63,7 @@ def votes_import(*, data: bytes, filename: str, study_name: str) -> ImportSummar
             study = _study_from_records(records, study_name, filename)
         votes = _votes_for(study, records, filename)
         Vote.objects.bulk_create(votes, batch_size=1000)
+        _count_votes(votes)
     return ImportSummary(
         study=study,
         votes=len(votes),
@@ -69,6 +71,17 @@ def votes_import(*, data: bytes, filename: str, study_name: str) -> ImportSummar
         models=StudyRun.objects.filter(study=study).count(),
         questions=study.prompt_set.questions.count(),
     )
+
+
+def _count_votes(votes: list[Vote]) -> None:
+    """Add the new votes to their comparisons' ``vote_count`` (an increment, so votes cast in
+    the app at the same time are not lost: the UPDATE waits for their row lock)."""
+    per_comparison = Counter(vote.comparison_id for vote in votes)
+    by_amount: dict[int, list[int]] = defaultdict(list)
+    for comparison_id, n in per_comparison.items():
+        by_amount[n].append(comparison_id)
+    for n, ids in by_amount.items():
+        Comparison.objects.filter(pk__in=ids).update(vote_count=F("vote_count") + n)
 
 
 def _key(record: BattleRecord) -> str:

@@ -97,6 +97,10 @@ class Comparison(models.Model):
     run_b = models.ForeignKey(GenerationRun, on_delete=models.PROTECT, related_name="+")
     answer_a = models.ForeignKey(Answer, on_delete=models.PROTECT, related_name="+")
     answer_b = models.ForeignKey(Answer, on_delete=models.PROTECT, related_name="+")
+    # How many votes (cast here or imported) this comparison has. Assignment reads it on every
+    # request, so it is kept here instead of counted: it changes only in the same transaction
+    # that adds votes, under this row's lock (services.vote_record, exchange.votes_import).
+    vote_count = models.PositiveIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["study", "question", "run_a", "run_b"]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db import connection
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
+
+from generation.models import Answer, Question
 
 from .identity import apply_masks
 from .models import Assignment, Comparison, IdentityFlag, Study, Vote
@@ -22,30 +25,106 @@ def user_is_annotator(user) -> bool:
     return user.is_staff or user.groups.filter(name=ANNOTATORS_GROUP).exists()
 
 
-def _count(queryset: QuerySet, key: str = "comparison") -> Coalesce:
-    return Coalesce(
-        Subquery(
-            queryset.filter(**{key: OuterRef("pk")})
-            .order_by()
-            .values(key)
-            .annotate(n=Count("pk"))
-            .values("n"),
-            output_field=IntegerField(),
-        ),
-        0,
-    )
-
-
 def live_leases(*, now: datetime) -> QuerySet[Assignment]:
     return Assignment.objects.filter(status=Assignment.Status.LEASED, lease_expires_at__gt=now)
 
 
-def comparison_load(*, comparison: Comparison, now: datetime, exclude_annotator=None) -> int:
-    """Votes plus live leases of one comparison, read fresh (call after locking its row)."""
-    leases = live_leases(now=now).filter(comparison=comparison)
-    if exclude_annotator is not None:
-        leases = leases.exclude(annotator=exclude_annotator)
-    return Vote.objects.filter(comparison=comparison).count() + leases.count()
+# --- the annotator loop ------------------------------------------------------------------------
+#
+# These reads run on every next-pair and vote request. Each is one hand-written SQL statement,
+# portable between PostgreSQL and SQLite: through the ORM the loop took about three times as
+# many statements and twice the time (bench/annotate_load.py). Load = votes (the kept
+# Comparison.vote_count) + live leases; live leases are few (an annotator holds at most one per
+# study), so they are grouped once in a derived table.
+
+_TABLES = {
+    "study": Study._meta.db_table,
+    "comparison": Comparison._meta.db_table,
+    "assignment": Assignment._meta.db_table,
+    "question": Question._meta.db_table,
+    "answer": Answer._meta.db_table,
+    "flag": IdentityFlag._meta.db_table,
+    "left": connection.ops.quote_name("left"),
+}
+_LIVE_LEASES = """
+    SELECT comparison_id, COUNT(*) AS n FROM {assignment}
+    WHERE study_id = %(study)s AND status = %(leased)s AND lease_expires_at > %(now)s
+      AND annotator_id <> %(excluded)s
+    GROUP BY comparison_id"""
+_DONE = """
+    SELECT COUNT(*) FROM {assignment}
+    WHERE study_id = %(study)s AND annotator_id = %(annotator)s AND status = %(voted)s"""
+# Comparisons the annotator holds or was never given whose load, leaving out the annotator's
+# own lease (excluded = the annotator), is below K.
+_REMAINING = (
+    """
+    SELECT COUNT(*) FROM {comparison} c
+    LEFT JOIN ("""
+    + _LIVE_LEASES
+    + """) live ON live.comparison_id = c.id
+    WHERE c.study_id = %(study)s AND c.vote_count + COALESCE(live.n, 0) < {k}
+      AND NOT EXISTS (SELECT 1 FROM {assignment} mine WHERE mine.comparison_id = c.id
+                      AND mine.annotator_id = %(annotator)s AND mine.status <> %(leased)s)"""
+)
+_PROGRESS_SQL = f"SELECT ({_DONE}), ({_REMAINING})".format(**_TABLES, k="%(k)s")
+# The open study, the lease the annotator holds in it (if any), and their progress.
+_LOOP_STATE_SQL = f"""
+SELECT s.votes_per_comparison, held.id, held.lease_expires_at > %(now)s,
+       ({_DONE}), ({_REMAINING})
+FROM {{study}} s
+LEFT JOIN {{assignment}} held ON held.study_id = s.id AND held.annotator_id = %(annotator)s
+                               AND held.status = %(leased)s
+WHERE s.id = %(study)s AND s.status = %(open)s""".format(**_TABLES, k="s.votes_per_comparison")
+_CANDIDATE_SQL = (
+    """
+SELECT c.id, c.vote_count FROM {comparison} c
+LEFT JOIN ("""
+    + _LIVE_LEASES
+    + """) live ON live.comparison_id = c.id
+WHERE c.study_id = %(study)s AND c.vote_count + COALESCE(live.n, 0) < %(k)s
+  AND NOT EXISTS (SELECT 1 FROM {assignment} mine
+                  WHERE mine.comparison_id = c.id AND mine.annotator_id = %(annotator)s)
+  {skip}
+ORDER BY c.vote_count + COALESCE(live.n, 0), RANDOM()
+LIMIT 1
+{lock}"""
+)
+_LIVE = "status = %(leased)s AND lease_expires_at > %(now)s"
+_SLOTS_SQL = f"""
+SELECT COALESCE(SUM(CASE WHEN {_LIVE} AND annotator_id <> %(excluded)s THEN 1 ELSE 0 END), 0),
+       COALESCE(SUM(CASE WHEN {{left}} = %(a)s AND (status = %(voted)s OR {_LIVE})
+                         THEN 1 ELSE 0 END), 0),
+       COALESCE(SUM(CASE WHEN {{left}} = %(b)s AND (status = %(voted)s OR {_LIVE})
+                         THEN 1 ELSE 0 END), 0)
+FROM {{assignment}} WHERE comparison_id = %(comparison)s""".format(**_TABLES)
+_PAIR_SQL = """
+SELECT q.text, c.answer_a_id, a.text, c.answer_b_id, b.text,
+       EXISTS (SELECT 1 FROM {flag} f WHERE f.study_id = c.study_id AND f.masked = %(true)s
+               AND f.answer_id IN (c.answer_a_id, c.answer_b_id))
+FROM {comparison} c
+JOIN {question} q ON q.id = c.question_id
+JOIN {answer} a ON a.id = c.answer_a_id
+JOIN {answer} b ON b.id = c.answer_b_id
+WHERE c.id = %(comparison)s""".format(**_TABLES)
+_NOBODY = 0  # as ``excluded``: user ids start at 1, so no lease is left out
+
+
+def _fetchone(sql: str, params: dict) -> tuple | None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+
+
+def _params(*, study_id: int, annotator_id: int, now: datetime, **extra) -> dict:
+    return {
+        "study": study_id,
+        "annotator": annotator_id,
+        "now": connection.ops.adapt_datetimefield_value(now),
+        "leased": Assignment.Status.LEASED.value,
+        "voted": Assignment.Status.VOTED.value,
+        "excluded": annotator_id,
+        **extra,
+    }
 
 
 @dataclass(frozen=True)
@@ -54,84 +133,99 @@ class Progress:
     total: int
 
 
-def _comparison_ids(study_id: int) -> tuple[int, ...]:
-    return tuple(
-        Comparison.objects.filter(study_id=study_id).order_by("pk").values_list("pk", flat=True)
+def annotator_progress(*, study: Study, annotator, now: datetime | None = None) -> Progress:
+    """done: their votes in the study; total: done + what can still be given to them."""
+    params = _params(
+        study_id=study.pk,
+        annotator_id=annotator.pk,
+        now=now or timezone.now(),
+        k=study.votes_per_comparison,
     )
+    done, remaining = _fetchone(_PROGRESS_SQL, params)
+    return Progress(done=done, total=done + remaining)
 
 
 @dataclass(frozen=True)
-class StudyLoads:
-    """One annotator's view of a study's loads, read with a few aggregate queries.
+class LoopState:
+    """Where an annotator stands in an open study, read in one statement."""
 
-    Load = votes + live leases. The annotator's own live lease does not count against the
-    comparison it is on when asking what is still available to them.
+    votes_per_comparison: int
+    held_id: int | None  # the assignment they hold (status leased), if any
+    held_live: bool  # ... and its lease has not run out
+    progress: Progress
+
+
+def loop_state(*, study_id: int, annotator, now: datetime) -> LoopState | None:
+    """None when the study is not open."""
+    params = _params(
+        study_id=study_id, annotator_id=annotator.pk, now=now, open=Study.Status.OPEN.value
+    )
+    row = _fetchone(_LOOP_STATE_SQL, params)
+    if row is None:
+        return None
+    k, held_id, held_live, done, remaining = row
+    return LoopState(
+        votes_per_comparison=k,
+        held_id=held_id,
+        held_live=bool(held_live),
+        progress=Progress(done=done, total=done + remaining),
+    )
+
+
+def claim_candidate(
+    *, study: Study, annotator, now: datetime, skip: Sequence[int] = ()
+) -> tuple[int, int] | None:
+    """Lock and return (comparison id, its vote count) of a comparison this annotator was never
+    given, among those with the fewest votes + live leases (below K), at random among ties;
+    None when there is none. Rows another transaction has locked are skipped
+    (``FOR UPDATE OF c SKIP LOCKED``) where the database has row locks; SQLite runs the project
+    with IMMEDIATE transactions, which serialise claims anyway.
+
+    The vote count comes from the locked row, so it is current; the live leases were counted
+    in the statement's snapshot, so the caller counts them again (``comparison_slots``).
     """
-
-    k: int
-    comparisons: tuple[int, ...]
-    votes: dict[int, int]
-    leases: dict[int, int]
-    own_live: int | None  # comparison of the annotator's own live lease
-    own_leased: frozenset[int]  # comparisons they hold (lease live or run out)
-    dropped: frozenset[int]  # comparisons they voted on or whose lease went to someone else
-    done: int
-
-    def load(self, comparison_id: int, *, excluding_own: bool = False) -> int:
-        own = 1 if excluding_own and comparison_id == self.own_live else 0
-        return self.votes.get(comparison_id, 0) + self.leases.get(comparison_id, 0) - own
-
-    def candidates(self) -> list[tuple[int, int]]:
-        """(comparison, load) for comparisons never given to this annotator and below K."""
-        taken = self.dropped | self.own_leased
-        return [
-            (c, self.load(c)) for c in self.comparisons if c not in taken and self.load(c) < self.k
-        ]
-
-    def progress(self) -> Progress:
-        remaining = sum(
-            1
-            for c in self.comparisons
-            if c not in self.dropped and self.load(c, excluding_own=True) < self.k
-        )
-        return Progress(done=self.done, total=self.done + remaining)
-
-
-def study_loads(*, study: Study, annotator, now: datetime) -> StudyLoads:
-    votes = dict(
-        Vote.objects.filter(comparison__study=study)
-        .order_by()
-        .values_list("comparison")
-        .annotate(n=Count("pk"))
+    features = connection.features
+    lock = ""
+    if features.has_select_for_update_skip_locked and features.has_select_for_update_of:
+        lock = "FOR UPDATE OF c SKIP LOCKED"
+    skipped = {f"skip{i}": pk for i, pk in enumerate(skip)}
+    sql = _CANDIDATE_SQL.format(
+        **_TABLES,
+        skip=f"AND c.id NOT IN ({', '.join(f'%({k})s' for k in skipped)})" if skipped else "",
+        lock=lock,
     )
-    leases = dict(
-        live_leases(now=now)
-        .filter(study=study)
-        .order_by()
-        .values_list("comparison")
-        .annotate(n=Count("pk"))
-    )
-    own = list(
-        Assignment.objects.filter(study=study, annotator=annotator)
-        .order_by()
-        .values_list("comparison_id", "status", "lease_expires_at")
-    )
-    leased = [(c, until) for c, status, until in own if status == Assignment.Status.LEASED]
-    return StudyLoads(
+    params = _params(
+        study_id=study.pk,
+        annotator_id=annotator.pk,
+        now=now,
         k=study.votes_per_comparison,
-        comparisons=_comparison_ids(study.pk),
-        votes=votes,
-        leases=leases,
-        own_live=next((c for c, until in leased if until > now), None),
-        own_leased=frozenset(c for c, _ in leased),
-        dropped=frozenset(c for c, status, _ in own if status != Assignment.Status.LEASED),
-        done=sum(1 for _, status, _ in own if status == Assignment.Status.VOTED),
+        excluded=_NOBODY,
+        **skipped,
     )
+    return _fetchone(sql, params)
 
 
-def annotator_progress(*, study: Study, annotator, now: datetime | None = None) -> Progress:
-    """done: their votes in the study; total: done + what can still be given to them."""
-    return study_loads(study=study, annotator=annotator, now=now or timezone.now()).progress()
+@dataclass(frozen=True)
+class Slots:
+    """What is in one comparison's slots besides its votes: live leases, and how often answer
+    a was on the left among the votes and live leases (for the counterbalancing)."""
+
+    live_leases: int
+    a_left: int
+    b_left: int
+
+
+def comparison_slots(*, comparison_id: int, now: datetime, exclude_annotator=None) -> Slots:
+    """Read fresh (call after locking the comparison row: leases are added under that lock)."""
+    params = _params(
+        study_id=0,
+        annotator_id=exclude_annotator.pk if exclude_annotator is not None else _NOBODY,
+        now=now,
+        comparison=comparison_id,
+        a=Assignment.Side.A.value,
+        b=Assignment.Side.B.value,
+    )
+    return Slots(*_fetchone(_SLOTS_SQL, params))
 
 
 def open_studies_for(*, annotator) -> list[tuple[Study, Progress]]:
@@ -147,8 +241,9 @@ def open_study(*, study_id: int) -> Study | None:
 def assignment_for_annotator(*, token: str, annotator) -> Assignment | None:
     """The annotator's own assignment in an open study; anyone else's token is unknown."""
     return (
-        Assignment.objects.select_related("study", "comparison")
+        Assignment.objects.select_related("study")
         .filter(token=token, annotator=annotator, study__status=Study.Status.OPEN)
+        .order_by()
         .first()
     )
 
@@ -170,29 +265,24 @@ def masked_answer_text(*, study: Study, answer) -> str:
     return apply_masks(answer.text, spans)
 
 
-def _masked_pair(study: Study, answer_a, answer_b) -> tuple[str, str]:
-    spans: dict[int, list[tuple[int, int]]] = {answer_a.pk: [], answer_b.pk: []}
+def _masks(study_id: int, answer_ids: Sequence[int]) -> dict[int, list[tuple[int, int]]]:
+    spans: dict[int, list[tuple[int, int]]] = {answer_id: [] for answer_id in answer_ids}
     for answer_id, start, end in IdentityFlag.objects.filter(
-        study=study, answer__in=[answer_a.pk, answer_b.pk], masked=True
+        study_id=study_id, answer__in=answer_ids, masked=True
     ).values_list("answer_id", "start", "end"):
         spans[answer_id].append((start, end))
-    return (
-        apply_masks(answer_a.text, spans[answer_a.pk]),
-        apply_masks(answer_b.text, spans[answer_b.pk]),
-    )
+    return spans
 
 
 def shown_pair(*, assignment: Assignment) -> ShownPair:
-    comparison = (
-        Comparison.objects.select_related("question", "answer_a", "answer_b")
-        .filter(pk=assignment.comparison_id)
-        .get()
+    question, a_id, a_text, b_id, b_text, masked = _fetchone(
+        _PAIR_SQL, {"comparison": assignment.comparison_id, "true": True}
     )
-    a, b = _masked_pair(assignment.study, comparison.answer_a, comparison.answer_b)
-    left, right = (a, b) if assignment.left == Assignment.Side.A else (b, a)
-    return ShownPair(
-        token=assignment.token, question=comparison.question.text, left=left, right=right
-    )
+    if masked:
+        spans = _masks(assignment.study_id, [a_id, b_id])
+        a_text, b_text = apply_masks(a_text, spans[a_id]), apply_masks(b_text, spans[b_id])
+    left, right = (a_text, b_text) if assignment.left == Assignment.Side.A else (b_text, a_text)
+    return ShownPair(token=assignment.token, question=question, left=left, right=right)
 
 
 def study_flag_counts(*, study: Study) -> dict[str, int]:

@@ -12,11 +12,10 @@ import random
 import secrets
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Q
+from django.db.models import F
 from django.utils import timezone
 
 from generation.models import Answer, GenerationRun, PromptSet
@@ -260,37 +259,29 @@ def identity_flags_mask(*, flags, masked: bool = True) -> int:
 # --- assignment --------------------------------------------------------------------------------
 
 
-def _lock(comparison_id: int, *, skip_locked: bool) -> Comparison | None:
-    """The comparison row locked for this transaction, or None if another one holds it."""
-    skip = skip_locked and connection.features.has_select_for_update_skip_locked
-    # SQLite has no row locks; the project runs it with IMMEDIATE transactions, which take the
-    # database write lock at BEGIN, so claims there are serialised anyway.
-    # of=("self",) and no ordering: the default ordering joins the study and question rows, and
-    # FOR UPDATE would lock those too, so every claim in a study would skip every other one.
+def _lock(comparison_id: int) -> int:
+    """Lock the comparison row for this transaction (waiting for it); returns its vote count.
+
+    The row lock guards the comparison's slots: votes, live leases and the assignments' status
+    change only while it is held. SQLite has no row locks; the project runs it with IMMEDIATE
+    transactions, which take the database write lock at BEGIN, so writers are serialised there.
+    of=("self",) and no ordering: the default ordering joins the study and question rows, and
+    FOR UPDATE would lock those too, so every claim in a study would wait for every other one.
+    """
     return (
-        Comparison.objects.select_for_update(skip_locked=skip, of=("self",))
+        Comparison.objects.select_for_update(of=("self",))
         .filter(pk=comparison_id)
         .order_by()
-        .first()
+        .values_list("vote_count", flat=True)
+        .get()
     )
 
 
-def _choose_left(comparison: Comparison, now: datetime) -> str:
+def _choose_left(slots: selectors.Slots) -> str:
     """The side that evens out how often answer a was on the left in this comparison's votes
     and live leases; random when even (so across a model pair it is even too, on average)."""
-    counts = dict(
-        Assignment.objects.filter(comparison=comparison)
-        .filter(
-            Q(status=Assignment.Status.VOTED)
-            | Q(status=Assignment.Status.LEASED, lease_expires_at__gt=now)
-        )
-        .values_list("left")
-        .annotate(n=Count("pk"))
-        .order_by()
-    )
-    a_left, b_left = counts.get("a", 0), counts.get("b", 0)
-    if a_left != b_left:
-        return Assignment.Side.A if a_left < b_left else Assignment.Side.B
+    if slots.a_left != slots.b_left:
+        return Assignment.Side.A if slots.a_left < slots.b_left else Assignment.Side.B
     return _random.choice([Assignment.Side.A, Assignment.Side.B])
 
 
@@ -299,9 +290,52 @@ def assignment_next(*, study: Study, annotator) -> Assignment | None:
     return assignment_next_with_progress(study=study, annotator=annotator)[0]
 
 
+_ASSIGNMENT_COLUMNS = (
+    "study_id",
+    "comparison_id",
+    "annotator_id",
+    "token",
+    "left",
+    "status",
+    "first_delivered_at",
+    "lease_expires_at",
+)
+# ON CONFLICT DO NOTHING (PostgreSQL, SQLite): when the same annotator's other request has just
+# taken a lease in this study (the one-lease-per-study constraint), no row comes back; a plain
+# INSERT would abort the transaction, and a savepoint around it costs two more round trips.
+_INSERT_ASSIGNMENT_SQL = (
+    "INSERT INTO {table} ({columns}) VALUES ({values}) ON CONFLICT DO NOTHING RETURNING id".format(
+        table=Assignment._meta.db_table,
+        columns=", ".join(connection.ops.quote_name(c) for c in _ASSIGNMENT_COLUMNS),
+        values=", ".join(f"%({c})s" for c in _ASSIGNMENT_COLUMNS),
+    )
+)
+
+
+def _lease_insert(**values) -> Assignment | None:
+    """A new leased assignment, or None if the database refused it as a duplicate."""
+    params = {
+        **values,
+        "status": Assignment.Status.LEASED.value,
+        "first_delivered_at": connection.ops.adapt_datetimefield_value(
+            values["first_delivered_at"]
+        ),
+        "lease_expires_at": connection.ops.adapt_datetimefield_value(values["lease_expires_at"]),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT_ASSIGNMENT_SQL, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    assignment = Assignment(pk=row[0], status=Assignment.Status.LEASED, **values)
+    assignment._state.adding = False
+    assignment._state.db = connection.alias
+    return assignment
+
+
 @transaction.atomic
 def assignment_next_with_progress(
-    *, study: Study, annotator
+    *, study: Study | int, annotator
 ) -> tuple[Assignment | None, selectors.Progress]:
     """The pair this annotator should judge next (or None), and their progress with it.
 
@@ -311,65 +345,72 @@ def assignment_next_with_progress(
     """
     now = timezone.now()
     lease = settings.ASSIGNMENT_LEASE
+    study_id = study.pk if isinstance(study, Study) else int(study)
     # Read afresh: the status or K may have changed since the caller loaded the study.
-    study = Study.objects.filter(pk=study.pk, status=Study.Status.OPEN).first()
-    if study is None:
+    state = selectors.loop_state(study_id=study_id, annotator=annotator, now=now)
+    if state is None:
         raise ServiceError(STUDY_NOT_OPEN)
+    k = state.votes_per_comparison
 
-    held = Assignment.objects.filter(
-        study=study, annotator=annotator, status=Assignment.Status.LEASED
-    ).first()
-    if held is not None:
-        if held.lease_expires_at > now:
-            return held, selectors.annotator_progress(study=study, annotator=annotator, now=now)
-        _lock(held.comparison_id, skip_locked=False)
-        room = selectors.comparison_load(
-            comparison=held.comparison, now=now, exclude_annotator=annotator
+    def progress() -> selectors.Progress:
+        return selectors.annotator_progress(
+            study=Study(pk=study_id, votes_per_comparison=k), annotator=annotator, now=now
+        )
+
+    if state.held_id is not None:
+        if state.held_live:
+            return Assignment.objects.get(pk=state.held_id), state.progress
+        held = Assignment.objects.get(pk=state.held_id)
+        votes = _lock(held.comparison_id)
+        slots = selectors.comparison_slots(
+            comparison_id=held.comparison_id, now=now, exclude_annotator=annotator
         )
         held.refresh_from_db()
         if held.status == Assignment.Status.LEASED:
-            if room < study.votes_per_comparison:
+            if votes + slots.live_leases < k:
                 held.lease_expires_at = now + lease
                 held.save(update_fields=["lease_expires_at"])
-                return held, selectors.annotator_progress(study=study, annotator=annotator, now=now)
+                return held, progress()
             held.status = Assignment.Status.EXPIRED
             held.save(update_fields=["status"])
+        current = progress()
+    else:
+        # Taking a new pair does not change the progress: it was counted as still available.
+        current = state.progress
 
-    loads = selectors.study_loads(study=study, annotator=annotator, now=now)
-    # Taking a new pair does not change the progress: it was counted as still available.
-    progress = loads.progress()
-    candidates = loads.candidates()
-    _random.shuffle(candidates)
-    candidates.sort(key=lambda c: c[1])  # stable: random order within each load level
-    for comparison_id, _ in candidates:
-        comparison = _lock(comparison_id, skip_locked=True)
-        if comparison is None:
-            continue  # someone else is claiming it right now
-        # Counted again under the lock: the list above may be a moment old.
-        if selectors.comparison_load(comparison=comparison, now=now) >= (
-            study.votes_per_comparison
-        ):
+    study_ref = Study(pk=study_id, votes_per_comparison=k)
+    full: list[int] = []
+    while (
+        claimed := selectors.claim_candidate(
+            study=study_ref, annotator=annotator, now=now, skip=full
+        )
+    ) is not None:
+        comparison_id, votes = claimed
+        # Counted again under the lock: a lease committed after the claim's snapshot was taken
+        # is not in its count.
+        slots = selectors.comparison_slots(comparison_id=comparison_id, now=now)
+        if votes + slots.live_leases >= k:
+            full.append(comparison_id)
             continue
-        try:
-            with transaction.atomic():
-                created = Assignment.objects.create(
-                    study=study,
-                    comparison=comparison,
-                    annotator=annotator,
-                    token=secrets.token_urlsafe(16),
-                    left=_choose_left(comparison, now),
-                    first_delivered_at=now,
-                    lease_expires_at=now + lease,
-                )
-            return created, progress
-        except IntegrityError:
-            # The same annotator asked twice at once and the other request won: use its pair.
-            mine = Assignment.objects.filter(
-                study=study, annotator=annotator, status=Assignment.Status.LEASED
-            ).first()
-            if mine is not None:
-                return mine, selectors.annotator_progress(study=study, annotator=annotator, now=now)
-    return None, progress
+        created = _lease_insert(
+            study_id=study_id,
+            comparison_id=comparison_id,
+            annotator_id=annotator.pk,
+            token=secrets.token_urlsafe(16),
+            left=_choose_left(slots),
+            first_delivered_at=now,
+            lease_expires_at=now + lease,
+        )
+        if created is not None:
+            return created, current
+        # The same annotator asked twice at once and the other request won: use its pair.
+        mine = Assignment.objects.filter(
+            study_id=study_id, annotator=annotator, status=Assignment.Status.LEASED
+        ).first()
+        if mine is not None:
+            return mine, progress()
+        full.append(comparison_id)
+    return None, current
 
 
 # --- votes -------------------------------------------------------------------------------------
@@ -386,15 +427,11 @@ def vote_record(*, assignment: Assignment, choice: str, comment: str = "") -> tu
     if choice not in CHOICES:
         raise ServiceError(BAD_CHOICE)
     now = timezone.now()
-    # Lock order everywhere: comparison, then assignment.
-    comparison = _lock(assignment.comparison_id, skip_locked=False)
-    assignment = (
-        Assignment.objects.select_for_update(of=("self",))
-        .select_related("study")
-        .order_by()
-        .get(pk=assignment.pk)
-    )
-    if assignment.study.status != Study.Status.OPEN:
+    # The comparison's lock guards its votes and its assignments' status: a second request with
+    # the same vote waits here, then finds the first one's vote.
+    votes = _lock(assignment.comparison_id)
+    study = assignment.study
+    if study.status != Study.Status.OPEN:
         raise ServiceError(STUDY_NOT_OPEN)
     existing = Vote.objects.filter(assignment=assignment).first()
     if existing is not None:
@@ -402,12 +439,10 @@ def vote_record(*, assignment: Assignment, choice: str, comment: str = "") -> tu
             raise VoteConflict(VOTE_CONFLICT)
         return existing, False
     # Live or late, no comparison ever gets more than K votes.
-    if Vote.objects.filter(comparison=comparison).count() >= (
-        assignment.study.votes_per_comparison
-    ):
+    if votes >= study.votes_per_comparison:
         raise VoteConflict(COMPARISON_FULL)
     vote = Vote.objects.create(
-        comparison=comparison,
+        comparison_id=assignment.comparison_id,
         assignment=assignment,
         annotator_id=assignment.annotator_id,
         outcome=_OUTCOME[(choice, assignment.left)],
@@ -415,6 +450,7 @@ def vote_record(*, assignment: Assignment, choice: str, comment: str = "") -> tu
         seconds=max(0.0, (now - assignment.first_delivered_at).total_seconds()),
         comment=comment.strip(),
     )
+    Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.VOTED)
     assignment.status = Assignment.Status.VOTED
-    assignment.save(update_fields=["status"])
+    Comparison.objects.filter(pk=assignment.comparison_id).update(vote_count=F("vote_count") + 1)
     return vote, True
