@@ -138,9 +138,10 @@ class AssignmentVoteApi(_AnnotatorApi):
         },
     )
     def post(self, request, token: str):
-        assignment = selectors.assignment_for_annotator(token=token, annotator=request.user)
-        if assignment is None:
+        target = selectors.vote_target(token=token, annotator=request.user)
+        if target is None:
             raise Http404
+        assignment = target.assignment
         form = self.InputSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         try:
@@ -153,7 +154,7 @@ class AssignmentVoteApi(_AnnotatorApi):
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         except ServiceError:
             raise Http404 from None  # the study closed meanwhile
-        progress = selectors.annotator_progress(study=assignment.study, annotator=request.user)
+        progress = target.progress_after(created=created)
         data = {
             "token": assignment.token,
             "choice": vote.shown,

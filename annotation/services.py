@@ -12,10 +12,10 @@ import random
 import secrets
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import datetime
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from generation.models import Answer, GenerationRun, PromptSet
@@ -277,57 +277,77 @@ def _lock(comparison_id: int) -> int:
     )
 
 
-def _choose_left(slots: selectors.Slots) -> str:
-    """The side that evens out how often answer a was on the left in this comparison's votes
-    and live leases; random when even (so across a model pair it is even too, on average)."""
-    if slots.a_left != slots.b_left:
-        return Assignment.Side.A if slots.a_left < slots.b_left else Assignment.Side.B
-    return _random.choice([Assignment.Side.A, Assignment.Side.B])
-
-
 def assignment_next(*, study: Study, annotator) -> Assignment | None:
     """The pair this annotator should judge next in an open study, or None when none is left."""
     return assignment_next_with_progress(study=study, annotator=annotator)[0]
 
 
-_ASSIGNMENT_COLUMNS = (
-    "study_id",
-    "comparison_id",
-    "annotator_id",
-    "token",
-    "left",
-    "status",
-    "first_delivered_at",
-    "lease_expires_at",
-)
-# ON CONFLICT DO NOTHING (PostgreSQL, SQLite): when the same annotator's other request has just
-# taken a lease in this study (the one-lease-per-study constraint), no row comes back; a plain
-# INSERT would abort the transaction, and a savepoint around it costs two more round trips.
-_INSERT_ASSIGNMENT_SQL = (
-    "INSERT INTO {table} ({columns}) VALUES ({values}) ON CONFLICT DO NOTHING RETURNING id".format(
-        table=Assignment._meta.db_table,
-        columns=", ".join(connection.ops.quote_name(c) for c in _ASSIGNMENT_COLUMNS),
-        values=", ".join(f"%({c})s" for c in _ASSIGNMENT_COLUMNS),
-    )
+# Under the comparison's lock: count its live leases again (the claim counted them in an older
+# snapshot), insert the lease only if votes + live leases are still below K, and put answer a on
+# the side it was shown on less often among the comparison's votes and live leases (the coin
+# decides a tie, so across a model pair it evens out too). ON CONFLICT DO NOTHING: when the
+# same annotator's other request has just taken a lease in this study (the one lease per study
+# constraint) no row comes back; a plain INSERT would abort the transaction.
+_LIVE = "status = %(leased)s AND lease_expires_at > %(now)s"
+_LEASE_INSERT_SQL = selectors.sql(
+    """INSERT INTO {assignment} (study_id, comparison_id, annotator_id, token, {left}, status,
+                                 first_delivered_at, lease_expires_at)
+       SELECT %(study)s, c.id, %(annotator)s, %(token)s,
+              CASE WHEN n.a_left < n.b_left THEN %(a)s
+                   WHEN n.b_left < n.a_left THEN %(b)s ELSE %(coin)s END,
+              %(leased)s, %(now)s, %(until)s
+       FROM {comparison} c, (
+           SELECT COALESCE(SUM(CASE WHEN {live} THEN 1 ELSE 0 END), 0) AS live,
+                  COALESCE(SUM(CASE WHEN {left} = %(a)s AND (status = %(voted)s OR {live})
+                                    THEN 1 ELSE 0 END), 0) AS a_left,
+                  COALESCE(SUM(CASE WHEN {left} = %(b)s AND (status = %(voted)s OR {live})
+                                    THEN 1 ELSE 0 END), 0) AS b_left
+           FROM {assignment} WHERE comparison_id = %(comparison)s) n
+       WHERE c.id = %(comparison)s AND c.vote_count + n.live < %(k)s
+       ON CONFLICT DO NOTHING
+       RETURNING id, {left}""",
+    live=_LIVE,
 )
 
 
-def _lease_insert(**values) -> Assignment | None:
-    """A new leased assignment, or None if the database refused it as a duplicate."""
+def _lease_insert(
+    *, study_id: int, k: int, comparison_id: int, annotator, now: datetime
+) -> Assignment | None:
+    """A new lease on this (locked) comparison, or None when it is full or the annotator's
+    other request won (the caller tells which)."""
+    until = now + settings.ASSIGNMENT_LEASE
+    token = secrets.token_urlsafe(16)
+    adapt = connection.ops.adapt_datetimefield_value
     params = {
-        **values,
-        "status": Assignment.Status.LEASED.value,
-        "first_delivered_at": connection.ops.adapt_datetimefield_value(
-            values["first_delivered_at"]
-        ),
-        "lease_expires_at": connection.ops.adapt_datetimefield_value(values["lease_expires_at"]),
+        "study": study_id,
+        "comparison": comparison_id,
+        "annotator": annotator.pk,
+        "token": token,
+        "k": k,
+        "a": Assignment.Side.A.value,
+        "b": Assignment.Side.B.value,
+        "coin": _random.choice([Assignment.Side.A, Assignment.Side.B]).value,
+        "leased": Assignment.Status.LEASED.value,
+        "voted": Assignment.Status.VOTED.value,
+        "now": adapt(now),
+        "until": adapt(until),
     }
     with connection.cursor() as cursor:
-        cursor.execute(_INSERT_ASSIGNMENT_SQL, params)
+        cursor.execute(_LEASE_INSERT_SQL, params)
         row = cursor.fetchone()
     if row is None:
         return None
-    assignment = Assignment(pk=row[0], status=Assignment.Status.LEASED, **values)
+    assignment = Assignment(
+        pk=row[0],
+        study_id=study_id,
+        comparison_id=comparison_id,
+        annotator=annotator,
+        token=token,
+        left=row[1],
+        status=Assignment.Status.LEASED,
+        first_delivered_at=now,
+        lease_expires_at=until,
+    )
     assignment._state.adding = False
     assignment._state.db = connection.alias
     return assignment
@@ -344,7 +364,6 @@ def assignment_next_with_progress(
     been given, among those with the fewest votes + live leases, at random among ties.
     """
     now = timezone.now()
-    lease = settings.ASSIGNMENT_LEASE
     study_id = study.pk if isinstance(study, Study) else int(study)
     # Read afresh: the status or K may have changed since the caller loaded the study.
     state = selectors.loop_state(study_id=study_id, annotator=annotator, now=now)
@@ -358,17 +377,17 @@ def assignment_next_with_progress(
         )
 
     if state.held_id is not None:
-        if state.held_live:
-            return Assignment.objects.get(pk=state.held_id), state.progress
         held = Assignment.objects.get(pk=state.held_id)
+        if state.held_live:
+            return held, state.progress
         votes = _lock(held.comparison_id)
-        slots = selectors.comparison_slots(
-            comparison_id=held.comparison_id, now=now, exclude_annotator=annotator
+        others = selectors.live_leases_of_others(
+            comparison_id=held.comparison_id, annotator=annotator, now=now
         )
         held.refresh_from_db()
         if held.status == Assignment.Status.LEASED:
-            if votes + slots.live_leases < k:
-                held.lease_expires_at = now + lease
+            if votes + others < k:
+                held.lease_expires_at = now + settings.ASSIGNMENT_LEASE
                 held.save(update_fields=["lease_expires_at"])
                 return held, progress()
             held.status = Assignment.Status.EXPIRED
@@ -378,28 +397,14 @@ def assignment_next_with_progress(
         # Taking a new pair does not change the progress: it was counted as still available.
         current = state.progress
 
-    study_ref = Study(pk=study_id, votes_per_comparison=k)
     full: list[int] = []
     while (
-        claimed := selectors.claim_candidate(
-            study=study_ref, annotator=annotator, now=now, skip=full
+        comparison_id := selectors.claim_candidate(
+            study_id=study_id, k=k, annotator=annotator, now=now, skip=full
         )
     ) is not None:
-        comparison_id, votes = claimed
-        # Counted again under the lock: a lease committed after the claim's snapshot was taken
-        # is not in its count.
-        slots = selectors.comparison_slots(comparison_id=comparison_id, now=now)
-        if votes + slots.live_leases >= k:
-            full.append(comparison_id)
-            continue
         created = _lease_insert(
-            study_id=study_id,
-            comparison_id=comparison_id,
-            annotator_id=annotator.pk,
-            token=secrets.token_urlsafe(16),
-            left=_choose_left(slots),
-            first_delivered_at=now,
-            lease_expires_at=now + lease,
+            study_id=study_id, k=k, comparison_id=comparison_id, annotator=annotator, now=now
         )
         if created is not None:
             return created, current
@@ -409,14 +414,44 @@ def assignment_next_with_progress(
         ).first()
         if mine is not None:
             return mine, progress()
-        full.append(comparison_id)
+        full.append(comparison_id)  # filled up since the claim's snapshot
     return None, current
 
 
 # --- votes -------------------------------------------------------------------------------------
 
 
-@transaction.atomic
+class _NoSlot(Exception):
+    """The vote was not taken (the comparison is full, or the assignment has a vote already):
+    raised inside the transaction so that it rolls back."""
+
+
+_TAKE_SLOT_SQL = selectors.sql(
+    """UPDATE {comparison} SET vote_count = vote_count + 1
+       WHERE id = %(comparison)s AND vote_count < %(k)s
+       RETURNING vote_count"""
+)
+_VOTE_COLUMNS = (
+    "comparison_id",
+    "assignment_id",
+    "annotator_id",
+    "outcome",
+    "shown",
+    "seconds",
+    "comment",
+    "imported",
+    "judge",
+    "created_at",
+)
+_VOTE_INSERT_SQL = selectors.sql(
+    """INSERT INTO {vote} ({columns}) VALUES ({values})
+       ON CONFLICT DO NOTHING RETURNING id""",
+    columns=", ".join(_VOTE_COLUMNS),
+    values=", ".join(f"%({c})s" for c in _VOTE_COLUMNS),
+)
+_VOTED_SQL = selectors.sql("UPDATE {assignment} SET status = %(voted)s WHERE id = %(assignment)s")
+
+
 def vote_record(*, assignment: Assignment, choice: str, comment: str = "") -> tuple[Vote, bool]:
     """Record the annotator's vote; returns (vote, created).
 
@@ -426,31 +461,53 @@ def vote_record(*, assignment: Assignment, choice: str, comment: str = "") -> tu
     """
     if choice not in CHOICES:
         raise ServiceError(BAD_CHOICE)
-    now = timezone.now()
-    # The comparison's lock guards its votes and its assignments' status: a second request with
-    # the same vote waits here, then finds the first one's vote.
-    votes = _lock(assignment.comparison_id)
     study = assignment.study
     if study.status != Study.Status.OPEN:
         raise ServiceError(STUDY_NOT_OPEN)
+    try:
+        return _vote_insert(assignment, choice, comment, k=study.votes_per_comparison), True
+    except _NoSlot:
+        pass
     existing = Vote.objects.filter(assignment=assignment).first()
     if existing is not None:
         if existing.shown != choice:
             raise VoteConflict(VOTE_CONFLICT)
         return existing, False
     # Live or late, no comparison ever gets more than K votes.
-    if votes >= study.votes_per_comparison:
-        raise VoteConflict(COMPARISON_FULL)
-    vote = Vote.objects.create(
-        comparison_id=assignment.comparison_id,
-        assignment=assignment,
-        annotator_id=assignment.annotator_id,
-        outcome=_OUTCOME[(choice, assignment.left)],
-        shown=choice,
-        seconds=max(0.0, (now - assignment.first_delivered_at).total_seconds()),
-        comment=comment.strip(),
-    )
-    Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.VOTED)
+    raise VoteConflict(COMPARISON_FULL)
+
+
+@transaction.atomic
+def _vote_insert(assignment: Assignment, choice: str, comment: str, *, k: int) -> Vote:
+    now = timezone.now()
+    values = {
+        "comparison_id": assignment.comparison_id,
+        "assignment_id": assignment.pk,
+        "annotator_id": assignment.annotator_id,
+        "outcome": _OUTCOME[(choice, assignment.left)],
+        "shown": choice,
+        "seconds": max(0.0, (now - assignment.first_delivered_at).total_seconds()),
+        "comment": comment.strip(),
+        "imported": False,
+        "judge": "",
+    }
+    with connection.cursor() as cursor:
+        # Takes a slot and the comparison's row lock (held to the commit) in one statement: the
+        # lock serialises every vote on the comparison, so a second request with the same vote
+        # waits here, then either finds the comparison full or conflicts on the vote below.
+        cursor.execute(_TAKE_SLOT_SQL, {"comparison": assignment.comparison_id, "k": k})
+        if cursor.fetchone() is None:
+            raise _NoSlot
+        params = {**values, "created_at": connection.ops.adapt_datetimefield_value(now)}
+        cursor.execute(_VOTE_INSERT_SQL, params)
+        row = cursor.fetchone()
+        if row is None:
+            raise _NoSlot  # a vote on this assignment exists: the rollback gives the slot back
+        cursor.execute(
+            _VOTED_SQL, {"voted": Assignment.Status.VOTED.value, "assignment": assignment.pk}
+        )
     assignment.status = Assignment.Status.VOTED
-    Comparison.objects.filter(pk=assignment.comparison_id).update(vote_count=F("vote_count") + 1)
-    return vote, True
+    vote = Vote(pk=row[0], created_at=now, **values)
+    vote._state.adding = False
+    vote._state.db = connection.alias
+    return vote

@@ -331,6 +331,13 @@ def main(args) -> int:
         [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO, check=True
     )
     study_id = _build_study(args.users, args.questions, args.models, args.k)
+    # Fresh statistics, as autovacuum would gather within a minute of building the study: with
+    # none, the planner takes the study for a few rows and the first minute of the run would
+    # measure its mistakes rather than the steady state.
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
     pairs = args.models * (args.models - 1) // 2
     print(
         f"study: {args.models} models x {args.questions} questions = "
