@@ -29,11 +29,18 @@ from . import ranking, results, selectors, services
 from .models import Study
 
 
-class IsAnnotatorOrStaff(BasePermission):
+class MayAnnotate(BasePermission):
+    """Annotators (the ``annotators`` group) and staff, as ``selectors.user_is_annotator``; the
+    answer comes with the view's first query (``annotator_state``), which saves a round trip
+    on every request of the annotator loop."""
+
     message = "only annotators and staff can annotate"
 
     def has_permission(self, request, view) -> bool:
-        return selectors.user_is_annotator(request.user)
+        user = request.user
+        if not (user.is_authenticated and user.is_active):
+            return False
+        return view.annotator_state(request).may_annotate
 
 
 class ProgressSerializer(serializers.Serializer):
@@ -49,9 +56,19 @@ class _AnnotatorApi(APIView):
     authentication_classes = [SessionAuthentication]
     # JSON only: the browsable API page would be one more annotator-facing page to keep blind.
     renderer_classes = [JSONRenderer]
-    permission_classes = [IsAnnotatorOrStaff]
+    permission_classes = [MayAnnotate]
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "annotate"
+    _state = None
+
+    def annotator_state(self, request):
+        """What the view works on, read once per request with the user's permission."""
+        if self._state is None:
+            self._state = self.read_state(request)
+        return self._state
+
+    def read_state(self, request):
+        raise NotImplementedError
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
@@ -70,6 +87,9 @@ class StudyNextApi(_AnnotatorApi):
         class Meta:
             ref_name = "AnnotatorPair"
 
+    def read_state(self, request):
+        return selectors.loop_state(study_id=self.kwargs["study_id"], annotator=request.user)
+
     @extend_schema(
         operation_id="study_next",
         summary="The next blinded pair for the current annotator",
@@ -82,7 +102,7 @@ class StudyNextApi(_AnnotatorApi):
     def get(self, request, study_id: int):
         try:
             assignment, progress = services.assignment_next_with_progress(
-                study=study_id, annotator=request.user
+                study=study_id, annotator=request.user, state=self.annotator_state(request)
             )
         except ServiceError:
             raise Http404 from None  # no open study with this id
@@ -125,6 +145,9 @@ class AssignmentVoteApi(_AnnotatorApi):
         class Meta:
             ref_name = "VoteResult"
 
+    def read_state(self, request):
+        return selectors.vote_target(token=self.kwargs["token"], annotator=request.user)
+
     @extend_schema(
         operation_id="assignment_vote",
         summary="Vote on a pair: left better, tie, or right better",
@@ -138,8 +161,8 @@ class AssignmentVoteApi(_AnnotatorApi):
         },
     )
     def post(self, request, token: str):
-        target = selectors.vote_target(token=token, annotator=request.user)
-        if target is None:
+        target = self.annotator_state(request)
+        if target.assignment is None:
             raise Http404
         assignment = target.assignment
         form = self.InputSerializer(data=request.data)

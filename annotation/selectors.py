@@ -23,6 +23,12 @@ _IN_GROUP_SQL = f"""
     WHERE m.user_id = %(user)s AND g.name = %(group)s"""
 
 
+# The same rule as a column of the loop's first statement (see apis.MayAnnotate).
+_MAY_ANNOTATE = f"""(%(staff)s OR EXISTS (
+    SELECT 1 FROM {_MEMBERS} m JOIN {_GROUPS} g ON g.id = m.group_id
+    WHERE m.user_id = %(annotator)s AND g.name = %(group)s))"""
+
+
 def user_is_annotator(user) -> bool:
     """Annotators (the ``annotators`` group) and staff may judge; nobody else.
 
@@ -106,23 +112,29 @@ _PROGRESS_SQL = sql(
     done=_done("%(study)s"),
     remaining=_remaining("%(study)s", "%(k)s"),
 )
-# The open study, the lease the annotator holds in it (if any), and their progress.
+# Whether the user may annotate, the open study, the lease they hold in it (if any), and their
+# progress. One row even when the study is not open, so that the permission is answered first.
 _LOOP_STATE_SQL = sql(
-    """SELECT s.votes_per_comparison, held.id, held.lease_expires_at > %(now)s,
+    """SELECT {may}, s.votes_per_comparison, held.id, held.lease_expires_at > %(now)s,
               ({done}), ({remaining})
-       FROM {study} s
+       FROM (SELECT 1 AS one) x
+       LEFT JOIN {study} s ON s.id = %(study)s AND s.status = %(open)s
        LEFT JOIN {assignment} held ON held.study_id = s.id AND held.status = %(leased)s
-                                   AND held.annotator_id = %(annotator)s
-       WHERE s.id = %(study)s AND s.status = %(open)s""",
-    done=_done("s.id"),
-    remaining=_remaining("s.id", "s.votes_per_comparison"),
+                                   AND held.annotator_id = %(annotator)s""",
+    may=_MAY_ANNOTATE,
+    done=_done("%(study)s"),
+    remaining=_remaining("%(study)s", "s.votes_per_comparison"),
 )
-# The annotator's own assignment in an open study, and their progress without it.
+# Whether the user may annotate, their own assignment in an open study (anyone else's token is
+# unknown), and their progress without it.
 _VOTE_TARGET_SQL = sql(
-    """SELECT a.id, a.study_id, a.comparison_id, a.{left}, a.status, a.first_delivered_at,
-              a.lease_expires_at, s.votes_per_comparison, ({done}), ({remaining})
-       FROM {assignment} a JOIN {study} s ON s.id = a.study_id
-       WHERE a.token = %(token)s AND a.annotator_id = %(annotator)s AND s.status = %(open)s""",
+    """SELECT {may}, a.id, a.study_id, a.comparison_id, a.{left}, a.status,
+              a.first_delivered_at, a.lease_expires_at, s.votes_per_comparison,
+              ({done}), ({remaining})
+       FROM (SELECT 1 AS one) x
+       LEFT JOIN {assignment} a ON a.token = %(token)s AND a.annotator_id = %(annotator)s
+       LEFT JOIN {study} s ON s.id = a.study_id AND s.status = %(open)s""",
+    may=_MAY_ANNOTATE,
     done=_done("a.study_id"),
     remaining=_remaining("a.study_id", "s.votes_per_comparison", "AND c.id <> a.comparison_id"),
 )
@@ -165,6 +177,8 @@ def _params(*, study_id: int, annotator_id: int, now: datetime, **extra) -> dict
         "leased": Assignment.Status.LEASED.value,
         "voted": Assignment.Status.VOTED.value,
         "excluded": annotator_id,
+        "group": ANNOTATORS_GROUP,
+        "open": Study.Status.OPEN.value,
         **extra,
     }
 
@@ -189,24 +203,29 @@ def annotator_progress(*, study: Study, annotator, now: datetime | None = None) 
 
 @dataclass(frozen=True)
 class LoopState:
-    """Where an annotator stands in an open study, read in one statement."""
+    """Where an annotator stands in a study, read in one statement at ``now``."""
 
-    votes_per_comparison: int
+    now: datetime
+    may_annotate: bool
+    votes_per_comparison: int | None  # None: the study is not open
     held_id: int | None  # the assignment they hold (status leased), if any
     held_live: bool  # ... and its lease has not run out
     progress: Progress
 
+    @property
+    def open(self) -> bool:
+        return self.votes_per_comparison is not None
 
-def loop_state(*, study_id: int, annotator, now: datetime) -> LoopState | None:
-    """None when the study is not open."""
+
+def loop_state(*, study_id: int, annotator, now: datetime | None = None) -> LoopState:
+    now = now or timezone.now()
     params = _params(
-        study_id=study_id, annotator_id=annotator.pk, now=now, open=Study.Status.OPEN.value
+        study_id=study_id, annotator_id=annotator.pk, now=now, staff=annotator.is_staff
     )
-    row = _fetchone(_LOOP_STATE_SQL, params)
-    if row is None:
-        return None
-    k, held_id, held_live, done, remaining = row
+    may, k, held_id, held_live, done, remaining = _fetchone(_LOOP_STATE_SQL, params)
     return LoopState(
+        now=now,
+        may_annotate=bool(may),
         votes_per_comparison=k,
         held_id=held_id,
         held_live=bool(held_live),
@@ -260,9 +279,11 @@ def _aware(value) -> datetime:
 
 @dataclass(frozen=True)
 class VoteTarget:
-    """The annotator's assignment a vote is for, and their progress leaving it out."""
+    """The annotator's assignment a vote is for (None: not theirs, or the study is not open),
+    and their progress leaving it out."""
 
-    assignment: Assignment
+    may_annotate: bool
+    assignment: Assignment | None
     done: int
     remaining_others: int  # what can still be given to them, this comparison aside
 
@@ -271,34 +292,35 @@ class VoteTarget:
         return Progress(done=done, total=done + self.remaining_others)
 
 
-def vote_target(*, token: str, annotator, now: datetime | None = None) -> VoteTarget | None:
-    """The annotator's own assignment in an open study (anyone else's token is unknown), read
-    with their progress in one statement."""
+def vote_target(*, token: str, annotator, now: datetime | None = None) -> VoteTarget:
     params = _params(
         study_id=0,
         annotator_id=annotator.pk,
         now=now or timezone.now(),
         token=token,
-        open=Study.Status.OPEN.value,
+        staff=annotator.is_staff,
     )
-    row = _fetchone(_VOTE_TARGET_SQL, params)
-    if row is None:
-        return None
-    pk, study_id, comparison_id, left, status, delivered, expires, k, done, remaining = row
-    assignment = Assignment(
-        pk=pk,
-        study=Study(pk=study_id, status=Study.Status.OPEN, votes_per_comparison=k),
-        comparison_id=comparison_id,
-        annotator_id=annotator.pk,
-        token=token,
-        left=left,
-        status=status,
-        first_delivered_at=_aware(delivered),
-        lease_expires_at=_aware(expires),
+    may, pk, study_id, comparison_id, left, status, delivered, expires, k, done, remaining = (
+        _fetchone(_VOTE_TARGET_SQL, params)
     )
-    assignment._state.adding = False
-    assignment._state.db = connection.alias
-    return VoteTarget(assignment=assignment, done=done, remaining_others=remaining)
+    assignment = None
+    if pk is not None and k is not None:
+        assignment = Assignment(
+            pk=pk,
+            study=Study(pk=study_id, status=Study.Status.OPEN, votes_per_comparison=k),
+            comparison_id=comparison_id,
+            annotator_id=annotator.pk,
+            token=token,
+            left=left,
+            status=status,
+            first_delivered_at=_aware(delivered),
+            lease_expires_at=_aware(expires),
+        )
+        assignment._state.adding = False
+        assignment._state.db = connection.alias
+    return VoteTarget(
+        may_annotate=bool(may), assignment=assignment, done=done, remaining_others=remaining
+    )
 
 
 def open_studies_for(*, annotator) -> list[tuple[Study, Progress]]:

@@ -355,20 +355,23 @@ def _lease_insert(
 
 @transaction.atomic
 def assignment_next_with_progress(
-    *, study: Study | int, annotator
+    *, study: Study | int, annotator, state: selectors.LoopState | None = None
 ) -> tuple[Assignment | None, selectors.Progress]:
     """The pair this annotator should judge next (or None), and their progress with it.
 
     Their own unvoted pair comes back again (a reload never takes a second slot; an expired
     lease is renewed if the comparison still has room). Otherwise: a comparison they have never
     been given, among those with the fewest votes + live leases, at random among ties.
+    ``state``: the annotator's ``selectors.loop_state`` in this study, if the caller has just
+    read it (the API reads it for the permission check); otherwise it is read here.
     """
-    now = timezone.now()
     study_id = study.pk if isinstance(study, Study) else int(study)
-    # Read afresh: the status or K may have changed since the caller loaded the study.
-    state = selectors.loop_state(study_id=study_id, annotator=annotator, now=now)
     if state is None:
+        # Read afresh: the status or K may have changed since the caller loaded the study.
+        state = selectors.loop_state(study_id=study_id, annotator=annotator)
+    if not state.open:
         raise ServiceError(STUDY_NOT_OPEN)
+    now = state.now
     k = state.votes_per_comparison
 
     def progress() -> selectors.Progress:
