@@ -101,14 +101,14 @@ class StudyNextApi(_AnnotatorApi):
     )
     def get(self, request, study_id: int):
         try:
-            assignment, progress = services.assignment_next_with_progress(
+            assignment, progress, texts = services.assignment_next_with_progress(
                 study=study_id, annotator=request.user, state=self.annotator_state(request)
             )
         except ServiceError:
             raise Http404 from None  # no open study with this id
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        pair = selectors.shown_pair(assignment=assignment)
+        pair = selectors.shown_pair(assignment=assignment, texts=texts)
         data = {
             "token": pair.token,
             "question": pair.question,

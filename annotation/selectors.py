@@ -138,27 +138,38 @@ _VOTE_TARGET_SQL = sql(
     done=_done("a.study_id"),
     remaining=_remaining("a.study_id", "s.votes_per_comparison", "AND c.id <> a.comparison_id"),
 )
+# What an annotator is shown of a comparison (``pair``: its row), and whether a span of either
+# answer is masked for the study.
+_PAIR_COLUMNS = """q.text, pair.answer_a_id, a.text, pair.answer_b_id, b.text,
+       EXISTS (SELECT 1 FROM {flag} f WHERE f.study_id = pair.study_id AND f.masked = %(true)s
+               AND f.answer_id IN (pair.answer_a_id, pair.answer_b_id))"""
+_PAIR_JOINS = """JOIN {question} q ON q.id = pair.question_id
+       JOIN {answer} a ON a.id = pair.answer_a_id
+       JOIN {answer} b ON b.id = pair.answer_b_id"""
+# The claim returns the pair's texts with it (one round trip less); they are read in the outer
+# query, so only for the one row claimed.
 _CANDIDATE_SQL = sql(
-    """SELECT c.id FROM {comparison} c
-       LEFT JOIN ({live}) live ON live.comparison_id = c.id
-       WHERE c.study_id = %(study)s AND c.vote_count + COALESCE(live.n, 0) < %(k)s
-         AND NOT EXISTS (SELECT 1 FROM {assignment} mine
-                         WHERE mine.comparison_id = c.id AND mine.annotator_id = %(annotator)s)
-         {{skip}}
-       ORDER BY c.vote_count + COALESCE(live.n, 0), RANDOM()
-       LIMIT 1
-       {{lock}}""",
+    """SELECT pair.id, {columns}
+       FROM (SELECT c.id, c.study_id, c.question_id, c.answer_a_id, c.answer_b_id
+             FROM {comparison} c
+             LEFT JOIN ({live}) live ON live.comparison_id = c.id
+             WHERE c.study_id = %(study)s AND c.vote_count + COALESCE(live.n, 0) < %(k)s
+               AND NOT EXISTS (SELECT 1 FROM {assignment} mine
+                               WHERE mine.comparison_id = c.id
+                                 AND mine.annotator_id = %(annotator)s)
+               {{skip}}
+             ORDER BY c.vote_count + COALESCE(live.n, 0), RANDOM()
+             LIMIT 1
+             {{lock}}) pair
+       {joins}""",
     live=_live_leases("%(study)s"),
+    columns=sql(_PAIR_COLUMNS),
+    joins=sql(_PAIR_JOINS),
 )
 _PAIR_SQL = sql(
-    """SELECT q.text, c.answer_a_id, a.text, c.answer_b_id, b.text,
-              EXISTS (SELECT 1 FROM {flag} f WHERE f.study_id = c.study_id AND f.masked = %(true)s
-                      AND f.answer_id IN (c.answer_a_id, c.answer_b_id))
-       FROM {comparison} c
-       JOIN {question} q ON q.id = c.question_id
-       JOIN {answer} a ON a.id = c.answer_a_id
-       JOIN {answer} b ON b.id = c.answer_b_id
-       WHERE c.id = %(comparison)s"""
+    """SELECT {columns} FROM {comparison} pair {joins} WHERE pair.id = %(comparison)s""",
+    columns=sql(_PAIR_COLUMNS),
+    joins=sql(_PAIR_JOINS),
 )
 _NOBODY = 0  # as ``excluded``: user ids start at 1, so no lease is left out
 
@@ -233,11 +244,24 @@ def loop_state(*, study_id: int, annotator, now: datetime | None = None) -> Loop
     )
 
 
+@dataclass(frozen=True)
+class PairTexts:
+    """A comparison's question and answers as stored (masks not applied yet)."""
+
+    question: str
+    answer_a_id: int
+    answer_a: str
+    answer_b_id: int
+    answer_b: str
+    masked: bool  # some span of either answer is masked in this study
+
+
 def claim_candidate(
     *, study_id: int, k: int, annotator, now: datetime, skip: Sequence[int] = ()
-) -> int | None:
+) -> tuple[int, PairTexts] | None:
     """Lock and return a comparison this annotator was never given, among those with the
-    fewest votes + live leases (below K), at random among ties; None when there is none.
+    fewest votes + live leases (below K), at random among ties, with its texts; None when
+    there is none.
 
     Rows another transaction has locked are skipped (``FOR UPDATE OF c SKIP LOCKED``) where the
     database has row locks; SQLite runs the project with IMMEDIATE transactions, which
@@ -254,10 +278,18 @@ def claim_candidate(
         lock=lock,
     )
     params = _params(
-        study_id=study_id, annotator_id=annotator.pk, now=now, k=k, excluded=_NOBODY, **skipped
+        study_id=study_id,
+        annotator_id=annotator.pk,
+        now=now,
+        k=k,
+        excluded=_NOBODY,
+        true=True,
+        **skipped,
     )
     row = _fetchone(statement, params)
-    return row[0] if row else None
+    if row is None:
+        return None
+    return row[0], PairTexts(*row[1:6], masked=bool(row[6]))
 
 
 def live_leases_of_others(*, comparison_id: int, annotator, now: datetime) -> int:
@@ -359,15 +391,18 @@ def _masks(study_id: int, answer_ids: Sequence[int]) -> dict[int, list[tuple[int
     return spans
 
 
-def shown_pair(*, assignment: Assignment) -> ShownPair:
-    question, a_id, a_text, b_id, b_text, masked = _fetchone(
-        _PAIR_SQL, {"comparison": assignment.comparison_id, "true": True}
-    )
-    if masked:
+def shown_pair(*, assignment: Assignment, texts: PairTexts | None = None) -> ShownPair:
+    """What the annotator sees of their assignment (``texts``: already read with the claim)."""
+    if texts is None:
+        row = _fetchone(_PAIR_SQL, {"comparison": assignment.comparison_id, "true": True})
+        texts = PairTexts(*row[:5], masked=bool(row[5]))
+    a_text, b_text = texts.answer_a, texts.answer_b
+    if texts.masked:
+        a_id, b_id = texts.answer_a_id, texts.answer_b_id
         spans = _masks(assignment.study_id, [a_id, b_id])
         a_text, b_text = apply_masks(a_text, spans[a_id]), apply_masks(b_text, spans[b_id])
     left, right = (a_text, b_text) if assignment.left == Assignment.Side.A else (b_text, a_text)
-    return ShownPair(token=assignment.token, question=question, left=left, right=right)
+    return ShownPair(token=assignment.token, question=texts.question, left=left, right=right)
 
 
 def study_flag_counts(*, study: Study) -> dict[str, int]:

@@ -13,6 +13,7 @@ import secrets
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -353,10 +354,16 @@ def _lease_insert(
     return assignment
 
 
+class NextPair(NamedTuple):
+    assignment: Assignment | None
+    progress: selectors.Progress
+    texts: selectors.PairTexts | None = None  # read with a new claim; else shown_pair reads them
+
+
 @transaction.atomic
 def assignment_next_with_progress(
     *, study: Study | int, annotator, state: selectors.LoopState | None = None
-) -> tuple[Assignment | None, selectors.Progress]:
+) -> NextPair:
     """The pair this annotator should judge next (or None), and their progress with it.
 
     Their own unvoted pair comes back again (a reload never takes a second slot; an expired
@@ -382,7 +389,7 @@ def assignment_next_with_progress(
     if state.held_id is not None:
         held = Assignment.objects.get(pk=state.held_id)
         if state.held_live:
-            return held, state.progress
+            return NextPair(held, state.progress)
         votes = _lock(held.comparison_id)
         others = selectors.live_leases_of_others(
             comparison_id=held.comparison_id, annotator=annotator, now=now
@@ -392,7 +399,7 @@ def assignment_next_with_progress(
             if votes + others < k:
                 held.lease_expires_at = now + settings.ASSIGNMENT_LEASE
                 held.save(update_fields=["lease_expires_at"])
-                return held, progress()
+                return NextPair(held, progress())
             held.status = Assignment.Status.EXPIRED
             held.save(update_fields=["status"])
         current = progress()
@@ -402,23 +409,24 @@ def assignment_next_with_progress(
 
     full: list[int] = []
     while (
-        comparison_id := selectors.claim_candidate(
+        claimed := selectors.claim_candidate(
             study_id=study_id, k=k, annotator=annotator, now=now, skip=full
         )
     ) is not None:
+        comparison_id, texts = claimed
         created = _lease_insert(
             study_id=study_id, k=k, comparison_id=comparison_id, annotator=annotator, now=now
         )
         if created is not None:
-            return created, current
+            return NextPair(created, current, texts)
         # The same annotator asked twice at once and the other request won: use its pair.
         mine = Assignment.objects.filter(
             study_id=study_id, annotator=annotator, status=Assignment.Status.LEASED
         ).first()
         if mine is not None:
-            return mine, progress()
+            return NextPair(mine, progress())
         full.append(comparison_id)  # filled up since the claim's snapshot
-    return None, current
+    return NextPair(None, current)
 
 
 # --- votes -------------------------------------------------------------------------------------
@@ -452,7 +460,23 @@ _VOTE_INSERT_SQL = selectors.sql(
     columns=", ".join(_VOTE_COLUMNS),
     values=", ".join(f"%({c})s" for c in _VOTE_COLUMNS),
 )
-_VOTED_SQL = selectors.sql("UPDATE {assignment} SET status = %(voted)s WHERE id = %(assignment)s")
+_VOTED_SQL = selectors.sql(
+    "UPDATE {assignment} SET status = %(voted)s WHERE id = %(assignment_id)s"
+)
+# The same three steps as one PostgreSQL statement (data-modifying WITH; SQLite has none): the
+# insert reads the slot's RETURNING, so it runs only when a slot was taken, and the assignment
+# is marked only when the vote went in. Returns (slot taken, vote id).
+_VOTE_ONE_STATEMENT_SQL = selectors.sql(
+    """WITH slot AS ({take_slot}),
+            vote AS (INSERT INTO {vote} ({columns}) SELECT {values} FROM slot
+                     ON CONFLICT DO NOTHING RETURNING id),
+            marked AS (UPDATE {assignment} SET status = %(voted)s
+                       WHERE id = %(assignment_id)s AND EXISTS (SELECT 1 FROM vote))
+       SELECT EXISTS (SELECT 1 FROM slot), (SELECT id FROM vote)""",
+    take_slot=_TAKE_SLOT_SQL,
+    columns=", ".join(_VOTE_COLUMNS),
+    values=", ".join(f"%({c})s" for c in _VOTE_COLUMNS),
+)
 
 
 def vote_record(*, assignment: Assignment, choice: str, comment: str = "") -> tuple[Vote, bool]:
@@ -494,23 +518,35 @@ def _vote_insert(assignment: Assignment, choice: str, comment: str, *, k: int) -
         "imported": False,
         "judge": "",
     }
+    params = {
+        **values,
+        "created_at": connection.ops.adapt_datetimefield_value(now),
+        "comparison": assignment.comparison_id,
+        "k": k,
+        "voted": Assignment.Status.VOTED.value,
+    }
+    # Taking the slot also takes the comparison's row lock (held to the commit), which
+    # serialises every vote on the comparison: a second request with the same vote waits for
+    # it, then finds the comparison full or conflicts on the vote. Either way nothing is
+    # taken: _NoSlot rolls the transaction back, giving the slot back.
     with connection.cursor() as cursor:
-        # Takes a slot and the comparison's row lock (held to the commit) in one statement: the
-        # lock serialises every vote on the comparison, so a second request with the same vote
-        # waits here, then either finds the comparison full or conflicts on the vote below.
-        cursor.execute(_TAKE_SLOT_SQL, {"comparison": assignment.comparison_id, "k": k})
-        if cursor.fetchone() is None:
-            raise _NoSlot
-        params = {**values, "created_at": connection.ops.adapt_datetimefield_value(now)}
-        cursor.execute(_VOTE_INSERT_SQL, params)
-        row = cursor.fetchone()
-        if row is None:
-            raise _NoSlot  # a vote on this assignment exists: the rollback gives the slot back
-        cursor.execute(
-            _VOTED_SQL, {"voted": Assignment.Status.VOTED.value, "assignment": assignment.pk}
-        )
+        if connection.vendor == "postgresql":
+            cursor.execute(_VOTE_ONE_STATEMENT_SQL, params)
+            slot, vote_id = cursor.fetchone()
+            if not slot or vote_id is None:
+                raise _NoSlot
+        else:
+            cursor.execute(_TAKE_SLOT_SQL, params)
+            if cursor.fetchone() is None:
+                raise _NoSlot
+            cursor.execute(_VOTE_INSERT_SQL, params)
+            row = cursor.fetchone()
+            if row is None:
+                raise _NoSlot
+            vote_id = row[0]
+            cursor.execute(_VOTED_SQL, params)
     assignment.status = Assignment.Status.VOTED
-    vote = Vote(pk=row[0], created_at=now, **values)
+    vote = Vote(pk=vote_id, created_at=now, **values)
     vote._state.adding = False
     vote._state.db = connection.alias
     return vote
