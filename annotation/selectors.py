@@ -146,19 +146,26 @@ _PAIR_COLUMNS = """q.text, pair.answer_a_id, a.text, pair.answer_b_id, b.text,
 _PAIR_JOINS = """JOIN {question} q ON q.id = pair.question_id
        JOIN {answer} a ON a.id = pair.answer_a_id
        JOIN {answer} b ON b.id = pair.answer_b_id"""
-# The claim returns the pair's texts with it (one round trip less); they are read in the outer
-# query, so only for the one row claimed.
+# The claim: among the comparisons the annotator was never given whose load is below K, take
+# the ``window`` first in (load, random) order (a bounded top-N sort; a sort under the row locks
+# could not be bounded and would sort them all), then lock the first of those that no other
+# transaction holds. It returns the pair's texts with it (one round trip less), read in the
+# outer query, so only for the one row claimed.
 _CANDIDATE_SQL = sql(
     """SELECT pair.id, {columns}
        FROM (SELECT c.id, c.study_id, c.question_id, c.answer_a_id, c.answer_b_id
              FROM {comparison} c
-             LEFT JOIN ({live}) live ON live.comparison_id = c.id
-             WHERE c.study_id = %(study)s AND c.vote_count + COALESCE(live.n, 0) < %(k)s
-               AND NOT EXISTS (SELECT 1 FROM {assignment} mine
-                               WHERE mine.comparison_id = c.id
-                                 AND mine.annotator_id = %(annotator)s)
-               {{skip}}
-             ORDER BY c.vote_count + COALESCE(live.n, 0), RANDOM()
+             JOIN (SELECT c2.id, c2.vote_count + COALESCE(live.n, 0) AS load, RANDOM() AS r
+                   FROM {comparison} c2
+                   LEFT JOIN ({live}) live ON live.comparison_id = c2.id
+                   WHERE c2.study_id = %(study)s AND c2.vote_count + COALESCE(live.n, 0) < %(k)s
+                     AND NOT EXISTS (SELECT 1 FROM {assignment} mine
+                                     WHERE mine.comparison_id = c2.id
+                                       AND mine.annotator_id = %(annotator)s)
+                     {{skip}}
+                   ORDER BY load, r
+                   LIMIT %(window)s) cand ON cand.id = c.id
+             ORDER BY cand.load, cand.r
              LIMIT 1
              {{lock}}) pair
        {joins}""",
@@ -166,6 +173,11 @@ _CANDIDATE_SQL = sql(
     columns=sql(_PAIR_COLUMNS),
     joins=sql(_PAIR_JOINS),
 )
+# More than the transactions that can hold a comparison's lock at once (one per web worker
+# thread, claiming or voting); if all of them are held anyway, the claim is asked again over
+# every candidate (ALL_CANDIDATES) before anyone is told nothing is left.
+CLAIM_WINDOW = 64
+ALL_CANDIDATES = 2**31 - 1
 _PAIR_SQL = sql(
     """SELECT {columns} FROM {comparison} pair {joins} WHERE pair.id = %(comparison)s""",
     columns=sql(_PAIR_COLUMNS),
@@ -274,7 +286,7 @@ def claim_candidate(
         lock = "FOR UPDATE OF c SKIP LOCKED"
     skipped = {f"skip{i}": pk for i, pk in enumerate(skip)}
     statement = _CANDIDATE_SQL.format(
-        skip=f"AND c.id NOT IN ({', '.join(f'%({k})s' for k in skipped)})" if skipped else "",
+        skip=f"AND c2.id NOT IN ({', '.join(f'%({k})s' for k in skipped)})" if skipped else "",
         lock=lock,
     )
     params = _params(
@@ -284,9 +296,12 @@ def claim_candidate(
         k=k,
         excluded=_NOBODY,
         true=True,
+        window=CLAIM_WINDOW,
         **skipped,
     )
     row = _fetchone(statement, params)
+    if row is None and lock:
+        row = _fetchone(statement, {**params, "window": ALL_CANDIDATES})
     if row is None:
         return None
     return row[0], PairTexts(*row[1:6], masked=bool(row[6]))

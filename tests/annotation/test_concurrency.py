@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 
 import pytest
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.db.models import Count
 from django.test.utils import CaptureQueriesContext
 
-from annotation import services
+from annotation import selectors, services
 from annotation.models import Assignment, Comparison, Vote
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -80,6 +80,9 @@ def test_twenty_annotators_claiming_and_voting_at_once_never_exceed_k(
     # Every slot was filled, each exactly once.
     assert set(per_comparison.values()) == {2}
     assert Vote.objects.count() == 60 == 30 + len(claimed)
+    # The kept counts agree with the votes stored.
+    kept = dict(Comparison.objects.filter(study=study).values_list("pk", "vote_count"))
+    assert kept == per_comparison
     assert len(set(claimed)) > 1  # the slots were shared out, not taken by one thread
     assert not (Vote.objects.values("assignment").annotate(n=Count("pk")).filter(n__gt=1).exists())
     assert not (
@@ -159,3 +162,38 @@ def test_claims_lock_only_the_comparison_row_and_skip_locked_ones(make_study, an
     for sql in locks:
         assert " JOIN " not in sql or "FOR UPDATE OF" in sql, sql
         assert "FOR UPDATE OF" in sql, sql
+
+
+def test_a_claim_looks_past_its_window_when_every_comparison_in_it_is_locked(
+    make_study, annotator, django_user_model, monkeypatch
+):
+    # Loads 0, 1, 1: with a window of one comparison the claim looks at the load-0 one only;
+    # another transaction holds that one, so the claim must ask again over all of them.
+    study = make_study(models=2, questions=3, k=2)
+    (other,) = _annotators(django_user_model, 1, "other")
+    comparisons = list(Comparison.objects.filter(study=study).order_by("pk"))
+    for comparison in comparisons[1:]:
+        Comparison.objects.filter(pk=comparison.pk).update(vote_count=1)
+    monkeypatch.setattr(selectors, "CLAIM_WINDOW", 1)
+    locked = threading.Event()
+    release = threading.Event()
+
+    def hold_lock(_):
+        close_old_connections()
+        with transaction.atomic():
+            Comparison.objects.select_for_update(of=("self",)).filter(
+                pk=comparisons[0].pk
+            ).order_by().get()
+            locked.set()
+            release.wait(timeout=60)
+
+    holder = threading.Thread(target=_run_in_threads, args=(hold_lock, [other]))
+    holder.start()
+    try:
+        assert locked.wait(timeout=30)
+        assignment = services.assignment_next(study=study, annotator=annotator)
+    finally:
+        release.set()
+        holder.join(timeout=60)
+    assert assignment is not None
+    assert assignment.comparison_id in {c.pk for c in comparisons[1:]}
