@@ -209,6 +209,12 @@ def test_imported_votes_are_told_apart_from_app_votes(client, annotator, make_st
     imported = Vote.objects.get(comparison__study=study, imported=True)
     assert (imported.judge, imported.outcome, imported.assignment) == ("gpt-4", "b", None)
     assert Vote.objects.filter(comparison__study=study, imported=False).count() == 2
+    # Imported votes count towards K like any other.
+    comparison.refresh_from_db()
+    assert comparison.vote_count == comparison.votes.count() == 2
+    # The other comparison's kept count still matches its votes.
+    for other in Comparison.objects.filter(study=study).exclude(pk=comparison.pk):
+        assert other.vote_count == other.votes.count()
 
 
 def test_rakuda_gpt4_tournament_imports_and_reproduces_the_published_win_rates(
