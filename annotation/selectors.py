@@ -66,14 +66,25 @@ def sql(text: str, **parts: str) -> str:
     return text.format(**SQL_NAMES, **parts)
 
 
+# An assignment row whose lease is live (the SQL twin of ``live_leases``).
+LIVE_LEASE = "status = %(leased)s AND lease_expires_at > %(now)s"
+
+
+def stored(instance):
+    """Mark a model instance built from a row this module read or wrote as that stored row."""
+    instance._state.adding = False
+    instance._state.db = connection.alias
+    return instance
+
+
 def _live_leases(study: str) -> str:
     """Live leases per comparison of a study, leaving out the ``excluded`` annotator's."""
     return sql(
         """SELECT comparison_id, COUNT(*) AS n FROM {assignment}
-           WHERE study_id = {study_id} AND status = %(leased)s AND lease_expires_at > %(now)s
-             AND annotator_id <> %(excluded)s
+           WHERE study_id = {study_id} AND {live} AND annotator_id <> %(excluded)s
            GROUP BY comparison_id""",
         study_id=study,
+        live=LIVE_LEASE,
     )
 
 
@@ -347,19 +358,19 @@ def vote_target(*, token: str, annotator, now: datetime | None = None) -> VoteTa
     )
     assignment = None
     if pk is not None and k is not None:
-        assignment = Assignment(
-            pk=pk,
-            study=Study(pk=study_id, status=Study.Status.OPEN, votes_per_comparison=k),
-            comparison_id=comparison_id,
-            annotator_id=annotator.pk,
-            token=token,
-            left=left,
-            status=status,
-            first_delivered_at=_aware(delivered),
-            lease_expires_at=_aware(expires),
+        assignment = stored(
+            Assignment(
+                pk=pk,
+                study=Study(pk=study_id, status=Study.Status.OPEN, votes_per_comparison=k),
+                comparison_id=comparison_id,
+                annotator_id=annotator.pk,
+                token=token,
+                left=left,
+                status=status,
+                first_delivered_at=_aware(delivered),
+                lease_expires_at=_aware(expires),
+            )
         )
-        assignment._state.adding = False
-        assignment._state.db = connection.alias
     return VoteTarget(
         may_annotate=bool(may), assignment=assignment, done=done, remaining_others=remaining
     )

@@ -289,7 +289,6 @@ def assignment_next(*, study: Study, annotator) -> Assignment | None:
 # decides a tie, so across a model pair it evens out too). ON CONFLICT DO NOTHING: when the
 # same annotator's other request has just taken a lease in this study (the one lease per study
 # constraint) no row comes back; a plain INSERT would abort the transaction.
-_LIVE = "status = %(leased)s AND lease_expires_at > %(now)s"
 _LEASE_INSERT_SQL = selectors.sql(
     """INSERT INTO {assignment} (study_id, comparison_id, annotator_id, token, {left}, status,
                                  first_delivered_at, lease_expires_at)
@@ -307,7 +306,7 @@ _LEASE_INSERT_SQL = selectors.sql(
        WHERE c.id = %(comparison)s AND c.vote_count + n.live < %(k)s
        ON CONFLICT DO NOTHING
        RETURNING id, {left}""",
-    live=_LIVE,
+    live=selectors.LIVE_LEASE,
 )
 
 
@@ -338,20 +337,19 @@ def _lease_insert(
         row = cursor.fetchone()
     if row is None:
         return None
-    assignment = Assignment(
-        pk=row[0],
-        study_id=study_id,
-        comparison_id=comparison_id,
-        annotator=annotator,
-        token=token,
-        left=row[1],
-        status=Assignment.Status.LEASED,
-        first_delivered_at=now,
-        lease_expires_at=until,
+    return selectors.stored(
+        Assignment(
+            pk=row[0],
+            study_id=study_id,
+            comparison_id=comparison_id,
+            annotator=annotator,
+            token=token,
+            left=row[1],
+            status=Assignment.Status.LEASED,
+            first_delivered_at=now,
+            lease_expires_at=until,
+        )
     )
-    assignment._state.adding = False
-    assignment._state.db = connection.alias
-    return assignment
 
 
 class NextPair(NamedTuple):
@@ -546,7 +544,4 @@ def _vote_insert(assignment: Assignment, choice: str, comment: str, *, k: int) -
             vote_id = row[0]
             cursor.execute(_VOTED_SQL, params)
     assignment.status = Assignment.Status.VOTED
-    vote = Vote(pk=vote_id, created_at=now, **values)
-    vote._state.adding = False
-    vote._state.db = connection.alias
-    return vote
+    return selectors.stored(Vote(pk=vote_id, created_at=now, **values))
