@@ -345,35 +345,45 @@ def to_json(
     return out
 
 
-def pairs_csv(pairs: Sequence[PairRow]) -> str:
+# Cells a spreadsheet would run as a formula (OWASP "CSV injection"): such text gets a leading
+# apostrophe, which spreadsheets show as text. Numbers stay numbers (a strength may be negative).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence]) -> str:
+    """A CSV document whose every cell went through ``csv_cell``."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(PAIR_FIELDS)
-    for pair in pairs:
-        writer.writerow([_csv_value(getattr(pair, name)) for name in PAIR_FIELDS])
+    writer.writerow(header)
+    writer.writerows([csv_cell(value) for value in row] for row in rows)
     return buffer.getvalue()
+
+
+def pairs_csv(pairs: Sequence[PairRow]) -> str:
+    return csv_text(PAIR_FIELDS, ([getattr(p, name) for name in PAIR_FIELDS] for p in pairs))
 
 
 def strengths_csv(ranking: Ranking | None) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(("rank", *MODEL_FIELDS))
-    for i, m in enumerate(ranking.models if ranking is not None else (), start=1):
-        writer.writerow([i, *(_csv_value(getattr(m, name)) for name in MODEL_FIELDS)])
-    return buffer.getvalue()
+    models = ranking.models if ranking is not None else ()
+    return csv_text(
+        ("rank", *MODEL_FIELDS),
+        ([i, *(getattr(m, name) for name in MODEL_FIELDS)] for i, m in enumerate(models, 1)),
+    )
 
 
 def to_csv(ranking: Ranking | None, pairs: Sequence[PairRow]) -> dict[str, str]:
     """Two CSV texts: ``{"pairs": ..., "strengths": ...}``."""
     return {"pairs": pairs_csv(pairs), "strengths": strengths_csv(ranking)}
-
-
-def _csv_value(value):
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return value
 
 
 def to_markdown(

@@ -6,10 +6,12 @@ Votes leave the database once, as plain ``VoteRow``s; the plain modules (``repor
 
 from __future__ import annotations
 
-import csv
-import io
+import hashlib
 import json
 from dataclasses import dataclass, field
+
+from django.core.cache import cache
+from django.db.models import Count, Max
 
 from . import battles, plots, ranking, reports
 from .models import Study, StudyRun, Vote
@@ -49,6 +51,11 @@ VOTE_COLUMNS = (
 
 RESULT_OPTIONS = {"method": ranking.METHODS, "resample": ranking.RESAMPLE}
 BAD_OPTION = "unknown {name} {value!r}; use one of: {choices}"
+# The results page and the chart it embeds (requested right after it) share one fit through the
+# cache. The key names the votes fitted (count and newest id: votes are only added or deleted,
+# never edited), the study's models and the options, so a new vote makes a new key and nothing
+# needs invalidating; the timeout only bounds how long an unused fit holds memory.
+FIT_CACHE_SECONDS = 600
 
 
 def parse_options(params) -> dict:
@@ -108,8 +115,9 @@ def _votes(study: Study):
     )
 
 
-def study_vote_rows(*, study: Study) -> list[reports.VoteRow]:
-    rows = []
+def _vote_rows(study: Study) -> tuple[list[reports.VoteRow], tuple[int, int | None]]:
+    """The study's votes as rows, and (count, newest id): what the fit cache keys them by."""
+    rows, newest = [], None
     for vote in _votes(study):
         comparison = vote.comparison
         rows.append(
@@ -124,7 +132,8 @@ def study_vote_rows(*, study: Study) -> list[reports.VoteRow]:
                 annotator=_annotator(vote),
             )
         )
-    return rows
+        newest = vote.pk  # ordered by pk
+    return rows, (len(rows), newest)
 
 
 def _annotator(vote: Vote) -> str:
@@ -133,40 +142,86 @@ def _annotator(vote: Vote) -> str:
     return f"judge {vote.judge}" if vote.judge else "imported"
 
 
-def study_results(
+def fit_options(
     *,
-    study: Study,
     method: str = "bradley_terry",
     bootstrap: int = ranking.DEFAULT_BOOTSTRAP,
     resample: str = "question",
     seed: int = 0,
     position: bool = False,
-) -> Results:
+) -> dict:
+    """Every fit option, defaults filled in (``parse_options`` gives only those it was given)."""
+    return {
+        "method": method,
+        "bootstrap": bootstrap,
+        "resample": resample,
+        "seed": seed,
+        "position": position,
+    }
+
+
+def study_results(*, study: Study, **options) -> Results:
+    """Tables and the fit of the study's votes; ``options`` as ``fit_options`` takes them."""
+    options = fit_options(**options)
     models = study_models(study=study)
-    rows = study_vote_rows(study=study)
-    fitted = None
-    if rows:
-        fitted = ranking.rank(
-            _battles(rows, position),
-            models=models,
-            method=method,
-            bootstrap=bootstrap,
-            resample=resample,
-            seed=seed,
-            position=position,
-        )
+    rows, votes = _vote_rows(study)
     return Results(
         study=study,
         models=models,
         rows=rows,
         pairs=reports.pair_table(rows, models),
         categories=reports.category_tables(rows, models),
-        ranking=fitted,
+        ranking=_fitted(study, models, options, votes, rows) if rows else None,
         position=reports.position_bias(rows),
         annotators=reports.annotator_table(rows),
         agreement=reports.agreement(rows),
-        options={"method": method, "bootstrap": bootstrap, "resample": resample, "seed": seed},
+        options=options,
     )
+
+
+def study_ranking(*, study: Study, **options) -> ranking.Ranking | None:
+    """The fit ``study_results`` makes, without the tables: the one the results page has just
+    cached when the page's chart asks for it, else a fresh fit (None without votes)."""
+    options = fit_options(**options)
+    models = study_models(study=study)
+    votes = _vote_count(study)
+    return _fitted(study, models, options, votes) if votes[0] else None
+
+
+def fit_cache_key(*, study: Study, options: dict) -> str:
+    """Where the fit of the study's current votes with these (complete) options is cached."""
+    return _fit_key(study, study_models(study=study), options, _vote_count(study))
+
+
+def _vote_count(study: Study) -> tuple[int, int | None]:
+    found = Vote.objects.filter(comparison__study=study).aggregate(n=Count("pk"), newest=Max("pk"))
+    return found["n"], found["newest"]
+
+
+def _fit_key(study: Study, models: list[str], options: dict, votes: tuple) -> str:
+    models_digest = hashlib.sha256("\n".join(models).encode()).hexdigest()[:16]
+    fields = [study.pk, *votes, *(options[name] for name in sorted(options)), models_digest]
+    return "annotation:study-fit:" + ":".join(str(value) for value in fields)
+
+
+def _fitted(
+    study: Study,
+    models: list[str],
+    options: dict,
+    votes: tuple,
+    rows: list[reports.VoteRow] | None = None,
+) -> ranking.Ranking | None:
+    """The cached fit of these votes, or a fresh one (then cached). Without ``rows`` a miss
+    reads them, and keys the fit by what it read (votes may have changed since ``votes``)."""
+    fitted = cache.get(_fit_key(study, models, options, votes))
+    if fitted is None:
+        if rows is None:
+            rows, votes = _vote_rows(study)
+            if not rows:
+                return None
+        fitted = ranking.rank(_battles(rows, options["position"]), models=models, **options)
+        cache.set(_fit_key(study, models, options, votes), fitted, FIT_CACHE_SECONDS)
+    return fitted
 
 
 def _battles(rows: list[reports.VoteRow], position: bool) -> list[ranking.Battle]:
@@ -221,37 +276,34 @@ def results_json(results: Results) -> dict:
 
 def votes_csv(*, study: Study) -> str:
     """One row per vote, with what it was about and how it was cast."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(VOTE_COLUMNS)
-    for vote in _votes(study):
-        c = vote.comparison
-        left_model = ""
-        if vote.assignment_id:
-            left_model = (c.run_a if vote.assignment.left == "a" else c.run_b).model.name
-        winner = {"a": c.run_a.model.name, "b": c.run_b.model.name, "tie": "tie"}[vote.outcome]
-        writer.writerow(
-            [
-                vote.pk,
-                c.question.position,
-                c.question.external_id,
-                c.question.category,
-                c.question.text,
-                c.run_a.model.name,
-                c.run_b.model.name,
-                vote.outcome,
-                winner,
-                vote.shown,
-                left_model,
-                vote.annotator_id or "",
-                vote.judge,
-                int(vote.imported),
-                vote.created_at.isoformat(),
-                "" if vote.seconds is None else f"{vote.seconds:.1f}",
-                vote.comment,
-            ]
-        )
-    return buffer.getvalue()
+    return reports.csv_text(VOTE_COLUMNS, (_vote_row(vote) for vote in _votes(study)))
+
+
+def _vote_row(vote: Vote) -> list:
+    c = vote.comparison
+    left_model = ""
+    if vote.assignment_id:
+        left_model = (c.run_a if vote.assignment.left == "a" else c.run_b).model.name
+    winner = {"a": c.run_a.model.name, "b": c.run_b.model.name, "tie": "tie"}[vote.outcome]
+    return [
+        vote.pk,
+        c.question.position,
+        c.question.external_id,
+        c.question.category,
+        c.question.text,
+        c.run_a.model.name,
+        c.run_b.model.name,
+        vote.outcome,
+        winner,
+        vote.shown,
+        left_model,
+        vote.annotator_id or "",
+        vote.judge,
+        int(vote.imported),
+        vote.created_at.isoformat(),
+        "" if vote.seconds is None else f"{vote.seconds:.1f}",
+        vote.comment,
+    ]
 
 
 def battles_jsonl(*, study: Study, conversations: bool = True) -> str:
@@ -305,10 +357,8 @@ def export(*, study: Study, fmt: str, results: Results | None = None) -> tuple[s
     return text, CONTENT_TYPES[fmt], filename
 
 
-def strength_chart(*, results: Results, fmt: str) -> bytes:
-    if results.ranking is None:
-        raise ValueError("no votes yet: there is nothing to chart")
-    return plots.strength_chart(results.ranking, fmt=fmt, title=results.study.name)
+def strength_chart(*, study: Study, fitted: ranking.Ranking, fmt: str) -> bytes:
+    return plots.strength_chart(fitted, fmt=fmt, title=study.name)
 
 
 def studies_compare(*, first: Study, second: Study, bootstrap: int = 0) -> dict:

@@ -6,13 +6,14 @@ from __future__ import annotations
 from functools import wraps
 
 from django.contrib.admin.views.decorators import staff_member_required
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 
-from . import reports, results, selectors
+from . import reports, results
+from .loop.state import annotator_progress, open_studies_for, open_study, user_is_annotator
 from .models import Study
 
 
@@ -23,7 +24,7 @@ def annotator_required(view):
     @login_required
     @never_cache
     def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if not selectors.user_is_annotator(request.user):
+        if not user_is_annotator(request.user):
             raise PermissionDenied
         return view(request, *args, **kwargs)
 
@@ -39,17 +40,19 @@ def index(request: HttpRequest) -> HttpResponse:
             "done": progress.done,
             "total": progress.total,
         }
-        for study, progress in selectors.open_studies_for(annotator=request.user)
+        for study, progress in open_studies_for(annotator=request.user)
     ]
     return render(request, "annotation/index.html", {"studies": studies})
 
 
 @annotator_required
 def vote_page(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = selectors.open_study(study_id=study_id)
+    study = open_study(study_id=study_id)
     if study is None:
         raise Http404
-    progress = selectors.annotator_progress(study=study, annotator=request.user)
+    progress = annotator_progress(
+        study_id=study.pk, k=study.votes_per_comparison, annotator=request.user
+    )
     return render(
         request,
         "annotation/vote.html",
@@ -73,13 +76,27 @@ def _study_or_404(study_id: int) -> Study:
     return study
 
 
-@staff_member_required
+def results_access(view):
+    """Staff who may read results (the API asks the same ``export_study`` permission)."""
+    checked = permission_required(RESULTS_PERMISSIONS, raise_exception=True)(view)
+    return staff_member_required(checked)
+
+
+RESULTS_PERMISSIONS = ("annotation.view_study", "annotation.export_study")
+
+
+def _bad_option(exc: ValueError) -> HttpResponse:
+    # Plain text: the message echoes the request's value, which must never become markup.
+    return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
+
+
+@results_access
 def results_page(request: HttpRequest, study_id: int) -> HttpResponse:
     study = _study_or_404(study_id)
     try:
         options = results.parse_options(request.GET)
     except ValueError as exc:
-        return HttpResponseBadRequest(str(exc))
+        return _bad_option(exc)
     found = results.study_results(study=study, **options)
     context = {
         "study": study,
@@ -89,30 +106,31 @@ def results_page(request: HttpRequest, study_id: int) -> HttpResponse:
             (category, [(p, reports.whole_percents(p.wins, p.ties, p.losses)) for p in rows])
             for category, rows in sorted(found.categories.items())
         ],
-        "options": {**found.options, "position": options.get("position", False)},
+        "options": found.options,
         "query": request.GET.urlencode(),
         "formats": results.EXPORT_FORMATS,
     }
     return render(request, "annotation/results.html", context)
 
 
-@staff_member_required
+@results_access
 def results_chart(request: HttpRequest, study_id: int, fmt: str) -> HttpResponse:
+    study = _study_or_404(study_id)
     if fmt not in ("png", "svg"):
         raise Http404
-    study = _study_or_404(study_id)
     try:
         options = results.parse_options(request.GET)
     except ValueError as exc:
-        return HttpResponseBadRequest(str(exc))
-    found = results.study_results(study=study, **options)
-    if found.ranking is None:
+        return _bad_option(exc)
+    # The fit the page embedding this chart has just made and cached (or a fresh one).
+    fitted = results.study_ranking(study=study, **options)
+    if fitted is None:
         raise Http404("no votes yet")
-    content_type = "image/png" if fmt == "png" else "image/svg+xml"
-    return HttpResponse(results.strength_chart(results=found, fmt=fmt), content_type=content_type)
+    chart = results.strength_chart(study=study, fitted=fitted, fmt=fmt)
+    return HttpResponse(chart, content_type="image/png" if fmt == "png" else "image/svg+xml")
 
 
-@staff_member_required
+@results_access
 def results_download(request: HttpRequest, study_id: int, fmt: str) -> HttpResponse:
     study = _study_or_404(study_id)
     if fmt not in results.EXPORT_FORMATS:

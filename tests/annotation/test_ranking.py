@@ -10,9 +10,10 @@ import pytest
 from scipy import stats
 from scipy.special import expit
 
-from annotation import ranking
 from annotation.ranking import (
     ELO_PER_LOG,
+    FIRST_A,
+    FIRST_B,
     OUTCOME_A,
     OUTCOME_B,
     OUTCOME_TIE,
@@ -22,6 +23,11 @@ from annotation.ranking import (
     rank,
     rank_arrays,
 )
+from annotation.ranking.counts import BLOCK, wins_ties
+from annotation.ranking.diagnostics import NOTE_NO_VOTES
+from annotation.ranking.fit import NOTE_NO_POSITION
+from annotation.ranking.intervals import NOTE_NO_QUESTIONS
+from annotation.ranking.solvers import fit_bt_newton, fit_davidson, fit_position
 
 # alpha=0.01 pulls strengths towards the mean by the penalty alpha * k * sum(exp(t) - t); with
 # 100 votes on one pair that moves a gap of ln(7/3) by about 4e-4, so 2e-3 leaves room.
@@ -55,7 +61,7 @@ def simulate(
     a_wins = first_wins == a_first
     outcome = np.where(a_wins, OUTCOME_A, OUTCOME_B)
     question = rng.integers(0, n_questions, n_votes)
-    first_shown = np.where(a_first, ranking.FIRST_A, ranking.FIRST_B)
+    first_shown = np.where(a_first, FIRST_A, FIRST_B)
     return a, b, outcome, question, first_shown
 
 
@@ -175,7 +181,7 @@ def test_no_votes_at_all_gives_a_flat_ranking_and_a_note():
     result = rank([], models=["x", "y"], bootstrap=10)
 
     assert [m.strength for m in result.models] == [1000, 1000]
-    assert result.notes == [ranking.NOTE_NO_VOTES]
+    assert result.notes == [NOTE_NO_VOTES]
     assert result.win_probability[("x", "y")] == 0.5
 
 
@@ -217,9 +223,9 @@ def test_votes_without_question_ids_are_resampled_one_by_one_with_a_note():
     counts = aggregate([0] * 10, [1] * 10, ["a"] * 6 + ["b"] * 4, None, 2)
     unclustered = rank(counts, models=["x", "y"], bootstrap=50)
 
-    assert ranking.NOTE_NO_QUESTIONS not in result.notes  # each vote is its own question
+    assert NOTE_NO_QUESTIONS not in result.notes  # each vote is its own question
     assert unclustered.resample == "vote"
-    assert ranking.NOTE_NO_QUESTIONS in unclustered.notes
+    assert NOTE_NO_QUESTIONS in unclustered.notes
 
 
 def test_the_batched_bootstrap_solver_gives_choix_s_answer():
@@ -232,7 +238,7 @@ def test_the_batched_bootstrap_solver_gives_choix_s_answer():
         if case == 2:
             scores[:3, 3:] = scores[3:, :3] = 0  # two groups that never met
         expected = choix.ilsr_pairwise_dense(scores, alpha=0.05, max_iter=1000)
-        got = ranking._fit_bt_newton(scores[None], 0.05)[0]
+        got = fit_bt_newton(scores[None], 0.05)[0]
         np.testing.assert_allclose(got, expected - expected.mean(), atol=1e-6)
 
 
@@ -281,7 +287,7 @@ def test_position_needs_first_shown_and_bradley_terry():
     no_position = rank(votes, position=True, bootstrap=0)
 
     assert no_position.position_advantage_elo is None
-    assert ranking.NOTE_NO_POSITION in no_position.notes
+    assert NOTE_NO_POSITION in no_position.notes
     with pytest.raises(ValueError, match="bradley_terry only"):
         rank(votes, position=True, method="davidson")
     with pytest.raises(ValueError, match="first_shown"):
@@ -336,7 +342,7 @@ def test_aggregate_accepts_outcome_names_and_keeps_only_questions_with_votes():
 
     assert counts.n_questions == 2
     assert counts.n_votes == 3
-    wins, ties = ranking._wins_ties(counts.totals())
+    wins, ties = wins_ties(counts.totals())
     assert wins.tolist() == [[0, 1], [1, 0]]  # 0 beat 1 once, 1 beat 0 once
     assert ties.tolist() == [[0, 1], [1, 0]]
 
@@ -345,7 +351,7 @@ def test_aggregate_accepts_outcome_names_and_keeps_only_questions_with_votes():
 def test_aggregate_counts_every_vote_once_across_its_blocks(dtype):
     # Several blocks and a partial last one; every channel (question, position, outcome) used.
     rng = np.random.default_rng(5)
-    n, k, nq = 2 * ranking._BLOCK + 1234, 7, 11
+    n, k, nq = 2 * BLOCK + 1234, 7, 11
     a = rng.integers(0, k, n)
     b = (a + rng.integers(1, k, n)) % k
     outcome = rng.integers(0, 3, n)
@@ -370,7 +376,7 @@ def test_aggregate_counts_every_vote_once_across_its_blocks(dtype):
 
 
 def test_a_bad_vote_in_a_late_block_is_refused():
-    n = ranking._BLOCK + 10
+    n = BLOCK + 10
     a, b, outcome = np.zeros(n, np.int32), np.ones(n, np.int32), np.zeros(n, np.int32)
     b[-1] = -1
     with pytest.raises(ValueError, match="model_b index out of range"):
@@ -417,16 +423,16 @@ def test_the_batched_bootstrap_solvers_agree_with_the_scipy_point_fits():
     np.fill_diagonal(ties, 0)
     wins[:, 0] = 0  # model 0 never lost outright
 
-    theta, nu = ranking._fit_davidson(wins, ties, 0.01)
-    batch_theta, batch_nu = ranking._fit_davidson(wins[None], ties[None], 0.01, start=np.zeros(6))
+    theta, nu = fit_davidson(wins, ties, 0.01)
+    batch_theta, batch_nu = fit_davidson(wins[None], ties[None], 0.01, start=np.zeros(6))
     np.testing.assert_allclose(batch_theta[0], theta, atol=1e-6)
     assert batch_nu[0] == pytest.approx(nu, rel=1e-6)
 
     first, second, unknown = (rng.integers(0, 9, (5, 5)).astype(float) for _ in range(3))
     for m in (first, second, unknown):
         np.fill_diagonal(m, 0)
-    theta, advantage = ranking._fit_position(first, second, unknown, 0.01)
-    batch_theta, batch_adv = ranking._fit_position(
+    theta, advantage = fit_position(first, second, unknown, 0.01)
+    batch_theta, batch_adv = fit_position(
         first[None], second[None], unknown[None], 0.01, start=np.zeros(6)
     )
     np.testing.assert_allclose(batch_theta[0], theta, atol=1e-6)

@@ -29,16 +29,14 @@ def vote(
     annotator: str = "annotator",
     question: str | None = None,
 ) -> VoteRow:
-    return VoteRow(
-        comparison=comparison,
-        question=question or comparison,
-        category=category,
-        model_a=model_a,
-        model_b=model_b,
-        outcome=outcome,
-        shown_left=shown_left,
-        annotator=annotator,
-    )
+    fields = (question or comparison, category, model_a, model_b, outcome, shown_left, annotator)
+    return VoteRow(comparison, *fields)
+
+
+def judged(cast: str) -> list[VoteRow]:
+    """LINE vs rinna votes written "comparison outcome annotator, ...", e.g. "c1 a alice"."""
+    votes = (entry.split() for entry in cast.split(","))
+    return [vote(c, LINE, RINNA, outcome, annotator=name) for c, outcome, name in votes]
 
 
 @pytest.fixture
@@ -134,14 +132,7 @@ def test_position_bias_without_decided_votes_has_no_rate():
 
 
 def test_annotators_are_measured_against_the_majority_of_the_other_votes():
-    rows = [
-        vote("c1", LINE, RINNA, "a", annotator="alice"),
-        vote("c1", LINE, RINNA, "a", annotator="bob"),
-        vote("c1", LINE, RINNA, "b", annotator="carol"),
-        vote("c2", LINE, RINNA, "tie", annotator="alice"),
-        vote("c2", LINE, RINNA, "tie", annotator="bob"),
-        vote("c3", LINE, RINNA, "a", annotator="alice"),
-    ]
+    rows = judged("c1 a alice, c1 a bob, c1 b carol, c2 tie alice, c2 tie bob, c3 a alice")
 
     table = {row.annotator: row for row in reports.annotator_table(rows)}
 
@@ -168,15 +159,8 @@ def test_krippendorff_alpha_is_1_on_perfect_agreement():
 def test_krippendorff_alpha_matches_a_hand_computed_value():
     # Units (a, a), (tie, tie), (a, tie): observed disagreement 2/6, expected 18/30,
     # alpha = 1 - (1/3) / (3/5) = 4/9.
-    rows = [
-        vote("c1", LINE, RINNA, "a", annotator="x"),
-        vote("c1", LINE, RINNA, "a", annotator="y"),
-        vote("c2", LINE, RINNA, "tie", annotator="x"),
-        vote("c2", LINE, RINNA, "tie", annotator="y"),
-        vote("c3", LINE, RINNA, "a", annotator="x"),
-        vote("c3", LINE, RINNA, "tie", annotator="y"),
-        vote("c4", LINE, RINNA, "b", annotator="x"),  # one vote only: not used
-    ]
+    # c4 has one vote only: not used.
+    rows = judged("c1 a x, c1 a y, c2 tie x, c2 tie y, c3 a x, c3 tie y, c4 b x")
 
     result = reports.agreement(rows)
 
@@ -290,23 +274,3 @@ def test_the_strength_chart_renders_png_and_svg(rows):
     assert svg == plots.strength_chart(ranking, fmt="svg")  # stable bytes
     with pytest.raises(ValueError, match="unknown image format"):
         plots.strength_chart(ranking, fmt="gif")
-
-
-def test_the_loss_chart_renders_with_and_without_eval_points():
-    svg = plots.loss_chart([1, 2, 3], [2.0, 1.5, 1.2], eval_points=[(2, 1.7)])
-    png = plots.loss_chart([1, 2, 3], [2.0, 1.5, 1.2], fmt="png")
-    empty = plots.loss_chart([], [])
-
-    assert b"<svg" in svg and b"<svg" in empty
-    assert png.startswith(b"\x89PNG")
-    with pytest.raises(ValueError, match="differ in length"):
-        plots.loss_chart([1, 2], [1.0])
-
-
-def test_a_cjk_font_is_used_when_the_font_manager_has_one():
-    from matplotlib import font_manager
-
-    names = {f.name for f in font_manager.fontManager.ttflist}
-    expected = next((n for n in plots.CJK_FONTS if n in names), None)
-
-    assert plots.cjk_font() == expected

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from collections import Counter
 
 import pytest
+from django.core.cache import cache
 from django.core.management import CommandError, call_command
 
-from annotation import exchange, results
+from annotation import exchange, plots, results
 from annotation.battles import rakuda_tournament_to_battles, write_battles
 from annotation.models import Assignment, Comparison, Study, Vote
 
@@ -260,6 +262,39 @@ def test_staff_see_the_results_page_chart_and_downloads(client, staff_user, anno
     download = client.get(f"/studies/{study.pk}/results/download/md/")
     assert "attachment" in download["Content-Disposition"]
     assert "| Model pair | Win | Tie | Loss |" in download.content.decode()
+
+
+def test_the_results_page_and_the_chart_it_embeds_share_one_fit(
+    client, staff_user, annotator, make_study
+):
+    study = make_study(models=3, questions=4, k=1)
+    _vote_until_done(client, annotator, study, lambda i: ["left", "tie", "right"][i % 3])
+    client.force_login(staff_user)
+    options = results.fit_options(method="davidson")
+    key = results.fit_cache_key(study=study, options=options)
+    assert key != results.fit_cache_key(study=study, options=results.fit_options())
+    assert cache.get(key) is None
+
+    assert client.get(f"/studies/{study.pk}/results/?method=davidson").status_code == 200
+
+    fitted = cache.get(key)
+    assert (fitted.method, fitted.n_votes, fitted.bootstrap) == ("davidson", 12, 1000)
+    # Mark the cached fit: a chart drawn from it, not from a fit of its own, carries the mark.
+    marked = dataclasses.replace(
+        fitted, models=[dataclasses.replace(m, name=f"cached {m.name}") for m in fitted.models]
+    )
+    cache.set(key, marked)
+    svg = client.get(f"/studies/{study.pk}/results/strength.svg?method=davidson")
+    assert svg.content == plots.strength_chart(marked, fmt="svg", title=study.name)
+
+    # Other votes are another key: the chart fits them itself and caches that fit.
+    Vote.objects.filter(comparison__study=study).latest("pk").delete()
+    fresh_key = results.fit_cache_key(study=study, options=options)
+    assert fresh_key != key and cache.get(fresh_key) is None
+    svg = client.get(f"/studies/{study.pk}/results/strength.svg?method=davidson")
+    refitted = cache.get(fresh_key)
+    assert refitted.n_votes == 11
+    assert svg.content == plots.strength_chart(refitted, fmt="svg", title=study.name)
 
 
 def test_the_results_api_and_exports(client, staff_user, annotator, make_study):

@@ -1,0 +1,72 @@
+"""Model strengths from pairwise votes (plain package: no Django).
+
+Votes are first aggregated into per-question count matrices (``counts.aggregate``); every fit
+works on summed k x k matrices, so its cost does not depend on the number of votes. A tie is half
+a win for each side (the Chatbot Arena and Rakuda convention).
+
+- ``bradley_terry`` (default): choix's ``ilsr_pairwise_dense`` on wins + ties/2.
+- ``davidson``: Davidson's tie model, P(i wins) = p_i / D, P(tie) = nu * sqrt(p_i p_j) / D with
+  D = p_i + p_j + nu * sqrt(p_i p_j), fitted with scipy (choix has none).
+- ``position=True`` (Bradley-Terry only): P(shown-first wins) = sigmoid(a + b_first - b_second),
+  fitted with scipy; ``a`` is reported in Elo points.
+
+Regularisation. choix's ``alpha`` (prior transition rates of the LSR chain) is, at the fixed
+point, exactly the penalty ``alpha * k * sum(exp(theta) - theta)`` on the log-strengths: it pulls
+every strength towards the mean, keeps models that won (or lost) everything finite and ties
+together groups of models that never met. The scipy fits use that same penalty (plus a ridge
+``alpha * x^2 / 2`` on log nu or on the advantage), so ``alpha`` means the same for every method.
+
+The modules, by job: ``counts`` (votes -> counts -> win / tie matrices), ``solvers`` (matrices ->
+log-strengths), ``intervals`` (bootstrap), ``diagnostics`` (graph checks behind the notes),
+``fit`` (``rank``: options, scale, the ``Ranking``), ``comparison`` (two studies). The names
+below are the package's interface for the Django layer, the benchmark and the tests.
+"""
+
+from .comparison import PairWinRates, StudyComparison, compare
+from .counts import (
+    FIRST_A,
+    FIRST_B,
+    FIRST_UNKNOWN,
+    OUTCOME_A,
+    OUTCOME_B,
+    OUTCOME_TIE,
+    Battle,
+    Counts,
+    aggregate,
+)
+from .fit import (
+    ELO_MEAN,
+    ELO_PER_LOG,
+    METHODS,
+    ModelStrength,
+    PairMap,
+    Ranking,
+    rank,
+    rank_arrays,
+)
+from .intervals import DEFAULT_BOOTSTRAP, RESAMPLE
+
+__all__ = [
+    "DEFAULT_BOOTSTRAP",
+    "ELO_MEAN",
+    "ELO_PER_LOG",
+    "FIRST_A",
+    "FIRST_B",
+    "FIRST_UNKNOWN",
+    "METHODS",
+    "OUTCOME_A",
+    "OUTCOME_B",
+    "OUTCOME_TIE",
+    "RESAMPLE",
+    "Battle",
+    "Counts",
+    "ModelStrength",
+    "PairMap",
+    "PairWinRates",
+    "Ranking",
+    "StudyComparison",
+    "aggregate",
+    "compare",
+    "rank",
+    "rank_arrays",
+]

@@ -1,0 +1,102 @@
+"""Percentile bootstrap intervals of the strengths.
+
+Each round resamples whole questions (or single votes) by reweighting the per-question counts,
+never by looping over votes. All rounds are then fitted together by the batched Newton's method
+on the same penalised likelihood as the point fit (``solvers``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from .counts import Counts, submatrix
+from .solvers import fit_totals
+
+DEFAULT_BOOTSTRAP = 1000
+RESAMPLE = ("question", "vote")
+
+NOTE_NO_QUESTIONS = (
+    "The votes carry no question ids, so the bootstrap resamples single votes instead of questions."
+)
+NOTE_ONE_QUESTION = (
+    "All votes are on one question, so the bootstrap resamples single votes instead of questions."
+)
+NOTE_FEW_QUESTIONS = "Only {n} questions: intervals from resampling so few questions are rough."
+NOTE_NO_BOOTSTRAP = "No bootstrap was run: ci_low and ci_high equal the strength."
+
+
+def resampling(counts: Counts, bootstrap: int, resample: str) -> tuple[str, list[str]]:
+    """The resampling the bootstrap can do on these counts, and the notes that say why it
+    differs from ``resample`` or how far to trust the intervals."""
+    notes = []
+    effective = resample
+    if bootstrap and counts.n_votes and resample == "question":
+        if not counts.clustered:
+            notes.append(NOTE_NO_QUESTIONS)
+            effective = "vote"
+        elif counts.n_questions < 2:
+            notes.append(NOTE_ONE_QUESTION)
+            effective = "vote"
+        elif counts.n_questions < 20:
+            notes.append(NOTE_FEW_QUESTIONS.format(n=counts.n_questions))
+    if not bootstrap and counts.n_votes:
+        notes.append(NOTE_NO_BOOTSTRAP)
+    return effective, notes
+
+
+def bootstrap_bounds(
+    chunks: Iterable[np.ndarray],
+    active: np.ndarray,
+    theta: np.ndarray,
+    extra: float | None,
+    kind: str,
+    alpha: float,
+    confidence: float,
+) -> tuple[np.ndarray, np.ndarray, tuple[float | None, float | None]]:
+    """Percentile bounds of the log-strengths (k,) and of the extra parameter (nu or the
+    advantage), from refits of the ``active`` models to every resampled round in ``chunks``
+    (from ``resampled_totals``), each started at the point fit (``theta``, ``extra``)."""
+    tail = (1 - confidence) / 2 * 100
+    start = theta[active]
+    samples, extra_samples = [], []
+    for chunk in chunks:
+        fitted, fitted_extra, _ = fit_totals(
+            submatrix(chunk, active), kind, alpha, start=(start, extra)
+        )
+        samples.append(fitted)
+        if fitted_extra is not None:
+            extra_samples.append(fitted_extra)
+    low, high = theta.copy(), theta.copy()
+    low[active], high[active] = np.percentile(np.concatenate(samples), [tail, 100 - tail], axis=0)
+    extra_ci = (extra, extra)
+    if extra_samples:
+        bounds = np.percentile(np.concatenate(extra_samples), [tail, 100 - tail])
+        extra_ci = (float(bounds[0]), float(bounds[1]))
+    return low, high, extra_ci
+
+
+def resampled_totals(counts: Counts, rounds: int, resample: str, seed: int) -> Iterator[np.ndarray]:
+    """Yield chunks of resampled channel totals, shape (r, C, k, k), ``rounds`` in all."""
+    rng = np.random.default_rng(seed)
+    per_q = counts.per_question
+    nq, n_channels, k, _ = per_q.shape
+    cells = n_channels * k * k
+    chunk = max(1, min(rounds, 4_000_000 // cells))
+    flat = per_q.reshape(nq, cells).astype(np.float64)
+    if resample == "vote":
+        totals = flat.sum(axis=0)
+        nonzero = np.flatnonzero(totals)
+        p = totals[nonzero] / totals[nonzero].sum()
+    for done in range(0, rounds, chunk):
+        r = min(chunk, rounds - done)
+        if resample == "vote":
+            out = np.zeros((r, cells))
+            out[:, nonzero] = rng.multinomial(counts.n_votes, p, size=r)
+        else:
+            draws = rng.integers(0, nq, size=(r, nq))
+            offsets = (np.arange(r) * nq)[:, None]
+            weights = np.bincount((draws + offsets).ravel(), minlength=r * nq).reshape(r, nq)
+            out = weights.astype(np.float64) @ flat
+        yield out.reshape(r, n_channels, k, k)
