@@ -18,10 +18,10 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
+from generation.errors import ServiceError
 from generation.models import GenerationRun
-from generation.services import ServiceError
 
-from . import selectors, services
+from . import studies
 from .forms import StudyCreateForm
 from .identity import apply_masks
 from .models import Assignment, Comparison, IdentityFlag, Study, StudyRun, Vote
@@ -41,7 +41,7 @@ _RunAdminBase = _registered_run_admin()
 
 
 def _flag_message(study: Study) -> str:
-    counts = selectors.study_flag_counts(study=study)
+    counts = studies.study_flag_counts(study=study)
     if not counts["flags"]:
         return "No answer seems to name its model."
     return (
@@ -58,7 +58,7 @@ class GenerationRunAdmin(_RunAdminBase):
     def open_study_action(self, request, queryset):
         runs = list(queryset.select_related("model", "prompt_set").order_by("pk"))
         try:
-            services.study_runs_check(runs=runs)
+            studies.study_runs_check(runs=runs)
         except ServiceError as exc:
             self.message_user(request, f"Cannot make a study: {exc}", messages.ERROR)
             return None
@@ -67,7 +67,7 @@ class GenerationRunAdmin(_RunAdminBase):
             if form.is_valid():
                 data = form.cleaned_data
                 try:
-                    study = services.study_create(
+                    study = studies.study_create(
                         name=data["name"],
                         title=data["title"],
                         runs=runs,
@@ -121,11 +121,11 @@ class StudyRunInline(admin.TabularInline):
 
 
 class IdentityFlagInline(admin.TabularInline):
-    """Spans that may give a model away; tick "masked" to show annotators “[…]” instead."""
+    """Spans that may give a model away, masked (“[…]” for annotators) until staff untick one."""
 
     model = IdentityFlag
-    fields = ["model_name", "question", "kind", "text", "context", "masked"]
-    readonly_fields = ["model_name", "question", "kind", "text", "context"]
+    fields = ["model_name", "question", "kind", "text", "context", "masked", "reviewed"]
+    readonly_fields = ["model_name", "question", "kind", "text", "context", "reviewed"]
     extra = 0
     can_delete = False
     verbose_name_plural = "Identity flags (answers that may give their model away)"
@@ -145,6 +145,13 @@ class IdentityFlagInline(admin.TabularInline):
     @admin.display(description="question")
     def question(self, flag: IdentityFlag) -> str:
         return f"#{flag.answer.question.position}"
+
+    @admin.display(description="reviewed")
+    def reviewed(self, flag: IdentityFlag) -> str:
+        if flag.reviewed_at is None:
+            return "-"
+        who = flag.reviewed_by.get_username() if flag.reviewed_by else "?"
+        return f"{who}, {flag.reviewed_at:%Y-%m-%d %H:%M}"
 
     @admin.display(description="in context (as annotators would see it masked)")
     def context(self, flag: IdentityFlag):
@@ -172,7 +179,7 @@ class StudyAdminForm(forms.ModelForm):
         cleaned = super().clean()
         models = [sr.model for sr in StudyRun.objects.filter(study=self.instance)]
         try:
-            services.study_texts_check(
+            studies.study_texts_check(
                 models=models,
                 texts={
                     "title": cleaned.get("title", ""),
@@ -237,6 +244,18 @@ class StudyAdmin(admin.ModelAdmin):
             )
         )
 
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not IdentityFlag:
+            return super().save_formset(request, form, formset, change)
+        # Each changed tick goes through the service, so who unmasked what is recorded.
+        for flag_form in formset.forms:
+            if "masked" in flag_form.changed_data:
+                studies.identity_flags_mask(
+                    flags=[flag_form.instance],
+                    masked=flag_form.cleaned_data["masked"],
+                    user=request.user,
+                )
+
     def has_add_permission(self, request) -> bool:
         # A study is built with all its comparisons: use the action on generation runs,
         # `manage.py create_study` or POST /api/studies/.
@@ -249,7 +268,7 @@ class StudyAdmin(admin.ModelAdmin):
     @admin.display(description="votes")
     def vote_count(self, study: Study) -> str:
         wanted = study.comparisons_n * study.votes_per_comparison
-        return f"{selectors.study_vote_count(study=study)} / {wanted}"
+        return f"{studies.study_vote_count(study=study)} / {wanted}"
 
     @admin.display(description="identity flags", ordering="flags_n")
     def flag_summary(self, study: Study) -> str:
@@ -257,37 +276,35 @@ class StudyAdmin(admin.ModelAdmin):
             return "–"
         return f"{study.flags_n} ({study.masked_n} masked)"
 
-    @admin.action(description="Open the selected studies (flags self-identifying answers)")
-    def open_studies(self, request, queryset):
+    def _change_each(self, request, queryset, change, done: str) -> None:
         for study in queryset:
             try:
-                services.study_open(study=study)
+                change(study=study)
             except ServiceError as exc:
                 self.message_user(request, str(exc), messages.ERROR)
-            else:
-                self.message_user(request, f"Opened {study.name!r}.", messages.SUCCESS)
+                continue
+            self.message_user(request, f"{done} {study.name!r}.", messages.SUCCESS)
+            if change is studies.study_open:
                 self.message_user(request, _flag_message(study), messages.WARNING)
+
+    @admin.action(description="Open the selected studies (flags self-identifying answers)")
+    def open_studies(self, request, queryset):
+        self._change_each(request, queryset, studies.study_open, "Opened")
 
     @admin.action(description="Close the selected studies")
     def close_studies(self, request, queryset):
-        for study in queryset:
-            try:
-                services.study_close(study=study)
-            except ServiceError as exc:
-                self.message_user(request, str(exc), messages.ERROR)
-            else:
-                self.message_user(request, f"Closed {study.name!r}.", messages.SUCCESS)
+        self._change_each(request, queryset, studies.study_close, "Closed")
 
     @admin.action(description="Re-scan answers for self-identifying text")
     def rescan_identity(self, request, queryset):
         for study in queryset:
-            services.study_flag_identity(study=study)
+            studies.study_flag_identity(study=study)
             self.message_user(request, f"{study.name}: {_flag_message(study)}", messages.INFO)
 
     @admin.action(description="Mask every flagged span for annotators")
     def mask_all_flags(self, request, queryset):
-        changed = services.identity_flags_mask(
-            flags=IdentityFlag.objects.filter(study__in=queryset), masked=True
+        changed = studies.identity_flags_mask(
+            flags=IdentityFlag.objects.filter(study__in=queryset), masked=True, user=request.user
         )
         self.message_user(request, f"Masked {changed} span(s).", messages.SUCCESS)
 

@@ -22,15 +22,18 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from generation.errors import ServiceError
 from generation.models import GenerationRun, PromptSet
-from generation.services import ServiceError
 
-from . import ranking, results, selectors, services
+from . import ranking, results, studies
+from .loop.assign import next_pair, shown_pair
+from .loop.state import loop_state
+from .loop.votes import BAD_CHOICE, CHOICES, VoteConflict, vote_record, vote_target
 from .models import Study
 
 
 class MayAnnotate(BasePermission):
-    """Annotators (the ``annotators`` group) and staff, as ``selectors.user_is_annotator``; the
+    """Annotators (the ``annotators`` group) and staff, as ``loop.state.user_is_annotator``; the
     answer comes with the view's first query (``annotator_state``), which saves a round trip
     on every request of the annotator loop."""
 
@@ -88,7 +91,7 @@ class StudyNextApi(_AnnotatorApi):
             ref_name = "AnnotatorPair"
 
     def read_state(self, request):
-        return selectors.loop_state(study_id=self.kwargs["study_id"], annotator=request.user)
+        return loop_state(study_id=self.kwargs["study_id"], annotator=request.user)
 
     @extend_schema(
         operation_id="study_next",
@@ -101,14 +104,12 @@ class StudyNextApi(_AnnotatorApi):
     )
     def get(self, request, study_id: int):
         try:
-            assignment, progress, texts = services.assignment_next_with_progress(
-                study=study_id, annotator=request.user, state=self.annotator_state(request)
-            )
+            assignment, progress, texts = next_pair(state=self.annotator_state(request))
         except ServiceError:
             raise Http404 from None  # no open study with this id
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        pair = selectors.shown_pair(assignment=assignment, texts=texts)
+        pair = shown_pair(assignment=assignment, texts=texts)
         data = {
             "token": pair.token,
             "question": pair.question,
@@ -122,11 +123,8 @@ class StudyNextApi(_AnnotatorApi):
 class AssignmentVoteApi(_AnnotatorApi):
     class InputSerializer(serializers.Serializer):
         choice = serializers.ChoiceField(
-            choices=services.CHOICES,
-            error_messages={
-                "invalid_choice": services.BAD_CHOICE,
-                "required": services.BAD_CHOICE,
-            },
+            choices=CHOICES,
+            error_messages={"invalid_choice": BAD_CHOICE, "required": BAD_CHOICE},
         )
         comment = serializers.CharField(
             required=False, allow_blank=True, max_length=4000, trim_whitespace=True, default=""
@@ -146,7 +144,7 @@ class AssignmentVoteApi(_AnnotatorApi):
             ref_name = "VoteResult"
 
     def read_state(self, request):
-        return selectors.vote_target(token=self.kwargs["token"], annotator=request.user)
+        return vote_target(token=self.kwargs["token"], annotator=request.user)
 
     @extend_schema(
         operation_id="assignment_vote",
@@ -168,12 +166,12 @@ class AssignmentVoteApi(_AnnotatorApi):
         form = self.InputSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         try:
-            vote, created = services.vote_record(
+            vote, created = vote_record(
                 assignment=assignment,
                 choice=form.validated_data["choice"],
                 comment=form.validated_data["comment"],
             )
-        except services.VoteConflict as exc:
+        except VoteConflict as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         except ServiceError:
             raise Http404 from None  # the study closed meanwhile
@@ -242,7 +240,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         form.is_valid(raise_exception=True)
         data = form.validated_data
         try:
-            study = services.study_create(
+            study = studies.study_create(
                 name=data["name"],
                 title=data["title"],
                 prompt_set=data["prompt_set"],
@@ -260,7 +258,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     @action(detail=True, methods=["post"], url_path="open")
     def open_study(self, request, pk=None):
         try:
-            study = services.study_open(study=self.get_object())
+            study = studies.study_open(study=self.get_object())
         except ServiceError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(StudySerializer(study).data)
@@ -269,7 +267,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     @action(detail=True, methods=["post"], url_path="close")
     def close_study(self, request, pk=None):
         try:
-            study = services.study_close(study=self.get_object())
+            study = studies.study_close(study=self.get_object())
         except ServiceError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(StudySerializer(study).data)
@@ -280,6 +278,8 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
 
 class StudyResultsApi(APIView):
     """Staff: the study's tables, strengths with intervals, position bias and agreement."""
+
+    required_permissions = ["annotation.view_study", "annotation.export_study"]
 
     @extend_schema(
         operation_id="study_results",
@@ -303,6 +303,8 @@ class StudyResultsApi(APIView):
 
 class StudyExportApi(APIView):
     """Staff: one export file (csv, json, md, battles, votes, strengths)."""
+
+    required_permissions = ["annotation.view_study", "annotation.export_study"]
 
     @extend_schema(
         operation_id="study_export",

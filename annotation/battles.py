@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from annotation.ranking import Battle
+from generation import jsonsafe
 
 WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
 OUTCOMES = {"model_a": "a", "model_b": "b", "tie": "tie", "tie (bothbad)": "tie"}
@@ -32,7 +33,7 @@ RAKUDA_MATCH_FIELDS = ("model1_id", "model2_id", "question_id", "question", "res
 RAKUDA_MATCH_FIELDS += ("response2", "score")
 
 NOT_UTF8 = "not UTF-8 text (bad byte at offset {offset})"
-BAD_JSON = "not valid JSON ({detail})"
+BAD_JSON = jsonsafe.BAD_JSON
 NOT_AN_OBJECT = "expected a JSON object, got {kind}"
 MISSING_FIELD = "missing field {field!r}"
 NOT_A_NAME = "field {field!r} must be a non-empty string, got {value!r}"
@@ -134,21 +135,20 @@ def parse_battles(source: str | bytes | os.PathLike | Iterable[str | bytes]) -> 
     text = _read_text(source)
     stripped = text.lstrip()
     if stripped.startswith("["):
+        try:
+            # The array's own bracket is one level: each record may nest as deep as a line.
+            jsonsafe.check_depth(text, limit=jsonsafe.MAX_DEPTH + 1)
+        except jsonsafe.UnsafeJSON as exc:
+            raise BattleFormatError(str(exc), line=None) from None
         return [
             _record(obj, line=line, where=f"record {n} (line {line})")
             for n, (line, obj) in enumerate(_json_array(text), start=1)
         ]
-    records = []
-    # split("\n"), not splitlines(): U+2028 and friends may sit unescaped inside JSON strings.
-    for number, raw in enumerate(text.split("\n"), start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise BattleFormatError(BAD_JSON.format(detail=exc.msg), line=number) from None
-        records.append(_record(obj, line=number))
-    return records
+    try:
+        lines = jsonsafe.jsonl_records(text)
+    except jsonsafe.RecordError as exc:
+        raise BattleFormatError(exc.problem, line=exc.line) from None
+    return [_record(obj, line=number) for number, obj in lines]
 
 
 def _read_text(source) -> str:
@@ -210,6 +210,10 @@ def _json_array(text: str) -> Iterable[tuple[int, Any]]:
                 value, pos = decoder.raw_decode(text, pos)
             except json.JSONDecodeError as exc:
                 raise BattleFormatError(BAD_JSON.format(detail=exc.msg), line=exc.lineno) from None
+            try:
+                jsonsafe.check_text(value)
+            except jsonsafe.UnsafeJSON as exc:
+                raise BattleFormatError(str(exc), line=start_line) from None
             yield start_line, value
             pos = _skip_space(text, pos)
             if pos < len(text) and text[pos] == ",":

@@ -13,13 +13,14 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 
-from generation import services as generation_services
 from generation.importers import ParsedQuestion
 from generation.models import LanguageModel
+from generation.registry import language_model_register, prompt_set_create
+from generation.runs import generation_run_create_imported
 
-from . import services
 from .battles import BattleFormatError, BattleRecord, parse_battles
 from .models import Comparison, Study, StudyRun, Vote
+from .studies import study_create
 
 UNKNOWN_MODEL = "line {line}: model {name!r} is not in study {study!r} (models: {models})"
 UNKNOWN_QUESTION = "line {line}: question {key!r} is not in study {study!r}'s prompt set"
@@ -115,7 +116,7 @@ def _study_from_records(records: list[BattleRecord], study_name: str, filename: 
             raise VoteImportError(
                 f"{filename}, " + NO_QUESTION_TEXT.format(line=first_line[key], key=key)
             )
-    prompt_set = generation_services.prompt_set_create(
+    prompt_set = prompt_set_create(
         name=_free_prompt_set_name(f"{study_name} (imported questions)"),
         source=filename,
         questions=[
@@ -133,18 +134,18 @@ def _study_from_records(records: list[BattleRecord], study_name: str, filename: 
     for name in models:
         model = LanguageModel.objects.filter(name=name).first()
         if model is None:
-            model = generation_services.language_model_register(name=name, name_or_path="")
+            model = language_model_register(name=name, name_or_path="")
         # Questions without an answer in the file get an empty one so the pairs exist.
         texts_by_question = {
             questions[key]: answers[name].get(key, "") for key in order if key in questions
         }
         runs.append(
-            generation_services.generation_run_create_imported(
+            generation_run_create_imported(
                 model=model, prompt_set=prompt_set, answers=texts_by_question
             )
         )
     per_comparison = Counter((_key(r), frozenset((r.model_a, r.model_b))) for r in records)
-    return services.study_create(
+    return study_create(
         name=study_name,
         runs=runs,
         votes_per_comparison=max(per_comparison.values()),

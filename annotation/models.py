@@ -1,7 +1,7 @@
 """Studies, comparisons, assignments and votes (DESIGN.md, Data and Blinding).
 
 Annotators only ever see a study id and an assignment token; everything that could name a model
-(runs, answers, comparisons) stays on this side of the selectors.
+(runs, answers, comparisons) stays on this side of the annotator loop (``annotation/loop``).
 """
 
 from __future__ import annotations
@@ -48,6 +48,10 @@ class Study(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "studies"
+        permissions = [
+            # Results name the models: reading them is more than seeing a study's settings.
+            ("export_study", "Can read results and export votes"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(votes_per_comparison__gte=1), name="annotation_study_votes_positive"
@@ -99,7 +103,7 @@ class Comparison(models.Model):
     answer_b = models.ForeignKey(Answer, on_delete=models.PROTECT, related_name="+")
     # How many votes (cast here or imported) this comparison has. Assignment reads it on every
     # request, so it is kept here instead of counted: it changes only in the same transaction
-    # that adds votes, under this row's lock (services.vote_record, exchange.votes_import).
+    # that adds votes, under this row's lock (loop.votes.vote_record, exchange.votes_import).
     vote_count = models.PositiveIntegerField(default=0, editable=False)
 
     class Meta:
@@ -260,7 +264,9 @@ class Vote(models.Model):
 class IdentityFlag(models.Model):
     """A span of an answer that may give its model away, found when the study is opened.
 
-    Admins decide; a masked span is shown to annotators as ``[…]``.
+    Masked from the start (annotators see ``[…]``): a leak cannot be taken back, a needless mask
+    costs a few characters. Staff review the flags and may unmask one; who did it and when is
+    kept, and reviewed flags survive a re-scan.
     """
 
     class Kind(models.TextChoices):
@@ -276,7 +282,11 @@ class IdentityFlag(models.Model):
     end = models.PositiveIntegerField()
     text = models.CharField(max_length=500)
     kind = models.CharField(max_length=20, choices=Kind.choices)
-    masked = models.BooleanField(default=False, help_text="Show “[…]” to annotators instead")
+    masked = models.BooleanField(default=True, help_text="Show “[…]” to annotators instead")
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -208,14 +208,15 @@ def _build_study(users: int, questions: int, models: int, k: int) -> int:
     from django.contrib.auth.hashers import make_password
     from django.contrib.auth.models import Group, User
 
-    from annotation import services as annotation_services
-    from generation import services
+    from annotation.studies import study_create
     from generation.importers import ParsedQuestion
+    from generation.registry import language_model_register, prompt_set_create
+    from generation.runs import generation_run_create_imported
 
     fixture = _jsonl(REPO / "fixtures/prompts_ja.jsonl")
     corpus = _jsonl(REPO / "fixtures/tiny_corpus_ja.jsonl")
 
-    prompt_set = services.prompt_set_create(
+    prompt_set = prompt_set_create(
         name="bench",
         questions=[
             ParsedQuestion(line=i, text=f"{fixture[i % len(fixture)]['text']}（{i}）")
@@ -226,19 +227,15 @@ def _build_study(users: int, questions: int, models: int, k: int) -> int:
     qids = list(prompt_set.questions.values_list("pk", flat=True))
     runs = []
     for m in range(models):
-        model = services.language_model_register(name=f"bench-model-{m}", name_or_path=f"m{m}")
+        model = language_model_register(name=f"bench-model-{m}", name_or_path=f"m{m}")
         answers = {
             qid: "\n".join(rng.choice(corpus)["answer"] for _ in range(rng.randint(2, 6)))
             for qid in qids
         }
         runs.append(
-            services.generation_run_create_imported(
-                model=model, prompt_set=prompt_set, answers=answers
-            )
+            generation_run_create_imported(model=model, prompt_set=prompt_set, answers=answers)
         )
-    study = annotation_services.study_create(
-        name="bench", runs=runs, votes_per_comparison=k, open_now=True
-    )
+    study = study_create(name="bench", runs=runs, votes_per_comparison=k, open_now=True)
     group, _ = Group.objects.get_or_create(name="annotators")
     password = make_password(PASSWORD)
     User.objects.bulk_create(
@@ -292,6 +289,13 @@ def _percentiles(values: list[float]) -> str:
         return "n/a"
     q = statistics.quantiles(values, n=100)
     return f"p50 {q[49]:.1f} ms, p95 {q[94]:.1f} ms, p99 {q[98]:.1f} ms"
+
+
+def _start_gunicorn(*, port: int, workers: int, env: dict, options: list[str], **popen):
+    """The app under gunicorn on 127.0.0.1:port (the load test and the restart drill)."""
+    command = [sys.executable, "-m", "gunicorn", "evalsite.wsgi", "-w", str(workers)]
+    command += ["-b", f"127.0.0.1:{port}", *options]
+    return subprocess.Popen(command, cwd=REPO, env=env, **popen)
 
 
 def _wait_for_server(port: int, proc: subprocess.Popen) -> None:
@@ -351,23 +355,11 @@ def main(args) -> int:
         f"study: {args.models} models x {args.questions} questions = "
         f"{pairs * args.questions} comparisons, K={args.k}"
     )
-    gunicorn = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "evalsite.wsgi",
-            "-w",
-            str(args.web_workers),
-            "-b",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-            "--graceful-timeout",
-            "5",
-        ],
-        cwd=REPO,
+    gunicorn = _start_gunicorn(
+        port=port,
+        workers=args.web_workers,
         env=env,
+        options=["--log-level", "warning", "--graceful-timeout", "5"],
     )
     drill = None
     try:

@@ -28,7 +28,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from annotate_load import _build_study, _free_port, _wait_for_server  # noqa: E402
+from annotate_load import (  # noqa: E402
+    _build_study,
+    _free_port,
+    _start_gunicorn,
+    _wait_for_server,
+)
 
 PASSWORD = "bench-annotator-password"
 
@@ -183,21 +188,11 @@ def main() -> int:
         env=env,
     )
     study = _build_study(users=1, questions=20, models=2, k=1)
-    gunicorn = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "evalsite.wsgi",
-            "-w",
-            "2",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "critical",
-        ],
-        cwd=REPO,
+    gunicorn = _start_gunicorn(
+        port=port,
+        workers=2,
         env=env,
+        options=["--log-level", "critical"],
         # The server logs each 503 with its cause; keep that out of the drill's report.
         stderr=open(root / "gunicorn.log", "wb"),  # noqa: SIM115 - lives as long as gunicorn
     )

@@ -57,30 +57,31 @@ def _make_study() -> int:
     from django.contrib.auth.models import Group, User
     from django.core.management import call_command
 
-    from annotation import services
-    from generation import services as generation_services
+    from annotation.studies import study_create
     from generation.importers import ParsedQuestion
+    from generation.registry import language_model_register, prompt_set_create
+    from generation.runs import generation_run_create_imported
 
     call_command("migrate", verbosity=0)
     with contextlib.chdir(REPO / "locale"):
         call_command("compilemessages", locale=["ja"], verbosity=0)
     user = User.objects.create_user("annotator", password="annotator-pass")
     user.groups.add(Group.objects.get(name="annotators"))
-    prompt_set = generation_services.prompt_set_create(
+    prompt_set = prompt_set_create(
         name="screenshots", questions=[ParsedQuestion(line=1, text=QUESTION)]
     )
     question = prompt_set.questions.get()
     runs = []
     for index, text in enumerate(ANSWERS):
-        model = generation_services.language_model_register(
+        model = language_model_register(
             name=f"demo-model-{index}", name_or_path=f"demo/model-{index}"
         )
         runs.append(
-            generation_services.generation_run_create_imported(
+            generation_run_create_imported(
                 model=model, prompt_set=prompt_set, answers={question.pk: text}
             )
         )
-    study = services.study_create(
+    study = study_create(
         name="screenshots",
         title="回答の比較（デモ）",
         runs=runs,

@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 
@@ -110,7 +111,20 @@ def admin_user(django_user_model):
 
 @pytest.fixture
 def staff_user(django_user_model):
-    return django_user_model.objects.create_user("staff", password="staff-pass", is_staff=True)
+    """Staff with every permission of the two apps, as an admin grants an operator."""
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user("staff", password="staff-pass", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label__in=["generation", "annotation"])
+    )
+    return user
+
+
+@pytest.fixture
+def bare_staff(django_user_model):
+    """Staff whom the admin lets view or edit nothing."""
+    return django_user_model.objects.create_user("bare", password="bare-pass", is_staff=True)
 
 
 @pytest.fixture
@@ -200,10 +214,12 @@ def celery_worker_factory(tmp_path, _model_storage):
 
     from evalsite.celery import app
 
-    database = connection.settings_dict
-    url = (
-        f"postgres://{database['USER']}@{database['HOST'] or '127.0.0.1'}:"
-        f"{database['PORT'] or 5432}/{database['NAME']}"
+    # The real connection URL (user, password, host, port, options) with the test database in
+    # it: the workers must reach the database this test writes to, as this process does.
+    url = urlunsplit(
+        urlsplit(os.environ["DATABASE_URL"])._replace(
+            path="/" + quote(connection.settings_dict["NAME"])
+        )
     )
     app.control.purge()
     workers: list[CeleryWorker] = []

@@ -12,10 +12,13 @@ from django.core.cache import cache
 from django.core.management import call_command
 from rest_framework.throttling import ScopedRateThrottle
 
-from annotation import services as annotation_services
-from generation import services as generation_services
+from annotation.loop.assign import next_pair
+from annotation.loop.state import loop_state
+from annotation.studies import study_create
 from generation.importers import ParsedQuestion
 from generation.models import GenerationRun, LanguageModel, PromptSet
+from generation.registry import language_model_register, prompt_set_create
+from generation.runs import generation_run_create_imported
 
 # Names no page would contain by accident, so the blinding tests can look for them anywhere.
 MODEL_SPECS = [
@@ -75,7 +78,7 @@ def make_runs(db) -> Callable[..., Built]:
         ),
     ) -> Built:
         counter["n"] += 1
-        prompt_set = generation_services.prompt_set_create(
+        prompt_set = prompt_set_create(
             name=f"prompts-{counter['n']}",
             questions=[
                 ParsedQuestion(line=p, text=question_text(p)) for p in range(1, questions + 1)
@@ -85,14 +88,10 @@ def make_runs(db) -> Callable[..., Built]:
         question_ids = list(prompt_set.questions.order_by("position").values_list("pk", flat=True))
         for index, (name, path, maker) in enumerate(MODEL_SPECS[:models]):
             model = LanguageModel.objects.filter(name=name).first() or (
-                generation_services.language_model_register(
-                    name=name, name_or_path=path, maker=maker
-                )
+                language_model_register(name=name, name_or_path=path, maker=maker)
             )
             texts = {qid: answers(index, pos) for pos, qid in enumerate(question_ids, start=1)}
-            run = generation_services.generation_run_create_imported(
-                model=model, prompt_set=prompt_set, answers=texts
-            )
+            run = generation_run_create_imported(model=model, prompt_set=prompt_set, answers=texts)
             built.models.append(model)
             built.runs.append(run)
             for pos, qid in enumerate(question_ids, start=1):
@@ -117,7 +116,7 @@ def make_study(make_runs):
     ):
         built = make_runs(models=models, questions=questions, **kwargs)
         counter["n"] += 1
-        study = annotation_services.study_create(
+        study = study_create(
             name=f"study-{counter['n']}",
             runs=built.runs,
             votes_per_comparison=k,
@@ -128,3 +127,14 @@ def make_study(make_runs):
         return study
 
     return make
+
+
+def take_pair(study, annotator):
+    """The annotator's next assignment (None: nothing left) the way the API takes it: the loop
+    state read first, outside the transaction, then the claim."""
+    return next_pair(state=loop_state(study_id=study.pk, annotator=annotator)).assignment
+
+
+@pytest.fixture
+def next_assignment() -> Callable:
+    return take_pair

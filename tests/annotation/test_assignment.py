@@ -12,7 +12,7 @@ from django.test import Client
 from django.utils import timezone
 from scipy.stats import binomtest
 
-from annotation import services
+from annotation.loop.votes import COMPARISON_FULL, vote_record
 from annotation.models import Assignment, Comparison, Vote
 
 pytestmark = pytest.mark.django_db
@@ -26,6 +26,13 @@ def _client(user) -> Client:
 
 def _next(client: Client, study):
     return client.get(f"/api/studies/{study.pk}/next/")
+
+
+def _run_out(**lease) -> None:
+    """The lease (by pk or token) ran out a second ago."""
+    Assignment.objects.filter(**lease).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
 
 
 def _vote(client: Client, token: str, choice: str, comment: str = ""):
@@ -117,31 +124,48 @@ def test_two_annotators_fill_a_300_comparison_study_evenly_and_blindly(
     assert all(sorted(sides) == [False, True] for sides in per_comparison_left.values())
 
 
-def test_it_gives_the_least_voted_comparisons_first(make_study, annotator, other_annotator):
+def test_it_gives_the_least_voted_comparisons_first(
+    make_study, annotator, other_annotator, next_assignment
+):
     study = make_study(models=2, questions=4, k=3)
-    first = services.assignment_next(study=study, annotator=annotator)
-    services.vote_record(assignment=first, choice="left")
+    first = next_assignment(study, annotator)
+    vote_record(assignment=first, choice="left")
     # Every other comparison has no votes: the other annotator never gets the voted one first,
     # nor while any untouched comparison is left.
     given = []
     for _ in range(3):
-        a = services.assignment_next(study=study, annotator=other_annotator)
+        a = next_assignment(study, other_annotator)
         given.append(a.comparison_id)
-        services.vote_record(assignment=a, choice="tie")
+        vote_record(assignment=a, choice="tie")
     assert first.comparison_id not in given
     assert len(set(given)) == 3
 
 
-def test_it_spreads_the_first_pairs_over_questions_and_model_pairs_at_random(
-    make_study, django_user_model
+def test_it_hands_out_the_first_pairs_at_random_not_in_table_order(
+    make_study, django_user_model, next_assignment
 ):
-    study = make_study(models=3, questions=10, k=1)
-    firsts = Counter()
-    for i in range(30):
+    # 120 comparisons (6 model pairs x 20 questions, stored question by question), all at load
+    # 0, and 12 annotators taking their first pair: a fixed order (by id, say) would hand out
+    # the 12 lowest ids, on 2 questions. At random, all 12 among the lowest 24 ids has a
+    # chance of about 3e-10, and 12 pairs on at most 4 questions about 1e-6.
+    study = make_study(models=4, questions=20, k=1)
+    ids = list(Comparison.objects.filter(study=study).order_by("pk").values_list("pk", flat=True))
+    assert len(ids) == 120
+    rank = {pk: i for i, pk in enumerate(ids)}
+    taken = []
+    for i in range(12):
         user = django_user_model.objects.create_user(f"u{i}", is_staff=True)
-        firsts[services.assignment_next(study=study, annotator=user).comparison_id] += 1
-    # K=1 and 30 comparisons: 30 annotators take one each, no comparison twice.
-    assert len(firsts) == 30 and set(firsts.values()) == {1}
+        taken.append(next_assignment(study, user).comparison)
+    assert len({c.pk for c in taken}) == 12  # each lease takes its comparison's one slot
+    assert max(rank[c.pk] for c in taken) >= 24
+    assert len({c.question_id for c in taken}) >= 5
+    assert len({(c.run_a_id, c.run_b_id) for c in taken}) >= 2
+
+
+def _refused_as_full(user, token: str, choice: str) -> None:
+    response = _vote(_client(user), token, choice)
+    assert response.status_code == 409
+    assert response.json()["detail"] == COMPARISON_FULL
 
 
 def test_a_reload_returns_the_same_assignment(make_study, annotator):
@@ -157,27 +181,23 @@ def test_a_reload_after_the_lease_ran_out_renews_it_while_there_is_room(make_stu
     study = make_study()
     client = _client(annotator)
     first = _next(client, study).json()
-    Assignment.objects.filter(token=first["token"]).update(
-        lease_expires_at=timezone.now() - timedelta(seconds=1)
-    )
+    _run_out(token=first["token"])
     assert _next(client, study).json()["token"] == first["token"]
     assignment = Assignment.objects.get(token=first["token"])
     assert assignment.lease_expires_at > timezone.now()
 
 
 def test_an_expired_lease_is_given_to_someone_else_and_a_late_vote_counts_below_k(
-    make_study, annotator, other_annotator, django_user_model
+    make_study, annotator, other_annotator, django_user_model, next_assignment
 ):
     study = make_study(models=2, questions=1, k=2)  # one comparison, two slots
-    late = services.assignment_next(study=study, annotator=annotator)
+    late = next_assignment(study, annotator)
     third = django_user_model.objects.create_user("third", is_staff=True)
-    second = services.assignment_next(study=study, annotator=other_annotator)
+    second = next_assignment(study, other_annotator)
     # Both slots are leased: nobody else gets the comparison.
-    assert services.assignment_next(study=study, annotator=third) is None
-    Assignment.objects.filter(pk=late.pk).update(
-        lease_expires_at=timezone.now() - timedelta(seconds=1)
-    )
-    taken = services.assignment_next(study=study, annotator=third)
+    assert next_assignment(study, third) is None
+    _run_out(pk=late.pk)
+    taken = next_assignment(study, third)
     assert taken is not None and taken.comparison_id == late.comparison_id
 
     # Late vote while the comparison has 0 of 2 votes: accepted.
@@ -186,44 +206,36 @@ def test_an_expired_lease_is_given_to_someone_else_and_a_late_vote_counts_below_
     # Now 1 vote + 2 live leases for 2 slots: the first of the live holders to vote fills it,
     # the other is told the pair is full.
     assert _vote(_client(other_annotator), second.token, "right").status_code == 201
-    refused = _vote(_client(third), taken.token, "tie")
-    assert refused.status_code == 409
-    assert refused.json()["detail"] == services.COMPARISON_FULL
+    _refused_as_full(third, taken.token, "tie")
     assert Vote.objects.filter(comparison=late.comparison).count() == 2
 
 
 def test_a_late_vote_is_refused_with_409_once_the_comparison_has_k_votes(
-    make_study, annotator, other_annotator
+    make_study, annotator, other_annotator, next_assignment
 ):
     study = make_study(models=2, questions=1, k=1)
-    late = services.assignment_next(study=study, annotator=annotator)
-    Assignment.objects.filter(pk=late.pk).update(
-        lease_expires_at=timezone.now() - timedelta(seconds=1)
-    )
-    taken = services.assignment_next(study=study, annotator=other_annotator)
+    late = next_assignment(study, annotator)
+    _run_out(pk=late.pk)
+    taken = next_assignment(study, other_annotator)
     assert taken.comparison_id == late.comparison_id
     assert _vote(_client(other_annotator), taken.token, "left").status_code == 201
-    response = _vote(_client(annotator), late.token, "right")
-    assert response.status_code == 409
-    assert response.json()["detail"] == services.COMPARISON_FULL
+    _refused_as_full(annotator, late.token, "right")
     assert Vote.objects.filter(comparison=late.comparison).count() == 1
 
 
 def test_an_annotator_whose_lease_ran_out_and_was_taken_moves_on(
-    make_study, annotator, other_annotator
+    make_study, annotator, other_annotator, next_assignment
 ):
     study = make_study(models=2, questions=2, k=1)
-    mine = services.assignment_next(study=study, annotator=annotator)
-    Assignment.objects.filter(pk=mine.pk).update(
-        lease_expires_at=timezone.now() - timedelta(seconds=1)
-    )
+    mine = next_assignment(study, annotator)
+    _run_out(pk=mine.pk)
     # The other annotator is given the least loaded comparison; both have load 0 now.
-    theirs = services.assignment_next(study=study, annotator=other_annotator)
+    theirs = next_assignment(study, other_annotator)
     if theirs.comparison_id != mine.comparison_id:
-        services.vote_record(assignment=theirs, choice="tie")
-        theirs = services.assignment_next(study=study, annotator=other_annotator)
+        vote_record(assignment=theirs, choice="tie")
+        theirs = next_assignment(study, other_annotator)
     assert theirs.comparison_id == mine.comparison_id
-    following = services.assignment_next(study=study, annotator=annotator)
+    following = next_assignment(study, annotator)
     mine.refresh_from_db()
     assert mine.status == Assignment.Status.EXPIRED
     assert following is None or following.comparison_id != mine.comparison_id
@@ -256,11 +268,11 @@ def test_it_returns_204_when_nothing_is_left_for_the_annotator(make_study, annot
 
 
 def test_progress_counts_what_is_done_and_what_can_still_be_given(
-    make_study, annotator, other_annotator
+    make_study, annotator, other_annotator, next_assignment
 ):
     study = make_study(models=2, questions=3, k=1)
-    other = services.assignment_next(study=study, annotator=other_annotator)
-    services.vote_record(assignment=other, choice="left")
+    other = next_assignment(study, other_annotator)
+    vote_record(assignment=other, choice="left")
     client = _client(annotator)
     data = _next(client, study).json()
     # 3 comparisons, one already full: 2 can be given to this annotator, none done yet.
@@ -269,24 +281,26 @@ def test_progress_counts_what_is_done_and_what_can_still_be_given(
     assert voted["progress"] == {"done": 1, "total": 2}
 
 
-def test_the_comparison_left_side_balances_within_a_comparison(make_study, django_user_model):
+def test_the_comparison_left_side_balances_within_a_comparison(
+    make_study, django_user_model, next_assignment
+):
     study = make_study(models=2, questions=1, k=6)
     sides = []
     for i in range(6):
         user = django_user_model.objects.create_user(f"b{i}", is_staff=True)
-        a = services.assignment_next(study=study, annotator=user)
+        a = next_assignment(study, user)
         sides.append(a.left)
     assert Counter(sides) == {"a": 3, "b": 3}
 
 
 def test_votes_per_assignment_and_assignments_per_annotator_are_unique_in_the_database(
-    make_study, annotator
+    make_study, annotator, next_assignment
 ):
     from django.db import IntegrityError, transaction
 
     study = make_study(models=2, questions=1, k=2)
-    assignment = services.assignment_next(study=study, annotator=annotator)
-    vote, _ = services.vote_record(assignment=assignment, choice="left")
+    assignment = next_assignment(study, annotator)
+    vote, _ = vote_record(assignment=assignment, choice="left")
     with pytest.raises(IntegrityError), transaction.atomic():
         Vote.objects.create(
             comparison=assignment.comparison,

@@ -16,7 +16,7 @@ from django.contrib.staticfiles import finders
 from django.db import connection
 from django.test import Client
 
-from annotation import services
+from annotation import studies
 from annotation.models import Assignment, Comparison, IdentityFlag, Study, StudyRun, Vote
 from generation.models import Answer, GenerationRun, LanguageModel, PromptSet, Question
 
@@ -107,7 +107,7 @@ def blinded_study(make_runs, annotator):
     for model, base in ID_BASES.items():
         _start_ids_at(model, base)
     built = make_runs(models=3, questions=3, answers=_answers)
-    study = services.study_create(
+    study = studies.study_create(
         # Admins name studies after their models; annotators must never see that name.
         name="zebrafalcon-vs-quokkaraven-vs-marmotheron",
         runs=built.runs,
@@ -115,8 +115,8 @@ def blinded_study(make_runs, annotator):
         instructions="より役に立つ回答を選んでください。",
         open_now=True,
     )
-    # The admin reviews the flags and masks them all.
-    services.identity_flags_mask(flags=IdentityFlag.objects.filter(study=study))
+    # Opening the study masked every flag; no admin has to remember to.
+    assert not IdentityFlag.objects.filter(study=study, masked=False).exists()
     return study
 
 
@@ -170,7 +170,7 @@ def test_no_annotator_facing_response_names_or_identifies_a_model(
     rec.post(
         client, "/api/assignments/nope/vote/", {"choice": "left"}, content_type="application/json"
     )
-    services.study_close(study=study)
+    studies.study_close(study=study)
     rec.get(client, api)
     rec.get(client, f"/annotate/{study.pk}/")
     rec.post(

@@ -9,7 +9,8 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import Count
 from django.test.utils import CaptureQueriesContext
 
-from annotation import selectors, services
+from annotation.loop import assign
+from annotation.loop.votes import vote_record
 from annotation.models import Assignment, Comparison, Vote
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -50,15 +51,15 @@ def _annotators(django_user_model, n, prefix):
 
 
 def test_twenty_annotators_claiming_and_voting_at_once_never_exceed_k(
-    make_study, django_user_model
+    make_study, django_user_model, next_assignment
 ):
     assert connection.vendor == "postgresql"
     assert connection.features.has_select_for_update_skip_locked
     study = make_study(models=3, questions=10, k=2)  # 30 comparisons
     # One annotator has voted on everything: one slot is left per comparison.
     (seed,) = _annotators(django_user_model, 1, "seed")
-    while (assignment := services.assignment_next(study=study, annotator=seed)) is not None:
-        services.vote_record(assignment=assignment, choice="tie")
+    while (assignment := next_assignment(study, seed)) is not None:
+        vote_record(assignment=assignment, choice="tie")
     assert Vote.objects.count() == 30
 
     users = _annotators(django_user_model, THREADS, "racer")
@@ -66,8 +67,8 @@ def test_twenty_annotators_claiming_and_voting_at_once_never_exceed_k(
 
     def claim_and_vote(user):
         close_old_connections()
-        while (a := services.assignment_next(study=study, annotator=user)) is not None:
-            services.vote_record(assignment=a, choice="left")
+        while (a := next_assignment(study, user)) is not None:
+            vote_record(assignment=a, choice="left")
             claimed.append(user.pk)
 
     errors = _run_in_threads(claim_and_vote, users)
@@ -101,7 +102,7 @@ def test_twenty_annotators_claiming_and_voting_at_once_never_exceed_k(
 
 
 def test_twenty_annotators_asking_for_the_one_last_slot_at_once_get_it_once(
-    make_study, django_user_model
+    make_study, django_user_model, next_assignment
 ):
     study = make_study(models=2, questions=1, k=1)  # a single comparison, a single slot
     users = _annotators(django_user_model, THREADS, "last")
@@ -109,7 +110,7 @@ def test_twenty_annotators_asking_for_the_one_last_slot_at_once_get_it_once(
 
     def ask(user):
         close_old_connections()
-        assignment = services.assignment_next(study=study, annotator=user)
+        assignment = next_assignment(study, user)
         if assignment is not None:
             winners.append(assignment.token)
 
@@ -119,14 +120,16 @@ def test_twenty_annotators_asking_for_the_one_last_slot_at_once_get_it_once(
     assert Assignment.objects.filter(study=study).count() == 1
 
 
-def test_one_annotator_asking_twice_at_once_holds_a_single_pair(make_study, django_user_model):
+def test_one_annotator_asking_twice_at_once_holds_a_single_pair(
+    make_study, django_user_model, next_assignment
+):
     study = make_study(models=3, questions=10, k=2)
     (user,) = _annotators(django_user_model, 1, "double")
     tokens = []
 
     def ask(_):
         close_old_connections()
-        tokens.append(services.assignment_next(study=study, annotator=user).token)
+        tokens.append(next_assignment(study, user).token)
 
     errors = _run_in_threads(ask, [user] * 8)
     assert not errors, errors
@@ -134,15 +137,17 @@ def test_one_annotator_asking_twice_at_once_holds_a_single_pair(make_study, djan
     assert Assignment.objects.filter(study=study, annotator=user).count() == 1
 
 
-def test_simultaneous_votes_on_one_token_store_one_vote(make_study, django_user_model):
+def test_simultaneous_votes_on_one_token_store_one_vote(
+    make_study, django_user_model, next_assignment
+):
     study = make_study(models=2, questions=1, k=1)
     (user,) = _annotators(django_user_model, 1, "voter")
-    assignment = services.assignment_next(study=study, annotator=user)
+    assignment = next_assignment(study, user)
     results = []
 
     def vote(_):
         close_old_connections()
-        results.append(services.vote_record(assignment=assignment, choice="right")[1])
+        results.append(vote_record(assignment=assignment, choice="right")[1])
 
     errors = _run_in_threads(vote, [user] * 10)
     assert not errors, errors
@@ -150,13 +155,15 @@ def test_simultaneous_votes_on_one_token_store_one_vote(make_study, django_user_
     assert Vote.objects.count() == 1
 
 
-def test_claims_lock_only_the_comparison_row_and_skip_locked_ones(make_study, annotator):
+def test_claims_lock_only_the_comparison_row_and_skip_locked_ones(
+    make_study, annotator, next_assignment
+):
     # A lock that joined the study row (through the default ordering) would make every
     # concurrent claim in the study skip every comparison.
     study = make_study(models=2, questions=2, k=1)
     with CaptureQueriesContext(connection) as queries:
-        assignment = services.assignment_next(study=study, annotator=annotator)
-        services.vote_record(assignment=assignment, choice="left")
+        assignment = next_assignment(study, annotator)
+        vote_record(assignment=assignment, choice="left")
     locks = [q["sql"] for q in queries.captured_queries if "FOR UPDATE" in q["sql"]]
     assert any("SKIP LOCKED" in sql for sql in locks)
     for sql in locks:
@@ -165,7 +172,7 @@ def test_claims_lock_only_the_comparison_row_and_skip_locked_ones(make_study, an
 
 
 def test_a_claim_looks_past_its_window_when_every_comparison_in_it_is_locked(
-    make_study, annotator, django_user_model, monkeypatch
+    make_study, annotator, django_user_model, monkeypatch, next_assignment
 ):
     # Loads 0, 1, 1: with a window of one comparison the claim looks at the load-0 one only;
     # another transaction holds that one, so the claim must ask again over all of them.
@@ -174,7 +181,7 @@ def test_a_claim_looks_past_its_window_when_every_comparison_in_it_is_locked(
     comparisons = list(Comparison.objects.filter(study=study).order_by("pk"))
     for comparison in comparisons[1:]:
         Comparison.objects.filter(pk=comparison.pk).update(vote_count=1)
-    monkeypatch.setattr(selectors, "CLAIM_WINDOW", 1)
+    monkeypatch.setattr(assign, "CLAIM_WINDOW", 1)
     locked = threading.Event()
     release = threading.Event()
 
@@ -191,7 +198,7 @@ def test_a_claim_looks_past_its_window_when_every_comparison_in_it_is_locked(
     holder.start()
     try:
         assert locked.wait(timeout=30)
-        assignment = services.assignment_next(study=study, annotator=annotator)
+        assignment = next_assignment(study, annotator)
     finally:
         release.set()
         holder.join(timeout=60)

@@ -9,12 +9,13 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.management import CommandError, call_command
 from django.test import Client
 
-from annotation import services
+from annotation import studies
 from annotation.identity import MASK, apply_masks, find_identity_spans, identity_terms
+from annotation.loop.votes import vote_record
 from annotation.models import Assignment, Comparison, IdentityFlag, Study, StudyRun, Vote
-from generation import services as generation_services
+from generation.errors import ServiceError
 from generation.models import GenerationRun
-from generation.services import ServiceError
+from generation.runs import generation_run_create_imported
 
 pytestmark = pytest.mark.django_db
 
@@ -30,7 +31,7 @@ def _client(user) -> Client:
 
 def test_creating_a_study_builds_every_pair_of_models_on_every_question(make_runs):
     built = make_runs(models=3, questions=100)
-    study = services.study_create(name="three", runs=built.runs, votes_per_comparison=2)
+    study = studies.study_create(name="three", runs=built.runs, votes_per_comparison=2)
     comparisons = Comparison.objects.filter(study=study)
     assert comparisons.count() == 300
     assert study.status == Study.Status.DRAFT and study.votes_per_comparison == 2
@@ -47,7 +48,7 @@ def test_creating_a_study_builds_every_pair_of_models_on_every_question(make_run
 
 def test_creating_a_study_with_open_opens_it(make_runs):
     built = make_runs(models=2, questions=2)
-    study = services.study_create(name="now", runs=built.runs, open_now=True)
+    study = studies.study_create(name="now", runs=built.runs, open_now=True)
     assert study.status == Study.Status.OPEN and study.opened_at is not None
 
 
@@ -58,25 +59,23 @@ def _refusal(make_runs, case):
         running = GenerationRun.objects.create(
             model=built.models[2], prompt_set=built.prompt_set, status="running", total=2
         )
-        return [runs[0], running], services.RUN_NOT_SUCCEEDED.format(
-            id=running.pk, status="running"
-        )
+        return [runs[0], running], studies.RUN_NOT_SUCCEEDED.format(id=running.pk, status="running")
     if case == "prompt sets":
         other = make_runs(models=2, questions=2)
-        return [runs[0], other.runs[1]], services.MIXED_PROMPT_SETS.format(
+        return [runs[0], other.runs[1]], studies.MIXED_PROMPT_SETS.format(
             names=f"{built.prompt_set.name}, {other.prompt_set.name}"
         )
     if case == "same model":
-        again = generation_services.generation_run_create_imported(
+        again = generation_run_create_imported(
             model=built.models[0],
             prompt_set=built.prompt_set,
             answers={q.pk: "別の回答" for q in built.prompt_set.questions.all()},
         )
-        return [runs[0], again, runs[1]], services.SAME_MODEL_TWICE.format(
+        return [runs[0], again, runs[1]], studies.SAME_MODEL_TWICE.format(
             ids=f"{runs[0].pk}, {again.pk}", model=built.models[0].name
         )
     if case == "one model":
-        return [runs[0]], services.TOO_FEW_MODELS
+        return [runs[0]], studies.TOO_FEW_MODELS
     raise AssertionError(case)
 
 
@@ -84,20 +83,20 @@ def _refusal(make_runs, case):
 def test_it_refuses_runs_that_cannot_make_a_study_with_a_clear_message(make_runs, case):
     runs, message = _refusal(make_runs, case)
     with pytest.raises(ServiceError) as refused:
-        services.study_create(name="refused", runs=runs)
+        studies.study_create(name="refused", runs=runs)
     assert str(refused.value) == message
     assert not Study.objects.exists() and not Comparison.objects.exists()
 
 
 def test_it_refuses_a_taken_name_and_k_below_one(make_runs):
     built = make_runs(models=2, questions=1)
-    services.study_create(name="taken", runs=built.runs)
+    studies.study_create(name="taken", runs=built.runs)
     with pytest.raises(
-        ServiceError, match=re.escape(services.STUDY_NAME_TAKEN.format(name="taken"))
+        ServiceError, match=re.escape(studies.STUDY_NAME_TAKEN.format(name="taken"))
     ):
-        services.study_create(name="taken", runs=built.runs)
-    with pytest.raises(ServiceError, match=services.BAD_VOTES_PER_COMPARISON):
-        services.study_create(name="zero", runs=built.runs, votes_per_comparison=0)
+        studies.study_create(name="taken", runs=built.runs)
+    with pytest.raises(ServiceError, match=studies.BAD_VOTES_PER_COMPARISON):
+        studies.study_create(name="zero", runs=built.runs, votes_per_comparison=0)
     assert Study.objects.count() == 1
 
 
@@ -112,8 +111,8 @@ def test_it_refuses_a_taken_name_and_k_below_one(make_runs):
 def test_it_refuses_annotator_facing_text_that_names_a_model(make_runs, field, text, term):
     built = make_runs(models=2, questions=1)
     with pytest.raises(ServiceError) as refused:
-        services.study_create(name="named", runs=built.runs, **{field: text})
-    assert str(refused.value) == services.TEXT_NAMES_MODEL.format(field=field, term=term)
+        studies.study_create(name="named", runs=built.runs, **{field: text})
+    assert str(refused.value) == studies.TEXT_NAMES_MODEL.format(field=field, term=term)
     assert not Study.objects.exists()
 
 
@@ -136,32 +135,23 @@ def test_create_study_command_builds_and_opens_a_study(make_runs):
     assert study.comparisons.count() == 12
 
 
+def _create_study_command(prompt_set, runs) -> None:
+    call_command(
+        "create_study", "x", "--prompt-set", prompt_set.name, "--runs", *[str(r.pk) for r in runs]
+    )
+
+
 def test_create_study_command_refuses_with_the_services_message(make_runs):
     built = make_runs(models=2, questions=2)
     other = make_runs(models=2, questions=2)
     with pytest.raises(CommandError, match="no prompt set named 'nope'"):
         call_command("create_study", "x", "--prompt-set", "nope", "--runs", "1", "2")
     with pytest.raises(CommandError) as refused:
-        call_command(
-            "create_study",
-            "x",
-            "--prompt-set",
-            built.prompt_set.name,
-            "--runs",
-            str(built.runs[0].pk),
-            str(other.runs[1].pk),
-        )
+        _create_study_command(built.prompt_set, [built.runs[0], other.runs[1]])
     assert "different prompt sets" in str(refused.value)
     with pytest.raises(CommandError) as wrong_set:
-        call_command(
-            "create_study",
-            "x",
-            "--prompt-set",
-            built.prompt_set.name,
-            "--runs",
-            *[str(r.pk) for r in other.runs],
-        )
-    assert str(wrong_set.value) == services.WRONG_PROMPT_SET.format(
+        _create_study_command(built.prompt_set, other.runs)
+    assert str(wrong_set.value) == studies.WRONG_PROMPT_SET.format(
         id=other.runs[0].pk, actual=other.prompt_set.name, expected=built.prompt_set.name
     )
     assert not Study.objects.exists()
@@ -169,14 +159,14 @@ def test_create_study_command_refuses_with_the_services_message(make_runs):
 
 def test_opening_and_closing_moves_the_status_and_refuses_twice(make_study):
     study = make_study(open_now=False)
-    services.study_open(study=study)
+    studies.study_open(study=study)
     with pytest.raises(ServiceError, match="only a draft or closed study can be opened"):
-        services.study_open(study=study)
-    services.study_close(study=study)
+        studies.study_open(study=study)
+    studies.study_close(study=study)
     study.refresh_from_db()
     assert study.status == Study.Status.CLOSED and study.closed_at is not None
     with pytest.raises(ServiceError, match="only an open study can be closed"):
-        services.study_close(study=study)
+        studies.study_close(study=study)
 
 
 # --- identity flags and masks -----------------------------------------------------------------
@@ -224,38 +214,48 @@ def _identity_answers(model_index: int, position: int) -> str:
 def test_opening_a_study_flags_self_identifying_answers_for_admins(make_study):
     study = make_study(models=2, questions=2, open_now=False, answers=_identity_answers)
     assert not IdentityFlag.objects.exists()
-    services.study_open(study=study)
+    studies.study_open(study=study)
     flags = IdentityFlag.objects.filter(study=study)
     texts = {f.text for f in flags}
     assert "zebrafalcon-7b-sft" in texts and "Zebracorp" in texts and "ChatGPT" in texts
     assert {f.kind for f in flags} >= {"name", "maker", "word", "self_intro", "developed_by"}
-    assert not flags.filter(masked=True).exists()
+    # Masked from the start: nobody has reviewed them yet.
+    assert not flags.filter(masked=False).exists()
+    assert not flags.filter(reviewed_at__isnull=False).exists()
     # Only the two answers that speak of themselves are flagged.
     assert flags.values("answer").distinct().count() == 2
 
 
-def test_masked_spans_are_replaced_for_annotators_and_unmasked_ones_are_not(make_study, annotator):
+def test_masked_spans_are_replaced_for_annotators_and_unmasked_ones_are_not(
+    make_study, annotator, admin_user
+):
     study = make_study(models=2, questions=1, answers=_identity_answers)
     client = _client(annotator)
-    before = client.get(f"/api/studies/{study.pk}/next/").json()
-    assert "zebrafalcon" in before["left"] + before["right"]  # flagged, not yet masked
-    services.identity_flags_mask(flags=IdentityFlag.objects.filter(study=study))
-    after = client.get(f"/api/studies/{study.pk}/next/").json()
-    shown = after["left"] + after["right"]
+    # Opening the study masked every flagged span: the annotator never sees the name.
+    first = client.get(f"/api/studies/{study.pk}/next/").json()
+    shown = first["left"] + first["right"]
     for word in ["zebrafalcon", "Zebracorp", "ChatGPT", "私は"]:
         assert word not in shown
     assert MASK in shown
     assert "答え: 早く寝ましょう。" in shown and "早寝早起きが大事です。" in shown
     # The stored answers are untouched.
     assert "zebrafalcon" in study.built.texts[(study.built.runs[0].pk, 1)]
+    # Staff judge "ChatGPT" harmless here and unmask it: shown again, and the decision is kept.
+    flag = IdentityFlag.objects.get(study=study, text="ChatGPT")
+    assert studies.identity_flags_mask(flags=[flag], masked=False, user=admin_user) == 1
+    flag.refresh_from_db()
+    assert not flag.masked and flag.reviewed_by == admin_user and flag.reviewed_at is not None
+    again = client.get(f"/api/studies/{study.pk}/next/").json()
+    assert "ChatGPT" in again["left"] + again["right"]
+    assert "zebrafalcon" not in again["left"] + again["right"]
 
 
-def test_a_rescan_keeps_the_admins_mask_decisions(make_study):
+def test_a_rescan_keeps_the_admins_mask_decisions(make_study, admin_user):
     study = make_study(models=2, questions=1, answers=_identity_answers)
     flag = IdentityFlag.objects.filter(study=study, text="ChatGPT").get()
-    services.identity_flags_mask(flags=[flag])
-    services.study_flag_identity(study=study)
-    assert IdentityFlag.objects.get(pk=flag.pk).masked
+    studies.identity_flags_mask(flags=[flag], masked=False, user=admin_user)
+    studies.study_flag_identity(study=study)
+    assert not IdentityFlag.objects.get(pk=flag.pk).masked
 
 
 # --- admin --------------------------------------------------------------------------------------
@@ -266,6 +266,9 @@ def test_the_study_admin_shows_flags_and_can_mask_them(make_study, admin_user):
     client = _client(admin_user)
     changelist = client.get("/admin/annotation/study/").content.decode()
     flags = IdentityFlag.objects.filter(study=study).count()
+    assert f"{flags} ({flags} masked)" in changelist
+    studies.identity_flags_mask(flags=IdentityFlag.objects.filter(study=study), masked=False)
+    changelist = client.get("/admin/annotation/study/").content.decode()
     assert f"{flags} (0 masked)" in changelist
     change = client.get(f"/admin/annotation/study/{study.pk}/change/").content.decode()
     assert "Identity flags" in change and "<mark>Zebracorp</mark>" in change
@@ -293,7 +296,7 @@ def test_the_study_admin_refuses_instructions_that_name_a_model(make_study, admi
         },
     )
     assert response.status_code == 200
-    assert services.TEXT_NAMES_MODEL.format(
+    assert studies.TEXT_NAMES_MODEL.format(
         field="instructions", term="zebrafalcon-7b-sft"
     ) in response.content.decode().replace("&#x27;", "'")
     study.refresh_from_db()
@@ -350,14 +353,16 @@ def test_the_run_admin_action_refuses_unsuitable_runs_with_the_message(make_runs
         {"action": "open_study_action", ACTION_CHECKBOX_NAME: [built.runs[0].pk]},
         follow=True,
     )
-    assert services.TOO_FEW_MODELS in response.content.decode()
+    assert studies.TOO_FEW_MODELS in response.content.decode()
     assert not Study.objects.exists()
 
 
-def test_comparison_and_vote_admin_are_read_only(make_study, admin_user, annotator):
+def test_comparison_and_vote_admin_are_read_only(
+    make_study, admin_user, annotator, next_assignment
+):
     study = make_study(models=2, questions=1)
-    assignment = services.assignment_next(study=study, annotator=annotator)
-    vote, _ = services.vote_record(assignment=assignment, choice="left")
+    assignment = next_assignment(study, annotator)
+    vote, _ = vote_record(assignment=assignment, choice="left")
     client = _client(admin_user)
     for url in [
         "/admin/annotation/comparison/",
@@ -416,7 +421,7 @@ def test_staff_create_open_and_list_studies_through_the_api(make_runs, staff_use
         content_type="application/json",
     )
     assert refused.status_code == 400
-    assert refused.json() == {"detail": services.TOO_FEW_MODELS}
+    assert refused.json() == {"detail": studies.TOO_FEW_MODELS}
 
 
 def test_the_openapi_schema_documents_the_annotator_contract(admin_user):

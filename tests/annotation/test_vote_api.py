@@ -8,7 +8,8 @@ import pytest
 from django.test import Client
 from rest_framework.throttling import ScopedRateThrottle
 
-from annotation import services
+from annotation import studies
+from annotation.loop.votes import BAD_CHOICE, VOTE_CONFLICT
 from annotation.models import Assignment, Vote
 
 pytestmark = pytest.mark.django_db
@@ -22,6 +23,12 @@ def _client(user) -> Client:
 
 def _next(client, study):
     return client.get(f"/api/studies/{study.pk}/next/")
+
+
+def _postgres() -> bool:
+    from django.db import connection
+
+    return connection.vendor == "postgresql"
 
 
 def _vote(client, token, body):
@@ -78,7 +85,7 @@ def test_it_rejects_a_different_vote_on_a_voted_token_with_409(study, annotator)
     assert _vote(client, token, {"choice": "left"}).status_code == 201
     response = _vote(client, token, {"choice": "right"})
     assert response.status_code == 409
-    assert response.json() == {"detail": services.VOTE_CONFLICT}
+    assert response.json() == {"detail": VOTE_CONFLICT}
     assert Vote.objects.get(assignment__token=token).shown == "left"
 
 
@@ -99,7 +106,7 @@ def test_an_unknown_choice_is_400_with_a_message(study, annotator, body):
     token = _next(client, study).json()["token"]
     response = _vote(client, token, body)
     assert response.status_code == 400
-    assert response.json() == {"choice": [services.BAD_CHOICE]}
+    assert response.json() == {"choice": [BAD_CHOICE]}
     assert not Vote.objects.exists()
 
 
@@ -107,9 +114,9 @@ def test_an_unknown_choice_is_400_with_a_message(study, annotator, body):
 def test_a_study_that_is_not_open_is_404_for_annotators(make_study, annotator, status):
     study = make_study(open_now=False)
     if status == "closed":
-        services.study_open(study=study)
+        studies.study_open(study=study)
         token = _next(_client(annotator), study).json()["token"]
-        services.study_close(study=study)
+        studies.study_close(study=study)
         assert _vote(_client(annotator), token, {"choice": "left"}).status_code == 404
     client = _client(annotator)
     assert _next(client, study).status_code == 404
@@ -224,3 +231,31 @@ def test_every_message_of_the_japanese_catalogue_is_translated(compiled_messages
     # An empty msgstr not continued on the next line is a message left in English.
     assert re.findall(r'^msgid "(.+)"\nmsgstr ""\n(?!")', po, flags=re.M) == []
     assert "#, fuzzy" not in po
+
+
+def _statements(request) -> int:
+    """Statements a request runs, not counting the savepoints the test's transaction adds."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        request()
+    return sum(1 for q in queries.captured_queries if "SAVEPOINT" not in q["sql"])
+
+
+def test_the_annotator_loop_keeps_its_statement_counts(study, annotator):
+    # The load path (README, "Studies and annotators"), after the session and the user:
+    # next-pair reads the state, claims a pair with its texts and inserts the lease; a reload
+    # reads the state, the held lease and its pair; a vote reads its target and writes (one
+    # statement on PostgreSQL, three on SQLite).
+    client = _client(annotator)
+    token = None
+
+    def take():
+        nonlocal token
+        token = _next(client, study).json()["token"]
+
+    assert _statements(take) == 2 + 3
+    assert _statements(lambda: _next(client, study)) == 2 + 3
+    vote = lambda: _vote(client, token, {"choice": "left"})  # noqa: E731
+    assert _statements(vote) == 2 + (2 if _postgres() else 4)

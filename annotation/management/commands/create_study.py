@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation import selectors, services
+from annotation import studies
+from generation.errors import ServiceError
 from generation.models import PromptSet
-from generation.services import ServiceError
 
 
 class Command(BaseCommand):
@@ -31,7 +31,7 @@ class Command(BaseCommand):
         if prompt_set is None:
             raise CommandError(f"no prompt set named {opts['prompt_set']!r}")
         try:
-            study = services.study_create(
+            study = studies.study_create(
                 name=opts["name"],
                 prompt_set=prompt_set,
                 runs=opts["runs"],
@@ -47,7 +47,7 @@ class Command(BaseCommand):
             f"K={study.votes_per_comparison}, {study.status}"
         )
         if study.status == study.Status.OPEN:
-            counts = selectors.study_flag_counts(study=study)
+            counts = studies.study_flag_counts(study=study)
             if counts["flags"]:
                 self.stdout.write(
                     self.style.WARNING(

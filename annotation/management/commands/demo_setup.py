@@ -10,10 +10,11 @@ from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from annotation import services as annotation_services
 from annotation.models import Study
-from generation import services
+from annotation.studies import study_create
 from generation.models import GenerationRun, LanguageModel, PromptSet
+from generation.registry import language_model_register, prompt_set_import, storage_relative
+from generation.runs import generation_run_create, generation_run_execute
 
 PROMPT_SET = "demo: 100 Japanese questions"
 STUDY = "demo study"
@@ -37,7 +38,7 @@ class Command(BaseCommand):
         prompt_set = PromptSet.objects.filter(name=PROMPT_SET).first()
         if prompt_set is None:
             data = (settings.BASE_DIR / "fixtures" / "prompts_ja.jsonl").read_bytes()
-            prompt_set = services.prompt_set_import(
+            prompt_set = prompt_set_import(
                 name=PROMPT_SET, data=data, filename="fixtures/prompts_ja.jsonl"
             )
         self.stdout.write(
@@ -51,9 +52,9 @@ class Command(BaseCommand):
             self.stdout.write(f"building {name} in {path} …")
             build_tiny_model(path, seed=seed)
             model = LanguageModel.objects.filter(name=name).first() or (
-                services.language_model_register(
+                language_model_register(
                     name=name,
-                    name_or_path=services.storage_relative(path),
+                    name_or_path=storage_relative(path),
                     prompt_format="line_sft",
                     maker="demo",
                     generation_defaults={"max_new_tokens": 96, "do_sample": True, "top_p": 0.9},
@@ -64,7 +65,7 @@ class Command(BaseCommand):
 
         study = Study.objects.filter(name=STUDY).first()
         if study is None:
-            study = annotation_services.study_create(
+            study = study_create(
                 name=STUDY,
                 runs=runs,
                 votes_per_comparison=3,
@@ -95,11 +96,11 @@ class Command(BaseCommand):
         )
         if existing is not None:
             return existing
-        run = services.generation_run_create(
+        run = generation_run_create(
             model=model, prompt_set=prompt_set, seed=seed, batch_size=16, enqueue=not inline
         )
         if inline:
-            services.generation_run_execute(run_id=run.pk)
+            generation_run_execute(run_id=run.pk)
         return run
 
     def _wait(self, run: GenerationRun) -> GenerationRun:

@@ -1,8 +1,10 @@
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation import exchange
+from generation.importers import ImportFormatError, read_limited
 
 
 class Command(BaseCommand):
@@ -18,12 +20,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, file: Path, study: str, **options):
         try:
-            data = file.read_bytes()
-        except OSError as exc:
-            raise CommandError(f"{file}: cannot read ({exc.strerror})") from None
-        try:
+            data = read_limited(file, settings.MAX_VOTE_IMPORT_BYTES)
             summary = exchange.votes_import(data=data, filename=str(file), study_name=study)
-        except exchange.VoteImportError as exc:
+        except (ImportFormatError, exchange.VoteImportError) as exc:
             raise CommandError(str(exc)) from None
         verb = "created study" if summary.created_study else "into study"
         self.stdout.write(

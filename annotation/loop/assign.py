@@ -1,0 +1,310 @@
+"""The next pair: claim a comparison, take a lease on it, and what the annotator is shown.
+
+Assignment is the part that must hold under load: a comparison row is the lock that guards its
+slots (its votes and live leases), taken with ``SELECT … FOR UPDATE SKIP LOCKED`` where the
+database has it, and every count that decides a slot is read again after the lock is held.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from generation.errors import ServiceError
+
+from ..identity import apply_masks
+from ..models import Assignment, Comparison, IdentityFlag
+from .sql import LIVE_LEASE, NOBODY, fetchone, live_leases, params, sql, stored
+from .state import STUDY_NOT_OPEN, LoopState, Progress, annotator_progress
+
+_random = random.SystemRandom()
+
+# What an annotator is shown of a comparison (``pair``: its row), and whether a span of either
+# answer is masked for the study.
+_PAIR_COLUMNS = sql(
+    """q.text, pair.answer_a_id, a.text, pair.answer_b_id, b.text,
+       EXISTS (SELECT 1 FROM {flag} f WHERE f.study_id = pair.study_id AND f.masked = %(true)s
+               AND f.answer_id IN (pair.answer_a_id, pair.answer_b_id))"""
+)
+_PAIR_JOINS = sql(
+    """JOIN {question} q ON q.id = pair.question_id
+       JOIN {answer} a ON a.id = pair.answer_a_id
+       JOIN {answer} b ON b.id = pair.answer_b_id"""
+)
+# The claim: among the comparisons the annotator was never given whose load is below K, take
+# the ``window`` first in (load, random) order (a bounded top-N sort; a sort under the row locks
+# could not be bounded and would sort them all), then lock the first of those that no other
+# transaction holds. It returns the pair's texts with it (one round trip less), read in the
+# outer query, so only for the one row claimed.
+_CANDIDATE_SQL = sql(
+    """SELECT pair.id, {columns}
+       FROM (SELECT c.id, c.study_id, c.question_id, c.answer_a_id, c.answer_b_id
+             FROM {comparison} c
+             JOIN (SELECT c2.id, c2.vote_count + COALESCE(live.n, 0) AS load, RANDOM() AS r
+                   FROM {comparison} c2
+                   LEFT JOIN ({live}) live ON live.comparison_id = c2.id
+                   WHERE c2.study_id = %(study)s AND c2.vote_count + COALESCE(live.n, 0) < %(k)s
+                     AND NOT EXISTS (SELECT 1 FROM {assignment} mine
+                                     WHERE mine.comparison_id = c2.id
+                                       AND mine.annotator_id = %(annotator)s)
+                     {{skip}}
+                   ORDER BY load, r
+                   LIMIT %(window)s) cand ON cand.id = c.id
+             ORDER BY cand.load, cand.r
+             LIMIT 1
+             {{lock}}) pair
+       {joins}""",
+    live=live_leases("%(study)s"),
+    columns=_PAIR_COLUMNS,
+    joins=_PAIR_JOINS,
+)
+# More than the transactions that can hold a comparison's lock at once (one per web worker
+# thread, claiming or voting); if all of them are held anyway, the claim is asked again over
+# every candidate (ALL_CANDIDATES) before anyone is told nothing is left.
+CLAIM_WINDOW = 64
+ALL_CANDIDATES = 2**31 - 1
+_PAIR_SQL = sql(
+    "SELECT {columns} FROM {comparison} pair {joins} WHERE pair.id = %(comparison)s",
+    columns=_PAIR_COLUMNS,
+    joins=_PAIR_JOINS,
+)
+# Under the comparison's lock: count its live leases again (the claim counted them in an older
+# snapshot), insert the lease only if votes + live leases are still below K, and put answer a on
+# the side it was shown on less often among the comparison's votes and live leases (the coin
+# decides a tie, so across a model pair it evens out too). ON CONFLICT DO NOTHING: when the
+# same annotator's other request has just taken a lease in this study (the one lease per study
+# constraint) no row comes back; a plain INSERT would abort the transaction.
+_LEASE_INSERT_SQL = sql(
+    """INSERT INTO {assignment} (study_id, comparison_id, annotator_id, token, {left}, status,
+                                 first_delivered_at, lease_expires_at)
+       SELECT %(study)s, c.id, %(annotator)s, %(token)s,
+              CASE WHEN n.a_left < n.b_left THEN %(a)s
+                   WHEN n.b_left < n.a_left THEN %(b)s ELSE %(coin)s END,
+              %(leased)s, %(now)s, %(until)s
+       FROM {comparison} c, (
+           SELECT COALESCE(SUM(CASE WHEN {live} THEN 1 ELSE 0 END), 0) AS live,
+                  COALESCE(SUM(CASE WHEN {left} = %(a)s AND (status = %(voted)s OR {live})
+                                    THEN 1 ELSE 0 END), 0) AS a_left,
+                  COALESCE(SUM(CASE WHEN {left} = %(b)s AND (status = %(voted)s OR {live})
+                                    THEN 1 ELSE 0 END), 0) AS b_left
+           FROM {assignment} WHERE comparison_id = %(comparison)s) n
+       WHERE c.id = %(comparison)s AND c.vote_count + n.live < %(k)s
+       ON CONFLICT DO NOTHING
+       RETURNING id, {left}""",
+    live=LIVE_LEASE,
+)
+
+
+@dataclass(frozen=True)
+class PairTexts:
+    """A comparison's question and answers as stored (masks not applied yet)."""
+
+    question: str
+    answer_a_id: int
+    answer_a: str
+    answer_b_id: int
+    answer_b: str
+    masked: bool  # some span of either answer is masked in this study
+
+    @classmethod
+    def of_row(cls, row: Sequence) -> PairTexts:
+        return cls(*row[:5], masked=bool(row[5]))
+
+
+def _claim(*, state: LoopState, skip: Sequence[int] = ()) -> tuple[int, PairTexts] | None:
+    """Lock and return a comparison this annotator was never given, among those with the
+    fewest votes + live leases (below K), at random among ties, with its texts; None when
+    there is none.
+
+    Rows another transaction has locked are skipped (``FOR UPDATE OF c SKIP LOCKED``) where the
+    database has row locks; SQLite runs the project with IMMEDIATE transactions, which
+    serialise claims anyway. The leases were counted in the statement's snapshot, so whoever
+    takes a slot counts again under the lock (``_LEASE_INSERT_SQL``).
+    """
+    features = connection.features
+    lock = ""
+    if features.has_select_for_update_skip_locked and features.has_select_for_update_of:
+        lock = "FOR UPDATE OF c SKIP LOCKED"
+    skipped = {f"skip{i}": pk for i, pk in enumerate(skip)}
+    statement = _CANDIDATE_SQL.format(
+        skip=f"AND c2.id NOT IN ({', '.join(f'%({k})s' for k in skipped)})" if skipped else "",
+        lock=lock,
+    )
+    found = params(
+        study_id=state.study_id,
+        annotator=state.annotator,
+        now=state.now,
+        k=state.votes_per_comparison,
+        excluded=NOBODY,
+        true=True,
+        window=CLAIM_WINDOW,
+        **skipped,
+    )
+    row = fetchone(statement, found)
+    if row is None and lock:
+        row = fetchone(statement, {**found, "window": ALL_CANDIDATES})
+    if row is None:
+        return None
+    return row[0], PairTexts.of_row(row[1:])
+
+
+def _lease_insert(*, state: LoopState, comparison_id: int) -> Assignment | None:
+    """A new lease on this (locked) comparison, or None when it is full or the annotator's
+    other request won (the caller tells which)."""
+    now = state.now
+    until = now + settings.ASSIGNMENT_LEASE
+    token = secrets.token_urlsafe(16)
+    found = params(
+        study_id=state.study_id,
+        annotator=state.annotator,
+        now=now,
+        comparison=comparison_id,
+        token=token,
+        k=state.votes_per_comparison,
+        a=Assignment.Side.A.value,
+        b=Assignment.Side.B.value,
+        coin=_random.choice([Assignment.Side.A, Assignment.Side.B]).value,
+        until=connection.ops.adapt_datetimefield_value(until),
+    )
+    row = fetchone(_LEASE_INSERT_SQL, found)
+    if row is None:
+        return None
+    pk, left = row
+    return stored(
+        Assignment,
+        {
+            "id": pk,
+            "study_id": state.study_id,
+            "comparison_id": comparison_id,
+            "annotator_id": state.annotator.pk,
+            "token": token,
+            "left": left,
+            "status": Assignment.Status.LEASED,
+            "first_delivered_at": now,
+            "lease_expires_at": until,
+        },
+    )
+
+
+def _lock(comparison_id: int) -> int:
+    """Lock the comparison row for this transaction (waiting for it); returns its vote count.
+
+    The row lock guards the comparison's slots: votes, live leases and the assignments' status
+    change only while it is held. SQLite has no row locks; the project runs it with IMMEDIATE
+    transactions, which take the database write lock at BEGIN, so writers are serialised there.
+    of=("self",) and no ordering: the default ordering joins the study and question rows, and
+    FOR UPDATE would lock those too, so every claim in a study would wait for every other one.
+    """
+    return (
+        Comparison.objects.select_for_update(of=("self",))
+        .filter(pk=comparison_id)
+        .order_by()
+        .values_list("vote_count", flat=True)
+        .get()
+    )
+
+
+class NextPair(NamedTuple):
+    assignment: Assignment | None
+    progress: Progress
+    texts: PairTexts | None = None  # read with a new claim; else shown_pair reads them
+
+
+@transaction.atomic
+def next_pair(*, state: LoopState) -> NextPair:
+    """The pair this annotator should judge next (or None), and their progress with it.
+
+    Their own unvoted pair comes back again (a reload never takes a second slot; an expired
+    lease is renewed if the comparison still has room). Otherwise: a comparison they have never
+    been given, among those with the fewest votes + live leases, at random among ties.
+    ``state``: the annotator's ``loop_state`` in this study, read just before (the API reads it
+    with the permission check, outside this transaction).
+    """
+    if not state.open:
+        raise ServiceError(STUDY_NOT_OPEN)
+    now, k, annotator = state.now, state.votes_per_comparison, state.annotator
+
+    def progress() -> Progress:
+        return annotator_progress(study_id=state.study_id, k=k, annotator=annotator, now=now)
+
+    if state.held_id is not None:
+        held = Assignment.objects.get(pk=state.held_id)
+        if state.held_live:
+            return NextPair(held, state.progress)
+        votes = _lock(held.comparison_id)
+        others = (
+            Assignment.objects.filter(
+                comparison_id=held.comparison_id,
+                status=Assignment.Status.LEASED,
+                lease_expires_at__gt=now,
+            )
+            .exclude(annotator=annotator)
+            .count()
+        )
+        held.refresh_from_db()
+        if held.status == Assignment.Status.LEASED:
+            if votes + others < k:
+                held.lease_expires_at = now + settings.ASSIGNMENT_LEASE
+                held.save(update_fields=["lease_expires_at"])
+                return NextPair(held, progress())
+            held.status = Assignment.Status.EXPIRED
+            held.save(update_fields=["status"])
+        current = progress()
+    else:
+        # Taking a new pair does not change the progress: it was counted as still available.
+        current = state.progress
+
+    full: list[int] = []
+    while (claimed := _claim(state=state, skip=full)) is not None:
+        comparison_id, texts = claimed
+        created = _lease_insert(state=state, comparison_id=comparison_id)
+        if created is not None:
+            return NextPair(created, current, texts)
+        # The same annotator asked twice at once and the other request won: use its pair.
+        mine = Assignment.objects.filter(
+            study_id=state.study_id, annotator=annotator, status=Assignment.Status.LEASED
+        ).first()
+        if mine is not None:
+            return NextPair(mine, progress())
+        full.append(comparison_id)  # filled up since the claim's snapshot
+    return NextPair(None, current)
+
+
+@dataclass(frozen=True)
+class ShownPair:
+    """Exactly what an annotator may see of an assignment (no ids but the token)."""
+
+    token: str
+    question: str
+    left: str
+    right: str
+
+
+def _masks(study_id: int, answer_ids: Sequence[int]) -> dict[int, list[tuple[int, int]]]:
+    spans: dict[int, list[tuple[int, int]]] = {answer_id: [] for answer_id in answer_ids}
+    for answer_id, start, end in IdentityFlag.objects.filter(
+        study_id=study_id, answer__in=answer_ids, masked=True
+    ).values_list("answer_id", "start", "end"):
+        spans[answer_id].append((start, end))
+    return spans
+
+
+def shown_pair(*, assignment: Assignment, texts: PairTexts | None = None) -> ShownPair:
+    """What the annotator sees of their assignment (``texts``: already read with the claim)."""
+    if texts is None:
+        texts = PairTexts.of_row(
+            fetchone(_PAIR_SQL, {"comparison": assignment.comparison_id, "true": True})
+        )
+    a_text, b_text = texts.answer_a, texts.answer_b
+    if texts.masked:
+        a_id, b_id = texts.answer_a_id, texts.answer_b_id
+        spans = _masks(assignment.study_id, [a_id, b_id])
+        a_text, b_text = apply_masks(a_text, spans[a_id]), apply_masks(b_text, spans[b_id])
+    left, right = (a_text, b_text) if assignment.left == Assignment.Side.A else (b_text, a_text)
+    return ShownPair(token=assignment.token, question=texts.question, left=left, right=right)

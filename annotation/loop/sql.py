@@ -1,0 +1,112 @@
+"""The loop's shared SQL: table names, who may annotate, live leases, progress counts, and
+stored rows made into model instances by Django."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TypeVar
+
+from django.contrib.auth.models import Group, User
+from django.db import connection
+from django.db.models import Model
+
+from generation.models import Answer, Question
+
+from ..models import Assignment, Comparison, IdentityFlag, Study, Vote
+
+ANNOTATORS_GROUP = "annotators"
+M = TypeVar("M", bound=Model)
+
+SQL_NAMES = {
+    "study": Study._meta.db_table,
+    "comparison": Comparison._meta.db_table,
+    "assignment": Assignment._meta.db_table,
+    "vote": Vote._meta.db_table,
+    "question": Question._meta.db_table,
+    "answer": Answer._meta.db_table,
+    "flag": IdentityFlag._meta.db_table,
+    "members": User.groups.through._meta.db_table,
+    "groups": Group._meta.db_table,
+    "left": connection.ops.quote_name("left"),
+}
+
+
+def sql(text: str, **parts: str) -> str:
+    """SQL with the table names (and ``parts``) filled in; values stay %(name)s parameters."""
+    return text.format(**SQL_NAMES, **parts)
+
+
+# Who may annotate: staff, and members of the annotators group. The annotator API asks it within
+# the loop's first statement (see apis.MayAnnotate); the pages ask it alone.
+MAY_ANNOTATE = sql(
+    """(%(staff)s OR EXISTS (
+    SELECT 1 FROM {members} m JOIN {groups} g ON g.id = m.group_id
+    WHERE m.user_id = %(annotator)s AND g.name = %(group)s))"""
+)
+# An assignment row whose lease is live.
+LIVE_LEASE = "status = %(leased)s AND lease_expires_at > %(now)s"
+NOBODY = 0  # as ``excluded``: user ids start at 1, so no lease is left out
+
+
+def live_leases(study: str) -> str:
+    """Live leases per comparison of a study, leaving out the ``excluded`` annotator's."""
+    return sql(
+        """SELECT comparison_id, COUNT(*) AS n FROM {assignment}
+           WHERE study_id = {study_id} AND {live} AND annotator_id <> %(excluded)s
+           GROUP BY comparison_id""",
+        study_id=study,
+        live=LIVE_LEASE,
+    )
+
+
+def done(study: str) -> str:
+    return sql(
+        """SELECT COUNT(*) FROM {assignment}
+           WHERE study_id = {study_id} AND annotator_id = %(annotator)s AND status = %(voted)s""",
+        study_id=study,
+    )
+
+
+def remaining(study: str, k: str, also: str = "") -> str:
+    """Comparisons the annotator holds or was never given whose load, leaving out their own
+    lease (``excluded`` = the annotator), is below K."""
+    return sql(
+        """SELECT COUNT(*) FROM {comparison} c
+           LEFT JOIN ({live}) live ON live.comparison_id = c.id
+           WHERE c.study_id = {study_id} AND c.vote_count + COALESCE(live.n, 0) < {k} {also}
+             AND NOT EXISTS (SELECT 1 FROM {assignment} mine
+                             WHERE mine.comparison_id = c.id AND mine.annotator_id = %(annotator)s
+                               AND mine.status <> %(leased)s)""",
+        live=live_leases(study),
+        study_id=study,
+        k=k,
+        also=also,
+    )
+
+
+def fetchone(statement: str, params: dict) -> tuple | None:
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        return cursor.fetchone()
+
+
+def params(*, study_id: int, annotator, now: datetime, **extra) -> dict:
+    return {
+        "study": study_id,
+        "annotator": annotator.pk,
+        "staff": annotator.is_staff,
+        "now": connection.ops.adapt_datetimefield_value(now),
+        "leased": Assignment.Status.LEASED.value,
+        "voted": Assignment.Status.VOTED.value,
+        "excluded": annotator.pk,
+        "group": ANNOTATORS_GROUP,
+        "open": Study.Status.OPEN.value,
+        **extra,
+    }
+
+
+def stored(model: type[M], values: dict) -> M:
+    """The instance of a row this loop has just read or written, made by Django (``from_db``)
+    from Python values; fields not in ``values`` are deferred, as with ``only()``."""
+    names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
+    return model.from_db(connection.alias, names, [values[name] for name in names])

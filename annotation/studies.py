@@ -1,0 +1,235 @@
+"""The study lifecycle: create (every comparison at once), check runs and annotator-facing
+texts, open (flagging answers that may name their model), close, and identity flags and masks."""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Sequence
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from generation.errors import ServiceError
+from generation.models import Answer, GenerationRun, PromptSet
+
+from . import identity
+from .models import Comparison, IdentityFlag, Study, StudyRun, Vote
+
+STUDY_NAME_TAKEN = "a study named {name!r} already exists"
+TOO_FEW_MODELS = "a study needs succeeded runs of at least two different models"
+RUN_NOT_FOUND = "no generation run with id {ids}"
+RUN_NOT_SUCCEEDED = "run {id} is {status}; only succeeded runs can be compared"
+MIXED_PROMPT_SETS = (
+    "the runs answer different prompt sets ({names}); a study compares runs of one prompt set"
+)
+WRONG_PROMPT_SET = "run {id} answers prompt set {actual!r}, not {expected!r}"
+SAME_MODEL_TWICE = "runs {ids} are both of model {model!r}; a study takes one run per model"
+NO_COMMON_QUESTIONS = "the runs have no answered question in common; nothing to compare"
+BAD_VOTES_PER_COMPARISON = "votes per comparison must be at least 1"
+CANNOT_OPEN = "study {name!r} is {status}; only a draft or closed study can be opened"
+CANNOT_CLOSE = "study {name!r} is {status}; only an open study can be closed"
+TEXT_NAMES_MODEL = "the {field} names a model ({term!r}); annotators see it, so leave it out"
+
+
+@transaction.atomic
+def study_create(
+    *,
+    name: str,
+    runs: Sequence[GenerationRun | int],
+    prompt_set: PromptSet | None = None,
+    votes_per_comparison: int = 3,
+    instructions: str = "",
+    title: str = "",
+    open_now: bool = False,
+    user=None,
+) -> Study:
+    """A study with every comparison (model pairs x questions) built in this one transaction."""
+    run_ids = [r.pk if isinstance(r, GenerationRun) else int(r) for r in runs]
+    found = {
+        r.pk: r
+        for r in GenerationRun.objects.select_related("model", "prompt_set").filter(pk__in=run_ids)
+    }
+    missing = [str(i) for i in run_ids if i not in found]
+    if missing:
+        raise ServiceError(RUN_NOT_FOUND.format(ids=", ".join(missing)))
+    chosen = [found[i] for i in dict.fromkeys(run_ids)]  # ordered, without repeats
+    study_runs_check(runs=chosen, prompt_set=prompt_set)
+    if votes_per_comparison < 1:
+        raise ServiceError(BAD_VOTES_PER_COMPARISON)
+    if Study.objects.filter(name=name).exists():
+        raise ServiceError(STUDY_NAME_TAKEN.format(name=name))
+
+    study_texts_check(
+        models=[r.model for r in chosen], texts={"title": title, "instructions": instructions}
+    )
+    chosen.sort(key=lambda r: r.pk)
+    try:
+        with transaction.atomic():
+            study = Study.objects.create(
+                name=name,
+                title=title,
+                prompt_set=chosen[0].prompt_set,
+                votes_per_comparison=votes_per_comparison,
+                instructions=instructions,
+                created_by=user if getattr(user, "pk", None) else None,
+            )
+    except IntegrityError:
+        raise ServiceError(STUDY_NAME_TAKEN.format(name=name)) from None
+    StudyRun.objects.bulk_create(StudyRun(study=study, run=r, model=r.model) for r in chosen)
+
+    answers: dict[int, dict[int, int]] = defaultdict(dict)  # run -> question -> answer
+    for answer_id, run_id, question_id in Answer.objects.filter(run__in=chosen).values_list(
+        "pk", "run_id", "question_id"
+    ):
+        answers[run_id][question_id] = answer_id
+    questions = study.prompt_set.questions.order_by("position").values_list("pk", flat=True)
+    comparisons = [
+        Comparison(
+            study=study, question_id=q, run_a=a, run_b=b, answer_a_id=ids[0], answer_b_id=ids[1]
+        )
+        for q in questions
+        for a, b in itertools.combinations(chosen, 2)
+        if None not in (ids := (answers[a.pk].get(q), answers[b.pk].get(q)))
+    ]
+    if not comparisons:
+        raise ServiceError(NO_COMMON_QUESTIONS)
+    Comparison.objects.bulk_create(comparisons, batch_size=500)
+    if open_now:
+        study = study_open(study=study)
+    return study
+
+
+def study_runs_check(*, runs: Sequence[GenerationRun], prompt_set: PromptSet | None = None) -> None:
+    """Raise ServiceError unless these runs can make a study (admin actions ask before a form)."""
+    for run in runs:
+        if run.status != GenerationRun.Status.SUCCEEDED:
+            raise ServiceError(RUN_NOT_SUCCEEDED.format(id=run.pk, status=run.status))
+    sets = {r.prompt_set.name for r in runs}
+    if len(sets) > 1:
+        raise ServiceError(MIXED_PROMPT_SETS.format(names=", ".join(sorted(sets))))
+    if prompt_set is not None:
+        for run in runs:
+            if run.prompt_set_id != prompt_set.pk:
+                raise ServiceError(
+                    WRONG_PROMPT_SET.format(
+                        id=run.pk, actual=run.prompt_set.name, expected=prompt_set.name
+                    )
+                )
+    by_model: dict[int, list[GenerationRun]] = defaultdict(list)
+    for run in runs:
+        by_model[run.model_id].append(run)
+    for same in by_model.values():
+        if len(same) > 1:
+            raise ServiceError(
+                SAME_MODEL_TWICE.format(
+                    ids=", ".join(str(r.pk) for r in same), model=same[0].model.name
+                )
+            )
+    if len(by_model) < 2:
+        raise ServiceError(TOO_FEW_MODELS)
+
+
+def study_texts_check(*, models, texts: dict[str, str]) -> None:
+    """Refuse annotator-facing study text (title, instructions) that names a study model."""
+    terms = identity.identity_terms(
+        names=[n for m in models for n in (m.name, m.name_or_path) if n],
+        makers=[m.maker for m in models if m.maker],
+        words=[],
+    )
+    for field, text in texts.items():
+        for span in identity.find_identity_spans(text or "", terms):
+            if span.kind in (identity.NAME, identity.MAKER):
+                raise ServiceError(TEXT_NAMES_MODEL.format(field=field, term=span.text))
+
+
+@transaction.atomic
+def study_open(*, study: Study) -> Study:
+    """Open a draft or closed study, flagging answers that may name their model first."""
+    study = Study.objects.select_for_update().get(pk=study.pk)
+    if study.status == Study.Status.OPEN:
+        raise ServiceError(CANNOT_OPEN.format(name=study.name, status=study.status))
+    study_flag_identity(study=study)
+    study.status = Study.Status.OPEN
+    study.opened_at = study.opened_at or timezone.now()
+    study.closed_at = None
+    study.save(update_fields=["status", "opened_at", "closed_at"])
+    return study
+
+
+@transaction.atomic
+def study_close(*, study: Study) -> Study:
+    """Stop handing out pairs; votes already in hand are refused from now on."""
+    study = Study.objects.select_for_update().get(pk=study.pk)
+    if study.status != Study.Status.OPEN:
+        raise ServiceError(CANNOT_CLOSE.format(name=study.name, status=study.status))
+    study.status = Study.Status.CLOSED
+    study.closed_at = timezone.now()
+    study.save(update_fields=["status", "closed_at"])
+    return study
+
+
+@transaction.atomic
+def study_flag_identity(*, study: Study) -> list[IdentityFlag]:
+    """(Re)scan the study's answers for self-identifying spans; existing flags keep their mask.
+
+    Looks for every study model's name, path and maker (in every answer: an answer naming
+    *another* model unblinds as well) and ``settings.IDENTITY_WORDS``, plus self-introductions.
+    """
+    study_runs = StudyRun.objects.filter(study=study).select_related("model")
+    terms = identity.identity_terms(
+        names=[n for sr in study_runs for n in (sr.model.name, sr.model.name_or_path) if n],
+        makers=[sr.model.maker for sr in study_runs if sr.model.maker],
+        words=settings.IDENTITY_WORDS,
+    )
+    existing = {(f.answer_id, f.start, f.end): f for f in IdentityFlag.objects.filter(study=study)}
+    seen = set()
+    new = []
+    for answer in Answer.objects.filter(run__in=[sr.run_id for sr in study_runs]).only(
+        "pk", "text"
+    ):
+        for span in identity.find_identity_spans(answer.text, terms):
+            key = (answer.pk, span.start, span.end)
+            seen.add(key)
+            if key not in existing:
+                new.append(
+                    IdentityFlag(
+                        study=study,
+                        answer=answer,
+                        start=span.start,
+                        end=span.end,
+                        text=span.text[:500],
+                        kind=span.kind,
+                    )
+                )
+    IdentityFlag.objects.bulk_create(new, batch_size=500)
+    # Spans no longer found (the word list changed) go; reviewed ones stay, they were a decision.
+    stale = [f.pk for key, f in existing.items() if key not in seen and f.reviewed_at is None]
+    IdentityFlag.objects.filter(pk__in=stale).delete()
+    return list(IdentityFlag.objects.filter(study=study))
+
+
+def identity_flags_mask(*, flags, masked: bool = True, user=None) -> int:
+    """Mask (or unmask) flagged spans for annotators, recording who decided; returns how many
+    changed."""
+    return (
+        IdentityFlag.objects.filter(pk__in=[f.pk for f in flags])
+        .exclude(masked=masked)
+        .update(
+            masked=masked,
+            reviewed_by=user if getattr(user, "pk", None) else None,
+            reviewed_at=timezone.now(),
+        )
+    )
+
+
+def study_flag_counts(*, study: Study) -> dict[str, int]:
+    return IdentityFlag.objects.filter(study=study).aggregate(
+        flags=Count("pk"), masked=Count("pk", filter=Q(masked=True))
+    )
+
+
+def study_vote_count(*, study: Study) -> int:
+    return Vote.objects.filter(comparison__study=study).count()
