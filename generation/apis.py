@@ -3,6 +3,7 @@ sets and fine-tune runs."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import transaction
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema
@@ -11,8 +12,9 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from . import services
-from .importers import ImportFormatError
+from .engine.params import FINETUNE, Param
+from .errors import ServiceError
+from .importers import TOO_LARGE, ImportFormatError
 from .models import (
     FineTuneLog,
     FineTuneRun,
@@ -22,6 +24,65 @@ from .models import (
     PromptSet,
     Question,
 )
+from .params import FINETUNE_FIELDS
+from .registry import (
+    LANGUAGE_MODEL_FIELDS,
+    SET_HAS_ANSWERS,
+    language_model_register,
+    language_model_update,
+    prompt_set_import,
+)
+from .runs import generation_run_cancel, generation_run_create, generation_run_retry
+from .training.data import (
+    instruction_dataset_augment,
+    instruction_dataset_import,
+    instruction_dataset_token_stats,
+)
+from .training.finetune import finetune_run_cancel, finetune_run_create, finetune_run_resume
+
+# The state every run shows (models.Run), after its own fields.
+RUN_STATE_FIELDS = ["error", "attempts", "created_at", "started_at", "finished_at", "heartbeat_at"]
+
+
+def _import_action(form_class, output_class):
+    """Declares a view set's ``POST import/`` (a multipart upload) and its schema."""
+
+    def decorate(view):
+        view = action(
+            detail=False,
+            methods=["post"],
+            url_path="import",
+            parser_classes=[parsers.MultiPartParser],
+        )(view)
+        return extend_schema(request=form_class, responses={201: output_class})(view)
+
+    return decorate
+
+
+def _import_upload(request, form_class, service, output_class, **extra) -> Response:
+    """Check the upload form, then import the file in one go (nothing on any error): 201."""
+    form = form_class(data=request.data)
+    form.is_valid(raise_exception=True)
+    values = dict(form.validated_data)
+    upload = values.pop("file")
+    if upload.size > settings.MAX_UPLOAD_BYTES:
+        # Refused by its size before a byte of it is read into memory.
+        problem = TOO_LARGE.format(size=upload.size, limit=settings.MAX_UPLOAD_BYTES)
+        raise ValidationError({"file": [f"{upload.name}: {problem}"]})
+    try:
+        created = service(data=upload.read(), filename=upload.name, **values, **extra)
+    except (ImportFormatError, ServiceError) as exc:
+        raise ValidationError({"file": [str(exc)]}) from None
+    return Response(output_class(created).data, status=status.HTTP_201_CREATED)
+
+
+def _run_change(service, run, output_class) -> Response:
+    """Cancel, retry or resume a run: the run as it now is, or 409 when its state forbids it."""
+    try:
+        run = service(run=run)
+    except ServiceError as exc:
+        return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+    return Response(output_class(run).data)
 
 
 class PromptSetSerializer(serializers.ModelSerializer):
@@ -49,26 +110,23 @@ class QuestionSerializer(serializers.ModelSerializer):
 class LanguageModelSerializer(serializers.ModelSerializer):
     class Meta:
         model = LanguageModel
-        fields = [
-            "id",
-            "name",
-            "name_or_path",
-            "revision",
-            "maker",
-            "prompt_format",
-            "generation_defaults",
-            "base_model",
-            "adapter_path",
-            "trust_remote_code",
-            "created_at",
-        ]
+        fields = ["id", *LANGUAGE_MODEL_FIELDS, "created_at"]
         read_only_fields = ["created_at"]
 
-    def validate_trust_remote_code(self, value: bool) -> bool:
+    # The registry decides who may change what a worker loads (SECURITY.md), for the admin too.
+    def create(self, validated_data):
         user = self.context["request"].user
-        if value and not user.is_superuser:
-            raise ValidationError(services.REMOTE_CODE_SUPERUSER)
-        return value
+        try:
+            return language_model_register(**validated_data, user=user)
+        except ServiceError as exc:
+            raise ValidationError({"detail": str(exc)}) from None
+
+    def update(self, instance, validated_data):
+        user = self.context["request"].user
+        try:
+            return language_model_update(model=instance, changes=validated_data, user=user)
+        except ServiceError as exc:
+            raise ValidationError({"detail": str(exc)}) from None
 
 
 class GenerationRunSerializer(serializers.ModelSerializer):
@@ -85,65 +143,34 @@ class GenerationRunSerializer(serializers.ModelSerializer):
             "status",
             "done",
             "total",
-            "error",
-            "attempts",
-            "created_at",
-            "started_at",
-            "finished_at",
-            "heartbeat_at",
+            *RUN_STATE_FIELDS,
         ]
-        read_only_fields = [
-            "imported",
-            "status",
-            "done",
-            "total",
-            "error",
-            "attempts",
-            "created_at",
-            "started_at",
-            "finished_at",
-            "heartbeat_at",
-        ]
+        # What follows the request's own fields is the run's state.
+        read_only_fields = fields[fields.index("imported") :]
 
 
 class PromptSetViewSet(viewsets.ModelViewSet):
+    action_permissions = {"import_file": ["generation.add_promptset"]}
     queryset = PromptSet.objects.all()
     serializer_class = PromptSetSerializer
     filterset_fields = ["name"]
 
     def perform_update(self, serializer):
         if serializer.instance.has_answers:
-            raise ValidationError(services.SET_HAS_ANSWERS.format(name=serializer.instance.name))
+            raise ValidationError(SET_HAS_ANSWERS.format(name=serializer.instance.name))
         serializer.save()
 
     def perform_destroy(self, instance):
         if instance.has_answers:
-            raise ValidationError(services.SET_HAS_ANSWERS.format(name=instance.name))
+            raise ValidationError(SET_HAS_ANSWERS.format(name=instance.name))
         instance.delete()
 
-    @extend_schema(request=PromptSetImportSerializer, responses={201: PromptSetSerializer})
-    @action(
-        detail=False,
-        methods=["post"],
-        url_path="import",
-        parser_classes=[parsers.MultiPartParser],
-    )
+    @_import_action(PromptSetImportSerializer, PromptSetSerializer)
     def import_file(self, request):
         """Import a prompt set from a CSV / JSONL / JSON upload (atomic)."""
-        form = PromptSetImportSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        upload = form.validated_data["file"]
-        try:
-            prompt_set = services.prompt_set_import(
-                name=form.validated_data["name"],
-                data=upload.read(),
-                filename=upload.name,
-                replace=form.validated_data["replace"],
-                description=form.validated_data["description"],
-            )
-        except (ImportFormatError, services.ServiceError) as exc:
-            raise ValidationError({"file": [str(exc)]}) from None
-        return Response(PromptSetSerializer(prompt_set).data, status=status.HTTP_201_CREATED)
+        return _import_upload(
+            request, PromptSetImportSerializer, prompt_set_import, PromptSetSerializer
+        )
 
 
 class QuestionViewSet(viewsets.ReadOnlyModelViewSet):
@@ -165,6 +192,11 @@ class GenerationRunViewSet(
     mixins.RetrieveModelMixin,
     viewsets.GenericViewSet,
 ):
+    # Queueing work for the GPU needs the right to run models as well as to add the row.
+    action_permissions = {
+        "create": ["generation.add_generationrun", "generation.run_languagemodel"],
+        "retry": ["generation.change_generationrun", "generation.run_languagemodel"],
+    }
     queryset = GenerationRun.objects.select_related("model", "prompt_set")
     serializer_class = GenerationRunSerializer
     filterset_fields = ["model", "prompt_set", "status"]
@@ -172,7 +204,7 @@ class GenerationRunViewSet(
     def perform_create(self, serializer):
         data = serializer.validated_data
         try:
-            serializer.instance = services.generation_run_create(
+            serializer.instance = generation_run_create(
                 model=data["model"],
                 prompt_set=data["prompt_set"],
                 params=data.get("params") or {},
@@ -180,27 +212,19 @@ class GenerationRunViewSet(
                 batch_size=data.get("batch_size", 8),
                 user=self.request.user,
             )
-        except services.ServiceError as exc:
+        except ServiceError as exc:
             raise ValidationError(str(exc)) from None
 
     @extend_schema(request=None, responses=GenerationRunSerializer)
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
-        try:
-            run = services.generation_run_cancel(run=self.get_object())
-        except services.ServiceError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        return Response(GenerationRunSerializer(run).data)
+        return _run_change(generation_run_cancel, self.get_object(), GenerationRunSerializer)
 
     @extend_schema(request=None, responses=GenerationRunSerializer)
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
         with transaction.atomic():
-            try:
-                run = services.generation_run_retry(run=self.get_object())
-            except services.ServiceError as exc:
-                return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        return Response(GenerationRunSerializer(run).data)
+            return _run_change(generation_run_retry, self.get_object(), GenerationRunSerializer)
 
 
 # --- instruction data sets ---------------------------------------------------------------------
@@ -248,38 +272,29 @@ class InstructionDatasetViewSet(
 ):
     """Data sets are created by import (or augmentation); their rows never change."""
 
+    action_permissions = {
+        "import_file": ["generation.add_instructiondataset"],
+        "token_stats": ["generation.view_instructiondataset"],
+        "augment": [
+            "generation.add_instructiondataset",
+            "generation.add_generationrun",
+            "generation.run_languagemodel",
+        ],
+    }
     queryset = InstructionDataset.objects.all()
     serializer_class = InstructionDatasetSerializer
     filterset_fields = ["name"]
 
-    @extend_schema(
-        request=InstructionDatasetImportSerializer, responses={201: InstructionDatasetSerializer}
-    )
-    @action(
-        detail=False,
-        methods=["post"],
-        url_path="import",
-        parser_classes=[parsers.MultiPartParser],
-    )
+    @_import_action(InstructionDatasetImportSerializer, InstructionDatasetSerializer)
     def import_file(self, request):
         """Import a data set from a JSONL / JSON / CSV upload (atomic)."""
-        form = InstructionDatasetImportSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        upload = form.validated_data["file"]
-        try:
-            dataset = services.instruction_dataset_import(
-                name=form.validated_data["name"],
-                data=upload.read(),
-                filename=upload.name,
-                description=form.validated_data["description"],
-                drop_duplicates=form.validated_data["drop_duplicates"],
-                tokenizer_model=form.validated_data["tokenizer_model"],
-                user=request.user,
-            )
-        except (ImportFormatError, services.ServiceError) as exc:
-            raise ValidationError({"file": [str(exc)]}) from None
-        data = InstructionDatasetSerializer(dataset).data
-        return Response(data, status=status.HTTP_201_CREATED)
+        return _import_upload(
+            request,
+            InstructionDatasetImportSerializer,
+            instruction_dataset_import,
+            InstructionDatasetSerializer,
+            user=request.user,
+        )
 
     @extend_schema(request=TokenStatsSerializer, responses=InstructionDatasetSerializer)
     @action(detail=True, methods=["post"], url_path="token-stats")
@@ -288,10 +303,10 @@ class InstructionDatasetViewSet(
         form = TokenStatsSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         try:
-            dataset = services.instruction_dataset_token_stats(
+            dataset = instruction_dataset_token_stats(
                 dataset=self.get_object(), model=form.validated_data["model"]
             )
-        except services.ServiceError as exc:
+        except ServiceError as exc:
             raise ValidationError(str(exc)) from None
         return Response(InstructionDatasetSerializer(dataset).data)
 
@@ -302,10 +317,10 @@ class InstructionDatasetViewSet(
         form = AugmentSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         try:
-            augmentation = services.instruction_dataset_augment(
+            augmentation = instruction_dataset_augment(
                 dataset=self.get_object(), user=request.user, **form.validated_data
             )
-        except services.ServiceError as exc:
+        except ServiceError as exc:
             raise ValidationError(str(exc)) from None
         data = AugmentOutputSerializer(augmentation).data
         return Response(data, status=status.HTTP_202_ACCEPTED)
@@ -326,23 +341,17 @@ class FineTuneRunInputSerializer(serializers.Serializer):
     datasets = FineTuneSourceSerializer(many=True, allow_empty=False)
     method = serializers.ChoiceField(choices=FineTuneRun.Method.choices, default="lora")
     model_name = serializers.CharField(required=False, allow_blank=True, default="")
-    learning_rate = serializers.FloatField(required=False)
-    epochs = serializers.FloatField(required=False)
-    max_steps = serializers.IntegerField(required=False)
-    batch_size = serializers.IntegerField(required=False)
-    gradient_accumulation = serializers.IntegerField(required=False)
-    max_length = serializers.IntegerField(required=False)
-    warmup_ratio = serializers.FloatField(required=False)
-    weight_decay = serializers.FloatField(required=False)
-    seed = serializers.IntegerField(required=False)
-    eval_fraction = serializers.FloatField(required=False)
-    lora_r = serializers.IntegerField(required=False)
-    lora_alpha = serializers.IntegerField(required=False)
-    lora_dropout = serializers.FloatField(required=False)
-    target_modules = serializers.ListField(child=serializers.CharField(), required=False)
-    gradient_checkpointing = serializers.BooleanField(required=False)
-    save_steps = serializers.IntegerField(required=False)
-    save_total_limit = serializers.IntegerField(required=False)
+
+    def get_fields(self):
+        # One optional field per hyper-parameter; the service checks the values.
+        return {**super().get_fields(), **{p.name: _hyperparameter_field(p) for p in FINETUNE}}
+
+
+def _hyperparameter_field(param: Param) -> serializers.Field:
+    if param.kind is list:
+        return serializers.ListField(child=serializers.CharField(), required=False)
+    kinds = {bool: serializers.BooleanField, int: serializers.IntegerField}
+    return kinds.get(param.kind, serializers.FloatField)(required=False)
 
 
 class FineTuneRunSerializer(serializers.ModelSerializer):
@@ -357,7 +366,7 @@ class FineTuneRunSerializer(serializers.ModelSerializer):
             "datasets",
             "method",
             "model_name",
-            *services.HYPERPARAMETERS,
+            *FINETUNE_FIELDS,
             "status",
             "step",
             "total_steps",
@@ -371,12 +380,7 @@ class FineTuneRunSerializer(serializers.ModelSerializer):
             "checkpoint",
             "resumed_from_step",
             "result_model",
-            "error",
-            "attempts",
-            "created_at",
-            "started_at",
-            "finished_at",
-            "heartbeat_at",
+            *RUN_STATE_FIELDS,
         ]
         read_only_fields = fields
 
@@ -422,6 +426,10 @@ class FineTuneRunViewSet(
     mixins.RetrieveModelMixin,
     viewsets.GenericViewSet,
 ):
+    action_permissions = {
+        "create": ["generation.add_finetunerun", "generation.run_languagemodel"],
+        "resume": ["generation.change_finetunerun", "generation.run_languagemodel"],
+    }
     queryset = FineTuneRun.objects.select_related("base_model", "result_model")
     serializer_class = FineTuneRunSerializer
     filterset_fields = ["base_model", "status", "method"]
@@ -443,7 +451,7 @@ class FineTuneRunViewSet(
         data = dict(form.validated_data)
         sources = [(s["dataset"], s["rows"]) for s in data.pop("datasets")]
         try:
-            run = services.finetune_run_create(
+            run = finetune_run_create(
                 base_model=data.pop("base_model"),
                 datasets=sources,
                 method=data.pop("method"),
@@ -451,7 +459,7 @@ class FineTuneRunViewSet(
                 params=data,
                 user=request.user,
             )
-        except services.ServiceError as exc:
+        except ServiceError as exc:
             raise ValidationError(str(exc)) from None
         return Response(FineTuneRunSerializer(run).data, status=status.HTTP_201_CREATED)
 
@@ -459,18 +467,10 @@ class FineTuneRunViewSet(
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         """Stop after the current step; the last checkpoint is kept for resuming."""
-        try:
-            run = services.finetune_run_cancel(run=self.get_object())
-        except services.ServiceError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        return Response(FineTuneRunSerializer(run).data)
+        return _run_change(finetune_run_cancel, self.get_object(), FineTuneRunSerializer)
 
     @extend_schema(request=None, responses=FineTuneRunSerializer)
     @action(detail=True, methods=["post"])
     def resume(self, request, pk=None):
         """Queue a failed or cancelled run again; it continues from its last checkpoint."""
-        try:
-            run = services.finetune_run_resume(run=self.get_object())
-        except services.ServiceError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        return Response(FineTuneRunSerializer(run).data)
+        return _run_change(finetune_run_resume, self.get_object(), FineTuneRunSerializer)

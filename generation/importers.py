@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import csv
 import io
-import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from . import jsonsafe
 
 NOT_UTF8 = "is not UTF-8 text ({detail})"
 EMPTY_FILE = "holds no questions"
 NO_QUESTION_COLUMN = "has no 'question' column (columns: {columns})"
 EMPTY_QUESTION = "the question is empty"
-BAD_JSON = "not valid JSON ({detail})"
+BAD_JSON = jsonsafe.BAD_JSON
 NOT_AN_OBJECT = "expected a JSON object, got {kind}"
 NO_TEXT_FIELD = "no question text: expected one of 'text', 'question', 'input' or 'turns'"
 MULTI_TURN = "multi-turn record ({n} turns); only single-turn questions are supported for now"
@@ -48,6 +51,18 @@ class ParsedQuestion:
     external_id: str = ""
 
 
+def read_limited(path: str | os.PathLike, limit: int) -> bytes:
+    """A file's bytes for an import, refused by its size before it is read (ImportFormatError,
+    as an unreadable file is)."""
+    try:
+        size = os.stat(path).st_size
+        if size > limit:
+            raise ImportFormatError(os.fspath(path), TOO_LARGE.format(size=size, limit=limit))
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ImportFormatError(os.fspath(path), f"cannot read ({exc.strerror})") from None
+
+
 def decode(data: bytes, filename: str, *, limit: int | None = None) -> str:
     if limit is not None and len(data) > limit:
         raise ImportFormatError(filename, TOO_LARGE.format(size=len(data), limit=limit))
@@ -67,10 +82,9 @@ def parse_prompt_file(
     ext = Path(filename).suffix.lower()
     if ext == ".csv":
         questions = _parse_csv(text, filename)
-    elif ext in (".jsonl", ".ndjson"):
-        questions = _parse_jsonl(text, filename)
-    elif ext == ".json":
-        questions = _parse_json_array(text, filename)
+    elif ext in (".jsonl", ".ndjson", ".json"):
+        records = json_records(text, filename, array=ext == ".json", what="question")
+        questions = [_question_from_record(r, filename, line) for line, r in records]
     else:
         raise ImportFormatError(filename, UNKNOWN_EXTENSION.format(ext=ext))
     if not questions:
@@ -106,30 +120,15 @@ def _parse_csv(text: str, filename: str) -> list[ParsedQuestion]:
     return out
 
 
-def _parse_jsonl(text: str, filename: str) -> list[ParsedQuestion]:
-    out = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            problem = BAD_JSON.format(detail=exc.msg)
-            raise ImportFormatError(filename, problem, line=number) from None
-        out.append(_question_from_record(record, filename, number))
-    return out
-
-
-def _parse_json_array(text: str, filename: str) -> list[ParsedQuestion]:
+def json_records(text: str, filename: str, *, array: bool, what: str) -> list[tuple[int, Any]]:
+    """(line, record) of a JSONL text, or of a JSON array (its 1-based index standing in for the
+    line); ImportFormatError naming the line of the first unreadable one."""
     try:
-        records = json.loads(text)
-    except json.JSONDecodeError as exc:
-        problem = BAD_JSON.format(detail=exc.msg)
-        raise ImportFormatError(filename, problem, line=exc.lineno) from None
-    if not isinstance(records, list):
-        raise ImportFormatError(filename, "expected a JSON array of question objects")
-    # Records of a JSON array have no line of their own; report their 1-based index as the line.
-    return [_question_from_record(r, filename, i) for i, r in enumerate(records, start=1)]
+        if array:
+            return jsonsafe.array_records(text, what=what)
+        return jsonsafe.jsonl_records(text)
+    except jsonsafe.RecordError as exc:
+        raise ImportFormatError(filename, exc.problem, line=exc.line) from None
 
 
 def _question_from_record(record: object, filename: str, line: int) -> ParsedQuestion:

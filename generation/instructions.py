@@ -16,19 +16,18 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .importers import (
-    BAD_JSON,
     NOT_AN_OBJECT,
     NOT_UTF8,
     TOO_LARGE,
     UNKNOWN_EXTENSION,
     ImportFormatError,
+    json_records,
 )
 
 NO_EXAMPLES = "holds no examples"
@@ -76,10 +75,9 @@ def parse_instruction_file(
     """Examples from a JSONL, JSON-array or CSV file, in file order."""
     text = decode(data, filename, limit=limit)
     ext = Path(filename).suffix.lower()
-    if ext in (".jsonl", ".ndjson"):
-        examples = _parse_jsonl(text, filename)
-    elif ext == ".json":
-        examples = _parse_json_array(text, filename)
+    if ext in (".jsonl", ".ndjson", ".json"):
+        records = json_records(text, filename, array=ext == ".json", what="example")
+        examples = [example_from_record(r, filename, line) for line, r in records]
     elif ext == ".csv":
         examples = _parse_csv(text, filename)
     else:
@@ -87,32 +85,6 @@ def parse_instruction_file(
     if not examples:
         raise ImportFormatError(filename, NO_EXAMPLES)
     return examples
-
-
-def _parse_jsonl(text: str, filename: str) -> list[ParsedExample]:
-    out = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ImportFormatError(
-                filename, BAD_JSON.format(detail=exc.msg), line=number
-            ) from None
-        out.append(example_from_record(record, filename, number))
-    return out
-
-
-def _parse_json_array(text: str, filename: str) -> list[ParsedExample]:
-    try:
-        records = json.loads(text)
-    except json.JSONDecodeError as exc:
-        problem = BAD_JSON.format(detail=exc.msg)
-        raise ImportFormatError(filename, problem, line=exc.lineno) from None
-    if not isinstance(records, list):
-        raise ImportFormatError(filename, "expected a JSON array of example objects")
-    return [example_from_record(r, filename, i) for i, r in enumerate(records, start=1)]
 
 
 def _parse_csv(text: str, filename: str) -> list[ParsedExample]:

@@ -5,6 +5,8 @@ from django.db import models
 from django.db.models import Q
 
 from . import prompts
+from .engine.params import FINETUNE, Param
+from .params import validate_generation_defaults
 
 
 class PromptSet(models.Model):
@@ -76,6 +78,7 @@ class LanguageModel(models.Model):
         default=dict,
         blank=True,
         help_text='e.g. {"max_new_tokens": 256, "do_sample": true, "temperature": 0.7}',
+        validators=[validate_generation_defaults],
     )
     base_model = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="derived_models"
@@ -90,6 +93,10 @@ class LanguageModel(models.Model):
 
     class Meta:
         ordering = ["name"]
+        permissions = [
+            # Beyond editing rows: putting GPU work on a model (generate, fine-tune, augment).
+            ("run_languagemodel", "Can generate with and fine-tune models"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(adapter_path="") | Q(base_model__isnull=False),
@@ -101,7 +108,13 @@ class LanguageModel(models.Model):
         return self.name
 
 
-class GenerationRun(models.Model):
+class Run(models.Model):
+    """What every kind of background run has: its lease (worker, heartbeat), tries and timings.
+
+    generation/lifecycle.py claims, heartbeats, requeues, cancels and retries rows of any
+    subclass; each one declares ``stale_check_index`` under its own (kept) name.
+    """
+
     class Status(models.TextChoices):
         QUEUED = "queued"
         RUNNING = "running"
@@ -111,16 +124,7 @@ class GenerationRun(models.Model):
 
     ACTIVE = (Status.QUEUED, Status.RUNNING)
 
-    model = models.ForeignKey(LanguageModel, on_delete=models.PROTECT, related_name="runs")
-    prompt_set = models.ForeignKey(PromptSet, on_delete=models.PROTECT, related_name="runs")
-    params = models.JSONField(default=dict, blank=True, help_text="Overrides of the model defaults")
-    seed = models.IntegerField(default=0)
-    batch_size = models.PositiveIntegerField(default=8)
-    # Imported runs hold answers that came with imported votes; nothing generates them.
-    imported = models.BooleanField(default=False)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
-    done = models.PositiveIntegerField(default=0)
-    total = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     worker = models.CharField(max_length=200, blank=True)
     attempts = models.PositiveIntegerField(default=0)
@@ -133,11 +137,34 @@ class GenerationRun(models.Model):
     )
 
     class Meta:
+        abstract = True
         ordering = ["-created_at"]
-        indexes = [
-            # The stale-run check: running runs ordered by heartbeat.
-            models.Index(fields=["status", "heartbeat_at"], name="generation_run_status_hb"),
-        ]
+
+    @staticmethod
+    def stale_check_index(name: str) -> models.Index:
+        """The stale-run check (lifecycle.requeue_stale): running runs ordered by heartbeat."""
+        return models.Index(fields=["status", "heartbeat_at"], name=name)
+
+    @property
+    def seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class GenerationRun(Run):
+    model = models.ForeignKey(LanguageModel, on_delete=models.PROTECT, related_name="runs")
+    prompt_set = models.ForeignKey(PromptSet, on_delete=models.PROTECT, related_name="runs")
+    params = models.JSONField(default=dict, blank=True, help_text="Overrides of the model defaults")
+    seed = models.IntegerField(default=0)
+    batch_size = models.PositiveIntegerField(default=8)
+    # Imported runs hold answers that came with imported votes; nothing generates them.
+    imported = models.BooleanField(default=False)
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+
+    class Meta(Run.Meta):
+        indexes = [Run.stale_check_index("generation_run_status_hb")]
         constraints = [
             models.CheckConstraint(
                 condition=Q(done__lte=models.F("total")) | Q(total=0),
@@ -147,12 +174,6 @@ class GenerationRun(models.Model):
 
     def __str__(self) -> str:
         return f"run {self.pk}: {self.model.name} on {self.prompt_set.name}"
-
-    @property
-    def seconds(self) -> float | None:
-        if self.started_at and self.finished_at:
-            return (self.finished_at - self.started_at).total_seconds()
-        return None
 
 
 class Answer(models.Model):
@@ -228,20 +249,36 @@ class InstructionExample(models.Model):
         return f"{self.dataset.name} #{self.position}"
 
 
-class FineTuneRun(models.Model):
+def _hyperparameter_field(param: Param) -> models.Field:
+    options = {"help_text": param.help}
+    if param.kind is list:
+        return models.JSONField(default=list, blank=True, **options)
+    if param.kind is bool:
+        return models.BooleanField(default=param.default, **options)
+    if param.kind is float:
+        return models.FloatField(default=param.default, **options)
+    if param.low is not None and param.low >= 0:
+        return models.PositiveIntegerField(default=param.default, **options)
+    return models.IntegerField(default=param.default, **options)
+
+
+# The hyper-parameter fields of a fine-tune run, one per entry of engine/params.FINETUNE.
+FineTuneHyperparameters = type(
+    "FineTuneHyperparameters",
+    (models.Model,),
+    {
+        "__module__": __name__,
+        "Meta": type("Meta", (), {"abstract": True}),
+        **{p.name: _hyperparameter_field(p) for p in FINETUNE},
+    },
+)
+
+
+class FineTuneRun(Run, FineTuneHyperparameters):
     class Method(models.TextChoices):
         LORA = "lora", "LoRA"
         FULL = "full", "full fine-tuning"
         QLORA = "qlora", "QLoRA (4-bit base; CUDA + bitsandbytes only)"
-
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-        CANCELLED = "cancelled"
-
-    ACTIVE = (Status.QUEUED, Status.RUNNING)
 
     base_model = models.ForeignKey(
         LanguageModel, on_delete=models.PROTECT, related_name="finetune_runs"
@@ -253,30 +290,6 @@ class FineTuneRun(models.Model):
     model_name = models.CharField(
         max_length=200, blank=True, help_text="Name of the resulting model (blank: chosen for you)"
     )
-    # Hyper-parameters (engine.train.TrainConfig).
-    learning_rate = models.FloatField(default=2e-4)
-    epochs = models.FloatField(default=3.0)
-    max_steps = models.PositiveIntegerField(
-        default=0, help_text="Stop after this many optimizer steps (0: as many as the epochs take)"
-    )
-    batch_size = models.PositiveIntegerField(default=4, help_text="Per device")
-    gradient_accumulation = models.PositiveIntegerField(default=4)
-    max_length = models.PositiveIntegerField(default=512, help_text="Tokens per example")
-    warmup_ratio = models.FloatField(default=0.03, help_text="Fraction of steps warming up")
-    weight_decay = models.FloatField(default=0.0)
-    seed = models.IntegerField(default=0)
-    eval_fraction = models.FloatField(default=0.05, help_text="Held out for the per-epoch loss")
-    lora_r = models.PositiveIntegerField(default=8)
-    lora_alpha = models.PositiveIntegerField(default=16)
-    lora_dropout = models.FloatField(default=0.05)
-    target_modules = models.JSONField(
-        default=list, blank=True, help_text="LoRA target modules (empty: per architecture)"
-    )
-    gradient_checkpointing = models.BooleanField(default=False)
-    save_steps = models.PositiveIntegerField(default=100, help_text="Checkpoint interval (steps)")
-    save_total_limit = models.PositiveIntegerField(default=2, help_text="Checkpoints kept")
-
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)
     epoch = models.FloatField(default=0.0)
@@ -300,23 +313,9 @@ class FineTuneRun(models.Model):
         on_delete=models.SET_NULL,
         related_name="finetune_origin",
     )
-    error = models.TextField(blank=True)
-    worker = models.CharField(max_length=200, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
-    )
 
-    class Meta:
-        ordering = ["-created_at"]
-        indexes = [
-            # The stale-run check: running runs ordered by heartbeat.
-            models.Index(fields=["status", "heartbeat_at"], name="generation_ft_status_hb"),
-        ]
+    class Meta(Run.Meta):
+        indexes = [Run.stale_check_index("generation_ft_status_hb")]
         constraints = [
             models.CheckConstraint(
                 condition=Q(step__lte=models.F("total_steps")) | Q(total_steps=0),

@@ -32,20 +32,10 @@ from transformers.generation.logits_process import (
 
 from generation import prompts as formats
 
-# What a model's generation defaults or a run may set. Beam search is left out: one answer per
-# question, and the per-prompt sampler assumes one sequence per prompt.
-ALLOWED_PARAMS = (
-    "max_new_tokens",
-    "min_new_tokens",
-    "do_sample",
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "typical_p",
-    "repetition_penalty",
-    "no_repeat_ngram_size",
-)
+from .params import GENERATION
+
+# What a model's generation defaults or a run may set (declared in engine/params.py).
+ALLOWED_PARAMS = tuple(p.name for p in GENERATION)
 UNKNOWN_PARAMS = "unknown generation parameter(s): {names}; allowed: " + ", ".join(ALLOWED_PARAMS)
 BAD_BATCH_SIZE = "batch_size must be at least 1"
 # Used when neither the model's generation config nor the run says how long an answer may be

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 from transformers.tokenization_utils_sentencepiece import SentencePieceBackend
+
+from . import paths
 
 # Sentencepiece model file names, in the order transformers' own classes look for them.
 SENTENCEPIECE_FILES = ("spiece.model", "tokenizer.model")
@@ -37,17 +38,13 @@ UNKNOWN_DTYPE = "unknown dtype {dtype!r}; use 'auto' or a torch dtype name such 
 def resolve_path(name_or_path: str | os.PathLike, storage_root: str | os.PathLike | None) -> str:
     """What to hand ``from_pretrained``: a directory, or a hub id.
 
-    Absolute paths are kept. A relative path names a directory under the storage root when that
-    directory exists; otherwise the name is a hub id (``rinna/japanese-gpt-neox-3.6b``).
+    With a storage root (the app's MODEL_STORAGE), the name must stay inside it or be a hub id
+    (``paths.resolve``; it raises ``ValueError`` otherwise). Without one (the engine used on its
+    own, as benchmarks do) the name is used as given.
     """
-    name = os.fspath(name_or_path)
-    if os.path.isabs(name):
-        return name
-    if storage_root is not None:
-        candidate = Path(storage_root) / name
-        if candidate.is_dir():
-            return str(candidate)
-    return name
+    if storage_root is None:
+        return os.fspath(name_or_path)
+    return paths.resolve(name_or_path, storage_root)
 
 
 class SentencePieceTokenizer(SentencePieceBackend):

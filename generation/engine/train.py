@@ -1,8 +1,8 @@
 """Supervised fine-tuning (LoRA, QLoRA or full) of a causal LM on instruction data.
 
 Plain module, no Django: examples and settings in, checkpoints, a saved model or adapter and a
-loss log out. The Django layer (``generation.services``) feeds it rows from the database and
-writes the log, progress and cancellation back through the callbacks it passes in.
+loss log out. The Django layer (``generation.training.finetune``) feeds it rows from the database
+and writes the log, progress and cancellation back through the callbacks it passes in.
 
 Why transformers' ``Trainer`` and not TRL's ``SFTTrainer``: what matters most here is that a
 training example is rendered and tokenized *exactly* as the generation engine will later render
@@ -23,11 +23,13 @@ import random
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any
 
 from generation import prompts as formats
+
+from .params import FINETUNE, Param
 
 # Labels with this value are left out of the loss (PyTorch's cross-entropy ignore_index).
 IGNORE_INDEX = -100
@@ -59,26 +61,18 @@ class Example:
     input: str = ""
 
 
-@dataclass
-class TrainConfig:
-    method: str = LORA
-    learning_rate: float = 2e-4
-    epochs: float = 3.0
-    max_steps: int = 0  # 0: as many steps as the epochs take
-    batch_size: int = 4
-    gradient_accumulation: int = 4
-    max_length: int = 512
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    seed: int = 0
-    eval_fraction: float = 0.05
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    target_modules: list[str] | None = None  # None: chosen per architecture
-    save_steps: int = 100
-    save_total_limit: int = 2
-    gradient_checkpointing: bool = False
+def _config_field(param: Param) -> tuple:
+    # A list parameter (target modules) is None here when unset: chosen per architecture.
+    if param.kind is list:
+        return param.name, list[str] | None, None
+    return param.name, param.kind, param.default
+
+
+# The method and the hyper-parameters declared in engine/params.py, with their defaults.
+TrainConfig = make_dataclass(
+    "TrainConfig", [("method", str, LORA), *(_config_field(p) for p in FINETUNE)]
+)
+TrainConfig.__module__ = __name__
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from generation import services
+from generation.errors import ServiceError
 from generation.models import GenerationRun, LanguageModel, PromptSet
+from generation.registry import REMOTE_CODE_SUPERUSER, language_model_register, prompt_set_import
+from generation.runs import generation_run_create, generation_run_create_imported
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.django_db
@@ -16,14 +18,14 @@ ENDPOINTS = ["/api/prompt-sets/", "/api/questions/", "/api/models/", "/api/runs/
 
 @pytest.fixture
 def prompt_set():
-    return services.prompt_set_import(
+    return prompt_set_import(
         name="fixture", data=(FIXTURES / "prompts_ja.jsonl").read_bytes(), filename="p.jsonl"
     )
 
 
 @pytest.fixture
 def model():
-    return services.language_model_register(name="tiny", name_or_path="tiny-0")
+    return language_model_register(name="tiny", name_or_path="tiny-0")
 
 
 @pytest.mark.parametrize("url", ENDPOINTS)
@@ -76,7 +78,7 @@ def test_staff_register_a_model_but_only_superusers_trust_remote_code(
         content_type="application/json",
     )
     assert refused.status_code == 400
-    assert services.REMOTE_CODE_SUPERUSER in str(refused.json())
+    assert REMOTE_CODE_SUPERUSER in str(refused.json())
     client.force_login(admin_user)
     allowed = client.post(
         "/api/models/",
@@ -121,7 +123,7 @@ def test_unknown_generation_parameters_are_refused(client, staff_user, prompt_se
 
 def test_cancel_then_retry_through_the_api(client, staff_user, prompt_set, model):
     client.force_login(staff_user)
-    run = services.generation_run_create(model=model, prompt_set=prompt_set, enqueue=False)
+    run = generation_run_create(model=model, prompt_set=prompt_set, enqueue=False)
     cancelled = client.post(f"/api/runs/{run.pk}/cancel/")
     assert cancelled.status_code == 200
     assert cancelled.json()["status"] == "cancelled"
@@ -135,9 +137,7 @@ def test_a_prompt_set_with_answers_cannot_be_edited_through_the_api(
     client, staff_user, prompt_set, model
 ):
     question = prompt_set.questions.first()
-    services.generation_run_create_imported(
-        model=model, prompt_set=prompt_set, answers={question.pk: "x"}
-    )
+    generation_run_create_imported(model=model, prompt_set=prompt_set, answers={question.pk: "x"})
     client.force_login(staff_user)
     response = client.patch(
         f"/api/prompt-sets/{prompt_set.pk}/", {"name": "renamed"}, content_type="application/json"
@@ -153,7 +153,74 @@ def test_the_openapi_schema_is_served(client, staff_user):
     assert b"/api/runs/" in response.content
 
 
-def test_the_web_side_parameter_list_matches_the_engine():
-    from generation.engine.generate import ALLOWED_PARAMS
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"temperature": 7}, "temperature must be from 0 to 5 (got 7)"),
+        ({"max_new_tokens": 0}, "max_new_tokens must be a whole number from 1 to 8192 (got 0)"),
+        ({"max_new_tokens": 2.5}, "max_new_tokens must be a whole number from 1 to 8192"),
+        ({"top_p": 1.5}, "top_p must be from 0 to 1 (got 1.5)"),
+        ({"top_k": -1}, "top_k must be a whole number, 0 or more (got -1)"),
+        ({"do_sample": "yes"}, "do_sample must be true or false (got 'yes')"),
+        ({"temperature": "hot"}, "temperature must be from 0 to 5 (got 'hot')"),
+    ],
+)
+def test_out_of_range_generation_parameters_are_refused_by_name(
+    client, staff_user, prompt_set, model, params, message
+):
+    client.force_login(staff_user)
+    response = client.post(
+        "/api/runs/",
+        {"model": model.pk, "prompt_set": prompt_set.pk, "params": params},
+        content_type="application/json",
+    )
+    assert response.status_code == 400
+    assert message in str(response.json())
+    assert not GenerationRun.objects.exists()
 
-    assert set(ALLOWED_PARAMS) == services.GENERATION_PARAMS
+
+def test_a_run_snapshot_keeps_the_model_defaults_it_overrides_and_may_unset_one(prompt_set):
+    model = language_model_register(
+        name="m", name_or_path="x", generation_defaults={"max_new_tokens": 64, "top_p": 0.9}
+    )
+    run = generation_run_create(
+        model=model,
+        prompt_set=prompt_set,
+        params={"max_new_tokens": 8, "top_p": None},
+        enqueue=False,
+    )
+    assert run.params == {"max_new_tokens": 8, "top_p": None}
+
+
+def test_a_model_cannot_be_registered_with_bad_generation_defaults():
+    with pytest.raises(ServiceError, match=r"temperature must be from 0 to 5 \(got -1\)"):
+        language_model_register(name="m", name_or_path="x", generation_defaults={"temperature": -1})
+    with pytest.raises(ServiceError, match="unknown generation parameters: num_beams"):
+        language_model_register(name="m", name_or_path="x", generation_defaults={"num_beams": 4})
+    assert not LanguageModel.objects.exists()
+
+
+def test_a_model_s_generation_defaults_are_checked_on_create_and_update(client, staff_user, model):
+    client.force_login(staff_user)
+    created = client.post(
+        "/api/models/",
+        {"name": "m", "name_or_path": "x", "generation_defaults": {"top_k": -2}},
+        content_type="application/json",
+    )
+    assert created.status_code == 400
+    assert "top_k must be a whole number, 0 or more (got -2)" in str(created.json())
+    updated = client.patch(
+        f"/api/models/{model.pk}/",
+        {"generation_defaults": {"max_new_tokens": 10000}},
+        content_type="application/json",
+    )
+    assert updated.status_code == 400
+    assert "max_new_tokens must be a whole number from 1 to 8192" in str(updated.json())
+    model.refresh_from_db()
+    assert model.generation_defaults == {}
+    fine = client.patch(
+        f"/api/models/{model.pk}/",
+        {"generation_defaults": {"max_new_tokens": 128, "do_sample": True}},
+        content_type="application/json",
+    )
+    assert fine.status_code == 200, fine.content

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from generation.engine import generate as engine
+from generation.engine import paths
 from generation.engine.generate import (
     BAD_BATCH_SIZE,
     UNKNOWN_PARAMS,
@@ -469,8 +472,37 @@ def test_names_not_under_the_storage_root_are_hub_ids(tmp_path):
     assert resolve_path("rinna/japanese-gpt-neox-3.6b", None) == "rinna/japanese-gpt-neox-3.6b"
 
 
-def test_absolute_paths_are_kept(tmp_path):
-    assert resolve_path(str(tmp_path), "/elsewhere") == str(tmp_path)
+def test_absolute_paths_inside_the_storage_root_are_kept_and_others_refused(tmp_path):
+    (tmp_path / "models" / "tiny").mkdir(parents=True)
+    inside = str(tmp_path / "models" / "tiny")
+    assert resolve_path(inside, tmp_path) == inside
+    assert paths.confine(inside, tmp_path) == "models/tiny"
+    for outside in ["/etc", str(tmp_path.parent), "../x", "models/../../x", "~/m", "a\\b"]:
+        with pytest.raises(ValueError, match="outside MODEL_STORAGE"):
+            resolve_path(outside, tmp_path)
+    # Without a storage root (the engine on its own) a path is used as given.
+    assert resolve_path("/elsewhere/model", None) == "/elsewhere/model"
+
+
+def test_a_symlink_out_of_the_storage_root_is_refused_at_load_time(tmp_path):
+    root, elsewhere = tmp_path / "storage", tmp_path / "elsewhere"
+    root.mkdir()
+    elsewhere.mkdir()
+    (root / "linked").symlink_to(elsewhere)
+    assert paths.confine("linked", root) == "linked"  # the row may say it...
+    with pytest.raises(ValueError, match="outside MODEL_STORAGE"):
+        resolve_path("linked", root)  # ...the loader will not follow it
+
+
+def test_a_name_that_is_a_folder_beside_the_worker_is_not_taken_for_a_hub_id(tmp_path, monkeypatch):
+    root = tmp_path / "storage"
+    root.mkdir()
+    (tmp_path / "planted").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="outside MODEL_STORAGE"):
+        resolve_path("planted", root)
+    with pytest.raises(ValueError, match="neither a folder"):
+        resolve_path("a/b/c", root)
 
 
 def test_the_model_loads_for_inference_on_the_cpu(tiny):
@@ -624,3 +656,26 @@ def test_answers_generate_through_a_lora_adapter(tiny, tiny_model_dir, adapter_d
     )
     assert [g.key for g in answers] == [q.key for q in _questions(4)]
     assert all(1 <= g.new_tokens <= 8 for g in answers)
+
+
+def test_the_engines_and_the_parameter_declaration_load_without_django():
+    code = (
+        "import sys, generation.engine.params, generation.engine.generate, generation.engine.train;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'django'))"
+    )
+    repo = FIXTURES.parent
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_engine_config_defaults_are_the_declared_ones():
+    from generation.engine.params import FINETUNE
+    from generation.engine.train import TrainConfig
+
+    config = TrainConfig()
+    assert config.target_modules is None  # chosen per architecture
+    assert {p.name: getattr(config, p.name) for p in FINETUNE if p.kind is not list} == {
+        p.name: p.default for p in FINETUNE if p.kind is not list
+    }

@@ -7,8 +7,10 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
-from generation import importers, services
+from generation import importers
 from generation.models import PromptSet, Question
+from generation.registry import language_model_register
+from generation.runs import generation_run_create_imported
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.django_db
@@ -147,9 +149,9 @@ def test_a_set_with_answers_is_never_changed_in_place(tmp_path):
     first = _write(tmp_path, "a.csv", "question\none\n")
     call_command("import_prompts", str(first), "--name", "answered")
     prompt_set = PromptSet.objects.get(name="answered")
-    model = services.language_model_register(name="m", name_or_path="x")
+    model = language_model_register(name="m", name_or_path="x")
     question = prompt_set.questions.get()
-    services.generation_run_create_imported(
+    generation_run_create_imported(
         model=model, prompt_set=prompt_set, answers={question.pk: "answer"}
     )
     second = _write(tmp_path, "b.csv", "question\nchanged\n")

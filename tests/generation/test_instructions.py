@@ -9,9 +9,12 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from generation import instructions, services
+from generation import instructions
+from generation.errors import ServiceError
 from generation.importers import ImportFormatError
 from generation.models import InstructionDataset, InstructionExample
+from generation.registry import language_model_register, storage_relative
+from generation.training.data import instruction_dataset_import
 from tests.conftest import FIXTURES
 
 
@@ -167,7 +170,7 @@ def test_percentiles_are_nearest_rank():
 
 @pytest.mark.django_db
 def test_the_fixture_imports_with_its_statistics():
-    dataset = services.instruction_dataset_import(
+    dataset = instruction_dataset_import(
         name="fixture",
         data=(FIXTURES / "instructions_ja.jsonl").read_bytes(),
         filename="fixtures/instructions_ja.jsonl",
@@ -196,14 +199,14 @@ def test_the_fixture_imports_with_its_statistics():
 )
 def test_a_bad_file_imports_nothing(data, message):
     with pytest.raises(ImportFormatError, match=message):
-        services.instruction_dataset_import(name="bad", data=data, filename="bad.jsonl")
+        instruction_dataset_import(name="bad", data=data, filename="bad.jsonl")
     assert not InstructionDataset.objects.exists()
     assert not InstructionExample.objects.exists()
 
 
 @pytest.mark.django_db
 def test_duplicates_can_be_dropped_on_import():
-    dataset = services.instruction_dataset_import(
+    dataset = instruction_dataset_import(
         name="dedup", data=_jsonl(GOOD, GOOD, GOOD), filename="d.jsonl", drop_duplicates=True
     )
     assert dataset.examples.count() == 1
@@ -214,9 +217,9 @@ def test_duplicates_can_be_dropped_on_import():
 
 @pytest.mark.django_db
 def test_a_second_data_set_with_the_same_name_is_refused():
-    services.instruction_dataset_import(name="x", data=_jsonl(GOOD), filename="d.jsonl")
-    with pytest.raises(services.ServiceError, match="already exists"):
-        services.instruction_dataset_import(name="x", data=_jsonl(GOOD), filename="d.jsonl")
+    instruction_dataset_import(name="x", data=_jsonl(GOOD), filename="d.jsonl")
+    with pytest.raises(ServiceError, match="already exists"):
+        instruction_dataset_import(name="x", data=_jsonl(GOOD), filename="d.jsonl")
 
 
 @pytest.mark.django_db
@@ -239,10 +242,10 @@ def test_the_command_names_the_bad_line(tmp_path):
 
 @pytest.mark.django_db
 def test_token_statistics_use_the_chosen_models_tokenizer_and_format(tiny_model_dir):
-    model = services.language_model_register(
-        name="tiny", name_or_path=services.storage_relative(tiny_model_dir), prompt_format="rinna"
+    model = language_model_register(
+        name="tiny", name_or_path=storage_relative(tiny_model_dir), prompt_format="rinna"
     )
-    dataset = services.instruction_dataset_import(
+    dataset = instruction_dataset_import(
         name="tok",
         data=(FIXTURES / "instructions_ja.jsonl").read_bytes(),
         filename="i.jsonl",
@@ -315,5 +318,5 @@ def test_an_upload_over_max_upload_bytes_is_refused(settings):
     settings.MAX_UPLOAD_BYTES = 100
     data = _jsonl(*[GOOD] * 10)
     with pytest.raises(ImportFormatError, match=f"is {len(data)} bytes, over the 100-byte limit"):
-        services.instruction_dataset_import(name="big", data=data, filename="big.jsonl")
+        instruction_dataset_import(name="big", data=data, filename="big.jsonl")
     assert not InstructionDataset.objects.exists()

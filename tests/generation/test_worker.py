@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 from django.db.models import Count
 
-from generation import services
 from generation.models import Answer, GenerationRun, PromptSet
+from generation.registry import language_model_register, prompt_set_import, storage_relative
+from generation.runs import generation_run_cancel, generation_run_create, generation_run_retry
 from tests.conftest import FIXTURES, wait_for
+from tests.generation.conftest import kill_mid_run
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -16,14 +18,14 @@ HUNG = 900
 
 
 def _setup(tiny_model_dir, model_storage, name: str = "tiny") -> tuple:
-    prompt_set = services.prompt_set_import(
+    prompt_set = prompt_set_import(
         name="fixture",
         data=(FIXTURES / "prompts_ja.jsonl").read_bytes(),
         filename="prompts_ja.jsonl",
     )
-    model = services.language_model_register(
+    model = language_model_register(
         name=name,
-        name_or_path=services.storage_relative(tiny_model_dir),
+        name_or_path=storage_relative(tiny_model_dir),
         prompt_format="line_sft",
         generation_defaults={"max_new_tokens": 48},
     )
@@ -38,9 +40,9 @@ def test_a_worker_generates_every_answer_of_a_prompt_set(
     celery_worker_factory, tiny_model_dir, model_storage
 ):
     prompt_set, model = _setup(tiny_model_dir, model_storage)
-    assert not services.storage_relative(tiny_model_dir).startswith("/")
+    assert not storage_relative(tiny_model_dir).startswith("/")
     worker = celery_worker_factory()
-    run = services.generation_run_create(model=model, prompt_set=prompt_set, batch_size=16)
+    run = generation_run_create(model=model, prompt_set=prompt_set, batch_size=16)
 
     wait_for(
         lambda: _status(run.pk).status not in GenerationRun.ACTIVE,
@@ -63,14 +65,9 @@ def test_a_killed_worker_is_replaced_and_the_run_resumes_without_duplicates(
     prompt_set, model = _setup(tiny_model_dir, model_storage)
     first = celery_worker_factory()
     # Small batches so the run is still going when the worker is killed.
-    run = services.generation_run_create(model=model, prompt_set=prompt_set, batch_size=2)
-    wait_for(
-        lambda: _status(run.pk).done >= 10,
-        timeout=HUNG,
-        interval=0.05,
-        message=f"first answers; worker log:\n{first.log_tail()}",
-    )
-    first.kill()  # kill -9 of the whole worker process group, mid-run
+    run = generation_run_create(model=model, prompt_set=prompt_set, batch_size=2)
+    # kill -9 of the whole worker process group, mid-run
+    kill_mid_run(first, lambda: _status(run.pk).done >= 10, "first answers", timeout=HUNG)
     killed = _status(run.pk)
     assert killed.status == GenerationRun.Status.RUNNING
     assert 10 <= killed.done < 100
@@ -97,9 +94,9 @@ def test_cancelling_a_running_run_stops_the_worker(
 ):
     prompt_set, model = _setup(tiny_model_dir, model_storage)
     worker = celery_worker_factory()
-    run = services.generation_run_create(model=model, prompt_set=prompt_set, batch_size=2)
+    run = generation_run_create(model=model, prompt_set=prompt_set, batch_size=2)
     wait_for(lambda: _status(run.pk).done >= 4, timeout=HUNG, interval=0.05)
-    services.generation_run_cancel(run=_status(run.pk))
+    generation_run_cancel(run=_status(run.pk))
     # The worker stops before its next batch: the answer count stops growing.
     wait_for(lambda: _stopped_growing(run.pk), timeout=HUNG, message=worker.log_tail())
     run.refresh_from_db()
@@ -107,7 +104,7 @@ def test_cancelling_a_running_run_stops_the_worker(
     assert run.answers.count() < 100
 
     # Retry generates only what is missing, and finishes.
-    services.generation_run_retry(run=run)
+    generation_run_retry(run=run)
     wait_for(lambda: _status(run.pk).status not in GenerationRun.ACTIVE, timeout=HUNG)
     run.refresh_from_db()
     assert run.status == GenerationRun.Status.SUCCEEDED, run.error + worker.log_tail()

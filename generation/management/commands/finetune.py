@@ -5,27 +5,23 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from generation import services
+from generation.engine.params import FINETUNE, Param
+from generation.errors import ServiceError
 from generation.models import FineTuneRun, InstructionDataset, LanguageModel
+from generation.training.finetune import (
+    finetune_run_create,
+    finetune_run_execute,
+    finetune_run_resume,
+)
 
-# Command-line option -> hyper-parameter (defaults are the run model's).
-OPTIONS = {
-    "lr": ("learning_rate", float),
-    "epochs": ("epochs", float),
-    "max_steps": ("max_steps", int),
-    "batch_size": ("batch_size", int),
-    "grad_accum": ("gradient_accumulation", int),
-    "max_length": ("max_length", int),
-    "warmup": ("warmup_ratio", float),
-    "weight_decay": ("weight_decay", float),
-    "seed": ("seed", int),
-    "eval_fraction": ("eval_fraction", float),
-    "lora_r": ("lora_r", int),
-    "lora_alpha": ("lora_alpha", int),
-    "lora_dropout": ("lora_dropout", float),
-    "save_steps": ("save_steps", int),
-    "save_total_limit": ("save_total_limit", int),
-}
+
+def _dest(param: Param) -> str:
+    """The option's name in the parsed options (``--grad-accum`` -> ``grad_accum``)."""
+    return param.option or param.name
+
+
+def _option(param: Param) -> str:
+    return "--" + _dest(param).replace("_", "-")
 
 
 class _Dataset(argparse.Action):
@@ -66,12 +62,14 @@ class Command(BaseCommand):
         )
         parser.add_argument("--method", default="lora", choices=FineTuneRun.Method.values)
         parser.add_argument("--model-name", default="", help="name of the resulting model")
-        for option, (field, kind) in OPTIONS.items():
-            parser.add_argument(f"--{option.replace('_', '-')}", type=kind, help=field)
-        parser.add_argument(
-            "--target-modules", default="", help="LoRA target modules, comma-separated"
-        )
-        parser.add_argument("--gradient-checkpointing", action="store_true")
+        # One option per hyper-parameter; unset ones take the run model's defaults.
+        for param in FINETUNE:
+            if param.kind is bool:
+                parser.add_argument(_option(param), action="store_true", default=None)
+            elif param.kind is list:
+                parser.add_argument(_option(param), help=f"{param.help}, comma-separated")
+            else:
+                parser.add_argument(_option(param), type=param.kind, help=param.name)
         parser.add_argument("--wait", action="store_true", help="wait and show a progress bar")
         parser.add_argument(
             "--inline",
@@ -96,7 +94,7 @@ class Command(BaseCommand):
                 FineTuneRun.Status.CANCELLED,
             ):
                 # Resumed here, from its last checkpoint, not by a worker.
-                run = services.finetune_run_resume(run=run, enqueue=False)
+                run = finetune_run_resume(run=run, enqueue=False)
         else:
             run = self._create(opts)
             self.stdout.write(
@@ -132,17 +130,15 @@ class Command(BaseCommand):
             if dataset is None:
                 raise CommandError(f"no instruction data set named {name!r}")
             mix.append((dataset, rows))
-        params = {
-            field: opts[option]
-            for option, (field, _) in OPTIONS.items()
-            if opts[option] is not None
-        }
-        if opts["target_modules"]:
-            params["target_modules"] = [m.strip() for m in opts["target_modules"].split(",")]
-        if opts["gradient_checkpointing"]:
-            params["gradient_checkpointing"] = True
+        params = {}
+        for param in FINETUNE:
+            value = opts[_dest(param)]
+            if value and param.kind is list:
+                params[param.name] = [m.strip() for m in value.split(",")]
+            elif value is not None and param.kind is not list:
+                params[param.name] = value
         try:
-            return services.finetune_run_create(
+            return finetune_run_create(
                 base_model=base,
                 datasets=mix,
                 method=opts["method"],
@@ -150,7 +146,7 @@ class Command(BaseCommand):
                 model_name=opts["model_name"],
                 enqueue=not (opts["inline"] or opts["no_enqueue"]),
             )
-        except services.ServiceError as exc:
+        except ServiceError as exc:
             raise CommandError(str(exc)) from None
 
     def _inline(self, run: FineTuneRun) -> FineTuneRun:
@@ -162,7 +158,7 @@ class Command(BaseCommand):
                 if loss is not None:
                     bar.set_postfix_str(f"loss {loss:.4f}")
 
-            services.finetune_run_execute(run_id=run.pk, on_progress=on_progress)
+            finetune_run_execute(run_id=run.pk, on_progress=on_progress)
         run.refresh_from_db()
         return run
 

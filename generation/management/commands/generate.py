@@ -4,8 +4,9 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from generation import services
+from generation.errors import ServiceError
 from generation.models import GenerationRun, LanguageModel, PromptSet
+from generation.runs import generation_run_create, generation_run_execute
 
 
 class Command(BaseCommand):
@@ -38,7 +39,7 @@ class Command(BaseCommand):
         except json.JSONDecodeError as exc:
             raise CommandError(f"--params is not valid JSON ({exc.msg})") from None
         try:
-            run = services.generation_run_create(
+            run = generation_run_create(
                 model=model,
                 prompt_set=prompt_set,
                 params=params,
@@ -46,11 +47,11 @@ class Command(BaseCommand):
                 batch_size=opts["batch_size"],
                 enqueue=not opts["inline"],
             )
-        except services.ServiceError as exc:
+        except ServiceError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"run {run.pk}: {model.name} on {prompt_set.name}, {run.total} questions")
         if opts["inline"]:
-            services.generation_run_execute(run_id=run.pk)
+            generation_run_execute(run_id=run.pk)
         elif not opts["wait"]:
             self.stdout.write(f"queued; follow it in the admin or with GET /api/runs/{run.pk}/")
             return

@@ -1,10 +1,12 @@
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from generation import services
-from generation.importers import ImportFormatError
+from generation.errors import ServiceError
+from generation.importers import ImportFormatError, read_limited
 from generation.models import LanguageModel
+from generation.training.data import instruction_dataset_import
 
 
 class Command(BaseCommand):
@@ -34,19 +36,15 @@ class Command(BaseCommand):
             if model is None:
                 raise CommandError(f"no model named {opts['tokenizer']!r}")
         try:
-            data = file.read_bytes()
-        except OSError as exc:
-            raise CommandError(f"{file}: cannot read ({exc.strerror})") from None
-        try:
-            dataset = services.instruction_dataset_import(
+            dataset = instruction_dataset_import(
                 name=name,
-                data=data,
+                data=read_limited(file, settings.MAX_UPLOAD_BYTES),
                 filename=str(file),
                 description=opts["description"],
                 drop_duplicates=opts["drop_duplicates"],
                 tokenizer_model=model,
             )
-        except (ImportFormatError, services.ServiceError) as exc:
+        except (ImportFormatError, ServiceError) as exc:
             raise CommandError(str(exc)) from None
         stats = dataset.stats
         self.stdout.write(

@@ -1,9 +1,11 @@
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from generation import services
-from generation.importers import ImportFormatError
+from generation.errors import ServiceError
+from generation.importers import ImportFormatError, read_limited
+from generation.registry import prompt_set_import
 
 
 class Command(BaseCommand):
@@ -25,14 +27,14 @@ class Command(BaseCommand):
 
     def handle(self, *args, file: Path, name: str, description: str, replace: bool, **options):
         try:
-            data = file.read_bytes()
-        except OSError as exc:
-            raise CommandError(f"{file}: cannot read ({exc.strerror})") from None
-        try:
-            prompt_set = services.prompt_set_import(
-                name=name, data=data, filename=str(file), replace=replace, description=description
+            prompt_set = prompt_set_import(
+                name=name,
+                data=read_limited(file, settings.MAX_UPLOAD_BYTES),
+                filename=str(file),
+                replace=replace,
+                description=description,
             )
-        except (ImportFormatError, services.ServiceError) as exc:
+        except (ImportFormatError, ServiceError) as exc:
             raise CommandError(str(exc)) from None
         count = prompt_set.questions.count()
         self.stdout.write(

@@ -2,8 +2,10 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from generation import prompts, services
+from generation import prompts
+from generation.errors import ServiceError
 from generation.models import LanguageModel
+from generation.registry import language_model_register
 
 
 class Command(BaseCommand):
@@ -37,7 +39,7 @@ class Command(BaseCommand):
             if base is None:
                 raise CommandError(f"no model named {opts['base']!r}")
         try:
-            model = services.language_model_register(
+            model = language_model_register(
                 name=opts["name"],
                 name_or_path=opts["path"],
                 prompt_format=opts["prompt_format"],
@@ -48,6 +50,6 @@ class Command(BaseCommand):
                 base_model=base,
                 adapter_path=opts["adapter"],
             )
-        except services.ServiceError as exc:
+        except ServiceError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(self.style.SUCCESS(f"registered model {model.name!r} (id {model.pk})"))

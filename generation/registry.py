@@ -1,0 +1,232 @@
+"""Prompt sets and the model registry: what a run generates from, and with which model."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from . import prompts
+from .errors import ServiceError
+from .importers import ParsedQuestion, parse_prompt_file
+from .models import LanguageModel, PromptSet, Question
+from .params import generation_params_check
+
+NAME_TAKEN = "a prompt set named {name!r} already exists (use replace to overwrite it)"
+SET_HAS_ANSWERS = (
+    "prompt set {name!r} already has answers and is read-only; import under a new name"
+)
+MODEL_NAME_TAKEN = "a model named {name!r} already exists"
+BAD_FORMAT = "unknown prompt format {fmt!r}; expected one of: " + ", ".join(prompts.FORMATS)
+REMOTE_CODE_SUPERUSER = "only a superuser can turn on trust_remote_code"
+REMOTE_CODE_CHANGE = (
+    "model {name!r} runs code from its repository (trust_remote_code); only a superuser may "
+    "change what the worker loads for it ({fields})"
+)
+ADAPTER_NEEDS_BASE = "an adapter needs a base model"
+BAD_PATH = "{field}: {problem}"
+
+# What staff may set on a model (the API's serializer and the admin's form both list these).
+LANGUAGE_MODEL_FIELDS = [
+    "name",
+    "name_or_path",
+    "revision",
+    "maker",
+    "prompt_format",
+    "generation_defaults",
+    "base_model",
+    "adapter_path",
+    "trust_remote_code",
+]
+# What a worker loads (and, with trust_remote_code, runs) for a model.
+WORKER_LOADED = ("name_or_path", "revision", "adapter_path", "base_model")
+
+
+# --- prompt sets -------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def prompt_set_create(
+    *,
+    name: str,
+    questions: Iterable[ParsedQuestion],
+    description: str = "",
+    source: str = "",
+    replace: bool = False,
+) -> PromptSet:
+    """Create (or, with ``replace``, rebuild) a prompt set in one transaction."""
+    existing = PromptSet.objects.select_for_update().filter(name=name).first()
+    if existing is not None:
+        if not replace:
+            raise ServiceError(NAME_TAKEN.format(name=name))
+        if existing.has_answers:
+            raise ServiceError(SET_HAS_ANSWERS.format(name=name))
+        existing.delete()
+    prompt_set = PromptSet.objects.create(name=name, description=description, source=source)
+    Question.objects.bulk_create(
+        Question(
+            prompt_set=prompt_set,
+            position=position,
+            text=q.text,
+            category=q.category,
+            external_id=q.external_id,
+        )
+        for position, q in enumerate(questions, start=1)
+    )
+    return prompt_set
+
+
+def prompt_set_import(
+    *, name: str, data: bytes, filename: str, replace: bool = False, description: str = ""
+) -> PromptSet:
+    """Parse a whole file first, then write it in one transaction (nothing on any error)."""
+    questions = parse_prompt_file(data, filename, limit=settings.MAX_UPLOAD_BYTES)
+    return prompt_set_create(
+        name=name,
+        questions=questions,
+        description=description,
+        source=os.path.basename(filename),
+        replace=replace,
+    )
+
+
+# --- models ------------------------------------------------------------------------------------
+
+
+def language_model_register(
+    *,
+    name: str,
+    name_or_path: str,
+    prompt_format: str = prompts.LINE_SFT,
+    revision: str = "",
+    maker: str = "",
+    generation_defaults: dict | None = None,
+    trust_remote_code: bool = False,
+    base_model: LanguageModel | None = None,
+    adapter_path: str = "",
+    user=None,
+) -> LanguageModel:
+    """Register a model. ``user`` is who asks (None: the system itself, such as a finished
+    fine-tune or a command run by an operator)."""
+    fields = language_model_changes_check(
+        model=LanguageModel(),
+        changes={
+            "name": name,
+            "name_or_path": name_or_path,
+            "prompt_format": prompt_format,
+            "revision": revision,
+            "maker": maker,
+            "generation_defaults": generation_defaults or {},
+            "trust_remote_code": trust_remote_code,
+            "base_model": base_model,
+            "adapter_path": adapter_path,
+        },
+        user=user,
+    )
+    try:
+        with transaction.atomic():
+            return LanguageModel.objects.create(**fields)
+    except IntegrityError:
+        if LanguageModel.objects.filter(name=name).exists():
+            raise ServiceError(MODEL_NAME_TAKEN.format(name=name)) from None
+        raise
+
+
+def language_model_changes_check(*, model: LanguageModel, changes: dict, user=None) -> dict:
+    """``changes`` to ``model`` as they will be stored, or ServiceError (the admin's form asks
+    this before it saves; the services below ask it again).
+
+    Only a superuser turns ``trust_remote_code`` on. While it is on, only a superuser may change
+    what the worker loads (``WORKER_LOADED``); and any such change, by anyone, turns it off
+    unless the same request sets it again as a superuser, who thereby confirms the new code.
+    Paths must stay inside MODEL_STORAGE (or be hub ids).
+    """
+    changes = dict(changes)
+    loaded = sorted(f for f in WORKER_LOADED if f in changes and changes[f] != getattr(model, f))
+    if changes.get("trust_remote_code") and not model.trust_remote_code and not _superuser(user):
+        raise ServiceError(REMOTE_CODE_SUPERUSER)
+    if loaded and model.trust_remote_code and not _superuser(user):
+        raise ServiceError(REMOTE_CODE_CHANGE.format(name=model.name, fields=", ".join(loaded)))
+    if loaded and not (changes.get("trust_remote_code") and _superuser(user)):
+        changes["trust_remote_code"] = False
+    if "prompt_format" in changes and changes["prompt_format"] not in prompts.FORMATS:
+        raise ServiceError(BAD_FORMAT.format(fmt=changes["prompt_format"]))
+    for field in ("name_or_path", "adapter_path"):
+        if field in changes:
+            changes[field] = _confined(field, changes[field])
+    if "generation_defaults" in changes:
+        changes["generation_defaults"] = generation_params_check(changes["generation_defaults"])
+    adapter = changes.get("adapter_path", model.adapter_path)
+    if adapter and changes.get("base_model", model.base_model) is None:
+        raise ServiceError(ADAPTER_NEEDS_BASE)
+    return changes
+
+
+@transaction.atomic
+def language_model_update(*, model: LanguageModel, changes: dict, user=None) -> LanguageModel:
+    """Change a registered model (the API and the admin both come here); see
+    ``language_model_changes_check`` for who may change what."""
+    model = LanguageModel.objects.select_for_update().get(pk=model.pk)
+    changes = language_model_changes_check(model=model, changes=changes, user=user)
+    name = changes.get("name", model.name)
+    if LanguageModel.objects.filter(name=name).exclude(pk=model.pk).exists():
+        raise ServiceError(MODEL_NAME_TAKEN.format(name=name))
+    for field, value in changes.items():
+        setattr(model, field, value)
+    if changes:
+        model.save(update_fields=list(changes))
+    return model
+
+
+def _superuser(user) -> bool:
+    return user is None or bool(getattr(user, "is_superuser", False))
+
+
+def _confined(field: str, value: str) -> str:
+    from .engine.paths import confine
+
+    try:
+        return confine(value, settings.MODEL_STORAGE)
+    except ValueError as exc:
+        raise ServiceError(BAD_PATH.format(field=field, problem=exc)) from None
+
+
+def storage_relative(path: str | Path) -> str:
+    """A path under MODEL_STORAGE as the relative string rows keep; others unchanged."""
+    path = Path(path)
+    root = Path(settings.MODEL_STORAGE)
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def language_model_load(*, model: LanguageModel):
+    """Tokenizer and weights of a registered model (base + adapter for a LoRA result)."""
+    from .engine.loading import load_model, load_tokenizer, resolve_path
+
+    storage = settings.MODEL_STORAGE
+    weights = model.base_model if model.adapter_path else model
+    path = resolve_path(weights.name_or_path, storage)
+    options = {
+        "revision": weights.revision or None,
+        "trust_remote_code": weights.trust_remote_code,
+    }
+    tokenizer = load_tokenizer(path, **options)
+    adapter = resolve_path(model.adapter_path, storage) if model.adapter_path else None
+    return tokenizer, load_model(path, adapter_path=adapter, **options)
+
+
+def language_model_tokenizer(*, model: LanguageModel):
+    """The tokenizer of a registered model (its base model's, for an adapter)."""
+    from .engine.loading import load_tokenizer, resolve_path
+
+    weights = model.base_model if model.adapter_path else model
+    return load_tokenizer(
+        resolve_path(weights.name_or_path, settings.MODEL_STORAGE),
+        revision=weights.revision or None,
+        trust_remote_code=weights.trust_remote_code,
+    )

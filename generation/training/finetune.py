@@ -1,0 +1,347 @@
+"""Fine-tune runs: create, the engine's config and examples, execute (resuming from the last
+checkpoint), cancel, resume, requeue. Training itself is generation/engine/train.py."""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from .. import lifecycle
+from ..errors import ServiceError
+from ..models import FineTuneLog, FineTuneRun, FineTuneRunDataset, InstructionDataset, LanguageModel
+from ..params import FINETUNE_FIELDS, FULL_LEARNING_RATE, hyperparameters_check
+from ..registry import MODEL_NAME_TAKEN, language_model_register, storage_relative
+
+UNKNOWN_METHOD = "unknown fine-tuning method {method!r}; expected one of: lora, full, qlora"
+BASE_IS_ADAPTER = (
+    "model {name!r} is a LoRA adapter; merge it into a standalone model first "
+    "(admin action 'merge adapter') and fine-tune that"
+)
+NO_DATASETS = "choose at least one instruction data set"
+DATASET_TWICE = "data set {name!r} is listed twice"
+EMPTY_DATASET = "data set {name!r} has no rows"
+TOO_MANY_ROWS = "data set {name!r} has {count} rows; cannot sample {rows}"
+BAD_ROWS = "rows for {name!r} must be a positive number (or blank for all)"
+CANNOT_CANCEL_FINETUNE = (
+    "fine-tune run {id} is {status}; only queued or running runs can be cancelled"
+)
+CANNOT_RESUME = "fine-tune run {id} is {status}; only failed or cancelled runs can be resumed"
+
+
+def _qlora_problem() -> str | None:
+    """Why QLoRA cannot be queued from here (None when it can).
+
+    The worker checks again for a CUDA GPU before it loads anything. Here only the package is
+    required: a deployment that installs bitsandbytes is one that has GPU workers, while the web
+    host itself may well have no GPU.
+    """
+    import importlib.util
+
+    from ..engine.train import QLORA_UNAVAILABLE
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return QLORA_UNAVAILABLE.format(missing="no bitsandbytes")
+    return None
+
+
+def finetune_run_create(
+    *,
+    base_model: LanguageModel,
+    datasets: Sequence[tuple[InstructionDataset, int | None]],
+    method: str = FineTuneRun.Method.LORA,
+    params: dict | None = None,
+    model_name: str = "",
+    user=None,
+    enqueue: bool = True,
+) -> FineTuneRun:
+    """Record a queued fine-tune run on a mix of data sets and enqueue it once committed.
+
+    ``datasets`` pairs each data set with the number of rows to sample from it (None: all).
+    Unset hyper-parameters take the model fields' defaults; the learning rate defaults to
+    ``FULL_LEARNING_RATE`` for full fine-tuning.
+    """
+    from ..engine.train import held_out_count, steps_for
+
+    if method not in FineTuneRun.Method.values:
+        raise ServiceError(UNKNOWN_METHOD.format(method=method))
+    if method == FineTuneRun.Method.QLORA and (problem := _qlora_problem()):
+        raise ServiceError(problem)
+    if base_model.adapter_path:
+        raise ServiceError(BASE_IS_ADAPTER.format(name=base_model.name))
+    if model_name and LanguageModel.objects.filter(name=model_name).exists():
+        raise ServiceError(MODEL_NAME_TAKEN.format(name=model_name))
+    values = hyperparameters_check(dict(params or {}))
+    if method == FineTuneRun.Method.FULL:
+        values.setdefault("learning_rate", FULL_LEARNING_RATE)
+    if not datasets:
+        raise ServiceError(NO_DATASETS)
+    total_rows = 0
+    seen = set()
+    for dataset, rows in datasets:
+        if dataset.pk in seen:
+            raise ServiceError(DATASET_TWICE.format(name=dataset.name))
+        seen.add(dataset.pk)
+        count = dataset.examples.count()
+        if count == 0:
+            raise ServiceError(EMPTY_DATASET.format(name=dataset.name))
+        if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 1):
+            raise ServiceError(BAD_ROWS.format(name=dataset.name))
+        if rows is not None and rows > count:
+            raise ServiceError(TOO_MANY_ROWS.format(name=dataset.name, count=count, rows=rows))
+        total_rows += count if rows is None else rows
+    with transaction.atomic():
+        run = FineTuneRun.objects.create(
+            base_model=base_model,
+            method=method,
+            model_name=model_name,
+            created_by=user if getattr(user, "pk", None) else None,
+            **values,
+        )
+        # An estimate shown until the worker knows (examples longer than max_length drop out).
+        held_out = held_out_count(total_rows, run.eval_fraction)
+        run.total_steps = steps_for(total_rows - held_out, finetune_run_config(run))
+        # The random part keeps a reused id (a restored database) off an old run's checkpoints.
+        run.output_path = f"finetune/run-{run.pk}-{secrets.token_hex(4)}"
+        run.save(update_fields=["total_steps", "output_path"])
+        FineTuneRunDataset.objects.bulk_create(
+            FineTuneRunDataset(run=run, dataset=dataset, rows=rows) for dataset, rows in datasets
+        )
+        if enqueue:
+            _enqueue_finetune_on_commit(run.pk)
+    return run
+
+
+def _enqueue_finetune_on_commit(run_id: int) -> None:
+    from ..tasks import finetune_run_execute_task
+
+    lifecycle.enqueue_on_commit(finetune_run_execute_task, run_id)
+
+
+def finetune_run_config(run: FineTuneRun):
+    """The engine's TrainConfig for a run's stored hyper-parameters."""
+    from ..engine.train import TrainConfig
+
+    values = {name: getattr(run, name) for name in FINETUNE_FIELDS}
+    # An empty list on the row means "chosen per architecture", which the engine spells None.
+    values["target_modules"] = list(run.target_modules) or None
+    return TrainConfig(method=run.method, **values)
+
+
+def finetune_run_examples(run: FineTuneRun) -> list:
+    """The run's training mix: each data set's rows (in position order), or ``rows`` of them
+    sampled with the run's seed. The same run always gets the same examples in the same order,
+    which is what lets a resumed run continue from its checkpoint's place in the data."""
+    from ..engine.train import Example
+
+    rng = random.Random(run.seed)
+    examples = []
+    for source in run.sources.select_related("dataset").order_by("id"):
+        rows = list(
+            source.dataset.examples.order_by("position").values_list(
+                "instruction", "input", "output"
+            )
+        )
+        if source.rows is not None and source.rows < len(rows):
+            rows = rng.sample(rows, source.rows)
+        examples.extend(Example(instruction=i, input=x, output=o) for i, x, o in rows)
+    return examples
+
+
+def finetune_run_cancel(*, run: FineTuneRun) -> FineTuneRun:
+    """Queued runs stop at once; a running one stops after its current step, with a checkpoint."""
+    return lifecycle.cancel(run, CANNOT_CANCEL_FINETUNE)
+
+
+def finetune_run_resume(*, run: FineTuneRun, enqueue: bool = True) -> FineTuneRun:
+    """Queue a failed or cancelled run again; it continues from its last checkpoint.
+
+    Without ``enqueue`` the run is only marked queued, for a caller that trains it itself
+    (``manage.py finetune --run ID --inline``, e.g. under ``accelerate launch``).
+    """
+    return lifecycle.requeue(run, CANNOT_RESUME, _enqueue_finetune_on_commit if enqueue else None)
+
+
+def finetune_runs_requeue_stale() -> list[int]:
+    """Requeue running fine-tunes whose heartbeat stopped; they resume from their checkpoint."""
+    return lifecycle.requeue_stale(FineTuneRun, _enqueue_finetune_on_commit, label="fine-tune run")
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) under ``accelerate launch`` / torchrun; (0, 1) otherwise."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+ProgressFn = Callable[[int, int, float | None], None]
+
+
+def finetune_run_execute(
+    *, run_id: int, on_progress: ProgressFn | None = None
+) -> FineTuneRun | None:
+    """Claim a fine-tune run and train it, from its last checkpoint if it has one.
+
+    Returns None if it was not claimable. Safe to call any number of times for the same run
+    (redelivered or requeued tasks). ``on_progress(step, total_steps, loss)`` is called after
+    each step (the ``finetune --inline`` progress bar).
+
+    Under ``accelerate launch`` every process calls this; the main one claims the run and
+    writes to the database, the others only train.
+    """
+    rank, world = _distributed()
+    if world > 1 and rank != 0:
+        lifecycle.drop_stale_connection()
+        _finetune_follow(run_id)
+        return None
+
+    def work(run_id: int, worker: str) -> None:
+        _finetune(run_id, worker, on_progress)
+
+    if not lifecycle.run_held(FineTuneRun, run_id, work, label="fine-tune run"):
+        return None
+    return FineTuneRun.objects.get(pk=run_id)
+
+
+def _finetune_inputs(run: FineTuneRun) -> dict:
+    """What engine.train needs for a run, but the callbacks."""
+    from ..engine.loading import load_tokenizer, resolve_path
+    from ..engine.train import qlora_unavailable
+
+    if run.method == FineTuneRun.Method.QLORA and (problem := qlora_unavailable()):
+        raise ServiceError(problem)
+    base = run.base_model
+    model_path = resolve_path(base.name_or_path, settings.MODEL_STORAGE)
+    root = Path(settings.MODEL_STORAGE) / run.output_path
+    return {
+        "model_path": model_path,
+        "tokenizer": load_tokenizer(
+            model_path, revision=base.revision or None, trust_remote_code=base.trust_remote_code
+        ),
+        "examples": finetune_run_examples(run),
+        "fmt": base.prompt_format,
+        "config": finetune_run_config(run),
+        "checkpoint_dir": root / "checkpoints",
+        "output_dir": root / ("adapter" if run.is_lora else "model"),
+        "revision": base.revision or None,
+        "trust_remote_code": base.trust_remote_code,
+    }
+
+
+def _finetune(run_id: int, worker: str, on_progress: ProgressFn | None) -> None:
+    from ..engine.train import train
+
+    run = FineTuneRun.objects.select_related("base_model").get(pk=run_id)
+    mine = FineTuneRun.objects.filter(pk=run_id, worker=worker)
+
+    def on_begin(start) -> None:
+        with transaction.atomic():
+            # Steps after the checkpoint are trained again; their old entries go.
+            FineTuneLog.objects.filter(run_id=run_id, step__gt=start.start_step).delete()
+            run.total_steps = start.max_steps
+            if not run.target_modules and start.target_modules:
+                # Record what "chosen per architecture" chose.
+                mine.update(target_modules=list(start.target_modules))
+            mine.update(
+                total_steps=start.max_steps,
+                step=start.start_step,
+                resumed_from_step=start.start_step,
+                train_examples=start.train_examples,
+                eval_examples=start.eval_examples,
+                skipped_examples=start.skipped_examples,
+            )
+
+    def on_log(entries) -> None:
+        FineTuneLog.objects.bulk_create(
+            [
+                FineTuneLog(
+                    run_id=run_id,
+                    kind=e.kind,
+                    step=e.step,
+                    loss=e.loss,
+                    learning_rate=e.learning_rate,
+                    epoch=e.epoch,
+                )
+                for e in entries
+            ],
+            update_conflicts=True,
+            unique_fields=["run", "kind", "step"],
+            update_fields=["loss", "learning_rate", "epoch"],
+        )
+        trained = [e for e in entries if e.kind == FineTuneLog.Kind.TRAIN]
+        if trained:
+            last = trained[-1]
+            mine.update(step=last.step, epoch=last.epoch or 0, heartbeat_at=timezone.now())
+            if on_progress is not None:
+                on_progress(last.step, run.total_steps, last.loss)
+
+    def should_stop() -> bool:
+        return not mine.filter(status=FineTuneRun.Status.RUNNING).exists()
+
+    def on_save(path: str, step: int) -> None:
+        mine.update(checkpoint=storage_relative(path))
+
+    result = train(
+        **_finetune_inputs(run),
+        on_begin=on_begin,
+        on_log=on_log,
+        should_stop=should_stop,
+        on_save=on_save,
+    )
+    mine.update(step=result.global_step, train_tokens=result.total_tokens)
+    if result.stopped:
+        return  # cancelled (or taken over): the status was already set by whoever stopped it
+    _finetune_register(run, result.output_dir, worker)
+
+
+def _finetune_follow(run_id: int) -> None:
+    """A non-main process of a multi-GPU run: wait for the main one to claim, then train."""
+    from ..engine.train import train
+
+    deadline = time.monotonic() + 300
+    while not FineTuneRun.objects.filter(pk=run_id, status=FineTuneRun.Status.RUNNING).exists():
+        if time.monotonic() > deadline:
+            raise ServiceError(f"fine-tune run {run_id} was not started by the main process")
+        time.sleep(1)
+    run = FineTuneRun.objects.select_related("base_model").get(pk=run_id)
+    train(**_finetune_inputs(run))
+
+
+def _finetune_register(run: FineTuneRun, output_dir: str, worker: str) -> None:
+    """Register the tuned model with the base model's prompt format and mark the run done."""
+    base = run.base_model
+    name = run.model_name or f"{base.name}-{run.method}-ft{run.pk}"
+    relative = storage_relative(output_dir)
+    with transaction.atomic():
+        held = (
+            FineTuneRun.objects.select_for_update()
+            .filter(pk=run.pk, worker=worker, status=FineTuneRun.Status.RUNNING)
+            .first()
+        )
+        if held is None:
+            return  # cancelled in the last moment: the saved output stays, unregistered
+        if LanguageModel.objects.filter(name=name).exists():
+            name = f"{name}-ft{run.pk}"
+        model = language_model_register(
+            name=name,
+            # An adapter loads on its base's weights (language_model_load); a fully tuned
+            # model is a standalone directory.
+            name_or_path=base.name_or_path if run.is_lora else relative,
+            revision=base.revision if run.is_lora else "",
+            prompt_format=base.prompt_format,
+            maker=base.maker,
+            generation_defaults=base.generation_defaults,
+            trust_remote_code=base.trust_remote_code,
+            base_model=base if run.is_lora else None,
+            adapter_path=relative if run.is_lora else "",
+        )
+        FineTuneRun.objects.filter(pk=run.pk).update(
+            status=FineTuneRun.Status.SUCCEEDED,
+            result_model=model,
+            finished_at=timezone.now(),
+        )
