@@ -6,8 +6,9 @@ import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from generation import services
 from generation.models import GenerationRun, PromptSet
+from generation.registry import language_model_register, prompt_set_import
+from generation.runs import generation_run_create
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.django_db
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def prompt_set():
-    return services.prompt_set_import(
+    return prompt_set_import(
         name="fixture", data=(FIXTURES / "prompts_ja.jsonl").read_bytes(), filename="p.jsonl"
     )
 
@@ -40,9 +41,7 @@ def test_an_admin_imports_a_prompt_set_from_the_upload_page(client, admin_user):
 def test_the_generate_action_asks_for_a_set_and_queues_one_run_per_model(
     client, admin_user, prompt_set, django_capture_on_commit_callbacks
 ):
-    models = [
-        services.language_model_register(name=f"m{i}", name_or_path=f"x/{i}") for i in range(2)
-    ]
+    models = [language_model_register(name=f"m{i}", name_or_path=f"x/{i}") for i in range(2)]
     client.force_login(admin_user)
     selected = {"action": "generate_answers", ACTION_CHECKBOX_NAME: [m.pk for m in models]}
     form = client.post("/admin/generation/languagemodel/", selected)
@@ -71,8 +70,8 @@ def test_the_generate_action_asks_for_a_set_and_queues_one_run_per_model(
 
 
 def test_cancel_and_retry_actions_on_runs(client, admin_user, prompt_set):
-    model = services.language_model_register(name="m", name_or_path="x")
-    run = services.generation_run_create(model=model, prompt_set=prompt_set, enqueue=False)
+    model = language_model_register(name="m", name_or_path="x")
+    run = generation_run_create(model=model, prompt_set=prompt_set, enqueue=False)
     client.force_login(admin_user)
     url = "/admin/generation/generationrun/"
     client.post(url, {"action": "cancel_runs", ACTION_CHECKBOX_NAME: [run.pk]})

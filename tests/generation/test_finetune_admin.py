@@ -4,15 +4,14 @@ data set actions."""
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 
-from generation import services
-from generation.admin import loss_chart_svg
 from generation.models import DatasetAugmentation, FineTuneLog, FineTuneRun
-from tests.conftest import FIXTURES
+from generation.training.data import instruction_dataset_import
+from generation.training.finetune import finetune_run_create
+from tests.generation.conftest import instruction_dataset
 
 pytestmark = pytest.mark.django_db
 
@@ -41,27 +40,15 @@ SETTINGS = {
 }
 
 
-@pytest.fixture
-def dataset():
-    return services.instruction_dataset_import(
-        name="instructions-ja",
-        data=(FIXTURES / "instructions_ja.jsonl").read_bytes(),
-        filename="instructions_ja.jsonl",
-    )
-
-
-@pytest.fixture
-def base():
-    return services.language_model_register(name="base", name_or_path="tiny-0")
-
-
 def _run(base, dataset, **params) -> FineTuneRun:
-    return services.finetune_run_create(
+    return finetune_run_create(
         base_model=base, datasets=[(dataset, None)], params=params, enqueue=False
     )
 
 
-def test_the_fine_tune_action_asks_for_the_settings_first(client, admin_user, base, dataset):
+def test_the_fine_tune_action_asks_for_the_settings_first(
+    client, admin_user, base, fixture_dataset
+):
     client.force_login(admin_user)
     response = client.post(MODELS_URL, {"action": "fine_tune", ACTION_CHECKBOX_NAME: [base.pk]})
     assert response.status_code == 200
@@ -73,20 +60,16 @@ def test_the_fine_tune_action_asks_for_the_settings_first(client, admin_user, ba
 
 
 def test_the_fine_tune_action_queues_a_run_on_a_mix(
-    client, admin_user, base, dataset, django_capture_on_commit_callbacks
+    client, admin_user, base, fixture_dataset, django_capture_on_commit_callbacks
 ):
-    small = services.instruction_dataset_import(
-        name="small",
-        data='{"instruction": "質問", "output": "答え"}\n'.encode(),
-        filename="s.jsonl",
-    )
+    small = instruction_dataset("small", [("質問", "答え")])
     client.force_login(admin_user)
     form = {
         **SETTINGS,
         "action": "fine_tune",
         ACTION_CHECKBOX_NAME: [base.pk],
         "apply": "1",
-        "datasets": [dataset.pk, small.pk],
+        "datasets": [fixture_dataset.pk, small.pk],
         "rows": "instructions-ja=100",
         "method": "lora",
         "model_name": "base-tuned",
@@ -106,7 +89,7 @@ def test_the_fine_tune_action_queues_a_run_on_a_mix(
     assert len(callbacks) == 1  # the task is sent once the run is committed
 
 
-def test_a_rows_entry_naming_an_unchosen_set_is_an_error(client, admin_user, base, dataset):
+def test_a_rows_entry_naming_an_unchosen_set_is_an_error(client, admin_user, base, fixture_dataset):
     client.force_login(admin_user)
     response = client.post(
         MODELS_URL,
@@ -114,7 +97,7 @@ def test_a_rows_entry_naming_an_unchosen_set_is_an_error(client, admin_user, bas
             "action": "fine_tune",
             ACTION_CHECKBOX_NAME: [base.pk],
             "apply": "1",
-            "datasets": [dataset.pk],
+            "datasets": [fixture_dataset.pk],
             "rows": "other=5",
             "method": "lora",
         },
@@ -124,7 +107,7 @@ def test_a_rows_entry_naming_an_unchosen_set_is_an_error(client, admin_user, bas
     assert not FineTuneRun.objects.exists()
 
 
-def test_qlora_from_the_admin_says_why_it_is_refused(client, admin_user, base, dataset):
+def test_qlora_from_the_admin_says_why_it_is_refused(client, admin_user, base, fixture_dataset):
     import importlib.util
 
     if importlib.util.find_spec("bitsandbytes"):
@@ -135,7 +118,7 @@ def test_qlora_from_the_admin_says_why_it_is_refused(client, admin_user, base, d
         "action": "fine_tune",
         ACTION_CHECKBOX_NAME: [base.pk],
         "apply": "1",
-        "datasets": [dataset.pk],
+        "datasets": [fixture_dataset.pk],
         "method": "qlora",
     }
     response = client.post(MODELS_URL, data, follow=True)
@@ -144,9 +127,9 @@ def test_qlora_from_the_admin_says_why_it_is_refused(client, admin_user, base, d
 
 
 def test_the_run_page_shows_progress_and_the_loss_chart_and_reloads_while_running(
-    client, admin_user, base, dataset
+    client, admin_user, base, fixture_dataset
 ):
-    run = _run(base, dataset)
+    run = _run(base, fixture_dataset)
     FineTuneRun.objects.filter(pk=run.pk).update(status="running", step=3, total_steps=48)
     for step, loss in [(1, 3.0), (2, 2.5), (3, 2.0)]:
         FineTuneLog.objects.create(run=run, kind="train", step=step, loss=loss, learning_rate=1e-4)
@@ -156,9 +139,14 @@ def test_the_run_page_shows_progress_and_the_loss_chart_and_reloads_while_runnin
     assert '<meta http-equiv="refresh" content="5">' in page
     assert "step 3/48 (6%)" in page
     assert "2.0000 (step 3)" in page  # last loss
-    svg = re.search(r"<svg[^>]*class=\"loss-chart\".*?</svg>", page, re.S).group(0)
-    assert svg.count("<polyline") == 2 and "<circle" in svg
+    chart_url = f"{RUNS_URL}{run.pk}/loss-chart.svg"
+    assert f'<img class="loss-chart" src="{chart_url}"' in page
     assert "instructions-ja x all" in page
+    chart = client.get(chart_url)
+    assert chart["Content-Type"] == "image/svg+xml"
+    # The chart's strings stand beside their glyphs as comments in matplotlib's SVG.
+    svg = chart.content.decode()
+    assert "<!-- training loss -->" in svg and "<!-- held-out loss -->" in svg
 
     FineTuneRun.objects.filter(pk=run.pk).update(status="succeeded", step=48)
     page = client.get(f"{RUNS_URL}{run.pk}/change/").content.decode()
@@ -166,7 +154,7 @@ def test_the_run_page_shows_progress_and_the_loss_chart_and_reloads_while_runnin
 
 
 def test_the_run_page_escapes_what_it_shows(client, admin_user, base):
-    evil = services.instruction_dataset_import(
+    evil = instruction_dataset_import(
         name="<script>alert(1)</script>",
         data=b'{"instruction": "q", "output": "a"}\n',
         filename="e.jsonl",
@@ -179,23 +167,29 @@ def test_the_run_page_escapes_what_it_shows(client, admin_user, base):
     assert "&lt;script&gt;alert(1)&lt;/script&gt; x all" in page
 
 
-def test_the_loss_chart_is_plain_svg_with_nothing_unescaped():
-    empty = loss_chart_svg([], [])
-    assert "no loss logged yet" in empty
-    svg = loss_chart_svg(
-        [(s, 4.0 - s / 100) for s in range(1, 2001)] + [(2001, float("nan"))],
-        [(1000, 3.0)],
-        total_steps=3000,
+def test_the_loss_chart_is_an_image_of_the_site_for_staff_who_may_view_the_run(
+    client, admin_user, staff_user, annotator, base, fixture_dataset
+):
+    run = _run(base, fixture_dataset)
+    chart_url = f"{RUNS_URL}{run.pk}/loss-chart.svg"
+    client.force_login(admin_user)
+    page = client.get(f"{RUNS_URL}{run.pk}/change/")
+    assert "img-src 'self'" in page["Content-Security-Policy"]  # no inline markup needed
+    assert "<!-- no loss logged yet -->" in client.get(chart_url).content.decode()
+    assert client.get(f"{RUNS_URL}999999/loss-chart.svg").status_code == 404
+
+    client.force_login(staff_user)
+    assert client.get(chart_url).status_code == 200
+    staff_user.user_permissions.remove(
+        *staff_user.user_permissions.filter(codename__in=["view_finetunerun", "change_finetunerun"])
     )
-    assert svg.startswith('<svg xmlns="http://www.w3.org/2000/svg"')
-    assert "nan" not in svg.lower()
-    points = re.search(r'<polyline points="([^"]*)"', svg).group(1).split()
-    assert len(points) == 600  # long logs are averaged down
-    assert "step 3000" in svg
+    assert client.get(chart_url).status_code == 403
+    client.force_login(annotator)
+    assert client.get(chart_url).status_code == 302  # to the admin's login page
 
 
-def test_cancel_and_resume_actions(client, admin_user, base, dataset):
-    run = _run(base, dataset)
+def test_cancel_and_resume_actions(client, admin_user, base, fixture_dataset):
+    run = _run(base, fixture_dataset)
     client.force_login(admin_user)
     client.post(RUNS_URL, {"action": "cancel_runs", ACTION_CHECKBOX_NAME: [run.pk]})
     run.refresh_from_db()
@@ -220,7 +214,7 @@ def test_merging_a_model_without_an_adapter_is_refused(client, admin_user, base)
 
 
 def test_the_augment_action_queues_a_generation_run(
-    client, admin_user, base, dataset, django_capture_on_commit_callbacks
+    client, admin_user, base, fixture_dataset, django_capture_on_commit_callbacks
 ):
     client.force_login(admin_user)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
@@ -228,7 +222,7 @@ def test_the_augment_action_queues_a_generation_run(
             DATASETS_URL,
             {
                 "action": "augment",
-                ACTION_CHECKBOX_NAME: [dataset.pk],
+                ACTION_CHECKBOX_NAME: [fixture_dataset.pk],
                 "apply": "1",
                 "model": base.pk,
                 "name": "answered-by-base",
@@ -239,17 +233,31 @@ def test_the_augment_action_queues_a_generation_run(
         )
     assert response.status_code == 302, response.content.decode()[-3000:]
     augmentation = DatasetAugmentation.objects.get()
-    assert augmentation.name == "answered-by-base" and augmentation.source == dataset
-    assert augmentation.run.total == dataset.stats["unique_instructions"]
+    assert augmentation.name == "answered-by-base" and augmentation.source == fixture_dataset
+    assert augmentation.run.total == fixture_dataset.stats["unique_instructions"]
     assert augmentation.run.params == {"max_new_tokens": 64}
     assert len(callbacks) == 1
 
 
-def test_the_data_set_page_lists_statistics_and_first_rows(client, admin_user, dataset):
+def test_the_token_statistics_action_asks_for_a_model_then_counts_with_its_tokenizer(
+    client, admin_user, tiny, fixture_dataset
+):
     client.force_login(admin_user)
-    page = client.get(f"{DATASETS_URL}{dataset.pk}/change/").content.decode()
+    chosen = {"action": "token_statistics", ACTION_CHECKBOX_NAME: [fixture_dataset.pk]}
+    page = client.post(DATASETS_URL, chosen).content.decode()
+    assert "Token statistics for:" in page and 'name="model"' in page
+
+    response = client.post(DATASETS_URL, {**chosen, "apply": "1", "model": tiny.pk}, follow=True)
+    assert "Token statistics of instructions-ja updated." in response.content.decode()
+    fixture_dataset.refresh_from_db()
+    assert fixture_dataset.stats["tokens"]["model"] == "tiny"
+
+
+def test_the_data_set_page_lists_statistics_and_first_rows(client, admin_user, fixture_dataset):
+    client.force_login(admin_user)
+    page = client.get(f"{DATASETS_URL}{fixture_dataset.pk}/change/").content.decode()
     assert "unique instructions (instruction + input)" in page
-    first = dataset.examples.order_by("position").first()
+    first = fixture_dataset.examples.order_by("position").first()
     assert first.instruction in page
     listing = client.get(DATASETS_URL).content.decode()
-    assert "Import from file" in listing and str(dataset.stats["rows"]) in listing
+    assert "Import from file" in listing and str(fixture_dataset.stats["rows"]) in listing

@@ -4,27 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from generation import services
 from generation.models import FineTuneLog, FineTuneRun
-from tests.conftest import FIXTURES
+from generation.training.finetune import finetune_run_create
 
 pytestmark = pytest.mark.django_db
 
 RUNS = "/api/finetune-runs/"
-
-
-@pytest.fixture
-def dataset():
-    return services.instruction_dataset_import(
-        name="instructions-ja",
-        data=(FIXTURES / "instructions_ja.jsonl").read_bytes(),
-        filename="instructions_ja.jsonl",
-    )
-
-
-@pytest.fixture
-def base():
-    return services.language_model_register(name="base", name_or_path="tiny-0")
 
 
 @pytest.mark.parametrize("url", [RUNS, "/api/instruction-datasets/"])
@@ -36,12 +21,12 @@ def test_only_staff_may_use_it(client, annotator, url):
 
 
 def test_staff_create_a_run_on_a_mix(
-    client, staff_user, base, dataset, django_capture_on_commit_callbacks
+    client, staff_user, base, fixture_dataset, django_capture_on_commit_callbacks
 ):
     client.force_login(staff_user)
     payload = {
         "base_model": base.pk,
-        "datasets": [{"dataset": dataset.pk, "rows": 50}],
+        "datasets": [{"dataset": fixture_dataset.pk, "rows": 50}],
         "method": "lora",
         "max_steps": 20,
         "lora_r": 4,
@@ -54,7 +39,9 @@ def test_staff_create_a_run_on_a_mix(
     assert body["status"] == "queued" and body["total_steps"] == 20
     assert body["lora_r"] == 4 and body["lora_alpha"] == 16
     assert body["target_modules"] == ["query_key_value"]
-    assert body["datasets"] == [{"dataset": dataset.pk, "name": "instructions-ja", "rows": 50}]
+    assert body["datasets"] == [
+        {"dataset": fixture_dataset.pk, "name": "instructions-ja", "rows": 50}
+    ]
     assert len(callbacks) == 1
 
 
@@ -68,19 +55,19 @@ def test_staff_create_a_run_on_a_mix(
     ],
 )
 def test_a_bad_request_is_400_and_creates_nothing(
-    client, staff_user, base, dataset, change, message
+    client, staff_user, base, fixture_dataset, change, message
 ):
     client.force_login(staff_user)
-    payload = {"base_model": base.pk, "datasets": [{"dataset": dataset.pk}], **change}
+    payload = {"base_model": base.pk, "datasets": [{"dataset": fixture_dataset.pk}], **change}
     response = client.post(RUNS, payload, content_type="application/json")
     assert response.status_code == 400
     assert message in str(response.json())
     assert not FineTuneRun.objects.exists()
 
 
-def test_a_run_reads_with_its_progress_and_loss_log(client, staff_user, base, dataset):
-    run = services.finetune_run_create(
-        base_model=base, datasets=[(dataset, None)], params={"max_steps": 10}, enqueue=False
+def test_a_run_reads_with_its_progress_and_loss_log(client, staff_user, base, fixture_dataset):
+    run = finetune_run_create(
+        base_model=base, datasets=[(fixture_dataset, None)], params={"max_steps": 10}, enqueue=False
     )
     FineTuneRun.objects.filter(pk=run.pk).update(status="running", step=4)
     for step in range(1, 5):
@@ -100,8 +87,8 @@ def test_a_run_reads_with_its_progress_and_loss_log(client, staff_user, base, da
     assert listing["count"] == 1 and "loss_log" not in listing["results"][0]
 
 
-def test_cancel_then_resume(client, staff_user, base, dataset):
-    run = services.finetune_run_create(base_model=base, datasets=[(dataset, None)], enqueue=False)
+def test_cancel_then_resume(client, staff_user, base, fixture_dataset):
+    run = finetune_run_create(base_model=base, datasets=[(fixture_dataset, None)], enqueue=False)
     client.force_login(staff_user)
     response = client.post(f"{RUNS}{run.pk}/cancel/")
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
@@ -113,10 +100,10 @@ def test_cancel_then_resume(client, staff_user, base, dataset):
     assert "only failed or cancelled runs can be resumed" in conflict.json()["detail"]
 
 
-def test_data_sets_list_with_their_statistics(client, staff_user, dataset):
+def test_data_sets_list_with_their_statistics(client, staff_user, fixture_dataset):
     client.force_login(staff_user)
     body = client.get("/api/instruction-datasets/").json()
-    assert body["results"][0]["stats"]["rows"] == dataset.stats["rows"]
+    assert body["results"][0]["stats"]["rows"] == fixture_dataset.stats["rows"]
 
 
 def test_the_schema_describes_the_new_endpoints(client, staff_user):

@@ -5,39 +5,21 @@ from __future__ import annotations
 import io
 
 import pytest
-import torch
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from generation import services
 from generation.models import FineTuneRun, LanguageModel
-from tests.conftest import FIXTURES
+from generation.params import FULL_LEARNING_RATE
+from generation.registry import language_model_register, storage_relative
+from generation.training.finetune import finetune_run_cancel, finetune_run_create
+from tests.generation.conftest import instruction_dataset
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # The tiny model gains nothing from threads; on a small shared machine they only contend.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture
-def datasets():
-    fixture = services.instruction_dataset_import(
-        name="instructions-ja",
-        data=(FIXTURES / "instructions_ja.jsonl").read_bytes(),
-        filename="instructions_ja.jsonl",
-    )
-    small = services.instruction_dataset_import(
-        name="small",
-        data='{"instruction": "挨拶して", "output": "こんにちは"}\n'.encode(),
-        filename="s.jsonl",
-    )
-    return fixture, small
+def datasets(fixture_dataset):
+    return fixture_dataset, instruction_dataset("small", [("挨拶して", "こんにちは")])
 
 
 def _call(*args) -> tuple[str, str]:
@@ -49,9 +31,7 @@ def _call(*args) -> tuple[str, str]:
 @pytest.mark.slow
 def test_inline_trains_the_mix_and_registers_the_model(settings, tiny_model_dir, datasets):
     settings.RUN_HEARTBEAT_INTERVAL = 3600
-    services.language_model_register(
-        name="tiny", name_or_path=services.storage_relative(tiny_model_dir)
-    )
+    language_model_register(name="tiny", name_or_path=storage_relative(tiny_model_dir))
     out, _ = _call(
         "--base", "tiny",
         "--dataset", "instructions-ja", "--rows", "30",
@@ -71,13 +51,12 @@ def test_inline_trains_the_mix_and_registers_the_model(settings, tiny_model_dir,
     assert LanguageModel.objects.get(name="tiny-cli").base_model.name == "tiny"
 
 
-def test_no_enqueue_records_a_queued_run(datasets):
-    services.language_model_register(name="base", name_or_path="tiny-0")
+def test_no_enqueue_records_a_queued_run(datasets, base):
     out, _ = _call("--base", "base", "--dataset", "small", "--method", "full", "--no-enqueue")
     run = FineTuneRun.objects.get()
     assert out.startswith(f"fine-tune run {run.pk}: base, full")
     assert run.status == FineTuneRun.Status.QUEUED
-    assert run.learning_rate == services.FULL_LEARNING_RATE
+    assert run.learning_rate == FULL_LEARNING_RATE
 
 
 @pytest.mark.parametrize(
@@ -90,8 +69,7 @@ def test_no_enqueue_records_a_queued_run(datasets):
         (["--run", "999", "--inline"], "no fine-tune run 999"),
     ],
 )
-def test_mistakes_are_reported(datasets, args, message):
-    services.language_model_register(name="base", name_or_path="tiny-0")
+def test_mistakes_are_reported(datasets, base, args, message):
     with pytest.raises(CommandError, match=message):
         _call(*args)
     assert not FineTuneRun.objects.exists()
@@ -106,16 +84,14 @@ def test_rows_must_follow_a_dataset(datasets, capsys):
 def test_run_inline_trains_an_existing_cancelled_run_here(settings, tiny_model_dir, datasets):
     # The path `accelerate launch manage.py finetune --run ID --inline` takes, in one process.
     settings.RUN_HEARTBEAT_INTERVAL = 3600
-    tiny = services.language_model_register(
-        name="tiny", name_or_path=services.storage_relative(tiny_model_dir)
-    )
-    run = services.finetune_run_create(
+    tiny = language_model_register(name="tiny", name_or_path=storage_relative(tiny_model_dir))
+    run = finetune_run_create(
         base_model=tiny,
         datasets=[(datasets[1], None)],
         params={"max_steps": 3, "eval_fraction": 0},
         enqueue=False,
     )
-    services.finetune_run_cancel(run=run)
+    finetune_run_cancel(run=run)
     out, _ = _call("--run", str(run.pk), "--inline")
     assert f"fine-tune run {run.pk} succeeded" in out
     run.refresh_from_db()

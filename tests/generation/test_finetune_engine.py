@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from transformers import TrainerCallback
@@ -18,18 +16,9 @@ from generation.engine.train import (
     steps_for,
     train,
 )
-from tests.conftest import FIXTURES
+from tests.generation.conftest import fixture_examples
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # The tiny model gains nothing from threads; on a small shared machine they only contend.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 class Interrupted(RuntimeError):
@@ -49,14 +38,7 @@ class FailAtStep(TrainerCallback):
 
 @pytest.fixture(scope="module")
 def examples() -> list[Example]:
-    with (FIXTURES / "instructions_ja.jsonl").open(encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle if line.strip()]
-    return [Example(r["instruction"], r["output"], r.get("input") or "") for r in rows[:48]]
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir):
-    return load_tokenizer(tiny_model_dir)
+    return fixture_examples()[:48]
 
 
 def _config(**overrides) -> TrainConfig:
@@ -74,8 +56,9 @@ def _config(**overrides) -> TrainConfig:
     return TrainConfig(**{**values, **overrides})
 
 
-def _run(tiny_model_dir, tokenizer, examples, root, config, **kwargs):
-    log = []
+def _run(tiny_model_dir, tokenizer, examples, root, config, log=None, output="adapter", **kwargs):
+    """Train into ``root``: the result and the training loss by step (``log`` gets every entry)."""
+    log = [] if log is None else log
     result = train(
         model_path=str(tiny_model_dir),
         tokenizer=tokenizer,
@@ -83,7 +66,7 @@ def _run(tiny_model_dir, tokenizer, examples, root, config, **kwargs):
         fmt="line_sft",
         config=config,
         checkpoint_dir=root / "checkpoints",
-        output_dir=root / "adapter",
+        output_dir=root / output,
         on_log=log.extend,
         **kwargs,
     )
@@ -154,16 +137,7 @@ def test_full_fine_tuning_saves_a_standalone_model_that_generates(
 ):
     config = _config(method="full", learning_rate=1e-3, max_steps=6, eval_fraction=0.1)
     log = []
-    result = train(
-        model_path=str(tiny_model_dir),
-        tokenizer=tokenizer,
-        examples=examples,
-        fmt="line_sft",
-        config=config,
-        checkpoint_dir=tmp_path / "checkpoints",
-        output_dir=tmp_path / "model",
-        on_log=log.extend,
-    )
+    result, _ = _run(tiny_model_dir, tokenizer, examples, tmp_path, config, log=log, output="model")
     assert result.global_step == 6 and result.target_modules == []
     assert result.train_tokens > 0 and result.eval_examples >= 1
     assert [e.kind for e in log].count("eval") >= 1

@@ -6,23 +6,18 @@ from __future__ import annotations
 import statistics
 
 import pytest
-import torch
 
-from generation import services
 from generation.models import FineTuneLog, FineTuneRun, GenerationRun
+from generation.registry import language_model_load, prompt_set_import
+from generation.runs import generation_run_create, generation_run_execute
+from generation.training.finetune import finetune_run_create, finetune_run_execute
 from tests.conftest import FIXTURES
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db]
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # The tiny model gains nothing from threads; on a small shared machine they only contend.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.django_db,
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 QUICK_LORA = {
     "max_steps": 50,
@@ -36,36 +31,9 @@ QUICK_LORA = {
 }
 
 
-@pytest.fixture
-def quiet_heartbeat(settings):
-    # The runs below are short; a heartbeat thread writing to SQLite meanwhile only adds noise.
-    settings.RUN_HEARTBEAT_INTERVAL = 3600
-
-
-@pytest.fixture
-def fixture_dataset():
-    return services.instruction_dataset_import(
-        name="instructions-ja",
-        data=(FIXTURES / "instructions_ja.jsonl").read_bytes(),
-        filename="instructions_ja.jsonl",
-    )
-
-
-@pytest.fixture
-def tiny(tiny_model_dir):
-    return services.language_model_register(
-        name="tiny",
-        name_or_path=services.storage_relative(tiny_model_dir),
-        prompt_format="line_sft",
-        generation_defaults={"max_new_tokens": 48},
-    )
-
-
 def _generate(model, prompt_set) -> dict[int, str]:
-    run = services.generation_run_create(
-        model=model, prompt_set=prompt_set, batch_size=25, enqueue=False
-    )
-    services.generation_run_execute(run_id=run.pk)
+    run = generation_run_create(model=model, prompt_set=prompt_set, batch_size=25, enqueue=False)
+    generation_run_execute(run_id=run.pk)
     run.refresh_from_db()
     assert run.status == GenerationRun.Status.SUCCEEDED, run.error
     return dict(run.answers.values_list("question_id", "text"))
@@ -74,10 +42,10 @@ def _generate(model, prompt_set) -> dict[int, str]:
 def test_a_lora_run_lowers_the_loss_and_its_model_answers_differently(
     quiet_heartbeat, fixture_dataset, tiny, model_storage
 ):
-    run = services.finetune_run_create(
+    run = finetune_run_create(
         base_model=tiny, datasets=[(fixture_dataset, None)], params=QUICK_LORA, enqueue=False
     )
-    services.finetune_run_execute(run_id=run.pk)
+    finetune_run_execute(run_id=run.pk)
     run.refresh_from_db()
     assert run.status == FineTuneRun.Status.SUCCEEDED, run.error
     assert (run.step, run.total_steps) == (50, 50)
@@ -109,10 +77,10 @@ def test_a_lora_run_lowers_the_loss_and_its_model_answers_differently(
     # The adapter loads back on its base, through the same path generation uses.
     from peft import PeftModel
 
-    _, loaded = services.language_model_load(model=tuned)
+    _, loaded = language_model_load(model=tuned)
     assert isinstance(loaded, PeftModel)
 
-    prompt_set = services.prompt_set_import(
+    prompt_set = prompt_set_import(
         name="fixture", data=(FIXTURES / "prompts_ja.jsonl").read_bytes(), filename="p.jsonl"
     )
     base_answers = _generate(tiny, prompt_set)

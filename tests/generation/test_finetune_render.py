@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from generation import prompts
@@ -21,7 +19,7 @@ from generation.engine.train import (
     split_examples,
     steps_for,
 )
-from tests.conftest import FIXTURES
+from tests.generation.conftest import fixture_examples
 
 EXAMPLES = [
     Example(instruction="日本の首都はどこですか？", output="東京です。"),
@@ -32,17 +30,6 @@ EXAMPLES = [
     ),
     Example(instruction="  前後に空白  ", input="  ", output="  答え  "),
 ]
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir):
-    return load_tokenizer(tiny_model_dir)
-
-
-def _fixture_examples() -> list[Example]:
-    with (FIXTURES / "instructions_ja.jsonl").open(encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle if line.strip()]
-    return [Example(r["instruction"], r["output"], r.get("input") or "") for r in rows]
 
 
 @pytest.mark.parametrize("fmt", [prompts.LINE_SFT, prompts.RINNA])
@@ -87,7 +74,7 @@ def test_line_sft_examples_join_instruction_and_input_with_a_blank_line(tokenize
 
 @pytest.mark.parametrize("fmt", [prompts.LINE_SFT, prompts.RINNA, prompts.CHAT_TEMPLATE])
 def test_every_fixture_example_masks_exactly_its_prompt(tokenizer, fmt):
-    for example in _fixture_examples():
+    for example in fixture_examples():
         rendered = render_example(tokenizer, fmt, example, max_length=4096)
         question = prompts.join_instruction(example.instruction, example.input)
         prompt_ids = encode_prompt(tokenizer, prompts.format_prompt(fmt, question, tokenizer), fmt)

@@ -4,13 +4,11 @@ full fine-tuning, merging an adapter and generating a data set's answers."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 import pytest
-import torch
 from django.utils import timezone
 
-from generation import services
+from generation.errors import ServiceError
 from generation.models import (
     DatasetAugmentation,
     FineTuneRun,
@@ -18,64 +16,40 @@ from generation.models import (
     InstructionDataset,
     LanguageModel,
 )
+from generation.params import FULL_LEARNING_RATE
+from generation.registry import language_model_register, prompt_set_import
+from generation.runs import generation_run_create, generation_run_execute
+from generation.training.data import (
+    _augmentation_finish,
+    instruction_dataset_augment,
+)
+from generation.training.finetune import (
+    NO_DATASETS,
+    finetune_run_cancel,
+    finetune_run_create,
+    finetune_run_examples,
+    finetune_run_execute,
+    finetune_run_resume,
+    finetune_runs_requeue_stale,
+)
+from generation.training.merge import language_model_merge, language_model_merge_request
 from tests.conftest import FIXTURES
+from tests.generation.conftest import instruction_dataset, register_tiny
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # The tiny model gains nothing from threads; on a small shared machine they only contend.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _dataset(name: str, rows: list[tuple[str, str]]) -> InstructionDataset:
-    data = "".join(
-        json.dumps({"instruction": q, "output": a}, ensure_ascii=False) + "\n" for q, a in rows
-    ).encode()
-    return services.instruction_dataset_import(name=name, data=data, filename=f"{name}.jsonl")
-
-
-@pytest.fixture
-def fixture_dataset():
-    return services.instruction_dataset_import(
-        name="instructions-ja",
-        data=(FIXTURES / "instructions_ja.jsonl").read_bytes(),
-        filename="instructions_ja.jsonl",
-    )
-
-
-@pytest.fixture
-def base():
-    # Not loaded by the tests that only create runs; tests that train use `tiny`.
-    return services.language_model_register(name="base", name_or_path="tiny-0")
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture
 def tiny(tiny_model_dir):
-    return services.language_model_register(
-        name="tiny",
-        name_or_path=services.storage_relative(tiny_model_dir),
-        prompt_format="rinna",
-        generation_defaults={"max_new_tokens": 24},
-    )
-
-
-@pytest.fixture
-def quiet_heartbeat(settings):
-    settings.RUN_HEARTBEAT_INTERVAL = 3600
+    # The rinna format here: the shared tiny model trains and answers in line_sft.
+    return register_tiny(tiny_model_dir, prompt_format="rinna", max_new_tokens=24)
 
 
 # --- creating runs -----------------------------------------------------------------------------
 
 
 def test_a_run_gets_the_documented_defaults(base, fixture_dataset):
-    run = services.finetune_run_create(
-        base_model=base, datasets=[(fixture_dataset, None)], enqueue=False
-    )
+    run = finetune_run_create(base_model=base, datasets=[(fixture_dataset, None)], enqueue=False)
     assert run.status == FineTuneRun.Status.QUEUED
     assert (run.method, run.learning_rate, run.lora_r, run.lora_alpha) == ("lora", 2e-4, 8, 16)
     assert run.lora_dropout == 0.05 and run.target_modules == []
@@ -88,11 +62,11 @@ def test_a_run_gets_the_documented_defaults(base, fixture_dataset):
 
 
 def test_full_fine_tuning_defaults_to_a_small_learning_rate(base, fixture_dataset):
-    run = services.finetune_run_create(
+    run = finetune_run_create(
         base_model=base, datasets=[(fixture_dataset, None)], method="full", enqueue=False
     )
-    assert run.learning_rate == services.FULL_LEARNING_RATE
-    chosen = services.finetune_run_create(
+    assert run.learning_rate == FULL_LEARNING_RATE
+    chosen = finetune_run_create(
         base_model=base,
         datasets=[(fixture_dataset, None)],
         method="full",
@@ -107,8 +81,8 @@ def test_qlora_is_refused_clearly_where_it_cannot_run(base, fixture_dataset):
 
     if importlib.util.find_spec("bitsandbytes"):
         pytest.skip("bitsandbytes is installed here")
-    with pytest.raises(services.ServiceError) as caught:
-        services.finetune_run_create(
+    with pytest.raises(ServiceError) as caught:
+        finetune_run_create(
             base_model=base, datasets=[(fixture_dataset, None)], method="qlora", enqueue=False
         )
     assert str(caught.value).startswith("QLoRA needs a CUDA GPU and the bitsandbytes package")
@@ -130,54 +104,52 @@ def test_qlora_is_refused_clearly_where_it_cannot_run(base, fixture_dataset):
     ],
 )
 def test_bad_hyper_parameters_are_refused(base, fixture_dataset, params, message):
-    with pytest.raises(services.ServiceError, match=message):
-        services.finetune_run_create(
+    with pytest.raises(ServiceError, match=message):
+        finetune_run_create(
             base_model=base, datasets=[(fixture_dataset, None)], params=params, enqueue=False
         )
     assert not FineTuneRun.objects.exists()
 
 
 def test_the_mix_is_checked(base, fixture_dataset):
-    small = _dataset("small", [("質問", "答え"), ("別の質問", "別の答え")])
+    small = instruction_dataset("small", [("質問", "答え"), ("別の質問", "別の答え")])
     cases = [
-        ([], services.NO_DATASETS),
+        ([], NO_DATASETS),
         ([(small, None), (small, 1)], "data set 'small' is listed twice"),
         ([(small, 3)], "data set 'small' has 2 rows; cannot sample 3"),
         ([(small, 0)], "rows for 'small' must be a positive number"),
     ]
     for mix, message in cases:
-        with pytest.raises(services.ServiceError, match=message):
-            services.finetune_run_create(base_model=base, datasets=mix, enqueue=False)
+        with pytest.raises(ServiceError, match=message):
+            finetune_run_create(base_model=base, datasets=mix, enqueue=False)
 
 
 def test_an_adapter_cannot_be_the_base_of_a_run(base, fixture_dataset):
-    adapter = services.language_model_register(
+    adapter = language_model_register(
         name="lora", name_or_path="tiny-0", base_model=base, adapter_path="finetune/x/adapter"
     )
-    with pytest.raises(services.ServiceError, match="is a LoRA adapter; merge it"):
-        services.finetune_run_create(
-            base_model=adapter, datasets=[(fixture_dataset, None)], enqueue=False
-        )
+    with pytest.raises(ServiceError, match="is a LoRA adapter; merge it"):
+        finetune_run_create(base_model=adapter, datasets=[(fixture_dataset, None)], enqueue=False)
 
 
 def test_the_resulting_model_name_must_be_free(base, fixture_dataset):
-    with pytest.raises(services.ServiceError, match="a model named 'base' already exists"):
-        services.finetune_run_create(
+    with pytest.raises(ServiceError, match="a model named 'base' already exists"):
+        finetune_run_create(
             base_model=base, datasets=[(fixture_dataset, None)], model_name="base", enqueue=False
         )
 
 
 def test_a_mix_samples_rows_per_data_set_with_the_runs_seed(base, fixture_dataset):
-    small = _dataset("small", [(f"質問{i}", f"答え{i}") for i in range(10)])
+    small = instruction_dataset("small", [(f"質問{i}", f"答え{i}") for i in range(10)])
 
     def mix(seed: int) -> list:
-        run = services.finetune_run_create(
+        run = finetune_run_create(
             base_model=base,
             datasets=[(fixture_dataset, 30), (small, None)],
             params={"seed": seed},
             enqueue=False,
         )
-        return services.finetune_run_examples(run)
+        return finetune_run_examples(run)
 
     first = mix(0)
     assert len(first) == 40
@@ -192,48 +164,40 @@ def test_a_mix_samples_rows_per_data_set_with_the_runs_seed(base, fixture_datase
 
 
 def test_a_queued_run_is_cancelled_at_once_and_can_be_resumed(base, fixture_dataset):
-    run = services.finetune_run_create(
-        base_model=base, datasets=[(fixture_dataset, None)], enqueue=False
-    )
-    services.finetune_run_cancel(run=run)
+    run = finetune_run_create(base_model=base, datasets=[(fixture_dataset, None)], enqueue=False)
+    finetune_run_cancel(run=run)
     assert run.status == FineTuneRun.Status.CANCELLED and run.finished_at
-    with pytest.raises(services.ServiceError, match="only queued or running runs"):
-        services.finetune_run_cancel(run=run)
+    with pytest.raises(ServiceError, match="only queued or running runs"):
+        finetune_run_cancel(run=run)
     # Nothing runs a cancelled run.
-    assert services.finetune_run_execute(run_id=run.pk) is None
-    services.finetune_run_resume(run=run)
+    assert finetune_run_execute(run_id=run.pk) is None
+    finetune_run_resume(run=run)
     assert run.status == FineTuneRun.Status.QUEUED and run.finished_at is None
-    with pytest.raises(services.ServiceError, match="only failed or cancelled runs"):
-        services.finetune_run_resume(run=run)
+    with pytest.raises(ServiceError, match="only failed or cancelled runs"):
+        finetune_run_resume(run=run)
 
 
 def test_a_running_run_with_a_stale_heartbeat_is_requeued(base, fixture_dataset):
-    run = services.finetune_run_create(
-        base_model=base, datasets=[(fixture_dataset, None)], enqueue=False
-    )
+    run = finetune_run_create(base_model=base, datasets=[(fixture_dataset, None)], enqueue=False)
     old = timezone.now() - dt.timedelta(hours=1)
     FineTuneRun.objects.filter(pk=run.pk).update(
         status=FineTuneRun.Status.RUNNING, worker="gone:1", heartbeat_at=old, started_at=old
     )
-    fresh = services.finetune_run_create(
-        base_model=base, datasets=[(fixture_dataset, None)], enqueue=False
-    )
+    fresh = finetune_run_create(base_model=base, datasets=[(fixture_dataset, None)], enqueue=False)
     FineTuneRun.objects.filter(pk=fresh.pk).update(
         status=FineTuneRun.Status.RUNNING, worker="alive:1", heartbeat_at=timezone.now()
     )
-    assert services.finetune_runs_requeue_stale() == [run.pk]
+    assert finetune_runs_requeue_stale() == [run.pk]
     run.refresh_from_db()
     assert (run.status, run.worker) == (FineTuneRun.Status.QUEUED, "")
     assert FineTuneRun.objects.get(pk=fresh.pk).status == FineTuneRun.Status.RUNNING
 
 
 def test_a_run_that_cannot_load_its_base_fails_with_the_error(base, fixture_dataset):
-    run = services.finetune_run_create(
-        base_model=base, datasets=[(fixture_dataset, 10)], enqueue=False
-    )
+    run = finetune_run_create(base_model=base, datasets=[(fixture_dataset, 10)], enqueue=False)
     # "tiny-0" is not built in this test's storage: loading the tokenizer fails in the worker.
     LanguageModel.objects.filter(pk=base.pk).update(name_or_path="/nonexistent/model")
-    run = services.finetune_run_execute(run_id=run.pk)
+    run = finetune_run_execute(run_id=run.pk)
     assert run.status == FineTuneRun.Status.FAILED
     assert "nonexistent" in run.error
     assert run.attempts == 1 and run.finished_at
@@ -246,7 +210,7 @@ def test_a_run_that_cannot_load_its_base_fails_with_the_error(base, fixture_data
 def test_full_fine_tuning_registers_a_standalone_model_that_generates(
     quiet_heartbeat, tiny, fixture_dataset, model_storage
 ):
-    run = services.finetune_run_create(
+    run = finetune_run_create(
         base_model=tiny,
         datasets=[(fixture_dataset, 40)],
         method="full",
@@ -254,7 +218,7 @@ def test_full_fine_tuning_registers_a_standalone_model_that_generates(
         model_name="tiny-full",
         enqueue=False,
     )
-    run = services.finetune_run_execute(run_id=run.pk)
+    run = finetune_run_execute(run_id=run.pk)
     assert run.status == FineTuneRun.Status.SUCCEEDED, run.error
     model = run.result_model
     assert model.name == "tiny-full" and model.base_model is None and not model.adapter_path
@@ -262,11 +226,11 @@ def test_full_fine_tuning_registers_a_standalone_model_that_generates(
     assert model.prompt_format == "rinna" and model.generation_defaults == {"max_new_tokens": 24}
     assert (model_storage / model.name_or_path / "config.json").is_file()
     assert run.train_tokens > 0 and run.step == run.total_steps == 4
-    prompt_set = services.prompt_set_import(
+    prompt_set = prompt_set_import(
         name="two", data="question\n日本の首都は？\n挨拶して\n".encode(), filename="q.csv"
     )
-    generation = services.generation_run_create(model=model, prompt_set=prompt_set, enqueue=False)
-    generation = services.generation_run_execute(run_id=generation.pk)
+    generation = generation_run_create(model=model, prompt_set=prompt_set, enqueue=False)
+    generation = generation_run_execute(run_id=generation.pk)
     assert generation.status == GenerationRun.Status.SUCCEEDED, generation.error
     assert generation.answers.count() == 2
 
@@ -275,32 +239,32 @@ def test_full_fine_tuning_registers_a_standalone_model_that_generates(
 def test_a_merged_adapter_becomes_a_standalone_model_with_the_same_answers(
     quiet_heartbeat, tiny, fixture_dataset
 ):
-    run = services.finetune_run_create(
+    run = finetune_run_create(
         base_model=tiny,
         datasets=[(fixture_dataset, 40)],
         params={"max_steps": 6, "learning_rate": 1e-2, "gradient_accumulation": 1},
         enqueue=False,
     )
-    adapter = services.finetune_run_execute(run_id=run.pk).result_model
+    adapter = finetune_run_execute(run_id=run.pk).result_model
     assert adapter.adapter_path == f"{run.output_path}/adapter"
-    with pytest.raises(services.ServiceError, match="has no LoRA adapter to merge"):
-        services.language_model_merge_request(model=tiny)
-    with pytest.raises(services.ServiceError, match="already exists"):
-        services.language_model_merge_request(model=adapter, name="tiny")
-    merged = services.language_model_merge(model=adapter, name="tiny-merged")
+    with pytest.raises(ServiceError, match="has no LoRA adapter to merge"):
+        language_model_merge_request(model=tiny)
+    with pytest.raises(ServiceError, match="already exists"):
+        language_model_merge_request(model=adapter, name="tiny")
+    merged = language_model_merge(model=adapter, name="tiny-merged")
     assert merged.base_model is None and not merged.adapter_path
     assert merged.name_or_path.startswith("merged/") and merged.prompt_format == "rinna"
 
-    prompt_set = services.prompt_set_import(
+    prompt_set = prompt_set_import(
         name="fixture", data=(FIXTURES / "prompts_ja.jsonl").read_bytes(), filename="p.jsonl"
     )
     answers = []
     for model in (adapter, merged):
-        generation = services.generation_run_create(
+        generation = generation_run_create(
             model=model, prompt_set=prompt_set, params={"max_new_tokens": 12}, batch_size=50,
             enqueue=False,
         )  # fmt: skip
-        generation = services.generation_run_execute(run_id=generation.pk)
+        generation = generation_run_execute(run_id=generation.pk)
         assert generation.status == GenerationRun.Status.SUCCEEDED, generation.error
         answers.append(list(generation.answers.values_list("text", flat=True)))
     same = sum(1 for a, b in zip(*answers, strict=True) if a == b)
@@ -309,11 +273,11 @@ def test_a_merged_adapter_becomes_a_standalone_model_with_the_same_answers(
 
 @pytest.mark.slow
 def test_answers_to_a_data_sets_unique_instructions_become_a_new_data_set(quiet_heartbeat, tiny):
-    source = _dataset(
+    source = instruction_dataset(
         "source",
         [("日本の首都は？", "東京"), ("日本の首都は？", "東京です"), ("挨拶して", "こんにちは")],
     )
-    augmentation = services.instruction_dataset_augment(
+    augmentation = instruction_dataset_augment(
         dataset=source, model=tiny, name="answered", params={"max_new_tokens": 16}
     )
     run = augmentation.run
@@ -322,7 +286,7 @@ def test_answers_to_a_data_sets_unique_instructions_become_a_new_data_set(quiet_
         "日本の首都は？",
         "挨拶して",
     ]
-    services.generation_run_execute(run_id=run.pk)
+    generation_run_execute(run_id=run.pk)
     augmentation = DatasetAugmentation.objects.get(pk=augmentation.pk)
     result = augmentation.result
     assert result is not None and result.name == "answered" and result.derived_from == source
@@ -331,5 +295,5 @@ def test_answers_to_a_data_sets_unique_instructions_become_a_new_data_set(quiet_
     assert all(a.strip() for _, a in rows)
     assert result.stats["augmentation"]["model"] == "tiny"
     # A second call (a redelivered task) writes nothing more.
-    assert services._augmentation_finish(run.pk) is None
+    assert _augmentation_finish(run.pk) is None
     assert InstructionDataset.objects.filter(name="answered").count() == 1

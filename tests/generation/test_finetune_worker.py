@@ -9,10 +9,19 @@ import time
 import pytest
 from django.contrib.auth.models import Group, User
 
-from annotation import services as annotation_services
-from generation import services
+from annotation.loop.assign import next_pair
+from annotation.loop.state import loop_state
+from annotation.studies import study_create
 from generation.models import FineTuneLog, FineTuneRun, GenerationRun
+from generation.registry import prompt_set_import
+from generation.runs import generation_run_create
+from generation.training.finetune import (
+    finetune_run_cancel,
+    finetune_run_create,
+    finetune_run_resume,
+)
 from tests.conftest import FIXTURES, wait_for
+from tests.generation.conftest import kill_mid_run
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -31,19 +40,14 @@ TINY_LORA = {
 }
 
 
-def _setup(tiny_model_dir):
-    dataset = services.instruction_dataset_import(
-        name="instructions-ja",
-        data=(FIXTURES / "instructions_ja.jsonl").read_bytes(),
-        filename="instructions_ja.jsonl",
+def _start(model, dataset, model_name: str = "", **params) -> FineTuneRun:
+    """A LoRA run of ``model`` on all of ``dataset``, queued for the worker."""
+    return finetune_run_create(
+        base_model=model,
+        datasets=[(dataset, None)],
+        params={**TINY_LORA, **params},
+        model_name=model_name,
     )
-    base = services.language_model_register(
-        name="tiny",
-        name_or_path=services.storage_relative(tiny_model_dir),
-        prompt_format="line_sft",
-        generation_defaults={"max_new_tokens": 48},
-    )
-    return dataset, base
 
 
 def _run(run_id: int) -> FineTuneRun:
@@ -63,7 +67,7 @@ def _train_steps(run: FineTuneRun) -> list[int]:
 
 
 def _generate(model, prompt_set, worker) -> GenerationRun:
-    run = services.generation_run_create(model=model, prompt_set=prompt_set, batch_size=25)
+    run = generation_run_create(model=model, prompt_set=prompt_set, batch_size=25)
     wait_for(
         lambda: GenerationRun.objects.get(pk=run.pk).status not in GenerationRun.ACTIVE,
         timeout=HUNG,
@@ -75,16 +79,10 @@ def _generate(model, prompt_set, worker) -> GenerationRun:
 
 
 def test_a_worker_fine_tunes_a_model_that_then_generates(
-    celery_worker_factory, tiny_model_dir, model_storage
+    celery_worker_factory, tiny, fixture_dataset, model_storage
 ):
-    dataset, base = _setup(tiny_model_dir)
     worker = celery_worker_factory(**ONE_THREAD)
-    run = services.finetune_run_create(
-        base_model=base,
-        datasets=[(dataset, None)],
-        params={**TINY_LORA, "max_steps": 40, "save_steps": 20},
-        model_name="tiny-tuned",
-    )
+    run = _start(tiny, fixture_dataset, max_steps=40, save_steps=20, model_name="tiny-tuned")
     wait_for(
         lambda: _finished(run.pk),
         timeout=HUNG,
@@ -99,13 +97,13 @@ def test_a_worker_fine_tunes_a_model_that_then_generates(
     )
     assert statistics.mean(losses[-10:]) < statistics.mean(losses[:10])
     tuned = run.result_model
-    assert tuned.name == "tiny-tuned" and tuned.base_model == base
+    assert tuned.name == "tiny-tuned" and tuned.base_model == tiny
     assert (model_storage / tuned.adapter_path / "adapter_model.safetensors").is_file()
 
-    prompt_set = services.prompt_set_import(
+    prompt_set = prompt_set_import(
         name="fixture", data=(FIXTURES / "prompts_ja.jsonl").read_bytes(), filename="p.jsonl"
     )
-    base_run = _generate(base, prompt_set, worker)
+    base_run = _generate(tiny, prompt_set, worker)
     tuned_run = _generate(tuned, prompt_set, worker)
     assert tuned_run.answers.count() == 100
     base_texts = dict(base_run.answers.values_list("question_id", "text"))
@@ -114,7 +112,7 @@ def test_a_worker_fine_tunes_a_model_that_then_generates(
     assert differing >= 50
 
     # The loop closes: base and fine-tuned answers go straight into a study.
-    study = annotation_services.study_create(
+    study = study_create(
         name="base vs tuned", prompt_set=prompt_set, runs=[base_run, tuned_run], open_now=True
     )
     assert study.comparisons.count() == 100
@@ -123,22 +121,19 @@ def test_a_worker_fine_tunes_a_model_that_then_generates(
     )
     annotator = User.objects.create_user("tuned-annotator")
     annotator.groups.add(Group.objects.get_or_create(name="annotators")[0])
-    assignment = annotation_services.assignment_next(study=study, annotator=annotator)
+    # As the API takes a pair: the loop state read first, then the claim.
+    state = loop_state(study_id=study.pk, annotator=annotator)
+    assignment = next_pair(state=state).assignment
     assert assignment is not None and assignment.comparison.study_id == study.pk
 
 
 def test_cancel_stops_at_the_next_step_and_resume_finishes_the_run(
-    celery_worker_factory, tiny_model_dir, model_storage
+    celery_worker_factory, tiny, fixture_dataset, model_storage
 ):
-    dataset, base = _setup(tiny_model_dir)
     worker = celery_worker_factory(**ONE_THREAD)
-    run = services.finetune_run_create(
-        base_model=base,
-        datasets=[(dataset, None)],
-        params={**TINY_LORA, "max_steps": 120, "save_steps": 1000},
-    )
+    run = _start(tiny, fixture_dataset, max_steps=120, save_steps=1000)
     wait_for(lambda: _run(run.pk).step >= 5, timeout=HUNG, interval=0.05, message=worker.log_tail())
-    services.finetune_run_cancel(run=_run(run.pk))
+    finetune_run_cancel(run=_run(run.pk))
     # The worker stops after the step it is in and saves a checkpoint of that step.
     wait_for(lambda: _run(run.pk).checkpoint != "", timeout=HUNG, message=worker.log_tail())
     time.sleep(2)
@@ -150,7 +145,7 @@ def test_cancel_stops_at_the_next_step_and_resume_finishes_the_run(
     assert stopped.result_model is None
     assert _run(run.pk).step == stopped.step  # nothing trained after the cancel
 
-    services.finetune_run_resume(run=stopped)
+    finetune_run_resume(run=stopped)
     wait_for(lambda: _finished(run.pk), timeout=HUNG, message=worker.log_tail())
     done = _run(run.pk)
     assert done.status == FineTuneRun.Status.SUCCEEDED, done.error + worker.log_tail()
@@ -161,22 +156,11 @@ def test_cancel_stops_at_the_next_step_and_resume_finishes_the_run(
 
 
 def test_a_killed_worker_is_replaced_and_the_run_resumes_from_its_checkpoint(
-    celery_worker_factory, tiny_model_dir, model_storage
+    celery_worker_factory, tiny, fixture_dataset, model_storage
 ):
-    dataset, base = _setup(tiny_model_dir)
     first = celery_worker_factory(**ONE_THREAD)
-    run = services.finetune_run_create(
-        base_model=base,
-        datasets=[(dataset, None)],
-        params={**TINY_LORA, "max_steps": 200, "save_steps": 20},
-    )
-    wait_for(
-        lambda: _run(run.pk).checkpoint != "",
-        timeout=HUNG,
-        interval=0.05,
-        message=f"a first checkpoint; worker log:\n{first.log_tail()}",
-    )
-    first.kill()  # kill -9 of the whole worker process group, mid-run
+    run = _start(tiny, fixture_dataset, max_steps=200, save_steps=20)
+    kill_mid_run(first, lambda: _run(run.pk).checkpoint != "", "a first checkpoint", timeout=HUNG)
     killed = _run(run.pk)
     assert killed.status == FineTuneRun.Status.RUNNING
     assert 20 <= killed.step < 200

@@ -1,0 +1,211 @@
+"""Instruction data sets (imported from a file, never edited), their rows, and the runs that
+generate a new data set from one's unique instructions."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from ..errors import ServiceError
+from ..models import DatasetAugmentation, InstructionDataset, InstructionExample
+from ..training.data import (
+    instruction_dataset_augment,
+    instruction_dataset_import,
+    instruction_dataset_token_stats,
+)
+from .forms import AugmentForm, InstructionDatasetImportForm, TokenStatsForm
+from .shared import ImportFromFile, apply_each, form_action
+
+SAMPLE_ROWS = 10
+
+
+@admin.register(InstructionDataset)
+class InstructionDatasetAdmin(ImportFromFile, admin.ModelAdmin):
+    list_display = ["name", "row_count", "unique_instructions", "duplicates", "source"]
+    search_fields = ["name", "description"]
+    readonly_fields = [
+        "source",
+        "statistics",
+        "sample",
+        "derived_from",
+        "created_at",
+        "created_by",
+    ]
+    fields = ["name", "description", *readonly_fields]
+    change_list_template = "admin/generation/instructiondataset/change_list.html"
+    actions = ["token_statistics", "augment"]
+    import_form = InstructionDatasetImportForm
+    import_title = "Import an instruction data set"
+    import_template = "admin/generation/instructiondataset/import_form.html"
+
+    def has_add_permission(self, request):
+        return False  # data sets come from a file: "Import from file", the API or the command
+
+    @admin.display(description="rows")
+    def row_count(self, obj: InstructionDataset):
+        return obj.stats.get("rows")
+
+    @admin.display(description="unique instructions")
+    def unique_instructions(self, obj: InstructionDataset):
+        return obj.stats.get("unique_instructions")
+
+    @admin.display(description="duplicate rows")
+    def duplicates(self, obj: InstructionDataset):
+        return obj.stats.get("duplicate_rows")
+
+    @admin.display(description="statistics")
+    def statistics(self, obj: InstructionDataset) -> SafeString:
+        return stats_table(obj.stats)
+
+    @admin.display(description="first rows")
+    def sample(self, obj: InstructionDataset) -> SafeString:
+        rows = obj.examples.order_by("position")[:SAMPLE_ROWS]
+        body = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((e.position, e.instruction, e.input, e.output) for e in rows),
+        )
+        everything = reverse("admin:generation_instructionexample_changelist")
+        return format_html(
+            "<table><tr><th>#</th><th>instruction</th><th>input</th><th>output</th></tr>{}"
+            '</table><p><a href="{}?dataset__id__exact={}">all rows</a></p>',
+            body,
+            everything,
+            obj.pk,
+        )
+
+    def import_file(self, request, upload, data):
+        dataset = instruction_dataset_import(
+            **upload,
+            drop_duplicates=data["drop_duplicates"],
+            tokenizer_model=data["tokenizer_model"],
+            user=request.user,
+        )
+        return dataset, f"Imported {dataset.stats['rows']} examples into {dataset.name}."
+
+    @form_action(
+        TokenStatsForm,
+        "Token statistics",
+        description="Compute token statistics with a model's tokenizer…",
+    )
+    def token_statistics(self, request, queryset, form):
+        apply_each(
+            self,
+            request,
+            queryset,
+            lambda dataset: instruction_dataset_token_stats(
+                dataset=dataset, model=form.cleaned_data["model"]
+            ),
+            lambda dataset, _: f"Token statistics of {dataset.name} updated.",
+            lambda dataset, exc: f"{dataset.name}: {exc}",
+        )
+
+    @form_action(
+        AugmentForm,
+        "Generate answers",
+        description="Generate answers for this data set's unique instructions…",
+    )
+    def augment(self, request, queryset, form):
+        if len(queryset) != 1:
+            self.message_user(request, "Choose exactly one data set.", messages.ERROR)
+            return None
+        try:
+            augmentation = instruction_dataset_augment(
+                dataset=queryset[0],
+                model=form.cleaned_data["model"],
+                name=form.cleaned_data["name"],
+                params=form.cleaned_data["params"],
+                seed=form.cleaned_data["seed"],
+                batch_size=form.cleaned_data["batch_size"],
+                user=request.user,
+            )
+        except ServiceError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return None
+        self.message_user(
+            request,
+            f"Queued generation run {augmentation.run_id}; data set "
+            f"{augmentation.name} is written when it succeeds.",
+        )
+        return HttpResponseRedirect(
+            reverse("admin:generation_generationrun_change", args=[augmentation.run_id])
+        )
+
+
+def stats_table(stats: dict) -> SafeString:
+    """A data set's statistics as an HTML table (every value escaped)."""
+    rows = [
+        (label, stats.get(key))
+        for key, label in [
+            ("rows", "rows"),
+            ("rows_in_file", "rows in the file"),
+            ("unique_instructions", "unique instructions (instruction + input)"),
+            ("duplicate_rows", "exact-duplicate rows"),
+            ("dropped_duplicates", "duplicates dropped"),
+            ("rows_with_input", "rows with an input"),
+        ]
+        if key in stats
+    ]
+    for key, label in [
+        ("instruction_chars", "instruction chars"),
+        ("output_chars", "output chars"),
+    ]:
+        if stats.get(key):
+            rows.append((label, _percentile_text(stats[key])))
+    tokens = stats.get("tokens")
+    if tokens:
+        where = f"{tokens.get('model')} tokenizer, {tokens.get('prompt_format')} format"
+        for part in ("prompt", "answer", "total"):
+            rows.append((f"{part} tokens ({where})", _percentile_text(tokens.get(part) or {})))
+    augmentation = stats.get("augmentation")
+    if augmentation:
+        rows.append(("generated by", json.dumps(augmentation, ensure_ascii=False)))
+    body = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows)
+    return format_html("<table>{}</table>", body)
+
+
+def _percentile_text(values: dict) -> str:
+    return ", ".join(f"{key} {value}" for key, value in values.items())
+
+
+@admin.register(InstructionExample)
+class InstructionExampleAdmin(admin.ModelAdmin):
+    list_display = ["dataset", "position", "short_instruction", "short_output"]
+    list_filter = ["dataset"]
+    search_fields = ["instruction", "input", "output"]
+    readonly_fields = ["dataset", "position", "instruction", "input", "output"]
+
+    @admin.display(description="instruction")
+    def short_instruction(self, obj: InstructionExample) -> str:
+        return obj.instruction[:60]
+
+    @admin.display(description="output")
+    def short_output(self, obj: InstructionExample) -> str:
+        return obj.output[:60]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False  # a data set never changes: import a corrected file under a new name
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(DatasetAugmentation)
+class DatasetAugmentationAdmin(admin.ModelAdmin):
+    list_display = ["name", "source", "run", "run_status", "result", "created_at"]
+    readonly_fields = ["source", "run", "name", "result", "created_at"]
+
+    @admin.display(description="status")
+    def run_status(self, obj: DatasetAugmentation) -> str:
+        return obj.run.status
+
+    def has_add_permission(self, request):
+        return False

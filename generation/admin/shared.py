@@ -1,0 +1,182 @@
+"""What the generation admins share: actions that ask for input on an intermediate page, a
+service applied to each selected object, run progress, and an "Import from file" page."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename
+from django.http import HttpRequest, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from ..errors import ServiceError
+from ..importers import TOO_LARGE, ImportFormatError
+
+
+def _action_page(modeladmin, request, queryset, form, action: str, title: str):
+    """The intermediate page of an admin action that needs input (Django's own pattern)."""
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": title,
+        "form": form,
+        "queryset": queryset,
+        "action": action,
+        "opts": modeladmin.model._meta,
+        "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+    }
+    return render(request, "admin/generation/action_form.html", context)
+
+
+def form_action(
+    form_class: type[forms.BaseForm],
+    title: str,
+    *,
+    description: str,
+    permissions: Sequence[str] | None = None,
+):
+    """An admin action that first asks for ``form_class`` on an intermediate page titled
+    ``title``; once that page is submitted valid, the method runs with the bound form as its
+    fourth argument (``action(self, request, queryset, form)``). ``permissions`` as in
+    ``admin.action`` (each needs a ``has_<name>_permission`` on the admin)."""
+
+    def decorate(method):
+        @admin.action(description=description, permissions=permissions)
+        @functools.wraps(method)
+        def action(modeladmin, request, queryset):
+            # Bound only once the intermediate page is submitted (its "apply" button).
+            form = form_class(request.POST if "apply" in request.POST else None)
+            if not form.is_valid():
+                return _action_page(modeladmin, request, queryset, form, method.__name__, title)
+            return method(modeladmin, request, queryset, form)
+
+        return action
+
+    return decorate
+
+
+def apply_each(
+    modeladmin,
+    request,
+    objects,
+    service: Callable[[Any], Any],
+    done: Callable[[Any, Any], str],
+    failed: Callable[[Any, ServiceError], str] = lambda obj, exc: str(exc),
+    level: int = messages.ERROR,
+) -> None:
+    """Call ``service(obj)`` for each object and say what happened to it: ``done(obj, result)``,
+    or ``failed(obj, error)`` at ``level`` when the service refuses (the others still run)."""
+    for obj in objects:
+        try:
+            result = service(obj)
+        except ServiceError as exc:
+            modeladmin.message_user(request, failed(obj, exc), level)
+        else:
+            modeladmin.message_user(request, done(obj, result))
+
+
+def run_action(service, done: str, *, description: str):
+    """An admin action applying a run service (cancel, retry, resume) to each selected run;
+    ``done`` is the message for a run it changed, formatted with the run's id."""
+
+    @admin.action(description=description)
+    def action(modeladmin, request, queryset):
+        apply_each(
+            modeladmin,
+            request,
+            queryset,
+            lambda run: service(run=run),
+            lambda run, _: done.format(run.pk),
+            level=messages.WARNING,
+        )
+
+    return action
+
+
+def progress_bar(done: int, total: int, unit: str = "", more: str = "") -> SafeString:
+    """A run's progress: a bar, then "<unit>done/total (percent%)<more>", every value escaped."""
+    percent = round(100 * done / total) if total else 0
+    return format_html(
+        '<progress max="{}" value="{}"></progress> {}{}/{} ({}%){}',
+        total,
+        done,
+        unit,
+        done,
+        total,
+        percent,
+        more,
+    )
+
+
+def _small_enough(form: forms.Form) -> bool:
+    """Refuse an upload over MAX_UPLOAD_BYTES by its size, before it is read into memory."""
+    upload = form.cleaned_data["file"]
+    if upload.size > settings.MAX_UPLOAD_BYTES:
+        problem = TOO_LARGE.format(size=upload.size, limit=settings.MAX_UPLOAD_BYTES)
+        form.add_error("file", f"{upload.name}: {problem}")
+        return False
+    return True
+
+
+class ImportFromFile:
+    """An "Import from file" page at ``import/`` (URL name ``<app>_<model>_import``), open to
+    users who may add the model; a file the service refuses shows its error on the form.
+
+    ``import_form`` has at least ``name``, ``file`` and ``description``.
+    """
+
+    import_form: type[forms.Form]
+    import_title: str
+    import_template = "admin/generation/import_form.html"
+
+    def import_file(self, request: HttpRequest, upload: dict, data: dict) -> tuple[Any, str]:
+        """Import ``upload`` (the service's name, data, filename and description) with the
+        form's other ``data``: the new object and the message to show."""
+        raise NotImplementedError
+
+    def get_urls(self):
+        opts = self.model._meta
+        page = path(
+            "import/",
+            self.admin_site.admin_view(self.import_view),
+            name=f"{opts.app_label}_{opts.model_name}_import",
+        )
+        return [page, *super().get_urls()]
+
+    def import_view(self, request: HttpRequest):
+        opts = self.model._meta
+        # Not has_add_permission: an admin may refuse "Add" (rows only come from a file).
+        if not request.user.has_perm(f"{opts.app_label}.{get_permission_codename('add', opts)}"):
+            return HttpResponseRedirect(reverse("admin:index"))
+        form = self.import_form(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid() and _small_enough(form):
+            data = form.cleaned_data
+            upload = {
+                "name": data["name"],
+                "data": data["file"].read(),
+                "filename": data["file"].name,
+                "description": data["description"],
+            }
+            try:
+                obj, message = self.import_file(request, upload, data)
+            except (ImportFormatError, ServiceError) as exc:
+                form.add_error("file", str(exc))
+            else:
+                self.message_user(request, message)
+                return HttpResponseRedirect(
+                    reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+                )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": self.import_title,
+            "form": form,
+            "opts": opts,
+        }
+        return render(request, self.import_template, context)

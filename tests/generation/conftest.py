@@ -1,0 +1,95 @@
+"""Fixtures shared by the generation tests: instruction data sets, registered models, the
+fixture's training examples and a quiet machine for the tiny model's training runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from generation.engine.loading import load_tokenizer
+from generation.engine.train import Example
+from generation.models import InstructionDataset, LanguageModel
+from generation.registry import language_model_register, storage_relative
+from generation.training.data import instruction_dataset_import
+from tests.conftest import FIXTURES, wait_for
+
+
+def instruction_dataset(name: str, rows: list[tuple[str, str]]) -> InstructionDataset:
+    """An instruction data set of (instruction, output) rows, imported as a JSONL upload."""
+    data = "".join(
+        json.dumps({"instruction": q, "output": a}, ensure_ascii=False) + "\n" for q, a in rows
+    ).encode()
+    return instruction_dataset_import(name=name, data=data, filename=f"{name}.jsonl")
+
+
+def register_tiny(
+    tiny_model_dir, *, prompt_format: str = "line_sft", max_new_tokens: int = 48
+) -> LanguageModel:
+    """The session's tiny model registered as "tiny" (it is loaded: tests that train use it)."""
+    return language_model_register(
+        name="tiny",
+        name_or_path=storage_relative(tiny_model_dir),
+        prompt_format=prompt_format,
+        generation_defaults={"max_new_tokens": max_new_tokens},
+    )
+
+
+def fixture_examples() -> list[Example]:
+    """Every row of fixtures/instructions_ja.jsonl as the training engine's examples."""
+    with (FIXTURES / "instructions_ja.jsonl").open(encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    return [Example(r["instruction"], r["output"], r.get("input") or "") for r in rows]
+
+
+def kill_mid_run(worker, reached, what: str, *, timeout: float = 900) -> None:
+    """Wait until ``reached()`` (the run is part-way), then kill -9 the worker's process group.
+
+    ``timeout`` only guards against a hung worker; ``what`` names the wait in its failure.
+    """
+    wait_for(
+        reached, timeout=timeout, interval=0.05, message=f"{what}; worker log:\n{worker.log_tail()}"
+    )
+    worker.kill()
+
+
+@pytest.fixture
+def one_torch_thread():
+    # The tiny model gains nothing from threads; on a small shared machine they only contend.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def quiet_heartbeat(settings):
+    # The runs are short; a heartbeat thread writing to the database meanwhile only adds noise.
+    settings.RUN_HEARTBEAT_INTERVAL = 3600
+
+
+@pytest.fixture
+def fixture_dataset():
+    """fixtures/instructions_ja.jsonl as the data set "instructions-ja"."""
+    return instruction_dataset_import(
+        name="instructions-ja",
+        data=(FIXTURES / "instructions_ja.jsonl").read_bytes(),
+        filename="instructions_ja.jsonl",
+    )
+
+
+@pytest.fixture
+def base():
+    # Never loaded: the tests that only create runs use it; tests that train use the tiny model.
+    return language_model_register(name="base", name_or_path="tiny-0")
+
+
+@pytest.fixture
+def tiny(tiny_model_dir):
+    return register_tiny(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    return load_tokenizer(tiny_model_dir)
