@@ -1,8 +1,16 @@
-"""A strict content security policy on every page the app serves."""
+"""A strict content security policy on every page, and a size limit at the door."""
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+REQUEST_TOO_LARGE = (
+    "The request is {size} bytes, over the {limit}-byte limit (MAX_UPLOAD_BYTES); "
+    "nothing was read or stored."
+)
+# Room for multipart headers and the form's other fields around a file of the largest size.
+MULTIPART_OVERHEAD = 64 * 1024
 
 # Annotator and results pages load only their own static files: no inline script or style.
 STRICT_CSP = (
@@ -24,9 +32,32 @@ class ContentSecurityPolicyMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
         if "Content-Security-Policy" not in response:
-            if request.path.startswith("/api/docs/"):
-                return response  # the Swagger UI page needs its own inline bootstrap script
-            admin_like = request.path.startswith("/admin/")
+            # Swagger UI (like the admin) keeps inline styles; its scripts are same-origin files.
+            admin_like = request.path.startswith(("/admin/", "/api/docs/"))
             response["Content-Security-Policy"] = ADMIN_CSP if admin_like else STRICT_CSP
         response.setdefault("Referrer-Policy", "same-origin")
         return response
+
+
+class RequestSizeLimitMiddleware:
+    """Refuse a body over the upload limit from its Content-Length, before anything reads it.
+
+    Django bounds form fields (DATA_UPLOAD_MAX_MEMORY_SIZE) but not files or a body read as a
+    stream, so an upload used to be read whole before its size was checked.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        limit = settings.MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD
+        try:
+            size = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            size = 0
+        if size > limit:
+            message = REQUEST_TOO_LARGE.format(size=size, limit=settings.MAX_UPLOAD_BYTES)
+            if request.path.startswith("/api/"):
+                return JsonResponse({"detail": message}, status=413)
+            return HttpResponse(message, status=413, content_type="text/plain; charset=utf-8")
+        return self.get_response(request)

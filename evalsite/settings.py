@@ -49,12 +49,14 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "generation",
     "annotation",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "evalsite.middleware.RequestSizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -107,6 +109,8 @@ LOGIN_URL = "/accounts/login/"
 # Failed sign-ins per username before a pause (counted in the shared cache).
 LOGIN_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 5)
 LOGIN_FAILURE_WINDOW = envint("LOGIN_FAILURE_WINDOW", 900)
+# Failures from one client address, over every username it tries (a password spray).
+LOGIN_ADDRESS_FAILURE_LIMIT = envint("LOGIN_ADDRESS_FAILURE_LIMIT", 50)
 LOGIN_REDIRECT_URL = "/annotate/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 
@@ -204,11 +208,18 @@ RUN_HEARTBEAT_INTERVAL = float(os.environ.get("RUN_HEARTBEAT_INTERVAL", "15"))
 
 # --- REST API ----------------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
+    # Sessions only: HTTP Basic sat outside the sign-in limits and skipped CSRF on writes.
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    # Staff, and Django's model permissions as the admin applies them (SECURITY.md).
+    "DEFAULT_PERMISSION_CLASSES": ["evalsite.permissions.StaffModelPermissions"],
+    # Bounded nesting, no lone surrogates: hostile bodies are a 400, never a 500.
+    "DEFAULT_PARSER_CLASSES": [
+        "evalsite.parsers.SafeJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # Trusted proxies in front of the app (client addresses for throttles and sign-in limits).
+    "NUM_PROXIES": envint("NUM_PROXIES", 0) or None,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
@@ -223,7 +234,11 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Pairwise evaluation API",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
+    # Swagger UI from the installed sidecar package, never a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     # Two `status` fields with different choices would otherwise share one enum name.
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "generation.models.GenerationRun.Status",

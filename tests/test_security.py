@@ -12,8 +12,10 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 
 from evalsite import auth
-from generation import services
+from generation.errors import ServiceError
 from generation.importers import ParsedQuestion
+from generation.registry import language_model_register, prompt_set_create
+from generation.runs import generation_run_create_imported
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.django_db
@@ -42,16 +44,16 @@ STAFF_API = [
 @pytest.fixture
 def hostile_data():
     """A prompt set, a model and an answer whose text is HTML/JavaScript."""
-    prompt_set = services.prompt_set_create(
+    prompt_set = prompt_set_create(
         name="hostile",
         questions=[
             ParsedQuestion(line=1, text=f"question {SCRIPT}"),
             ParsedQuestion(line=2, text="second"),
         ],
     )
-    model = services.language_model_register(name="hostile-model", name_or_path="x/y")
+    model = language_model_register(name="hostile-model", name_or_path="x/y")
     question = prompt_set.questions.first()
-    run = services.generation_run_create_imported(
+    run = generation_run_create_imported(
         model=model, prompt_set=prompt_set, answers={question.pk: f"answer {SCRIPT}"}
     )
     return prompt_set, model, run
@@ -80,26 +82,22 @@ def test_annotators_and_anonymous_get_403_from_the_staff_api(client, annotator, 
     assert client.get(url).status_code == 403
 
 
-def test_csrf_is_enforced_on_session_api_writes(staff_user):
+@pytest.mark.parametrize(
+    ("user", "url", "content_type"),
+    [
+        ("staff_user", "/api/models/", "application/json"),
+        ("admin_user", "/admin/generation/languagemodel/add/", None),
+    ],
+    ids=["session API writes", "admin forms"],
+)
+def test_csrf_is_enforced_on_logged_in_writes(request, user, url, content_type):
     client = Client(enforce_csrf_checks=True)
-    client.force_login(staff_user)
-    response = client.post(
-        "/api/models/",
-        {"name": "m", "name_or_path": "x", "prompt_format": "plain"},
-        content_type="application/json",
-    )
+    client.force_login(request.getfixturevalue(user))
+    body = {"name": "m", "name_or_path": "x", "prompt_format": "plain"}
+    response = client.post(url, body, **({"content_type": content_type} if content_type else {}))
     assert response.status_code == 403
-    assert "CSRF" in response.json()["detail"]
-
-
-def test_csrf_is_enforced_on_admin_forms(admin_user):
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(admin_user)
-    response = client.post(
-        "/admin/generation/languagemodel/add/",
-        {"name": "m", "name_or_path": "x", "prompt_format": "plain"},
-    )
-    assert response.status_code == 403
+    if content_type:
+        assert "CSRF" in response.json()["detail"]
 
 
 def test_csrf_is_enforced_on_the_login_form(annotator):
@@ -151,10 +149,10 @@ def test_html_in_questions_and_answers_is_escaped_in_the_admin(client, admin_use
 
 
 def test_trust_remote_code_is_off_by_default_and_superuser_only(client, staff_user, admin_user):
-    model = services.language_model_register(name="m", name_or_path="x")
+    model = language_model_register(name="m", name_or_path="x")
     assert model.trust_remote_code is False
-    with pytest.raises(services.ServiceError, match="superuser"):
-        services.language_model_register(
+    with pytest.raises(ServiceError, match="superuser"):
+        language_model_register(
             name="m2", name_or_path="x", trust_remote_code=True, user=staff_user
         )
     client.force_login(staff_user)
@@ -201,24 +199,25 @@ def test_production_refuses_to_start_without_a_secret_key():
     assert "SECRET_KEY must be set" in result.stderr
 
 
-def test_a_lost_database_gives_a_clean_503_not_a_traceback(rf):
+def _served_with_the_database_lost(request):
     from django.db import OperationalError
 
-    from evalsite.views import DATABASE_DOWN, server_error
+    from evalsite.views import server_error
 
-    request = rf.get("/api/studies/1/next/")
     try:
         raise OperationalError("connection refused")
     except OperationalError:
-        response = server_error(request)
+        return server_error(request)
+
+
+def test_a_lost_database_gives_a_clean_503_not_a_traceback(rf):
+    from evalsite.views import DATABASE_DOWN
+
+    response = _served_with_the_database_lost(rf.get("/api/studies/1/next/"))
     assert response.status_code == 503
     assert response["Retry-After"] == "5"
     assert DATABASE_DOWN in response.content.decode()
-    page_request = rf.get("/annotate/")
-    try:
-        raise OperationalError("connection refused")
-    except OperationalError:
-        page = server_error(page_request)
+    page = _served_with_the_database_lost(rf.get("/annotate/"))
     assert page.status_code == 503
     assert "Traceback" not in page.content.decode()
 
@@ -259,21 +258,19 @@ def test_every_upload_has_a_size_limit_and_refuses_bad_encoding(tmp_path, settin
 
 
 def test_model_names_with_html_are_escaped_on_the_results_page(client, admin_user):
-    from annotation import services as annotation_services
+    from annotation.studies import study_create
 
-    prompt_set = services.prompt_set_create(
-        name="set", questions=[ParsedQuestion(line=1, text="q")]
-    )
+    prompt_set = prompt_set_create(name="set", questions=[ParsedQuestion(line=1, text="q")])
     question = prompt_set.questions.get()
     runs = []
     for name in (f"model {SCRIPT}", "plain model"):
-        model = services.language_model_register(name=name, name_or_path="x")
+        model = language_model_register(name=name, name_or_path="x")
         runs.append(
-            services.generation_run_create_imported(
+            generation_run_create_imported(
                 model=model, prompt_set=prompt_set, answers={question.pk: "answer"}
             )
         )
-    study = annotation_services.study_create(name=f"study {SCRIPT}", runs=runs)
+    study = study_create(name=f"study {SCRIPT}", runs=runs)
     client.force_login(admin_user)
     body = client.get(f"/studies/{study.pk}/results/").content.decode()
     assert SCRIPT not in body
