@@ -12,7 +12,12 @@ from .errors import ServiceError
 
 UNKNOWN_PARAMS = "unknown generation parameters: {keys}"
 UNKNOWN_HYPERPARAMETERS = "unknown fine-tuning parameters: {keys}"
+NOT_AN_OBJECT = "parameters must be a JSON object of name: value, got {kind}"
 BAD_VALUE = "{name} must be {rule} (got {value!r})"
+BEYOND_CONTEXT = (
+    "max_new_tokens must be below the model's context of {context} tokens (got {value}): the "
+    "question takes part of it"
+)
 
 # Full fine-tuning changes every weight: a LoRA learning rate would wreck the model.
 FULL_LEARNING_RATE = 2e-5
@@ -45,6 +50,8 @@ def _value(param: Param, value) -> object:
 
 
 def _checked(values: dict, declared: dict[str, Param], unknown: str, *, unset: bool) -> dict:
+    if not isinstance(values, dict):
+        raise ServiceError(NOT_AN_OBJECT.format(kind=type(values).__name__))
     if extra := sorted(set(values) - set(declared)):
         raise ServiceError(unknown.format(keys=", ".join(extra)))
     return {
@@ -59,6 +66,13 @@ def generation_params_check(values: dict) -> dict:
     ``None`` stands for "the model's own value", as transformers reads it.
     """
     return _checked(values, _GENERATION, UNKNOWN_PARAMS, unset=True)
+
+
+def context_check(values: dict, context: int | None) -> None:
+    """``max_new_tokens`` must leave room for the question in the model's context (when known)."""
+    value = values.get("max_new_tokens")
+    if context is not None and value is not None and value >= context:
+        raise ServiceError(BEYOND_CONTEXT.format(context=context, value=value))
 
 
 def hyperparameters_check(values: dict) -> dict:

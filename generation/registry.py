@@ -13,7 +13,7 @@ from . import prompts
 from .errors import ServiceError
 from .importers import ParsedQuestion, parse_prompt_file
 from .models import LanguageModel, PromptSet, Question
-from .params import generation_params_check
+from .params import context_check, generation_params_check
 
 NAME_TAKEN = "a prompt set named {name!r} already exists (use replace to overwrite it)"
 SET_HAS_ANSWERS = (
@@ -159,6 +159,8 @@ def language_model_changes_check(*, model: LanguageModel, changes: dict, user=No
             changes[field] = _confined(field, changes[field])
     if "generation_defaults" in changes:
         changes["generation_defaults"] = generation_params_check(changes["generation_defaults"])
+        weights = changes.get("name_or_path", model.name_or_path)
+        context_check(changes["generation_defaults"], model_context(weights))
     adapter = changes.get("adapter_path", model.adapter_path)
     if adapter and changes.get("base_model", model.base_model) is None:
         raise ServiceError(ADAPTER_NEEDS_BASE)
@@ -179,6 +181,13 @@ def language_model_update(*, model: LanguageModel, changes: dict, user=None) -> 
     if changes:
         model.save(update_fields=list(changes))
     return model
+
+
+def model_context(name_or_path: str) -> int | None:
+    """The context length of a model stored under MODEL_STORAGE (None when unknown)."""
+    from .engine.paths import context_length
+
+    return context_length(name_or_path, settings.MODEL_STORAGE) if name_or_path else None
 
 
 def _superuser(user) -> bool:

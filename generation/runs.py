@@ -14,8 +14,8 @@ from django.utils import timezone
 from . import lifecycle
 from .errors import ServiceError
 from .models import Answer, GenerationRun, LanguageModel, PromptSet
-from .params import generation_params_check
-from .registry import language_model_load
+from .params import context_check, generation_params_check
+from .registry import language_model_load, model_context
 
 EMPTY_PROMPT_SET = "prompt set {name!r} has no questions"
 CANNOT_CANCEL = "run {id} is {status}; only queued or running runs can be cancelled"
@@ -47,7 +47,10 @@ def generation_run_create(
     total = prompt_set.questions.count()
     if total == 0:
         raise ServiceError(EMPTY_PROMPT_SET.format(name=prompt_set.name))
-    snapshot = generation_params_check({**model.generation_defaults, **(params or {})})
+    params = generation_params_check(params or {})
+    snapshot = generation_params_check({**model.generation_defaults, **params})
+    weights = model.base_model if model.adapter_path and model.base_model else model
+    context_check(snapshot, model_context(weights.name_or_path))
     with transaction.atomic():
         run = GenerationRun.objects.create(
             model=model,

@@ -262,3 +262,45 @@ def test_api_docs_load_swagger_from_the_app_under_the_policy(client, staff_user)
     assert script.status_code == 200
     assert script["Content-Type"].startswith("application/javascript")
     assert client.options("/api/docs/").status_code == 405
+
+
+def test_generation_settings_are_checked_by_type_range_and_the_models_context(
+    client, staff_user, tiny_model_dir
+):
+    client.force_login(staff_user)
+    response = client.post(
+        "/api/models/",
+        {"name": "tiny", "name_or_path": tiny_model_dir.name},
+        content_type="application/json",
+    )
+    assert response.status_code == 201, response.content
+    model_id = response.json()["id"]
+    for defaults, message in [
+        ([1, 2], "JSON object"),
+        ({"max_new_tokens": "DROP"}, "max_new_tokens must be"),
+        ({"max_new_tokens": 1e9}, "max_new_tokens must be"),
+        ({"max_new_tokens": 512}, "context of 512"),  # the tiny model's whole context
+        ({"temperature": -1}, "temperature must be"),
+    ]:
+        response = client.patch(
+            f"/api/models/{model_id}/",
+            {"generation_defaults": defaults},
+            content_type="application/json",
+        )
+        assert response.status_code == 400, defaults
+        assert message in json.dumps(response.json()), response.json()
+    assert LanguageModel.objects.get(pk=model_id).generation_defaults == {}
+    prompt_set = PromptSet.objects.create(name="p")
+    prompt_set.questions.create(position=1, text="q")
+    for params, status in [
+        ("notadict", 400),
+        ({"max_new_tokens": 600}, 400),
+        ({"num_beams": 4}, 400),
+        ({"max_new_tokens": 64}, 201),
+    ]:
+        response = client.post(
+            "/api/runs/",
+            {"model": model_id, "prompt_set": prompt_set.pk, "params": params},
+            content_type="application/json",
+        )
+        assert response.status_code == status, (params, response.content)

@@ -65,3 +65,22 @@ def resolve(value: str | os.PathLike, storage_root: str | os.PathLike) -> str:
         # from_pretrained would read this folder relative to the working directory.
         raise ValueError(LOCAL_FOLDER.format(value=os.fspath(value)))
     return relative
+
+
+# Where architectures keep their context length in config.json.
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+def context_length(value: str | os.PathLike, storage_root: str | os.PathLike) -> int | None:
+    """The context length a local model's ``config.json`` declares; None for a hub id, a folder
+    without one, or a config that names none (nothing to check against)."""
+    import json
+
+    try:
+        folder = Path(resolve(value, storage_root))
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        return None
+    lengths = [config.get(key) for key in CONTEXT_KEYS]
+    found = [n for n in lengths if isinstance(n, int) and not isinstance(n, bool) and n > 0]
+    return found[0] if found else None
