@@ -247,6 +247,15 @@ def celery_worker_factory(tmp_path, _model_storage):
     app.control.purge()
 
 
+def logged_in(user):
+    """A test client signed in as ``user`` (a session, as the browser has)."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return client
+
+
 def wait_for(predicate, *, timeout: float, interval: float = 0.2, message: str = "") -> None:
     """Poll until predicate() is true. The timeout only guards against a hung test."""
     import time

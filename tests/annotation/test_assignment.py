@@ -14,14 +14,9 @@ from scipy.stats import binomtest
 
 from annotation.loop.votes import COMPARISON_FULL, vote_record
 from annotation.models import Assignment, Comparison, Vote
+from tests.conftest import logged_in
 
 pytestmark = pytest.mark.django_db
-
-
-def _client(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def _next(client: Client, study):
@@ -55,8 +50,8 @@ def test_two_annotators_fill_a_300_comparison_study_evenly_and_blindly(
     by_answers = {(c.answer_a.text, c.answer_b.text): c for c in comparisons.values()}
     rng = random.Random(1234)
     clients = {
-        annotator.username: _client(annotator),
-        other_annotator.username: _client(other_annotator),
+        annotator.username: logged_in(annotator),
+        other_annotator.username: logged_in(other_annotator),
     }
     finished: set[str] = set()
     seen: dict[str, list[int]] = defaultdict(list)
@@ -163,14 +158,14 @@ def test_it_hands_out_the_first_pairs_at_random_not_in_table_order(
 
 
 def _refused_as_full(user, token: str, choice: str) -> None:
-    response = _vote(_client(user), token, choice)
+    response = _vote(logged_in(user), token, choice)
     assert response.status_code == 409
     assert response.json()["detail"] == COMPARISON_FULL
 
 
 def test_a_reload_returns_the_same_assignment(make_study, annotator):
     study = make_study()
-    client = _client(annotator)
+    client = logged_in(annotator)
     first = _next(client, study).json()
     again = _next(client, study).json()
     assert again == first
@@ -179,7 +174,7 @@ def test_a_reload_returns_the_same_assignment(make_study, annotator):
 
 def test_a_reload_after_the_lease_ran_out_renews_it_while_there_is_room(make_study, annotator):
     study = make_study()
-    client = _client(annotator)
+    client = logged_in(annotator)
     first = _next(client, study).json()
     _run_out(token=first["token"])
     assert _next(client, study).json()["token"] == first["token"]
@@ -201,11 +196,11 @@ def test_an_expired_lease_is_given_to_someone_else_and_a_late_vote_counts_below_
     assert taken is not None and taken.comparison_id == late.comparison_id
 
     # Late vote while the comparison has 0 of 2 votes: accepted.
-    response = _vote(_client(annotator), late.token, "left")
+    response = _vote(logged_in(annotator), late.token, "left")
     assert response.status_code == 201
     # Now 1 vote + 2 live leases for 2 slots: the first of the live holders to vote fills it,
     # the other is told the pair is full.
-    assert _vote(_client(other_annotator), second.token, "right").status_code == 201
+    assert _vote(logged_in(other_annotator), second.token, "right").status_code == 201
     _refused_as_full(third, taken.token, "tie")
     assert Vote.objects.filter(comparison=late.comparison).count() == 2
 
@@ -218,7 +213,7 @@ def test_a_late_vote_is_refused_with_409_once_the_comparison_has_k_votes(
     _run_out(pk=late.pk)
     taken = next_assignment(study, other_annotator)
     assert taken.comparison_id == late.comparison_id
-    assert _vote(_client(other_annotator), taken.token, "left").status_code == 201
+    assert _vote(logged_in(other_annotator), taken.token, "left").status_code == 201
     _refused_as_full(annotator, late.token, "right")
     assert Vote.objects.filter(comparison=late.comparison).count() == 1
 
@@ -243,7 +238,7 @@ def test_an_annotator_whose_lease_ran_out_and_was_taken_moves_on(
 
 def test_seconds_are_measured_by_the_server_from_the_first_delivery(make_study, annotator):
     study = make_study()
-    client = _client(annotator)
+    client = logged_in(annotator)
     token = _next(client, study).json()["token"]
     delivered = timezone.now() - timedelta(seconds=42)
     Assignment.objects.filter(token=token).update(first_delivered_at=delivered)
@@ -258,7 +253,7 @@ def test_seconds_are_measured_by_the_server_from_the_first_delivery(make_study, 
 
 def test_it_returns_204_when_nothing_is_left_for_the_annotator(make_study, annotator):
     study = make_study(models=2, questions=2, k=1)
-    client = _client(annotator)
+    client = logged_in(annotator)
     for _ in range(2):
         data = _next(client, study).json()
         assert _vote(client, data["token"], "left").status_code == 201
@@ -273,7 +268,7 @@ def test_progress_counts_what_is_done_and_what_can_still_be_given(
     study = make_study(models=2, questions=3, k=1)
     other = next_assignment(study, other_annotator)
     vote_record(assignment=other, choice="left")
-    client = _client(annotator)
+    client = logged_in(annotator)
     data = _next(client, study).json()
     # 3 comparisons, one already full: 2 can be given to this annotator, none done yet.
     assert data["progress"] == {"done": 0, "total": 2}

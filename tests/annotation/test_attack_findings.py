@@ -17,6 +17,7 @@ from annotation.identity import MASK
 from annotation.models import Study, Vote
 from annotation.reports import FORMULA_STARTS, csv_cell
 from generation.models import LanguageModel, Question
+from tests.conftest import logged_in
 
 pytestmark = pytest.mark.django_db
 
@@ -29,12 +30,6 @@ FORMULAS = {
     "category": "@SUM(1+1)*cmd|' /C calc'!A0",
     "question": "+1+1",
 }
-
-
-def _client(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def _vote(client: Client, study: Study, **body) -> None:
@@ -61,9 +56,9 @@ def test_a_bad_option_is_answered_as_text_with_the_valid_choices(
     make_study, admin_user, annotator, url
 ):
     study = make_study(models=2, questions=2, k=1)
-    _vote(_client(annotator), study, choice="left")
+    _vote(logged_in(annotator), study, choice="left")
     for payload in (META_REFRESH, FAKE_PAGE):
-        response = _client(admin_user).get(url.format(id=study.pk, payload=payload))
+        response = logged_in(admin_user).get(url.format(id=study.pk, payload=payload))
         assert response.status_code == 400
         assert response["Content-Type"].startswith("text/plain")
         assert response["X-Content-Type-Options"] == "nosniff"
@@ -86,8 +81,8 @@ def test_no_csv_export_carries_a_cell_a_spreadsheet_would_run(make_study, admin_
     Question.objects.filter(prompt_set=study.prompt_set).update(
         category=FORMULAS["category"], text=FORMULAS["question"]
     )
-    _vote(_client(annotator), study, choice="right", comment=FORMULAS["comment"])
-    staff = _client(admin_user)
+    _vote(logged_in(annotator), study, choice="right", comment=FORMULAS["comment"])
+    staff = logged_in(admin_user)
     exports = {}
     for fmt in ("csv", "strengths", "votes"):
         for url in (
@@ -138,7 +133,7 @@ def test_an_opened_study_never_shows_a_self_identifying_answer(
     from annotation import studies
 
     studies.study_open(study=study)
-    client = _client(annotator)
+    client = logged_in(annotator)
     seen = []
     while (response := client.get(f"/api/studies/{study.pk}/next/")).status_code == 200:
         pair = response.json()
@@ -158,7 +153,7 @@ def test_deep_nesting_or_a_lone_surrogate_in_a_vote_is_a_400_and_stores_nothing(
     make_study, annotator
 ):
     study = make_study(models=2, questions=1, k=1)
-    client = _client(annotator)
+    client = logged_in(annotator)
     token = client.get(f"/api/studies/{study.pk}/next/").json()["token"]
     url = f"/api/assignments/{token}/vote/"
     deep = '{"choice": "left", "comment": ' + "[" * 100_000 + "]" * 100_000 + "}"

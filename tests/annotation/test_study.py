@@ -7,7 +7,6 @@ import re
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.management import CommandError, call_command
-from django.test import Client
 
 from annotation import studies
 from annotation.identity import MASK, apply_masks, find_identity_spans, identity_terms
@@ -16,14 +15,9 @@ from annotation.models import Assignment, Comparison, IdentityFlag, Study, Study
 from generation.errors import ServiceError
 from generation.models import GenerationRun
 from generation.runs import generation_run_create_imported
+from tests.conftest import logged_in
 
 pytestmark = pytest.mark.django_db
-
-
-def _client(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 # --- creation ----------------------------------------------------------------------------------
@@ -230,7 +224,7 @@ def test_masked_spans_are_replaced_for_annotators_and_unmasked_ones_are_not(
     make_study, annotator, admin_user
 ):
     study = make_study(models=2, questions=1, answers=_identity_answers)
-    client = _client(annotator)
+    client = logged_in(annotator)
     # Opening the study masked every flagged span: the annotator never sees the name.
     first = client.get(f"/api/studies/{study.pk}/next/").json()
     shown = first["left"] + first["right"]
@@ -263,7 +257,7 @@ def test_a_rescan_keeps_the_admins_mask_decisions(make_study, admin_user):
 
 def test_the_study_admin_shows_flags_and_can_mask_them(make_study, admin_user):
     study = make_study(models=2, questions=1, answers=_identity_answers)
-    client = _client(admin_user)
+    client = logged_in(admin_user)
     changelist = client.get("/admin/annotation/study/").content.decode()
     flags = IdentityFlag.objects.filter(study=study).count()
     assert f"{flags} ({flags} masked)" in changelist
@@ -282,7 +276,7 @@ def test_the_study_admin_shows_flags_and_can_mask_them(make_study, admin_user):
 
 def test_the_study_admin_refuses_instructions_that_name_a_model(make_study, admin_user):
     study = make_study(models=2, questions=1)
-    response = _client(admin_user).post(
+    response = logged_in(admin_user).post(
         f"/admin/annotation/study/{study.pk}/change/",
         {
             "name": study.name,
@@ -305,7 +299,7 @@ def test_the_study_admin_refuses_instructions_that_name_a_model(make_study, admi
 
 def test_the_study_admin_opens_and_closes_studies(make_study, admin_user):
     study = make_study(open_now=False)
-    client = _client(admin_user)
+    client = logged_in(admin_user)
     client.post(
         "/admin/annotation/study/", {"action": "open_studies", ACTION_CHECKBOX_NAME: [study.pk]}
     )
@@ -320,7 +314,7 @@ def test_the_study_admin_opens_and_closes_studies(make_study, admin_user):
 
 def test_the_run_admin_action_asks_for_details_then_opens_a_study(make_runs, admin_user):
     built = make_runs(models=3, questions=4)
-    client = _client(admin_user)
+    client = logged_in(admin_user)
     selected = {"action": "open_study_action", ACTION_CHECKBOX_NAME: [r.pk for r in built.runs]}
     page = client.post("/admin/generation/generationrun/", selected)
     assert page.status_code == 200
@@ -347,7 +341,7 @@ def test_the_run_admin_action_asks_for_details_then_opens_a_study(make_runs, adm
 
 def test_the_run_admin_action_refuses_unsuitable_runs_with_the_message(make_runs, admin_user):
     built = make_runs(models=2, questions=2)
-    client = _client(admin_user)
+    client = logged_in(admin_user)
     response = client.post(
         "/admin/generation/generationrun/",
         {"action": "open_study_action", ACTION_CHECKBOX_NAME: [built.runs[0].pk]},
@@ -363,7 +357,7 @@ def test_comparison_and_vote_admin_are_read_only(
     study = make_study(models=2, questions=1)
     assignment = next_assignment(study, annotator)
     vote, _ = vote_record(assignment=assignment, choice="left")
-    client = _client(admin_user)
+    client = logged_in(admin_user)
     for url in [
         "/admin/annotation/comparison/",
         "/admin/annotation/vote/",
@@ -390,19 +384,19 @@ def test_comparison_and_vote_admin_are_read_only(
     ],
 )
 def test_annotators_are_sent_to_the_admin_login_on_staff_pages(annotator, url):
-    response = _client(annotator).get(url)
+    response = logged_in(annotator).get(url)
     assert response.status_code == 302
     assert response["Location"].startswith("/admin/login/")
 
 
 @pytest.mark.parametrize("url", ["/api/studies/", "/api/runs/", "/api/models/"])
 def test_annotators_get_403_on_the_staff_api(annotator, url):
-    assert _client(annotator).get(url).status_code == 403
+    assert logged_in(annotator).get(url).status_code == 403
 
 
 def test_staff_create_open_and_list_studies_through_the_api(make_runs, staff_user):
     built = make_runs(models=2, questions=3)
-    client = _client(staff_user)
+    client = logged_in(staff_user)
     response = client.post(
         "/api/studies/",
         {"name": "api-study", "runs": [r.pk for r in built.runs], "votes_per_comparison": 2},
@@ -425,7 +419,7 @@ def test_staff_create_open_and_list_studies_through_the_api(make_runs, staff_use
 
 
 def test_the_openapi_schema_documents_the_annotator_contract(admin_user):
-    response = _client(admin_user).get("/api/schema/", headers={"accept": "application/json"})
+    response = logged_in(admin_user).get("/api/schema/", headers={"accept": "application/json"})
     assert response.status_code == 200
     schema = response.json()
     next_op = schema["paths"]["/api/studies/{study_id}/next/"]["get"]

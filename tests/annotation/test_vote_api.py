@@ -11,14 +11,9 @@ from rest_framework.throttling import ScopedRateThrottle
 from annotation import studies
 from annotation.loop.votes import BAD_CHOICE, VOTE_CONFLICT
 from annotation.models import Assignment, Vote
+from tests.conftest import logged_in
 
 pytestmark = pytest.mark.django_db
-
-
-def _client(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def _next(client, study):
@@ -41,7 +36,7 @@ def study(make_study):
 
 
 def test_next_returns_exactly_the_contract_fields(study, annotator):
-    response = _next(_client(annotator), study)
+    response = _next(logged_in(annotator), study)
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"
     assert "no-store" in response["Cache-Control"]
@@ -53,7 +48,7 @@ def test_next_returns_exactly_the_contract_fields(study, annotator):
 
 
 def test_a_vote_is_stored_with_its_comment_and_shown_side(study, annotator):
-    client = _client(annotator)
+    client = logged_in(annotator)
     token = _next(client, study).json()["token"]
     response = _vote(client, token, {"choice": "left", "comment": "  Aの方が具体的  "})
     assert response.status_code == 201
@@ -69,7 +64,7 @@ def test_a_vote_is_stored_with_its_comment_and_shown_side(study, annotator):
 
 
 def test_repeating_the_same_vote_returns_200_and_stores_nothing_new(study, annotator):
-    client = _client(annotator)
+    client = logged_in(annotator)
     token = _next(client, study).json()["token"]
     first = _vote(client, token, {"choice": "tie"})
     again = _vote(client, token, {"choice": "tie"})
@@ -80,7 +75,7 @@ def test_repeating_the_same_vote_returns_200_and_stores_nothing_new(study, annot
 
 
 def test_it_rejects_a_different_vote_on_a_voted_token_with_409(study, annotator):
-    client = _client(annotator)
+    client = logged_in(annotator)
     token = _next(client, study).json()["token"]
     assert _vote(client, token, {"choice": "left"}).status_code == 201
     response = _vote(client, token, {"choice": "right"})
@@ -90,19 +85,19 @@ def test_it_rejects_a_different_vote_on_a_voted_token_with_409(study, annotator)
 
 
 def test_another_annotators_token_is_404(study, annotator, other_annotator):
-    token = _next(_client(annotator), study).json()["token"]
-    response = _vote(_client(other_annotator), token, {"choice": "left"})
+    token = _next(logged_in(annotator), study).json()["token"]
+    response = _vote(logged_in(other_annotator), token, {"choice": "left"})
     assert response.status_code == 404
     assert not Vote.objects.exists()
 
 
 def test_an_unknown_token_is_404(study, annotator):
-    assert _vote(_client(annotator), "no-such-token", {"choice": "left"}).status_code == 404
+    assert _vote(logged_in(annotator), "no-such-token", {"choice": "left"}).status_code == 404
 
 
 @pytest.mark.parametrize("body", [{"choice": "up"}, {"choice": "A"}, {"comment": "no choice"}])
 def test_an_unknown_choice_is_400_with_a_message(study, annotator, body):
-    client = _client(annotator)
+    client = logged_in(annotator)
     token = _next(client, study).json()["token"]
     response = _vote(client, token, body)
     assert response.status_code == 400
@@ -115,10 +110,10 @@ def test_a_study_that_is_not_open_is_404_for_annotators(make_study, annotator, s
     study = make_study(open_now=False)
     if status == "closed":
         studies.study_open(study=study)
-        token = _next(_client(annotator), study).json()["token"]
+        token = _next(logged_in(annotator), study).json()["token"]
         studies.study_close(study=study)
-        assert _vote(_client(annotator), token, {"choice": "left"}).status_code == 404
-    client = _client(annotator)
+        assert _vote(logged_in(annotator), token, {"choice": "left"}).status_code == 404
+    client = logged_in(annotator)
     assert _next(client, study).status_code == 404
     assert client.get(f"/annotate/{study.pk}/").status_code == 404
     assert client.get("/annotate/").content.decode().count(f"/annotate/{study.pk}/") == 0
@@ -126,16 +121,16 @@ def test_a_study_that_is_not_open_is_404_for_annotators(make_study, annotator, s
 
 def test_people_who_are_not_annotators_cannot_use_the_api(study, django_user_model):
     outsider = django_user_model.objects.create_user("outsider", password="x")
-    assert _next(_client(outsider), study).status_code == 403
+    assert _next(logged_in(outsider), study).status_code == 403
     assert _next(Client(), study).status_code == 403
-    assert _client(outsider).get("/annotate/").status_code == 403
+    assert logged_in(outsider).get("/annotate/").status_code == 403
     anonymous = Client().get("/annotate/")
     assert anonymous.status_code == 302
     assert anonymous["Location"].startswith("/accounts/login/")
 
 
 def test_staff_may_annotate_too(study, staff_user):
-    client = _client(staff_user)
+    client = logged_in(staff_user)
     token = _next(client, study).json()["token"]
     assert _vote(client, token, {"choice": "right"}).status_code == 201
 
@@ -161,20 +156,20 @@ def test_csrf_is_enforced_on_votes(study, annotator):
 
 def test_next_and_vote_are_throttled_per_user(study, annotator, other_annotator, monkeypatch):
     monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"annotate": "3/min"})
-    client = _client(annotator)
+    client = logged_in(annotator)
     token = _next(client, study).json()["token"]
     assert _next(client, study).status_code == 200
     assert _vote(client, token, {"choice": "left"}).status_code == 201
     assert _next(client, study).status_code == 429
     assert _vote(client, token, {"choice": "left"}).status_code == 429
     # Another annotator has their own allowance.
-    assert _next(_client(other_annotator), study).status_code == 200
+    assert _next(logged_in(other_annotator), study).status_code == 200
 
 
 def test_the_landing_page_lists_open_studies_with_my_progress(make_study, annotator):
     shown = make_study(models=2, questions=3, k=1)
     hidden = make_study(models=2, questions=2, open_now=False)
-    client = _client(annotator)
+    client = logged_in(annotator)
     data = _next(client, shown).json()
     _vote(client, data["token"], {"choice": "tie"})
     page = client.get("/annotate/")
@@ -187,7 +182,7 @@ def test_the_landing_page_lists_open_studies_with_my_progress(make_study, annota
 
 
 def test_the_landing_page_and_voting_page_speak_japanese_when_asked(study, annotator):
-    client = _client(annotator)
+    client = logged_in(annotator)
     landing = client.get("/annotate/", headers={"accept-language": "ja"})
     assert "受付中の評価" in landing.content.decode()
     assert f"評価 {study.pk}" in landing.content.decode()
@@ -202,7 +197,7 @@ def test_the_landing_page_and_voting_page_speak_japanese_when_asked(study, annot
 
 
 def test_the_voting_page_has_no_inline_script_and_shows_the_shortcuts(study, annotator):
-    html = _client(annotator).get(f"/annotate/{study.pk}/").content.decode()
+    html = logged_in(annotator).get(f"/annotate/{study.pk}/").content.decode()
     assert '<script src="/static/annotation/vote.js" defer></script>' in html
     assert html.count("<script") == 1
     assert " on" + "click=" not in html and "javascript:" not in html
@@ -248,7 +243,7 @@ def test_the_annotator_loop_keeps_its_statement_counts(study, annotator):
     # next-pair reads the state, claims a pair with its texts and inserts the lease; a reload
     # reads the state, the held lease and its pair; a vote reads its target and writes (one
     # statement on PostgreSQL, three on SQLite).
-    client = _client(annotator)
+    client = logged_in(annotator)
     token = None
 
     def take():

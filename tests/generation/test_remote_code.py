@@ -16,7 +16,7 @@ from django.test import Client
 from generation.models import GenerationRun, LanguageModel, PromptSet
 from generation.registry import REMOTE_CODE_CHANGE
 from generation.runs import generation_run_create
-from tests.conftest import wait_for
+from tests.conftest import logged_in, wait_for
 
 HUNG = 600
 
@@ -43,12 +43,6 @@ def planted(model_storage, tmp_path):
     return "uploads/planted", marker
 
 
-def _client(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 def _patch(client: Client, model: LanguageModel, **body):
     return client.patch(f"/api/models/{model.pk}/", body, content_type="application/json")
 
@@ -56,14 +50,14 @@ def _patch(client: Client, model: LanguageModel, **body):
 @pytest.mark.django_db
 def test_staff_cannot_change_what_a_remote_code_model_loads(admin_user, staff_user, planted):
     path, _ = planted
-    response = _client(admin_user).post(
+    response = logged_in(admin_user).post(
         "/api/models/",
         {"name": "remote", "name_or_path": "tiny-0", "trust_remote_code": True},
         content_type="application/json",
     )
     assert response.status_code == 201, response.content
     model = LanguageModel.objects.get(name="remote")
-    staff = _client(staff_user)
+    staff = logged_in(staff_user)
     for change in (
         {"name_or_path": path},
         {"revision": "main"},
@@ -84,7 +78,7 @@ def test_any_change_of_what_is_loaded_turns_remote_code_off_unless_a_superuser_c
     admin_user, planted
 ):
     path, _ = planted
-    admin = _client(admin_user)
+    admin = logged_in(admin_user)
     model = LanguageModel.objects.create(name="remote", name_or_path="tiny-0")
     LanguageModel.objects.filter(pk=model.pk).update(trust_remote_code=True)
     assert _patch(admin, model, name_or_path=path).status_code == 200
@@ -112,7 +106,7 @@ def test_paths_outside_model_storage_are_refused(staff_user, body):
     base = LanguageModel.objects.create(name="base", name_or_path="tiny-0")
     target = LanguageModel.objects.create(name="target", name_or_path="tiny-0")
     body = {k: (base.pk if v == "BASE" else v) for k, v in body.items()}
-    client = _client(staff_user)
+    client = logged_in(staff_user)
     response = client.post(
         "/api/models/",
         {"name": "new", "name_or_path": "tiny-0", **body},
@@ -137,7 +131,7 @@ def test_the_worker_never_imports_planted_code_without_a_superusers_confirmation
     path, marker = planted
     prompt_set = PromptSet.objects.create(name="one")
     prompt_set.questions.create(position=1, text="こんにちは")
-    admin, staff = _client(admin_user), _client(staff_user)
+    admin, staff = logged_in(admin_user), logged_in(staff_user)
     response = admin.post(
         "/api/models/",
         {"name": "remote", "name_or_path": "tiny-0", "trust_remote_code": True},
