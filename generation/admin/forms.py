@@ -6,9 +6,37 @@ import json
 import re
 
 from django import forms
+from django.forms.fields import InvalidJSONInput
 
+from .. import jsonsafe
 from ..models import FineTuneRun, InstructionDataset, LanguageModel, PromptSet
 from ..params import FINETUNE_FIELDS, FULL_LEARNING_RATE
+
+
+class SafeJSONField(forms.JSONField):
+    """Django's JSON form field with nesting bounded and lone surrogates refused: a hostile
+    value is a form error, not a RecursionError page or a row the database cannot store."""
+
+    def to_python(self, value):
+        try:
+            if isinstance(value, str):
+                jsonsafe.check_depth(value)
+            converted = super().to_python(value)
+            jsonsafe.check_text(converted)
+        except jsonsafe.UnsafeJSON as exc:
+            raise forms.ValidationError(str(exc), code="invalid") from None
+        return converted
+
+    def bound_data(self, data, initial):
+        # Redisplaying the form parses the posted text again.
+        try:
+            if isinstance(data, str):
+                jsonsafe.check_depth(data)
+            value = super().bound_data(data, initial)
+            jsonsafe.check_text(value)
+        except jsonsafe.UnsafeJSON:
+            return InvalidJSONInput(data)  # shown as typed
+        return value
 
 
 class PromptSetImportForm(forms.Form):
@@ -31,9 +59,11 @@ class GenerateForm(forms.Form):
     def clean_params(self) -> dict:
         raw = self.cleaned_data["params"] or "{}"
         try:
-            value = json.loads(raw)
+            value = jsonsafe.loads(raw)
         except json.JSONDecodeError as exc:
             raise forms.ValidationError(f"not valid JSON ({exc.msg})") from None
+        except jsonsafe.UnsafeJSON as exc:
+            raise forms.ValidationError(str(exc)) from None
         if not isinstance(value, dict):
             raise forms.ValidationError("must be a JSON object")
         return value
@@ -94,6 +124,7 @@ class FineTuneForm(forms.ModelForm):
     class Meta:
         model = FineTuneRun
         fields = ["method", "model_name", *FINETUNE_FIELDS]
+        field_classes = {"target_modules": SafeJSONField}
 
     ROWS_ITEM = re.compile(r"^\s*(?P<name>.+?)\s*=\s*(?P<rows>\d+)\s*$")
 

@@ -19,7 +19,7 @@ from ..registry import (
 from ..runs import generation_run_create
 from ..training.finetune import finetune_run_create
 from ..training.merge import language_model_merge_request
-from .forms import FineTuneForm, GenerateForm, MergeForm
+from .forms import FineTuneForm, GenerateForm, MergeForm, SafeJSONField
 from .shared import apply_each, form_action
 
 
@@ -31,6 +31,7 @@ class LanguageModelForm(forms.ModelForm):
     class Meta:
         model = LanguageModel
         fields = LANGUAGE_MODEL_FIELDS
+        field_classes = {"generation_defaults": SafeJSONField}
 
     def clean(self):
         data = super().clean()

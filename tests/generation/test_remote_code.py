@@ -162,3 +162,54 @@ def test_the_worker_never_imports_planted_code_without_a_superusers_confirmation
         message=f"second run to finish; worker log:\n{worker.log_tail()}",
     )
     assert marker.exists()
+
+
+def _admin_form(model: LanguageModel, **changes) -> dict:
+    values = {
+        "name": model.name,
+        "name_or_path": model.name_or_path,
+        "revision": model.revision,
+        "maker": model.maker,
+        "prompt_format": model.prompt_format,
+        "generation_defaults": json.dumps(model.generation_defaults),
+        "base_model": "",
+        "adapter_path": model.adapter_path,
+        **changes,
+    }
+    if model.trust_remote_code and "trust_remote_code" not in changes:
+        values["trust_remote_code"] = "on"
+    return {k: v for k, v in values.items() if v is not False}
+
+
+@pytest.mark.django_db
+def test_the_admin_applies_the_same_rule(admin_user, staff_user, planted):
+    path, _ = planted
+    model = LanguageModel.objects.create(name="remote", name_or_path="tiny-0")
+    LanguageModel.objects.filter(pk=model.pk).update(trust_remote_code=True)
+    model.refresh_from_db()
+    url = f"/admin/generation/languagemodel/{model.pk}/change/"
+    # Staff: what the worker loads is read-only on this model, so a posted path is ignored.
+    staff = logged_in(staff_user)
+    page = staff.get(url).content.decode()
+    assert 'name="name_or_path"' not in page and 'name="trust_remote_code"' not in page
+    staff.post(url, _admin_form(model, name_or_path=path, maker="Acme"))
+    model.refresh_from_db()
+    assert (model.name_or_path, model.maker, model.trust_remote_code) == ("tiny-0", "Acme", True)
+    # A superuser's change of the path without re-ticking the flag turns it off.
+    admin = logged_in(admin_user)
+    response = admin.post(url, _admin_form(model, name_or_path=path, trust_remote_code=False))
+    assert response.status_code == 302
+    model.refresh_from_db()
+    assert model.name_or_path == path and not model.trust_remote_code
+    # Paths out of MODEL_STORAGE and hostile JSON are form errors, never stored, never a 500.
+    for change in (
+        {"name_or_path": "/etc"},
+        {"generation_defaults": "[" * 100_000 + "]" * 100_000},
+        {"generation_defaults": '{"temperature": "\\ud800"}'},
+        {"generation_defaults": '{"max_new_tokens": 100000}'},
+    ):
+        response = admin.post(url, _admin_form(model, **change))
+        assert response.status_code == 200, change
+        assert "errornote" in response.content.decode()
+    model.refresh_from_db()
+    assert model.name_or_path == path and model.generation_defaults == {}
