@@ -248,6 +248,7 @@ class StudyAdmin(admin.ModelAdmin):
         if formset.model is not IdentityFlag:
             return super().save_formset(request, form, formset, change)
         # Each changed tick goes through the service, so who unmasked what is recorded.
+        changed = []
         for flag_form in formset.forms:
             if "masked" in flag_form.changed_data:
                 studies.identity_flags_mask(
@@ -255,6 +256,10 @@ class StudyAdmin(admin.ModelAdmin):
                     masked=flag_form.cleaned_data["masked"],
                     user=request.user,
                 )
+                changed.append((flag_form.instance, ["masked"]))
+        # What formset.save() would have set: the admin's history message reads them (a change
+        # of a tick was a 500 without them).
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], changed, []
 
     def has_add_permission(self, request) -> bool:
         # A study is built with all its comparisons: use the action on generation runs,
@@ -279,7 +284,7 @@ class StudyAdmin(admin.ModelAdmin):
     def _change_each(self, request, queryset, change, done: str) -> None:
         for study in queryset:
             try:
-                change(study=study)
+                change(study=study, user=request.user)
             except ServiceError as exc:
                 self.message_user(request, str(exc), messages.ERROR)
                 continue

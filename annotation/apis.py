@@ -258,7 +258,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     @action(detail=True, methods=["post"], url_path="open")
     def open_study(self, request, pk=None):
         try:
-            study = studies.study_open(study=self.get_object())
+            study = studies.study_open(study=self.get_object(), user=request.user)
         except ServiceError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(StudySerializer(study).data)
@@ -267,7 +267,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     @action(detail=True, methods=["post"], url_path="close")
     def close_study(self, request, pk=None):
         try:
-            study = studies.study_close(study=self.get_object())
+            study = studies.study_close(study=self.get_object(), user=request.user)
         except ServiceError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(StudySerializer(study).data)

@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from evalsite.accounts.services import Action, audit_record
 from generation.errors import ServiceError
 from generation.models import Answer, GenerationRun, PromptSet
 
@@ -98,7 +99,7 @@ def study_create(
         raise ServiceError(NO_COMMON_QUESTIONS)
     Comparison.objects.bulk_create(comparisons, batch_size=500)
     if open_now:
-        study = study_open(study=study)
+        study = study_open(study=study, user=user)
     return study
 
 
@@ -146,21 +147,29 @@ def study_texts_check(*, models, texts: dict[str, str]) -> None:
 
 
 @transaction.atomic
-def study_open(*, study: Study) -> Study:
+def study_open(*, study: Study, user=None) -> Study:
     """Open a draft or closed study, flagging answers that may name their model first."""
     study = Study.objects.select_for_update().get(pk=study.pk)
     if study.status == Study.Status.OPEN:
         raise ServiceError(CANNOT_OPEN.format(name=study.name, status=study.status))
-    study_flag_identity(study=study)
+    reopened = study.status == Study.Status.CLOSED
+    flags = study_flag_identity(study=study)
     study.status = Study.Status.OPEN
     study.opened_at = study.opened_at or timezone.now()
     study.closed_at = None
     study.save(update_fields=["status", "opened_at", "closed_at"])
+    audit_record(
+        user=user,
+        action=Action.STUDY_OPEN,
+        obj=study,
+        reopened=reopened,
+        identity_flags=len(flags),
+    )
     return study
 
 
 @transaction.atomic
-def study_close(*, study: Study) -> Study:
+def study_close(*, study: Study, user=None) -> Study:
     """Stop handing out pairs; votes already in hand are refused from now on."""
     study = Study.objects.select_for_update().get(pk=study.pk)
     if study.status != Study.Status.OPEN:
@@ -168,6 +177,9 @@ def study_close(*, study: Study) -> Study:
     study.status = Study.Status.CLOSED
     study.closed_at = timezone.now()
     study.save(update_fields=["status", "closed_at"])
+    audit_record(
+        user=user, action=Action.STUDY_CLOSE, obj=study, votes=study_vote_count(study=study)
+    )
     return study
 
 
@@ -211,18 +223,28 @@ def study_flag_identity(*, study: Study) -> list[IdentityFlag]:
     return list(IdentityFlag.objects.filter(study=study))
 
 
+@transaction.atomic
 def identity_flags_mask(*, flags, masked: bool = True, user=None) -> int:
     """Mask (or unmask) flagged spans for annotators, recording who decided; returns how many
-    changed."""
-    return (
-        IdentityFlag.objects.filter(pk__in=[f.pk for f in flags])
-        .exclude(masked=masked)
-        .update(
-            masked=masked,
-            reviewed_by=user if getattr(user, "pk", None) else None,
-            reviewed_at=timezone.now(),
-        )
+    changed. Each unmasking (annotators will see the span) goes in the audit log."""
+    changing = IdentityFlag.objects.filter(pk__in=[f.pk for f in flags]).exclude(masked=masked)
+    unmasked = [] if masked else list(changing.select_for_update().select_related("study"))
+    changed = changing.update(
+        masked=masked,
+        reviewed_by=user if getattr(user, "pk", None) else None,
+        reviewed_at=timezone.now(),
     )
+    for flag in unmasked:
+        audit_record(
+            user=user,
+            action=Action.IDENTITY_FLAG_UNMASK,
+            obj=flag,
+            study=flag.study.name,
+            answer=flag.answer_id,
+            text=flag.text,
+            kind=flag.kind,
+        )
+    return changed
 
 
 def study_flag_counts(*, study: Study) -> dict[str, int]:

@@ -76,10 +76,11 @@ def _import_upload(request, form_class, service, output_class, **extra) -> Respo
     return Response(output_class(created).data, status=status.HTTP_201_CREATED)
 
 
-def _run_change(service, run, output_class) -> Response:
-    """Cancel, retry or resume a run: the run as it now is, or 409 when its state forbids it."""
+def _run_change(service, run, output_class, user) -> Response:
+    """Cancel, retry or resume a run as ``user`` (the audit log's who): the run as it now is,
+    or 409 when its state forbids it."""
     try:
-        run = service(run=run)
+        run = service(run=run, user=user)
     except ServiceError as exc:
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
     return Response(output_class(run).data)
@@ -218,13 +219,17 @@ class GenerationRunViewSet(
     @extend_schema(request=None, responses=GenerationRunSerializer)
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
-        return _run_change(generation_run_cancel, self.get_object(), GenerationRunSerializer)
+        return _run_change(
+            generation_run_cancel, self.get_object(), GenerationRunSerializer, request.user
+        )
 
     @extend_schema(request=None, responses=GenerationRunSerializer)
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
         with transaction.atomic():
-            return _run_change(generation_run_retry, self.get_object(), GenerationRunSerializer)
+            return _run_change(
+                generation_run_retry, self.get_object(), GenerationRunSerializer, request.user
+            )
 
 
 # --- instruction data sets ---------------------------------------------------------------------
@@ -467,10 +472,14 @@ class FineTuneRunViewSet(
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         """Stop after the current step; the last checkpoint is kept for resuming."""
-        return _run_change(finetune_run_cancel, self.get_object(), FineTuneRunSerializer)
+        return _run_change(
+            finetune_run_cancel, self.get_object(), FineTuneRunSerializer, request.user
+        )
 
     @extend_schema(request=None, responses=FineTuneRunSerializer)
     @action(detail=True, methods=["post"])
     def resume(self, request, pk=None):
         """Queue a failed or cancelled run again; it continues from its last checkpoint."""
-        return _run_change(finetune_run_resume, self.get_object(), FineTuneRunSerializer)
+        return _run_change(
+            finetune_run_resume, self.get_object(), FineTuneRunSerializer, request.user
+        )

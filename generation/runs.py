@@ -11,6 +11,8 @@ from collections.abc import Callable
 from django.db import transaction
 from django.utils import timezone
 
+from evalsite.accounts.services import Action, audit_record
+
 from . import lifecycle
 from .errors import ServiceError
 from .models import Answer, GenerationRun, LanguageModel, PromptSet
@@ -61,6 +63,16 @@ def generation_run_create(
             total=total,
             created_by=user if getattr(user, "pk", None) else None,
         )
+        audit_record(
+            user=user,
+            action=Action.GENERATION_RUN_START,
+            obj=run,
+            model=model.name,
+            prompt_set=prompt_set.name,
+            questions=total,
+            params=snapshot,
+            seed=seed,
+        )
         if enqueue:
             _enqueue_on_commit(run.pk)
     return run
@@ -94,16 +106,24 @@ def generation_run_create_imported(
     return run
 
 
-def generation_run_cancel(*, run: GenerationRun) -> GenerationRun:
+@transaction.atomic
+def generation_run_cancel(*, run: GenerationRun, user=None) -> GenerationRun:
     """Queued runs stop at once; a running worker stops before its next batch."""
-    return lifecycle.cancel(run, CANNOT_CANCEL)
+    run = lifecycle.cancel(run, CANNOT_CANCEL)
+    audit_record(user=user, action=Action.GENERATION_RUN_CANCEL, obj=run, done=run.done)
+    return run
 
 
-def generation_run_retry(*, run: GenerationRun) -> GenerationRun:
+@transaction.atomic
+def generation_run_retry(*, run: GenerationRun, user=None) -> GenerationRun:
     """Put a failed or cancelled run back in the queue; it generates only missing answers."""
     if run.imported:
         raise ServiceError(IMPORTED_RUN.format(id=run.pk))
-    return lifecycle.requeue(run, CANNOT_RETRY, _enqueue_on_commit)
+    run = lifecycle.requeue(run, CANNOT_RETRY, _enqueue_on_commit)
+    audit_record(
+        user=user, action=Action.GENERATION_RUN_RETRY, obj=run, done=run.done, total=run.total
+    )
+    return run
 
 
 def generation_runs_requeue_stale() -> list[int]:

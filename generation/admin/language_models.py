@@ -149,7 +149,7 @@ class LanguageModelAdmin(admin.ModelAdmin):
             self,
             request,
             queryset,
-            lambda model: language_model_merge_request(model=model, name=name),
+            lambda model: language_model_merge_request(model=model, name=name, user=request.user),
             lambda model, merged: (
                 f"Merging {model.name} on the gpu queue; it appears here as {merged}."
             ),

@@ -14,6 +14,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from evalsite.accounts.services import Action, audit_record
+
 from .. import lifecycle
 from ..errors import ServiceError
 from ..models import FineTuneLog, FineTuneRun, FineTuneRunDataset, InstructionDataset, LanguageModel
@@ -114,6 +116,15 @@ def finetune_run_create(
         FineTuneRunDataset.objects.bulk_create(
             FineTuneRunDataset(run=run, dataset=dataset, rows=rows) for dataset, rows in datasets
         )
+        audit_record(
+            user=user,
+            action=Action.FINETUNE_RUN_START,
+            obj=run,
+            base_model=base_model.name,
+            method=method,
+            datasets=[{"name": d.name, "rows": rows} for d, rows in datasets],
+            hyperparameters=values,
+        )
         if enqueue:
             _enqueue_finetune_on_commit(run.pk)
     return run
@@ -155,18 +166,30 @@ def finetune_run_examples(run: FineTuneRun) -> list:
     return examples
 
 
-def finetune_run_cancel(*, run: FineTuneRun) -> FineTuneRun:
+@transaction.atomic
+def finetune_run_cancel(*, run: FineTuneRun, user=None) -> FineTuneRun:
     """Queued runs stop at once; a running one stops after its current step, with a checkpoint."""
-    return lifecycle.cancel(run, CANNOT_CANCEL_FINETUNE)
+    run = lifecycle.cancel(run, CANNOT_CANCEL_FINETUNE)
+    audit_record(user=user, action=Action.FINETUNE_RUN_CANCEL, obj=run, step=run.step)
+    return run
 
 
-def finetune_run_resume(*, run: FineTuneRun, enqueue: bool = True) -> FineTuneRun:
+@transaction.atomic
+def finetune_run_resume(*, run: FineTuneRun, enqueue: bool = True, user=None) -> FineTuneRun:
     """Queue a failed or cancelled run again; it continues from its last checkpoint.
 
     Without ``enqueue`` the run is only marked queued, for a caller that trains it itself
     (``manage.py finetune --run ID --inline``, e.g. under ``accelerate launch``).
     """
-    return lifecycle.requeue(run, CANNOT_RESUME, _enqueue_finetune_on_commit if enqueue else None)
+    run = lifecycle.requeue(run, CANNOT_RESUME, _enqueue_finetune_on_commit if enqueue else None)
+    audit_record(
+        user=user,
+        action=Action.FINETUNE_RUN_RESUME,
+        obj=run,
+        checkpoint=run.checkpoint,
+        step=run.step,
+    )
+    return run
 
 
 def finetune_runs_requeue_stale() -> list[int]:

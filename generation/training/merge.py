@@ -8,6 +8,8 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
+from evalsite.accounts.services import Action, audit_record
+
 from ..errors import ServiceError
 from ..models import LanguageModel
 from ..registry import (
@@ -20,8 +22,10 @@ from ..registry import (
 MERGE_NEEDS_ADAPTER = "model {name!r} has no LoRA adapter to merge"
 
 
-def language_model_merge_request(*, model: LanguageModel, name: str = "") -> str:
-    """Check a merge can be done and queue it on the ``gpu`` queue; returns the new model's name."""
+def language_model_merge_request(*, model: LanguageModel, name: str = "", user=None) -> str:
+    """Check a merge can be done and queue it on the ``gpu`` queue; returns the new model's name.
+
+    ``user`` is who asked (recorded in the audit log: a merge spends GPU time)."""
     if not model.adapter_path or model.base_model is None:
         raise ServiceError(MERGE_NEEDS_ADAPTER.format(name=model.name))
     name = name or f"{model.name}-merged"
@@ -29,6 +33,7 @@ def language_model_merge_request(*, model: LanguageModel, name: str = "") -> str
         raise ServiceError(MODEL_NAME_TAKEN.format(name=name))
     from ..tasks import language_model_merge_task
 
+    audit_record(user=user, action=Action.MODEL_MERGE, obj=model, merged_name=name)
     # Merging loads the whole base model: GPU-worker work, never the web process.
     transaction.on_commit(
         lambda: language_model_merge_task.apply_async((model.pk, name), queue="gpu")
