@@ -207,20 +207,25 @@ class CeleryWorker:
         return self.log_path.read_text(errors="replace")[-chars:]
 
 
-@pytest.fixture
-def celery_worker_factory(tmp_path, _model_storage):
-    """Start real workers on the test database and the real broker; all are stopped after."""
+def this_test_database_url() -> str:
+    """The real connection URL (user, password, host, port, options) with the test database in
+    it: a worker or server started by a test must reach the database the test writes to."""
     from django.db import connection
 
-    from evalsite.celery import app
-
-    # The real connection URL (user, password, host, port, options) with the test database in
-    # it: the workers must reach the database this test writes to, as this process does.
-    url = urlunsplit(
+    return urlunsplit(
         urlsplit(os.environ["DATABASE_URL"])._replace(
             path="/" + quote(connection.settings_dict["NAME"])
         )
     )
+
+
+@pytest.fixture
+def celery_worker_factory(tmp_path, _model_storage):
+    """Start real workers on the test database and the real broker; all are stopped after."""
+
+    from evalsite.celery import app
+
+    url = this_test_database_url()
     app.control.purge()
     workers: list[CeleryWorker] = []
 

@@ -14,11 +14,11 @@ from ..engine import charts
 from ..models import FineTuneLog, FineTuneRun
 from ..params import FINETUNE_FIELDS
 from ..training.finetune import finetune_run_cancel, finetune_run_resume
-from .shared import progress_bar, run_action
+from .shared import QueuedRunWarning, progress_bar, run_action
 
 
 @admin.register(FineTuneRun)
-class FineTuneRunAdmin(admin.ModelAdmin):
+class FineTuneRunAdmin(QueuedRunWarning, admin.ModelAdmin):
     list_display = [
         "id",
         "base_model",

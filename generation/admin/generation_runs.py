@@ -8,11 +8,11 @@ from django.utils.safestring import SafeString
 
 from ..models import Answer, GenerationRun
 from ..runs import generation_run_cancel, generation_run_retry
-from .shared import progress_bar, run_action
+from .shared import QueuedRunWarning, progress_bar, run_action
 
 
 @admin.register(GenerationRun)
-class GenerationRunAdmin(admin.ModelAdmin):
+class GenerationRunAdmin(QueuedRunWarning, admin.ModelAdmin):
     list_display = ["id", "model", "prompt_set", "status", "progress", "imported", "created_at"]
     list_filter = ["status", "imported", "model", "prompt_set"]
     readonly_fields = [

@@ -10,6 +10,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_permission_codename
 from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import render
@@ -19,6 +20,7 @@ from django.utils.safestring import SafeString
 
 from ..errors import ServiceError
 from ..importers import TOO_LARGE, ImportFormatError
+from ..workers import unconsumed_warning
 
 
 def _action_page(modeladmin, request, queryset, form, action: str, title: str):
@@ -92,7 +94,7 @@ def run_action(service, done: str, *, description: str):
             modeladmin,
             request,
             queryset,
-            lambda run: service(run=run),
+            lambda run: service(run=run, user=request.user),
             lambda run, _: done.format(run.pk),
             level=messages.WARNING,
         )
@@ -180,3 +182,28 @@ class ImportFromFile:
             "opts": opts,
         }
         return render(request, self.import_template, context)
+
+
+class QueuedRunWarning:
+    """Run admins: a warning on the change page of a queued run that no worker consumes, and on
+    the changelist when any listed run is (the same sentence the ``--wait`` commands print)."""
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        if request.method == "GET":
+            run = self.get_object(request, unquote(object_id))
+            if run is not None:
+                self._warn(request, [run])
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        # The page is rendered lazily (TemplateResponse), so a message added now still shows.
+        changelist = (getattr(response, "context_data", None) or {}).get("cl")
+        if changelist is not None and request.method == "GET":
+            self._warn(request, changelist.result_list)
+        return response
+
+    def _warn(self, request, runs) -> None:
+        warning = unconsumed_warning(runs)
+        if warning:
+            self.message_user(request, warning, messages.WARNING)

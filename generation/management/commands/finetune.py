@@ -13,6 +13,7 @@ from generation.training.finetune import (
     finetune_run_execute,
     finetune_run_resume,
 )
+from generation.workers import QueueWatch, poll_seconds, say
 
 
 def _dest(param: Param) -> str:
@@ -163,9 +164,14 @@ class Command(BaseCommand):
         return run
 
     def _follow(self, run: FineTuneRun) -> FineTuneRun:
+        # Says so when no worker takes the run (none consumes its queue), instead of a silent
+        # bar at 0; keeps waiting, since a worker may be started meanwhile.
+        watch = QueueWatch(run, inline=True)
         with tqdm(total=run.total_steps, desc=f"fine-tune {run.pk}", unit="step") as bar:
             while True:
                 run.refresh_from_db()
+                for level, line in watch.check(run):
+                    say(self, bar, level, line)
                 last = run.log_entries.filter(kind="train").order_by("-step").first()
                 bar.total = run.total_steps
                 bar.update(run.step - bar.n)
@@ -173,4 +179,4 @@ class Command(BaseCommand):
                 bar.set_postfix_str(f"{run.status}{loss}")
                 if run.status not in FineTuneRun.ACTIVE:
                     return run
-                time.sleep(1)
+                time.sleep(poll_seconds())
