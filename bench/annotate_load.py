@@ -1,16 +1,25 @@
-"""Load test of the annotation loop under gunicorn with production settings on PostgreSQL.
+"""Load test of the annotation loop: the production configuration the README gives, measured.
 
-    .venv/bin/python bench/annotate_load.py [--users 100] [--duration 20] [--web-workers 4]
-                                            [--kill-worker-at SECONDS]
+    .venv/bin/python bench/annotate_load.py [--users 20 100] [--duration 20] [--web-workers 4]
+                                            [--think-rate 20] [--kill-worker-at SECONDS]
 
-Builds a fresh database (``evalsite_bench`` on the local PostgreSQL unless --database-url), a
-study large enough that no annotator runs out, N annotator accounts, and runs ANALYZE (as
-autovacuum would within a minute); starts gunicorn (DEBUG=0,
-HTTPS-only cookies, HSTS, CSP; the client sends ``X-Forwarded-Proto: https`` as a TLS proxy
-would); then a load generator in another process logs every user in and, for a fixed time, loops
-next-pair -> vote, then for the same time calls a trivial JSON view behind the same session
-authentication. It prints throughput and latency of both and their ratio, then checks the
-database: every vote that got a success response is stored, none twice, none over K.
+Builds a fresh database, a study large enough that no annotator runs out, the annotator
+accounts, and runs ANALYZE (as autovacuum would within a minute). The database is
+``DATABASE_URL``'s server and credentials; it is dropped and recreated, so when its name does not
+say ``bench`` the bench uses ``<name>_bench`` beside it (no DATABASE_URL: the local
+``evalsite_bench``). Then it starts gunicorn as the README deploys it (``-w 4``, DEBUG=0,
+HTTPS-only cookies, HSTS, CSP, the broker's Redis as the shared cache and session store, and
+whatever connection settings ``evalsite/settings.py`` gives production; the client sends
+``X-Forwarded-Proto: https`` as a TLS proxy would) and prints the settings it runs with.
+
+A load generator in another process (bench/load_client.py) logs every annotator in; for each N
+it loops next-pair -> vote with N annotators and no pause for a fixed time, then calls a trivial
+JSON view behind the same session authentication for the same time; then all annotators vote
+with think time (open loop, --think-rate votes per second in total), which is the latency people
+feel. Each phase prints throughput, latency percentiles and the CPU milliseconds per request of
+the app (the gunicorn tree), PostgreSQL (the bench database's backends) and the load generator.
+Last, it checks the database: every vote that got a success response is stored, none twice,
+none over K.
 
 The per-user rate limit on next/vote (settings ANNOTATE_RATE, 120/min in production) is raised
 for the run through the environment: a load test measures the server, not the throttle.
@@ -22,7 +31,6 @@ clients may see errors, but no acknowledged vote may be lost. Its pass line says
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import random
@@ -34,146 +42,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from http.cookies import SimpleCookie
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-PASSWORD = "bench-annotator-password"
-CHOICES = ["left", "left", "right", "right", "tie"]  # about a fifth ties, as people vote
-COMMENTS = ["", "", "", "どちらも丁寧ですが、左の方が具体的です。", "right is more accurate"]
+from load_client import PASSWORD, client_entry  # noqa: E402
 
-
-# --- load generator (a separate process) -------------------------------------------------------
-
-
-class Session:
-    """One annotator: its own connection and cookies (Secure cookies kept by hand over http)."""
-
-    def __init__(self, base: str, username: str):
-        import httpx
-
-        self.base = base
-        self.username = username
-        self.cookies: dict[str, str] = {}
-        origin = base.replace("http://", "https://")
-        self.headers = {"X-Forwarded-Proto": "https", "Origin": origin, "Referer": origin + "/"}
-        self.client = httpx.AsyncClient(base_url=base, timeout=60.0)
-
-    def _cookie_header(self) -> dict:
-        return {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
-
-    def _keep(self, response) -> None:
-        for raw in response.headers.get_list("set-cookie"):
-            jar = SimpleCookie()
-            jar.load(raw)
-            for key, morsel in jar.items():
-                self.cookies[key] = morsel.value
-
-    async def request(self, method: str, path: str, **kwargs):
-        headers = {**self.headers, **self._cookie_header(), **kwargs.pop("headers", {})}
-        if method != "GET" and "csrftoken" in self.cookies:
-            headers["X-CSRFToken"] = self.cookies["csrftoken"]
-        response = await self.client.request(method, path, headers=headers, **kwargs)
-        self._keep(response)
-        return response
-
-    async def login(self) -> None:
-        for attempt in range(5):
-            try:
-                await self._login()
-                return
-            except Exception:  # noqa: BLE001 - a worker killed by the drill drops the connection
-                if attempt == 4:
-                    raise
-                await asyncio.sleep(0.5)
-
-    async def _login(self) -> None:
-        await self.request("GET", "/accounts/login/")
-        response = await self.request(
-            "POST",
-            "/accounts/login/",
-            data={
-                "username": self.username,
-                "password": PASSWORD,
-                "csrfmiddlewaretoken": self.cookies.get("csrftoken", ""),
-            },
-        )
-        if response.status_code != 302 or "sessionid" not in self.cookies:
-            raise RuntimeError(f"login of {self.username} failed: HTTP {response.status_code}")
-
-
-async def _vote_loop(session: Session, study: int, until: float, out: dict) -> None:
-    rng = random.Random(session.username)
-    while time.monotonic() < until:
-        start = time.perf_counter()
-        try:
-            response = await session.request("GET", f"/api/studies/{study}/next/")
-        except Exception as exc:  # noqa: BLE001 - a killed worker drops connections
-            out["errors"].append(f"next: {type(exc).__name__}")
-            await asyncio.sleep(0.05)
-            continue
-        out["next_ms"].append((time.perf_counter() - start) * 1000)
-        if response.status_code == 204:
-            out["ran_out"] += 1
-            return
-        if response.status_code != 200:
-            out["errors"].append(f"next: HTTP {response.status_code}")
-            continue
-        token = response.json()["token"]
-        body = {"choice": rng.choice(CHOICES), "comment": rng.choice(COMMENTS)}
-        start = time.perf_counter()
-        try:
-            response = await session.request("POST", f"/api/assignments/{token}/vote/", json=body)
-        except Exception as exc:  # noqa: BLE001
-            out["errors"].append(f"vote: {type(exc).__name__}")
-            continue
-        out["vote_ms"].append((time.perf_counter() - start) * 1000)
-        if response.status_code in (200, 201):
-            out["acknowledged"].append(token)
-        else:
-            out["errors"].append(f"vote: HTTP {response.status_code}")
-
-
-async def _trivial_loop(session: Session, until: float, out: dict) -> None:
-    while time.monotonic() < until:
-        start = time.perf_counter()
-        try:
-            response = await session.request("GET", "/api/ping/")
-        except Exception as exc:  # noqa: BLE001
-            out["errors"].append(f"ping: {type(exc).__name__}")
-            continue
-        out["ping_ms"].append((time.perf_counter() - start) * 1000)
-        if response.status_code != 200:
-            out["errors"].append(f"ping: HTTP {response.status_code}")
-
-
-async def _client_main(args) -> dict:
-    base = f"http://127.0.0.1:{args.port}"
-    sessions = [Session(base, f"annotator{i:03d}") for i in range(args.users)]
-    for chunk in range(0, len(sessions), 20):
-        await asyncio.gather(*(s.login() for s in sessions[chunk : chunk + 20]))
-    out = {"next_ms": [], "vote_ms": [], "ping_ms": [], "acknowledged": [], "errors": []}
-    out["ran_out"] = 0
-    Path(args.out + ".started").touch()  # the drill counts its delay from here
-    started = time.monotonic()
-    await asyncio.gather(
-        *(_vote_loop(s, args.study, started + args.duration, out) for s in sessions)
-    )
-    out["vote_seconds"] = time.monotonic() - started
-    started = time.monotonic()
-    await asyncio.gather(*(_trivial_loop(s, started + args.duration, out) for s in sessions))
-    out["ping_seconds"] = time.monotonic() - started
-    for s in sessions:
-        await s.client.aclose()
-    return out
-
-
-def client_entry(args) -> None:
-    result = asyncio.run(_client_main(args))
-    Path(args.out).write_text(json.dumps(result))
+DEFAULT_DATABASE = "postgres://postgres@127.0.0.1:5432/evalsite_bench"
+DEFAULT_BROKER = "redis://127.0.0.1:6379/0"  # as the README's deployment
 
 
 # --- orchestration -----------------------------------------------------------------------------
@@ -284,13 +163,6 @@ def _check_database(study_id: int, acknowledged: list[str]) -> tuple[int, int, i
     return lost, duplicated, over, miscounted
 
 
-def _percentiles(values: list[float]) -> str:
-    if len(values) < 2:
-        return "n/a"
-    q = statistics.quantiles(values, n=100)
-    return f"p50 {q[49]:.1f} ms, p95 {q[94]:.1f} ms, p99 {q[98]:.1f} ms"
-
-
 def _start_gunicorn(*, port: int, workers: int, env: dict, options: list[str], **popen):
     """The app under gunicorn on 127.0.0.1:port (the load test and the restart drill)."""
     command = [sys.executable, "-m", "gunicorn", "evalsite.wsgi", "-w", str(workers)]
@@ -321,28 +193,144 @@ def _gunicorn_workers(master: int) -> list[int]:
     return [int(pid) for pid in children]
 
 
+def bench_database_url(url: str | None) -> str:
+    """DATABASE_URL's server and credentials, in a database the bench may drop."""
+    if not url:
+        return DEFAULT_DATABASE
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    if "bench" in name:
+        return url
+    return urlunsplit(parts._replace(path=f"/{name}_bench"))
+
+
+def _describe_settings(workers: int) -> str:
+    """The settings that decide throughput, as the app reads them."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    pool = db.get("OPTIONS", {}).get("pool")
+    if pool:
+        connections = f"pool {pool}"
+    else:
+        connections = (
+            f"CONN_MAX_AGE={db['CONN_MAX_AGE']}, CONN_HEALTH_CHECKS={db['CONN_HEALTH_CHECKS']}"
+        )
+    cache = settings.CACHES["default"]
+    return "; ".join(
+        [
+            f"DEBUG={int(settings.DEBUG)}",
+            f"gunicorn -w {workers} (sync)",
+            f"database connections: {connections}",
+            f"sessions: {settings.SESSION_ENGINE}",
+            f"cache: {cache['BACKEND']} {cache.get('LOCATION', '')}".strip(),
+            f"broker: {settings.CELERY_BROKER_URL}",
+        ]
+    )
+
+
+def _percentiles(values: list[float]) -> str:
+    if len(values) < 2:
+        return "n/a"
+    q = statistics.quantiles(values, n=100)
+    return f"p50 {q[49]:.1f} ms, p95 {q[94]:.1f} ms, p99 {q[98]:.1f} ms"
+
+
+def _cpu_line(phase: dict, requests: int) -> str:
+    cpu = phase["cpu"]
+    per = {k: 1000 * v / max(requests, 1) for k, v in cpu.items()}
+    cores = {k: v / phase["seconds"] for k, v in cpu.items()}
+    ended = ""
+    if per["ended"] >= 0.01:
+        ended = f" (+{per['ended']:.2f} in connections that ended, any database)"
+    return (
+        f"CPU ms per request: app {per['app']:.2f}, PostgreSQL {per['postgres']:.2f}{ended}, "
+        f"load generator {per['load']:.2f}; cores busy: app {cores['app']:.2f}, PostgreSQL "
+        f"{cores['postgres'] + cores['ended']:.2f}, load generator {cores['load']:.2f}"
+    )
+
+
+def _errors(phase: dict) -> str:
+    errors: dict[str, int] = {}
+    for e in phase["errors"]:
+        errors[e] = errors.get(e, 0) + 1
+    return str(errors) if errors else "none"
+
+
+def _report(phases: list[dict]) -> tuple[dict[int, float], dict[int, float]]:
+    """Print each phase; returns votes per second and the throughput ratio per N."""
+    votes: dict[int, float] = {}
+    ratios: dict[int, float] = {}
+    loops = {p["users"]: p for p in phases if p["phase"] == "loop"}
+    pings = {p["users"]: p for p in phases if p["phase"] == "ping"}
+    for n, loop in loops.items():
+        ping = pings[n]
+        calls = len(loop["next_ms"]) + len(loop["vote_ms"])
+        loop_rps = calls / loop["seconds"]
+        ping_rps = len(ping["ping_ms"]) / ping["seconds"]
+        votes[n] = len(loop["acknowledged"]) / loop["seconds"]
+        ratios[n] = loop_rps / ping_rps
+        print(f"== N={n}: {n} annotators, next-pair -> vote with no pause ==")
+        print(
+            f"votes acknowledged: {len(loop['acknowledged'])}; annotators who ran out: "
+            f"{loop['ran_out']}; client errors: {_errors(loop)}"
+        )
+        print(f"votes per second: {votes[n]:.1f}")
+        print(f"next-pair latency: {_percentiles(loop['next_ms'])}")
+        print(f"vote latency: {_percentiles(loop['vote_ms'])}")
+        print(f"vote loop requests per second: {loop_rps:.1f}")
+        print(f"vote loop {_cpu_line(loop, calls)}")
+        print(f"trivial view requests per second: {ping_rps:.1f}")
+        print(f"trivial view latency: {_percentiles(ping['ping_ms'])}")
+        print(f"trivial view {_cpu_line(ping, len(ping['ping_ms']))}")
+        if ping["errors"]:
+            print(f"trivial view client errors: {_errors(ping)}")
+        print(f"vote loop / trivial view throughput ratio at N={n}: {ratios[n]:.2f}")
+    for think in (p for p in phases if p["phase"] == "think"):
+        calls = len(think["next_ms"]) + len(think["vote_ms"])
+        print(
+            f"== think time: {think['users']} annotators, open loop at {think['rate']:g} votes "
+            "per second =="
+        )
+        print(
+            f"votes per second: {len(think['acknowledged']) / think['seconds']:.1f}; "
+            f"client errors: {_errors(think)}"
+        )
+        print(f"next-pair latency: {_percentiles(think['next_ms'])}")
+        print(f"vote latency: {_percentiles(think['vote_ms'])}")
+        print(f"think time {_cpu_line(think, calls)}")
+    return votes, ratios
+
+
 def main(args) -> int:
     port = args.port or _free_port()
+    database_url = bench_database_url(args.database_url or os.environ.get("DATABASE_URL"))
+    # The README's production environment; nothing here tunes the app beyond it.
     env = {
         **os.environ,
-        "DATABASE_URL": args.database_url,
+        "DATABASE_URL": database_url,
+        "CELERY_BROKER_URL": os.environ.get("CELERY_BROKER_URL") or DEFAULT_BROKER,
         "DEBUG": "0",
         "SECRET_KEY": secrets.token_urlsafe(50),
         "ALLOWED_HOSTS": "127.0.0.1",
         "CSRF_TRUSTED_ORIGINS": f"https://127.0.0.1:{port}",
         "ANNOTATE_RATE": "1000000/min",  # raised for the bench (see the docstring)
         "OPENBLAS_NUM_THREADS": "1",
-        "DB_CONN_MAX_AGE": "60",
         "LOG_LEVEL": "WARNING",
     }
     os.environ.update(env)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evalsite.settings")
-    print(f"database {args.database_url}; {args.users} annotators; {args.duration:.0f} s per phase")
-    _fresh_database(args.database_url)
+    users = sorted(set(args.users))
+    print(
+        f"database {database_url}; annotators {' and '.join(map(str, users))}; "
+        f"{args.duration:.0f} s per phase"
+    )
+    _fresh_database(database_url)
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO, check=True
     )
-    study_id = _build_study(args.users, args.questions, args.models, args.k)
+    study_id = _build_study(max(users), args.questions, args.models, args.k)
+    print(f"settings: {_describe_settings(args.web_workers)}")
     # Fresh statistics, as autovacuum would gather within a minute of building the study: with
     # none, the planner takes the study for a few rows and the first minute of the run would
     # measure its mistakes rather than the steady state.
@@ -366,25 +354,12 @@ def main(args) -> int:
         _wait_for_server(port, gunicorn)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "client.json"
-            client = subprocess.Popen(
-                [
-                    sys.executable,
-                    __file__,
-                    "--client",
-                    "--port",
-                    str(port),
-                    "--users",
-                    str(args.users),
-                    "--duration",
-                    str(args.duration),
-                    "--study",
-                    str(study_id),
-                    "--out",
-                    str(out),
-                ],
-                cwd=REPO,
-                env=env,
-            )
+            command = [sys.executable, __file__, "--client", "--port", str(port)]
+            command += ["--users", *map(str, users), "--duration", str(args.duration)]
+            command += ["--think-rate", str(args.think_rate), "--study", str(study_id)]
+            command += ["--server-pid", str(gunicorn.pid), "--out", str(out)]
+            command += ["--database-name", urlsplit(database_url).path.lstrip("/")]
+            client = subprocess.Popen(command, cwd=REPO, env=env)
             if args.kill_worker_at is not None:
                 while not Path(str(out) + ".started").exists():
                     if client.poll() is not None:
@@ -402,51 +377,48 @@ def main(args) -> int:
         gunicorn.send_signal(signal.SIGTERM)
         gunicorn.wait(timeout=30)
 
-    calls = len(result["next_ms"]) + len(result["vote_ms"])
-    loop_rps = calls / result["vote_seconds"]
-    ping_rps = len(result["ping_ms"]) / result["ping_seconds"]
-    votes_per_second = len(result["acknowledged"]) / result["vote_seconds"]
-    lost, duplicated, over, miscounted = _check_database(study_id, result["acknowledged"])
-    errors: dict[str, int] = {}
-    for e in result["errors"]:
-        errors[e] = errors.get(e, 0) + 1
-    print(
-        f"votes acknowledged: {len(result['acknowledged'])}; annotators who ran out: "
-        f"{result['ran_out']}; client errors: {errors or 'none'}"
-    )
-    print(f"votes per second: {votes_per_second:.1f}")
-    print(f"next-pair latency: {_percentiles(result['next_ms'])}")
-    print(f"vote latency: {_percentiles(result['vote_ms'])}")
-    print(f"vote loop requests per second: {loop_rps:.1f}")
-    print(f"trivial view requests per second: {ping_rps:.1f}")
-    print(f"trivial view latency: {_percentiles(result['ping_ms'])}")
+    phases = result["phases"]
+    votes, ratios = _report(phases)
+    acknowledged = [token for p in phases for token in p["acknowledged"]]
+    lost, duplicated, over, miscounted = _check_database(study_id, acknowledged)
     print(f"comparisons whose kept vote count differs from their votes: {miscounted}")
     if drill is not None:
         verdict = "PASS" if lost == duplicated == over == miscounted == 0 else "FAIL"
         print(f"drill kill -9 gunicorn worker: {verdict} (acknowledged votes lost: {lost})")
-    print(f"vote loop / trivial view throughput ratio: {loop_rps / ping_rps:.2f}")
+    headline = max(users)
+    print(f"votes per second at N={headline}: {votes[headline]:.1f}")
     print(f"lost {lost}, duplicated {duplicated}, over K {over}")
+    print(f"vote loop / trivial view throughput ratio: {ratios[headline]:.2f}")
     return 0 if lost == duplicated == over == miscounted == 0 else 1
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--users", type=int, default=100)
+    parser.add_argument(
+        "--users", type=int, nargs="+", default=[20, 100], help="N for each closed-loop phase"
+    )
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per phase")
     parser.add_argument("--web-workers", type=int, default=4)
-    parser.add_argument("--questions", type=int, default=200)
+    parser.add_argument(
+        "--think-rate",
+        type=float,
+        default=20.0,
+        help="votes per second of the think-time phase, all annotators together (0: no phase)",
+    )
+    parser.add_argument("--questions", type=int, default=400)
     parser.add_argument("--models", type=int, default=4)
     parser.add_argument("--k", type=int, default=5, help="votes per comparison")
     parser.add_argument(
         "--database-url",
-        default=os.environ.get("BENCH_DATABASE_URL")
-        or "postgres://postgres@127.0.0.1:5432/evalsite_bench",
-        help="a database this bench may drop and recreate",
+        default=os.environ.get("BENCH_DATABASE_URL"),
+        help="a database this bench may drop and recreate (default: from DATABASE_URL)",
     )
     parser.add_argument("--kill-worker-at", type=float, default=None)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--study", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--server-pid", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--database-name", default="", help=argparse.SUPPRESS)
     parser.add_argument("--out", default="", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 

@@ -172,15 +172,24 @@ def main() -> int:
         "SECRET_KEY": secrets.token_urlsafe(50),
         "ALLOWED_HOSTS": "127.0.0.1",
         "CSRF_TRUSTED_ORIGINS": f"https://127.0.0.1:{port}",
-        "DB_CONN_MAX_AGE": "60",
         "LOG_LEVEL": "CRITICAL",
         "DJANGO_SETTINGS_MODULE": "evalsite.settings",
     }
-    env.pop("CELERY_BROKER_URL", None)  # the drill needs no broker; throttles use memory
+    # The production connection settings (evalsite/settings.py; DB_* variables from the
+    # caller's environment, such as DB_POOL_MAX_SIZE to drill the pool) against a database that
+    # goes away under kept connections. The drill needs no broker; throttles use memory.
+    env.pop("CELERY_BROKER_URL", None)
     env.pop("CACHE_URL", None)
     os.environ.update(env)
     os.environ.pop("CELERY_BROKER_URL", None)
     print(f"private cluster on port {cluster.port} in {root}")
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    print(
+        f"connections: CONN_MAX_AGE={db['CONN_MAX_AGE']}, "
+        f"CONN_HEALTH_CHECKS={db['CONN_HEALTH_CHECKS']}, pool={db.get('OPTIONS', {}).get('pool')}"
+    )
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
         cwd=REPO,

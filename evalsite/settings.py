@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "generation",
     "annotation",
+    "evalsite.accounts",
 ]
 
 MIDDLEWARE = [
@@ -87,13 +88,34 @@ TEMPLATES = [
 WSGI_APPLICATION = "evalsite.wsgi.application"
 
 VAR_DIR.mkdir(parents=True, exist_ok=True)
+_database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
+_postgres = _database_url.startswith(("postgres://", "postgresql://", "pgsql://"))
+# PostgreSQL: each web worker keeps its connection (DB_CONN_MAX_AGE seconds) instead of opening
+# one per request (bench/annotate_load.py: a new connection per request cost PostgreSQL more CPU
+# than the loop's own statements). Gunicorn's sync workers run one request at a time, so a
+# persistent connection is a pool of one; psycopg's pool (DB_POOL_MAX_SIZE > 0, needs
+# psycopg[pool]) bounds connections for threaded workers instead. Health checks (a SELECT 1 on a
+# connection's first use in a request) make a restarted server invisible to the next request.
 DATABASES = {
     "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}",
-        conn_max_age=envint("DB_CONN_MAX_AGE", 0),
-        conn_health_checks=True,
+        _database_url,
+        conn_max_age=envint("DB_CONN_MAX_AGE", 600 if _postgres else 0),
+        conn_health_checks=envbool("DB_CONN_HEALTH_CHECKS", True),
     )
 }
+if _postgres:
+    # A database host that drops packets must not hold a request (or the health check) for
+    # the operating system's connect timeout.
+    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = envint(
+        "DB_CONNECT_TIMEOUT", 5
+    )
+if _postgres and envint("DB_POOL_MAX_SIZE", 0) > 0:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps the connections
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": envint("DB_POOL_MIN_SIZE", 1),
+        "max_size": envint("DB_POOL_MAX_SIZE", 0),
+        "timeout": envint("DB_POOL_TIMEOUT", 10),
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The worker and the web server write the demo database at the same time.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
@@ -157,7 +179,8 @@ _cache_url = os.environ.get("CACHE_URL") or _cache_url_from_broker(
 CACHES = {
     "default": (
         {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Django's, with one redis-py client per pool instead of one per command.
+            "BACKEND": "evalsite.cache.RedisCache",
             "LOCATION": _cache_url,
             "KEY_PREFIX": os.environ.get("CACHE_PREFIX", "evalsite"),
         }
@@ -165,6 +188,15 @@ CACHES = {
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )
 }
+# With a shared cache, sessions are read from Redis: each request of the annotator loop read
+# its session from the database before. cached_db rather than cache: the hot path is the same
+# (reads hit the cache; sessions are written only at sign-in), and the database copy keeps
+# everyone signed in when Redis restarts or evicts keys under memory pressure.
+SESSION_ENGINE = (
+    "django.contrib.sessions.backends.cached_db"
+    if _cache_url
+    else "django.contrib.sessions.backends.db"
+)
 
 # --- Celery ------------------------------------------------------------------------------------
 _broker_dir = VAR_DIR / "broker"
@@ -205,11 +237,23 @@ CELERY_BEAT_SCHEDULE = {
 # A running run whose heartbeat is older than this is considered dead and requeued.
 RUN_HEARTBEAT_TIMEOUT = timedelta(seconds=envint("RUN_HEARTBEAT_TIMEOUT", 300))
 RUN_HEARTBEAT_INTERVAL = float(os.environ.get("RUN_HEARTBEAT_INTERVAL", "15"))
+# Who consumes which queue (generation/workers.py): the health check, the run admins and the
+# --wait commands ask the broker, briefly, and say when nobody has taken a run.
+BROKER_CHECK_TIMEOUT = float(os.environ.get("BROKER_CHECK_TIMEOUT", "2"))
+WORKER_INSPECT_TIMEOUT = float(os.environ.get("WORKER_INSPECT_TIMEOUT", "1"))
+WORKER_CENSUS_CACHE_SECONDS = float(os.environ.get("WORKER_CENSUS_CACHE_SECONDS", "5"))
+WAIT_NO_WORKER_SECONDS = float(os.environ.get("WAIT_NO_WORKER_SECONDS", "5"))
+WAIT_RECHECK_SECONDS = float(os.environ.get("WAIT_RECHECK_SECONDS", "30"))
+WAIT_POLL_SECONDS = float(os.environ.get("WAIT_POLL_SECONDS", "1"))
 
 # --- REST API ----------------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    # Sessions only: HTTP Basic sat outside the sign-in limits and skipped CSRF on writes.
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    # Sessions (CSRF on writes), then personal API tokens (`Authorization: Bearer`, failures
+    # limited per address like sign-ins). HTTP Basic stays off: it sat outside the sign-in limits.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "evalsite.accounts.authentication.BearerTokenAuthentication",
+    ],
     # Staff, and Django's model permissions as the admin applies them (SECURITY.md).
     "DEFAULT_PERMISSION_CLASSES": ["evalsite.permissions.StaffModelPermissions"],
     # Bounded nesting, no lone surrogates: hostile bodies are a 400, never a 500.

@@ -238,6 +238,14 @@ def _statements(request) -> int:
     return sum(1 for q in queries.captured_queries if "SAVEPOINT" not in q["sql"])
 
 
+def _session_and_user() -> int:
+    """Statements a signed-in request spends before the view: the user, and the session unless
+    it is read from the shared cache (settings: cached_db sessions when there is a Redis)."""
+    from django.conf import settings
+
+    return 1 if settings.SESSION_ENGINE.endswith("cached_db") else 2
+
+
 def test_the_annotator_loop_keeps_its_statement_counts(study, annotator):
     # The load path (README, "Studies and annotators"), after the session and the user:
     # next-pair reads the state, claims a pair with its texts and inserts the lease; a reload
@@ -250,7 +258,21 @@ def test_the_annotator_loop_keeps_its_statement_counts(study, annotator):
         nonlocal token
         token = _next(client, study).json()["token"]
 
-    assert _statements(take) == 2 + 3
-    assert _statements(lambda: _next(client, study)) == 2 + 3
+    before = _session_and_user()
+    assert _statements(take) == before + 3
+    assert _statements(lambda: _next(client, study)) == before + 3
     vote = lambda: _vote(client, token, {"choice": "left"})  # noqa: E731
-    assert _statements(vote) == 2 + (2 if _postgres() else 4)
+    assert _statements(vote) == before + (2 if _postgres() else 4)
+
+
+def test_a_signed_in_request_reads_its_session_from_the_cache_not_the_database(study, annotator):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    if _session_and_user() != 1:
+        pytest.skip("needs a Redis cache: set CACHE_URL or a Redis CELERY_BROKER_URL")
+    client = logged_in(annotator)
+    _next(client, study)
+    with CaptureQueriesContext(connection) as queries:
+        assert _next(client, study).status_code == 200
+    assert not any("django_session" in q["sql"] for q in queries.captured_queries)
