@@ -64,14 +64,15 @@ def read_limited(path: str | os.PathLike, limit: int) -> bytes:
 
 
 def decode(data: bytes, filename: str, *, limit: int | None = None) -> str:
+    """UTF-8 text (a byte-order mark is dropped); an undecodable byte is reported by line."""
     if limit is not None and len(data) > limit:
         raise ImportFormatError(filename, TOO_LARGE.format(size=len(data), limit=limit))
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ImportFormatError(
-            filename, NOT_UTF8.format(detail=f"bad byte at offset {exc.start}")
-        ) from None
+        line = data.count(b"\n", 0, exc.start) + 1
+        detail = f"bad byte 0x{data[exc.start]:02x}; save the file as UTF-8"
+        raise ImportFormatError(filename, NOT_UTF8.format(detail=detail), line=line) from None
 
 
 def parse_prompt_file(

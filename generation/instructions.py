@@ -23,10 +23,9 @@ from pathlib import Path
 
 from .importers import (
     NOT_AN_OBJECT,
-    NOT_UTF8,
-    TOO_LARGE,
     UNKNOWN_EXTENSION,
     ImportFormatError,
+    decode,
     json_records,
 )
 
@@ -55,18 +54,6 @@ class ParsedExample:
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.instruction, self.input, self.output)
-
-
-def decode(data: bytes, filename: str, *, limit: int | None = None) -> str:
-    """UTF-8 text (a byte-order mark is dropped); an undecodable byte is reported by line."""
-    if limit is not None and len(data) > limit:
-        raise ImportFormatError(filename, TOO_LARGE.format(size=len(data), limit=limit))
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        detail = f"bad byte 0x{data[exc.start]:02x}; save the file as UTF-8"
-        raise ImportFormatError(filename, NOT_UTF8.format(detail=detail), line=line) from None
 
 
 def parse_instruction_file(

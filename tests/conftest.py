@@ -105,6 +105,28 @@ def tiny_model_dir_seed1(_model_storage) -> Path:
 
 
 @pytest.fixture
+def prompt_set(db):
+    """fixtures/prompts_ja.jsonl (100 questions) as the prompt set "fixture"."""
+    from generation.registry import prompt_set_import
+
+    return prompt_set_import(
+        name="fixture", data=(FIXTURES / "prompts_ja.jsonl").read_bytes(), filename="p.jsonl"
+    )
+
+
+@pytest.fixture
+def fixture_dataset(db):
+    """fixtures/instructions_ja.jsonl as the instruction data set "instructions-ja"."""
+    from generation.training.data import instruction_dataset_import
+
+    return instruction_dataset_import(
+        name="instructions-ja",
+        data=(FIXTURES / "instructions_ja.jsonl").read_bytes(),
+        filename="instructions_ja.jsonl",
+    )
+
+
+@pytest.fixture
 def admin_user(django_user_model):
     return django_user_model.objects.create_superuser("admin", "admin@example.com", "admin-pass")
 

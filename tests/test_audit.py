@@ -15,11 +15,10 @@ from evalsite.accounts.models import AuditEntry
 from evalsite.accounts.services import api_token_create
 from generation.importers import ParsedQuestion
 from generation.models import FineTuneRun, GenerationRun
-from generation.registry import language_model_register, prompt_set_create, prompt_set_import
+from generation.registry import language_model_register, prompt_set_create
 from generation.runs import generation_run_create, generation_run_create_imported
-from generation.training.data import instruction_dataset_import
 from generation.training.finetune import finetune_run_create
-from tests.conftest import FIXTURES, logged_in
+from tests.conftest import logged_in
 
 pytestmark = pytest.mark.django_db
 
@@ -61,24 +60,8 @@ def bearer(raw: str) -> dict:
 
 
 @pytest.fixture
-def prompt_set():
-    return prompt_set_import(
-        name="fixture", data=(FIXTURES / "prompts_ja.jsonl").read_bytes(), filename="p.jsonl"
-    )
-
-
-@pytest.fixture
 def model():
     return language_model_register(name="tiny", name_or_path="tiny-0")
-
-
-@pytest.fixture
-def dataset():
-    return instruction_dataset_import(
-        name="instructions-ja",
-        data=(FIXTURES / "instructions_ja.jsonl").read_bytes(),
-        filename="instructions_ja.jsonl",
-    )
 
 
 # --- generation runs ---------------------------------------------------------------------------
@@ -172,10 +155,14 @@ def test_a_refused_run_leaves_no_entry(client, staff_user, model, prompt_set):
 
 
 def test_fine_tune_start_cancel_and_resume_through_the_api_are_recorded(
-    client, staff_user, model, dataset, django_capture_on_commit_callbacks
+    client, staff_user, model, fixture_dataset, django_capture_on_commit_callbacks
 ):
     token, raw = api_token_create(user=staff_user, name="ci")
-    payload = {"base_model": model.pk, "datasets": [{"dataset": dataset.pk}], "max_steps": 5}
+    payload = {
+        "base_model": model.pk,
+        "datasets": [{"dataset": fixture_dataset.pk}],
+        "max_steps": 5,
+    }
     with django_capture_on_commit_callbacks(execute=False):
         created = client.post(
             "/api/finetune-runs/", payload, content_type="application/json", **bearer(raw)
@@ -196,8 +183,10 @@ def test_fine_tune_start_cancel_and_resume_through_the_api_are_recorded(
     assert len(entries(Action.FINETUNE_RUN_RESUME, run)) == 1
 
 
-def test_the_admins_fine_tune_cancel_and_resume_actions_are_recorded(admin_user, model, dataset):
-    run = finetune_run_create(base_model=model, datasets=[(dataset, None)], enqueue=False)
+def test_the_admins_fine_tune_cancel_and_resume_actions_are_recorded(
+    admin_user, model, fixture_dataset
+):
+    run = finetune_run_create(base_model=model, datasets=[(fixture_dataset, None)], enqueue=False)
     assert [e.user for e in entries(Action.FINETUNE_RUN_START, run)] == [None]  # no user given
     client = logged_in(admin_user)
     url = "/admin/generation/finetunerun/"

@@ -70,16 +70,6 @@ def quiet_heartbeat(settings):
 
 
 @pytest.fixture
-def fixture_dataset():
-    """fixtures/instructions_ja.jsonl as the data set "instructions-ja"."""
-    return instruction_dataset_import(
-        name="instructions-ja",
-        data=(FIXTURES / "instructions_ja.jsonl").read_bytes(),
-        filename="instructions_ja.jsonl",
-    )
-
-
-@pytest.fixture
 def base():
     # Never loaded: the tests that only create runs use it; tests that train use the tiny model.
     return language_model_register(name="base", name_or_path="tiny-0")

@@ -7,18 +7,10 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from generation.models import GenerationRun, PromptSet
-from generation.registry import language_model_register, prompt_set_import
+from generation.registry import language_model_register
 from generation.runs import generation_run_create
-from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def prompt_set():
-    return prompt_set_import(
-        name="fixture", data=(FIXTURES / "prompts_ja.jsonl").read_bytes(), filename="p.jsonl"
-    )
 
 
 def test_an_admin_imports_a_prompt_set_from_the_upload_page(client, admin_user):

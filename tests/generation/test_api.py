@@ -7,20 +7,12 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from generation.errors import ServiceError
 from generation.models import GenerationRun, LanguageModel, PromptSet
-from generation.registry import REMOTE_CODE_SUPERUSER, language_model_register, prompt_set_import
+from generation.registry import REMOTE_CODE_SUPERUSER, language_model_register
 from generation.runs import generation_run_create, generation_run_create_imported
-from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.django_db
 
 ENDPOINTS = ["/api/prompt-sets/", "/api/questions/", "/api/models/", "/api/runs/"]
-
-
-@pytest.fixture
-def prompt_set():
-    return prompt_set_import(
-        name="fixture", data=(FIXTURES / "prompts_ja.jsonl").read_bytes(), filename="p.jsonl"
-    )
 
 
 @pytest.fixture

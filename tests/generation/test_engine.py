@@ -213,35 +213,34 @@ def test_a_tokenizer_without_a_pad_token_pads_with_the_end_token(tiny, tiny_mode
     assert answers == generate_answers(model, reference, questions, fmt=LINE_SFT, params=params)
 
 
-def test_on_batch_is_called_once_per_batch_with_that_batchs_answers(tiny):
+def _batched(tiny, questions, *, max_new_tokens: int, batch_size: int, stop_after=None):
+    """Generate ``questions`` in batches (asking to stop once ``stop_after`` batches are done);
+    returns the answers and the batches on_batch saw."""
     model, tokenizer = tiny
     batches: list[list[Generated]] = []
     answers = generate_answers(
         model,
         tokenizer,
-        _questions(10),
+        questions,
         fmt=LINE_SFT,
-        params={"max_new_tokens": 8},
-        batch_size=4,
+        params={"max_new_tokens": max_new_tokens},
+        batch_size=batch_size,
         on_batch=batches.append,
+        should_stop=None if stop_after is None else lambda: len(batches) >= stop_after,
     )
+    return answers, batches
+
+
+def test_on_batch_is_called_once_per_batch_with_that_batchs_answers(tiny):
+    answers, batches = _batched(tiny, _questions(10), max_new_tokens=8, batch_size=4)
     assert [len(batch) for batch in batches] == [4, 4, 2]
     assert sorted(g.key for batch in batches for g in batch) == sorted(g.key for g in answers)
 
 
 def test_longest_prompts_are_generated_first(tiny):
-    model, tokenizer = tiny
+    _, tokenizer = tiny
     questions = _questions(12)
-    batches: list[list[Generated]] = []
-    generate_answers(
-        model,
-        tokenizer,
-        questions,
-        fmt=LINE_SFT,
-        params={"max_new_tokens": 2},
-        batch_size=3,
-        on_batch=batches.append,
-    )
+    _, batches = _batched(tiny, questions, max_new_tokens=2, batch_size=3)
     length = {
         q.key: len(encode_prompt(tokenizer, format_prompt(LINE_SFT, q.question), LINE_SFT))
         for q in questions
@@ -260,18 +259,7 @@ def test_answers_come_back_in_the_order_of_the_prompts(tiny):
 
 
 def test_should_stop_ends_generation_before_the_next_batch(tiny):
-    model, tokenizer = tiny
-    batches: list[list[Generated]] = []
-    answers = generate_answers(
-        model,
-        tokenizer,
-        _questions(10),
-        fmt=LINE_SFT,
-        params={"max_new_tokens": 4},
-        batch_size=4,
-        on_batch=batches.append,
-        should_stop=lambda: len(batches) >= 1,
-    )
+    answers, batches = _batched(tiny, _questions(10), max_new_tokens=4, batch_size=4, stop_after=1)
     assert len(batches) == 1
     assert answers == sorted(batches[0], key=lambda g: g.key)
 
