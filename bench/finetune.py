@@ -34,7 +34,7 @@ WARMUP_STEPS = 3
 
 
 def _examples():
-    from generation.engine.train import Example
+    from generation.engine.examples import Example
 
     path = REPO / "fixtures" / "instructions_ja.jsonl"
     with path.open(encoding="utf-8") as handle:

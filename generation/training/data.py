@@ -120,7 +120,7 @@ def instruction_dataset_token_stats(
 def _token_stats(examples: Sequence[ParsedExample], model: LanguageModel) -> dict:
     """Token lengths of the prompt, the answer (end token included) and the whole example,
     rendered in the model's prompt format exactly as a fine-tune run renders them."""
-    from ..engine.train import IGNORE_INDEX, Example, render_example
+    from ..engine.examples import IGNORE_INDEX, Example, render_example
 
     try:
         tokenizer = language_model_tokenizer(model=model)

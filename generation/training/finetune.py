@@ -70,7 +70,8 @@ def finetune_run_create(
     Unset hyper-parameters take the model fields' defaults; the learning rate defaults to
     ``FULL_LEARNING_RATE`` for full fine-tuning.
     """
-    from ..engine.train import held_out_count, steps_for
+    from ..engine.examples import held_out_count
+    from ..engine.train import steps_for
 
     if method not in FineTuneRun.Method.values:
         raise ServiceError(UNKNOWN_METHOD.format(method=method))
@@ -150,7 +151,7 @@ def finetune_run_examples(run: FineTuneRun) -> list:
     """The run's training mix: each data set's rows (in position order), or ``rows`` of them
     sampled with the run's seed. The same run always gets the same examples in the same order,
     which is what lets a resumed run continue from its checkpoint's place in the data."""
-    from ..engine.train import Example
+    from ..engine.examples import Example
 
     rng = random.Random(run.seed)
     examples = []

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
+from generation.engine.examples import Example
 from generation.engine.loading import load_tokenizer
-from generation.engine.train import Example
 from generation.models import InstructionDataset, LanguageModel
 from generation.registry import language_model_register, storage_relative
 from generation.training.data import instruction_dataset_import

@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
+from generation.engine.examples import Example
 from generation.engine.generate import Prompt, generate_answers
 from generation.engine.loading import load_model, load_tokenizer
 from generation.engine.train import (
-    Example,
     TrainConfig,
     last_checkpoint,
     merge_adapter,

@@ -5,18 +5,20 @@ from __future__ import annotations
 import pytest
 
 from generation import prompts
-from generation.engine.generate import encode_prompt
-from generation.engine.loading import load_tokenizer
-from generation.engine.train import (
+from generation.engine.examples import (
     IGNORE_INDEX,
     AnswerOnlyCollator,
     Example,
-    TrainConfig,
     held_out_count,
-    lora_target_modules,
-    qlora_unavailable,
     render_example,
     split_examples,
+)
+from generation.engine.generate import encode_prompt
+from generation.engine.loading import load_tokenizer
+from generation.engine.train import (
+    TrainConfig,
+    lora_target_modules,
+    qlora_unavailable,
     steps_for,
 )
 from tests.generation.conftest import fixture_examples
