@@ -35,7 +35,8 @@ def client_address(request: HttpRequest) -> str:
     return BaseThrottle().get_ident(request) or "unknown"
 
 
-def _key(kind: str, value: str) -> str:
+def failure_key(kind: str, value: str) -> str:
+    """The cache key counting failed attempts of one ``kind`` (user, address...) for ``value``."""
     digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
     return f"login-failures:{kind}:{digest}"
 
@@ -44,9 +45,9 @@ def _keys(request: HttpRequest) -> list[tuple[str, int, str]]:
     """(cache key, limit, message) for each counter a sign-in attempt falls under."""
     username = normalized_username(request.POST.get("username", ""))
     return [
-        (_key("user", username), settings.LOGIN_FAILURE_LIMIT, TOO_MANY_ATTEMPTS),
+        (failure_key("user", username), settings.LOGIN_FAILURE_LIMIT, TOO_MANY_ATTEMPTS),
         (
-            _key("address", client_address(request)),
+            failure_key("address", client_address(request)),
             settings.LOGIN_ADDRESS_FAILURE_LIMIT,
             TOO_MANY_FROM_ADDRESS,
         ),
@@ -84,7 +85,7 @@ class ThrottledLoginView(LoginView):
     def form_valid(self, form):
         # A success clears the user's counter, not the address's: one good password must not
         # reset a spray across many usernames from the same place.
-        cache.delete(_key("user", normalized_username(form.get_user().get_username())))
+        cache.delete(failure_key("user", normalized_username(form.get_user().get_username())))
         return super().form_valid(form)
 
 

@@ -9,15 +9,13 @@ and once over the limit that address is refused, right token or not, until the w
 
 from __future__ import annotations
 
-import hashlib
-
 from django.conf import settings
 from django.core.cache import cache
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
-from evalsite.auth import client_address, failure_record
+from evalsite.auth import client_address, failure_key, failure_record
 
 from .services import api_token_check
 
@@ -38,11 +36,6 @@ class TokenRejected(exceptions.APIException):
     auth_header = 'Bearer realm="api", error="invalid_token"'
 
 
-def failure_key(address: str) -> str:
-    digest = hashlib.sha256(address.encode("utf-8", "surrogatepass")).hexdigest()
-    return f"token-failures:address:{digest}"
-
-
 class BearerTokenAuthentication(BaseAuthentication):
     keyword = b"bearer"
 
@@ -50,7 +43,7 @@ class BearerTokenAuthentication(BaseAuthentication):
         header = get_authorization_header(request).split()
         if not header or header[0].lower() != self.keyword:
             return None  # not ours (no header, or another scheme)
-        key = failure_key(client_address(request))
+        key = failure_key("token-address", client_address(request))
         if cache.get(key, 0) >= settings.LOGIN_ADDRESS_FAILURE_LIMIT:
             minutes = max(1, settings.LOGIN_FAILURE_WINDOW // 60)
             raise exceptions.Throttled(
