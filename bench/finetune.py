@@ -48,6 +48,8 @@ def child(method: str, model_dir: str, steps: int, batch_size: int, max_length: 
     from transformers import TrainerCallback
 
     from generation.engine.loading import load_tokenizer
+    from generation.engine.presets import PRESETS
+    from generation.engine.render import template_from
     from generation.engine.train import TrainConfig, train
 
     class Stopwatch(TrainerCallback):
@@ -81,7 +83,7 @@ def child(method: str, model_dir: str, steps: int, batch_size: int, max_length: 
             model_path=model_dir,
             tokenizer=tokenizer,
             examples=examples,
-            fmt="line_sft",
+            template=template_from("line_sft", 1, PRESETS["line_sft"]),
             config=config,
             checkpoint_dir=Path(scratch) / "checkpoints",
             output_dir=Path(scratch) / "out",

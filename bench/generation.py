@@ -1,21 +1,35 @@
-"""Batched versus one-at-a-time generation on the tiny model (or any model directory).
+"""Batched versus one-at-a-time generation on the tiny model (or any model directory), and
+generation through an OpenAI-compatible server (``transformers serve``) beside it.
 
 Generates a fixed number of new tokens (end token held back) for each question of the fixture
 prompt set, greedily, once one prompt at a time and once with the engine's batching, on the same
 thread count; prints tokens per second for both and whether the token ids are identical.
 
+Then (unless ``--no-endpoint``) it starts ``transformers serve`` on the same model (offline, same
+thread count) and asks it for the same questions through the app's endpoint client at
+concurrency 1 and 8, greedy, answers ending at the end token (a server takes no
+min_new_tokens); beside it the engine's batched generation of the same answers in this process
+(the tokenizer's chat template, which is what the server renders with). It prints tokens per
+second of each, the ratios, and how many greedy answers agree between server and worker.
+
     .venv/bin/python bench/generation.py [--model DIR] [--batch-size 16] [--threads 1]
 
-The last line reads ``batched/sequential tokens per second: N.Nx, greedy outputs identical: yes``.
+The endpoint line reads ``endpoint/in-worker batched tokens per second: concurrency 1 N.NNx,
+concurrency 8 N.NNx, greedy outputs agreeing: K/N``; the last line reads
+``batched/sequential tokens per second: N.Nx, greedy outputs identical: yes``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,10 +39,15 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
+from generation.engine import render  # noqa: E402
+from generation.engine.endpoint import Conversation, Endpoint, ask  # noqa: E402
 from generation.engine.generate import Generated, Prompt, generate_answers  # noqa: E402
 from generation.engine.loading import load_model, load_tokenizer  # noqa: E402
+from generation.engine.presets import PRESETS  # noqa: E402
 from generation.engine.tiny import build_tiny_model  # noqa: E402
-from generation.prompts import LINE_SFT  # noqa: E402
+
+LINE_SFT = render.template_from("line_sft", 1, {**PRESETS["line_sft"], "stop_strings": ()})
+CHAT_TEMPLATE = render.template_from("chat_template", 1, PRESETS["chat_template"])
 
 PROMPTS = REPO / "fixtures" / "prompts_ja.jsonl"
 
@@ -36,15 +55,95 @@ PROMPTS = REPO / "fixtures" / "prompts_ja.jsonl"
 def _prompts(limit: int) -> list[Prompt]:
     with PROMPTS.open(encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle if line.strip()]
-    return [Prompt(key=row["question_id"], question=row["text"]) for row in rows[:limit]]
+    return [Prompt.single(row["question_id"], row["text"]) for row in rows[:limit]]
 
 
-def _timed(model, tokenizer, prompts, *, params, batch_size) -> tuple[list[Generated], float]:
+def _timed(
+    model, tokenizer, prompts, *, params, batch_size, template=LINE_SFT
+) -> tuple[list[Generated], float]:
     started = time.perf_counter()
     answers = generate_answers(
-        model, tokenizer, prompts, fmt=LINE_SFT, params=params, batch_size=batch_size
+        model, tokenizer, prompts, template=template, params=params, batch_size=batch_size
     )
     return answers, time.perf_counter() - started
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _serve(model_dir: Path, threads: int, log_path: Path) -> tuple[subprocess.Popen, str]:
+    """``transformers serve`` pinned to the model directory, offline; returns (process, url)."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
+    }
+    cli = Path(sys.executable).with_name("transformers")
+    command = [str(cli), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port)]
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [*command, "--device", "cpu"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}/v1"
+    while True:
+        if process.poll() is not None:
+            raise SystemExit(f"transformers serve exited: {log_path.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/models", timeout=2):
+                return process, url
+        except OSError:
+            time.sleep(0.5)
+
+
+def _endpoint_bench(model, tokenizer, model_dir: Path, prompts, args, scratch: str) -> None:
+    params = {"max_new_tokens": args.new_tokens}
+    conversations = [
+        Conversation(key=p.key, user_turns=(p.messages[-1]["content"],)) for p in prompts
+    ]
+    local, local_seconds = _timed(
+        model, tokenizer, prompts, params=params, batch_size=args.batch_size, template=CHAT_TEMPLATE
+    )
+    local_rate = sum(g.new_tokens for g in local) / local_seconds
+    process, url = _serve(model_dir, args.threads, Path(scratch) / "serve.log")
+    try:
+        rates, served = {}, {}
+        # One short warm-up request so neither concurrency pays for the server's first call.
+        warm = Endpoint(url=url, model=str(model_dir), concurrency=1)
+        warm_params = {"max_new_tokens": 2}
+        ask(warm, CHAT_TEMPLATE, conversations[:1], params=warm_params, on_reply=lambda r: None)
+        for concurrency in (1, 8):
+            replies = []
+            endpoint = Endpoint(url=url, model=str(model_dir), concurrency=concurrency)
+            started = time.perf_counter()
+            ask(endpoint, CHAT_TEMPLATE, conversations, params=params, on_reply=replies.append)
+            seconds = time.perf_counter() - started
+            tokens = sum(r.completion_tokens for r in replies)
+            rates[concurrency], served[concurrency] = tokens / seconds, replies
+            print(
+                f"endpoint (transformers serve, concurrency {concurrency}): {tokens} tokens in "
+                f"{seconds:.2f}s, {tokens / seconds:.0f}/s"
+            )
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    tokens = sum(g.new_tokens for g in local)
+    print(
+        f"in-worker batched (batch size {args.batch_size}, chat template): {tokens} tokens in "
+        f"{local_seconds:.2f}s, {local_rate:.0f}/s"
+    )
+    by_key = {r.key: r.text for r in served[8]}
+    agreeing = sum(by_key.get(g.key) == g.text for g in local)
+    same_across = sum(a.text == by_key.get(a.key) for a in served[1])
+    print(
+        f"endpoint/in-worker batched tokens per second: concurrency 1 {rates[1] / local_rate:.2f}x,"
+        f" concurrency 8 {rates[8] / local_rate:.2f}x, greedy outputs agreeing: "
+        f"{agreeing}/{len(local)} (concurrency 1 vs 8: {same_across}/{len(local)})"
+    )
 
 
 def main() -> None:
@@ -54,6 +153,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads for both sides")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--prompts", type=int, default=100)
+    parser.add_argument(
+        "--no-endpoint", action="store_true", help="skip generation through transformers serve"
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -71,12 +173,16 @@ def main() -> None:
             f"greedy, torch threads {torch.get_num_threads()}"
         )
         # One short warm-up so neither side pays for first-call setup.
-        generate_answers(model, tokenizer, prompts[:2], fmt=LINE_SFT, params={"max_new_tokens": 2})
+        generate_answers(
+            model, tokenizer, prompts[:2], template=LINE_SFT, params={"max_new_tokens": 2}
+        )
 
         one, one_seconds = _timed(model, tokenizer, prompts, params=params, batch_size=1)
         many, many_seconds = _timed(
             model, tokenizer, prompts, params=params, batch_size=args.batch_size
         )
+        if not args.no_endpoint:
+            _endpoint_bench(model, tokenizer, Path(model_dir), prompts, args, scratch)
 
     one_tokens = sum(g.new_tokens for g in one)
     many_tokens = sum(g.new_tokens for g in many)

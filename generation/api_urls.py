@@ -1,13 +1,15 @@
 from rest_framework.routers import DefaultRouter
 
-from . import apis
+from . import api
 
 router = DefaultRouter()
-router.register("prompt-sets", apis.PromptSetViewSet)
-router.register("questions", apis.QuestionViewSet)
-router.register("models", apis.LanguageModelViewSet)
-router.register("runs", apis.GenerationRunViewSet)
-router.register("instruction-datasets", apis.InstructionDatasetViewSet)
-router.register("finetune-runs", apis.FineTuneRunViewSet)
+router.register("prompt-sets", api.PromptSetViewSet)
+router.register("questions", api.QuestionViewSet)
+router.register("models", api.LanguageModelViewSet)
+router.register("prompt-templates", api.PromptTemplateViewSet)
+router.register("runs", api.GenerationRunViewSet)
+router.register("answers", api.AnswerViewSet)
+router.register("instruction-datasets", api.InstructionDatasetViewSet)
+router.register("finetune-runs", api.FineTuneRunViewSet)
 
 urlpatterns = router.urls

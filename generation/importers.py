@@ -1,4 +1,4 @@
-"""Parsing prompt-set files (plain module, no Django).
+"""Parsing prompt-set files and answer files (plain module, no Django).
 
 Everything is parsed and checked before anything is written, so a caller can import atomically.
 Every problem raises ``ImportFormatError`` naming the file, the line and what is wrong.
@@ -22,8 +22,8 @@ EMPTY_QUESTION = "the question is empty"
 BAD_JSON = jsonsafe.BAD_JSON
 NOT_AN_OBJECT = "expected a JSON object, got {kind}"
 NO_TEXT_FIELD = "no question text: expected one of 'text', 'question', 'input' or 'turns'"
-MULTI_TURN = "multi-turn record ({n} turns); only single-turn questions are supported for now"
-TURNS_NOT_LIST = "'turns' must be a list of strings"
+TURNS_NOT_LIST = "'turns' must be a non-empty list of strings"
+EMPTY_TURN = "turn {n} is empty"
 DUPLICATE_ID = "question_id {qid!r} already appeared on line {first}"
 NOT_TEXT = "field {field!r} must be a string, got {kind}"
 TOO_LARGE = "is {size} bytes, over the {limit}-byte limit"
@@ -49,6 +49,8 @@ class ParsedQuestion:
     text: str
     category: str = ""
     external_id: str = ""
+    # Later user turns (FastChat / MT-Bench ``turns`` after the first).
+    follow_ups: tuple[str, ...] = ()
 
 
 def read_limited(path: str | os.PathLike, limit: int) -> bytes:
@@ -137,13 +139,15 @@ def _question_from_record(record: object, filename: str, line: int) -> ParsedQue
         raise ImportFormatError(
             filename, NOT_AN_OBJECT.format(kind=type(record).__name__), line=line
         )
+    follow_ups: tuple[str, ...] = ()
     if "turns" in record:
         turns = record["turns"]
-        if not isinstance(turns, list) or not all(isinstance(t, str) for t in turns):
+        if not isinstance(turns, list) or not turns or not all(isinstance(t, str) for t in turns):
             raise ImportFormatError(filename, TURNS_NOT_LIST, line=line)
-        if len(turns) != 1:
-            raise ImportFormatError(filename, MULTI_TURN.format(n=len(turns)), line=line)
-        question = turns[0]
+        for n, turn in enumerate(turns[1:], start=2):
+            if not turn.strip():
+                raise ImportFormatError(filename, EMPTY_TURN.format(n=n), line=line)
+        question, follow_ups = turns[0], tuple(t.strip() for t in turns[1:])
     else:
         field = next((f for f in TEXT_FIELDS if f in record), None)
         if field is None:
@@ -167,6 +171,7 @@ def _question_from_record(record: object, filename: str, line: int) -> ParsedQue
         text=question,
         category=category.strip(),
         external_id="" if qid is None else str(qid).strip(),
+        follow_ups=follow_ups,
     )
 
 
@@ -180,3 +185,70 @@ def _check_unique_ids(questions: list[ParsedQuestion], filename: str) -> None:
                 filename, DUPLICATE_ID.format(qid=q.external_id, first=seen[q.external_id]), q.line
             )
         seen[q.external_id] = q.line
+
+
+# --- answers made elsewhere (FastChat ``model_answer`` JSONL) ----------------------------------
+
+NO_ANSWERS = "holds no answers"
+ANSWERS_EXTENSION = "has an unknown extension {ext!r}: use .jsonl or .json"
+NO_QUESTION_ID = "no 'question_id'"
+BAD_QUESTION_ID = "'question_id' must be a string or an integer, got {kind}"
+BAD_MODEL_ID = "'model_id' must be a non-empty string of at most {limit} characters"
+NO_CHOICES = "no answer: expected 'choices' (a non-empty list) whose first has 'turns'"
+CHOICE_TURNS = "'choices[0].turns' must be a non-empty list of strings"
+DUPLICATE_ANSWER = (
+    "a second answer of {model!r} to question_id {qid!r} (the first is on line {first})"
+)
+MODEL_ID_LIMIT = 200  # LanguageModel.name
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    line: int
+    question_id: str
+    model_id: str  # blank when the record has none
+    turns: tuple[str, ...]  # the reply to each user turn, in order
+
+
+def parse_answer_file(
+    data: bytes, filename: str, *, limit: int | None = None
+) -> list[ParsedAnswer]:
+    """Answers in FastChat's ``model_answer`` shape (``question_id``, ``model_id``,
+    ``choices[0].turns``), one JSON object a line (or a JSON array), in file order."""
+    text = decode(data, filename, limit=limit)
+    ext = Path(filename).suffix.lower()
+    if ext not in (".jsonl", ".ndjson", ".json"):
+        raise ImportFormatError(filename, ANSWERS_EXTENSION.format(ext=ext))
+    records = json_records(text, filename, array=ext == ".json", what="answer")
+    answers = [_answer_from_record(r, filename, line) for line, r in records]
+    if not answers:
+        raise ImportFormatError(filename, NO_ANSWERS)
+    return answers
+
+
+def _answer_from_record(record: object, filename: str, line: int) -> ParsedAnswer:
+    def refuse(problem: str):
+        return ImportFormatError(filename, problem, line=line)
+
+    if not isinstance(record, dict):
+        raise refuse(NOT_AN_OBJECT.format(kind=type(record).__name__))
+    qid = record.get("question_id")
+    if qid is None:
+        raise refuse(NO_QUESTION_ID)
+    if isinstance(qid, bool) or not isinstance(qid, str | int) or not str(qid).strip():
+        raise refuse(BAD_QUESTION_ID.format(kind=type(qid).__name__))
+    model_id = record.get("model_id", "")
+    if not isinstance(model_id, str) or len(model_id.strip()) > MODEL_ID_LIMIT:
+        raise refuse(BAD_MODEL_ID.format(limit=MODEL_ID_LIMIT))
+    choices = record.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise refuse(NO_CHOICES)
+    turns = choices[0].get("turns")
+    if not isinstance(turns, list) or not turns or not all(isinstance(t, str) for t in turns):
+        raise refuse(CHOICE_TURNS)
+    return ParsedAnswer(
+        line=line,
+        question_id=str(qid).strip(),
+        model_id=model_id.strip(),
+        turns=tuple(t.strip() for t in turns),
+    )

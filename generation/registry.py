@@ -3,30 +3,44 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from . import prompts
+from .aliases import aliases_clean
 from .errors import ServiceError
 from .importers import ParsedQuestion, parse_prompt_file
 from .models import LanguageModel, PromptSet, Question
+from .models.language_models import validate_endpoint_url
 from .params import context_check, generation_params_check
+from .templates import template_name_check
 
 NAME_TAKEN = "a prompt set named {name!r} already exists (use replace to overwrite it)"
 SET_HAS_ANSWERS = (
     "prompt set {name!r} already has answers and is read-only; import under a new name"
 )
 MODEL_NAME_TAKEN = "a model named {name!r} already exists"
-BAD_FORMAT = "unknown prompt format {fmt!r}; expected one of: " + ", ".join(prompts.FORMATS)
 REMOTE_CODE_SUPERUSER = "only a superuser can turn on trust_remote_code"
 REMOTE_CODE_CHANGE = (
     "model {name!r} runs code from its repository (trust_remote_code); only a superuser may "
     "change what the worker loads for it ({fields})"
 )
 ADAPTER_NEEDS_BASE = "an adapter needs a base model"
+ENDPOINT_OR_WEIGHTS = (
+    "a model is either weights (name_or_path) or a served endpoint (endpoint_url), not both"
+)
+ENDPOINT_MODEL_NEEDED = "a served model needs endpoint_model: the model id the endpoint serves"
+ENDPOINT_NO_REMOTE_CODE = "a served model loads nothing in the worker; trust_remote_code stays off"
+BAD_ENV_NAME = "api_key_env must name an environment variable (such as OPENAI_API_KEY): {value!r}"
+API_KEY_SUPERUSER = (
+    "only a superuser may choose which environment variable is sent to an endpoint as its API "
+    "key, or where a model that sends one points ({fields})"
+)
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 BAD_PATH = "{field}: {problem}"
 
 # What staff may set on a model (the API's serializer and the admin's form both list these).
@@ -35,14 +49,26 @@ LANGUAGE_MODEL_FIELDS = [
     "name_or_path",
     "revision",
     "maker",
+    "display_label",
+    "aliases",
+    "maker_aliases",
     "prompt_format",
     "generation_defaults",
     "base_model",
     "adapter_path",
     "trust_remote_code",
+    "endpoint_url",
+    "endpoint_model",
+    "api_key_env",
+    "endpoint_concurrency",
+    "endpoint_requests_per_minute",
 ]
-# What a worker loads (and, with trust_remote_code, runs) for a model.
+# What a worker loads (and, with trust_remote_code, runs) for a model. A served model loads
+# nothing: its endpoint fields are guarded by ``API_KEY_GUARDED`` instead.
 WORKER_LOADED = ("name_or_path", "revision", "adapter_path", "base_model")
+# The API key (the value of the variable ``api_key_env`` names) goes wherever endpoint_url
+# points: only a superuser may change either on a model that sends a key.
+API_KEY_GUARDED = ("api_key_env", "endpoint_url")
 
 
 # --- prompt sets -------------------------------------------------------------------------------
@@ -71,6 +97,7 @@ def prompt_set_create(
             prompt_set=prompt_set,
             position=position,
             text=q.text,
+            follow_ups=list(q.follow_ups),
             category=q.category,
             external_id=q.external_id,
         )
@@ -99,26 +126,36 @@ def prompt_set_import(
 def language_model_register(
     *,
     name: str,
-    name_or_path: str,
-    prompt_format: str = prompts.LINE_SFT,
+    name_or_path: str = "",
+    prompt_format: str = "line_sft",
     revision: str = "",
     maker: str = "",
+    display_label: str = "",
+    aliases: list[str] | None = None,
+    maker_aliases: list[str] | None = None,
     generation_defaults: dict | None = None,
     trust_remote_code: bool = False,
     base_model: LanguageModel | None = None,
     adapter_path: str = "",
     user=None,
+    **endpoint,
 ) -> LanguageModel:
-    """Register a model. ``user`` is who asks (None: the system itself, such as a finished
-    fine-tune or a command run by an operator)."""
+    """Register a model: weights (``name_or_path``) or a served model (``endpoint_url``,
+    ``endpoint_model``, ``api_key_env``, ``endpoint_concurrency``,
+    ``endpoint_requests_per_minute`` in ``endpoint``). ``user`` is who asks (None: the system
+    itself, such as a finished fine-tune or a command run by an operator)."""
     fields = language_model_changes_check(
         model=LanguageModel(),
         changes={
+            **endpoint,
             "name": name,
             "name_or_path": name_or_path,
             "prompt_format": prompt_format,
             "revision": revision,
             "maker": maker,
+            "display_label": display_label,
+            "aliases": aliases or [],
+            "maker_aliases": maker_aliases or [],
             "generation_defaults": generation_defaults or {},
             "trust_remote_code": trust_remote_code,
             "base_model": base_model,
@@ -152,11 +189,18 @@ def language_model_changes_check(*, model: LanguageModel, changes: dict, user=No
         raise ServiceError(REMOTE_CODE_CHANGE.format(name=model.name, fields=", ".join(loaded)))
     if loaded and not (changes.get("trust_remote_code") and _superuser(user)):
         changes["trust_remote_code"] = False
-    if "prompt_format" in changes and changes["prompt_format"] not in prompts.FORMATS:
-        raise ServiceError(BAD_FORMAT.format(fmt=changes["prompt_format"]))
+    if "prompt_format" in changes:
+        template_name_check(changes["prompt_format"])
+    _endpoint_check(model, changes, user)
     for field in ("name_or_path", "adapter_path"):
         if field in changes:
             changes[field] = _confined(field, changes[field])
+    for field in ("aliases", "maker_aliases"):
+        if field in changes:
+            try:
+                changes[field] = aliases_clean(field, changes[field])
+            except ValueError as exc:
+                raise ServiceError(str(exc)) from None
     if "generation_defaults" in changes:
         changes["generation_defaults"] = generation_params_check(changes["generation_defaults"])
         weights = changes.get("name_or_path", model.name_or_path)
@@ -181,6 +225,34 @@ def language_model_update(*, model: LanguageModel, changes: dict, user=None) -> 
     if changes:
         model.save(update_fields=list(changes))
     return model
+
+
+def _endpoint_check(model: LanguageModel, changes: dict, user) -> None:
+    """A model is weights or an endpoint; only a superuser picks where an API key goes."""
+
+    def after(field: str):
+        return changes.get(field, getattr(model, field))
+
+    key_env = after("api_key_env")
+    if key_env and not ENV_NAME.match(key_env):
+        raise ServiceError(BAD_ENV_NAME.format(value=key_env))
+    guarded = sorted(f for f in API_KEY_GUARDED if f in changes and changes[f] != getattr(model, f))
+    if guarded and (key_env or model.api_key_env) and not _superuser(user):
+        raise ServiceError(API_KEY_SUPERUSER.format(fields=", ".join(guarded)))
+    if changes.get("endpoint_url"):
+        try:
+            validate_endpoint_url(changes["endpoint_url"])
+        except ValidationError as exc:
+            raise ServiceError(
+                f"endpoint_url {changes['endpoint_url']!r}: {exc.messages[0]}"
+            ) from None
+    if after("endpoint_url"):
+        if after("name_or_path") or after("adapter_path"):
+            raise ServiceError(ENDPOINT_OR_WEIGHTS)
+        if not after("endpoint_model"):
+            raise ServiceError(ENDPOINT_MODEL_NEEDED)
+        if after("trust_remote_code"):
+            raise ServiceError(ENDPOINT_NO_REMOTE_CODE)
 
 
 def model_context(name_or_path: str) -> int | None:

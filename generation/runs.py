@@ -1,12 +1,14 @@
 """Generation runs: a model answers every question of a prompt set.
 
-A run commits its answers batch by batch, so a run whose worker died resumes with the answers it
-is missing (generation/lifecycle.py claims, heartbeats and requeues it).
+A run commits its answers batch by batch (answer by answer for a served model), so a run whose
+worker died resumes with the answers it is missing (generation/lifecycle.py claims, heartbeats
+and requeues it; generation/answering.py is what the claimed run does). A run of weights goes to
+the `gpu` queue; a run of a served model only sends requests, and goes to the `default` queue.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from django.db import transaction
 from django.utils import timezone
@@ -15,14 +17,16 @@ from evalsite.accounts.services import Action, audit_record
 
 from . import lifecycle
 from .errors import ServiceError
-from .models import Answer, GenerationRun, LanguageModel, PromptSet
+from .models import Answer, GenerationRun, LanguageModel, PromptSet, PromptTemplate
 from .params import context_check, generation_params_check
-from .registry import language_model_load, model_context
+from .registry import model_context
+from .templates import template_for
 
 EMPTY_PROMPT_SET = "prompt set {name!r} has no questions"
 CANNOT_CANCEL = "run {id} is {status}; only queued or running runs can be cancelled"
 CANNOT_RETRY = "run {id} is {status}; only failed or cancelled runs can be retried"
 IMPORTED_RUN = "run {id} holds imported answers; there is nothing to generate"
+ENDPOINT_PARAMS = "model {name!r} is served by an endpoint: {problem}"
 
 # Called with the id of a run that succeeded, while its worker still holds it (an exception fails
 # the run). Work built on generation runs registers here, so this module need not know it.
@@ -44,15 +48,29 @@ def generation_run_create(
     batch_size: int = 8,
     user=None,
     enqueue: bool = True,
+    template: PromptTemplate | None = None,
 ) -> GenerationRun:
-    """Record a queued run (with its parameter snapshot) and enqueue it once committed."""
-    total = prompt_set.questions.count()
+    """Record a queued run (with its parameter snapshot and the template version it renders
+    with: ``template``, or the latest version of the model's) and enqueue it once committed.
+
+    ``total`` counts answers: one per question and user turn.
+    """
+    turns = [1 + len(f or []) for f in prompt_set.questions.values_list("follow_ups", flat=True)]
+    total = sum(turns)
     if total == 0:
         raise ServiceError(EMPTY_PROMPT_SET.format(name=prompt_set.name))
     params = generation_params_check(params or {})
     snapshot = generation_params_check({**model.generation_defaults, **params})
     weights = model.base_model if model.adapter_path and model.base_model else model
     context_check(snapshot, model_context(weights.name_or_path))
+    template = template or template_for(model)
+    if model.is_endpoint:
+        from .engine.endpoint import request_options
+
+        try:
+            request_options(snapshot, seed)
+        except ValueError as exc:
+            raise ServiceError(ENDPOINT_PARAMS.format(name=model.name, problem=exc)) from None
     with transaction.atomic():
         run = GenerationRun.objects.create(
             model=model,
@@ -61,6 +79,7 @@ def generation_run_create(
             seed=seed,
             batch_size=batch_size,
             total=total,
+            template=template,
             created_by=user if getattr(user, "pk", None) else None,
         )
         audit_record(
@@ -79,30 +98,38 @@ def generation_run_create(
 
 
 def _enqueue_on_commit(run_id: int) -> None:
-    from .tasks import generation_run_execute_task
+    from .tasks import endpoint_run_execute_task, generation_run_execute_task
 
-    lifecycle.enqueue_on_commit(generation_run_execute_task, run_id)
+    served = GenerationRun.objects.filter(pk=run_id).exclude(model__endpoint_url="").exists()
+    task = endpoint_run_execute_task if served else generation_run_execute_task
+    lifecycle.enqueue_on_commit(task, run_id)
 
 
 @transaction.atomic
 def generation_run_create_imported(
-    *, model: LanguageModel, prompt_set: PromptSet, answers: dict[int, str]
+    *, model: LanguageModel, prompt_set: PromptSet, answers: dict[int, str | Sequence[str]]
 ) -> GenerationRun:
-    """A succeeded run holding answers that came from elsewhere (keyed by question id)."""
+    """A succeeded run holding answers that came from elsewhere, keyed by question id: one
+    text, or the replies to each user turn in order (one Answer per turn)."""
+    rows = [
+        Answer(question_id=qid, turn=turn, text=text)
+        for qid, texts in answers.items()
+        for turn, text in enumerate([texts] if isinstance(texts, str) else texts, start=1)
+    ]
     now = timezone.now()
     run = GenerationRun.objects.create(
         model=model,
         prompt_set=prompt_set,
         imported=True,
         status=GenerationRun.Status.SUCCEEDED,
-        total=len(answers),
-        done=len(answers),
+        total=len(rows),
+        done=len(rows),
         started_at=now,
         finished_at=now,
     )
-    Answer.objects.bulk_create(
-        Answer(run=run, question_id=qid, text=text) for qid, text in answers.items()
-    )
+    for row in rows:
+        row.run = run
+    Answer.objects.bulk_create(rows, batch_size=1000)
     return run
 
 
@@ -142,69 +169,9 @@ def generation_run_execute(*, run_id: int) -> GenerationRun | None:
 
 
 def _work(run_id: int, worker: str) -> None:
-    _generate_missing(run_id, worker)
+    from .answering import generate_missing
+
+    generate_missing(run_id, worker)
     if GenerationRun.objects.filter(pk=run_id, status=GenerationRun.Status.SUCCEEDED).exists():
         for hook in _ON_SUCCESS:
             hook(run_id)
-
-
-def _still_mine(run_id: int, worker: str) -> bool:
-    return GenerationRun.objects.filter(
-        pk=run_id, status=GenerationRun.Status.RUNNING, worker=worker
-    ).exists()
-
-
-def _generate_missing(run_id: int, worker: str) -> None:
-    from .engine.generate import Prompt, generate_answers
-
-    run = GenerationRun.objects.select_related("model", "model__base_model", "prompt_set").get(
-        pk=run_id
-    )
-    answered = set(Answer.objects.filter(run=run).values_list("question_id", flat=True))
-    missing = [
-        Prompt(key=q.pk, question=q.text)
-        for q in run.prompt_set.questions.order_by("position")
-        if q.pk not in answered
-    ]
-    GenerationRun.objects.filter(pk=run_id).update(done=len(answered))
-    if missing:
-        tokenizer, model = language_model_load(model=run.model)
-
-        def on_batch(batch) -> None:
-            with transaction.atomic():
-                # ignore_conflicts: an answer already stored by an earlier attempt stays as is.
-                Answer.objects.bulk_create(
-                    [
-                        Answer(
-                            run_id=run_id, question_id=g.key, text=g.text, new_tokens=g.new_tokens
-                        )
-                        for g in batch
-                    ],
-                    ignore_conflicts=True,
-                )
-                GenerationRun.objects.filter(pk=run_id).update(
-                    done=Answer.objects.filter(run_id=run_id).count(),
-                    heartbeat_at=timezone.now(),
-                )
-
-        generate_answers(
-            model,
-            tokenizer,
-            missing,
-            fmt=run.model.prompt_format,
-            params=run.params,
-            seed=run.seed,
-            batch_size=run.batch_size,
-            on_batch=on_batch,
-            should_stop=lambda: not _still_mine(run_id, worker),
-        )
-    done = Answer.objects.filter(run_id=run_id).count()
-    finished = done >= run.total
-    GenerationRun.objects.filter(
-        pk=run_id, status=GenerationRun.Status.RUNNING, worker=worker
-    ).update(
-        done=done,
-        status=GenerationRun.Status.SUCCEEDED if finished else GenerationRun.Status.FAILED,
-        error="" if finished else f"stopped with {done} of {run.total} answers",
-        finished_at=timezone.now(),
-    )

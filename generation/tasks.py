@@ -20,6 +20,13 @@ def generation_run_execute_task(run_id: int) -> None:
 
 
 @shared_task(acks_late=True, ignore_result=True)
+def endpoint_run_execute_task(run_id: int) -> None:
+    # A run of a served model: it only sends requests, so it goes to the `default` queue (the
+    # `generation.tasks.*` route), not to a GPU worker. The same service, the same safety.
+    runs.generation_run_execute(run_id=run_id)
+
+
+@shared_task(acks_late=True, ignore_result=True)
 def finetune_run_execute_task(run_id: int) -> None:
     # Routed to the `gpu` queue. The service claims the run and continues from its last
     # checkpoint, so a redelivered or duplicated message is harmless.

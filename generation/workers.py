@@ -9,6 +9,7 @@ and when it last touched it (``heartbeat_at``).
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import logging
 import time
@@ -42,6 +43,8 @@ RUN_TASKS = {
     GenerationRun: "generation.tasks.generation_run_execute_task",
     FineTuneRun: "generation.tasks.finetune_run_execute_task",
 }
+# A generation run of a served model only sends requests: its own task, on its own queue.
+ENDPOINT_RUN_TASK = "generation.tasks.endpoint_run_execute_task"
 RUN_LABELS = {GenerationRun: "generation run", FineTuneRun: "fine-tune run"}
 _CACHE_KEY = "generation:workers:census"
 
@@ -82,8 +85,21 @@ def configured_queues() -> list[str]:
 
 def queue_of(model) -> str:
     """The queue a run of ``model`` (GenerationRun, FineTuneRun) is sent to."""
+    return _task_queue(RUN_TASKS[model])
+
+
+def run_queue(run) -> str:
+    """The queue this run is sent to: a served model's generation run goes to its own."""
+    if isinstance(run, GenerationRun) and run.model.is_endpoint:
+        return _task_queue(ENDPOINT_RUN_TASK)
+    return queue_of(type(run))
+
+
+def _task_queue(task: str) -> str:
     routes = getattr(settings, "CELERY_TASK_ROUTES", {}) or {}
-    route = routes.get(RUN_TASKS[model], {})
+    route = routes.get(task)
+    if route is None:  # a wildcard route ("generation.tasks.*")
+        route = next((r for pattern, r in routes.items() if fnmatch.fnmatchcase(task, pattern)), {})
     return route.get("queue", getattr(settings, "CELERY_TASK_DEFAULT_QUEUE", "celery"))
 
 
@@ -159,7 +175,7 @@ def recent_census() -> Census:
 def no_worker_message(run, found: Census, *, inline: bool = False) -> str:
     """Why nothing runs ``run`` (queued) and what to do about it, in one sentence."""
     model = type(run)
-    queue = queue_of(model)
+    queue = run_queue(run)
     reason = (NO_CONSUMER if found.known else CONSUMERS_UNKNOWN).format(queue=queue)
     advice = START_WORKER.format(command=WORKER_COMMAND.format(queue=queue))
     if inline:
@@ -173,12 +189,12 @@ def unconsumed_warning(runs, found: Census | None = None) -> str | None:
     if not queued:
         return None
     found = found or recent_census()
-    stuck = [run for run in queued if not found.consumers(queue_of(type(run)))]
+    stuck = [run for run in queued if not found.consumers(run_queue(run))]
     if not stuck:
         return None
     if len(stuck) == 1:
         return no_worker_message(stuck[0], found)
-    queue = queue_of(type(stuck[0]))
+    queue = run_queue(stuck[0])
     reason = (NO_CONSUMER if found.known else CONSUMERS_UNKNOWN).format(queue=queue)
     ids = ", ".join(str(run.pk) for run in stuck)
     advice = START_WORKER.format(command=WORKER_COMMAND.format(queue=queue))
@@ -189,14 +205,15 @@ def running_runs() -> list[dict]:
     """Every running run with the worker holding it and its last heartbeat (staff only)."""
     rows = []
     for model, label in RUN_LABELS.items():
-        for run in model.objects.filter(status=model.Status.RUNNING).only(
-            "pk", "worker", "heartbeat_at"
-        ):
+        running = model.objects.filter(status=model.Status.RUNNING)
+        if model is GenerationRun:
+            running = running.select_related("model")
+        for run in running:
             rows.append(
                 {
                     "kind": label,
                     "id": run.pk,
-                    "queue": queue_of(model),
+                    "queue": run_queue(run),
                     "worker": run.worker,
                     "heartbeat_at": run.heartbeat_at,
                 }
@@ -214,7 +231,7 @@ class QueueWatch:
 
     def __init__(self, run, *, inline: bool):
         self.inline = inline
-        self.queue = queue_of(type(run))
+        self.queue = run_queue(run)
         self.label = RUN_LABELS[type(run)]
         self.started = time.monotonic()
         self.next_check = self.started + _setting("WAIT_NO_WORKER_SECONDS", 5.0)

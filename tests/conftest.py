@@ -54,6 +54,22 @@ def pytest_collection_modifyitems(config, items):
             )
 
 
+@pytest.fixture(autouse=True)
+def _prompt_template_presets(request):
+    """Every test with the database sees the shipped prompt-template presets. Migration 0006
+    makes them, but a transactional test (one with a real worker) empties every table when it
+    ends, and models cannot be registered without their template."""
+    wants_db = request.node.get_closest_marker("django_db") is not None or bool(
+        {"db", "transactional_db"} & set(request.fixturenames)
+    )
+    if not wants_db:
+        return
+    request.getfixturevalue("_django_db_helper")  # the database access the test itself asked for
+    from generation.templates import template_presets_install
+
+    template_presets_install()
+
+
 @pytest.fixture(scope="session")
 def external_data() -> Path:
     if not EXTERNAL_DATA.is_dir():

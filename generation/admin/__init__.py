@@ -1,4 +1,11 @@
 """The generation admin, one module per admin; importing them registers them with the site
 (``annotation.admin`` extends the GenerationRun admin registered here)."""
 
-from . import datasets, finetune, generation_runs, language_models, prompt_sets  # noqa: F401
+from . import (  # noqa: F401
+    datasets,
+    finetune,
+    generation_runs,
+    language_models,
+    prompt_sets,
+    templates,
+)

@@ -42,6 +42,7 @@ class FineTuneRunAdmin(QueuedRunWarning, admin.ModelAdmin):
             {
                 "fields": [
                     "base_model",
+                    "template",
                     "data_mix",
                     "train_examples",
                     "eval_examples",

@@ -8,9 +8,11 @@ from django.contrib import admin
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 
+from ..aliases import suggested_maker_aliases
 from ..errors import ServiceError
 from ..models import LanguageModel
 from ..registry import (
+    API_KEY_GUARDED,
     LANGUAGE_MODEL_FIELDS,
     WORKER_LOADED,
     language_model_changes_check,
@@ -23,15 +25,62 @@ from .forms import FineTuneForm, GenerateForm, MergeForm, SafeJSONField
 from .shared import apply_each, form_action
 
 
+class AliasesField(forms.CharField):
+    """A list of names edited as text, one a line."""
+
+    widget = forms.Textarea(attrs={"rows": 3})
+
+    def __init__(self, *, encoder=None, decoder=None, **kwargs):
+        # A model JSONField hands its encoder and decoder to the form field it makes.
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value):
+        return "\n".join(value) if isinstance(value, list) else value
+
+    def to_python(self, value):
+        return [line.strip() for line in (value or "").splitlines() if line.strip()]
+
+
+class HttpsURLField(forms.URLField):
+    """A URL typed without a scheme is read as https (Django 6's default, chosen now)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(assume_scheme="https", **kwargs)
+
+
 class LanguageModelForm(forms.ModelForm):
     """Checks a change the way the API does (registry.language_model_changes_check)."""
 
     user = None  # set per request by the admin
 
+    # Only a served model uses it; a weights model's form may leave it blank (the default).
+    endpoint_concurrency = forms.IntegerField(
+        min_value=1,
+        max_value=32767,
+        required=False,
+        help_text=LanguageModel._meta.get_field("endpoint_concurrency").help_text,
+    )
+
     class Meta:
         model = LanguageModel
         fields = LANGUAGE_MODEL_FIELDS
-        field_classes = {"generation_defaults": SafeJSONField}
+        field_classes = {
+            "generation_defaults": SafeJSONField,
+            "endpoint_url": HttpsURLField,
+            "aliases": AliasesField,
+            "maker_aliases": AliasesField,
+        }
+        help_texts = {
+            "aliases": "Other names of the model, one a line (kana, katakana, a phrase it "
+            "introduces itself with); flagged in answers like its name",
+            "maker_aliases": "Other names of the maker, one a line (りんな, サイバーエージェント…)",
+        }
+
+    def clean_endpoint_concurrency(self):
+        value = self.cleaned_data.get("endpoint_concurrency")
+        if value is None:
+            return self.instance.endpoint_concurrency
+        return value
 
     def clean(self):
         data = super().clean()
@@ -47,22 +96,75 @@ class LanguageModelForm(forms.ModelForm):
         return data
 
 
+# How the change page groups LANGUAGE_MODEL_FIELDS; a field no group names shows under "Other".
+FIELD_GROUPS = [
+    (None, ["name", "display_label", "prompt_format", "generation_defaults"]),
+    (
+        "Weights (loaded by a GPU worker)",
+        ["name_or_path", "revision", "base_model", "adapter_path", "trust_remote_code"],
+    ),
+    (
+        "Served model (an OpenAI-compatible endpoint instead of weights)",
+        [
+            "endpoint_url",
+            "endpoint_model",
+            "api_key_env",
+            "endpoint_concurrency",
+            "endpoint_requests_per_minute",
+        ],
+    ),
+    (
+        "Identity (flagged in answers before annotators see them)",
+        ["maker", "maker_aliases", "maker_alias_suggestions", "aliases"],
+    ),
+]
+
+
 @admin.register(LanguageModel)
 class LanguageModelAdmin(admin.ModelAdmin):
     form = LanguageModelForm
-    list_display = ["name", "name_or_path", "prompt_format", "base_model", "trust_remote_code"]
+    list_display = ["name", "display_label", "weights_or_endpoint", "prompt_format", "maker"]
     list_filter = ["prompt_format"]
-    search_fields = ["name", "name_or_path", "maker"]
+    search_fields = ["name", "display_label", "name_or_path", "endpoint_model", "maker"]
     actions = ["generate_answers", "fine_tune", "merge_adapter"]
+
+    def get_fieldsets(self, request, obj=None):
+        named = {f for _, fields in FIELD_GROUPS for f in fields}
+        other = [f for f in LANGUAGE_MODEL_FIELDS if f not in named]
+        groups = [(title, {"fields": fields}) for title, fields in FIELD_GROUPS]
+        return groups + ([("Other", {"fields": other})] if other else [])
+
+    @admin.display(description="weights or endpoint")
+    def weights_or_endpoint(self, obj: LanguageModel) -> str:
+        # The endpoint's key is never stored; only the name of the variable that holds it.
+        if obj.is_endpoint:
+            return f"{obj.endpoint_model} @ {obj.endpoint_url}"
+        if obj.adapter_path:
+            return f"{obj.adapter_path} (on {obj.base_model})"
+        return obj.name_or_path or "(imported answers only)"
+
+    @admin.display(description="suggested maker aliases")
+    def maker_alias_suggestions(self, obj: LanguageModel | None) -> str:
+        """Known other names of the model's maker that its maker aliases lack."""
+        if obj is None:
+            return "-"
+        missing = [a for a in suggested_maker_aliases(obj.maker) if a not in obj.maker_aliases]
+        return ", ".join(missing) or "-"
 
     def get_readonly_fields(self, request, obj=None):
         # Remote code runs inside the worker: only a superuser may allow it, or change what a
         # model that has it loads.
+        # Likewise where an API key is sent: which variable, and where a model that sends one
+        # points (registry.API_KEY_GUARDED).
+        shown = ["maker_alias_suggestions"]
         if request.user.is_superuser:
-            return []
+            return shown
+        guarded = ["api_key_env"]
+        if obj is not None and obj.api_key_env:
+            guarded = list(API_KEY_GUARDED)
         if obj is not None and obj.trust_remote_code:
-            return ["trust_remote_code", *WORKER_LOADED]
-        return ["trust_remote_code"]
+            return [*shown, *guarded, "trust_remote_code", *WORKER_LOADED]
+        return [*shown, *guarded, "trust_remote_code"]
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change=change, **kwargs)

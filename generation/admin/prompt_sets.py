@@ -13,7 +13,7 @@ from .shared import ImportFromFile
 class QuestionInline(admin.TabularInline):
     model = Question
     extra = 0
-    fields = ["position", "category", "external_id", "text"]
+    fields = ["position", "category", "external_id", "text", "follow_ups"]
 
     def has_change_permission(self, request, obj=None):
         # A set with answers is read-only: edit by importing a new set.

@@ -1,6 +1,6 @@
-"""Training examples as the model sees them: rendered with the model's own prompt format,
-tokenized exactly as generation will tokenize the prompt, with the loss on the answer only.
-Plain module, no Django (``train.py`` trains on what this makes).
+"""Training examples as the model sees them: rendered by the one renderer (``render.py``) with
+the model's prompt template, the prompt tokenized exactly as generation tokenizes it, with the
+loss on the answer only. Plain module, no Django (``train.py`` trains on what this makes).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from generation import prompts as formats
+from . import render
 
 # Labels with this value are left out of the loss (PyTorch's cross-entropy ignore_index).
 IGNORE_INDEX = -100
@@ -24,42 +24,56 @@ class Example:
     input: str = ""
 
 
-def render_example(tokenizer: Any, fmt: str, example: Example, *, max_length: int) -> dict | None:
+def join_instruction(instruction: str, input_text: str | None = "") -> str:
+    """An instruction-data row as one user message: ``{instruction}\\n\\n{input}``."""
+    instruction = instruction.strip()
+    input_text = (input_text or "").strip()
+    return f"{instruction}\n\n{input_text}" if input_text else instruction
+
+
+def example_messages(example: Example) -> list[dict]:
+    """The conversation an instruction-data row stands for: its question, then its answer."""
+    question = join_instruction(example.instruction, example.input)
+    return render.conversation([question], [example.output.strip()])
+
+
+def encode_example(
+    tokenizer: Any, template: render.Template, example: Example, *, max_length: int
+) -> dict | None:
     """Token ids and labels of one training example; None if no answer token fits.
 
-    The text is ``format_prompt(fmt, join_instruction(instruction, input))`` followed by
-    ``format_answer(fmt, output)`` and the tokenizer's end token: the prompt the generation
-    engine gives the model, then what the model should write, then the end it should stop at.
+    The text is ``render.render_example``: the prompt generation gives the model, then the
+    reply as the template writes it, then the end token (``end_with_eos``).
 
     THE ANSWER-ONLY LOSS MASK IS MADE HERE: every prompt token gets label ``IGNORE_INDEX``;
     answer tokens and the end token keep their ids. (Padding is masked in ``AnswerOnlyCollator``.)
 
-    The prompt is encoded exactly as ``generate.encode_prompt`` encodes it at generation time and
-    the answer on its own, so the model learns to continue the very tokens it will be given.
-    Where the two pieces do not decode back to prompt + answer (a sentencepiece tokenizer that
-    puts a word-start mark before the answer), the whole text is encoded at once instead and
-    the answer starts at the first token that differs from the prompt's encoding; a token
-    spanning the boundary then counts as answer (the model has to learn to write it).
+    The prompt's ids are ``render.encode_prompt``'s, token for token, so the model learns to
+    continue the very tokens it will be given. The answer's ids are those the whole text gets
+    after the prompt's; where the tokenizer merges across the boundary (a sentencepiece
+    tokenizer that joins the prompt's last space to the answer's first word), the answer is
+    encoded on its own instead, so the prompt still stays exactly as generation sends it.
+    The end token is appended as its id, never left to the tokenizer to find in the text.
     """
-    from .generate import encode_prompt
-
-    question = formats.join_instruction(example.instruction, example.input)
-    prompt = formats.format_prompt(fmt, question, tokenizer)
-    answer = formats.format_answer(fmt, example.output.strip())
-    eos = tokenizer.eos_token_id
-    if eos is None:
+    messages = example_messages(example)
+    prompt_text, target = render.render_example(template, messages, tokenizer)
+    eos_id = tokenizer.eos_token_id
+    eos_text = str(tokenizer.eos_token) if tokenizer.eos_token else ""
+    ends_with_eos = bool(eos_text) and target.endswith(eos_text)
+    if template.end_with_eos and (eos_id is None or not ends_with_eos):
         raise ValueError(NO_EOS)
-    prompt_ids = encode_prompt(tokenizer, prompt, fmt)
-    answer_ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
-    if tokenizer.decode(prompt_ids + answer_ids) != tokenizer.decode(prompt_ids) + answer:
-        full_ids = encode_prompt(tokenizer, prompt + answer, fmt)
-        start = 0
-        while start < min(len(prompt_ids), len(full_ids)) and prompt_ids[start] == full_ids[start]:
-            start += 1
-        prompt_ids, answer_ids = full_ids[:start], full_ids[start:]
-    input_ids = [*prompt_ids, *answer_ids, eos][:max_length]
-    labels = [IGNORE_INDEX] * len(prompt_ids) + [*answer_ids, eos]
-    labels = labels[:max_length]
+    if ends_with_eos:
+        target = target[: -len(eos_text)]
+    prompt_ids = render.encode_prompt(template, messages[:-1], tokenizer)
+    full_ids = render.tokenize(tokenizer, prompt_text + target)
+    if full_ids[: len(prompt_ids)] == prompt_ids:
+        answer_ids = full_ids[len(prompt_ids) :]
+    else:
+        answer_ids = render.tokenize(tokenizer, target)
+    if ends_with_eos:
+        answer_ids.append(eos_id)
+    input_ids = [*prompt_ids, *answer_ids][:max_length]
+    labels = ([IGNORE_INDEX] * len(prompt_ids) + answer_ids)[:max_length]
     if all(label == IGNORE_INDEX for label in labels):
         return None
     return {"input_ids": input_ids, "labels": labels}

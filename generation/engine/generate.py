@@ -1,9 +1,16 @@
-"""Batched answer generation: questions in, answers out. Plain module, no Django.
+"""Batched answer generation: conversations in, replies out. Plain module, no Django.
 
-Prompts are formatted with the model's prompt format, sorted by token length (longest first),
-and generated in left-padded batches. Longest first because the first batch is then the largest
-one: a run that does not fit in memory fails at once instead of an hour in, and neighbouring
-prompts of similar length waste little compute on padding.
+Each prompt is a conversation ending with a user turn; it is rendered and tokenized by the one
+renderer (``render.encode_prompt``), so generation sees exactly the tokens fine-tuning trained
+on. Prompts are sorted by token length (longest first) and generated in left-padded batches.
+Longest first because the first batch is then the largest one: a run that does not fit in memory
+fails at once instead of an hour in, and neighbouring prompts of similar length waste little
+compute on padding.
+
+The template's stop strings end generation in the engine (transformers' ``StopStringCriteria``,
+watched so the engine knows where each row stopped); the stored answer is the reply alone
+(``render.extract_reply``), with why generation stopped: end of sequence, a stop string, or the
+length limit.
 
 Sampling is reproducible per prompt: each prompt draws its tokens from its own random stream,
 seeded from (seed, prompt key), so a sampled answer does not depend on which other prompts share
@@ -21,7 +28,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    StopStringCriteria,
+)
 from transformers.generation.logits_process import (
     MinPLogitsWarper,
     TemperatureLogitsWarper,
@@ -30,8 +44,7 @@ from transformers.generation.logits_process import (
     TypicalLogitsWarper,
 )
 
-from generation import prompts as formats
-
+from . import render
 from .params import GENERATION
 
 # What a model's generation defaults or a run may set (declared in engine/params.py).
@@ -51,10 +64,21 @@ _SAMPLING_DEFAULTS = {
 }
 
 
+# Why generation of one answer stopped (the values of Answer.stop_reason).
+EOS, STOP_STRING, LENGTH, OTHER = "eos", "stop_string", "length", "other"
+
+
 @dataclass(frozen=True)
 class Prompt:
+    """A conversation to answer: user and assistant messages ending with a user turn."""
+
     key: Any
-    question: str
+    messages: tuple[dict, ...]
+
+    @classmethod
+    def single(cls, key: Any, question: str) -> Prompt:
+        """A one-turn conversation."""
+        return cls(key, tuple(render.conversation([question], [])))
 
 
 @dataclass(frozen=True)
@@ -62,8 +86,15 @@ class Generated:
     key: Any
     text: str
     new_tokens: int
-    # The generated ids behind ``text``, up to and including the end token.
+    # The generated ids behind ``text``, up to and including the end token or stop string.
     token_ids: tuple[int, ...] = ()
+    prompt_text: str = ""
+    prompt_tokens: int = 0
+    stop_reason: str = OTHER
+
+    @property
+    def truncated(self) -> bool:
+        return self.stop_reason == LENGTH
 
 
 def generation_config_for(model: Any, params: dict | None) -> GenerationConfig:
@@ -78,23 +109,6 @@ def generation_config_for(model: Any, params: dict | None) -> GenerationConfig:
     if config.max_new_tokens is None:
         config.max_new_tokens = DEFAULT_MAX_NEW_TOKENS
     return config
-
-
-def encode_prompt(tokenizer: Any, text: str, fmt: str) -> list[int]:
-    """Token ids of a formatted prompt.
-
-    A chat template's text already holds the special tokens the model expects, so nothing is
-    added to it. Other formats get the tokenizer's leading special tokens (a BOS where the
-    tokenizer adds one) but never a trailing end token: tokenizers declared as T5Tokenizer (the
-    Japanese GPT-NeoX models) append ``</s>``, which would end the answer before it starts.
-    """
-    if fmt == formats.CHAT_TEMPLATE:
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
-    eos = tokenizer.eos_token_id
-    if ids and eos is not None and ids[-1] == eos and not text.endswith(str(tokenizer.eos_token)):
-        ids.pop()
-    return ids
 
 
 def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,17 +189,35 @@ def _model_device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
+class _StopWatch(StoppingCriteria):
+    """The template's stop strings as a stopping criterion that also records, per row, how many
+    new tokens there were when a stop string completed (the rest of the row is padding)."""
+
+    def __init__(self, tokenizer: Any, stop_strings: Sequence[str], prompt_width: int, rows: int):
+        self.criteria = StopStringCriteria(tokenizer=tokenizer, stop_strings=list(stop_strings))
+        self.prompt_width = prompt_width
+        self.stopped_at: list[int | None] = [None] * rows
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs) -> torch.BoolTensor:
+        done = self.criteria(input_ids, scores, **kwargs)
+        new = input_ids.shape[1] - self.prompt_width
+        for row, hit in enumerate(done.tolist()):
+            if hit and self.stopped_at[row] is None:
+                self.stopped_at[row] = new
+        return done
+
+
 def _generate_batch(
     model: Any,
     tokenizer: Any,
-    batch: Sequence[tuple[Prompt, list[int]]],
+    batch: Sequence[tuple[Prompt, str, list[int]]],
     *,
-    fmt: str,
+    template: render.Template,
     config: GenerationConfig,
     seed: int,
     pad_id: int,
 ) -> list[Generated]:
-    input_ids, attention_mask = pad_left([ids for _, ids in batch], pad_id)
+    input_ids, attention_mask = pad_left([ids for _, _, ids in batch], pad_id)
     device = _model_device(model)
     run_config = config
     processors = LogitsProcessorList()
@@ -194,27 +226,56 @@ def _generate_batch(
         run_config.do_sample = False
         for name in _SAMPLING_DEFAULTS:
             setattr(run_config, name, None)
-        processors = _sampling_processors(config, [prompt_seed(seed, p.key) for p, _ in batch])
+        processors = _sampling_processors(config, [prompt_seed(seed, p.key) for p, _, _ in batch])
+    stopping = StoppingCriteriaList()
+    watch = None
+    if template.stop_strings:
+        watch = _StopWatch(tokenizer, template.stop_strings, input_ids.shape[1], len(batch))
+        stopping.append(watch)
     with torch.inference_mode():
         output = model.generate(
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),
             generation_config=run_config,
             logits_processor=processors,
+            stopping_criteria=stopping,
         )
     new = output[:, input_ids.shape[1] :].tolist()
     eos_ids = _eos_ids(config)
     done = []
-    for (prompt, _), tokens in zip(batch, new, strict=True):
-        count = len(tokens)
-        for index, token in enumerate(tokens):
-            if token in eos_ids:
-                count = index + 1
-                break
-        text = tokenizer.decode(tokens[:count], skip_special_tokens=True)
-        reply = formats.extract_reply(fmt, text)
-        done.append(Generated(prompt.key, reply, count, tuple(tokens[:count])))
+    for row, ((prompt, text, ids), tokens) in enumerate(zip(batch, new, strict=True)):
+        eos_at = next((i + 1 for i, token in enumerate(tokens) if token in eos_ids), None)
+        stop_at = watch.stopped_at[row] if watch is not None else None
+        count = min(n for n in (eos_at, stop_at, len(tokens)) if n is not None)
+        decoded = tokenizer.decode(tokens[:count], skip_special_tokens=True)
+        reply, cut = render.extract_reply(template, decoded)
+        if eos_at is not None and eos_at == count and not cut:
+            reason = EOS
+        elif cut or stop_at == count:
+            reason = STOP_STRING
+        elif count >= config.max_new_tokens:
+            reason = LENGTH
+        else:
+            reason = OTHER
+        done.append(
+            Generated(prompt.key, reply, count, tuple(tokens[:count]), text, len(ids), reason)
+        )
     return done
+
+
+def decoding_of(config: GenerationConfig, params: dict | None, seed: int) -> dict:
+    """What a stored answer records of how it was decoded: the parameters in force and the seed."""
+    used = {name: getattr(config, name, None) for name in ALLOWED_PARAMS}
+    used = {name: value for name, value in used.items() if value is not None}
+    used.update(params or {})
+    used["do_sample"] = bool(config.do_sample)
+    for name, default in _SAMPLING_DEFAULTS.items():
+        if not config.do_sample:
+            used.pop(name, None)
+        elif used.get(name) is None and default is not None:
+            used[name] = default  # what the sampler used for a value left unset
+    used["seed"] = seed
+    return used
 
 
 def generate_answers(
@@ -222,7 +283,7 @@ def generate_answers(
     tokenizer: Any,
     prompts: Sequence[Prompt],
     *,
-    fmt: str,
+    template: render.Template,
     params: dict | None = None,
     seed: int = 0,
     batch_size: int = 8,
@@ -233,10 +294,39 @@ def generate_answers(
 
     ``on_batch`` is called with each finished batch (commit answers there); ``should_stop`` is
     asked before each batch, and when it returns true generation stops with what is done.
-    ``new_tokens`` counts generated tokens up to and including the end token.
+    ``new_tokens`` counts generated tokens up to and including the end token (or the token that
+    completed a stop string).
     """
     if batch_size < 1:
         raise ValueError(BAD_BATCH_SIZE)
+    config = prepared_config(model, tokenizer, params)
+    pad_id = config.pad_token_id
+
+    encoded = []
+    for index, prompt in enumerate(prompts):
+        text = render.render_prompt(template, prompt.messages, tokenizer)
+        encoded.append((index, prompt, text, render.tokenize(tokenizer, text)))
+    encoded.sort(key=lambda item: -len(item[3]))  # stable: equal lengths keep their order
+
+    results: list[tuple[int, Generated]] = []
+    for start in range(0, len(encoded), batch_size):
+        if should_stop is not None and should_stop():
+            break
+        chunk = encoded[start : start + batch_size]
+        batch = [(prompt, text, ids) for _, prompt, text, ids in chunk]
+        done = _generate_batch(
+            model, tokenizer, batch, template=template, config=config, seed=seed, pad_id=pad_id
+        )
+        results.extend((item[0], g) for item, g in zip(chunk, done, strict=True))
+        if on_batch is not None:
+            on_batch(done)
+    results.sort(key=lambda item: item[0])
+    return [generated for _, generated in results]
+
+
+def prepared_config(model: Any, tokenizer: Any, params: dict | None) -> GenerationConfig:
+    """``generation_config_for`` with the end and padding tokens filled in from the tokenizer
+    (and the tokenizer set to pad on the left)."""
     config = generation_config_for(model, params)
     tokenizer.padding_side = "left"
     if config.eos_token_id is None:
@@ -246,25 +336,4 @@ def generate_answers(
         pad_id = config.pad_token_id if config.pad_token_id is not None else tokenizer.eos_token_id
     if config.pad_token_id is None:
         config.pad_token_id = pad_id
-
-    texts = [formats.format_prompt(fmt, prompt.question, tokenizer) for prompt in prompts]
-    encoded = [
-        (index, prompt, encode_prompt(tokenizer, text, fmt))
-        for index, (prompt, text) in enumerate(zip(prompts, texts, strict=True))
-    ]
-    encoded.sort(key=lambda item: -len(item[2]))  # stable: equal lengths keep their order
-
-    results: list[tuple[int, Generated]] = []
-    for start in range(0, len(encoded), batch_size):
-        if should_stop is not None and should_stop():
-            break
-        chunk = encoded[start : start + batch_size]
-        batch = [(prompt, ids) for _, prompt, ids in chunk]
-        done = _generate_batch(
-            model, tokenizer, batch, fmt=fmt, config=config, seed=seed, pad_id=pad_id
-        )
-        results.extend((index, g) for (index, _, _), g in zip(chunk, done, strict=True))
-        if on_batch is not None:
-            on_batch(done)
-    results.sort(key=lambda item: item[0])
-    return [generated for _, generated in results]
+    return config

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from generation import prompts as formats
+from . import render
+from .presets import PRESETS
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 CORPUS_FILE = "tiny_corpus_ja.jsonl"
@@ -56,6 +57,9 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}システム: {% endif %}"
 )
 
+# The tiny model is trained in the LINE SFT format (the line_sft preset, version 1).
+LINE_SFT = render.template_from("line_sft", 1, PRESETS["line_sft"])
+
 NO_CORPUS = "the tiny model's training text is missing: {path}"
 
 Log = Callable[[str], None]
@@ -78,10 +82,11 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def _training_texts(pairs: list[tuple[str, str]]) -> list[str]:
-    return [
-        formats.format_prompt(formats.LINE_SFT, q) + formats.format_answer(formats.LINE_SFT, a)
-        for q, a in pairs
-    ]
+    return ["".join(render.render_example(LINE_SFT, _turn(q, a), None)) for q, a in pairs]
+
+
+def _turn(question: str, answer: str) -> list[dict]:
+    return render.conversation([question], [answer])
 
 
 def train_tokenizer(texts: list[str], *, vocab_size: int = VOCAB_SIZE):
@@ -200,8 +205,7 @@ def _examples(tokenizer, pairs: list[tuple[str, str]]) -> list[tuple[list[int], 
     """Token ids of each prompt + answer + end token, and where the answer starts."""
     examples = []
     for question, answer in pairs:
-        prompt = formats.format_prompt(formats.LINE_SFT, question)
-        reply = formats.format_answer(formats.LINE_SFT, answer)
+        prompt, reply = render.render_example(LINE_SFT, _turn(question, answer), None)
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         reply_ids = tokenizer(reply, add_special_tokens=False)["input_ids"]
         ids = (prompt_ids + reply_ids)[: MAX_TOKENS - 1] + [tokenizer.eos_token_id]

@@ -6,9 +6,9 @@ and writes the log, progress and cancellation back through the callbacks it pass
 
 Why transformers' ``Trainer`` and not TRL's ``SFTTrainer``: what matters most here is that a
 training example is rendered and tokenized *exactly* as the generation engine will later render
-and tokenize the prompt (``generation.prompts`` + ``generate.encode_prompt``), with the loss on the
+and tokenize the prompt (``render.encode_prompt``, the one renderer), with the loss on the
 answer tokens only. SFTTrainer brings its own rendering (chat templates, prompt/completion
-columns, its own end-token handling), so fitting our formats into it means undoing part of what
+columns, its own end-token handling), so fitting our templates into it means undoing part of what
 it does. ``Trainer`` with our own rendering, collator and callbacks is shorter and every step is
 visible; it still gives us accelerate (device placement, mixed precision, DDP / FSDP / DeepSpeed
 under ``accelerate launch``), checkpoints and ``resume_from_checkpoint``.
@@ -26,8 +26,9 @@ from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any
 
-from .examples import AnswerOnlyCollator, Example, render_example, split_examples
+from .examples import AnswerOnlyCollator, Example, encode_example, split_examples
 from .params import FINETUNE, Param
+from .render import Template
 
 LORA = "lora"
 QLORA = "qlora"
@@ -296,7 +297,7 @@ def train(
     model_path: str,
     tokenizer: Any,
     examples: Sequence[Example],
-    fmt: str,
+    template: Template,
     config: TrainConfig,
     checkpoint_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
@@ -309,7 +310,7 @@ def train(
     on_save: Callable[[str, int], None] | None = None,
     callbacks: Sequence[Any] = (),
 ) -> TrainResult:
-    """Fine-tune ``model_path`` on ``examples`` rendered in prompt format ``fmt``.
+    """Fine-tune ``model_path`` on ``examples`` rendered with prompt template ``template``.
 
     Checkpoints go to ``checkpoint_dir`` every ``config.save_steps`` optimizer steps; with
     ``resume`` a newer run picks up from the last complete one there (model, optimizer,
@@ -327,10 +328,10 @@ def train(
 
     train_set, eval_set = split_examples(examples, config.eval_fraction, config.seed)
     rendered_train = [
-        render_example(tokenizer, fmt, e, max_length=config.max_length) for e in train_set
+        encode_example(tokenizer, template, e, max_length=config.max_length) for e in train_set
     ]
     rendered_eval = [
-        render_example(tokenizer, fmt, e, max_length=config.max_length) for e in eval_set
+        encode_example(tokenizer, template, e, max_length=config.max_length) for e in eval_set
     ]
     train_rows = [r for r in rendered_train if r is not None]
     eval_rows = [r for r in rendered_eval if r is not None]

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from .. import instructions, prompts, runs
+from .. import instructions, runs
+from ..engine.examples import join_instruction
 from ..errors import ServiceError
 from ..importers import ParsedQuestion
 from ..instructions import ParsedExample
@@ -23,9 +24,11 @@ from ..models import (
     LanguageModel,
 )
 from ..registry import language_model_tokenizer, prompt_set_create
+from ..templates import as_template, template_for
 
 DATASET_NAME_TAKEN = "an instruction data set named {name!r} already exists"
 NO_TOKENIZER_STATS = "token statistics with {model!r} failed: {problem}"
+SERVED_NO_TOKENIZER = "is served by an endpoint; choose a model whose tokenizer is stored here"
 
 
 def instruction_dataset_create(
@@ -119,15 +122,19 @@ def instruction_dataset_token_stats(
 
 def _token_stats(examples: Sequence[ParsedExample], model: LanguageModel) -> dict:
     """Token lengths of the prompt, the answer (end token included) and the whole example,
-    rendered in the model's prompt format exactly as a fine-tune run renders them."""
-    from ..engine.examples import IGNORE_INDEX, Example, render_example
+    rendered with the model's prompt template exactly as a fine-tune run renders them."""
+    from ..engine.examples import IGNORE_INDEX, Example, encode_example
 
+    if model.is_endpoint:
+        raise ServiceError(NO_TOKENIZER_STATS.format(model=model.name, problem=SERVED_NO_TOKENIZER))
+    row = template_for(model)
+    template = as_template(row)
     try:
         tokenizer = language_model_tokenizer(model=model)
         prompt_lengths, answer_lengths = [], []
         for e in examples:
             example = Example(instruction=e.instruction, input=e.input, output=e.output)
-            rendered = render_example(tokenizer, model.prompt_format, example, max_length=1 << 30)
+            rendered = encode_example(tokenizer, template, example, max_length=1 << 30)
             masked = sum(1 for label in rendered["labels"] if label == IGNORE_INDEX)
             prompt_lengths.append(masked)
             answer_lengths.append(len(rendered["labels"]) - masked)
@@ -136,6 +143,7 @@ def _token_stats(examples: Sequence[ParsedExample], model: LanguageModel) -> dic
     return {
         "model": model.name,
         "prompt_format": model.prompt_format,
+        "template": str(row),
         "prompt": instructions.percentiles(prompt_lengths),
         "answer": instructions.percentiles(answer_lengths),
         "total": instructions.percentiles(
@@ -168,8 +176,8 @@ def instruction_dataset_augment(
     """Queue answers by ``model`` to the set's unique instructions; saved as data set ``name``.
 
     The instructions become a prompt set (each question is ``join_instruction(instruction,
-    input)``, the text the prompt formats render) and an ordinary generation run answers them on
-    the ``gpu`` queue; when it succeeds the new data set is written.
+    input)``, the user turn a training example renders) and an ordinary generation run answers
+    them on the ``gpu`` queue; when it succeeds the new data set is written.
     """
     if InstructionDataset.objects.filter(name=name).exists():
         raise ServiceError(DATASET_NAME_TAKEN.format(name=name))
@@ -178,7 +186,7 @@ def instruction_dataset_augment(
         prompt_set = prompt_set_create(
             name=AUGMENT_PROMPT_SET.format(source=dataset.name, name=name)[:200],
             questions=[
-                ParsedQuestion(line=index, text=prompts.join_instruction(instruction, input_text))
+                ParsedQuestion(line=index, text=join_instruction(instruction, input_text))
                 for index, (instruction, input_text) in enumerate(pairs, start=1)
             ],
             description=f"unique instructions of data set {dataset.name}",
@@ -207,7 +215,9 @@ def _augmentation_finish(run_id: int) -> InstructionDataset | None:
         return None
     # Question n of the run's prompt set is the n-th unique pair (data sets never change).
     pairs = instruction_dataset_unique_instructions(augmentation.source)
-    answers = dict(Answer.objects.filter(run_id=run_id).values_list("question__position", "text"))
+    answers = dict(
+        Answer.objects.filter(run_id=run_id, turn=1).values_list("question__position", "text")
+    )
     examples = [
         ParsedExample(line=position, instruction=instruction, input=input_text, output=text)
         for position, (instruction, input_text) in enumerate(pairs, start=1)

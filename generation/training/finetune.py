@@ -21,8 +21,10 @@ from ..errors import ServiceError
 from ..models import FineTuneLog, FineTuneRun, FineTuneRunDataset, InstructionDataset, LanguageModel
 from ..params import FINETUNE_FIELDS, FULL_LEARNING_RATE, hyperparameters_check
 from ..registry import MODEL_NAME_TAKEN, language_model_register, storage_relative
+from ..templates import as_template, template_for
 
 UNKNOWN_METHOD = "unknown fine-tuning method {method!r}; expected one of: lora, full, qlora"
+BASE_IS_ENDPOINT = "model {name!r} is served by an endpoint; there are no weights to fine-tune"
 BASE_IS_ADAPTER = (
     "model {name!r} is a LoRA adapter; merge it into a standalone model first "
     "(admin action 'merge adapter') and fine-tune that"
@@ -77,8 +79,12 @@ def finetune_run_create(
         raise ServiceError(UNKNOWN_METHOD.format(method=method))
     if method == FineTuneRun.Method.QLORA and (problem := _qlora_problem()):
         raise ServiceError(problem)
+    if base_model.is_endpoint:
+        raise ServiceError(BASE_IS_ENDPOINT.format(name=base_model.name))
     if base_model.adapter_path:
         raise ServiceError(BASE_IS_ADAPTER.format(name=base_model.name))
+    # Examples render with the version current now; a resumed run keeps rendering with it.
+    template = template_for(base_model)
     if model_name and LanguageModel.objects.filter(name=model_name).exists():
         raise ServiceError(MODEL_NAME_TAKEN.format(name=model_name))
     values = hyperparameters_check(dict(params or {}))
@@ -105,6 +111,7 @@ def finetune_run_create(
             base_model=base_model,
             method=method,
             model_name=model_name,
+            template=template,
             created_by=user if getattr(user, "pk", None) else None,
             **values,
         )
@@ -123,6 +130,7 @@ def finetune_run_create(
             obj=run,
             base_model=base_model.name,
             method=method,
+            template=str(template),
             datasets=[{"name": d.name, "rows": rows} for d, rows in datasets],
             hyperparameters=values,
         )
@@ -248,7 +256,7 @@ def _finetune_inputs(run: FineTuneRun) -> dict:
             model_path, revision=base.revision or None, trust_remote_code=base.trust_remote_code
         ),
         "examples": finetune_run_examples(run),
-        "fmt": base.prompt_format,
+        "template": as_template(run.template or template_for(base)),
         "config": finetune_run_config(run),
         "checkpoint_dir": root / "checkpoints",
         "output_dir": root / ("adapter" if run.is_lora else "model"),
@@ -260,8 +268,11 @@ def _finetune_inputs(run: FineTuneRun) -> dict:
 def _finetune(run_id: int, worker: str, on_progress: ProgressFn | None) -> None:
     from ..engine.train import train
 
-    run = FineTuneRun.objects.select_related("base_model").get(pk=run_id)
+    run = FineTuneRun.objects.select_related("base_model", "template").get(pk=run_id)
     mine = FineTuneRun.objects.filter(pk=run_id, worker=worker)
+    if run.template is None:  # queued before runs recorded their template
+        run.template = template_for(run.base_model)
+        mine.update(template=run.template)
 
     def on_begin(start) -> None:
         with transaction.atomic():
@@ -332,12 +343,13 @@ def _finetune_follow(run_id: int) -> None:
         if time.monotonic() > deadline:
             raise ServiceError(f"fine-tune run {run_id} was not started by the main process")
         time.sleep(1)
-    run = FineTuneRun.objects.select_related("base_model").get(pk=run_id)
+    run = FineTuneRun.objects.select_related("base_model", "template").get(pk=run_id)
     train(**_finetune_inputs(run))
 
 
 def _finetune_register(run: FineTuneRun, output_dir: str, worker: str) -> None:
-    """Register the tuned model with the base model's prompt format and mark the run done."""
+    """Register the tuned model with the base model's prompt template name (it was trained in
+    that format, and generates with it) and mark the run done."""
     base = run.base_model
     name = run.model_name or f"{base.name}-{run.method}-ft{run.pk}"
     relative = storage_relative(output_dir)

@@ -24,10 +24,22 @@ def instruction_dataset(name: str, rows: list[tuple[str, str]]) -> InstructionDa
     return instruction_dataset_import(name=name, data=data, filename=f"{name}.jsonl")
 
 
+def ensure_preset_templates() -> None:
+    """The shipped presets as version-1 rows, as migration 0006 makes them. A transactional test
+    (one with a real worker) empties every table when it ends, the migrated presets with them,
+    so tests after it that need a template call this."""
+    from generation.engine.presets import PRESETS
+    from generation.models import PromptTemplate
+
+    for name, fields in PRESETS.items():
+        PromptTemplate.objects.get_or_create(name=name, version=1, defaults=fields)
+
+
 def register_tiny(
     tiny_model_dir, *, prompt_format: str = "line_sft", max_new_tokens: int = 48
 ) -> LanguageModel:
     """The session's tiny model registered as "tiny" (it is loaded: tests that train use it)."""
+    ensure_preset_templates()
     return language_model_register(
         name="tiny",
         name_or_path=storage_relative(tiny_model_dir),
@@ -83,3 +95,23 @@ def tiny(tiny_model_dir):
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
     return load_tokenizer(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_model_dir, tmp_path_factory):
+    """`transformers serve` over the tiny model, started once per session (served models)."""
+    from tests.generation.serving import TinyServer
+
+    server = TinyServer(tiny_model_dir, tmp_path_factory.mktemp("serve") / "serve.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def endpoint_proxy(tiny_server):
+    """A fresh counting proxy in front of the session's server (see tests/generation/serving)."""
+    from tests.generation.serving import CountingProxy
+
+    proxy = CountingProxy(tiny_server.url)
+    yield proxy
+    proxy.close()

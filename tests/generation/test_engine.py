@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -12,13 +13,12 @@ import pytest
 import torch
 
 from generation.engine import generate as engine
-from generation.engine import paths
+from generation.engine import paths, render
 from generation.engine.generate import (
     BAD_BATCH_SIZE,
     UNKNOWN_PARAMS,
     Generated,
     Prompt,
-    encode_prompt,
     generate_answers,
     generation_config_for,
     pad_left,
@@ -29,13 +29,13 @@ from generation.engine.loading import (
     load_tokenizer,
     resolve_path,
 )
+from generation.engine.presets import PRESETS
 from generation.engine.tiny import (
     MARKER_FILE,
     MAX_NEW_TOKENS,
     build_tiny_model,
     build_tiny_sentencepiece_tokenizer,
 )
-from generation.prompts import CHAT_TEMPLATE, LINE_SFT, RINNA, format_prompt
 
 pytestmark = pytest.mark.slow
 
@@ -44,10 +44,34 @@ JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uff00-\uffef、。「」]")
 SPECIAL_TEXT = ("<s>", "</s>", "<pad>", "<unk>", "<0x")
 
 
+def preset(name: str) -> render.Template:
+    """A shipped preset as the renderer's template (version 1, as migration 0006 makes it)."""
+    fields = {k: v for k, v in PRESETS[name].items() if k != "description"}
+    fields["stop_strings"] = tuple(fields.get("stop_strings", ()))
+    return render.Template(name=name, version=1, **fields)
+
+
+LINE_SFT = preset("line_sft")
+# The same layout with no stop strings: for answers forced to a length.
+LINE_NO_STOP = dataclasses.replace(LINE_SFT, stop_strings=())
+CHAT_TEMPLATE = preset("chat_template")
+RINNA = preset("rinna")
+
+
 def _questions(count: int) -> list[Prompt]:
     with (FIXTURES / "prompts_ja.jsonl").open(encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle if line.strip()]
-    return [Prompt(key=row["question_id"], question=row["text"]) for row in rows[:count]]
+    return [Prompt.single(row["question_id"], row["text"]) for row in rows[:count]]
+
+
+def _text(prompt: Prompt) -> str:
+    return prompt.messages[-1]["content"]
+
+
+def encode_prompt(tokenizer, prompt: Prompt | str, template: render.Template = LINE_SFT):
+    if isinstance(prompt, str):
+        prompt = Prompt.single(0, prompt)
+    return render.encode_prompt(template, prompt.messages, tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +87,7 @@ def tiny_seed1(tiny_model_dir_seed1):
 @pytest.fixture(scope="module")
 def greedy_answers(tiny) -> list[Generated]:
     model, tokenizer = tiny
-    return generate_answers(model, tokenizer, _questions(24), fmt=LINE_SFT, batch_size=8)
+    return generate_answers(model, tokenizer, _questions(24), template=LINE_SFT, batch_size=8)
 
 
 # The tiny model itself
@@ -108,14 +132,14 @@ def test_the_build_leaves_the_callers_random_state_and_threads_alone(tmp_path):
 
 def test_different_seeds_give_different_answers(tiny, tiny_seed1, greedy_answers):
     model, tokenizer = tiny_seed1
-    other = generate_answers(model, tokenizer, _questions(24), fmt=LINE_SFT, batch_size=8)
+    other = generate_answers(model, tokenizer, _questions(24), template=LINE_SFT, batch_size=8)
     differing = sum(a.text != b.text for a, b in zip(greedy_answers, other, strict=True))
     assert differing >= 20
 
 
 def test_the_same_seed_gives_the_same_answers(tiny, greedy_answers):
     model, tokenizer = tiny
-    again = generate_answers(model, tokenizer, _questions(24), fmt=LINE_SFT, batch_size=8)
+    again = generate_answers(model, tokenizer, _questions(24), template=LINE_SFT, batch_size=8)
     assert again == greedy_answers
 
 
@@ -145,7 +169,7 @@ def test_most_answers_end_with_the_end_token_before_the_limit(greedy_answers):
 def test_answers_hold_no_prompt_echo_and_no_special_tokens(greedy_answers):
     for question, generated in zip(_questions(24), greedy_answers, strict=True):
         assert generated.key == question.key
-        assert question.question not in generated.text
+        assert _text(question) not in generated.text
         assert "ユーザー:" not in generated.text
         assert not generated.text.startswith("システム:")
         assert generated.text == generated.text.strip()
@@ -156,8 +180,8 @@ def test_answers_hold_no_prompt_echo_and_no_special_tokens(greedy_answers):
 def test_new_tokens_count_up_to_and_including_the_end_token(tiny):
     model, tokenizer = tiny
     (question,) = _questions(1)
-    (generated,) = generate_answers(model, tokenizer, [question], fmt=LINE_SFT)
-    ids = encode_prompt(tokenizer, format_prompt(LINE_SFT, question.question), LINE_SFT)
+    (generated,) = generate_answers(model, tokenizer, [question], template=LINE_SFT)
+    ids = encode_prompt(tokenizer, question)
     output = model.generate(
         input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long)
     )
@@ -167,12 +191,98 @@ def test_new_tokens_count_up_to_and_including_the_end_token(tiny):
     assert generated.token_ids == tuple(new[: generated.new_tokens])
 
 
+# Stop strings, stop reasons and what each answer records
+
+
+def test_a_stop_string_ends_generation_in_the_engine(tiny):
+    # "。" ends most of the tiny model's sentences: with it as a stop string, generation stops
+    # right after the token that completes it (not only cut afterwards), and the stored answer
+    # is the reply before it.
+    model, tokenizer = tiny
+    questions = _questions(12)
+    params = {"max_new_tokens": 48}
+    free = generate_answers(model, tokenizer, questions, template=LINE_NO_STOP, params=params)
+    period = dataclasses.replace(LINE_NO_STOP, stop_strings=("。",))
+    stopped = generate_answers(model, tokenizer, questions, template=period, params=params)
+    cut = [(f, s) for f, s in zip(free, stopped, strict=True) if "。" in f.text]
+    assert len(cut) >= 6
+    for f, s in cut:
+        assert s.stop_reason == engine.STOP_STRING and not s.truncated
+        assert s.new_tokens < f.new_tokens
+        assert f.token_ids[: s.new_tokens] == s.token_ids  # the same greedy path, ended early
+        assert tokenizer.decode(s.token_ids, skip_special_tokens=True).endswith("。")
+        assert s.text == f.text.split("。")[0].strip()
+
+
+def test_each_answer_records_its_prompt_and_why_it_stopped(tiny, greedy_answers):
+    model, tokenizer = tiny
+    for question, g in zip(_questions(24), greedy_answers, strict=True):
+        assert g.prompt_text == render.render_prompt(LINE_SFT, question.messages, tokenizer)
+        assert g.prompt_tokens == len(encode_prompt(tokenizer, question))
+        ended = g.token_ids[-1] == tokenizer.eos_token_id
+        assert (g.stop_reason == engine.EOS) == ended
+        assert g.stop_reason in (engine.EOS, engine.STOP_STRING, engine.LENGTH)
+        assert g.truncated == (g.stop_reason == engine.LENGTH)
+    short = generate_answers(
+        model, tokenizer, _questions(6), template=LINE_NO_STOP, params={"max_new_tokens": 3}
+    )
+    for g in short:
+        assert (g.stop_reason, g.truncated) == (
+            (engine.LENGTH, True) if g.new_tokens == 3 else (engine.EOS, False)
+        )
+    assert any(g.truncated for g in short)
+
+
+def test_a_later_turn_is_generated_from_the_whole_conversation(tiny, greedy_answers):
+    model, tokenizer = tiny
+    first = _questions(1)[0]
+    reply = greedy_answers[0].text
+    follow_up = "もっと詳しく教えてください。"
+    messages = render.conversation([_text(first), follow_up], [reply])
+    (second,) = generate_answers(
+        model, tokenizer, [Prompt(("q", 2), tuple(messages))], template=LINE_SFT
+    )
+    assert second.prompt_text == (
+        f"ユーザー: {_text(first)}\nシステム: {reply}\nユーザー: {follow_up}\nシステム: "
+    )
+    assert second.prompt_tokens == len(render.encode_prompt(LINE_SFT, messages, tokenizer))
+
+
+def test_decoding_records_the_parameters_in_force_and_the_seed(tiny):
+    model, tokenizer = tiny
+    config = engine.prepared_config(model, tokenizer, {"max_new_tokens": 9})
+    assert engine.decoding_of(config, {"max_new_tokens": 9}, 4) == {
+        "max_new_tokens": 9,
+        "do_sample": False,
+        "seed": 4,
+    }
+    sampled = {"do_sample": True, "temperature": 0.7}
+    recorded = engine.decoding_of(engine.prepared_config(model, tokenizer, sampled), sampled, 1)
+    assert recorded["temperature"] == 0.7 and recorded["do_sample"] and recorded["seed"] == 1
+
+
+def test_a_local_model_is_named_by_its_files_and_a_hub_model_by_its_commit(tiny, tiny_model_dir):
+    from generation.engine.revision import local_revision, model_revision
+
+    model, _ = tiny
+    revision = model_revision(model, tiny_model_dir, None)
+    assert revision == local_revision(tiny_model_dir) and revision.startswith("sha256:")
+    snapshot = tiny_model_dir.parent / "hub" / "snapshots" / ("a1" * 20)
+    snapshot.mkdir(parents=True, exist_ok=True)
+    assert local_revision(snapshot) == "a1" * 20
+    model.config._commit_hash = "b2" * 20
+    try:
+        assert model_revision(model, tiny_model_dir, None) == "b2" * 20
+    finally:
+        model.config._commit_hash = None
+
+
 # Batching
 
 
 def test_batched_greedy_answers_equal_one_at_a_time_answers(tiny, greedy_answers):
     model, tokenizer = tiny
-    one_by_one = generate_answers(model, tokenizer, _questions(24), fmt=LINE_SFT, batch_size=1)
+    one_by_one = generate_answers(model, tokenizer, _questions(24), template=LINE_SFT, batch_size=1)
     assert one_by_one == greedy_answers
 
 
@@ -181,9 +291,9 @@ def test_batched_greedy_equals_one_at_a_time_when_every_answer_runs_to_the_limit
     model, tokenizer = tiny
     params = {"min_new_tokens": 24, "max_new_tokens": 24}
     questions = _questions(12)
-    batched = generate_answers(model, tokenizer, questions, fmt=LINE_SFT, params=params)
+    batched = generate_answers(model, tokenizer, questions, template=LINE_NO_STOP, params=params)
     single = generate_answers(
-        model, tokenizer, questions, fmt=LINE_SFT, params=params, batch_size=1
+        model, tokenizer, questions, template=LINE_NO_STOP, params=params, batch_size=1
     )
     assert batched == single
     assert {g.new_tokens for g in batched} == {24}
@@ -199,7 +309,9 @@ def test_generation_sets_the_tokenizer_to_pad_on_the_left(tiny, tiny_model_dir):
     model, _ = tiny
     tokenizer = load_tokenizer(tiny_model_dir)
     tokenizer.padding_side = "right"
-    generate_answers(model, tokenizer, _questions(2), fmt=LINE_SFT, params={"max_new_tokens": 2})
+    generate_answers(
+        model, tokenizer, _questions(2), template=LINE_SFT, params={"max_new_tokens": 2}
+    )
     assert tokenizer.padding_side == "left"
 
 
@@ -209,8 +321,10 @@ def test_a_tokenizer_without_a_pad_token_pads_with_the_end_token(tiny, tiny_mode
     tokenizer.pad_token = None
     questions = _questions(6)
     params = {"max_new_tokens": 16}
-    answers = generate_answers(model, tokenizer, questions, fmt=LINE_SFT, params=params)
-    assert answers == generate_answers(model, reference, questions, fmt=LINE_SFT, params=params)
+    answers = generate_answers(model, tokenizer, questions, template=LINE_SFT, params=params)
+    assert answers == generate_answers(
+        model, reference, questions, template=LINE_SFT, params=params
+    )
 
 
 def _batched(tiny, questions, *, max_new_tokens: int, batch_size: int, stop_after=None):
@@ -222,7 +336,7 @@ def _batched(tiny, questions, *, max_new_tokens: int, batch_size: int, stop_afte
         model,
         tokenizer,
         questions,
-        fmt=LINE_SFT,
+        template=LINE_SFT,
         params={"max_new_tokens": max_new_tokens},
         batch_size=batch_size,
         on_batch=batches.append,
@@ -241,10 +355,7 @@ def test_longest_prompts_are_generated_first(tiny):
     _, tokenizer = tiny
     questions = _questions(12)
     _, batches = _batched(tiny, questions, max_new_tokens=2, batch_size=3)
-    length = {
-        q.key: len(encode_prompt(tokenizer, format_prompt(LINE_SFT, q.question), LINE_SFT))
-        for q in questions
-    }
+    length = {q.key: len(encode_prompt(tokenizer, q)) for q in questions}
     order = [length[g.key] for batch in batches for g in batch]
     assert order == sorted(order, reverse=True)
 
@@ -253,7 +364,7 @@ def test_answers_come_back_in_the_order_of_the_prompts(tiny):
     model, tokenizer = tiny
     questions = _questions(9)
     answers = generate_answers(
-        model, tokenizer, questions, fmt=LINE_SFT, params={"max_new_tokens": 2}, batch_size=4
+        model, tokenizer, questions, template=LINE_SFT, params={"max_new_tokens": 2}, batch_size=4
     )
     assert [g.key for g in answers] == [q.key for q in questions]
 
@@ -271,7 +382,7 @@ def test_should_stop_before_anything_generates_nothing(tiny):
         model,
         tokenizer,
         _questions(4),
-        fmt=LINE_SFT,
+        template=LINE_SFT,
         on_batch=calls.append,
         should_stop=lambda: True,
     )
@@ -281,13 +392,13 @@ def test_should_stop_before_anything_generates_nothing(tiny):
 def test_a_batch_size_below_one_is_refused(tiny):
     model, tokenizer = tiny
     with pytest.raises(ValueError) as error:
-        generate_answers(model, tokenizer, _questions(2), fmt=LINE_SFT, batch_size=0)
+        generate_answers(model, tokenizer, _questions(2), template=LINE_SFT, batch_size=0)
     assert str(error.value) == BAD_BATCH_SIZE
 
 
 def test_empty_prompt_list_gives_no_answers(tiny):
     model, tokenizer = tiny
-    assert generate_answers(model, tokenizer, [], fmt=LINE_SFT) == []
+    assert generate_answers(model, tokenizer, [], template=LINE_SFT) == []
 
 
 # Parameters
@@ -330,7 +441,7 @@ def test_unknown_params_are_refused_before_anything_generates(tiny):
             model,
             tokenizer,
             _questions(2),
-            fmt=LINE_SFT,
+            template=LINE_SFT,
             params={"tempreature": 0.7},
             on_batch=calls.append,
         )
@@ -346,7 +457,7 @@ def test_impossible_param_values_are_refused(tiny):
 def test_max_new_tokens_limits_the_answer(tiny):
     model, tokenizer = tiny
     answers = generate_answers(
-        model, tokenizer, _questions(6), fmt=LINE_SFT, params={"max_new_tokens": 3}
+        model, tokenizer, _questions(6), template=LINE_SFT, params={"max_new_tokens": 3}
     )
     assert all(1 <= g.new_tokens <= 3 for g in answers)
 
@@ -354,7 +465,9 @@ def test_max_new_tokens_limits_the_answer(tiny):
 def test_min_new_tokens_holds_the_end_token_back(tiny, greedy_answers):
     model, tokenizer = tiny
     params = {"min_new_tokens": 40, "max_new_tokens": 40}
-    answers = generate_answers(model, tokenizer, _questions(6), fmt=LINE_SFT, params=params)
+    answers = generate_answers(
+        model, tokenizer, _questions(6), template=LINE_NO_STOP, params=params
+    )
     assert [g.new_tokens for g in answers] == [40] * 6
     assert any(short.new_tokens < 40 for short in greedy_answers[:6])
 
@@ -379,10 +492,16 @@ def test_sampled_answers_repeat_for_the_same_seed_whatever_the_batch(tiny):
     model, tokenizer = tiny
     questions = _questions(10)
     first = generate_answers(
-        model, tokenizer, questions, fmt=LINE_SFT, params=SAMPLING, seed=5, batch_size=4
+        model, tokenizer, questions, template=LINE_SFT, params=SAMPLING, seed=5, batch_size=4
     )
     regrouped = generate_answers(
-        model, tokenizer, questions[::-1][:7], fmt=LINE_SFT, params=SAMPLING, seed=5, batch_size=3
+        model,
+        tokenizer,
+        questions[::-1][:7],
+        template=LINE_SFT,
+        params=SAMPLING,
+        seed=5,
+        batch_size=3,
     )
     by_key = {g.key: g for g in first}
     assert all(by_key[g.key] == g for g in regrouped)
@@ -391,8 +510,8 @@ def test_sampled_answers_repeat_for_the_same_seed_whatever_the_batch(tiny):
 def test_sampled_answers_change_with_the_seed(tiny):
     model, tokenizer = tiny
     questions = _questions(10)
-    a = generate_answers(model, tokenizer, questions, fmt=LINE_SFT, params=SAMPLING, seed=5)
-    b = generate_answers(model, tokenizer, questions, fmt=LINE_SFT, params=SAMPLING, seed=6)
+    a = generate_answers(model, tokenizer, questions, template=LINE_SFT, params=SAMPLING, seed=5)
+    b = generate_answers(model, tokenizer, questions, template=LINE_SFT, params=SAMPLING, seed=6)
     assert sum(x.text != y.text for x, y in zip(a, b, strict=True)) >= 5
 
 
@@ -400,13 +519,13 @@ def test_sampling_differs_from_greedy_and_leaves_the_global_random_state_alone(t
     model, tokenizer = tiny
     questions = _questions(10)
     greedy = generate_answers(
-        model, tokenizer, questions, fmt=LINE_SFT, params={"max_new_tokens": 32}
+        model, tokenizer, questions, template=LINE_SFT, params={"max_new_tokens": 32}
     )
     torch.manual_seed(99)
     expected = torch.rand(2)
     torch.manual_seed(99)
     sampled = generate_answers(
-        model, tokenizer, questions, fmt=LINE_SFT, params={**SAMPLING, "temperature": 1.5}
+        model, tokenizer, questions, template=LINE_SFT, params={**SAMPLING, "temperature": 1.5}
     )
     assert torch.equal(torch.rand(2), expected)
     assert sum(s.text != g.text for s, g in zip(sampled, greedy, strict=True)) >= 5
@@ -416,9 +535,13 @@ def test_top_k_of_one_samples_the_greedy_answer(tiny):
     model, tokenizer = tiny
     questions = _questions(6)
     params = {"max_new_tokens": 24}
-    greedy = generate_answers(model, tokenizer, questions, fmt=LINE_SFT, params=params)
+    greedy = generate_answers(model, tokenizer, questions, template=LINE_SFT, params=params)
     sampled = generate_answers(
-        model, tokenizer, questions, fmt=LINE_SFT, params={**params, "do_sample": True, "top_k": 1}
+        model,
+        tokenizer,
+        questions,
+        template=LINE_SFT,
+        params={**params, "do_sample": True, "top_k": 1},
     )
     assert sampled == greedy
 
@@ -428,23 +551,23 @@ def test_top_k_of_one_samples_the_greedy_answer(tiny):
 
 def test_chat_template_format_generates_what_the_line_format_does(tiny, greedy_answers):
     model, tokenizer = tiny
-    answers = generate_answers(model, tokenizer, _questions(8), fmt=CHAT_TEMPLATE)
+    answers = generate_answers(model, tokenizer, _questions(8), template=CHAT_TEMPLATE)
     assert answers == greedy_answers[:8]
 
 
 def test_rinna_format_generates_answers_too(tiny):
     model, tokenizer = tiny
     answers = generate_answers(
-        model, tokenizer, _questions(4), fmt=RINNA, params={"max_new_tokens": 16}
+        model, tokenizer, _questions(4), template=RINNA, params={"max_new_tokens": 16}
     )
     assert len(answers) == 4 and all("<NL>" not in g.text for g in answers)
 
 
 def test_a_prompt_never_ends_with_the_end_token(tiny):
     _, tokenizer = tiny
-    ids = encode_prompt(tokenizer, format_prompt(LINE_SFT, "質問"), LINE_SFT)
+    ids = encode_prompt(tokenizer, "質問")
     assert ids[-1] != tokenizer.eos_token_id
-    assert tokenizer.decode(ids) == format_prompt(LINE_SFT, "質問")
+    assert tokenizer.decode(ids) == "ユーザー: 質問\nシステム: "
 
 
 # Loading
@@ -614,7 +737,7 @@ def adapter_dir(tiny_model_dir, tmp_path_factory):
 
 
 def _logits(model, tokenizer) -> torch.Tensor:
-    ids = torch.tensor([encode_prompt(tokenizer, format_prompt(LINE_SFT, "質問"), LINE_SFT)])
+    ids = torch.tensor([encode_prompt(tokenizer, "質問")])
     with torch.no_grad():
         return model(input_ids=ids).logits
 
@@ -640,7 +763,7 @@ def test_answers_generate_through_a_lora_adapter(tiny, tiny_model_dir, adapter_d
     _, tokenizer = tiny
     adapted = load_model(tiny_model_dir, adapter_path=adapter_dir)
     answers = generate_answers(
-        adapted, tokenizer, _questions(4), fmt=LINE_SFT, params={"max_new_tokens": 8}
+        adapted, tokenizer, _questions(4), template=LINE_SFT, params={"max_new_tokens": 8}
     )
     assert [g.key for g in answers] == [q.key for q in _questions(4)]
     assert all(1 <= g.new_tokens <= 8 for g in answers)
@@ -648,7 +771,8 @@ def test_answers_generate_through_a_lora_adapter(tiny, tiny_model_dir, adapter_d
 
 def test_the_engines_and_the_parameter_declaration_load_without_django():
     code = (
-        "import sys, generation.engine.params, generation.engine.generate, generation.engine.train;"
+        "import sys, generation.engine.params, generation.engine.generate, generation.engine.train,"
+        " generation.engine.endpoint, generation.engine.revision;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'django'))"
     )
     repo = FIXTURES.parent

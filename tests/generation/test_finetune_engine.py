@@ -6,9 +6,11 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
+from generation.engine import render
 from generation.engine.examples import Example
 from generation.engine.generate import Prompt, generate_answers
 from generation.engine.loading import load_model, load_tokenizer
+from generation.engine.presets import PRESETS
 from generation.engine.train import (
     TrainConfig,
     last_checkpoint,
@@ -19,6 +21,8 @@ from generation.engine.train import (
 from tests.generation.conftest import fixture_examples
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
+
+LINE_SFT = render.template_from("line_sft", 1, PRESETS["line_sft"])
 
 
 class Interrupted(RuntimeError):
@@ -63,7 +67,7 @@ def _run(tiny_model_dir, tokenizer, examples, root, config, log=None, output="ad
         model_path=str(tiny_model_dir),
         tokenizer=tokenizer,
         examples=examples,
-        fmt="line_sft",
+        template=LINE_SFT,
         config=config,
         checkpoint_dir=root / "checkpoints",
         output_dir=root / output,
@@ -146,8 +150,8 @@ def test_full_fine_tuning_saves_a_standalone_model_that_generates(
     [answer] = generate_answers(
         model,
         saved_tokenizer,
-        [Prompt(1, "日本の首都はどこですか？")],
-        fmt="line_sft",
+        [Prompt.single(1, "日本の首都はどこですか？")],
+        template=LINE_SFT,
         params={"max_new_tokens": 16},
     )
     assert answer.new_tokens > 0

@@ -1,20 +1,23 @@
-"""Training examples: rendered in the generation prompt format, loss on the answer tokens only."""
+"""Training examples: rendered by the one renderer with the model's template, the prompt
+tokenized exactly as generation tokenizes it, the loss on the answer tokens only."""
 
 from __future__ import annotations
 
 import pytest
 
-from generation import prompts
+from generation.engine import render
 from generation.engine.examples import (
     IGNORE_INDEX,
     AnswerOnlyCollator,
     Example,
+    encode_example,
+    example_messages,
     held_out_count,
-    render_example,
+    join_instruction,
     split_examples,
 )
-from generation.engine.generate import encode_prompt
 from generation.engine.loading import load_tokenizer
+from generation.engine.presets import PRESETS
 from generation.engine.train import (
     TrainConfig,
     lora_target_modules,
@@ -32,31 +35,38 @@ EXAMPLES = [
     ),
     Example(instruction="  前後に空白  ", input="  ", output="  答え  "),
 ]
+TEXT_PRESETS = ["line_sft", "rinna", "calm2", "llm_jp", "elyza_llama2", "alpaca_ja", "plain"]
 
 
-@pytest.mark.parametrize("fmt", [prompts.LINE_SFT, prompts.RINNA])
+def preset(name: str) -> render.Template:
+    return render.template_from(name, 1, PRESETS[name])
+
+
+def prompt_of(example: Example) -> list[dict]:
+    return render.conversation([join_instruction(example.instruction, example.input)], [])
+
+
+@pytest.mark.parametrize("name", TEXT_PRESETS)
 @pytest.mark.parametrize("example", EXAMPLES, ids=["no-input", "input-and-newlines", "spaces"])
-def test_the_loss_mask_covers_exactly_the_answer_tokens(tokenizer, fmt, example):
-    rendered = render_example(tokenizer, fmt, example, max_length=1024)
+def test_the_loss_mask_covers_exactly_the_answer_tokens(tokenizer, name, example):
+    template = preset(name)
+    rendered = encode_example(tokenizer, template, example, max_length=1024)
     ids, labels = rendered["input_ids"], rendered["labels"]
-    question = prompts.join_instruction(example.instruction, example.input)
-    prompt_text = prompts.format_prompt(fmt, question)
     # The prompt is tokenized exactly as generation tokenizes it...
-    prompt_ids = encode_prompt(tokenizer, prompt_text, fmt)
+    prompt_ids = render.encode_prompt(template, prompt_of(example), tokenizer)
     n = len(prompt_ids)
     assert ids[:n] == prompt_ids
     # ...every one of its tokens is masked, and nothing after it is.
     assert labels[:n] == [IGNORE_INDEX] * n
     assert labels[n:] == ids[n:]
-    # What is left to learn is the answer as the format writes it, then the end token.
-    answer_text = prompts.format_answer(fmt, example.output.strip())
-    assert tokenizer.decode(ids[n:]) == answer_text + tokenizer.eos_token
-    assert ids[-1] == tokenizer.eos_token_id
-    assert tokenizer.decode(ids) == prompt_text + answer_text + tokenizer.eos_token
+    # What is left to learn is the reply as the template writes it, then one end token.
+    _, target = render.render_example(template, example_messages(example), tokenizer)
+    assert tokenizer.decode(ids[n:]) == target
+    assert ids[-1] == tokenizer.eos_token_id and ids.count(tokenizer.eos_token_id) == 1
 
 
 def test_rinna_examples_write_every_newline_as_nl(tokenizer):
-    rendered = render_example(tokenizer, prompts.RINNA, EXAMPLES[1], max_length=1024)
+    rendered = encode_example(tokenizer, preset("rinna"), EXAMPLES[1], max_length=1024)
     text = tokenizer.decode(rendered["input_ids"])
     assert "\n" not in text
     assert text == (
@@ -67,53 +77,67 @@ def test_rinna_examples_write_every_newline_as_nl(tokenizer):
 
 
 def test_line_sft_examples_join_instruction_and_input_with_a_blank_line(tokenizer):
-    rendered = render_example(tokenizer, prompts.LINE_SFT, EXAMPLES[1], max_length=1024)
-    assert tokenizer.decode(rendered["input_ids"]).startswith(
+    rendered = encode_example(tokenizer, preset("line_sft"), EXAMPLES[1], max_length=1024)
+    assert tokenizer.decode(rendered["input_ids"]) == (
         "ユーザー: 次の文を要約してください。\n\n"
         "今日は朝から雨が降っていた。\n午後には晴れた。\nシステム: "
+        "雨のち晴れの一日だった。\n短くまとめました。</s>"
     )
 
 
-@pytest.mark.parametrize("fmt", [prompts.LINE_SFT, prompts.RINNA, prompts.CHAT_TEMPLATE])
-def test_every_fixture_example_masks_exactly_its_prompt(tokenizer, fmt):
+def test_llama2_examples_carry_the_bos_their_template_writes_and_one_end_token(tokenizer):
+    rendered = encode_example(tokenizer, preset("elyza_llama2"), EXAMPLES[0], max_length=1024)
+    ids = rendered["input_ids"]
+    assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1
+    assert tokenizer.decode(ids).endswith("[/INST] 東京です。 </s>")
+
+
+def test_a_template_that_does_not_end_with_eos_trains_no_end_token(tokenizer):
+    template = render.template_from("no-eos", 1, {**PRESETS["calm2"], "end_with_eos": False})
+    rendered = encode_example(tokenizer, template, EXAMPLES[0], max_length=1024)
+    assert tokenizer.eos_token_id not in rendered["input_ids"]
+    assert tokenizer.decode(rendered["input_ids"]).endswith("ASSISTANT: 東京です。")
+
+
+@pytest.mark.parametrize("name", ["line_sft", "rinna", "chat_template"])
+def test_every_fixture_example_masks_exactly_its_prompt(tokenizer, name):
+    template = preset(name)
     for example in fixture_examples():
-        rendered = render_example(tokenizer, fmt, example, max_length=4096)
-        question = prompts.join_instruction(example.instruction, example.input)
-        prompt_ids = encode_prompt(tokenizer, prompts.format_prompt(fmt, question, tokenizer), fmt)
+        rendered = encode_example(tokenizer, template, example, max_length=4096)
+        prompt_ids = render.encode_prompt(template, prompt_of(example), tokenizer)
         masked = [i for i, label in enumerate(rendered["labels"]) if label == IGNORE_INDEX]
         assert masked == list(range(len(prompt_ids))), example.instruction
         assert rendered["input_ids"][: len(prompt_ids)] == prompt_ids
 
 
-def test_a_sentencepiece_tokenizer_still_learns_exactly_the_answer(tmp_path):
-    # Sentencepiece marks a word start ("▁") on a piece encoded alone, so prompt and answer
-    # cannot be encoded apart; the whole text is encoded and the mask ends where it leaves the
-    # prompt's encoding.
+def test_a_sentencepiece_tokenizer_keeps_the_generation_prompt_and_learns_the_answer(tmp_path):
+    # Sentencepiece may join the prompt's last space to the answer's first word when the two are
+    # encoded together; the prompt must still be exactly the tokens generation sends.
     from generation.engine.tiny import build_tiny_sentencepiece_tokenizer
 
     tokenizer = load_tokenizer(build_tiny_sentencepiece_tokenizer(tmp_path / "sp"))
-    for fmt in (prompts.LINE_SFT, prompts.RINNA):
+    for name in ("line_sft", "rinna"):
+        template = preset(name)
         for example in EXAMPLES[:2]:
-            rendered = render_example(tokenizer, fmt, example, max_length=1024)
+            rendered = encode_example(tokenizer, template, example, max_length=1024)
             ids, labels = rendered["input_ids"], rendered["labels"]
-            start = labels.index(next(label for label in labels if label != IGNORE_INDEX))
-            question = prompts.join_instruction(example.instruction, example.input)
-            prompt_ids = encode_prompt(tokenizer, prompts.format_prompt(fmt, question), fmt)
-            assert ids[:start] == prompt_ids[:start]
-            assert all(label == IGNORE_INDEX for label in labels[:start])
-            assert labels[start:] == ids[start:]
-            answer = prompts.format_answer(fmt, example.output)
-            assert tokenizer.decode(ids[start:]).strip() == answer + tokenizer.eos_token
+            prompt_ids = render.encode_prompt(template, prompt_of(example), tokenizer)
+            n = len(prompt_ids)
+            assert ids[:n] == prompt_ids
+            assert labels[:n] == [IGNORE_INDEX] * n and labels[n:] == ids[n:]
+            _, target = render.render_example(template, example_messages(example), tokenizer)
+            assert tokenizer.decode(ids[n:]).strip() == target
+            assert ids[-1] == tokenizer.eos_token_id
 
 
 def test_truncation_keeps_the_prompt_masked_and_drops_examples_with_no_answer_left(tokenizer):
-    example = EXAMPLES[1]
-    full = render_example(tokenizer, prompts.LINE_SFT, example, max_length=1024)
+    template, example = preset("line_sft"), EXAMPLES[1]
+    full = encode_example(tokenizer, template, example, max_length=1024)
     n_prompt = full["labels"].count(IGNORE_INDEX)
-    cut = render_example(tokenizer, prompts.LINE_SFT, example, max_length=n_prompt + 2)
+    cut = encode_example(tokenizer, template, example, max_length=n_prompt + 2)
     assert cut["input_ids"] == full["input_ids"][: n_prompt + 2]
     assert cut["labels"] == full["labels"][: n_prompt + 2]
-    assert render_example(tokenizer, prompts.LINE_SFT, example, max_length=n_prompt) is None
+    assert encode_example(tokenizer, template, example, max_length=n_prompt) is None
 
 
 def test_the_collator_masks_padding_but_keeps_an_end_token_that_is_also_the_pad():

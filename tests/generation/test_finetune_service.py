@@ -132,6 +132,20 @@ def test_an_adapter_cannot_be_the_base_of_a_run(base, fixture_dataset):
         finetune_run_create(base_model=adapter, datasets=[(fixture_dataset, None)], enqueue=False)
 
 
+def test_a_served_model_cannot_be_the_base_of_a_run(fixture_dataset):
+    served = language_model_register(
+        name="served", endpoint_url="http://127.0.0.1:9/v1", endpoint_model="tiny"
+    )
+    with pytest.raises(ServiceError, match="is served by an endpoint; there are no weights"):
+        finetune_run_create(base_model=served, datasets=[(fixture_dataset, None)], enqueue=False)
+    assert not FineTuneRun.objects.exists()
+
+
+def test_a_run_records_the_template_version_its_examples_render_with(base, fixture_dataset):
+    run = finetune_run_create(base_model=base, datasets=[(fixture_dataset, None)], enqueue=False)
+    assert (run.template.name, run.template.version) == ("line_sft", 1)
+
+
 def test_the_resulting_model_name_must_be_free(base, fixture_dataset):
     with pytest.raises(ServiceError, match="a model named 'base' already exists"):
         finetune_run_create(

@@ -5,15 +5,23 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 
 from generation import importers
 from generation.models import PromptSet, Question
 from generation.registry import language_model_register
 from generation.runs import generation_run_create_imported
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, logged_in
+from tests.generation.conftest import ensure_preset_templates
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _presets(db):
+    # A transactional test earlier in the session empties the migrated preset templates.
+    ensure_preset_templates()
 
 
 def _write(tmp_path, name: str, content: str | bytes):
@@ -84,6 +92,25 @@ def test_it_imports_rakuda_questions_keeping_fastchat_ids(external_data):
     assert questions[0].category == records[0]["category"]
 
 
+def test_it_imports_fastchat_questions_of_several_turns(tmp_path):
+    records = [
+        {"question_id": 81, "category": "writing", "turns": ["旅行記を書いて。", "Aで始めて。"]},
+        {"question_id": 82, "category": "math", "turns": ["1+1は？"]},
+    ]
+    path = _write(
+        tmp_path, "mt.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    )
+    call_command("import_prompts", str(path), "--name", "mt")
+    first, second = Question.objects.filter(prompt_set__name="mt").order_by("position")
+    assert (first.text, first.follow_ups, first.external_id) == (
+        "旅行記を書いて。",
+        ["Aで始めて。"],
+        "81",
+    )
+    assert first.turns == ["旅行記を書いて。", "Aで始めて。"]
+    assert (second.text, second.follow_ups, second.turns) == ("1+1は？", [], ["1+1は？"])
+
+
 @pytest.mark.parametrize(
     ("name", "content", "line", "problem"),
     [
@@ -94,11 +121,12 @@ def test_it_imports_rakuda_questions_keeping_fastchat_ids(external_data):
         ("nofield.jsonl", '{"prompt": "x"}\n', 1, importers.NO_TEXT_FIELD),
         ("array.jsonl", '["x"]\n', 1, "expected a JSON object"),
         (
-            "multi.jsonl",
-            '{"question_id": 1, "turns": ["a"]}\n{"question_id": 2, "turns": ["a", "b"]}\n',
+            "empty-turn.jsonl",
+            '{"question_id": 1, "turns": ["a"]}\n{"question_id": 2, "turns": ["a", " "]}\n',
             2,
-            "multi-turn record (2 turns)",
+            importers.EMPTY_TURN.format(n=2),
         ),
+        ("no-turns.jsonl", '{"question_id": 1, "turns": []}\n', 1, importers.TURNS_NOT_LIST),
         (
             "dup.jsonl",
             '{"question_id": 7, "text": "a"}\n{"question_id": 7, "text": "b"}\n',
@@ -166,3 +194,16 @@ def test_an_oversized_file_is_refused(tmp_path, settings):
     with pytest.raises(CommandError, match="over the 100-byte limit"):
         call_command("import_prompts", str(path), "--name", "big")
     assert not PromptSet.objects.filter(name="big").exists()
+
+
+def test_the_api_takes_questions_of_several_turns_and_serves_their_follow_ups(staff_user):
+    records = [{"question_id": 1, "turns": ["一つ目", "二つ目", "三つ目"]}]
+    upload = SimpleUploadedFile(
+        "mt.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+    )
+    client = logged_in(staff_user)
+    response = client.post("/api/prompt-sets/import/", {"name": "mt-api", "file": upload})
+    assert response.status_code == 201, response.content
+    prompt_set = response.json()["id"]
+    (question,) = client.get(f"/api/questions/?prompt_set={prompt_set}").json()["results"]
+    assert (question["text"], question["follow_ups"]) == ("一つ目", ["二つ目", "三つ目"])

@@ -253,9 +253,29 @@ def test_token_statistics_use_the_chosen_models_tokenizer_and_format(tiny_model_
     )
     tokens = dataset.stats["tokens"]
     assert tokens["model"] == "tiny" and tokens["prompt_format"] == "rinna"
+    assert tokens["template"] == "rinna v1"
     for part in ("prompt", "answer", "total"):
         assert 0 < tokens[part]["p50"] <= tokens[part]["p90"] <= tokens[part]["max"]
     assert tokens["total"]["max"] > tokens["answer"]["max"]
+
+
+@pytest.mark.django_db
+def test_token_statistics_with_a_served_model_are_refused_clearly():
+    served = language_model_register(
+        name="served", endpoint_url="http://127.0.0.1:9/v1", endpoint_model="tiny"
+    )
+    with pytest.raises(ServiceError) as error:
+        instruction_dataset_import(
+            name="tok",
+            data=(FIXTURES / "instructions_ja.jsonl").read_bytes(),
+            filename="i.jsonl",
+            tokenizer_model=served,
+        )
+    assert str(error.value) == (
+        "token statistics with 'served' failed: is served by an endpoint; choose a model whose "
+        "tokenizer is stored here"
+    )
+    assert not InstructionDataset.objects.filter(name="tok").exists()
 
 
 # --- admin and API -----------------------------------------------------------------------------

@@ -8,8 +8,9 @@ from django.db.models import Count
 from generation.models import Answer, GenerationRun, PromptSet
 from generation.registry import language_model_register, prompt_set_import, storage_relative
 from generation.runs import generation_run_cancel, generation_run_create, generation_run_retry
+from generation.templates import template_latest
 from tests.conftest import FIXTURES, wait_for
-from tests.generation.conftest import kill_mid_run
+from tests.generation.conftest import ensure_preset_templates, kill_mid_run
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -18,6 +19,7 @@ HUNG = 900
 
 
 def _setup(tiny_model_dir, model_storage, name: str = "tiny") -> tuple:
+    ensure_preset_templates()
     prompt_set = prompt_set_import(
         name="fixture",
         data=(FIXTURES / "prompts_ja.jsonl").read_bytes(),
@@ -57,6 +59,15 @@ def test_a_worker_generates_every_answer_of_a_prompt_set(
     texts = list(run.answers.values_list("text", flat=True))
     assert sum(1 for t in texts if t.strip()) >= 90
     assert not any("ユーザー:" in t or "</s>" in t for t in texts)
+    # Provenance on every answer, and the template version the run used.
+    assert run.template == template_latest("line_sft")
+    for answer in run.answers.all():
+        assert answer.turn == 1
+        assert answer.prompt_text == f"ユーザー: {answer.question.text}\nシステム: "
+        assert answer.prompt_tokens > 0 and answer.model_revision.startswith("sha256:")
+        assert answer.decoding == {"max_new_tokens": 48, "do_sample": False, "seed": 0}
+        assert answer.stop_reason in ("eos", "stop_string", "length")
+        assert answer.truncated == (answer.stop_reason == "length")
 
 
 def test_a_killed_worker_is_replaced_and_the_run_resumes_without_duplicates(

@@ -11,7 +11,10 @@ from generation.workers import QueueWatch, poll_seconds, say
 
 
 class Command(BaseCommand):
-    help = "Queue a generation run (model x prompt set) on the gpu queue; --wait shows progress."
+    help = (
+        "Queue a generation run (model x prompt set): weights on the gpu queue, endpoints on "
+        "default; --wait shows progress."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--model", required=True, help="registered model name")
@@ -50,7 +53,9 @@ class Command(BaseCommand):
             )
         except ServiceError as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(f"run {run.pk}: {model.name} on {prompt_set.name}, {run.total} questions")
+        self.stdout.write(
+            f"run {run.pk}: {model.name} on {prompt_set.name}, {run.total} answers to make"
+        )
         if opts["inline"]:
             generation_run_execute(run_id=run.pk)
         elif not opts["wait"]:

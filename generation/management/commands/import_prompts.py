@@ -11,7 +11,8 @@ from generation.registry import prompt_set_import
 class Command(BaseCommand):
     help = (
         "Import a prompt set from CSV (column 'question', optional 'category', 'question_id') "
-        "or JSONL ('text' / 'question' / 'input', or FastChat 'question_id'/'category'/'turns'). "
+        "or JSONL ('text' / 'question' / 'input', or FastChat 'question_id'/'category'/'turns', "
+        "one or more turns). "
         "Atomic: a bad file imports nothing."
     )
 

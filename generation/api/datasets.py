@@ -1,0 +1,114 @@
+"""Instruction data sets: import, token statistics, augmentation."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+
+from ..errors import ServiceError
+from ..models import InstructionDataset, LanguageModel
+from ..training.data import (
+    instruction_dataset_augment,
+    instruction_dataset_import,
+    instruction_dataset_token_stats,
+)
+from .shared import import_action, import_upload
+
+
+class InstructionDatasetSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = InstructionDataset
+        fields = ["id", "name", "description", "source", "stats", "derived_from", "created_at"]
+        read_only_fields = ["source", "stats", "derived_from", "created_at"]
+
+
+class InstructionDatasetImportSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    file = serializers.FileField()
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    drop_duplicates = serializers.BooleanField(required=False, default=False)
+    tokenizer_model = serializers.PrimaryKeyRelatedField(
+        queryset=LanguageModel.objects.all(), required=False, allow_null=True, default=None
+    )
+
+
+class TokenStatsSerializer(serializers.Serializer):
+    model = serializers.PrimaryKeyRelatedField(queryset=LanguageModel.objects.all())
+
+
+class AugmentSerializer(serializers.Serializer):
+    model = serializers.PrimaryKeyRelatedField(queryset=LanguageModel.objects.all())
+    name = serializers.CharField(max_length=200)
+    params = serializers.DictField(required=False, default=dict)
+    seed = serializers.IntegerField(required=False, default=0)
+    batch_size = serializers.IntegerField(required=False, default=8, min_value=1, max_value=512)
+
+
+class AugmentOutputSerializer(serializers.Serializer):
+    run = serializers.IntegerField(source="run_id")
+    name = serializers.CharField()
+
+
+class InstructionDatasetViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Data sets are created by import (or augmentation); their rows never change."""
+
+    action_permissions = {
+        "import_file": ["generation.add_instructiondataset"],
+        "token_stats": ["generation.view_instructiondataset"],
+        "augment": [
+            "generation.add_instructiondataset",
+            "generation.add_generationrun",
+            "generation.run_languagemodel",
+        ],
+    }
+    queryset = InstructionDataset.objects.all()
+    serializer_class = InstructionDatasetSerializer
+    filterset_fields = ["name"]
+
+    @import_action(InstructionDatasetImportSerializer, InstructionDatasetSerializer)
+    def import_file(self, request):
+        """Import a data set from a JSONL / JSON / CSV upload (atomic)."""
+        return import_upload(
+            request,
+            InstructionDatasetImportSerializer,
+            instruction_dataset_import,
+            InstructionDatasetSerializer,
+            user=request.user,
+        )
+
+    @extend_schema(request=TokenStatsSerializer, responses=InstructionDatasetSerializer)
+    @action(detail=True, methods=["post"], url_path="token-stats")
+    def token_stats(self, request, pk=None):
+        """Token-length percentiles as the given model would be trained on the set."""
+        form = TokenStatsSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            dataset = instruction_dataset_token_stats(
+                dataset=self.get_object(), model=form.validated_data["model"]
+            )
+        except ServiceError as exc:
+            raise ValidationError(str(exc)) from None
+        return Response(InstructionDatasetSerializer(dataset).data)
+
+    @extend_schema(request=AugmentSerializer, responses={202: AugmentOutputSerializer})
+    @action(detail=True, methods=["post"])
+    def augment(self, request, pk=None):
+        """Queue answers by a model to the set's unique instructions, saved as a new set."""
+        form = AugmentSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            augmentation = instruction_dataset_augment(
+                dataset=self.get_object(), user=request.user, **form.validated_data
+            )
+        except ServiceError as exc:
+            raise ValidationError(str(exc)) from None
+        data = AugmentOutputSerializer(augmentation).data
+        return Response(data, status=status.HTTP_202_ACCEPTED)

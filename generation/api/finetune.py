@@ -1,0 +1,168 @@
+"""Fine-tune runs: create, follow (with the loss log), cancel and resume."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+
+from ..engine.params import FINETUNE, Param
+from ..errors import ServiceError
+from ..models import FineTuneLog, FineTuneRun, InstructionDataset, LanguageModel
+from ..params import FINETUNE_FIELDS
+from ..training.finetune import finetune_run_cancel, finetune_run_create, finetune_run_resume
+from .shared import RUN_STATE_FIELDS, run_change
+
+
+class FineTuneSourceSerializer(serializers.Serializer):
+    dataset = serializers.PrimaryKeyRelatedField(queryset=InstructionDataset.objects.all())
+    rows = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
+
+
+class FineTuneRunInputSerializer(serializers.Serializer):
+    """A new run: unset hyper-parameters take their defaults (see the run's fields)."""
+
+    base_model = serializers.PrimaryKeyRelatedField(queryset=LanguageModel.objects.all())
+    datasets = FineTuneSourceSerializer(many=True, allow_empty=False)
+    method = serializers.ChoiceField(choices=FineTuneRun.Method.choices, default="lora")
+    model_name = serializers.CharField(required=False, allow_blank=True, default="")
+
+    def get_fields(self):
+        # One optional field per hyper-parameter; the service checks the values.
+        return {**super().get_fields(), **{p.name: _hyperparameter_field(p) for p in FINETUNE}}
+
+
+def _hyperparameter_field(param: Param) -> serializers.Field:
+    if param.kind is list:
+        return serializers.ListField(child=serializers.CharField(), required=False)
+    kinds = {bool: serializers.BooleanField, int: serializers.IntegerField}
+    return kinds.get(param.kind, serializers.FloatField)(required=False)
+
+
+class FineTuneRunSerializer(serializers.ModelSerializer):
+    datasets = serializers.SerializerMethodField()
+    progress = serializers.SerializerMethodField()
+
+    class Meta:
+        model = FineTuneRun
+        fields = [
+            "id",
+            "base_model",
+            "template",
+            "datasets",
+            "method",
+            "model_name",
+            *FINETUNE_FIELDS,
+            "status",
+            "step",
+            "total_steps",
+            "epoch",
+            "progress",
+            "train_examples",
+            "eval_examples",
+            "skipped_examples",
+            "train_tokens",
+            "output_path",
+            "checkpoint",
+            "resumed_from_step",
+            "result_model",
+            *RUN_STATE_FIELDS,
+        ]
+        read_only_fields = fields
+
+    def get_datasets(self, run: FineTuneRun) -> list[dict]:
+        return [
+            {"dataset": s.dataset_id, "name": s.dataset.name, "rows": s.rows}
+            for s in run.sources.select_related("dataset")
+        ]
+
+    def get_progress(self, run: FineTuneRun) -> float:
+        return round(run.step / run.total_steps, 4) if run.total_steps else 0.0
+
+
+class FineTuneRunDetailSerializer(FineTuneRunSerializer):
+    """A run with its loss log (``?log_after=STEP`` returns only newer entries)."""
+
+    loss_log = serializers.SerializerMethodField()
+    eval_log = serializers.SerializerMethodField()
+
+    class Meta(FineTuneRunSerializer.Meta):
+        fields = [*FineTuneRunSerializer.Meta.fields, "loss_log", "eval_log"]
+        read_only_fields = fields
+
+    def _entries(self, run: FineTuneRun, kind: str):
+        after = self.context.get("log_after", -1)
+        return run.log_entries.filter(kind=kind, step__gt=after).order_by("step")
+
+    def get_loss_log(self, run: FineTuneRun) -> list[dict]:
+        return [
+            {"step": e.step, "loss": e.loss, "learning_rate": e.learning_rate, "epoch": e.epoch}
+            for e in self._entries(run, FineTuneLog.Kind.TRAIN)
+        ]
+
+    def get_eval_log(self, run: FineTuneRun) -> list[dict]:
+        return [
+            {"step": e.step, "loss": e.loss, "epoch": e.epoch}
+            for e in self._entries(run, FineTuneLog.Kind.EVAL)
+        ]
+
+
+class FineTuneRunViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    action_permissions = {
+        "create": ["generation.add_finetunerun", "generation.run_languagemodel"],
+        "resume": ["generation.change_finetunerun", "generation.run_languagemodel"],
+    }
+    queryset = FineTuneRun.objects.select_related("base_model", "result_model")
+    serializer_class = FineTuneRunSerializer
+    filterset_fields = ["base_model", "status", "method"]
+
+    def get_serializer_class(self):
+        return FineTuneRunDetailSerializer if self.action == "retrieve" else FineTuneRunSerializer
+
+    def get_serializer_context(self):
+        context = super().get_serializer_context()
+        after = self.request.query_params.get("log_after", "")
+        if after.lstrip("-").isdigit():
+            context["log_after"] = int(after)
+        return context
+
+    @extend_schema(request=FineTuneRunInputSerializer, responses={201: FineTuneRunSerializer})
+    def create(self, request):
+        form = FineTuneRunInputSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = dict(form.validated_data)
+        sources = [(s["dataset"], s["rows"]) for s in data.pop("datasets")]
+        try:
+            run = finetune_run_create(
+                base_model=data.pop("base_model"),
+                datasets=sources,
+                method=data.pop("method"),
+                model_name=data.pop("model_name"),
+                params=data,
+                user=request.user,
+            )
+        except ServiceError as exc:
+            raise ValidationError(str(exc)) from None
+        return Response(FineTuneRunSerializer(run).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=FineTuneRunSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """Stop after the current step; the last checkpoint is kept for resuming."""
+        return run_change(
+            finetune_run_cancel, self.get_object(), FineTuneRunSerializer, request.user
+        )
+
+    @extend_schema(request=None, responses=FineTuneRunSerializer)
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        """Queue a failed or cancelled run again; it continues from its last checkpoint."""
+        return run_change(
+            finetune_run_resume, self.get_object(), FineTuneRunSerializer, request.user
+        )

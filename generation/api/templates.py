@@ -1,0 +1,122 @@
+"""Prompt templates: versioned; editing a version a run used returns the new version it made."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+
+from ..engine import render as engine_render
+from ..errors import ServiceError
+from ..models import PromptTemplate
+from ..templates import (
+    TEMPLATE_FIELDS,
+    as_template,
+    template_create,
+    template_delete,
+    template_in_use,
+    template_update,
+)
+
+
+class PromptTemplateSerializer(serializers.ModelSerializer):
+    in_use = serializers.SerializerMethodField(
+        help_text="A run recorded this version: editing it saves a new version"
+    )
+    stop_strings = serializers.ListField(
+        child=serializers.CharField(trim_whitespace=False), required=False
+    )
+
+    class Meta:
+        model = PromptTemplate
+        fields = ["id", *TEMPLATE_FIELDS, "version", "in_use", "created_by", "created_at"]
+        read_only_fields = ["version", "created_by", "created_at"]
+        # A template's spaces and newlines are part of the prompt: keep them as sent.
+        extra_kwargs = {
+            f: {"trim_whitespace": False}
+            for f in TEMPLATE_FIELDS
+            if f not in ("name", "kind", "stop_strings", "end_with_eos")
+        }
+        # Names and versions are the service's to allot (templates.template_create / _update).
+        validators = []
+
+    def get_in_use(self, obj: PromptTemplate) -> bool:
+        return template_in_use(obj)
+
+    def create(self, validated_data):
+        user = self.context["request"].user
+        try:
+            return template_create(**validated_data, user=user)
+        except ServiceError as exc:
+            raise ValidationError({"detail": str(exc)}) from None
+
+    def update(self, instance, validated_data):
+        user = self.context["request"].user
+        try:
+            return template_update(template=instance, changes=validated_data, user=user)
+        except ServiceError as exc:
+            raise ValidationError({"detail": str(exc)}) from None
+
+
+class RenderInputSerializer(serializers.Serializer):
+    turns = serializers.ListField(
+        child=serializers.CharField(trim_whitespace=False), min_length=1, max_length=50
+    )
+    replies = serializers.ListField(
+        child=serializers.CharField(trim_whitespace=False, allow_blank=True),
+        required=False,
+        default=list,
+        max_length=50,
+    )
+
+
+class RenderOutputSerializer(serializers.Serializer):
+    prompt = serializers.CharField(help_text="The model's whole input; the reply follows it")
+    messages = serializers.ListField(
+        child=serializers.DictField(child=serializers.CharField()),
+        help_text="What an endpoint model is sent instead",
+    )
+    stop_strings = serializers.ListField(child=serializers.CharField())
+
+
+class PromptTemplateViewSet(viewsets.ModelViewSet):
+    """Templates by name and version. PUT/PATCH on a version a run used leaves it as it is and
+    answers with the new version holding the changes (its ``id`` and ``version`` say which)."""
+
+    queryset = PromptTemplate.objects.all()
+    serializer_class = PromptTemplateSerializer
+    filterset_fields = ["name", "kind", "version"]
+    action_permissions = {"preview": ["generation.view_prompttemplate"]}
+
+    @extend_schema(request=RenderInputSerializer, responses={200: RenderOutputSerializer})
+    @action(detail=True, methods=["post"])
+    def preview(self, request, pk=None):
+        """Preview: the prompt this version renders for ``turns`` (user turns) and ``replies``
+        (one fewer). A chat_template version is rendered by each model's tokenizer: 400 here."""
+        template = as_template(self.get_object())
+        form = RenderInputSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            messages = engine_render.conversation(
+                form.validated_data["turns"], form.validated_data["replies"]
+            )
+            if len(messages) % 2 == 0:
+                raise ValueError(engine_render.PROMPT_ENDS_WITH_REPLY)
+            prompt = engine_render.render_prompt(template, messages)
+        except ValueError as exc:
+            raise ValidationError({"detail": str(exc)}) from None
+        return Response(
+            {
+                "prompt": prompt,
+                "messages": engine_render.chat_messages(template, messages),
+                "stop_strings": list(template.stop_strings),
+            }
+        )
+
+    def perform_destroy(self, instance):
+        try:
+            template_delete(template=instance)
+        except ServiceError as exc:
+            raise ValidationError({"detail": str(exc)}) from None

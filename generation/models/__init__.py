@@ -1,0 +1,30 @@
+"""The generation app's models, one module per concern; import them from here."""
+
+from .language_models import LanguageModel
+from .prompt_sets import PromptSet, Question
+from .runs import Answer, GenerationRun, Run
+from .templates import PromptTemplate
+from .training import (
+    DatasetAugmentation,
+    FineTuneLog,
+    FineTuneRun,
+    FineTuneRunDataset,
+    InstructionDataset,
+    InstructionExample,
+)
+
+__all__ = [
+    "Answer",
+    "DatasetAugmentation",
+    "FineTuneLog",
+    "FineTuneRun",
+    "FineTuneRunDataset",
+    "GenerationRun",
+    "InstructionDataset",
+    "InstructionExample",
+    "LanguageModel",
+    "PromptSet",
+    "PromptTemplate",
+    "Question",
+    "Run",
+]
