@@ -21,10 +21,18 @@ from django.utils.html import format_html
 from generation.errors import ServiceError
 from generation.models import GenerationRun
 
-from . import studies
+from . import gold, studies
 from .forms import StudyCreateForm
 from .identity import apply_masks
-from .models import Assignment, Comparison, IdentityFlag, Study, StudyRun, Vote
+from .models import (
+    AnnotatorExclusion,
+    Assignment,
+    Comparison,
+    IdentityFlag,
+    Study,
+    StudyRun,
+    Vote,
+)
 
 # --- generation runs: the study action --------------------------------------------------------
 
@@ -74,6 +82,9 @@ class GenerationRunAdmin(_RunAdminBase):
                         votes_per_comparison=data["votes_per_comparison"],
                         instructions=data["instructions"],
                         open_now=data["open_now"],
+                        sampling=data["sampling"] or Study.Sampling.UNIFORM,
+                        quota=data["quota"],
+                        gold_rate=data["gold_rate"] or 0.0,
                         user=request.user,
                     )
                 except ServiceError as exc:
@@ -173,10 +184,33 @@ class IdentityFlagInline(admin.TabularInline):
 class StudyAdminForm(forms.ModelForm):
     class Meta:
         model = Study
-        fields = ["name", "title", "votes_per_comparison", "instructions"]
+        fields = [
+            "name",
+            "title",
+            "votes_per_comparison",
+            "instructions",
+            "pool_users",
+            "pool_groups",
+            "quota",
+            "gold_rate",
+            "fast_vote_seconds",
+            "sampling",
+            "sampling_floor",
+        ]
+
+    # Left out of a post (an older form, a script): the study keeps what it has.
+    KEEP_IF_MISSING = ("gold_rate", "fast_vote_seconds", "sampling", "sampling_floor")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in self.KEEP_IF_MISSING:
+            self.fields[name].required = False
 
     def clean(self):
         cleaned = super().clean()
+        for name in self.KEEP_IF_MISSING:
+            if cleaned.get(name) is None:
+                cleaned[name] = getattr(self.instance, name)
         models = [sr.model for sr in StudyRun.objects.filter(study=self.instance)]
         try:
             studies.study_texts_check(
@@ -214,6 +248,13 @@ class StudyAdmin(admin.ModelAdmin):
         "prompt_set",
         "votes_per_comparison",
         "instructions",
+        "pool_users",
+        "pool_groups",
+        "quota",
+        "gold_rate",
+        "fast_vote_seconds",
+        "sampling",
+        "sampling_floor",
         "created_by",
         "created_at",
         "opened_at",
@@ -228,7 +269,14 @@ class StudyAdmin(admin.ModelAdmin):
         "closed_at",
     ]
     inlines = [StudyRunInline, IdentityFlagInline]
-    actions = ["open_studies", "close_studies", "rescan_identity", "mask_all_flags"]
+    filter_horizontal = ["pool_users", "pool_groups"]
+    actions = [
+        "open_studies",
+        "close_studies",
+        "rescan_identity",
+        "mask_all_flags",
+        "gold_from_controls",
+    ]
 
     def get_queryset(self, request):
         return (
@@ -306,6 +354,14 @@ class StudyAdmin(admin.ModelAdmin):
             studies.study_flag_identity(study=study)
             self.message_user(request, f"{study.name}: {_flag_message(study)}", messages.INFO)
 
+    @admin.action(
+        description="Make gold checks from pairs with a known-bad answer (empty or cut off)"
+    )
+    def gold_from_controls(self, request, queryset):
+        for study in queryset:
+            made = gold.gold_from_controls(study=study)
+            self.message_user(request, f"{study.name}: {made} gold check(s) made.", messages.INFO)
+
     @admin.action(description="Mask every flagged span for annotators")
     def mask_all_flags(self, request, queryset):
         changed = studies.identity_flags_mask(
@@ -327,8 +383,33 @@ class _ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Comparison)
 class ComparisonAdmin(_ReadOnlyAdmin):
-    list_display = ["id", "study", "question", "run_a", "run_b", "votes_n"]
-    list_filter = ["study"]
+    list_display = ["id", "study", "question", "run_a", "run_b", "votes_n", "gold", "gold_expected"]
+    list_filter = ["study", "gold"]
+    actions = ["gold_a", "gold_b", "gold_tie", "gold_none"]
+
+    def has_gold_permission(self, request) -> bool:
+        return request.user.has_perm("annotation.change_study")
+
+    def _gold(self, request, queryset, expected):
+        changed = gold.comparisons_mark_gold(comparisons=queryset, expected=expected)
+        self.message_user(request, f"{changed} comparison(s) changed.", messages.SUCCESS)
+
+    @admin.action(description="Gold check: answer a should win", permissions=["gold"])
+    def gold_a(self, request, queryset):
+        self._gold(request, queryset, "a")
+
+    @admin.action(description="Gold check: answer b should win", permissions=["gold"])
+    def gold_b(self, request, queryset):
+        self._gold(request, queryset, "b")
+
+    @admin.action(description="Gold check: a tie is expected", permissions=["gold"])
+    def gold_tie(self, request, queryset):
+        self._gold(request, queryset, "tie")
+
+    @admin.action(description="No longer a gold check", permissions=["gold"])
+    def gold_none(self, request, queryset):
+        self._gold(request, queryset, None)
+
     list_select_related = ["study", "question__prompt_set", "run_a__model", "run_b__model"]
 
     def get_queryset(self, request):
@@ -351,10 +432,11 @@ class AssignmentAdmin(_ReadOnlyAdmin):
         "annotator",
         "left",
         "status",
+        "skip_reason",
         "first_delivered_at",
         "lease_expires_at",
     ]
-    list_filter = ["study", "status", "left"]
+    list_filter = ["study", "status", "skip_reason", "left"]
     search_fields = ["annotator__username", "token"]
     list_select_related = ["study", "annotator", "comparison__question", "comparison__study"]
     raw_id_fields = ["comparison", "annotator"]
@@ -369,6 +451,7 @@ class VoteAdmin(_ReadOnlyAdmin):
         "comparison",
         "annotator",
         "outcome",
+        "tie_kind",
         "shown",
         "seconds",
         "imported",
@@ -381,3 +464,19 @@ class VoteAdmin(_ReadOnlyAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return request.user.is_superuser
+
+
+@admin.register(AnnotatorExclusion)
+class AnnotatorExclusionAdmin(admin.ModelAdmin):
+    """Annotators whose votes a study's results leave out; delete the row to count them again
+    (the results page's Exclude / Include again button does the same in one click)."""
+
+    list_display = ["study", "annotator", "excluded_by", "excluded_at"]
+    list_filter = ["study"]
+    raw_id_fields = ["annotator"]
+    readonly_fields = ["excluded_by", "excluded_at"]
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.excluded_by = request.user
+        super().save_model(request, obj, form, change)

@@ -10,6 +10,15 @@ urlpatterns = [
     # Annotator contracts: keep these paths exactly.
     path("studies/<int:study_id>/next/", apis.StudyNextApi.as_view(), name="study-next"),
     path("assignments/<str:token>/vote/", apis.AssignmentVoteApi.as_view(), name="assignment-vote"),
+    path("assignments/<str:token>/skip/", apis.AssignmentSkipApi.as_view(), name="assignment-skip"),
+    # Staff: the staff home's figures, two studies compared, an annotator's votes left out.
+    path("staff/summary/", apis.StaffSummaryApi.as_view(), name="staff-summary"),
+    path("studies/compare/", apis.StudyCompareApi.as_view(), name="studies-compare"),
+    path(
+        "studies/<int:study_id>/annotators/<int:annotator_id>/exclusion/",
+        apis.AnnotatorExclusionApi.as_view(),
+        name="annotator-exclusion",
+    ),
     # Staff results and exports (a path segment, not ?format=, which DRF reserves).
     path("studies/<int:study_id>/results/", apis.StudyResultsApi.as_view(), name="study-results"),
     path(

@@ -25,11 +25,14 @@ from rest_framework.views import APIView
 from generation.errors import ServiceError
 from generation.models import GenerationRun, PromptSet
 
-from . import ranking, results, studies
+from . import quality, ranking, results, staff, studies
 from .loop.assign import next_pair, shown_pair
+from .loop.skips import BAD_REASON, REASONS, assignment_skip
 from .loop.state import loop_state
-from .loop.votes import BAD_CHOICE, CHOICES, VoteConflict, vote_record, vote_target
+from .loop.votes import BAD_CHOICE, CHOICES, VoteConflict, choice_of, vote_record, vote_target
+from .markdown import render_answer, with_html, word_diff
 from .models import Study
+from .views import count_from
 
 
 class MayAnnotate(BasePermission):
@@ -79,12 +82,36 @@ class _AnnotatorApi(APIView):
         return response
 
 
+class ExchangeSerializer(serializers.Serializer):
+    """An earlier turn of a multi-turn question: the shared user turn and each side's reply."""
+
+    question = serializers.CharField()
+    left = serializers.CharField(allow_blank=True)
+    right = serializers.CharField(allow_blank=True)
+    question_html = serializers.CharField()
+    left_html = serializers.CharField(allow_blank=True)
+    right_html = serializers.CharField(allow_blank=True)
+
+    class Meta:
+        ref_name = "AnnotatorExchange"
+
+
 class StudyNextApi(_AnnotatorApi):
     class OutputSerializer(serializers.Serializer):
         token = serializers.CharField()
         question = serializers.CharField()
         left = serializers.CharField()
         right = serializers.CharField()
+        # The same texts rendered from Markdown (raw HTML shown as text), and the answers'
+        # word-level diff (escaped text with <del>/<ins>).
+        question_html = serializers.CharField()
+        left_html = serializers.CharField()
+        right_html = serializers.CharField()
+        left_diff = serializers.CharField()
+        right_diff = serializers.CharField()
+        # The turns before the last one (``question`` is the last user turn, ``left`` and
+        # ``right`` the replies to it), oldest first; [] for a single-turn question.
+        history = ExchangeSerializer(many=True)
         progress = ProgressSerializer()
 
         class Meta:
@@ -110,11 +137,21 @@ class StudyNextApi(_AnnotatorApi):
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         pair = shown_pair(assignment=assignment, texts=texts)
+        left_diff, right_diff = word_diff(pair.left, pair.right)
         data = {
             "token": pair.token,
             "question": pair.question,
             "left": pair.left,
             "right": pair.right,
+            "question_html": render_answer(pair.question),
+            "left_html": render_answer(pair.left),
+            "right_html": render_answer(pair.right),
+            "left_diff": left_diff,
+            "right_diff": right_diff,
+            "history": [
+                with_html(question=turn.question, left=turn.left, right=turn.right)
+                for turn in pair.history
+            ],
             "progress": {"done": progress.done, "total": progress.total},
         }
         return Response(self.OutputSerializer(data).data)
@@ -148,7 +185,7 @@ class AssignmentVoteApi(_AnnotatorApi):
 
     @extend_schema(
         operation_id="assignment_vote",
-        summary="Vote on a pair: left better, tie, or right better",
+        summary="Vote on a pair: left better, both good, both bad, or right better",
         request=InputSerializer,
         responses={
             201: OutputSerializer,
@@ -178,7 +215,7 @@ class AssignmentVoteApi(_AnnotatorApi):
         progress = target.progress_after(created=created)
         data = {
             "token": assignment.token,
-            "choice": vote.shown,
+            "choice": choice_of(vote),
             "comment": vote.comment,
             "seconds": vote.seconds,
             "progress": {"done": progress.done, "total": progress.total},
@@ -189,7 +226,131 @@ class AssignmentVoteApi(_AnnotatorApi):
         )
 
 
+class AssignmentSkipApi(_AnnotatorApi):
+    class InputSerializer(serializers.Serializer):
+        reason = serializers.ChoiceField(
+            choices=REASONS,
+            error_messages={"invalid_choice": BAD_REASON, "required": BAD_REASON},
+        )
+
+        class Meta:
+            ref_name = "SkipInput"
+
+    class OutputSerializer(serializers.Serializer):
+        token = serializers.CharField()
+        reason = serializers.CharField()
+        progress = ProgressSerializer()
+
+        class Meta:
+            ref_name = "SkipResult"
+
+    def read_state(self, request):
+        return vote_target(token=self.kwargs["token"], annotator=request.user)
+
+    @extend_schema(
+        operation_id="assignment_skip",
+        summary="Pass a pair on, with a reason; it goes to someone else",
+        request=InputSerializer,
+        responses={
+            201: OutputSerializer,
+            200: OpenApiResponse(OutputSerializer, description="The same skip again: unchanged"),
+            400: OpenApiResponse(description="Unknown reason"),
+            404: OpenApiResponse(description="Not your token, or the study is not open"),
+            409: OpenApiResponse(description="You voted on it, or skipped it for another reason"),
+        },
+    )
+    def post(self, request, token: str):
+        target = self.annotator_state(request)
+        if target.assignment is None:
+            raise Http404
+        form = self.InputSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        reason = form.validated_data["reason"]
+        try:
+            changed = assignment_skip(assignment=target.assignment, reason=reason)
+        except VoteConflict as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        # Their progress without the pair: it was counted as still theirs before.
+        progress = target.progress_after(created=False)
+        data = {
+            "token": token,
+            "reason": reason,
+            "progress": {"done": progress.done, "total": progress.total},
+        }
+        return Response(
+            self.OutputSerializer(data).data,
+            status=status.HTTP_201_CREATED if changed else status.HTTP_200_OK,
+        )
+
+
 # --- staff -------------------------------------------------------------------------------------
+
+
+class StaffSummaryApi(APIView):
+    """Staff: the staff home's figures (studies with progress and votes in the last hour, runs
+    of every kind, skipped pairs)."""
+
+    required_permissions = ["annotation.view_study"]
+
+    @extend_schema(operation_id="staff_summary", responses={200: OpenApiTypes.OBJECT})
+    def get(self, request):
+        return Response(staff.summary_dict())
+
+
+class StudyCompareApi(APIView):
+    """Staff: two studies over the same models (``compare_studies`` as an endpoint)."""
+
+    required_permissions = ["annotation.view_study", "annotation.export_study"]
+
+    @extend_schema(
+        operation_id="studies_compare",
+        parameters=[OpenApiParameter("first", int), OpenApiParameter("second", int)],
+        responses={200: OpenApiTypes.OBJECT, 400: OpenApiResponse(description="bad study")},
+    )
+    def get(self, request):
+        found = []
+        for name in ("first", "second"):
+            value = request.query_params.get(name, "")
+            if not value.isdigit():
+                raise ValidationError({name: "give a study id"})
+            study = Study.objects.filter(pk=int(value)).first()
+            if study is None:
+                raise Http404
+            found.append(study)
+        try:
+            return Response(results.studies_compare(first=found[0], second=found[1]))
+        except ValueError as exc:
+            raise ValidationError({"detail": str(exc)}) from None
+
+
+class AnnotatorExclusionApi(APIView):
+    """Staff: leave an annotator's votes out of a study's results (PUT) or count them again
+    (DELETE); the votes themselves are kept."""
+
+    required_permissions = ["annotation.change_study", "annotation.export_study"]
+
+    @extend_schema(operation_id="annotator_exclusion_set", request=None, responses={204: None})
+    def put(self, request, study_id: int, annotator_id: int):
+        return self._set(request, study_id, annotator_id, excluded=True)
+
+    @extend_schema(operation_id="annotator_exclusion_clear", request=None, responses={204: None})
+    def delete(self, request, study_id: int, annotator_id: int):
+        return self._set(request, study_id, annotator_id, excluded=False)
+
+    def _set(self, request, study_id: int, annotator_id: int, *, excluded: bool):
+        study = Study.objects.filter(pk=study_id).first()
+        if study is None:
+            raise Http404
+        try:
+            quality.annotator_exclude(
+                study=study, annotator_id=annotator_id, excluded=excluded, user=request.user
+            )
+        except LookupError:
+            raise Http404 from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- staff: studies ----------------------------------------------------------------------------
 
 
 class StudySerializer(serializers.ModelSerializer):
@@ -207,6 +368,9 @@ class StudySerializer(serializers.ModelSerializer):
             "votes_per_comparison",
             "instructions",
             "status",
+            "quota",
+            "gold_rate",
+            "fast_vote_seconds",
             "comparisons",
             "created_at",
             "opened_at",
@@ -296,9 +460,12 @@ class StudyResultsApi(APIView):
             raise Http404
         try:
             options = results.parse_options(request.query_params)
+            found = results.study_results(
+                study=study, count_from=count_from(request.query_params), **options
+            )
         except ValueError as exc:
             raise ValidationError({"detail": str(exc)}) from None
-        return Response(results.results_json(results.study_results(study=study, **options)))
+        return Response(results.results_json(found))
 
 
 class StudyExportApi(APIView):
@@ -319,7 +486,8 @@ class StudyExportApi(APIView):
         study = Study.objects.filter(pk=study_id).first()
         if study is None or fmt not in results.EXPORT_FORMATS:
             raise Http404
-        text, content_type, filename = results.export(study=study, fmt=fmt)
+        provenance = results.wants_provenance(request.query_params)
+        text, content_type, filename = results.export(study=study, fmt=fmt, provenance=provenance)
         response = HttpResponse(text, content_type=content_type)
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
         return response

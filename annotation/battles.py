@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
 OUTCOMES = {"model_a": "a", "model_b": "b", "tie": "tie", "tie (bothbad)": "tie"}
 REQUIRED = ("model_a", "model_b", "winner")
 KNOWN = ("question_id", "model_a", "model_b", "winner", "judge", "conversation_a")
-KNOWN += ("conversation_b", "tstamp")
+KNOWN += ("conversation_b", "tstamp", "turn")
 RAKUDA_SCORES = {1: "model_a", 2: "model_b", 3: "tie"}
 RAKUDA_UNPARSABLE = -1
 RAKUDA_MATCH_FIELDS = ("model1_id", "model2_id", "question_id", "question", "response1")
@@ -45,6 +45,7 @@ BAD_JUDGE = "judge must be a string, got {value!r}"
 BAD_TSTAMP = "tstamp must be a number, got {value!r}"
 BAD_CONVERSATION = "{field} must be a list of turns, got {kind}"
 BAD_TURN = "{field} turn {turn} must be an object with string 'role' and 'content'"
+BAD_TURN_COUNT = "turn must be a positive integer (the conversation's user turns), got {value!r}"
 ARRAY_SYNTAX = "expected ',' or ']' after the record"
 NOT_RAKUDA = "not a Rakuda tournament: expected a JSON object with a 'matches' list"
 UNKNOWN_SCORE = "unknown score {value!r}: expected 1, 2, 3 or -1"
@@ -75,6 +76,7 @@ class BattleRecord:
     tstamp: float | None = None
     conversation_a: list[Turn] | None = None
     conversation_b: list[Turn] | None = None
+    turn: int | None = None  # how many user turns the conversation has (None: not given, 1)
     extra: dict[str, Any] = field(default_factory=dict)  # other fields, kept for the round trip
     line: int | None = field(default=None, compare=False)  # where it was read from
 
@@ -93,15 +95,33 @@ class BattleRecord:
     def answer_b(self) -> str | None:
         return assistant_answer(self.conversation_b)
 
+    def user_turns(self) -> list[str]:
+        """Every user turn of the longer conversation (the two share them)."""
+        return max(
+            (
+                [t["content"] for t in conversation or () if t.get("role") == "user"]
+                for conversation in (self.conversation_a, self.conversation_b)
+            ),
+            key=len,
+        )
+
     def question_key(self) -> str | None:
         """What identifies the question: the question_id, else the question text."""
         if self.question_id is not None:
             return str(self.question_id)
         return self.question_text()
 
-    def to_battle(self) -> Battle:
-        """The ranking module's record (no shown order: FastChat files do not keep it)."""
-        return Battle(self.model_a, self.model_b, self.outcome, question=self.question_key())
+    def to_battle(self, *, shown_order: bool = True) -> Battle:
+        """The ranking module's record. In FastChat's battles and Rakuda's tournaments
+        ``model_a`` (``model1``) is the answer shown first; ``shown_order=False`` for files
+        where that is not so (no shown order then)."""
+        return Battle(
+            self.model_a,
+            self.model_b,
+            self.outcome,
+            question=self.question_key(),
+            first_shown="a" if shown_order else None,
+        )
 
 
 def first_user_turn(conversation: list[Turn] | None) -> str | None:
@@ -109,6 +129,17 @@ def first_user_turn(conversation: list[Turn] | None) -> str | None:
         if turn.get("role") == "user":
             return turn.get("content")
     return None
+
+
+def assistant_replies(conversation: list[Turn] | None) -> list[str]:
+    """Every assistant turn after the first user turn, in order (one per user turn)."""
+    replies, seen_user = [], False
+    for turn in conversation or ():
+        if turn.get("role") == "user":
+            seen_user = True
+        elif turn.get("role") == "assistant" and seen_user:
+            replies.append(turn.get("content"))
+    return replies
 
 
 def assistant_answer(conversation: list[Turn] | None) -> str | None:
@@ -262,6 +293,9 @@ def _record(obj: Any, *, line: int | None, where: str | None = None) -> BattleRe
     tstamp = obj.get("tstamp")
     if tstamp is not None and (isinstance(tstamp, bool) or not isinstance(tstamp, int | float)):
         fail(BAD_TSTAMP.format(value=tstamp))
+    turns = obj.get("turn")
+    if turns is not None and (isinstance(turns, bool) or not isinstance(turns, int) or turns < 1):
+        fail(BAD_TURN_COUNT.format(value=turns))
     conversations = {}
     for name in ("conversation_a", "conversation_b"):
         value = obj.get(name)
@@ -287,6 +321,7 @@ def _record(obj: Any, *, line: int | None, where: str | None = None) -> BattleRe
         tstamp=tstamp,
         conversation_a=conversations["conversation_a"],
         conversation_b=conversations["conversation_b"],
+        turn=turns,
         extra={k: v for k, v in obj.items() if k not in KNOWN},
         line=line,
     )
@@ -304,6 +339,19 @@ def _kind(value: Any) -> str:
 # --- writing -----------------------------------------------------------------------------------
 
 
+def swapped(record: BattleRecord) -> BattleRecord:
+    """The same judgment with model_a and model_b (and their conversations) exchanged."""
+    winner = {"model_a": "model_b", "model_b": "model_a"}.get(record.winner, record.winner)
+    return replace(
+        record,
+        model_a=record.model_b,
+        model_b=record.model_a,
+        winner=winner,
+        conversation_a=record.conversation_b,
+        conversation_b=record.conversation_a,
+    )
+
+
 def battle_to_dict(record: BattleRecord) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if record.question_id is not None:
@@ -315,6 +363,8 @@ def battle_to_dict(record: BattleRecord) -> dict[str, Any]:
         out["conversation_a"] = record.conversation_a
     if record.conversation_b is not None:
         out["conversation_b"] = record.conversation_b
+    if record.turn is not None:
+        out["turn"] = record.turn
     if record.tstamp is not None:
         out["tstamp"] = record.tstamp
     for key, value in record.extra.items():
@@ -327,6 +377,21 @@ def write_battles(records: Iterable[BattleRecord]) -> str:
     return "".join(
         json.dumps(battle_to_dict(record), ensure_ascii=False) + "\n" for record in records
     )
+
+
+def read_judgments(source: bytes | str) -> list[BattleRecord]:
+    """Battles from a file's bytes or text: FastChat's battle JSONL or JSON array, or a Rakuda
+    tournament (one JSON object with ``matches``), told apart by their shape."""
+    text = _decode(source) if isinstance(source, bytes) else source
+    if text.lstrip().startswith("{"):
+        try:
+            whole = jsonsafe.loads(text)
+        except (jsonsafe.UnsafeJSON, ValueError):
+            whole = None  # JSONL (several objects), or broken: parse_battles says where
+        if isinstance(whole, dict) and "matches" in whole:
+            return rakuda_tournament_to_battles(whole)
+    # The caller's bytes as they came: parse_battles reads a one-line str as a path.
+    return parse_battles(source.encode("utf-8") if isinstance(source, str) else source)
 
 
 # --- Rakuda ------------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ from generation.models import LanguageModel
 from generation.registry import language_model_register, prompt_set_create
 from generation.runs import generation_run_create_imported
 
-from .battles import BattleFormatError, BattleRecord, parse_battles
+from . import battles
+from .battles import BattleFormatError, BattleRecord, read_judgments
 from .models import Comparison, Study, StudyRun, Vote
 from .studies import study_create
 
@@ -28,6 +29,10 @@ NO_COMPARISON = "line {line}: study {study!r} has no comparison of {a!r} and {b!
 NO_QUESTION_TEXT = (
     "line {line}: question {key!r} has no text: a new study needs the question as the first "
     "user turn of conversation_a or conversation_b"
+)
+WRONG_TURN = (
+    "line {line}: turn is {turn}, but question {key!r} has {turns} user turn(s) in study "
+    "{study!r}; turn counts the user turns of the conversation voted on (1 when not given)"
 )
 NO_RECORDS = "the file holds no judgments"
 TOO_LARGE = "is {size} bytes, over the {limit}-byte limit"
@@ -47,12 +52,18 @@ class ImportSummary:
     questions: int
 
 
-def votes_import(*, data: bytes, filename: str, study_name: str) -> ImportSummary:
+def votes_import(
+    *, data: bytes, filename: str, study_name: str, shown_order: bool = True
+) -> ImportSummary:
+    """Import judgments (FastChat battles, or a Rakuda tournament) into a study, creating it
+    when none has that name. ``shown_order``: the file's ``model_a`` (Rakuda's ``model1``) is
+    the answer the judge saw first, kept as the vote's shown order so the first-position
+    advantage can be fitted; False for files where the order is not known."""
     limit = settings.MAX_VOTE_IMPORT_BYTES
     if len(data) > limit:
         raise VoteImportError(f"{filename}: " + TOO_LARGE.format(size=len(data), limit=limit))
     try:
-        records = parse_battles(data)
+        records = read_judgments(data)
     except BattleFormatError as exc:
         raise VoteImportError(f"{filename}, {exc}") from None
     if not records:
@@ -62,7 +73,7 @@ def votes_import(*, data: bytes, filename: str, study_name: str) -> ImportSummar
         created = study is None
         if created:
             study = _study_from_records(records, study_name, filename)
-        votes = _votes_for(study, records, filename)
+        votes = _votes_for(study, records, filename, shown_order)
         Vote.objects.bulk_create(votes, batch_size=1000)
         _count_votes(votes)
     return ImportSummary(
@@ -91,9 +102,10 @@ def _key(record: BattleRecord) -> str:
 
 def _study_from_records(records: list[BattleRecord], study_name: str, filename: str) -> Study:
     """A prompt set, one imported run per model and a draft study, all from the file itself."""
-    texts: dict[str, str] = {}
+    texts: dict[str, list[str]] = {}  # question key -> its user turns
     order: list[str] = []
-    answers: dict[str, dict[str, str]] = defaultdict(dict)  # model -> question key -> text
+    # model -> question key -> its replies, one per user turn
+    answers: dict[str, dict[str, list[str]]] = defaultdict(dict)
     first_line: dict[str, int] = {}
     is_id: dict[str, bool] = {}
     for record in records:
@@ -102,15 +114,16 @@ def _study_from_records(records: list[BattleRecord], study_name: str, filename: 
             first_line[key] = record.line or 0
             is_id[key] = record.question_id is not None
             order.append(key)
-        text = record.question_text()
-        if text and key not in texts:
-            texts[key] = text
-        for model, answer in (
-            (record.model_a, record.answer_a()),
-            (record.model_b, record.answer_b()),
+        turns = record.user_turns()
+        if turns and turns[0] and key not in texts:
+            texts[key] = turns
+        for model, conversation in (
+            (record.model_a, record.conversation_a),
+            (record.model_b, record.conversation_b),
         ):
-            if answer is not None:
-                answers[model].setdefault(key, answer)
+            replies = battles.assistant_replies(conversation)
+            if replies:
+                answers[model].setdefault(key, replies)
     for key in order:
         if key not in texts:
             raise VoteImportError(
@@ -122,8 +135,9 @@ def _study_from_records(records: list[BattleRecord], study_name: str, filename: 
         questions=[
             ParsedQuestion(
                 line=first_line[key],
-                text=texts[key],
+                text=texts[key][0],
                 external_id=key if is_id[key] else "",
+                follow_ups=tuple(texts[key][1:]),
             )
             for key in order
         ],
@@ -135,9 +149,11 @@ def _study_from_records(records: list[BattleRecord], study_name: str, filename: 
         model = LanguageModel.objects.filter(name=name).first()
         if model is None:
             model = language_model_register(name=name, name_or_path="")
-        # Questions without an answer in the file get an empty one so the pairs exist.
+        # Questions without an answer in the file get empty ones so the pairs exist.
         texts_by_question = {
-            questions[key]: answers[name].get(key, "") for key in order if key in questions
+            questions[key]: _padded(answers[name].get(key, []), len(texts[key]))
+            for key in order
+            if key in questions
         }
         runs.append(
             generation_run_create_imported(
@@ -153,6 +169,11 @@ def _study_from_records(records: list[BattleRecord], study_name: str, filename: 
     )
 
 
+def _padded(replies: list[str], turns: int) -> list[str]:
+    """One reply per user turn: missing ones empty, extra ones dropped."""
+    return [*replies[:turns], *[""] * (turns - len(replies))]
+
+
 def _free_prompt_set_name(base: str) -> str:
     from generation.models import PromptSet
 
@@ -163,16 +184,20 @@ def _free_prompt_set_name(base: str) -> str:
     return name
 
 
-def _votes_for(study: Study, records: list[BattleRecord], filename: str) -> list[Vote]:
+def _votes_for(
+    study: Study, records: list[BattleRecord], filename: str, shown_order: bool = True
+) -> list[Vote]:
     runs = {
         sr.model.name: sr.run_id
         for sr in StudyRun.objects.filter(study=study).select_related("model")
     }
     questions: dict[str, int] = {}
+    turn_counts: dict[int, int] = {}
     for q in study.prompt_set.questions.all():
         questions.setdefault(q.text, q.pk)
         if q.external_id:
             questions[q.external_id] = q.pk
+        turn_counts[q.pk] = len(q.turns)
     comparisons = {
         (c.question_id, c.run_a_id, c.run_b_id): c.pk
         for c in Comparison.objects.filter(study=study).only("pk", "question", "run_a", "run_b")
@@ -196,11 +221,25 @@ def _votes_for(study: Study, records: list[BattleRecord], filename: str) -> list
                 f"{filename}, "
                 + UNKNOWN_QUESTION.format(line=record.line, key=key, study=study.name)
             )
+        turn = 1 if record.turn is None else record.turn
+        if turn != turn_counts[question_id]:
+            raise VoteImportError(
+                f"{filename}, "
+                + WRONG_TURN.format(
+                    line=record.line,
+                    turn=turn,
+                    key=key,
+                    turns=turn_counts[question_id],
+                    study=study.name,
+                )
+            )
         run_a, run_b = runs[record.model_a], runs[record.model_b]
         outcome = record.outcome
+        first_shown = "a"  # the record's model_a, shown first
         if run_a > run_b:  # comparisons are stored in canonical order
             run_a, run_b = run_b, run_a
             outcome = {"a": "b", "b": "a", "tie": "tie"}[outcome]
+            first_shown = "b"
         comparison_id = comparisons.get((question_id, run_a, run_b))
         if comparison_id is None:
             raise VoteImportError(
@@ -213,8 +252,15 @@ def _votes_for(study: Study, records: list[BattleRecord], filename: str) -> list
             Vote(
                 comparison_id=comparison_id,
                 outcome=outcome,
+                tie_kind=_tie_kind(record.winner),
+                first_shown=first_shown if shown_order else "",
                 imported=True,
                 judge=(record.judge or "")[:200],
             )
         )
     return votes
+
+
+def _tie_kind(winner: str) -> str:
+    """FastChat's ``tie`` is both good, ``tie (bothbad)`` both bad; no kind for a win."""
+    return {"tie": Vote.TieKind.BOTH_GOOD, "tie (bothbad)": Vote.TieKind.BOTH_BAD}.get(winner, "")

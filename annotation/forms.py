@@ -20,6 +20,23 @@ class StudyCreateForm(forms.Form):
         required=False,
         help_text="Shown to annotators above every pair",
     )
+    # Not required: a post without them (an older form, a script) gets the defaults.
+    sampling = forms.ChoiceField(
+        choices=Study.Sampling.choices,
+        initial=Study.Sampling.UNIFORM,
+        required=False,
+        help_text="Active: once every pair has a vote, the least settled model pairs come first",
+    )
+    quota = forms.IntegerField(
+        min_value=1, required=False, help_text="Most votes one annotator may give (blank: none)"
+    )
+    gold_rate = forms.FloatField(
+        min_value=0,
+        max_value=1,
+        initial=0,
+        required=False,
+        help_text="Share of pairs given as gold checks while an annotator has some left",
+    )
     open_now = forms.BooleanField(
         required=False, initial=True, label="Open it now (flags self-identifying answers)"
     )

@@ -62,14 +62,39 @@ class Span:
     text: str
 
 
+# Katakana (with the long-vowel mark and half-width forms): a word written in it runs on until
+# the script changes, so ``ライン`` is a word in 「ラインが開発」 but not inside 「オンライン」.
+_KATAKANA = "\u30a0-\u30ff\uff66-\uff9f"
+
+
 def _word_pattern(word: str) -> re.Pattern[str]:
-    """A word, not part of a longer Latin word (``LINE`` must not match ``Pipeline``).
+    """A word, not part of a longer Latin word (``LINE`` must not match ``Pipeline``) nor, when
+    it starts or ends in katakana, of a longer katakana one (``ライン`` in ``ガイドライン``).
 
     All-capital words (LINE, META) match only in capitals, so ``line`` in "a line of code" is not
     flagged; others match in any case (``rinna``, ``Rinna``).
     """
     flags = 0 if word.isupper() else re.IGNORECASE
-    return re.compile(rf"(?<![A-Za-z0-9]){re.escape(word)}(?![A-Za-z0-9])", flags)
+    before = "A-Za-z0-9" + (_KATAKANA if re.match(f"[{_KATAKANA}]", word) else "")
+    after = "A-Za-z0-9" + (_KATAKANA if re.search(f"[{_KATAKANA}]$", word) else "")
+    return re.compile(rf"(?<![{before}]){re.escape(word)}(?![{after}])", flags)
+
+
+def model_terms(models: Iterable, *, words: Iterable[str] = ()):
+    """``identity_terms`` of models (objects with ``name``, ``name_or_path``, ``maker``,
+    ``aliases`` and ``maker_aliases``; a served model's ``endpoint_model`` and a
+    ``display_label`` too where they have them): a model's aliases, label and served model id
+    count as its name, its maker's aliases (りんな, サイバーエージェント...) as its maker."""
+    models = list(models)
+    return identity_terms(
+        names=[n for m in models for n in (m.name, m.name_or_path, *m.aliases, *_more(m)) if n],
+        makers=[n for m in models for n in (m.maker, *m.maker_aliases) if n],
+        words=words,
+    )
+
+
+def _more(model) -> tuple[str, ...]:
+    return tuple(getattr(model, f, "") for f in ("endpoint_model", "display_label"))
 
 
 def identity_terms(*, names: Iterable[str], makers: Iterable[str], words: Iterable[str]):
@@ -84,8 +109,11 @@ def identity_terms(*, names: Iterable[str], makers: Iterable[str], words: Iterab
         terms[name] = NAME
         for part in name.split("/"):
             terms.setdefault(part.strip(), NAME)
-    # Very short terms ("AI", "7b") would flag half the answers.
-    return [(kind, term) for term, kind in terms.items() if len(term) >= 3]
+    # Very short Latin terms ("AI", "7b") would flag half the answers; two kanji or kana name
+    # something (楽天, メタ).
+    return [
+        (kind, term) for term, kind in terms.items() if len(term) >= (3 if term.isascii() else 2)
+    ]
 
 
 def find_identity_spans(text: str, terms: Iterable[tuple[str, str]]) -> list[Span]:

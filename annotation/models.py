@@ -7,6 +7,7 @@ Annotators only ever see a study id and an assignment token; everything that cou
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.auth.models import Group
 from django.db import models
 from django.db.models import F, Q
 from django.utils.translation import gettext
@@ -19,6 +20,12 @@ class Study(models.Model):
         DRAFT = "draft"
         OPEN = "open"
         CLOSED = "closed"
+
+    class Sampling(models.TextChoices):
+        UNIFORM = "uniform"
+        # Once every comparison has a vote, prefer those whose pair is least settled (Comparison.
+        # sampling_weight); the fit weights each vote by 1 / its pick probability.
+        ACTIVE = "active"
 
     # Admin-only, like model names: an admin may well call a study "line vs rinna".
     name = models.CharField(max_length=200, unique=True)
@@ -34,6 +41,38 @@ class Study(models.Model):
     )
     instructions = models.TextField(blank=True, help_text="Shown to annotators on every pair")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    sampling = models.CharField(
+        max_length=10,
+        choices=Sampling.choices,
+        default=Sampling.UNIFORM,
+        help_text="Active: after one vote each, prefer comparisons whose pair is least settled",
+    )
+    sampling_floor = models.FloatField(
+        default=0.2,
+        help_text="Active sampling: every comparison keeps at least this share of the mean weight",
+    )
+    # The pool: who may annotate this study. Nobody chosen: the annotators group (staff always).
+    pool_users = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="annotation_pools",
+        help_text="Open to these users (with the groups below); none chosen: the annotators group",
+    )
+    pool_groups = models.ManyToManyField(
+        Group,
+        blank=True,
+        related_name="annotation_pools",
+        help_text="Open to the members of these groups",
+    )
+    quota = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Most votes one annotator may give here (blank: no limit)"
+    )
+    gold_rate = models.FloatField(
+        default=0.1, help_text="Share of pairs given as gold checks while any are left to give"
+    )
+    fast_vote_seconds = models.FloatField(
+        default=5.0, help_text="Votes faster than this (seconds) are flagged on the results page"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     opened_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
@@ -59,6 +98,21 @@ class Study(models.Model):
             models.CheckConstraint(
                 condition=Q(status__in=["draft", "open", "closed"]),
                 name="annotation_study_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(gold_rate__gte=0, gold_rate__lte=1),
+                name="annotation_study_gold_rate_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(fast_vote_seconds__gte=0), name="annotation_study_fast_vote_nonnegative"
+            ),
+            models.CheckConstraint(
+                condition=Q(sampling__in=["uniform", "active"]),
+                name="annotation_study_sampling_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(sampling_floor__gt=0, sampling_floor__lte=1),
+                name="annotation_study_sampling_floor_range",
             ),
         ]
 
@@ -105,10 +159,27 @@ class Comparison(models.Model):
     # request, so it is kept here instead of counted: it changes only in the same transaction
     # that adds votes, under this row's lock (loop.votes.vote_record, exchange.votes_import).
     vote_count = models.PositiveIntegerField(default=0, editable=False)
+    # Active sampling: the claim picks among eligible comparisons with probability proportional
+    # to this (refreshed from the cached fit after votes, never below the study's floor).
+    sampling_weight = models.FloatField(default=1.0, editable=False)
+    # A gold check (annotation/gold.py): the outcome is known, so it measures the annotator; its
+    # votes never count in the results, and it is given to every annotator once (no K).
+    gold = models.BooleanField(default=False)
+    gold_expected = models.CharField(
+        max_length=3, blank=True, choices=[("a", "a better"), ("tie", "tie"), ("b", "b better")]
+    )
 
     class Meta:
         ordering = ["study", "question", "run_a", "run_b"]
         constraints = [
+            models.CheckConstraint(
+                condition=Q(gold=False, gold_expected="")
+                | Q(gold=True, gold_expected__in=["a", "tie", "b"]),
+                name="annotation_comparison_gold_expected",
+            ),
+            models.CheckConstraint(
+                condition=Q(sampling_weight__gt=0), name="annotation_comparison_weight_positive"
+            ),
             models.UniqueConstraint(
                 fields=["study", "question", "run_a", "run_b"],
                 name="annotation_comparison_one_per_pair_question",
@@ -132,6 +203,13 @@ class Assignment(models.Model):
         # The lease ran out and the annotator was given something else; a late vote still counts
         # while the comparison is below K.
         EXPIRED = "expired"
+        # The annotator passed it on (skip_reason says why); it goes to someone else.
+        SKIPPED = "skipped"
+
+    class SkipReason(models.TextChoices):
+        CANNOT_JUDGE = "cannot_judge", "cannot judge"
+        EXPERTISE = "expertise", "needs expertise"
+        BROKEN = "broken", "offensive or broken content"
 
     class Side(models.TextChoices):
         A = "a"
@@ -149,6 +227,15 @@ class Assignment(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.LEASED)
     first_delivered_at = models.DateTimeField()
     lease_expires_at = models.DateTimeField()
+    # The probability with which the claim picked this comparison, and among how many it
+    # picked (null: a uniform pick); the fit weights the vote cast on it by 1 / (their product),
+    # how much likelier a uniform pick would have made it (ranking.active).
+    sampling_probability = models.FloatField(null=True, blank=True, editable=False)
+    sampling_eligible = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    # db_default: the loop inserts leases with SQL that names only the columns it sets.
+    skip_reason = models.CharField(
+        max_length=20, choices=SkipReason.choices, blank=True, default="", db_default=""
+    )
 
     class Meta:
         ordering = ["-first_delivered_at"]
@@ -176,8 +263,20 @@ class Assignment(models.Model):
                 condition=Q(left__in=["a", "b"]), name="annotation_assignment_left_valid"
             ),
             models.CheckConstraint(
-                condition=Q(status__in=["leased", "voted", "expired"]),
+                condition=Q(status__in=["leased", "voted", "expired", "skipped"]),
                 name="annotation_assignment_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    status="skipped", skip_reason__in=["cannot_judge", "expertise", "broken"]
+                )
+                | (~Q(status="skipped") & Q(skip_reason="")),
+                name="annotation_assignment_skip_has_reason",
+            ),
+            models.CheckConstraint(
+                condition=Q(sampling_probability__isnull=True)
+                | Q(sampling_probability__gt=0, sampling_probability__lte=1),
+                name="annotation_assignment_probability_range",
             ),
         ]
 
@@ -198,6 +297,11 @@ class Vote(models.Model):
         TIE = "tie", "tie"
         RIGHT = "right", "right better"
 
+    class TieKind(models.TextChoices):
+        # FastChat's ``tie`` and ``tie (bothbad)``; blank on votes that are not ties.
+        BOTH_GOOD = "bothgood", "both good"
+        BOTH_BAD = "bothbad", "both bad"
+
     comparison = models.ForeignKey(Comparison, on_delete=models.PROTECT, related_name="votes")
     assignment = models.ForeignKey(
         Assignment, null=True, blank=True, on_delete=models.PROTECT, related_name="votes"
@@ -210,8 +314,14 @@ class Vote(models.Model):
         related_name="votes",
     )
     outcome = models.CharField(max_length=3, choices=Outcome.choices)
+    tie_kind = models.CharField(max_length=8, choices=TieKind.choices, blank=True)
     # As the annotator saw it, so position bias can be measured; blank for imported votes.
     shown = models.CharField(max_length=5, choices=Shown.choices, blank=True)
+    # Imported votes: which answer (a or b) the judge was shown first; blank when unknown. App
+    # votes leave it blank (their assignment's ``left`` says it).
+    first_shown = models.CharField(
+        max_length=1, choices=Assignment.Side.choices, blank=True, editable=False
+    )
     seconds = models.FloatField(
         null=True, blank=True, help_text="From the pair's first delivery to the vote (server)"
     )
@@ -241,6 +351,10 @@ class Vote(models.Model):
                 condition=Q(outcome__in=["a", "tie", "b"]), name="annotation_vote_outcome_valid"
             ),
             models.CheckConstraint(
+                condition=Q(tie_kind="") | Q(outcome="tie", tie_kind__in=["bothgood", "bothbad"]),
+                name="annotation_vote_tie_kind_valid",
+            ),
+            models.CheckConstraint(
                 condition=Q(shown__in=["", "left", "tie", "right"]),
                 name="annotation_vote_shown_valid",
             ),
@@ -254,6 +368,10 @@ class Vote(models.Model):
             models.CheckConstraint(
                 condition=Q(seconds__isnull=True) | Q(seconds__gte=0),
                 name="annotation_vote_seconds_nonnegative",
+            ),
+            models.CheckConstraint(
+                condition=Q(first_shown__in=["", "a", "b"]),
+                name="annotation_vote_first_shown_valid",
             ),
         ]
 
@@ -304,3 +422,28 @@ class IdentityFlag(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.text}"
+
+
+class AnnotatorExclusion(models.Model):
+    """An annotator whose votes in a study are left out of its results (deleting the row puts
+    them back: nothing else changes)."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="exclusions")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    excluded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    excluded_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["study", "annotator"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["study", "annotator"], name="annotation_exclusion_one_per_annotator"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.annotator} left out of {self.study}"

@@ -51,6 +51,7 @@ class VoteRow:
     outcome: str  # "a" | "tie" | "b", for model_a / model_b
     shown_left: str | None  # which model's answer was on the left: "a", "b", or None (unknown)
     annotator: str
+    both_bad: bool = False  # a tie judged "both bad" (FastChat's ``tie (bothbad)``)
 
 
 # --- pairs -------------------------------------------------------------------------------------
@@ -63,8 +64,9 @@ class PairRow:
     model_a: str
     model_b: str
     wins: int
-    ties: int
+    ties: int  # every tie, both-bad ones included
     losses: int
+    ties_bothbad: int = 0  # the ties judged "both bad"
 
     @property
     def games(self) -> int:
@@ -136,7 +138,7 @@ def pair_table(rows: Iterable[VoteRow], models: Sequence[str] | None = None) -> 
     position = {name: i for i, name in enumerate(order)}
     for name in model_order(rows):
         position.setdefault(name, len(position))
-    counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     for row in rows:
         _check(row)
         outcome = OUTCOMES.index(row.outcome)
@@ -144,6 +146,7 @@ def pair_table(rows: Iterable[VoteRow], models: Sequence[str] | None = None) -> 
         if position[first] > position[second]:
             first, second, outcome = second, first, 2 - outcome
         counts[(first, second)][outcome] += 1
+        counts[(first, second)][3] += row.outcome == "tie" and row.both_bad
     keys = sorted(counts, key=lambda pair: (position[pair[0]], position[pair[1]]))
     return [PairRow(a, b, *counts[(a, b)]) for a, b in keys]
 
@@ -302,7 +305,7 @@ def agreement(rows: Iterable[VoteRow]) -> Agreement:
 # --- exports -----------------------------------------------------------------------------------
 
 PAIR_FIELDS = ("model_a", "model_b", "wins", "ties", "losses", "games")
-PAIR_FIELDS += ("win_pct", "tie_pct", "loss_pct")
+PAIR_FIELDS += ("win_pct", "tie_pct", "loss_pct", "ties_bothbad")
 MODEL_FIELDS = ("name", "strength", "ci_low", "ci_high", "log_strength", "win_rate")
 MODEL_FIELDS += ("wins", "ties", "losses", "games")
 
@@ -392,8 +395,11 @@ def to_markdown(
     study_name: str | None = None,
     *,
     names: Mapping[str, str] | None = None,
+    style=None,
 ) -> str:
-    """The win / tie / loss table and the strength table with intervals, ready to paste.
+    """The win / tie / loss table and the strength table with intervals (bootstrap, and the
+    sandwich's where the fit made them), the kind of fit, and the length- and style-controlled
+    strengths when ``style`` (a ``ranking.covariates.StyleControl``) is given; ready to paste.
 
     ``names`` maps model names to display labels (e.g. ``line-3.6b (SFT)``).
     """
@@ -407,20 +413,68 @@ def to_markdown(
         lines.append(f"| {_md(pair.label(names))} | {win}% | {tie}% | {loss}% |")
     if ranking is not None and ranking.models:
         level = round(ranking.confidence * 100)
+        sandwich = any(m.sandwich_low is not None for m in ranking.models)
         lines += [
             "",
-            f"| Rank | Model | Strength | {level}% CI | Win rate | Games |",
-            "|---:|---|---:|---:|---:|---:|",
+            f"| Rank | Model | Strength | {level}% CI | Win rate | Games |"
+            + (f" {level}% CI (sandwich) |" if sandwich else ""),
+            "|---:|---|---:|---:|---:|---:|" + ("---:|" if sandwich else ""),
         ]
         for i, m in enumerate(ranking.models, start=1):
             rate = f"{100 * m.win_rate:.1f}%" if m.win_rate is not None else "-"
-            lines.append(
+            line = (
                 f"| {i} | {_md(names.get(m.name, m.name))} | {m.strength:.0f} | "
                 f"{m.ci_low:.0f} – {m.ci_high:.0f} | {rate} | {m.games} |"
             )
-        lines += ["", _method_line(ranking)]
+            if sandwich:
+                line += (
+                    f" {m.sandwich_low:.0f} – {m.sandwich_high:.0f} |"
+                    if m.sandwich_low is not None
+                    else " - |"
+                )
+            lines.append(line)
+        lines += ["", _method_line(ranking), _fit_line(ranking)]
         lines += [f"- {_md(note)}" for note in ranking.notes]
+    if style is not None:
+        lines += _style_lines(style, names)
     return "\n".join(lines) + "\n"
+
+
+def _fit_line(ranking: Ranking) -> str:
+    """Which fit was made: maximum likelihood, or the regularised fallback (and how often the
+    bootstrap needed it); where the sandwich intervals come from."""
+    if ranking.regularised:
+        text = (
+            f"Regularised fit (alpha = {ranking.alpha:g}): the maximum-likelihood estimate does "
+            "not exist for these votes"
+        )
+    else:
+        text = "Maximum-likelihood fit (no regularisation)"
+    if ranking.bootstrap_regularised:
+        text += f"; {ranking.bootstrap_regularised} bootstrap rounds needed the fallback penalty"
+    if any(m.sandwich_low is not None for m in ranking.models):
+        text += "; sandwich intervals from the covariance clustered by question"
+    return text + "."
+
+
+def _style_lines(style, names: Mapping[str, str]) -> list[str]:
+    level = round(style.confidence * 100)
+    lines = [
+        "",
+        "Length- and style-controlled strengths:",
+        "",
+        f"| Model | Strength | {level}% CI |",
+        "|---|---:|---:|",
+    ]
+    for m in style.models:
+        lines.append(
+            f"| {_md(names.get(m.name, m.name))} | {m.strength:.0f} | {m.low:.0f} – {m.high:.0f} |"
+        )
+    lines += ["", "| Feature | Effect (Elo) | CI |", "|---|---:|---:|"]
+    for c in style.coefficients:
+        lines.append(f"| {_md(c.feature)} | {c.elo:.1f} | {c.low:.1f} – {c.high:.1f} |")
+    lines += [f"- {_md(note)}" for note in style.notes]
+    return lines
 
 
 def _method_line(ranking: Ranking) -> str:

@@ -11,10 +11,10 @@ import json
 from dataclasses import dataclass, field
 
 from django.core.cache import cache
-from django.db.models import Count, Max
+from django.db.models import Count, Max, Q
 
-from . import battles, plots, ranking, reports
-from .models import Study, StudyRun, Vote
+from . import exports, figures, plots, quality, ranking, reports
+from .models import AnnotatorExclusion, Study, StudyRun, Vote
 
 EXPORT_FORMATS = ("csv", "json", "md", "battles", "votes", "strengths")
 UNKNOWN_EXPORT = "unknown export format {fmt!r}; use one of: " + ", ".join(EXPORT_FORMATS)
@@ -28,27 +28,6 @@ CONTENT_TYPES = {
 }
 EXTENSIONS = {"csv": "pairs.csv", "strengths": "strengths.csv", "votes": "votes.csv"}
 EXTENSIONS |= {"json": "results.json", "md": "results.md", "battles": "battles.jsonl"}
-VOTE_COLUMNS = (
-    "vote_id",
-    "question_position",
-    "question_id",
-    "category",
-    "question",
-    "model_a",
-    "model_b",
-    "outcome",
-    "winner",
-    "shown",
-    "left_model",
-    "annotator_id",
-    "judge",
-    "imported",
-    "time",
-    "seconds",
-    "comment",
-)
-
-
 RESULT_OPTIONS = {"method": ranking.METHODS, "resample": ranking.RESAMPLE}
 BAD_OPTION = "unknown {name} {value!r}; use one of: {choices}"
 # The results page and the chart it embeds (requested right after it) share one fit through the
@@ -72,7 +51,14 @@ def parse_options(params) -> dict:
     if params.get("position") in ("1", "true", "yes"):
         options["position"] = True
         options["method"] = "bradley_terry"
+    if params.get("style") in ("1", "true", "yes"):
+        options["style_control"] = True
     return options
+
+
+def wants_provenance(params) -> bool:
+    """?provenance=1: the votes and battles exports say how each answer was made (staff)."""
+    return params.get("provenance") in ("1", "true", "yes")
 
 
 @dataclass
@@ -87,24 +73,84 @@ class Results:
     annotators: list[reports.AnnotatorRow]
     agreement: reports.Agreement
     options: dict = field(default_factory=dict)
+    # Per annotator: time on task, gold accuracy, skips, exclusion (all their votes, counted
+    # or not: quality.annotator_quality).
+    quality: list = field(default_factory=list)
+    # What each row counts for in the fit (active sampling), the style-controlled fit (when
+    # asked for) and a fit per question category (figures).
+    weights: list[float] = field(default_factory=list)
+    style: ranking.covariates.StyleControl | None = None
+    category_rankings: dict[str, ranking.Ranking] = field(default_factory=dict)
 
     @property
     def n_votes(self) -> int:
         return len(self.rows)
 
 
-def study_models(*, study: Study) -> list[str]:
-    """Model names in the study's canonical order (by run id), which fixes each pair's model_a."""
-    return list(
+def study_models(*, study: Study, count_from=()) -> list[str]:
+    """Model labels in the study's canonical order (by run id), which fixes each pair's model_a;
+    the models named in ``count_from`` (labels or names) come first, in that order, so that
+    their pairs are counted from their side."""
+    labels = study_labels(study=study)
+    order = list(labels.values())
+    chosen = [labels.get(name, name) for name in count_from]
+    unknown = [name for name in chosen if name not in order]
+    if unknown:
+        raise ValueError(BAD_OPTION.format(name="from", value=unknown[0], choices=", ".join(order)))
+    return list(dict.fromkeys([*chosen, *order]))
+
+
+def study_labels(*, study: Study) -> dict[str, str]:
+    """Model name -> what results call it (its display label; the name when blank, or when two
+    models of the study share a label)."""
+    found = list(
         StudyRun.objects.filter(study=study)
         .order_by("run_id")
-        .values_list("model__name", flat=True)
+        .values_list("model__name", "model__display_label")
+    )
+    labels = [label or name for name, label in found]
+    return {
+        name: label if labels.count(label) == 1 else name
+        for (name, _), label in zip(found, labels, strict=True)
+    }
+
+
+@dataclass(frozen=True)
+class Truncation:
+    model: str  # as results call it (study_labels)
+    truncated: int  # answers that hit the length limit ...
+    answers: int  # ... of this many of the model's answers in the study (every turn)
+
+
+def study_truncation(*, study: Study) -> list[Truncation]:
+    """Per study model, how many of its answers were cut off by the length limit."""
+    labels = study_labels(study=study)
+    found = (
+        StudyRun.objects.filter(study=study)
+        .order_by("run_id")
+        .values_list("model__name")
+        .annotate(
+            answers=Count("run__answers"),
+            truncated=Count("run__answers", filter=Q(run__answers__truncated=True)),
+        )
+    )
+    return [
+        Truncation(model=labels.get(name, name), truncated=truncated, answers=answers)
+        for name, answers, truncated in found
+    ]
+
+
+def counted_votes(study: Study):
+    """The votes that count: never a gold check's, never an excluded annotator's."""
+    excluded = AnnotatorExclusion.objects.filter(study=study).values("annotator_id")
+    return Vote.objects.filter(comparison__study=study, comparison__gold=False).exclude(
+        annotator_id__in=excluded
     )
 
 
 def _votes(study: Study):
     return (
-        Vote.objects.filter(comparison__study=study)
+        counted_votes(study)
         .select_related(
             "comparison__question",
             "comparison__run_a__model",
@@ -115,25 +161,35 @@ def _votes(study: Study):
     )
 
 
-def _vote_rows(study: Study) -> tuple[list[reports.VoteRow], tuple[int, int | None]]:
-    """The study's votes as rows, and (count, newest id): what the fit cache keys them by."""
-    rows, newest = [], None
+def _vote_rows(study: Study) -> tuple[list[reports.VoteRow], tuple, list[float]]:
+    """The study's votes as rows, what the fit cache keys them by (``_vote_count``), and what
+    each counts for in the fit (``figures.vote_weight``)."""
+    rows, newest, weights = [], None, []
+    labels = study_labels(study=study)
     for vote in _votes(study):
+        weights.append(figures.vote_weight(vote))
         comparison = vote.comparison
         rows.append(
             reports.VoteRow(
                 comparison=str(comparison.pk),
                 question=str(comparison.question_id),
                 category=comparison.question.category,
-                model_a=comparison.run_a.model.name,
-                model_b=comparison.run_b.model.name,
+                model_a=labels[comparison.run_a.model.name],
+                model_b=labels[comparison.run_b.model.name],
                 outcome=vote.outcome,
-                shown_left=vote.assignment.left if vote.assignment_id else None,
+                shown_left=figures.shown_first(vote),
                 annotator=_annotator(vote),
+                both_bad=vote.tie_kind == Vote.TieKind.BOTH_BAD,
             )
         )
         newest = vote.pk  # ordered by pk
-    return rows, (len(rows), newest)
+    return rows, (len(rows), newest, _excluded_key(study)), weights
+
+
+def study_vote_rows(*, study: Study) -> tuple[list[reports.VoteRow], list[float]]:
+    """The counted votes as rows, and what each counts for in the fit."""
+    rows, _, weights = _vote_rows(study)
+    return rows, weights
 
 
 def _annotator(vote: Vote) -> str:
@@ -149,6 +205,7 @@ def fit_options(
     resample: str = "question",
     seed: int = 0,
     position: bool = False,
+    style_control: bool = False,
 ) -> dict:
     """Every fit option, defaults filled in (``parse_options`` gives only those it was given)."""
     return {
@@ -157,25 +214,34 @@ def fit_options(
         "resample": resample,
         "seed": seed,
         "position": position,
+        "style_control": style_control,
     }
 
 
-def study_results(*, study: Study, **options) -> Results:
-    """Tables and the fit of the study's votes; ``options`` as ``fit_options`` takes them."""
+def study_results(*, study: Study, count_from=(), **options) -> Results:
+    """Tables and the fit of the study's votes; ``options`` as ``fit_options`` takes them;
+    ``count_from``: models whose pairs are counted from their side (``study_models``)."""
     options = fit_options(**options)
-    models = study_models(study=study)
-    rows, votes = _vote_rows(study)
+    models = study_models(study=study, count_from=count_from)
+    rows, votes, weights = _vote_rows(study)
+    fit_models = study_models(study=study)
     return Results(
         study=study,
         models=models,
         rows=rows,
         pairs=reports.pair_table(rows, models),
         categories=reports.category_tables(rows, models),
-        ranking=_fitted(study, models, options, votes, rows) if rows else None,
+        ranking=_fitted(study, models, options, votes, rows, weights) if rows else None,
         position=reports.position_bias(rows),
         annotators=reports.annotator_table(rows),
         agreement=reports.agreement(rows),
         options=options,
+        quality=quality.annotator_quality(study=study),
+        weights=weights,
+        style=figures.style_fit(rows, weights, fit_models, options)
+        if options["style_control"]
+        else None,
+        category_rankings=figures.category_strengths(rows, weights, fit_models, options),
     )
 
 
@@ -193,9 +259,16 @@ def fit_cache_key(*, study: Study, options: dict) -> str:
     return _fit_key(study, study_models(study=study), options, _vote_count(study))
 
 
-def _vote_count(study: Study) -> tuple[int, int | None]:
-    found = Vote.objects.filter(comparison__study=study).aggregate(n=Count("pk"), newest=Max("pk"))
-    return found["n"], found["newest"]
+def _vote_count(study: Study) -> tuple:
+    """(count, newest id, who is excluded) of the counted votes: votes are only added or
+    deleted, never edited, so this names the set (excluding someone changes the third)."""
+    found = counted_votes(study).aggregate(n=Count("pk"), newest=Max("pk"))
+    return found["n"], found["newest"], _excluded_key(study)
+
+
+def _excluded_key(study: Study) -> str:
+    excluded = AnnotatorExclusion.objects.filter(study=study).order_by("annotator_id")
+    return "-".join(str(pk) for pk in excluded.values_list("annotator_id", flat=True)) or "none"
 
 
 def _fit_key(study: Study, models: list[str], options: dict, votes: tuple) -> str:
@@ -210,29 +283,24 @@ def _fitted(
     options: dict,
     votes: tuple,
     rows: list[reports.VoteRow] | None = None,
+    weights: list[float] | None = None,
 ) -> ranking.Ranking | None:
     """The cached fit of these votes, or a fresh one (then cached). Without ``rows`` a miss
     reads them, and keys the fit by what it read (votes may have changed since ``votes``)."""
     fitted = cache.get(_fit_key(study, models, options, votes))
     if fitted is None:
         if rows is None:
-            rows, votes = _vote_rows(study)
+            rows, votes, weights = _vote_rows(study)
             if not rows:
                 return None
-        fitted = ranking.rank(_battles(rows, options["position"]), models=models, **options)
+        fitted = ranking.rank(
+            figures.battles(rows, weights, options["position"]),
+            models=models,
+            robustness=True,
+            **{name: value for name, value in options.items() if name != "style_control"},
+        )
         cache.set(_fit_key(study, models, options, votes), fitted, FIT_CACHE_SECONDS)
     return fitted
-
-
-def _battles(rows: list[reports.VoteRow], position: bool) -> list[ranking.Battle]:
-    if not position:
-        return reports.battles_from_rows(rows)
-    # The position fit uses only votes whose shown order is known (app votes).
-    return [
-        ranking.Battle(r.model_a, r.model_b, r.outcome, r.question, r.shown_left)
-        for r in rows
-        if r.shown_left is not None
-    ]
 
 
 def results_json(results: Results) -> dict:
@@ -255,6 +323,7 @@ def results_json(results: Results) -> dict:
         "votes": results.agreement.votes,
         "note": results.agreement.note,
     }
+    out["annotator_quality"] = [quality.quality_dict(q) for q in results.quality]
     out["annotators"] = [
         {
             "annotator": a.annotator,
@@ -271,80 +340,37 @@ def results_json(results: Results) -> dict:
             {"model_a": a, "model_b": b, "probability": p}
             for (a, b), p in sorted(results.ranking.win_probability.items())
         ]
+    out |= figures.figures_json(
+        study=results.study,
+        fitted=results.ranking,
+        options=results.options,
+        style=results.style,
+        categories=results.category_rankings,
+        weighted_votes=sum(1 for w in results.weights if w != 1),
+    )
     return out
 
 
-def votes_csv(*, study: Study) -> str:
-    """One row per vote, with what it was about and how it was cast."""
-    return reports.csv_text(VOTE_COLUMNS, (_vote_row(vote) for vote in _votes(study)))
-
-
-def _vote_row(vote: Vote) -> list:
-    c = vote.comparison
-    left_model = ""
-    if vote.assignment_id:
-        left_model = (c.run_a if vote.assignment.left == "a" else c.run_b).model.name
-    winner = {"a": c.run_a.model.name, "b": c.run_b.model.name, "tie": "tie"}[vote.outcome]
-    return [
-        vote.pk,
-        c.question.position,
-        c.question.external_id,
-        c.question.category,
-        c.question.text,
-        c.run_a.model.name,
-        c.run_b.model.name,
-        vote.outcome,
-        winner,
-        vote.shown,
-        left_model,
-        vote.annotator_id or "",
-        vote.judge,
-        int(vote.imported),
-        vote.created_at.isoformat(),
-        "" if vote.seconds is None else f"{vote.seconds:.1f}",
-        vote.comment,
-    ]
-
-
-def battles_jsonl(*, study: Study, conversations: bool = True) -> str:
-    """The study's votes in FastChat's battle shape (one JSON object per line)."""
-    records = []
-    for vote in _votes(study).select_related("comparison__answer_a", "comparison__answer_b"):
-        c = vote.comparison
-        question_id = c.question.external_id or str(c.question.position)
-        conversation_a = conversation_b = None
-        if conversations:
-            conversation_a = _conversation(c.question.text, c.answer_a.text)
-            conversation_b = _conversation(c.question.text, c.answer_b.text)
-        records.append(
-            battles.BattleRecord(
-                model_a=c.run_a.model.name,
-                model_b=c.run_b.model.name,
-                winner={"a": "model_a", "b": "model_b", "tie": "tie"}[vote.outcome],
-                question_id=question_id,
-                judge=vote.judge or (f"user {vote.annotator_id}" if vote.annotator_id else ""),
-                tstamp=vote.created_at.timestamp(),
-                conversation_a=conversation_a,
-                conversation_b=conversation_b,
-            )
-        )
-    return battles.write_battles(records)
-
-
-def _conversation(question: str, answer: str) -> list[dict]:
-    return [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
-
-
-def export(*, study: Study, fmt: str, results: Results | None = None) -> tuple[str, str, str]:
-    """(text, content type, file name) of one export format."""
+def export(
+    *,
+    study: Study,
+    fmt: str,
+    results: Results | None = None,
+    provenance: bool = False,
+    **options,
+) -> tuple[str, str, str]:
+    """(text, content type, file name) of one export format; ``options``: the fit's, as
+    ``fit_options`` takes them (the results page's). ``provenance``: the votes and battles
+    exports also say how each side's answer was made (exports.PROVENANCE_FIELDS)."""
     if fmt not in EXPORT_FORMATS:
         raise ValueError(UNKNOWN_EXPORT.format(fmt=fmt))
     if fmt == "votes":
-        text = votes_csv(study=study)
+        text = exports.votes_csv(votes=_votes(study), provenance=provenance)
     elif fmt == "battles":
-        text = battles_jsonl(study=study)
+        votes = _votes(study).select_related("comparison__answer_a", "comparison__answer_b")
+        text = exports.battles_jsonl(votes=votes, provenance=provenance)
     else:
-        results = results or study_results(study=study)
+        results = results or study_results(study=study, **options)
         if fmt == "csv":
             text = reports.pairs_csv(results.pairs)
         elif fmt == "strengths":
@@ -352,7 +378,9 @@ def export(*, study: Study, fmt: str, results: Results | None = None) -> tuple[s
         elif fmt == "json":
             text = json.dumps(results_json(results), ensure_ascii=False, indent=2) + "\n"
         else:
-            text = reports.to_markdown(results.ranking, results.pairs, study.name)
+            text = reports.to_markdown(
+                results.ranking, results.pairs, study.name, style=results.style
+            )
     filename = f"study-{study.pk}-{EXTENSIONS[fmt]}"
     return text, CONTENT_TYPES[fmt], filename
 

@@ -30,6 +30,9 @@ WRONG_PROMPT_SET = "run {id} answers prompt set {actual!r}, not {expected!r}"
 SAME_MODEL_TWICE = "runs {ids} are both of model {model!r}; a study takes one run per model"
 NO_COMMON_QUESTIONS = "the runs have no answered question in common; nothing to compare"
 BAD_VOTES_PER_COMPARISON = "votes per comparison must be at least 1"
+BAD_SAMPLING = "unknown sampling {value!r}; use one of: {choices}"
+BAD_QUOTA = "a quota must be at least 1 vote (or none)"
+BAD_GOLD_RATE = "the gold rate is a share between 0 and 1"
 CANNOT_OPEN = "study {name!r} is {status}; only a draft or closed study can be opened"
 CANNOT_CLOSE = "study {name!r} is {status}; only an open study can be closed"
 TEXT_NAMES_MODEL = "the {field} names a model ({term!r}); annotators see it, so leave it out"
@@ -45,9 +48,15 @@ def study_create(
     instructions: str = "",
     title: str = "",
     open_now: bool = False,
+    sampling: str = Study.Sampling.UNIFORM,
+    quota: int | None = None,
+    gold_rate: float = 0.0,
     user=None,
 ) -> Study:
-    """A study with every comparison (model pairs x questions) built in this one transaction."""
+    """A study with every comparison (model pairs x questions) built in this one transaction.
+
+    ``sampling``: how pairs are handed out (Study.Sampling); ``quota``: most votes one
+    annotator may give (None: no limit); ``gold_rate``: share of pairs given as gold checks."""
     run_ids = [r.pk if isinstance(r, GenerationRun) else int(r) for r in runs]
     found = {
         r.pk: r
@@ -60,6 +69,12 @@ def study_create(
     study_runs_check(runs=chosen, prompt_set=prompt_set)
     if votes_per_comparison < 1:
         raise ServiceError(BAD_VOTES_PER_COMPARISON)
+    if sampling not in Study.Sampling.values:
+        raise ServiceError(BAD_SAMPLING.format(value=sampling, choices=", ".join(Study.Sampling)))
+    if quota is not None and quota < 1:
+        raise ServiceError(BAD_QUOTA)
+    if not 0 <= gold_rate <= 1:
+        raise ServiceError(BAD_GOLD_RATE)
     if Study.objects.filter(name=name).exists():
         raise ServiceError(STUDY_NAME_TAKEN.format(name=name))
 
@@ -75,23 +90,23 @@ def study_create(
                 prompt_set=chosen[0].prompt_set,
                 votes_per_comparison=votes_per_comparison,
                 instructions=instructions,
+                sampling=sampling,
+                quota=quota,
+                gold_rate=gold_rate,
                 created_by=user if getattr(user, "pk", None) else None,
             )
     except IntegrityError:
         raise ServiceError(STUDY_NAME_TAKEN.format(name=name)) from None
     StudyRun.objects.bulk_create(StudyRun(study=study, run=r, model=r.model) for r in chosen)
 
-    answers: dict[int, dict[int, int]] = defaultdict(dict)  # run -> question -> answer
-    for answer_id, run_id, question_id in Answer.objects.filter(run__in=chosen).values_list(
-        "pk", "run_id", "question_id"
-    ):
-        answers[run_id][question_id] = answer_id
-    questions = study.prompt_set.questions.order_by("position").values_list("pk", flat=True)
+    questions = study.prompt_set.questions.order_by("position").values_list("pk", "follow_ups")
+    last_turn = {q: 1 + len(follow_ups or ()) for q, follow_ups in questions}
+    answers = _last_turn_answers(runs=chosen, last_turn=last_turn)
     comparisons = [
         Comparison(
             study=study, question_id=q, run_a=a, run_b=b, answer_a_id=ids[0], answer_b_id=ids[1]
         )
-        for q in questions
+        for q in last_turn
         for a, b in itertools.combinations(chosen, 2)
         if None not in (ids := (answers[a.pk].get(q), answers[b.pk].get(q)))
     ]
@@ -101,6 +116,27 @@ def study_create(
     if open_now:
         study = study_open(study=study, user=user)
     return study
+
+
+def _last_turn_answers(
+    *, runs: Sequence[GenerationRun], last_turn: dict[int, int]
+) -> dict[int, dict[int, int]]:
+    """run -> question -> its answer to the question's last user turn, for the questions the run
+    answered turn by turn to the end (a comparison is of whole conversations; a run missing a
+    turn has no complete conversation to compare)."""
+    turns: dict[tuple[int, int], set[int]] = defaultdict(set)
+    last: dict[int, dict[int, int]] = defaultdict(dict)
+    for answer_id, run_id, question_id, turn in Answer.objects.filter(run__in=runs).values_list(
+        "pk", "run_id", "question_id", "turn"
+    ):
+        turns[run_id, question_id].add(turn)
+        if turn == last_turn.get(question_id):
+            last[run_id][question_id] = answer_id
+    for run_id, found in last.items():
+        for question_id in list(found):
+            if not set(range(1, last_turn[question_id] + 1)) <= turns[run_id, question_id]:
+                del found[question_id]
+    return last
 
 
 def study_runs_check(*, runs: Sequence[GenerationRun], prompt_set: PromptSet | None = None) -> None:
@@ -135,11 +171,7 @@ def study_runs_check(*, runs: Sequence[GenerationRun], prompt_set: PromptSet | N
 
 def study_texts_check(*, models, texts: dict[str, str]) -> None:
     """Refuse annotator-facing study text (title, instructions) that names a study model."""
-    terms = identity.identity_terms(
-        names=[n for m in models for n in (m.name, m.name_or_path) if n],
-        makers=[m.maker for m in models if m.maker],
-        words=[],
-    )
+    terms = identity.model_terms(models)
     for field, text in texts.items():
         for span in identity.find_identity_spans(text or "", terms):
             if span.kind in (identity.NAME, identity.MAKER):
@@ -187,15 +219,12 @@ def study_close(*, study: Study, user=None) -> Study:
 def study_flag_identity(*, study: Study) -> list[IdentityFlag]:
     """(Re)scan the study's answers for self-identifying spans; existing flags keep their mask.
 
-    Looks for every study model's name, path and maker (in every answer: an answer naming
-    *another* model unblinds as well) and ``settings.IDENTITY_WORDS``, plus self-introductions.
+    Looks for every study model's name, path, maker and their aliases (in every answer: an answer
+    naming *another* model unblinds as well) and ``settings.IDENTITY_WORDS``, plus
+    self-introductions.
     """
     study_runs = StudyRun.objects.filter(study=study).select_related("model")
-    terms = identity.identity_terms(
-        names=[n for sr in study_runs for n in (sr.model.name, sr.model.name_or_path) if n],
-        makers=[sr.model.maker for sr in study_runs if sr.model.maker],
-        words=settings.IDENTITY_WORDS,
-    )
+    terms = identity.model_terms([sr.model for sr in study_runs], words=settings.IDENTITY_WORDS)
     existing = {(f.answer_id, f.start, f.end): f for f in IdentityFlag.objects.filter(study=study)}
     seen = set()
     new = []

@@ -1,13 +1,20 @@
 from django.urls import path
-from django.views.generic import RedirectView
 
-from . import views
+from . import staff_views, views
 
 app_name = "annotation"
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="annotation:index"), name="home"),
+    path("", views.home, name="home"),
     path("annotate/", views.index, name="index"),
     path("annotate/<int:study_id>/", views.vote_page, name="vote"),
+    # Staff: their home, the comparison of two studies, leaving an annotator's votes out.
+    path("staff/", staff_views.staff_home, name="staff-home"),
+    path("staff/compare/", staff_views.staff_compare, name="staff-compare"),
+    path(
+        "studies/<int:study_id>/annotators/<int:annotator_id>/exclusion/",
+        staff_views.annotator_exclusion,
+        name="annotator-exclusion",
+    ),
     # Staff: results of a study, its strength chart and downloads.
     path("studies/<int:study_id>/results/", views.results_page, name="results"),
     path(

@@ -9,7 +9,8 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 
 from . import reports, results
@@ -31,6 +32,13 @@ def annotator_required(view):
     return wrapper
 
 
+def home(request: HttpRequest) -> HttpResponse:
+    """Where sign-in lands: staff on their home, everyone else on their studies."""
+    if request.user.is_authenticated and request.user.is_staff:
+        return redirect(reverse("annotation:staff-home"))
+    return redirect(reverse("annotation:index"))
+
+
 @annotator_required
 def index(request: HttpRequest) -> HttpResponse:
     studies = [
@@ -47,9 +55,9 @@ def index(request: HttpRequest) -> HttpResponse:
 
 @annotator_required
 def vote_page(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = open_study(study_id=study_id)
+    study = open_study(study_id=study_id, annotator=request.user)
     if study is None:
-        raise Http404
+        raise Http404  # not open, or the annotator is not in its pool
     progress = annotator_progress(
         study_id=study.pk, k=study.votes_per_comparison, annotator=request.user
     )
@@ -85,6 +93,11 @@ def results_access(view):
 RESULTS_PERMISSIONS = ("annotation.view_study", "annotation.export_study")
 
 
+def count_from(params) -> list[str]:
+    """The models (labels or names) whose pairs are counted from their side (?from=...)."""
+    return [value for value in params.getlist("from") if value]
+
+
 def _bad_option(exc: ValueError) -> HttpResponse:
     # Plain text: the message echoes the request's value, which must never become markup.
     return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
@@ -97,7 +110,10 @@ def results_page(request: HttpRequest, study_id: int) -> HttpResponse:
         options = results.parse_options(request.GET)
     except ValueError as exc:
         return _bad_option(exc)
-    found = results.study_results(study=study, **options)
+    try:
+        found = results.study_results(study=study, count_from=count_from(request.GET), **options)
+    except ValueError as exc:
+        return _bad_option(exc)
     context = {
         "study": study,
         "results": found,
@@ -109,6 +125,9 @@ def results_page(request: HttpRequest, study_id: int) -> HttpResponse:
         "options": found.options,
         "query": request.GET.urlencode(),
         "formats": results.EXPORT_FORMATS,
+        "count_from": count_from(request.GET),
+        "labels": list(results.study_labels(study=study).values()),
+        "truncation": results.study_truncation(study=study),
     }
     return render(request, "annotation/results.html", context)
 
@@ -135,7 +154,15 @@ def results_download(request: HttpRequest, study_id: int, fmt: str) -> HttpRespo
     study = _study_or_404(study_id)
     if fmt not in results.EXPORT_FORMATS:
         raise Http404
-    text, content_type, filename = results.export(study=study, fmt=fmt)
+    found = None
+    if count_from(request.GET) and fmt in ("csv", "json", "md"):
+        try:
+            found = results.study_results(study=study, count_from=count_from(request.GET))
+        except ValueError as exc:
+            return _bad_option(exc)
+    text, content_type, filename = results.export(
+        study=study, fmt=fmt, results=found, provenance=results.wants_provenance(request.GET)
+    )
     response = HttpResponse(text, content_type=content_type)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response

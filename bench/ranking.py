@@ -1,12 +1,23 @@
-"""Aggregated Bradley-Terry fit vs a per-vote logistic regression, on 1,000,000 simulated votes.
+"""Aggregated Bradley-Terry fit vs a per-vote logistic regression, on 1,000,000 simulated votes;
+the style-controlled fit at that size; and what active sampling buys in human votes.
 
 Run from the repository root:  OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/ranking.py
 
 The reference is how FastChat's leaderboard once fitted Bradley-Terry: a logistic regression with
 one row per vote (+1 for model a, -1 for model b; a tie as two half-weight rows, one won and one
 lost), here solved with scipy's L-BFGS on the sparse design. Both fits maximise the same
-likelihood (the aggregated one adds a tiny regularisation), so their strengths should agree to a
-small fraction of an Elo point; only the cost differs.
+likelihood (the aggregated one is the plain maximum-likelihood fit wherever that exists, as
+here), so their strengths should agree to a small fraction of an Elo point; only the cost
+differs. The timed fits leave out the sandwich intervals (``sandwich=False``): the contract line
+compares the fits themselves, as it always has.
+
+Then the covariate fit (length and Markdown style, statsmodels' GLM clustered by question) on
+the same 1,000,000 votes, timed against the plain fit; and simulated studies with strengths like
+the Rakuda models' (``ranking.simulate``): votes until every adjacent pair whose true gap is at
+least 30 Elo is settled at 95 % (sandwich interval of the gap leaves out zero, in the true
+order), under uniform assignment with K = 3 and under active sampling (same K; the first vote of
+every comparison first, as the claim does), and the width of the closest pair's interval at a
+fixed number of votes. Ratios are medians over seeds.
 """
 
 from __future__ import annotations
@@ -32,6 +43,17 @@ from annotation.ranking import (  # noqa: E402
     aggregate,
     rank,
 )
+from annotation.ranking.covariates import style_control  # noqa: E402
+from annotation.ranking.simulate import simulate_study  # noqa: E402
+
+# The Rakuda v1 GPT-4 tournament's published maximum-likelihood strengths of six models, the
+# crowded lower half of that ranking (gaps 148, 14, 34, 20 and 91 Elo: three of them 30 or more).
+RAKUDA_LIKE = np.array([1010.806, 862.585, 848.215, 814.526, 794.771, 703.772])
+RAKUDA_TIES = 74 / 800  # that tournament's share of ties
+SETTLE_GAP = 30.0
+# The configuration the tests check the narrower interval in: two close models (40 Elo) far
+# from the others, 50 questions, K = 10.
+CLOSE_PAIR = np.array([1300.0, 1040.0, 1000.0, 740.0])
 
 
 def simulate(n_votes: int, n_models: int, n_questions: int, tie_share: float, seed: int):
@@ -83,6 +105,116 @@ def per_vote_fit(a: np.ndarray, b: np.ndarray, outcome: np.ndarray, n_models: in
     return result.x - result.x.mean()
 
 
+def simulated_styles(a, b, question, n_models: int, seed: int):
+    """Answer style counts per (question, model) and each vote's pair of them; the comparison
+    id of each vote. Lengths vary by model (so length and strength are confounded, as in real
+    studies); outcomes were drawn without them, so the fitted length effect should be near 0."""
+    rng = np.random.default_rng(seed + 1)
+    n_questions = int(question.max()) + 1
+    mean_length = rng.lognormal(np.log(400), 0.4, n_models)
+    lengths = rng.lognormal(np.log(mean_length)[None, :], 0.3, (n_questions, n_models))
+    counts = [rng.poisson(lam, (n_questions, n_models)) for lam in (1.0, 3.0, 1.5)]
+    styles = np.stack([lengths, *counts], axis=-1)
+    low, high = np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64)
+    comparison = (question.astype(np.int64) * n_models + low) * n_models + high
+    return styles[question, a], styles[question, b], comparison
+
+
+def settled_after(theta, gaps_needed, sampling: str, seed: int, k_votes: int) -> float:
+    """Votes until every needed adjacent pair is settled (inf: not within the study's K)."""
+    names = [str(i) for i in range(len(theta))]
+    for votes in simulate_study(
+        theta,
+        n_questions=100,
+        votes_per_comparison=k_votes,
+        sampling=sampling,
+        seed=seed,
+        every=100,
+        tie_share=RAKUDA_TIES,
+    ):
+        fitted = rank(votes.counts(), models=names, bootstrap=0)
+        if fitted.sandwich_covariance is None or len(fitted.names_fitted) < len(names):
+            continue
+        index = {name: i for i, name in enumerate(fitted.names_fitted)}
+        cov = fitted.sandwich_covariance
+        settled = True
+        for u, v in gaps_needed:
+            i, j = index[str(u)], index[str(v)]
+            gap = fitted.model(str(u)).log_strength - fitted.model(str(v)).log_strength
+            se = np.sqrt(max(cov[i, i] + cov[j, j] - 2 * cov[i, j], 0.0))
+            if not gap > 1.96 * se:
+                settled = False
+                break
+        if settled:
+            return float(votes.model_a.size)
+    return float("inf")
+
+
+def closest_width(theta, sampling: str, seed: int, budget: int, n_questions: int, k: int):
+    """The sandwich standard error of the closest pair's gap after ``budget`` votes."""
+    order = np.argsort(-theta)
+    u, v = min(zip(order, order[1:], strict=False), key=lambda p: theta[p[0]] - theta[p[1]])
+    names = [str(i) for i in range(len(theta))]
+    *_, votes = simulate_study(
+        theta,
+        n_questions=n_questions,
+        votes_per_comparison=k,
+        sampling=sampling,
+        seed=seed,
+        budget=budget,
+        every=50,
+    )
+    fitted = rank(votes.counts(), models=names, bootstrap=0)
+    index = {name: i for i, name in enumerate(fitted.names_fitted)}
+    cov = fitted.sandwich_covariance
+    i, j = index[str(u)], index[str(v)]
+    return np.sqrt(cov[i, i] + cov[j, j] - 2 * cov[i, j])
+
+
+def simulations(seeds: int) -> None:
+    theta = (RAKUDA_LIKE - RAKUDA_LIKE.mean()) / ELO_PER_LOG
+    needed = [
+        (i, i + 1)
+        for i in range(len(theta) - 1)
+        if RAKUDA_LIKE[i] - RAKUDA_LIKE[i + 1] >= SETTLE_GAP
+    ]
+    start = time.perf_counter()
+    uniform = np.array([settled_after(theta, needed, "uniform", s, 3) for s in range(seeds)])
+    active = np.array([settled_after(theta, needed, "active", s, 3) for s in range(seeds)])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratios = active / uniform
+    capacity = 100 * 15 * 3
+    print(
+        f"votes until every adjacent pair {SETTLE_GAP:.0f}+ Elo apart is settled at 95% "
+        f"(6 Rakuda-like models, 100 questions, K = 3, {seeds} seeds): "
+        f"uniform median {np.median(uniform):.0f}, active median {np.median(active):.0f}, "
+        f"active / uniform {np.nanmedian(ratios):.2f} "
+        f"(unsettled within {capacity} votes: uniform {int(np.isinf(uniform).sum())}, "
+        f"active {int(np.isinf(active).sum())}; {time.perf_counter() - start:.0f} s)"
+    )
+    close = (CLOSE_PAIR - CLOSE_PAIR.mean()) / ELO_PER_LOG
+    width = np.array(
+        [
+            closest_width(close, "active", s, 2000, 50, 10)
+            / closest_width(close, "uniform", s, 2000, 50, 10)
+            for s in range(2 * seeds)
+        ]
+    )
+    rakuda = np.array(
+        [
+            closest_width(theta[[0, 2, 3, 5]], "active", s, 3000, 100, 3)
+            / closest_width(theta[[0, 2, 3, 5]], "uniform", s, 3000, 100, 3)
+            for s in range(seeds)
+        ]
+    )
+    print(
+        "closest pair's interval, active / uniform at the same votes (median over seeds): "
+        f"{np.median(width):.3f} (4 models, closest 40 Elo apart, 50 questions, K = 10, 2000 "
+        f"votes); {np.median(rakuda):.3f} (4 of the Rakuda-like models, closest 34 Elo apart, "
+        "100 questions, K = 3, 3000 votes)"
+    )
+
+
 def best_time(fn, repeats: int):
     best, value = float("inf"), None
     for _ in range(repeats):
@@ -100,7 +232,11 @@ def main() -> None:
     parser.add_argument("--ties", type=float, default=0.25)
     parser.add_argument("--rounds", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--sim-seeds", type=int, default=20, help="simulated studies per design (0: none)"
+    )
     args = parser.parse_args()
+    args.length_effect = 0.0  # outcomes are drawn without style: the fit should find ~0
     if os.environ.get("OPENBLAS_NUM_THREADS") != "1":
         print("note: set OPENBLAS_NUM_THREADS=1 (as the web and worker processes do)")
 
@@ -112,15 +248,15 @@ def main() -> None:
     def one_fit():
         # A point fit needs no question ids; the bootstrap below aggregates per question.
         counts = aggregate(a, b, outcome, None, args.models)
-        return rank(counts, models=names, bootstrap=0)
+        return rank(counts, models=names, bootstrap=0, sandwich=False)
 
     def one_fit_by_question():
         counts = aggregate(a, b, outcome, question, args.models, args.questions)
-        return rank(counts, models=names, bootstrap=0)
+        return rank(counts, models=names, bootstrap=0, sandwich=False)
 
     def with_bootstrap():
         counts = aggregate(a, b, outcome, question, args.models, args.questions)
-        return rank(counts, models=names, bootstrap=args.rounds, seed=args.seed)
+        return rank(counts, models=names, bootstrap=args.rounds, seed=args.seed, sandwich=False)
 
     # Best of several runs: the machine is shared, and the minimum is the least noisy estimate.
     fast_time, fast = best_time(one_fit, repeats=20)
@@ -149,6 +285,21 @@ def main() -> None:
     print(
         f"ranking speedup vs per-vote fit: {speedup:.1f}x, max strength difference: {diff:.3f} Elo"
     )
+
+    styles_a, styles_b, comparison = simulated_styles(a, b, question, args.models, args.seed)
+
+    def covariate_fit():
+        return style_control(a, b, outcome, question, comparison, styles_a, styles_b, models=names)
+
+    style_time, styled = best_time(covariate_fit, repeats=2)
+    length = next(c for c in styled.coefficients if c.feature == "length")
+    print(
+        f"covariate (style-controlled) fit, {args.votes:,} votes / {args.models} models: "
+        f"{style_time * 1e3:.1f} ms, {style_time / fast_time:.1f}x the plain fit "
+        f"(length effect {length.elo:.1f} Elo per SD, planted {args.length_effect:.1f})"
+    )
+    if args.sim_seeds:
+        simulations(args.sim_seeds)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
-"""Screenshots of the voting page (desktop 1280x800 and narrow 390x844, Japanese).
+"""Screenshots (Japanese): the voting page with answers rendered from Markdown (desktop 1280x800
+and narrow 390x844), the staff home, and the comparison of two studies.
 
     .venv/bin/python docs/screenshots.py [OUTDIR]
 
 Builds a throw-away SQLite database with a Japanese study (nothing touches var/ or
 DATABASE_URL), serves the site on a free local port and drives Debian's chromium with Playwright.
-Writes voting-desktop.png and voting-narrow.png next to this file (or into OUTDIR).
+Writes voting-desktop.png, voting-narrow.png, staff-home.png and study-compare.png next to this
+file (or into OUTDIR).
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 QUESTION = "Pythonでリストから重複を取り除き、元の順番を保つ方法を教えてください。"
 ANSWERS = [
-    "順番を保ったまま重複を取り除くには、dict.fromkeys を使うのが簡単です。"
-    "Python 3.7 以降では辞書が挿入順を保つため、最初に現れた順に要素が残ります。\n\n"
-    "```\nitems = [3, 1, 3, 2, 1]\nunique = list(dict.fromkeys(items))\n"
+    "## 方法\n\n順番を保ったまま重複を取り除くには、**dict.fromkeys** を使うのが簡単です。\n\n"
+    "```python\nitems = [3, 1, 3, 2, 1]\nunique = list(dict.fromkeys(items))\n"
     "print(unique)  # [3, 1, 2]\n```\n\n"
-    "要素がハッシュできない場合（リストの中にリストがある場合など）は、"
-    "見た要素を記録しながらループで取り除いてください。",
+    "| 方法 | 順番 | 速さ |\n|---|---|---|\n| dict.fromkeys | 保つ | O(n) |\n"
+    "| set | 保たない | O(n) |\n\n"
+    "- Python 3.7 以降は辞書が挿入順を保ちます\n"
+    "- ハッシュできない要素はループで取り除いてください",
     "set を使うと重複は消えますが、順番は保たれません。順番が大切なら次のように書きます。\n\n"
     "```\nseen = set()\nresult = []\nfor x in items:\n    if x not in seen:\n"
     "        seen.add(x)\n        result.append(x)\n```\n\n"
@@ -67,6 +70,7 @@ def _make_study() -> int:
         call_command("compilemessages", locale=["ja"], verbosity=0)
     user = User.objects.create_user("annotator", password="annotator-pass")
     user.groups.add(Group.objects.get(name="annotators"))
+    User.objects.create_superuser("admin", password="admin-pass")
     prompt_set = prompt_set_create(
         name="screenshots", questions=[ParsedQuestion(line=1, text=QUESTION)]
     )
@@ -84,12 +88,47 @@ def _make_study() -> int:
     study = study_create(
         name="screenshots",
         title="回答の比較（デモ）",
-        runs=runs,
+        runs=runs[:2],
         votes_per_comparison=1,
         instructions=INSTRUCTIONS,
         open_now=True,
     )
+    _studies_to_compare(runs)
     return study.pk
+
+
+def _studies_to_compare(runs) -> None:
+    """Two closed studies over the same three models, with votes, for the comparison page."""
+    from django.contrib.auth.models import Group, User
+
+    from annotation.loop.assign import next_pair
+    from annotation.loop.state import loop_state
+    from annotation.loop.votes import vote_record
+    from annotation.studies import study_close, study_create
+
+    judges = []
+    for i in range(6):
+        judge = User.objects.create_user(f"judge{i}")
+        judge.groups.add(Group.objects.get(name="annotators"))
+        judges.append(judge)
+    # The first model is best, the third worst, with some noise (and ties) in each study.
+    plans = {
+        "人手評価 2026-11": ["left", "left", "tie", "right", "left", "tie_bothbad"],
+        "人手評価 2026-12": ["left", "tie", "right", "right", "left", "tie", "left"],
+    }
+    for name, plan in plans.items():
+        study = study_create(name=name, runs=runs, votes_per_comparison=6, open_now=True)
+        for i, judge in enumerate(judges):
+            state = loop_state(study_id=study.pk, annotator=judge)
+            while (assignment := next_pair(state=state).assignment) is not None:
+                choice = plan[(i + assignment.comparison_id) % len(plan)]
+                # Count from model a's side: flip the choice when a is on the right.
+                if assignment.left == "b" and choice in ("left", "right"):
+                    choice = "right" if choice == "left" else "left"
+                vote_record(assignment=assignment, choice=choice)
+                state = loop_state(study_id=study.pk, annotator=judge)
+        if name.endswith("11"):
+            study_close(study=study)  # one closed, one still open (the staff home lists it)
 
 
 def _serve() -> str:
@@ -118,6 +157,7 @@ def main(outdir: Path) -> None:
             browser = playwright.chromium.launch(
                 executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS
             )
+            _staff_pages(browser, url, outdir)
             for name, viewport in [
                 ("voting-desktop.png", {"width": 1280, "height": 800}),
                 ("voting-narrow.png", {"width": 390, "height": 844}),
@@ -134,17 +174,42 @@ def main(outdir: Path) -> None:
                 page.fill("#id_password", "annotator-pass")
                 page.click("button[type=submit]")
                 page.wait_for_selector("#voting[data-state=ready]")
-                if name == "voting-desktop.png":
-                    # One vote first, so the progress bar shows some progress.
-                    page.keyboard.press("2")
-                    expect(page.locator("#progress-done")).to_have_text("1")
-                    page.wait_for_selector("#voting[data-state=ready]")
+                # The one pair (a reload gives it again): the first answer has a heading,
+                # code, a table and a list.
+                expect(page.locator("#pair table")).to_have_count(1)
                 page.evaluate("window.scrollTo(0, 0)")
                 page.evaluate("document.fonts.ready")
                 page.screenshot(path=str(outdir / name))
                 print(f"wrote {outdir / name}")
                 context.close()
             browser.close()
+
+
+def _staff_pages(browser, url: str, outdir: Path) -> None:
+    from annotation.models import Study
+
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 800},
+        locale="ja-JP",
+        extra_http_headers={"Accept-Language": "ja"},
+        device_scale_factor=1,
+    )
+    page = context.new_page()
+    page.goto(f"{url}/accounts/login/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "admin-pass")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{url}/staff/")
+    page.evaluate("document.fonts.ready")
+    page.screenshot(path=str(outdir / "staff-home.png"))
+    print(f"wrote {outdir / 'staff-home.png'}")
+    first, second = Study.objects.filter(name__startswith="人手評価").order_by("pk")
+    page.goto(f"{url}/staff/compare/?first={first.pk}&second={second.pk}")
+    page.wait_for_selector("#comparison")
+    page.evaluate("document.fonts.ready")
+    page.screenshot(path=str(outdir / "study-compare.png"), full_page=True)
+    print(f"wrote {outdir / 'study-compare.png'}")
+    context.close()
 
 
 if __name__ == "__main__":

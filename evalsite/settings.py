@@ -133,7 +133,8 @@ LOGIN_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 5)
 LOGIN_FAILURE_WINDOW = envint("LOGIN_FAILURE_WINDOW", 900)
 # Failures from one client address, over every username it tries (a password spray).
 LOGIN_ADDRESS_FAILURE_LIMIT = envint("LOGIN_ADDRESS_FAILURE_LIMIT", 50)
-LOGIN_REDIRECT_URL = "/annotate/"
+# "/" sends staff to their home (/staff/) and annotators to their studies.
+LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 
 LANGUAGE_CODE = "en"

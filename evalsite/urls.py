@@ -13,6 +13,8 @@ urlpatterns = [
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("accounts/tokens/", include("evalsite.accounts.urls")),
     path("accounts/", include("django.contrib.auth.urls")),
+    # The language switch (set_language): the browser's language until someone picks one.
+    path("i18n/", include("django.conf.urls.i18n")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", views.ApiDocsView.as_view(url_name="schema"), name="api-docs"),
     path("api/ping/", views.ping, name="ping"),

@@ -27,6 +27,8 @@ SQL_NAMES = {
     "flag": IdentityFlag._meta.db_table,
     "members": User.groups.through._meta.db_table,
     "groups": Group._meta.db_table,
+    "pool_users": Study.pool_users.through._meta.db_table,
+    "pool_groups": Study.pool_groups.through._meta.db_table,
     "left": connection.ops.quote_name("left"),
 }
 
@@ -36,13 +38,36 @@ def sql(text: str, **parts: str) -> str:
     return text.format(**SQL_NAMES, **parts)
 
 
-# Who may annotate: staff, and members of the annotators group. The annotator API asks it within
-# the loop's first statement (see apis.MayAnnotate); the pages ask it alone.
+# Who may annotate: staff, members of the annotators group, and anyone in a study's pool (its
+# users, or members of its groups). The annotator API asks it within the loop's first statement
+# (see apis.MayAnnotate); the pages ask it alone. Which studies they see is IN_POOL's answer.
 MAY_ANNOTATE = sql(
     """(%(staff)s OR EXISTS (
     SELECT 1 FROM {members} m JOIN {groups} g ON g.id = m.group_id
-    WHERE m.user_id = %(annotator)s AND g.name = %(group)s))"""
+    WHERE m.user_id = %(annotator)s AND g.name = %(group)s)
+    OR EXISTS (SELECT 1 FROM {pool_users} pu WHERE pu.user_id = %(annotator)s)
+    OR EXISTS (SELECT 1 FROM {pool_groups} pg JOIN {members} pm ON pm.group_id = pg.group_id
+               WHERE pm.user_id = %(annotator)s))"""
 )
+
+
+def in_pool(study: str) -> str:
+    """Whether the annotator may judge ``study`` (an id expression): staff always; else its
+    chosen users and groups, or, when it has none, the annotators group."""
+    return sql(
+        """(%(staff)s
+    OR EXISTS (SELECT 1 FROM {pool_users} pu WHERE pu.study_id = {s}
+               AND pu.user_id = %(annotator)s)
+    OR EXISTS (SELECT 1 FROM {pool_groups} pg JOIN {members} pm ON pm.group_id = pg.group_id
+               WHERE pg.study_id = {s} AND pm.user_id = %(annotator)s)
+    OR (NOT EXISTS (SELECT 1 FROM {pool_users} pu WHERE pu.study_id = {s})
+        AND NOT EXISTS (SELECT 1 FROM {pool_groups} pg WHERE pg.study_id = {s})
+        AND EXISTS (SELECT 1 FROM {members} m JOIN {groups} g ON g.id = m.group_id
+                    WHERE m.user_id = %(annotator)s AND g.name = %(group)s)))""",
+        s=study,
+    )
+
+
 # An assignment row whose lease is live.
 LIVE_LEASE = "status = %(leased)s AND lease_expires_at > %(now)s"
 NOBODY = 0  # as ``excluded``: user ids start at 1, so no lease is left out
@@ -69,11 +94,13 @@ def done(study: str) -> str:
 
 def remaining(study: str, k: str, also: str = "") -> str:
     """Comparisons the annotator holds or was never given whose load, leaving out their own
-    lease (``excluded`` = the annotator), is below K."""
-    return sql(
+    lease (``excluded`` = the annotator), is below K (gold checks: all, they have no K), as
+    many as their quota in the study still allows."""
+    left = sql(
         """SELECT COUNT(*) FROM {comparison} c
            LEFT JOIN ({live}) live ON live.comparison_id = c.id
-           WHERE c.study_id = {study_id} AND c.vote_count + COALESCE(live.n, 0) < {k} {also}
+           WHERE c.study_id = {study_id} {also}
+             AND (c.gold = %(true)s OR c.vote_count + COALESCE(live.n, 0) < {k})
              AND NOT EXISTS (SELECT 1 FROM {assignment} mine
                              WHERE mine.comparison_id = c.id AND mine.annotator_id = %(annotator)s
                                AND mine.status <> %(leased)s)""",
@@ -82,6 +109,11 @@ def remaining(study: str, k: str, also: str = "") -> str:
         k=k,
         also=also,
     )
+    quota = sql("(SELECT qs.quota FROM {study} qs WHERE qs.id = {s})", s=study)
+    return f"""SELECT CASE WHEN {quota} IS NULL OR ({left}) <= {quota} - ({done(study)})
+                      THEN ({left})
+                      WHEN {quota} > ({done(study)}) THEN {quota} - ({done(study)})
+                      ELSE 0 END"""
 
 
 def fetchone(statement: str, params: dict) -> tuple | None:
@@ -101,6 +133,7 @@ def params(*, study_id: int, annotator, now: datetime, **extra) -> dict:
         "excluded": annotator.pk,
         "group": ANNOTATORS_GROUP,
         "open": Study.Status.OPEN.value,
+        "true": True,
         **extra,
     }
 

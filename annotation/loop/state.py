@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.db import connection
 from django.utils import timezone
 
 from ..models import Study
-from .sql import MAY_ANNOTATE, done, fetchone, params, remaining, sql
+from .sql import MAY_ANNOTATE, done, fetchone, in_pool, params, remaining, sql
 
 STUDY_NOT_OPEN = "this study is not open"
 
@@ -21,16 +22,21 @@ _PROGRESS_SQL = sql(
 )
 # Whether the user may annotate, the open study, the lease they hold in it (if any), and their
 # progress. One row even when the study is not open, so that the permission is answered first.
+# A study whose pool leaves the annotator out is, for them, not open (404, as for any id).
 _LOOP_STATE_SQL = sql(
     """SELECT {may}, s.votes_per_comparison, held.id, held.lease_expires_at > %(now)s,
-              ({done}), ({remaining})
+              ({done}), ({remaining}), s.quota, s.gold_rate, s.sampling
        FROM (SELECT 1 AS one) x
-       LEFT JOIN {study} s ON s.id = %(study)s AND s.status = %(open)s
+       LEFT JOIN {study} s ON s.id = %(study)s AND s.status = %(open)s AND {pool}
        LEFT JOIN {assignment} held ON held.study_id = s.id AND held.status = %(leased)s
                                    AND held.annotator_id = %(annotator)s""",
     may=MAY_ANNOTATE,
     done=done("%(study)s"),
     remaining=remaining("%(study)s", "s.votes_per_comparison"),
+    pool=in_pool("s.id"),
+)
+_IN_POOL_SQL = sql(
+    "SELECT s.id FROM {study} s WHERE s.status = %(open)s AND {pool}", pool=in_pool("s.id")
 )
 
 
@@ -62,7 +68,11 @@ def annotator_progress(
 
 def open_studies_for(*, annotator) -> list[tuple[Study, Progress]]:
     now = timezone.now()
-    studies = Study.objects.filter(status=Study.Status.OPEN).order_by("pk")
+    found = params(study_id=0, annotator=annotator, now=now)
+    with connection.cursor() as cursor:
+        cursor.execute(_IN_POOL_SQL, found)
+        mine = [row[0] for row in cursor.fetchall()]
+    studies = Study.objects.filter(pk__in=mine).order_by("pk")
     return [
         (
             s,
@@ -74,8 +84,11 @@ def open_studies_for(*, annotator) -> list[tuple[Study, Progress]]:
     ]
 
 
-def open_study(*, study_id: int) -> Study | None:
-    return Study.objects.filter(pk=study_id, status=Study.Status.OPEN).first()
+def open_study(*, study_id: int, annotator) -> Study | None:
+    """The open study if the annotator is in its pool (else None, as for an unknown id)."""
+    found = params(study_id=study_id, annotator=annotator, now=timezone.now())
+    row = fetchone(_IN_POOL_SQL + " AND s.id = %(study)s", found)
+    return Study.objects.filter(pk=row[0]).first() if row else None
 
 
 @dataclass(frozen=True)
@@ -91,6 +104,9 @@ class LoopState:
     held_id: int | None  # the assignment they hold (status leased), if any
     held_live: bool  # ... and its lease has not run out
     progress: Progress
+    quota: int | None = None  # most votes the annotator may give in the study
+    gold_rate: float = 0.0  # share of pairs given as gold checks while any are left
+    sampling: str = "uniform"  # Study.Sampling: how the claim picks among eligible pairs
 
     @property
     def open(self) -> bool:
@@ -101,7 +117,7 @@ def loop_state(*, study_id: int, annotator) -> LoopState:
     """Read before the next pair's transaction, so that a refusal takes no transaction."""
     now = timezone.now()
     row = fetchone(_LOOP_STATE_SQL, params(study_id=study_id, annotator=annotator, now=now))
-    may, k, held_id, held_live, done_count, left = row
+    may, k, held_id, held_live, done_count, left, quota, gold_rate, sampling = row
     return LoopState(
         study_id=study_id,
         annotator=annotator,
@@ -111,4 +127,7 @@ def loop_state(*, study_id: int, annotator) -> LoopState:
         held_id=held_id,
         held_live=bool(held_live),
         progress=Progress(done=done_count, total=done_count + left),
+        quota=quota,
+        gold_rate=gold_rate or 0.0,
+        sampling=sampling or "uniform",
     )

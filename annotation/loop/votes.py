@@ -11,13 +11,17 @@ from django.utils import timezone
 from generation.errors import ServiceError
 
 from ..models import Assignment, Study, Vote
-from .sql import MAY_ANNOTATE, done, params, remaining, sql, stored
+from .sql import MAY_ANNOTATE, done, in_pool, params, remaining, sql, stored
 from .state import STUDY_NOT_OPEN, Progress
 
 VOTE_CONFLICT = "this pair already has a different vote from you; votes are never overwritten"
 COMPARISON_FULL = "this pair has all the votes it needs (your time on it ran out); thank you"
-BAD_CHOICE = 'choice must be one of "left", "tie", "right"'
-CHOICES = ("left", "tie", "right")
+QUOTA_REACHED = "you have given all the votes this study asks of you; thank you"
+SKIPPED = "you skipped this pair"
+# "tie": both good (FastChat's ``tie``); "tie_bothbad": both bad (``tie (bothbad)``).
+CHOICES = ("left", "tie", "tie_bothbad", "right")
+BAD_CHOICE = "choice must be one of " + ", ".join(f'"{c}"' for c in CHOICES)
+TIE_KINDS = {"tie": Vote.TieKind.BOTH_GOOD, "tie_bothbad": Vote.TieKind.BOTH_BAD}
 
 
 class VoteConflict(ServiceError):
@@ -29,12 +33,14 @@ class VoteConflict(ServiceError):
 _VOTE_TARGET_SQL = sql(
     """SELECT a.id, a.study_id, a.comparison_id, a.annotator_id, a.token, a.{left}, a.status,
               a.first_delivered_at, a.lease_expires_at, {may} AS may_annotate,
-              s.votes_per_comparison AS k, ({done}) AS done,
-              ({remaining}) AS remaining_others
+              s.votes_per_comparison AS k, s.quota AS quota, pair.gold AS gold,
+              ({done}) AS done, ({remaining}) AS remaining_others
        FROM (SELECT 1 AS one) x
        LEFT JOIN {assignment} a ON a.token = %(token)s AND a.annotator_id = %(annotator)s
-       LEFT JOIN {study} s ON s.id = a.study_id AND s.status = %(open)s""",
+       LEFT JOIN {study} s ON s.id = a.study_id AND s.status = %(open)s AND {pool}
+       LEFT JOIN {comparison} pair ON pair.id = a.comparison_id""",
     may=MAY_ANNOTATE,
+    pool=in_pool("a.study_id"),
     done=done("a.study_id"),
     remaining=remaining("a.study_id", "s.votes_per_comparison", "AND c.id <> a.comparison_id"),
 )
@@ -52,7 +58,11 @@ class VoteTarget:
 
     def progress_after(self, *, created: bool) -> Progress:
         done = self.done + (1 if created else 0)
-        return Progress(done=done, total=done + self.remaining_others)
+        total = done + self.remaining_others
+        quota = self.assignment.study.quota if self.assignment is not None else None
+        if quota is not None:
+            total = min(total, max(quota, done))
+        return Progress(done=done, total=total)
 
 
 def vote_target(*, token: str, annotator) -> VoteTarget:
@@ -63,8 +73,15 @@ def vote_target(*, token: str, annotator) -> VoteTarget:
         assignment = row
         # The open study as far as the vote needs it, so that vote_record reads no more.
         assignment.study = stored(
-            Study, {"id": row.study_id, "status": Study.Status.OPEN, "votes_per_comparison": row.k}
+            Study,
+            {
+                "id": row.study_id,
+                "status": Study.Status.OPEN,
+                "votes_per_comparison": row.k,
+                "quota": row.quota,
+            },
         )
+        assignment.gold = bool(row.gold)
     return VoteTarget(
         may_annotate=bool(row.may_annotate),
         assignment=assignment,
@@ -75,7 +92,7 @@ def vote_target(*, token: str, annotator) -> VoteTarget:
 
 def _outcome(choice: str, left: str) -> Vote.Outcome:
     """The canonical outcome of a choice between the sides as shown."""
-    if choice == "tie":
+    if choice in TIE_KINDS:
         return Vote.Outcome.TIE
     return Vote.Outcome.A if (choice == "left") == (left == Assignment.Side.A) else Vote.Outcome.B
 
@@ -88,11 +105,17 @@ class _NoSlot(Exception):
 # The columns come from the model, so a field added to Vote is written here too (its default,
 # unless the vote sets it).
 _VOTE_FIELDS = [f for f in Vote._meta.concrete_fields if not f.primary_key]
+# Gold checks have no K; no annotator votes past their quota (they count under a lock of
+# their own in the study, taken first: see _vote_insert).
 _TAKE_SLOT_SQL = sql(
     """UPDATE {comparison} SET vote_count = vote_count + 1
-       WHERE id = %(comparison)s AND vote_count < %(k)s
+       WHERE id = %(comparison)s AND (vote_count < %(k)s OR gold = %(true)s)
+         AND (%(quota)s IS NULL OR (SELECT COUNT(*) FROM {assignment} q
+                                    WHERE q.study_id = %(study)s AND q.status = %(voted)s
+                                      AND q.annotator_id = %(annotator_id)s) < %(quota)s)
        RETURNING vote_count"""
 )
+_QUOTA_LOCK_SQL = "SELECT pg_advisory_xact_lock(%(quota_lock)s)"
 _VOTE_INSERT_SQL = sql(
     """INSERT INTO {vote} ({columns}) SELECT {values} {{source}}
        ON CONFLICT DO NOTHING RETURNING id""",
@@ -128,15 +151,25 @@ def vote_record(*, assignment: Assignment, choice: str, comment: str = "") -> tu
     study = assignment.study
     if study.status != Study.Status.OPEN:
         raise ServiceError(STUDY_NOT_OPEN)
+    if assignment.status == Assignment.Status.SKIPPED:
+        raise VoteConflict(SKIPPED)
     try:
         return _vote_insert(assignment, choice, comment, k=study.votes_per_comparison), True
     except _NoSlot:
         pass
     existing = Vote.objects.filter(assignment=assignment).first()
     if existing is not None:
-        if existing.shown != choice:
+        if choice_of(existing) != choice:
             raise VoteConflict(VOTE_CONFLICT)
         return existing, False
+    quota = study.quota
+    if quota is not None and (
+        Assignment.objects.filter(
+            study_id=study.pk, annotator_id=assignment.annotator_id, status=Assignment.Status.VOTED
+        ).count()
+        >= quota
+    ):
+        raise VoteConflict(QUOTA_REACHED)
     # Live or late, no comparison ever gets more than K votes.
     raise VoteConflict(COMPARISON_FULL)
 
@@ -150,7 +183,8 @@ def _vote_insert(assignment: Assignment, choice: str, comment: str, *, k: int) -
         "assignment_id": assignment.pk,
         "annotator_id": assignment.annotator_id,
         "outcome": _outcome(choice, assignment.left),
-        "shown": choice,
+        "shown": "tie" if choice in TIE_KINDS else choice,
+        "tie_kind": TIE_KINDS.get(choice, ""),
         "seconds": max(0.0, (now - assignment.first_delivered_at).total_seconds()),
         "comment": comment.strip(),
         "created_at": now,
@@ -160,6 +194,11 @@ def _vote_insert(assignment: Assignment, choice: str, comment: str, *, k: int) -
         "comparison": assignment.comparison_id,
         "k": k,
         "voted": Assignment.Status.VOTED.value,
+        "true": True,
+        "study": assignment.study.pk,
+        "quota": assignment.study.quota,
+        # One lock per (study, annotator): 2**32 users per study is far beyond any study.
+        "quota_lock": (assignment.study.pk << 32) | (assignment.annotator_id & 0xFFFFFFFF),
     }
     # Taking the slot also takes the comparison's row lock (held to the commit), which
     # serialises every vote on the comparison: a second request with the same vote waits for
@@ -167,6 +206,8 @@ def _vote_insert(assignment: Assignment, choice: str, comment: str, *, k: int) -
     # taken: _NoSlot rolls the transaction back, giving the slot back.
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
+            if found["quota"] is not None:
+                cursor.execute(_QUOTA_LOCK_SQL, found)
             cursor.execute(_VOTE_ONE_STATEMENT_SQL, found)
             slot, vote_id = cursor.fetchone()
             if not slot or vote_id is None:
@@ -183,3 +224,10 @@ def _vote_insert(assignment: Assignment, choice: str, comment: str, *, k: int) -
             cursor.execute(_VOTED_SQL, found)
     assignment.status = Assignment.Status.VOTED
     return stored(Vote, {"id": vote_id, **values})
+
+
+def choice_of(vote: Vote) -> str:
+    """The choice a vote was cast with (as the API takes and returns it)."""
+    if vote.shown == "tie" and vote.tie_kind == Vote.TieKind.BOTH_BAD:
+        return "tie_bothbad"
+    return vote.shown

@@ -9,19 +9,28 @@ a win for each side (the Chatbot Arena and Rakuda convention).
   D = p_i + p_j + nu * sqrt(p_i p_j), fitted with scipy (choix has none).
 - ``position=True`` (Bradley-Terry only): P(shown-first wins) = sigmoid(a + b_first - b_second),
   fitted with scipy; ``a`` is reported in Elo points.
+- ``covariates.style_control``: Bradley-Terry with length and Markdown covariates (statsmodels).
 
-Regularisation. choix's ``alpha`` (prior transition rates of the LSR chain) is, at the fixed
-point, exactly the penalty ``alpha * k * sum(exp(theta) - theta)`` on the log-strengths: it pulls
-every strength towards the mean, keeps models that won (or lost) everything finite and ties
-together groups of models that never met. The scipy fits use that same penalty (plus a ridge
-``alpha * x^2 / 2`` on log nu or on the advantage), so ``alpha`` means the same for every method.
+Regularisation. Every fit is the plain maximum-likelihood estimate when it exists (the score
+graph is strongly connected: ``existence``), and falls back to ``solvers.FALLBACK_ALPHA`` only
+when it does not, with a note; each bootstrap resample follows the same rule. choix's ``alpha``
+(prior transition rates of the LSR chain) is, at the fixed point, exactly the penalty
+``alpha * k * sum(exp(theta) - theta)`` on the log-strengths: it pulls every strength towards
+the mean, keeps models that won (or lost) everything finite and ties together groups of models
+that never met. The scipy fits use that same penalty (plus a ridge ``alpha * x^2 / 2`` on log nu
+or on the advantage), so ``alpha`` means the same for every method.
 
 The modules, by job: ``counts`` (votes -> counts -> win / tie matrices), ``solvers`` (matrices ->
-log-strengths), ``intervals`` (bootstrap), ``diagnostics`` (graph checks behind the notes),
-``fit`` (``rank``: options, scale, the ``Ranking``), ``comparison`` (two studies). The names
-below are the package's interface for the Django layer, the benchmark and the tests.
+log-strengths), ``existence`` (does the MLE exist), ``intervals`` (bootstrap), ``sandwich``
+(covariances, cluster-robust by question), ``summaries`` (rank ranges, settled orders),
+``robustness`` (votes that hold the top model up), ``covariates`` (length and style control),
+``active`` (active sampling's pair weights), ``simulate`` (simulated studies), ``diagnostics``
+(graph checks behind the notes), ``fit`` (``rank``: options, scale, the ``Ranking``),
+``comparison`` (two studies). The names below are the package's interface for the Django layer,
+the benchmark and the tests.
 """
 
+from . import covariates
 from .comparison import PairWinRates, StudyComparison, compare
 from .counts import (
     FIRST_A,
@@ -47,6 +56,7 @@ from .fit import (
 from .intervals import DEFAULT_BOOTSTRAP, RESAMPLE
 
 __all__ = [
+    "covariates",
     "DEFAULT_BOOTSTRAP",
     "ELO_MEAN",
     "ELO_PER_LOG",

@@ -28,7 +28,10 @@ UNKNOWN_MODEL = "vote {index}: unknown model {name!r} (not in models)"
 BAD_OUTCOME = "vote {index}: unknown outcome {value!r}: use 'a', 'tie' or 'b'"
 BAD_FIRST_SHOWN = "vote {index}: unknown first_shown {value!r}: use 'a', 'b' or None"
 DUPLICATE_MODEL = "model {name!r} is listed twice"
-ARRAY_LENGTHS = "model_a_idx, model_b_idx, outcome, question_idx and first_shown differ in length"
+ARRAY_LENGTHS = (
+    "model_a_idx, model_b_idx, outcome, question_idx, first_shown and weights differ in length"
+)
+BAD_WEIGHTS = "weights must be finite and positive (vote {index}: {value!r})"
 INDEX_RANGE = "{what} index out of range (0 <= index < {limit})"
 SAME_INDEX = "model_a_idx equals model_b_idx in {n} vote(s), e.g. vote {first}"
 BAD_CODE = "{what} codes must lie in {low}..{high}"
@@ -40,7 +43,8 @@ class Battle:
 
     ``outcome`` is "a", "b" or "tie"; ``first_shown`` says which answer was shown first (on the
     left), "a", "b" or None when unknown; ``question`` groups votes for the question bootstrap
-    (None: the vote is its own group).
+    (None: the vote is its own group); ``weight``: what the vote counts for in the fit (1 / its
+    sampling probability relative to a uniform pick, under active sampling).
     """
 
     model_a: str
@@ -48,6 +52,7 @@ class Battle:
     outcome: str
     question: str | None = None
     first_shown: str | None = None
+    weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -55,13 +60,20 @@ class Counts:
     """Votes aggregated per question: ``per_question[q, channel, i, j]`` (see POS_UNKNOWN).
 
     Only questions with votes are kept. ``clustered`` is False when the votes carried no question
-    ids (then ``per_question`` has a single row and the bootstrap resamples votes).
+    ids (then ``per_question`` has a single row and the bootstrap resamples votes). With
+    weighted votes ``per_question`` holds sums of weights (floats) and ``votes`` the plain counts
+    summed over questions (channels, k, k); unweighted, ``votes`` is None.
     """
 
     per_question: np.ndarray
     positioned: bool
     n_votes: int
     clustered: bool = True
+    votes: np.ndarray | None = None
+
+    @property
+    def weighted(self) -> bool:
+        return self.votes is not None
 
     @property
     def n_models(self) -> int:
@@ -72,8 +84,12 @@ class Counts:
         return self.per_question.shape[0] if self.clustered else 0
 
     def totals(self) -> np.ndarray:
-        """Counts summed over questions, shape (channels, k, k)."""
+        """Counts (or weights) summed over questions, shape (channels, k, k)."""
         return self.per_question.sum(axis=0).astype(np.float64)
+
+    def vote_totals(self) -> np.ndarray:
+        """Plain vote counts summed over questions, shape (channels, k, k)."""
+        return self.totals() if self.votes is None else self.votes.astype(np.float64)
 
 
 # --- aggregation ---------------------------------------------------------------------------
@@ -87,6 +103,7 @@ def aggregate(
     n_models: int,
     n_questions: int | None = None,
     first_shown: Sequence[int | str | None] | np.ndarray | None = None,
+    weights: Sequence[float] | np.ndarray | None = None,
 ) -> Counts:
     """Aggregate votes (parallel arrays, one entry per vote) into per-question counts.
 
@@ -95,6 +112,8 @@ def aggregate(
     a fit without bootstrap, or one that resamples votes).
     ``first_shown``: FIRST_A / FIRST_B / FIRST_UNKNOWN (or "a" / "b" / None); give it to keep the
     shown order for the position-advantage fit.
+    ``weights``: what each vote counts for (positive; None: 1 each), e.g. the inverse of its
+    sampling probability under active sampling.
     Vectorised, no Python loop over votes; int32 index arrays are the fastest input.
     """
     a = _index_array(model_a_idx)
@@ -110,8 +129,16 @@ def aggregate(
     if first_shown is not None:
         fs = _codes(first_shown, FIRST_CODES, BAD_FIRST_SHOWN)
         arrays.append(fs)
+    w = None
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float64).ravel()
+        arrays.append(w)
     if any(x.size != n for x in arrays):
         raise ValueError(ARRAY_LENGTHS)
+    if w is not None:
+        bad = np.flatnonzero(~(np.isfinite(w) & (w > 0)))
+        if bad.size:
+            raise ValueError(BAD_WEIGHTS.format(index=int(bad[0]), value=float(w[bad[0]])))
     nq = 1
     if q is not None and n:
         nq = int(n_questions) if n_questions is not None else int(q.max()) + 1
@@ -134,7 +161,7 @@ def aggregate(
     # vote-sized is allocated. At 10^6 votes this is about 1.4 times as fast as whole-array
     # passes. int32 when the index fits: half the memory traffic of int64.
     dtype = np.int32 if size < 2**31 else np.int64
-    per_question = np.zeros(size, dtype=np.int64)
+    per_question = np.zeros(size, dtype=np.int64 if w is None else np.float64)
     buffer = np.empty(min(n, BLOCK), dtype=dtype)
     cell = k * k
     for begin in range(0, n, BLOCK):
@@ -152,7 +179,7 @@ def aggregate(
             flat += np.multiply(fs[begin:end] + 1, 3 * cell, dtype=dtype)
         if q is not None:
             flat += np.multiply(q[begin:end], n_channels * cell, dtype=dtype)
-        np.add.at(per_question, flat, 1)
+        np.add.at(per_question, flat, 1 if w is None else w[begin:end])
     per_question = per_question.reshape(max(nq, 1), n_channels, k, k)
     diagonal = per_question[..., np.arange(k), np.arange(k)]
     if diagonal.any():
@@ -163,11 +190,19 @@ def aggregate(
         present = per_question.reshape(nq, -1).any(axis=1)
         if not present.all():
             per_question = per_question[present]
+    votes = None
+    if w is not None:
+        # The plain counts too (robustness removes whole votes): the same cells, unweighted.
+        cells = (out * k + a) * k + b
+        if fs is not None:
+            cells = cells + (fs + 1) * 3 * k * k
+        votes = np.bincount(cells, minlength=n_channels * k * k).reshape(n_channels, k, k)
     return Counts(
         per_question=per_question,
         positioned=fs is not None,
         n_votes=int(n),
         clustered=q is not None,
+        votes=votes,
     )
 
 
@@ -223,7 +258,7 @@ def battles_to_counts(
         if name in index:
             raise ValueError(DUPLICATE_MODEL.format(name=name))
         index[name] = len(index)
-    a_idx, b_idx, outcome, first, q_idx = [], [], [], [], []
+    a_idx, b_idx, outcome, first, q_idx, weights = [], [], [], [], [], []
     questions: dict[str, int] = {}
     unique_groups = 0
     for i, battle in enumerate(battles):
@@ -245,6 +280,7 @@ def battles_to_counts(
         b_idx.append(ids[1])
         outcome.append(OUTCOME_CODES[battle.outcome])
         first.append(FIRST_CODES[battle.first_shown])
+        weights.append(battle.weight)
         if battle.question is None:
             q_idx.append(-1 - unique_groups)  # its own group; numbered below
             unique_groups += 1
@@ -260,6 +296,7 @@ def battles_to_counts(
         len(names),
         len(questions) + unique_groups,
         first_shown=np.asarray(first, dtype=np.int64) if position else None,
+        weights=None if all(w == 1 for w in weights) else np.asarray(weights, dtype=np.float64),
     )
     return counts, names
 

@@ -2,17 +2,21 @@
 
 Each round resamples whole questions (or single votes) by reweighting the per-question counts,
 never by looping over votes. All rounds are then fitted together by the batched Newton's method
-on the same penalised likelihood as the point fit (``solvers``).
+on the same likelihood as the point fit (``solvers``), under the same rule: the plain
+maximum-likelihood fit where the resample has one (``existence``), the fallback regularisation
+where it has not.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
 from .counts import Counts, submatrix
-from .solvers import fit_totals
+from .existence import mle_exists_each
+from .solvers import FALLBACK_ALPHA, fit_totals
 
 DEFAULT_BOOTSTRAP = 1000
 RESAMPLE = ("question", "vote")
@@ -46,35 +50,55 @@ def resampling(counts: Counts, bootstrap: int, resample: str) -> tuple[str, list
     return effective, notes
 
 
+@dataclass(frozen=True)
+class Bootstrap:
+    """Percentile bounds of the log-strengths (k,) and of the extra parameter, the resampled
+    log-strengths themselves (rounds, k) for intervals of differences and ranks, and how many
+    rounds had no maximum-likelihood estimate (fitted with the fallback regularisation)."""
+
+    low: np.ndarray
+    high: np.ndarray
+    extra_ci: tuple[float | None, float | None]
+    samples: np.ndarray
+    regularised: int
+
+
 def bootstrap_bounds(
     chunks: Iterable[np.ndarray],
     active: np.ndarray,
     theta: np.ndarray,
     extra: float | None,
     kind: str,
-    alpha: float,
+    alpha: float | None,
     confidence: float,
-) -> tuple[np.ndarray, np.ndarray, tuple[float | None, float | None]]:
-    """Percentile bounds of the log-strengths (k,) and of the extra parameter (nu or the
-    advantage), from refits of the ``active`` models to every resampled round in ``chunks``
-    (from ``resampled_totals``), each started at the point fit (``theta``, ``extra``)."""
+) -> Bootstrap:
+    """Refit the ``active`` models to every resampled round in ``chunks`` (from
+    ``resampled_totals``), each started at the point fit (``theta``, ``extra``). ``alpha``: a
+    fixed penalty, or None for the maximum-likelihood rule round by round."""
     tail = (1 - confidence) / 2 * 100
     start = theta[active]
     samples, extra_samples = [], []
+    regularised = 0
     for chunk in chunks:
-        fitted, fitted_extra, _ = fit_totals(
-            submatrix(chunk, active), kind, alpha, start=(start, extra)
-        )
+        sub = submatrix(chunk, active)
+        if alpha is None:
+            rows = np.where(mle_exists_each(sub, kind), 0.0, FALLBACK_ALPHA)
+            regularised += int((rows > 0).sum())
+        else:
+            rows = np.full(len(sub), float(alpha))
+        fitted, fitted_extra, _ = fit_totals(sub, kind, rows, start=(start, extra))
         samples.append(fitted)
         if fitted_extra is not None:
             extra_samples.append(fitted_extra)
+    everything = np.zeros((sum(len(x) for x in samples), len(theta)))
+    everything[:, active] = np.concatenate(samples)
     low, high = theta.copy(), theta.copy()
-    low[active], high[active] = np.percentile(np.concatenate(samples), [tail, 100 - tail], axis=0)
+    low[active], high[active] = np.percentile(everything[:, active], [tail, 100 - tail], axis=0)
     extra_ci = (extra, extra)
     if extra_samples:
         bounds = np.percentile(np.concatenate(extra_samples), [tail, 100 - tail])
         extra_ci = (float(bounds[0]), float(bounds[1]))
-    return low, high, extra_ci
+    return Bootstrap(low, high, extra_ci, everything, regularised)
 
 
 def resampled_totals(counts: Counts, rounds: int, resample: str, seed: int) -> Iterator[np.ndarray]:
@@ -94,6 +118,8 @@ def resampled_totals(counts: Counts, rounds: int, resample: str, seed: int) -> I
         if resample == "vote":
             out = np.zeros((r, cells))
             out[:, nonzero] = rng.multinomial(counts.n_votes, p, size=r)
+            if counts.weighted:  # draws of the average vote's weight
+                out *= totals.sum() / counts.n_votes
         else:
             draws = rng.integers(0, nq, size=(r, nq))
             offsets = (np.arange(r) * nq)[:, None]

@@ -20,6 +20,13 @@ from generation.models import GenerationRun, LanguageModel, PromptSet
 from generation.registry import language_model_register, prompt_set_create
 from generation.runs import generation_run_create_imported
 
+# What GET /api/studies/{id}/next/ returns, in order (the texts, the same rendered from
+# Markdown, the answers' word diff, the earlier turns of a multi-turn question, the progress):
+# a contract with the page and outside tools.
+PAIR_FIELDS = ["token", "question", "left", "right", "question_html", "left_html"]
+PAIR_FIELDS += ["right_html", "left_diff", "right_diff", "history", "progress"]
+HISTORY_FIELDS = ["question", "left", "right", "question_html", "left_html", "right_html"]
+
 # Names no page would contain by accident, so the blinding tests can look for them anywhere.
 MODEL_SPECS = [
     ("zebrafalcon-7b-sft", "acme-zebra/zebrafalcon-7b-sft", "Zebracorp"),
@@ -57,11 +64,23 @@ class Built:
     models: list[LanguageModel]
     runs: list[GenerationRun]
     texts: dict[tuple[int, int], str] = field(default_factory=dict)  # (run, position) -> text
+    # Multi-turn questions: (run, position, turn) -> the reply to that user turn (the last
+    # turn's is in ``texts`` too).
+    turn_texts: dict[tuple[int, int, int], str] = field(default_factory=dict)
 
 
 def answer_text(model_index: int, position: int) -> str:
     """A distinct, neutral answer per model and question (no names)."""
     return f"回答{model_index}-{position}です。\n手順:\n1. まず準備します。\n2. 次に実行します。"
+
+
+def earlier_answer_text(model_index: int, position: int, turn: int) -> str:
+    """A reply to an earlier user turn of a multi-turn question (no names)."""
+    return f"前半{model_index}-{position}-{turn}: **要点**は三つあります。"
+
+
+def follow_up_text(position: int, turn: int) -> str:
+    return f"続き{position}-{turn}: もっと短くまとめてください。"
 
 
 @pytest.fixture
@@ -76,12 +95,21 @@ def make_runs(db) -> Callable[..., Built]:
         question_text: Callable[[int], str] = lambda p: (
             f"質問{p}: 良い睡眠のこつを教えてください。"
         ),
+        turns: int = 1,
+        earlier: Callable[[int, int, int], str] = earlier_answer_text,
     ) -> Built:
+        """``turns`` > 1: every question has that many user turns and every run a reply to
+        each (``earlier`` the replies before the last, ``answers`` the last one)."""
         counter["n"] += 1
         prompt_set = prompt_set_create(
             name=f"prompts-{counter['n']}",
             questions=[
-                ParsedQuestion(line=p, text=question_text(p)) for p in range(1, questions + 1)
+                ParsedQuestion(
+                    line=p,
+                    text=question_text(p),
+                    follow_ups=tuple(follow_up_text(p, t) for t in range(2, turns + 1)),
+                )
+                for p in range(1, questions + 1)
             ],
         )
         built = Built(prompt_set=prompt_set, models=[], runs=[])
@@ -90,12 +118,17 @@ def make_runs(db) -> Callable[..., Built]:
             model = LanguageModel.objects.filter(name=name).first() or (
                 language_model_register(name=name, name_or_path=path, maker=maker)
             )
-            texts = {qid: answers(index, pos) for pos, qid in enumerate(question_ids, start=1)}
+            texts = {
+                qid: [*(earlier(index, pos, t) for t in range(1, turns)), answers(index, pos)]
+                for pos, qid in enumerate(question_ids, start=1)
+            }
             run = generation_run_create_imported(model=model, prompt_set=prompt_set, answers=texts)
             built.models.append(model)
             built.runs.append(run)
             for pos, qid in enumerate(question_ids, start=1):
-                built.texts[(run.pk, pos)] = texts[qid]
+                built.texts[(run.pk, pos)] = texts[qid][-1]
+                for turn, text in enumerate(texts[qid], start=1):
+                    built.turn_texts[(run.pk, pos, turn)] = text
         return built
 
     return make

@@ -16,6 +16,8 @@ from annotation.loop.votes import COMPARISON_FULL, vote_record
 from annotation.models import Assignment, Comparison, Vote
 from tests.conftest import logged_in
 
+from .conftest import PAIR_FIELDS
+
 pytestmark = pytest.mark.django_db
 
 
@@ -67,7 +69,7 @@ def test_two_annotators_fill_a_300_comparison_study_evenly_and_blindly(
             continue
         assert response.status_code == 200, response.content
         data = response.json()
-        assert set(data) == {"token", "question", "left", "right", "progress"}
+        assert set(data) == set(PAIR_FIELDS)
         if (data["left"], data["right"]) in by_answers:
             comparison, shown_a_left = by_answers[(data["left"], data["right"])], True
         else:

@@ -16,9 +16,11 @@ from django.contrib.staticfiles import finders
 from django.db import connection
 from django.test import Client
 
-from annotation import studies
+from annotation import gold, studies
 from annotation.models import Assignment, Comparison, IdentityFlag, Study, StudyRun, Vote
 from generation.models import Answer, GenerationRun, LanguageModel, PromptSet, Question
+from generation.registry import language_model_register
+from generation.runs import generation_run_create_imported
 
 from .conftest import MODEL_SPECS
 
@@ -92,10 +94,17 @@ class Recorder:
 
 
 def _forbidden(study: Study) -> tuple[set[str], set[int]]:
+    """Words (names, paths, makers, aliases, labels, templates, served models' URLs and ids,
+    answers' provenance) and ids no annotator may see."""
     words = {study.name}
     for model in LanguageModel.objects.all():
-        words |= {model.name, model.name_or_path, model.maker}
+        words |= {model.name, model.name_or_path, model.maker, model.display_label}
         words |= set(model.name_or_path.split("/"))
+        words |= {*model.aliases, *model.maker_aliases, model.prompt_format}
+        words |= {model.endpoint_url, model.endpoint_model, model.api_key_env}
+        words |= set(model.endpoint_model.split("/"))
+    for revision, prompt in Answer.objects.values_list("model_revision", "prompt_text"):
+        words |= {revision, prompt}
     ids = set()
     for model in ID_BASES:
         ids |= set(model.objects.values_list("pk", flat=True))
@@ -124,6 +133,11 @@ def test_no_annotator_facing_response_names_or_identifies_a_model(
     blinded_study, annotator, other_annotator, django_user_model
 ):
     study = blinded_study
+    # A gold check and a quota are on: nothing in any response may tell a gold pair apart.
+    gold.comparisons_mark_gold(
+        comparisons=Comparison.objects.filter(study=study).order_by("pk")[:2], expected="a"
+    )
+    Study.objects.filter(pk=study.pk).update(gold_rate=0.5, quota=8)
     rec = Recorder()
     anonymous = Client()
     rec.get(anonymous, "/")
@@ -143,6 +157,21 @@ def test_no_annotator_facing_response_names_or_identifies_a_model(
 
     api = f"/api/studies/{study.pk}/next/"
     tokens = []
+    # The first pair is skipped (every reason the page offers, and a bad one); it goes to
+    # someone else.
+    first = rec.get(client, api).json()
+    skip_url = f"/api/assignments/{first['token']}/skip/"
+    rec.post(client, skip_url, {"reason": "nope"}, content_type="application/json")
+    rec.post(client, skip_url, {"reason": "broken"}, content_type="application/json")
+    rec.post(client, skip_url, {"reason": "broken"}, content_type="application/json")
+    rec.post(client, skip_url, {"reason": "expertise"}, content_type="application/json")
+    rec.post(other, skip_url, {"reason": "broken"}, content_type="application/json")
+    rec.post(
+        client,
+        f"/api/assignments/{first['token']}/vote/",
+        {"choice": "left"},
+        content_type="application/json",
+    )
     while True:
         response = rec.get(client, api)
         if response.status_code == 204:
@@ -152,14 +181,44 @@ def test_no_annotator_facing_response_names_or_identifies_a_model(
         token = again.json()["token"]
         tokens.append(token)
         vote_url = f"/api/assignments/{token}/vote/"
-        rec.post(client, vote_url, {"choice": "left"}, content_type="application/json")
-        rec.post(client, vote_url, {"choice": "left"}, content_type="application/json")
+        choice = ["left", "tie", "tie_bothbad", "right"][len(tokens) % 4]
+        rec.post(client, vote_url, {"choice": choice}, content_type="application/json")
+        rec.post(client, vote_url, {"choice": choice}, content_type="application/json")
         rec.post(client, vote_url, {"choice": "right"}, content_type="application/json")
+        rec.post(
+            client,
+            vote_url.replace("/vote/", "/skip/"),
+            {"reason": "broken"},
+            content_type="application/json",
+        )
         rec.post(client, vote_url, {"choice": "sideways"}, content_type="application/json")
         rec.post(other, vote_url, {"choice": "left"}, content_type="application/json")
-    assert len(tokens) == 9
+    assert len(tokens) == 8  # the quota (gold checks count too)
+    assert Vote.objects.filter(annotator=annotator).count() == 8
     rec.get(client, f"/annotate/{study.pk}/")  # the "no more pairs" state
     rec.get(client, "/annotate/")
+    # Staff-only pages and endpoints, as an annotator asks for them.
+    for url in [
+        "/",
+        "/staff/",
+        "/staff/compare/",
+        f"/staff/compare/?first={study.pk}&second=1",
+        "/api/staff/summary/",
+        f"/api/studies/compare/?first={study.pk}&second={study.pk}",
+        f"/studies/{study.pk}/results/",
+    ]:
+        rec.get(client, url)
+    rec.post(
+        client, f"/studies/{study.pk}/annotators/{other_annotator.pk}/exclusion/", {"exclude": "1"}
+    )
+    rec.post(client, "/i18n/setlang/", {"language": "ja", "next": "/annotate/"})
+    rec.get(client, "/annotate/")
+
+    # A pool that leaves the other annotator out: a 404 like any unknown id, saying nothing.
+    study.pool_users.add(annotator)
+    rec.get(other, f"/annotate/{study.pk}/")
+    rec.get(other, api)
+    rec.get(other, "/annotate/")
 
     # Errors: another study that is not open, a non-annotator, an unknown token.
     outsider = django_user_model.objects.create_user("outsider", password="x")
@@ -169,6 +228,9 @@ def test_no_annotator_facing_response_names_or_identifies_a_model(
     rec.get(outsider_client, f"/annotate/{study.pk}/")
     rec.post(
         client, "/api/assignments/nope/vote/", {"choice": "left"}, content_type="application/json"
+    )
+    rec.post(
+        client, "/api/assignments/nope/skip/", {"reason": "broken"}, content_type="application/json"
     )
     studies.study_close(study=study)
     rec.get(client, api)
@@ -189,7 +251,7 @@ def test_no_annotator_facing_response_names_or_identifies_a_model(
     id_pattern = re.compile(r"(?<!\d)(" + "|".join(str(i) for i in sorted(ids)) + r")(?!\d)")
     for url, text in rec.seen:
         lowered = text.lower()
-        for word in words:
+        for word in [*words, "gold"]:
             assert word.lower() not in lowered, f"{word!r} leaked in {url}: {text[:300]!r}"
         match = id_pattern.search(text)
         assert match is None, f"id {match.group()} leaked in {url}: {text[:300]!r}"
@@ -224,8 +286,168 @@ def test_answers_are_sent_as_text_for_the_page_to_escape(blinded_study, annotato
             content_type="application/json",
         )
         data = client.get(f"/api/studies/{blinded_study.pk}/next/").json()
-    # JSON carries the raw text; the page sets it with textContent, never innerHTML.
+    # JSON carries the raw text, and the server's rendering with the tag as text: the page
+    # inserts only the rendered fields as HTML.
     assert data["left"].startswith("<script>alert('x')</script>\n回答")
+    assert "<script" not in data["left_html"] and "&lt;script&gt;" in data["left_html"]
+    assert "<script" not in data["left_diff"] + data["right_diff"]
+    assert (
+        "<pre><code>print(&#x27;ok&#x27;)" in data["left_html"]
+        or "<pre><code>" in data["left_html"]
+    )
     script = Path(finders.find("annotation/vote.js")).read_text(encoding="utf-8")
-    assert "innerHTML" not in script.replace("never innerHTML", "")
-    assert "textContent" in script
+    assigned = re.findall(r"innerHTML = ([^;]+);", script)
+    assert assigned == ['html || ""'], assigned  # only setHtml, fed *_html / *_diff fields
+    assert re.findall(r"setHtml\(byId\(\"[a-z-]+\"\), data\.(\w+)\)", script) == [
+        "question_html",
+        "left_html",
+        "right_html",
+        "left_diff",
+        "right_diff",
+    ]
+
+
+# Served models: what the registry knows of them is staff-only, like a weights model's path.
+ENDPOINT_SPECS = [
+    {
+        "name": "pelicanotter-70b-chat",
+        "endpoint_url": "http://pelican-serve.internal:8011/v1",
+        "endpoint_model": "pelicorp/pelicanotter-70b-instruct-0613",
+        "api_key_env": "PELICORP_SERVE_KEY",
+        "maker": "Pelicorp",
+        "aliases": ["ペリカンオッター"],
+        "maker_aliases": ["ペリコープ"],
+        "display_label": "Pelican served",
+        "prompt_format": "elyza_llama2",
+    },
+    {
+        "name": "wombatkestrel-8b",
+        "endpoint_url": "http://10.9.8.7:8022/v1",
+        "endpoint_model": "wombat-kestrel-8b-awq",
+        "api_key_env": "",
+        "maker": "Wombatic",
+        "aliases": ["ウォンバットケストレル"],
+        "maker_aliases": [],
+        "display_label": "Wombat local",
+        "prompt_format": "calm2",
+    },
+]
+
+
+def _endpoint_replies(spec: dict, position: int) -> list[str]:
+    """Replies to two turns that name the served model every way it can be named."""
+    first = (
+        f"私は{spec['aliases'][0]}です。{spec['maker']}によって開発されました。"
+        f"\nモデル: {spec['endpoint_model']}"
+    )
+    last = f"<script>alert(1)</script>\n回答{position}: {spec['display_label']} として答えます。"
+    return [first, last]
+
+
+@pytest.fixture
+def served_study(make_runs, annotator):
+    """A two-turn study of two weights models and two served models, every earlier reply
+    naming its model, every answer with provenance."""
+    for model, base in ID_BASES.items():
+        _start_ids_at(model, base)
+    built = make_runs(models=2, questions=2, turns=2, answers=_answers, earlier=_earlier)
+    runs = list(built.runs)
+    questions = list(built.prompt_set.questions.order_by("position"))
+    for spec in ENDPOINT_SPECS:
+        model = language_model_register(**spec)
+        runs.append(
+            generation_run_create_imported(
+                model=model,
+                prompt_set=built.prompt_set,
+                answers={q.pk: _endpoint_replies(spec, q.position) for q in questions},
+            )
+        )
+    for run in runs:
+        Answer.objects.filter(run=run).update(
+            prompt_text=f"[INST] <<SYS>>prompt-of-run-{run.pk}<</SYS>>",
+            model_revision=f"rev{run.pk}c0ffee",
+            stop_reason="length",
+            truncated=True,
+        )
+    study = studies.study_create(
+        name="pelicanotter-vs-wombatkestrel-served",
+        runs=runs,
+        votes_per_comparison=1,
+        instructions="会話全体を比べて、より役に立つ方を選んでください。",
+        open_now=True,
+    )
+    assert not IdentityFlag.objects.filter(study=study, masked=False).exists()
+    return study
+
+
+def _earlier(model_index: int, position: int, turn: int) -> str:
+    name, path, maker = MODEL_SPECS[model_index]
+    return f"私は{name}です。{maker}によって開発されました。重みは {path} です。"
+
+
+def test_multi_turn_pages_of_served_models_name_nothing(served_study, annotator):
+    study = served_study
+    rec = Recorder()
+    client = Client()
+    client.force_login(annotator)
+    rec.get(client, "/annotate/")
+    rec.get(client, f"/annotate/{study.pk}/", headers={"accept-language": "ja"})
+    rec.get(client, f"/annotate/{study.pk}/")
+    api = f"/api/studies/{study.pk}/next/"
+    histories = 0
+    while (response := rec.get(client, api)).status_code == 200:
+        data = rec.get(client, api).json()  # a reload
+        assert len(data["history"]) == 1
+        histories += 1
+        for side in ("left", "right"):
+            assert "[…]" in data["history"][0][side]  # every earlier reply named its model
+        rec.post(
+            client,
+            f"/api/assignments/{data['token']}/vote/",
+            {"choice": "tie_bothbad"},
+            content_type="application/json",
+        )
+    assert response.status_code == 204
+    assert histories == 2 * 6  # questions x model pairs
+    rec.get(client, f"/annotate/{study.pk}/")
+    for url in [
+        f"/studies/{study.pk}/results/",
+        f"/studies/{study.pk}/results/download/votes/?provenance=1",
+        f"/studies/{study.pk}/results/download/battles/?provenance=1",
+        f"/api/studies/{study.pk}/export/battles/?provenance=1",
+        f"/api/studies/{study.pk}/results/",
+        "/api/staff/summary/",
+        "/staff/",
+    ]:
+        assert rec.get(client, url).status_code in (302, 403, 404)
+    for name in ["annotation/vote.js", "annotation/site.css"]:
+        rec.seen.append((name, Path(finders.find(name)).read_text(encoding="utf-8")))
+
+    words, ids = _forbidden(study)
+    assert {"http://pelican-serve.internal:8011/v1", "wombat-kestrel-8b-awq"} <= words
+    assert {"ペリカンオッター", "Pelican served", "elyza_llama2", "PELICORP_SERVE_KEY"} <= words
+    id_pattern = re.compile(r"(?<!\d)(" + "|".join(str(i) for i in sorted(ids)) + r")(?!\d)")
+    for url, text in rec.seen:
+        lowered = text.lower()
+        for word in [*words, "pelican", "wombat", "10.9.8.7", "c0ffee", "<<SYS>>"]:
+            assert word.lower() not in lowered, f"{word!r} leaked in {url}: {text[:300]!r}"
+        match = id_pattern.search(text)
+        assert match is None, f"id {match.group()} leaked in {url}: {text[:300]!r}"
+
+
+def test_the_page_inserts_only_rendered_fields_of_the_history_as_html():
+    script = Path(finders.find("annotation/vote.js")).read_text(encoding="utf-8")
+    fed = re.findall(r"setHtml\([^,]+, (\w+)\.(\w+)\)", script)
+    assert fed == [
+        ("turn", "question_html"),
+        ("turn", "left_html"),
+        ("turn", "right_html"),
+        ("data", "question_html"),
+        ("data", "left_html"),
+        ("data", "right_html"),
+        ("data", "left_diff"),
+        ("data", "right_diff"),
+    ]
+    template = Path(finders.find("annotation/vote.js")).parent.parent.parent / "templates"
+    page = (template / "annotation" / "vote.html").read_text(encoding="utf-8")
+    assert "<script>" not in page and "style=" not in page  # the strict CSP: nothing inline

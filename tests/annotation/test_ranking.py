@@ -29,9 +29,9 @@ from annotation.ranking.fit import NOTE_NO_POSITION
 from annotation.ranking.intervals import NOTE_NO_QUESTIONS
 from annotation.ranking.solvers import fit_bt_newton, fit_davidson, fit_position
 
-# alpha=0.01 pulls strengths towards the mean by the penalty alpha * k * sum(exp(t) - t); with
-# 100 votes on one pair that moves a gap of ln(7/3) by about 4e-4, so 2e-3 leaves room.
-REGULARISATION_TOLERANCE = 2e-3
+# The default fit is the maximum-likelihood estimate (no penalty where it exists): exact up to
+# the solver's tolerance.
+REGULARISATION_TOLERANCE = 1e-5
 
 
 def battles(model_a: str, model_b: str, wins: int, ties: int, losses: int) -> list[Battle]:

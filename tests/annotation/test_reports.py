@@ -11,6 +11,7 @@ import pytest
 
 from annotation import plots, reports
 from annotation.ranking import rank
+from annotation.ranking.covariates import ControlledStrength, StyleCoefficient, StyleControl
 from annotation.reports import VoteRow
 
 LINE = "line-3.6b (SFT)"
@@ -219,6 +220,7 @@ def test_the_json_export_keeps_its_field_names(rows):
         "win_pct": 37.0,
         "tie_pct": 27.0,
         "loss_pct": 36.0,
+        "ties_bothbad": 0,
     }
     assert data["categories"]["writing"][0]["wins"] == 37
     assert data["ranking"]["method"] == "bradley_terry"
@@ -274,3 +276,27 @@ def test_the_strength_chart_renders_png_and_svg(rows):
     assert svg == plots.strength_chart(ranking, fmt="svg")  # stable bytes
     with pytest.raises(ValueError, match="unknown image format"):
         plots.strength_chart(ranking, fmt="gif")
+
+
+def test_the_markdown_export_names_the_fit_its_sandwich_intervals_and_style_control(rows):
+    ranking = rank(reports.battles_from_rows(rows), bootstrap=0)
+    style = StyleControl(
+        models=[ControlledStrength(LINE, 1040.0, 1010.0, 1070.0)],
+        coefficients=[StyleCoefficient("answer length", 0.2, 35.5, 12.0, 59.0, 1.0)],
+        position_advantage_elo=None,
+        confidence=0.95,
+        n_votes=len(rows),
+        notes=["fitted on 104 votes"],
+    )
+
+    text = reports.to_markdown(ranking, reports.pair_table(rows), style=style)
+
+    top = ranking.models[0]
+    assert top.sandwich_low is not None
+    assert "| 95% CI (sandwich) |" in text
+    assert f"| {top.sandwich_low:.0f} – {top.sandwich_high:.0f} |\n" in text
+    fit = "Regularised fit" if ranking.regularised else "Maximum-likelihood fit"
+    assert fit in text and "sandwich intervals from the covariance clustered by question" in text
+    assert "Length- and style-controlled strengths:" in text
+    assert f"| {LINE} | 1040 | 1010 – 1070 |" in text
+    assert "| answer length | 35.5 | 12.0 – 59.0 |" in text

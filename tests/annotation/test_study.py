@@ -17,6 +17,8 @@ from generation.models import GenerationRun
 from generation.runs import generation_run_create_imported
 from tests.conftest import logged_in
 
+from .conftest import PAIR_FIELDS
+
 pytestmark = pytest.mark.django_db
 
 
@@ -428,4 +430,83 @@ def test_the_openapi_schema_documents_the_annotator_contract(admin_user):
     assert set(vote_op["responses"]) >= {"200", "201", "400", "404", "409"}
     ref = next_op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
     component = schema["components"]["schemas"][ref.rsplit("/", 1)[1]]
-    assert list(component["properties"]) == ["token", "question", "left", "right", "progress"]
+    assert list(component["properties"]) == PAIR_FIELDS
+
+
+def test_the_run_admin_action_sets_sampling_quota_and_gold_rate(make_runs, admin_user):
+    built = make_runs(models=2, questions=2)
+    client = logged_in(admin_user)
+    selected = {"action": "open_study_action", ACTION_CHECKBOX_NAME: [r.pk for r in built.runs]}
+    assert (
+        'name="sampling"'
+        in client.post("/admin/generation/generationrun/", selected).content.decode()
+    )
+    client.post(
+        "/admin/generation/generationrun/",
+        {
+            **selected,
+            "apply": "1",
+            "name": "active-from-admin",
+            "votes_per_comparison": "2",
+            "sampling": "active",
+            "quota": "10",
+            "gold_rate": "0.1",
+        },
+    )
+    study = Study.objects.get(name="active-from-admin")
+    assert (study.sampling, study.quota, study.gold_rate) == ("active", 10, 0.1)
+
+
+def test_the_study_admin_edits_sampling_and_its_floor(make_study, admin_user):
+    study = make_study(models=2, questions=1)
+    client = logged_in(admin_user)
+    change = client.get(f"/admin/annotation/study/{study.pk}/change/").content.decode()
+    assert 'name="sampling"' in change and 'name="sampling_floor"' in change
+    response = client.post(
+        f"/admin/annotation/study/{study.pk}/change/",
+        {
+            "name": study.name,
+            "title": "",
+            "votes_per_comparison": "2",
+            "instructions": "",
+            "sampling": "active",
+            "sampling_floor": "0.35",
+            "identity_flags-TOTAL_FORMS": "0",
+            "identity_flags-INITIAL_FORMS": "0",
+            "study_runs-TOTAL_FORMS": "0",
+            "study_runs-INITIAL_FORMS": "0",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    study.refresh_from_db()
+    assert (study.sampling, study.sampling_floor) == ("active", 0.35)
+
+
+def test_create_study_command_takes_the_sampling(make_runs):
+    built = make_runs(models=2, questions=2)
+    ids = [str(r.pk) for r in built.runs]
+    call_command(
+        "create_study",
+        "active",
+        "--prompt-set",
+        built.prompt_set.name,
+        "--runs",
+        *ids,
+        "--sampling",
+        "active",
+    )
+    assert Study.objects.get(name="active").sampling == Study.Sampling.ACTIVE
+    with pytest.raises(CommandError, match="invalid choice: 'greedy'"):
+        call_command(
+            "create_study",
+            "x",
+            "--prompt-set",
+            built.prompt_set.name,
+            "--runs",
+            *ids,
+            "--sampling",
+            "greedy",
+        )
+    with pytest.raises(ServiceError, match="unknown sampling 'greedy'"):
+        studies.study_create(name="y", runs=built.runs, sampling="greedy")
+    assert not Study.objects.filter(name__in=["x", "y"]).exists()

@@ -13,6 +13,8 @@ from annotation.loop.votes import BAD_CHOICE, VOTE_CONFLICT
 from annotation.models import Assignment, Vote
 from tests.conftest import logged_in
 
+from .conftest import PAIR_FIELDS
+
 pytestmark = pytest.mark.django_db
 
 
@@ -41,7 +43,7 @@ def test_next_returns_exactly_the_contract_fields(study, annotator):
     assert response["Content-Type"] == "application/json"
     assert "no-store" in response["Cache-Control"]
     data = response.json()
-    assert list(data) == ["token", "question", "left", "right", "progress"]
+    assert list(data) == PAIR_FIELDS
     assert list(data["progress"]) == ["done", "total"]
     assert data["progress"] == {"done": 0, "total": 3}
     assert data["question"].startswith("質問")
@@ -190,7 +192,7 @@ def test_the_landing_page_and_voting_page_speak_japanese_when_asked(study, annot
     page = client.get(f"/annotate/{study.pk}/", headers={"accept-language": "ja,en;q=0.5"})
     html = page.content.decode()
     assert '<html lang="ja">' in html
-    for text in ["A の方が良い", "同じくらい", "B の方が良い", "コメント（任意）", "説明"]:
+    for text in ["A の方が良い", "どちらも良い", "どちらも悪い", "B の方が良い", "スキップ"]:
         assert text in html
     english = client.get(f"/annotate/{study.pk}/", headers={"accept-language": "en"})
     assert "A is better" in english.content.decode()
@@ -226,6 +228,10 @@ def test_every_message_of_the_japanese_catalogue_is_translated(compiled_messages
     # An empty msgstr not continued on the next line is a message left in English.
     assert re.findall(r'^msgid "(.+)"\nmsgstr ""\n(?!")', po, flags=re.M) == []
     assert "#, fuzzy" not in po
+    # Entry by entry, so that long (multi-line) messages and plurals are checked too.
+    for entry in po.split("\n\n")[1:]:  # the header entry has an empty msgid on purpose
+        translated = entry.split("msgstr", 1)[1].strip()
+        assert translated not in ('""', '[0] ""'), entry
 
 
 def _statements(request) -> int:

@@ -77,12 +77,12 @@ def test_an_annotator_votes_three_pairs_with_the_keyboard(
     assert _done(page) == 0 and page.text_content("#progress-total") == "6"
     assert page.eval_on_selector("#progress-bar", "el => el.value") == 0
 
-    # Answers are text: the markup shows as typed, nothing runs, code blocks stay blocks.
+    # Raw HTML in an answer shows as typed, nothing runs, code blocks stay blocks.
     left = page.text_content("#answer-left")
     assert "<script>window.pwned = true</script><b>太字ではない</b>" in left
     assert page.evaluate("window.pwned") is None
     assert page.locator("#answer-left script, #answer-left b").count() == 0
-    assert page.locator("#answer-left pre code").text_content() == "def f():\n    return 1"
+    assert page.locator("#answer-left pre code").text_content() == "def f():\n    return 1\n"
     boxes = [page.locator(s).bounding_box() for s in ("#answer-left", "#answer-right")]
     assert boxes[0]["y"] == boxes[1]["y"] and boxes[0]["x"] < boxes[1]["x"]  # side by side
 
@@ -154,3 +154,67 @@ def test_the_page_stacks_answers_on_a_narrow_screen_and_finishes_with_a_message(
     assert page.text_content("#progress-done") == "2"
     assert Vote.objects.filter(annotator=annotator).count() == 2
     context.close()
+
+
+def test_a_two_turn_pair_shows_each_sides_whole_conversation(
+    browser, live_server, make_study, annotator
+):
+    study = make_study(models=2, questions=2, turns=2, k=1)
+    built = study.built
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="en-US")
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
+    page.goto(f"{live_server.url}/accounts/login/?next=/annotate/{study.pk}/")
+    page.fill("#id_username", "annotator")
+    page.fill("#id_password", "annotator-pass")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#voting[data-state=ready]")
+
+    for n in (1, 2):
+        # The shared first user turn with each side's own first reply, then the last turn.
+        exchange = page.locator("#history .exchange")
+        assert exchange.count() == 1
+        assert page.is_visible("#conversation-note") and page.is_visible("#question-multi")
+        assert page.text_content("#question-turn") == "2"
+        left_run, position = _side(page, "left", built)
+        right_run, _ = _side(page, "right", built)
+        assert left_run != right_run
+        question = built.prompt_set.questions.get(position=position)
+        assert exchange.locator(".exchange-question").inner_text().strip() == question.turns[0]
+        assert page.inner_text("#question").strip() == question.turns[1]
+        for side, run in (("left", left_run), ("right", right_run)):
+            shown = exchange.locator(f".exchange-{side}")
+            assert shown.locator("strong").inner_text() == "要点"  # Markdown, rendered
+            expected = built.turn_texts[(run, position, 1)].replace("**", "")
+            assert shown.inner_text().strip() == expected
+        html = page.content()  # the page as rendered, both turns in: no model named
+        for model in built.models:
+            assert model.name not in html and model.maker not in html
+            assert model.name_or_path not in html
+        # The conversation reads top to bottom: the earlier turn above the last one.
+        assert exchange.bounding_box()["y"] < page.locator("#question").bounding_box()["y"]
+        replies = exchange.locator(".answer")
+        boxes = [replies.nth(i).bounding_box() for i in (0, 1)]
+        assert boxes[0]["y"] == boxes[1]["y"] and boxes[0]["x"] < boxes[1]["x"]  # side by side
+        page.set_viewport_size({"width": 390, "height": 844})
+        boxes = [replies.nth(i).bounding_box() for i in (0, 1)]
+        assert boxes[1]["y"] > boxes[0]["y"] + boxes[0]["height"] - 1  # stacked on a phone
+        page.set_viewport_size({"width": 1280, "height": 800})
+        page.keyboard.press("1")
+        if n == 1:
+            _wait_done(page, 1)
+    page.wait_for_selector("#voting[data-state=done]")
+    assert Vote.objects.filter(annotator=annotator).count() == 2
+    assert not errors, errors
+    context.close()
+
+
+def _side(page, side: str, built) -> tuple[int, int]:
+    """(run, question position) of the last reply shown on this side."""
+    shown = page.locator(f"#answer-{side}").inner_text()
+    for (run, position), text in built.texts.items():
+        if shown.startswith(text.split("\n")[0]):
+            return run, position
+    raise AssertionError(f"unknown answer on the {side}: {shown[:80]!r}")

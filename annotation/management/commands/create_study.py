@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation import studies
+from annotation.models import Study
 from generation.errors import ServiceError
 from generation.models import PromptSet
 
@@ -25,6 +26,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--open", action="store_true", help="open it now (flags self-identifying answers)"
         )
+        parser.add_argument(
+            "--sampling",
+            choices=Study.Sampling.values,
+            default=Study.Sampling.UNIFORM,
+            help="how pairs are handed out: uniform (fewest votes first) or active (once every "
+            "pair has a vote, the least settled model pairs first); default: uniform",
+        )
 
     def handle(self, *args, **opts):
         prompt_set = PromptSet.objects.filter(name=opts["prompt_set"]).first()
@@ -39,12 +47,13 @@ class Command(BaseCommand):
                 title=opts["title"],
                 instructions=opts["instructions"],
                 open_now=opts["open"],
+                sampling=opts["sampling"],
             )
         except ServiceError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(
             f"study {study.pk} {study.name!r}: {study.comparisons.count()} comparisons, "
-            f"K={study.votes_per_comparison}, {study.status}"
+            f"K={study.votes_per_comparison}, {study.sampling} sampling, {study.status}"
         )
         if study.status == study.Status.OPEN:
             counts = studies.study_flag_counts(study=study)

@@ -71,7 +71,7 @@ class Command(BaseCommand):
                 votes_per_comparison=3,
                 instructions=(
                     "質問に対する2つの回答を読み、より役に立つ方を選んでください。"
-                    "同じくらいなら「引き分け」を選んでください。"
+                    "差がなければ「どちらも良い」か「どちらも悪い」を選んでください。"
                 ),
                 open_now=True,
             )

@@ -2,27 +2,75 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation import results
+from annotation import ranking, results
 from annotation.models import Study
 
 
 class Command(BaseCommand):
     help = (
         "Export a study's results: csv (win/tie/loss per model pair), json (pairs and "
-        "strengths with intervals), md (both tables, ready to paste), battles (FastChat battle "
-        "JSONL), votes (raw votes CSV), strengths (strength table CSV)."
+        "strengths with intervals, and the options used), md (both tables, ready to paste), "
+        "battles (FastChat battle JSONL), votes (raw votes CSV), strengths (strength table "
+        "CSV). The fit options are the results page's."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("study", help="study name")
         parser.add_argument("--format", required=True, choices=results.EXPORT_FORMATS)
         parser.add_argument("--out", type=Path, help="write here instead of standard output")
+        parser.add_argument(
+            "--method", choices=ranking.METHODS, default="bradley_terry", help="the model fitted"
+        )
+        parser.add_argument(
+            "--position",
+            action="store_true",
+            help="also fit a first-position advantage (Bradley-Terry; votes with a shown order)",
+        )
+        parser.add_argument(
+            "--resample",
+            choices=ranking.RESAMPLE,
+            default="question",
+            help="what the bootstrap resamples",
+        )
+        parser.add_argument(
+            "--style-control",
+            action="store_true",
+            help="also the length- and style-controlled fit (answer length, Markdown)",
+        )
+        parser.add_argument(
+            "--bootstrap",
+            type=int,
+            default=ranking.DEFAULT_BOOTSTRAP,
+            help="bootstrap rounds (0: none; sandwich intervals only)",
+        )
+        parser.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
+        parser.add_argument(
+            "--provenance",
+            action="store_true",
+            help="votes and battles: also how each side's answer was made (template version, "
+            "stop reason, truncated, token counts, model revision)",
+        )
 
     def handle(self, *args, study: str, format: str, out: Path | None, **options):
         found = Study.objects.filter(name=study).first()
         if found is None:
             raise CommandError(f"no study named {study!r}")
-        text, _, _ = results.export(study=found, fmt=format)
+        if options["bootstrap"] < 0:
+            raise CommandError("--bootstrap must be 0 or more")
+        fit = {
+            "method": "bradley_terry" if options["position"] else options["method"],
+            "position": options["position"],
+            "resample": options["resample"],
+            "style_control": options["style_control"],
+            "bootstrap": options["bootstrap"],
+            "seed": options["seed"],
+        }
+        try:
+            text, _, _ = results.export(
+                study=found, fmt=format, provenance=options["provenance"], **fit
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
         if out is None:
             self.stdout.write(text, ending="")
             return

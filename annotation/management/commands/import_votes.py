@@ -10,18 +10,31 @@ from generation.importers import ImportFormatError, read_limited
 class Command(BaseCommand):
     help = (
         "Import judgments in FastChat's battle JSONL shape (model_a, model_b, winner, "
-        "question_id, judge, optional conversation_a/_b) into a study; when no study of that "
-        "name exists, create one from the file (models, questions, answers). Atomic."
+        "question_id, judge, optional conversation_a/_b), or a Rakuda tournament file, into a "
+        "study; when no study of that name exists, create one from the file (models, "
+        "questions, answers). model_a (Rakuda's model1) is kept as the answer shown first. "
+        "Atomic."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("file", type=Path)
         parser.add_argument("--study", required=True, help="study name (created if missing)")
+        parser.add_argument(
+            "--shown-order-unknown",
+            action="store_true",
+            help="model_a is not the answer the judge saw first in this file: keep no shown "
+            "order (the position-advantage fit then leaves these votes out)",
+        )
 
-    def handle(self, *args, file: Path, study: str, **options):
+    def handle(self, *args, file: Path, study: str, shown_order_unknown: bool, **options):
         try:
             data = read_limited(file, settings.MAX_VOTE_IMPORT_BYTES)
-            summary = exchange.votes_import(data=data, filename=str(file), study_name=study)
+            summary = exchange.votes_import(
+                data=data,
+                filename=str(file),
+                study_name=study,
+                shown_order=not shown_order_unknown,
+            )
         except (ImportFormatError, exchange.VoteImportError) as exc:
             raise CommandError(str(exc)) from None
         verb = "created study" if summary.created_study else "into study"

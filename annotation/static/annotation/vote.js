@@ -1,5 +1,7 @@
-// The voting loop: GET the next pair, POST a vote, repeat, without reloading the page.
-// Every text from the server is set with textContent (never innerHTML): answers are untrusted.
+// The voting loop: GET the next pair, POST a vote (or a skip), repeat, without reloading.
+// Answers arrive twice: as text, and as HTML the server rendered from Markdown with raw HTML
+// switched off (annotation/markdown.py); only those *_html / *_diff fields are inserted as HTML
+// (the pair's, and those of each earlier turn in ``history``).
 (function () {
   "use strict";
 
@@ -12,6 +14,8 @@
   };
   var nextUrl = root.dataset.nextUrl;
   var voteUrl = root.dataset.voteUrl;
+  var skipUrl = root.dataset.skipUrl;
+  var showDiff = byId("show-diff");
   var csrfToken = root.dataset.csrfToken;
   var pair = byId("pair");
   var loading = byId("loading");
@@ -19,14 +23,18 @@
   var message = byId("message");
   var comment = byId("comment");
   var bar = byId("progress-bar");
-  var buttons = Array.prototype.slice.call(root.querySelectorAll("button.choice"));
+  var buttons = Array.prototype.slice.call(
+    root.querySelectorAll("button.choice, button.skip-reason")
+  );
   var KEYS = {
     "1": "left",
     "2": "tie",
     "3": "right",
+    "4": "tie_bothbad",
     ArrowLeft: "left",
     ArrowDown: "tie",
     ArrowRight: "right",
+    ArrowUp: "tie_bothbad",
   };
   var token = null;
   var busy = false;
@@ -48,35 +56,38 @@
     });
   }
 
-  function addProse(target, text) {
-    if (!text) {
-      return;
-    }
-    var div = document.createElement("div");
-    div.className = "prose";
-    div.textContent = text;
-    target.appendChild(div);
+  // Server-rendered, already safe HTML (see the note at the top).
+  function setHtml(target, html) {
+    target.innerHTML = html || "";
   }
 
-  // Plain text with line breaks kept; ``` fenced blocks become <pre><code> (still textContent).
-  function renderText(target, text) {
-    target.replaceChildren();
-    var fence = /```[^\n]*\n?([\s\S]*?)(?:\n?```|$)/g;
-    var last = 0;
-    var match;
-    while ((match = fence.exec(text)) !== null) {
-      addProse(target, text.slice(last, match.index).replace(/\n+$/, ""));
-      var pre = document.createElement("pre");
-      var code = document.createElement("code");
-      code.textContent = match[1];
-      pre.appendChild(code);
-      target.appendChild(pre);
-      last = fence.lastIndex;
-      if (last >= text.length) {
-        break;
-      }
-    }
-    addProse(target, text.slice(last).replace(/^\n+/, ""));
+  // The earlier turns of a multi-turn question, each from the page's <template>: the user turn
+  // and both replies, rendered by the server (*_html fields only).
+  function setHistory(history) {
+    var box = byId("history");
+    var template = byId("exchange-template");
+    history = history || [];
+    box.textContent = "";
+    history.forEach(function (turn, index) {
+      var exchange = template.content.firstElementChild.cloneNode(true);
+      exchange.querySelector(".turn-number").textContent = String(index + 1);
+      setHtml(exchange.querySelector(".exchange-question"), turn.question_html);
+      setHtml(exchange.querySelector(".exchange-left"), turn.left_html);
+      setHtml(exchange.querySelector(".exchange-right"), turn.right_html);
+      box.appendChild(exchange);
+    });
+    var multi = history.length > 0;
+    byId("conversation-note").hidden = !multi;
+    byId("question-single").hidden = multi;
+    byId("question-multi").hidden = !multi;
+    byId("question-turn").textContent = String(history.length + 1);
+  }
+
+  function setDiff(on) {
+    ["left", "right"].forEach(function (side) {
+      byId("answer-" + side).hidden = on;
+      byId("diff-" + side).hidden = !on;
+    });
   }
 
   // data-state on the root (loading, ready, busy, done, error) lets tests and styles follow.
@@ -110,9 +121,13 @@
       }
       return response.json().then(function (data) {
         token = data.token;
-        renderText(byId("question"), data.question);
-        renderText(byId("answer-left"), data.left);
-        renderText(byId("answer-right"), data.right);
+        setHistory(data.history);
+        setHtml(byId("question"), data.question_html);
+        setHtml(byId("answer-left"), data.left_html);
+        setHtml(byId("answer-right"), data.right_html);
+        setHtml(byId("diff-left"), data.left_diff);
+        setHtml(byId("diff-right"), data.right_diff);
+        setDiff(showDiff.checked);
         setProgress(data.progress);
         comment.value = "";
         loading.hidden = true;
@@ -125,6 +140,14 @@
   }
 
   function vote(choice) {
+    send(voteUrl, { choice: choice, comment: comment.value }, root.dataset.msgSaved);
+  }
+
+  function skip(reason) {
+    send(skipUrl, { reason: reason }, root.dataset.msgSkipped);
+  }
+
+  function send(url, body, saved) {
     if (busy || !token) {
       return;
     }
@@ -132,7 +155,7 @@
     setState("busy");
     setEnabled(false);
     say("");
-    fetch(voteUrl.replace("TOKEN", encodeURIComponent(token)), {
+    fetch(url.replace("TOKEN", encodeURIComponent(token)), {
       method: "POST",
       credentials: "same-origin",
       headers: {
@@ -140,7 +163,7 @@
         "Content-Type": "application/json",
         "X-CSRFToken": csrfToken,
       },
-      body: JSON.stringify({ choice: choice, comment: comment.value }),
+      body: JSON.stringify(body),
     })
       .then(function (response) {
         if (response.status === 429) {
@@ -151,11 +174,12 @@
         return response.json().then(function (data) {
           if (response.ok) {
             setProgress(data.progress);
-            say(root.dataset.msgSaved);
+            say(saved);
           } else if (response.status === 409 || response.status === 404) {
             say(data.detail || root.dataset.msgError);
           } else {
-            say((data.choice && data.choice[0]) || data.detail || root.dataset.msgError);
+            var field = data.choice || data.reason;
+            say((field && field[0]) || data.detail || root.dataset.msgError);
             setEnabled(true);
             return;
           }
@@ -177,8 +201,15 @@
 
   buttons.forEach(function (button) {
     button.addEventListener("click", function () {
-      vote(button.dataset.choice);
+      if (button.dataset.reason) {
+        skip(button.dataset.reason);
+      } else {
+        vote(button.dataset.choice);
+      }
     });
+  });
+  showDiff.addEventListener("change", function () {
+    setDiff(showDiff.checked);
   });
 
   // Shortcuts are off while the comment box (or any text field) has focus.

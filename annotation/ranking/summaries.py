@@ -1,0 +1,91 @@
+"""What the intervals say about the order: rank intervals, and per adjacent pair whether their
+order is settled at the chosen confidence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import norm
+
+SETTLED = (
+    "{upper} ranks above {lower}: the gap of {gap:.0f} Elo ({low:.0f} to {high:.0f}) leaves out "
+    "zero at {level}%."
+)
+NOT_SETTLED = (
+    "{upper} and {lower} are not separated at {level}%: the gap of {gap:.0f} Elo ({low:.0f} to "
+    "{high:.0f}) takes in zero."
+)
+NO_INTERVAL = (
+    "{upper} is ahead of {lower} by {gap:.0f} Elo; with no intervals, whether that order is "
+    "settled is not known."
+)
+
+
+@dataclass(frozen=True)
+class PairOrder:
+    """Two models next to each other in the ranking, the gap between them (Elo) and its
+    interval; ``settled``: the interval leaves out zero (None without intervals)."""
+
+    upper: str
+    lower: str
+    gap: float
+    low: float | None
+    high: float | None
+    settled: bool | None
+    sentence: str
+
+
+def rank_ranges(low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ranks each model can take within its interval: best = 1 + the models whose interval
+    lies wholly above its own, worst = the number of models less those wholly below it."""
+    above = (low[None, :] > high[:, None]).sum(axis=1)
+    below = (high[None, :] < low[:, None]).sum(axis=1)
+    return 1 + above, len(low) - below
+
+
+def gap_intervals(
+    order: list[int],
+    elo: np.ndarray,
+    confidence: float,
+    *,
+    samples: np.ndarray | None = None,
+    covariance: np.ndarray | None = None,
+    scale: float = 1.0,
+) -> list[tuple[int, int, float, float | None, float | None]]:
+    """(upper, lower, gap, low, high) for each adjacent pair of ``order`` (indices, strongest
+    first): percentile bounds of the resampled gaps (``samples``, rounds x k, log scale), else
+    normal bounds from ``covariance`` (log scale); ``scale`` turns log units into Elo."""
+    tail = (1 - confidence) / 2
+    out = []
+    for u, v in zip(order, order[1:], strict=False):
+        gap = float(elo[u] - elo[v])
+        low = high = None
+        if samples is not None:
+            diffs = (samples[:, u] - samples[:, v]) * scale
+            low, high = (float(x) for x in np.percentile(diffs, [100 * tail, 100 * (1 - tail)]))
+        elif covariance is not None:
+            variance = covariance[u, u] + covariance[v, v] - 2 * covariance[u, v]
+            half = float(norm.ppf(1 - tail) * np.sqrt(max(variance, 0.0)) * scale)
+            low, high = gap - half, gap + half
+        out.append((u, v, gap, low, high))
+    return out
+
+
+def pair_orders(
+    names: list[str], gaps: list[tuple[int, int, float, float | None, float | None]], level: int
+) -> list[PairOrder]:
+    """``gap_intervals`` in words."""
+    orders = []
+    for u, v, gap, low, high in gaps:
+        words = {"upper": names[u], "lower": names[v], "gap": gap, "level": level}
+        if low is None or high is None:
+            orders.append(
+                PairOrder(names[u], names[v], gap, None, None, None, NO_INTERVAL.format(**words))
+            )
+            continue
+        settled = low > 0 or high < 0
+        template = SETTLED if settled else NOT_SETTLED
+        sentence = template.format(**words, low=low, high=high)
+        orders.append(PairOrder(names[u], names[v], gap, low, high, settled, sentence))
+    return orders

@@ -1,0 +1,85 @@
+"""Staff pages: the home (studies, runs, skipped pairs), the comparison of two studies, and the
+one-click exclusion of an annotator's votes from a study's results."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.translation import gettext
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
+
+from . import quality, results, staff
+from .models import Study
+from .views import results_access
+
+
+@staff_member_required
+@never_cache
+def staff_home(request: HttpRequest) -> HttpResponse:
+    # What the admin would show them: staff it lets view nothing see an empty home.
+    user = request.user
+    may_read_results = user.has_perms(("annotation.view_study", "annotation.export_study"))
+    may_see_studies = user.has_perm("annotation.view_study")
+    may_see_runs = user.has_perm("generation.view_generationrun")
+    context = {
+        "studies": staff.study_summaries() if may_see_studies else [],
+        "runs": staff.run_summaries(finetunes=user.has_perm("generation.view_finetunerun"))
+        if may_see_runs
+        else [],
+        "skipped": staff.skipped_pairs() if may_see_studies else [],
+        "may_read_results": may_read_results,
+        "all_studies": Study.objects.order_by("-created_at").only("pk", "name"),
+    }
+    return render(request, "annotation/staff_home.html", context)
+
+
+@results_access
+@never_cache
+def staff_compare(request: HttpRequest) -> HttpResponse:
+    """Two studies over the same models: Kendall's tau of the strengths, per pair win rates."""
+    studies = Study.objects.order_by("-created_at").only("pk", "name")
+    first_id, second_id = request.GET.get("first"), request.GET.get("second")
+    compared, error = None, ""
+    if first_id and second_id:
+        if not (first_id.isdigit() and second_id.isdigit()):
+            error = gettext("Choose two studies.")
+        else:
+            first = get_object_or_404(Study, pk=int(first_id))
+            second = get_object_or_404(Study, pk=int(second_id))
+            try:
+                compared = results.studies_compare(first=first, second=second)
+            except ValueError as exc:
+                error = str(exc)
+    context = {
+        "studies": studies,
+        "first": first_id or "",
+        "second": second_id or "",
+        "compared": compared,
+        "error": error,
+    }
+    return render(request, "annotation/staff_compare.html", context)
+
+
+@results_access
+@require_POST
+def annotator_exclusion(request: HttpRequest, study_id: int, annotator_id: int) -> HttpResponse:
+    """Leave an annotator's votes out of the study's results, or count them again."""
+    study = get_object_or_404(Study, pk=study_id)
+    if not request.user.has_perm("annotation.change_study"):
+        return HttpResponse(status=403)
+    excluded = request.POST.get("exclude") == "1"
+    try:
+        quality.annotator_exclude(
+            study=study, annotator_id=annotator_id, excluded=excluded, user=request.user
+        )
+    except LookupError:
+        raise Http404 from None
+    if excluded:
+        messages.success(request, gettext("Their votes are left out of the results."))
+    else:
+        messages.success(request, gettext("Their votes count again."))
+    return redirect(reverse("annotation:results", args=[study.pk]) + "#quality")
