@@ -176,31 +176,8 @@ class AnswerAdmin(admin.ModelAdmin):
     list_select_related = ["run__model", "run__prompt_set", "question__prompt_set"]
     search_fields = ["text"]
     actions = ["regenerate_answers"]
-    fieldsets = [
-        (None, {"fields": ["run", "question", "turn", "text", "copied_from"]}),
-        (
-            "Provenance",
-            {
-                "fields": [
-                    "template_version",
-                    "prompt",
-                    "prompt_tokens",
-                    "new_tokens",
-                    "model_revision",
-                    "decoding_parameters",
-                    "stop_reason",
-                    "truncated",
-                    "created_at",
-                ]
-            },
-        ),
-    ]
-    readonly_fields = [
-        "run",
-        "question",
-        "turn",
-        "text",
-        "copied_from",
+    _answer_fields = ["run", "question", "turn", "text", "copied_from"]
+    _provenance_fields = [
         "template_version",
         "prompt",
         "prompt_tokens",
@@ -211,6 +188,12 @@ class AnswerAdmin(admin.ModelAdmin):
         "truncated",
         "created_at",
     ]
+    fieldsets = [
+        (None, {"fields": _answer_fields}),
+        ("Provenance", {"fields": _provenance_fields}),
+    ]
+    # Answers are made by runs (or imported); the page shows how, and changes nothing.
+    readonly_fields = _answer_fields + _provenance_fields
 
     @admin.display(description="answer")
     def short_text(self, obj: Answer) -> str:

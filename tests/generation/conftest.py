@@ -24,22 +24,10 @@ def instruction_dataset(name: str, rows: list[tuple[str, str]]) -> InstructionDa
     return instruction_dataset_import(name=name, data=data, filename=f"{name}.jsonl")
 
 
-def ensure_preset_templates() -> None:
-    """The shipped presets as version-1 rows, as migration 0006 makes them. A transactional test
-    (one with a real worker) empties every table when it ends, the migrated presets with them,
-    so tests after it that need a template call this."""
-    from generation.engine.presets import PRESETS
-    from generation.models import PromptTemplate
-
-    for name, fields in PRESETS.items():
-        PromptTemplate.objects.get_or_create(name=name, version=1, defaults=fields)
-
-
 def register_tiny(
     tiny_model_dir, *, prompt_format: str = "line_sft", max_new_tokens: int = 48
 ) -> LanguageModel:
     """The session's tiny model registered as "tiny" (it is loaded: tests that train use it)."""
-    ensure_preset_templates()
     return language_model_register(
         name="tiny",
         name_or_path=storage_relative(tiny_model_dir),

@@ -15,15 +15,8 @@ from generation.models import LanguageModel
 from generation.registry import language_model_register, prompt_set_create
 from generation.runs import generation_run_create_imported
 from tests.conftest import logged_in
-from tests.generation.conftest import ensure_preset_templates
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _presets(db):
-    # A transactional test earlier in the session empties the migrated preset templates.
-    ensure_preset_templates()
 
 
 def _model(**fields) -> LanguageModel:

@@ -14,7 +14,7 @@ from generation.models import Answer, GenerationRun, LanguageModel
 from generation.registry import language_model_register, prompt_set_create
 from generation.runs import generation_run_create
 from tests.conftest import FIXTURES, wait_for
-from tests.generation.conftest import ensure_preset_templates, kill_mid_run
+from tests.generation.conftest import kill_mid_run
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -42,7 +42,6 @@ def _run(run_id: int) -> GenerationRun:
 def test_a_served_model_resumes_after_a_kill_asking_only_for_the_missing_answers(
     celery_worker_factory, endpoint_proxy, tiny_server
 ):
-    ensure_preset_templates()
     prompt_set = _prompt_set()
     model = language_model_register(
         name="served-tiny",
@@ -126,7 +125,6 @@ def test_a_served_model_resumes_after_a_kill_asking_only_for_the_missing_answers
 def test_a_served_model_without_its_key_fails_with_a_clear_error(
     celery_worker_factory, endpoint_proxy, tiny_server
 ):
-    ensure_preset_templates()
     prompt_set = _prompt_set(2)
     model = language_model_register(
         name="served-no-key",

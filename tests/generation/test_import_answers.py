@@ -13,15 +13,8 @@ from generation import answers_import, importers
 from generation.models import Answer, GenerationRun, LanguageModel, PromptSet
 from generation.registry import language_model_register
 from tests.conftest import logged_in
-from tests.generation.conftest import ensure_preset_templates
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _presets(db):
-    # A transactional test earlier in the session empties the migrated preset templates.
-    ensure_preset_templates()
 
 
 QUESTIONS = [

@@ -13,15 +13,8 @@ from generation.models import PromptSet, Question
 from generation.registry import language_model_register
 from generation.runs import generation_run_create_imported
 from tests.conftest import FIXTURES, logged_in
-from tests.generation.conftest import ensure_preset_templates
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _presets(db):
-    # A transactional test earlier in the session empties the migrated preset templates.
-    ensure_preset_templates()
 
 
 def _write(tmp_path, name: str, content: str | bytes):

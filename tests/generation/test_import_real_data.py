@@ -12,15 +12,8 @@ from django.core.management import call_command
 from annotation.models import Comparison, Study
 from annotation.studies import study_create
 from generation.models import Answer, GenerationRun, LanguageModel, PromptSet
-from tests.generation.conftest import ensure_preset_templates
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _presets(db):
-    # A transactional test earlier in the session empties the migrated preset templates.
-    ensure_preset_templates()
 
 
 RAKUDA = "rakuda/head_fae1ee7/jrank/data"

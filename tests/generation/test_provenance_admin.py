@@ -11,15 +11,8 @@ from generation.models import Answer, GenerationRun
 from generation.registry import language_model_register, prompt_set_import
 from generation.runs import generation_run_create, generation_run_execute
 from tests.conftest import logged_in
-from tests.generation.conftest import ensure_preset_templates
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _presets(db):
-    # A transactional test earlier in the session empties the migrated preset templates.
-    ensure_preset_templates()
 
 
 QUESTIONS = [

@@ -24,15 +24,9 @@ from generation.runs import (
 )
 from generation.templates import template_update
 from tests.conftest import logged_in, wait_for
-from tests.generation.conftest import ensure_preset_templates, register_tiny
+from tests.generation.conftest import register_tiny
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _presets(db):
-    # A transactional test earlier in the session empties the migrated preset templates.
-    ensure_preset_templates()
 
 
 QUESTIONS = [

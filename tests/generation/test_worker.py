@@ -10,7 +10,7 @@ from generation.registry import language_model_register, prompt_set_import, stor
 from generation.runs import generation_run_cancel, generation_run_create, generation_run_retry
 from generation.templates import template_latest
 from tests.conftest import FIXTURES, wait_for
-from tests.generation.conftest import ensure_preset_templates, kill_mid_run
+from tests.generation.conftest import kill_mid_run
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -19,7 +19,6 @@ HUNG = 900
 
 
 def _setup(tiny_model_dir, model_storage, name: str = "tiny") -> tuple:
-    ensure_preset_templates()
     prompt_set = prompt_set_import(
         name="fixture",
         data=(FIXTURES / "prompts_ja.jsonl").read_bytes(),
