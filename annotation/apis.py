@@ -154,7 +154,9 @@ class StudyNextApi(_AnnotatorApi):
             ],
             "progress": {"done": progress.done, "total": progress.total},
         }
-        return Response(self.OutputSerializer(data).data)
+        # Already the OutputSerializer's shape and types (it documents the contract): running
+        # it would copy its 14 fields on every request of the loop for nothing.
+        return Response(data)
 
 
 class AssignmentVoteApi(_AnnotatorApi):
@@ -220,10 +222,8 @@ class AssignmentVoteApi(_AnnotatorApi):
             "seconds": vote.seconds,
             "progress": {"done": progress.done, "total": progress.total},
         }
-        return Response(
-            self.OutputSerializer(data).data,
-            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
-        )
+        # As in StudyNextApi.get: the data is the OutputSerializer's shape already.
+        return Response(data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
 class AssignmentSkipApi(_AnnotatorApi):
@@ -451,6 +451,7 @@ class StudyResultsApi(APIView):
             OpenApiParameter("method", str, enum=list(ranking.METHODS)),
             OpenApiParameter("resample", str, enum=list(ranking.RESAMPLE)),
             OpenApiParameter("position", bool),
+            OpenApiParameter("voters", str, enum=list(results.VOTERS)),
         ],
         responses={200: OpenApiTypes.OBJECT, 400: OpenApiResponse(description="bad option")},
     )

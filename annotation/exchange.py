@@ -53,12 +53,20 @@ class ImportSummary:
 
 
 def votes_import(
-    *, data: bytes, filename: str, study_name: str, shown_order: bool = True
+    *,
+    data: bytes,
+    filename: str,
+    study_name: str,
+    shown_order: bool = True,
+    voters: str = Vote.Voter.PEOPLE,
 ) -> ImportSummary:
     """Import judgments (FastChat battles, or a Rakuda tournament) into a study, creating it
     when none has that name. ``shown_order``: the file's ``model_a`` (Rakuda's ``model1``) is
     the answer the judge saw first, kept as the vote's shown order so the first-position
-    advantage can be fitted; False for files where the order is not known."""
+    advantage can be fitted; False for files where the order is not known. ``voters``:
+    ``judge`` for an LLM judge's verdicts (kept apart, never counted against K)."""
+    if voters not in Vote.Voter.values:
+        raise VoteImportError(f"unknown voters {voters!r}; use one of: people, judge")
     limit = settings.MAX_VOTE_IMPORT_BYTES
     if len(data) > limit:
         raise VoteImportError(f"{filename}: " + TOO_LARGE.format(size=len(data), limit=limit))
@@ -73,9 +81,10 @@ def votes_import(
         created = study is None
         if created:
             study = _study_from_records(records, study_name, filename)
-        votes = _votes_for(study, records, filename, shown_order)
+        votes = _votes_for(study, records, filename, shown_order, voters)
         Vote.objects.bulk_create(votes, batch_size=1000)
-        _count_votes(votes)
+        if voters == Vote.Voter.PEOPLE:  # a judge never counts against K
+            _count_votes(votes)
     return ImportSummary(
         study=study,
         votes=len(votes),
@@ -185,7 +194,11 @@ def _free_prompt_set_name(base: str) -> str:
 
 
 def _votes_for(
-    study: Study, records: list[BattleRecord], filename: str, shown_order: bool = True
+    study: Study,
+    records: list[BattleRecord],
+    filename: str,
+    shown_order: bool = True,
+    voters: str = Vote.Voter.PEOPLE,
 ) -> list[Vote]:
     runs = {
         sr.model.name: sr.run_id
@@ -255,6 +268,7 @@ def _votes_for(
                 tie_kind=_tie_kind(record.winner),
                 first_shown=first_shown if shown_order else "",
                 imported=True,
+                voter=voters,
                 judge=(record.judge or "")[:200],
             )
         )

@@ -297,6 +297,12 @@ class Vote(models.Model):
         TIE = "tie", "tie"
         RIGHT = "right", "right better"
 
+    class Voter(models.TextChoices):
+        # People: cast here, or imported human judgments. Judge: an LLM judge's verdict, never
+        # counted against K (``Comparison.vote_count``) and never shown to an annotator.
+        PEOPLE = "people", "people"
+        JUDGE = "judge", "LLM judge"
+
     class TieKind(models.TextChoices):
         # FastChat's ``tie`` and ``tie (bothbad)``; blank on votes that are not ties.
         BOTH_GOOD = "bothgood", "both good"
@@ -327,6 +333,7 @@ class Vote(models.Model):
     )
     comment = models.TextField(blank=True)
     imported = models.BooleanField(default=False)
+    voter = models.CharField(max_length=6, choices=Voter.choices, default=Voter.PEOPLE)
     judge = models.CharField(
         max_length=200, blank=True, help_text="Who judged an imported vote (FastChat `judge`)"
     )
@@ -372,6 +379,12 @@ class Vote(models.Model):
             models.CheckConstraint(
                 condition=Q(first_shown__in=["", "a", "b"]),
                 name="annotation_vote_first_shown_valid",
+            ),
+            # A judge's verdict is imported, and belongs to no annotator.
+            models.CheckConstraint(
+                condition=Q(voter="people")
+                | Q(voter="judge", imported=True, annotator__isnull=True, assignment__isnull=True),
+                name="annotation_vote_judge_is_imported",
             ),
         ]
 

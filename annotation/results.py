@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from django.core.cache import cache
 from django.db.models import Count, Max, Q
 
-from . import exports, figures, plots, quality, ranking, reports
+from . import agreement, exports, figures, plots, quality, ranking, reports
 from .models import AnnotatorExclusion, Study, StudyRun, Vote
 
 EXPORT_FORMATS = ("csv", "json", "md", "battles", "votes", "strengths")
@@ -28,7 +28,10 @@ CONTENT_TYPES = {
 }
 EXTENSIONS = {"csv": "pairs.csv", "strengths": "strengths.csv", "votes": "votes.csv"}
 EXTENSIONS |= {"json": "results.json", "md": "results.md", "battles": "battles.jsonl"}
-RESULT_OPTIONS = {"method": ranking.METHODS, "resample": ranking.RESAMPLE}
+# Whose votes a reading counts: people (cast here or imported human judgments), the LLM
+# judge's (imported with ``--voters judge``), or all of them.
+VOTERS = ("people", "judge", "all")
+RESULT_OPTIONS = {"method": ranking.METHODS, "resample": ranking.RESAMPLE, "voters": VOTERS}
 BAD_OPTION = "unknown {name} {value!r}; use one of: {choices}"
 # The results page and the chart it embeds (requested right after it) share one fit through the
 # cache. The key names the votes fitted (count and newest id: votes are only added or deleted,
@@ -140,17 +143,21 @@ def study_truncation(*, study: Study) -> list[Truncation]:
     ]
 
 
-def counted_votes(study: Study):
-    """The votes that count: never a gold check's, never an excluded annotator's."""
+def counted_votes(study: Study, voters: str = "people"):
+    """The votes that count: never a gold check's, never an excluded annotator's; only
+    ``voters``' (``VOTERS``)."""
+    if voters not in VOTERS:
+        raise ValueError(BAD_OPTION.format(name="voters", value=voters, choices=", ".join(VOTERS)))
     excluded = AnnotatorExclusion.objects.filter(study=study).values("annotator_id")
-    return Vote.objects.filter(comparison__study=study, comparison__gold=False).exclude(
+    found = Vote.objects.filter(comparison__study=study, comparison__gold=False).exclude(
         annotator_id__in=excluded
     )
+    return found if voters == "all" else found.filter(voter=voters)
 
 
-def _votes(study: Study):
+def _votes(study: Study, voters: str = "people"):
     return (
-        counted_votes(study)
+        counted_votes(study, voters)
         .select_related(
             "comparison__question",
             "comparison__run_a__model",
@@ -161,12 +168,14 @@ def _votes(study: Study):
     )
 
 
-def _vote_rows(study: Study) -> tuple[list[reports.VoteRow], tuple, list[float]]:
+def _vote_rows(
+    study: Study, voters: str = "people"
+) -> tuple[list[reports.VoteRow], tuple, list[float]]:
     """The study's votes as rows, what the fit cache keys them by (``_vote_count``), and what
     each counts for in the fit (``figures.vote_weight``)."""
     rows, newest, weights = [], None, []
     labels = study_labels(study=study)
-    for vote in _votes(study):
+    for vote in _votes(study, voters):
         weights.append(figures.vote_weight(vote))
         comparison = vote.comparison
         rows.append(
@@ -186,9 +195,11 @@ def _vote_rows(study: Study) -> tuple[list[reports.VoteRow], tuple, list[float]]
     return rows, (len(rows), newest, _excluded_key(study)), weights
 
 
-def study_vote_rows(*, study: Study) -> tuple[list[reports.VoteRow], list[float]]:
-    """The counted votes as rows, and what each counts for in the fit."""
-    rows, _, weights = _vote_rows(study)
+def study_vote_rows(
+    *, study: Study, voters: str = "people"
+) -> tuple[list[reports.VoteRow], list[float]]:
+    """The counted votes (``voters``') as rows, and what each counts for in the fit."""
+    rows, _, weights = _vote_rows(study, voters)
     return rows, weights
 
 
@@ -206,6 +217,7 @@ def fit_options(
     seed: int = 0,
     position: bool = False,
     style_control: bool = False,
+    voters: str = "people",
 ) -> dict:
     """Every fit option, defaults filled in (``parse_options`` gives only those it was given)."""
     return {
@@ -215,6 +227,7 @@ def fit_options(
         "seed": seed,
         "position": position,
         "style_control": style_control,
+        "voters": voters,
     }
 
 
@@ -223,7 +236,7 @@ def study_results(*, study: Study, count_from=(), **options) -> Results:
     ``count_from``: models whose pairs are counted from their side (``study_models``)."""
     options = fit_options(**options)
     models = study_models(study=study, count_from=count_from)
-    rows, votes, weights = _vote_rows(study)
+    rows, votes, weights = _vote_rows(study, options["voters"])
     fit_models = study_models(study=study)
     return Results(
         study=study,
@@ -250,19 +263,22 @@ def study_ranking(*, study: Study, **options) -> ranking.Ranking | None:
     cached when the page's chart asks for it, else a fresh fit (None without votes)."""
     options = fit_options(**options)
     models = study_models(study=study)
-    votes = _vote_count(study)
+    votes = _vote_count(study, options["voters"])
     return _fitted(study, models, options, votes) if votes[0] else None
 
 
 def fit_cache_key(*, study: Study, options: dict) -> str:
     """Where the fit of the study's current votes with these (complete) options is cached."""
-    return _fit_key(study, study_models(study=study), options, _vote_count(study))
+    return _fit_key(
+        study, study_models(study=study), options, _vote_count(study, options["voters"])
+    )
 
 
-def _vote_count(study: Study) -> tuple:
+def _vote_count(study: Study, voters: str = "people") -> tuple:
     """(count, newest id, who is excluded) of the counted votes: votes are only added or
-    deleted, never edited, so this names the set (excluding someone changes the third)."""
-    found = counted_votes(study).aggregate(n=Count("pk"), newest=Max("pk"))
+    deleted, never edited, so this names the set (excluding someone changes the third; the
+    voters are among the options, also in the key)."""
+    found = counted_votes(study, voters).aggregate(n=Count("pk"), newest=Max("pk"))
     return found["n"], found["newest"], _excluded_key(study)
 
 
@@ -290,14 +306,18 @@ def _fitted(
     fitted = cache.get(_fit_key(study, models, options, votes))
     if fitted is None:
         if rows is None:
-            rows, votes, weights = _vote_rows(study)
+            rows, votes, weights = _vote_rows(study, options["voters"])
             if not rows:
                 return None
         fitted = ranking.rank(
             figures.battles(rows, weights, options["position"]),
             models=models,
             robustness=True,
-            **{name: value for name, value in options.items() if name != "style_control"},
+            **{
+                name: value
+                for name, value in options.items()
+                if name not in ("style_control", "voters")
+            },
         )
         cache.set(_fit_key(study, models, options, votes), fitted, FIT_CACHE_SECONDS)
     return fitted
@@ -309,6 +329,7 @@ def results_json(results: Results) -> dict:
         results.ranking, results.pairs, results.study.name, categories=results.categories
     )
     out["n_votes"] = results.n_votes
+    out["voters"] = results.options["voters"]
     out["position_bias"] = {
         "left_wins": results.position.left_wins,
         "right_wins": results.position.right_wins,
@@ -323,6 +344,7 @@ def results_json(results: Results) -> dict:
         "votes": results.agreement.votes,
         "note": results.agreement.note,
     }
+    out["judge_agreement"] = study_judge_agreement(study=results.study)
     out["annotator_quality"] = [quality.quality_dict(q) for q in results.quality]
     out["annotators"] = [
         {
@@ -364,10 +386,11 @@ def export(
     exports also say how each side's answer was made (exports.PROVENANCE_FIELDS)."""
     if fmt not in EXPORT_FORMATS:
         raise ValueError(UNKNOWN_EXPORT.format(fmt=fmt))
+    voters = options.get("voters", "people")
     if fmt == "votes":
-        text = exports.votes_csv(votes=_votes(study), provenance=provenance)
+        text = exports.votes_csv(votes=_votes(study, voters), provenance=provenance)
     elif fmt == "battles":
-        votes = _votes(study).select_related("comparison__answer_a", "comparison__answer_b")
+        votes = _votes(study, voters).select_related("comparison__answer_a", "comparison__answer_b")
         text = exports.battles_jsonl(votes=votes, provenance=provenance)
     else:
         results = results or study_results(study=study, **options)
@@ -389,12 +412,15 @@ def strength_chart(*, study: Study, fitted: ranking.Ranking, fmt: str) -> bytes:
     return plots.strength_chart(fitted, fmt=fmt, title=study.name)
 
 
-def studies_compare(*, first: Study, second: Study, bootstrap: int = 0) -> dict:
-    """Two studies over the same models (say human votes against an imported GPT-4 study):
-    Kendall's tau of the strengths, both strengths, and per model pair both win rates."""
+def studies_compare(
+    *, first: Study, second: Study, bootstrap: int = 0, voters: tuple[str, str] = ("people",) * 2
+) -> dict:
+    """Two studies over the same models (say human votes against an imported GPT-4 study),
+    each read for its ``voters``: Kendall's tau of the strengths, both strengths, and per model
+    pair both win rates (``ranking.compare``, as the judge agreement's tau)."""
     rankings = []
-    for study in (first, second):
-        found = study_results(study=study, bootstrap=bootstrap)
+    for study, whose in zip((first, second), voters, strict=True):
+        found = study_results(study=study, bootstrap=bootstrap, voters=whose)
         if found.ranking is None:
             raise ValueError(f"study {study.name!r} has no votes yet")
         rankings.append(found.ranking)
@@ -421,3 +447,25 @@ def studies_compare(*, first: Study, second: Study, bootstrap: int = 0) -> dict:
             for p in compared.pairs
         ],
     }
+
+
+def judge_agreement(*, study: Study) -> agreement.JudgeAgreement | None:
+    """People against the LLM judge on this study (``agreement``); None unless both voted."""
+    if not (counted_votes(study, "judge").exists() and counted_votes(study, "people").exists()):
+        return None
+    models = study_models(study=study)
+    sides = []
+    for voters in ("people", "judge"):
+        options = fit_options(bootstrap=0, voters=voters)
+        rows, votes, weights = _vote_rows(study, voters)
+        sides.append((rows, _fitted(study, models, options, votes, rows, weights)))
+    return agreement.judge_agreement(sides[0][0], sides[1][0], models, sides[0][1], sides[1][1])
+
+
+def study_judge_agreement(*, study: Study) -> dict | None:
+    """``judge_agreement`` as the export and the API give it."""
+    found = judge_agreement(study=study)
+    if found is None:
+        return None
+    judges = counted_votes(study, "judge").order_by("judge").values_list("judge", flat=True)
+    return agreement.to_json(found, judges=list(judges.distinct()))

@@ -63,7 +63,8 @@ def study_summaries(*, statuses=(Study.Status.OPEN, Study.Status.DRAFT)) -> list
     )
     out = []
     for study in studies:
-        votes = Vote.objects.filter(comparison__study=study)
+        # People's votes: a judge's verdicts are not progress towards K.
+        votes = Vote.objects.filter(comparison__study=study, voter=Vote.Voter.PEOPLE)
         ordinary = study.n_comparisons - study.n_gold
         out.append(
             StudySummary(

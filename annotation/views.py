@@ -128,6 +128,7 @@ def results_page(request: HttpRequest, study_id: int) -> HttpResponse:
         "count_from": count_from(request.GET),
         "labels": list(results.study_labels(study=study).values()),
         "truncation": results.study_truncation(study=study),
+        "judge_agreement": results.judge_agreement(study=study),
     }
     return render(request, "annotation/results.html", context)
 
@@ -155,13 +156,20 @@ def results_download(request: HttpRequest, study_id: int, fmt: str) -> HttpRespo
     if fmt not in results.EXPORT_FORMATS:
         raise Http404
     found = None
-    if count_from(request.GET) and fmt in ("csv", "json", "md"):
-        try:
-            found = results.study_results(study=study, count_from=count_from(request.GET))
-        except ValueError as exc:
-            return _bad_option(exc)
+    try:
+        options = results.parse_options(request.GET)
+        if count_from(request.GET) and fmt in ("csv", "json", "md"):
+            found = results.study_results(
+                study=study, count_from=count_from(request.GET), **options
+            )
+    except ValueError as exc:
+        return _bad_option(exc)
     text, content_type, filename = results.export(
-        study=study, fmt=fmt, results=found, provenance=results.wants_provenance(request.GET)
+        study=study,
+        fmt=fmt,
+        results=found,
+        provenance=results.wants_provenance(request.GET),
+        **options,
     )
     response = HttpResponse(text, content_type=content_type)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'

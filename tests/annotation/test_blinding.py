@@ -8,11 +8,13 @@ seven-digit values first, so a hit cannot be a coincidence like "1".
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 from django.contrib.staticfiles import finders
+from django.core.management import call_command
 from django.db import connection
 from django.test import Client
 
@@ -255,6 +257,58 @@ def test_no_annotator_facing_response_names_or_identifies_a_model(
             assert word.lower() not in lowered, f"{word!r} leaked in {url}: {text[:300]!r}"
         match = id_pattern.search(text)
         assert match is None, f"id {match.group()} leaked in {url}: {text[:300]!r}"
+
+
+JUDGE = "owlbadger-judge-v7"
+
+
+def test_judge_votes_reach_no_annotator_and_take_no_place_of_theirs(
+    blinded_study, annotator, tmp_path
+):
+    """An LLM judge's verdicts on every pair, in both orders: an annotator still gets every
+    pair (the judge never counts against K) and nothing they see names the judge."""
+    study = blinded_study
+    lines = []
+    for c in Comparison.objects.filter(study=study).select_related(
+        "question", "run_a__model", "run_b__model"
+    ):
+        names = [c.run_a.model.name, c.run_b.model.name]
+        for first, second, winner in [(*names, "model_a"), (*reversed(names), "tie")]:
+            record = {"model_a": first, "model_b": second, "winner": winner, "judge": JUDGE}
+            record["conversation_a"] = [{"role": "user", "content": c.question.text}]
+            lines.append(json.dumps(record, ensure_ascii=False))
+    path = tmp_path / "judge.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    call_command("import_votes", str(path), "--study", study.name, "--voters", "judge")
+    comparisons = Comparison.objects.filter(study=study)
+    assert Vote.objects.filter(comparison__study=study, voter="judge").count() == len(lines)
+    assert set(comparisons.values_list("vote_count", flat=True)) == {0}
+
+    rec = Recorder()
+    client = Client()
+    client.force_login(annotator)
+    rec.get(client, "/annotate/")
+    rec.get(client, f"/annotate/{study.pk}/")
+    api = f"/api/studies/{study.pk}/next/"
+    while (response := rec.get(client, api)).status_code == 200:
+        token = response.json()["token"]
+        rec.post(
+            client,
+            f"/api/assignments/{token}/vote/",
+            {"choice": "left"},
+            content_type="application/json",
+        )
+    rec.get(client, f"/annotate/{study.pk}/")
+    # K = 1: the annotator voted on every comparison, the judge's verdicts took none of them.
+    assert Vote.objects.filter(annotator=annotator).count() == comparisons.count()
+    assert set(comparisons.values_list("vote_count", flat=True)) == {1}
+
+    words, ids = _forbidden(study)
+    id_pattern = re.compile(r"(?<!\d)(" + "|".join(str(i) for i in sorted(ids)) + r")(?!\d)")
+    for url, text in rec.seen:
+        for word in [*words, JUDGE, "owlbadger"]:
+            assert word.lower() not in text.lower(), f"{word!r} leaked in {url}"
+        assert id_pattern.search(text) is None, f"an id leaked in {url}"
 
 
 def test_masked_self_introductions_never_reach_the_annotator(blinded_study, annotator):

@@ -16,6 +16,13 @@ class Command(BaseCommand):
         parser.add_argument("first", help="study name")
         parser.add_argument("second", help="study name")
         parser.add_argument("--json", action="store_true", help="print JSON")
+        for which in ("first", "second"):
+            parser.add_argument(
+                f"--voters-{which}",
+                choices=results.VOTERS,
+                default="people",
+                help=f"whose votes in the {which} study: people (default), judge or all",
+            )
 
     def handle(self, *args, first: str, second: str, **options):
         studies = []
@@ -25,7 +32,11 @@ class Command(BaseCommand):
                 raise CommandError(f"no study named {name!r}")
             studies.append(study)
         try:
-            compared = results.studies_compare(first=studies[0], second=studies[1])
+            compared = results.studies_compare(
+                first=studies[0],
+                second=studies[1],
+                voters=(options["voters_first"], options["voters_second"]),
+            )
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         if options["json"]:

@@ -45,6 +45,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
         parser.add_argument(
+            "--voters",
+            choices=results.VOTERS,
+            default="people",
+            help="whose votes: people (default), the LLM judge's, or all",
+        )
+        parser.add_argument(
             "--provenance",
             action="store_true",
             help="votes and battles: also how each side's answer was made (template version, "
@@ -64,6 +70,7 @@ class Command(BaseCommand):
             "style_control": options["style_control"],
             "bootstrap": options["bootstrap"],
             "seed": options["seed"],
+            "voters": options["voters"],
         }
         try:
             text, _, _ = results.export(

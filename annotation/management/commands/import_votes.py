@@ -25,8 +25,17 @@ class Command(BaseCommand):
             help="model_a is not the answer the judge saw first in this file: keep no shown "
             "order (the position-advantage fit then leaves these votes out)",
         )
+        parser.add_argument(
+            "--voters",
+            choices=("people", "judge"),
+            default="people",
+            help="who judged: people (human judgments, counted against K) or judge (an LLM "
+            "judge such as GPT-4: kept apart, never counted against K, read with --voters judge)",
+        )
 
-    def handle(self, *args, file: Path, study: str, shown_order_unknown: bool, **options):
+    def handle(
+        self, *args, file: Path, study: str, shown_order_unknown: bool, voters: str, **options
+    ):
         try:
             data = read_limited(file, settings.MAX_VOTE_IMPORT_BYTES)
             summary = exchange.votes_import(
@@ -34,6 +43,7 @@ class Command(BaseCommand):
                 filename=str(file),
                 study_name=study,
                 shown_order=not shown_order_unknown,
+                voters=voters,
             )
         except (ImportFormatError, exchange.VoteImportError) as exc:
             raise CommandError(str(exc)) from None
