@@ -73,6 +73,16 @@ class Study(models.Model):
     fast_vote_seconds = models.FloatField(
         default=5.0, help_text="Votes faster than this (seconds) are flagged on the results page"
     )
+    # Routing (judging/routing.py): an LLM judge sees every comparison first; people are given
+    # those it was unsure of (inconsistent or unparsable) in full, and an audit sample of the rest.
+    routing = models.BooleanField(
+        default=False,
+        help_text="Judge first: people vote on what the judge was unsure of, plus an audit sample",
+    )
+    audit_share = models.FloatField(
+        default=0.2,
+        help_text="Routing: share of the judge's consistent verdicts also given to people",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     opened_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
@@ -113,6 +123,10 @@ class Study(models.Model):
             models.CheckConstraint(
                 condition=Q(sampling_floor__gt=0, sampling_floor__lte=1),
                 name="annotation_study_sampling_floor_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(audit_share__gte=0, audit_share__lte=1),
+                name="annotation_study_audit_share_range",
             ),
         ]
 
@@ -168,6 +182,9 @@ class Comparison(models.Model):
     gold_expected = models.CharField(
         max_length=3, blank=True, choices=[("a", "a better"), ("tie", "tie"), ("b", "b better")]
     )
+    # Routing: people's votes this comparison still needs, when not the study's K (0: the judge
+    # settled it and it was not drawn for the audit). Blank: K.
+    votes_wanted = models.PositiveIntegerField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["study", "question", "run_a", "run_b"]
@@ -285,7 +302,8 @@ class Assignment(models.Model):
 
 
 class Vote(models.Model):
-    """One judgment. App votes belong to an assignment; imported votes only to a comparison."""
+    """One judgment. App votes belong to an assignment; imported votes only to a comparison; a
+    judge run's verdicts (judging.Judgment.vote) to neither."""
 
     class Outcome(models.TextChoices):
         A = "a", "a better"
@@ -348,6 +366,7 @@ class Vote(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(imported=True)
+                | Q(voter="judge")
                 | (
                     Q(assignment__isnull=False, annotator__isnull=False, seconds__isnull=False)
                     & ~Q(shown="")
@@ -380,11 +399,11 @@ class Vote(models.Model):
                 condition=Q(first_shown__in=["", "a", "b"]),
                 name="annotation_vote_first_shown_valid",
             ),
-            # A judge's verdict is imported, and belongs to no annotator.
+            # A judge's verdict (imported, or from a judge run) belongs to no annotator.
             models.CheckConstraint(
                 condition=Q(voter="people")
-                | Q(voter="judge", imported=True, annotator__isnull=True, assignment__isnull=True),
-                name="annotation_vote_judge_is_imported",
+                | Q(voter="judge", annotator__isnull=True, assignment__isnull=True),
+                name="annotation_vote_judge_has_no_annotator",
             ),
         ]
 

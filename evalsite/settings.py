@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "generation",
     "annotation",
+    "judging",
     "evalsite.accounts",
 ]
 

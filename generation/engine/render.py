@@ -259,6 +259,12 @@ def _compiled(source: str):
     return _environment().from_string(source)
 
 
+def sandboxed(source: str):
+    """Jinja2 source compiled in the renderer's sandbox (StrictUndefined); the judge prompts
+    (judging/engine/verdicts.py) render through it too."""
+    return _compiled(source)
+
+
 @functools.lru_cache(maxsize=1)
 def _environment() -> ImmutableSandboxedEnvironment:
     # The sandbox refuses attribute access to internals (``__class__``, ``__globals__`` ...) and

@@ -32,6 +32,10 @@ class Question(models.Model):
         default=list, blank=True, help_text="Later user turns, in order (multi-turn questions)"
     )
     category = models.CharField(max_length=100, blank=True)
+    # For graded sets (ELYZA-tasks-100's `output` and `eval_aspect`): a model answer and what a
+    # grader should look at. Staff only: never shown to annotators.
+    reference = models.TextField(blank=True, help_text="Reference answer, for graders")
+    criteria = models.TextField(blank=True, help_text="Evaluation criteria, for graders")
     # FastChat / MT-bench `question_id`, kept so votes and answers from elsewhere can be matched.
     external_id = models.CharField(max_length=100, blank=True)
 
