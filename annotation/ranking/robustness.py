@@ -25,6 +25,9 @@ from .solvers import FALLBACK_ALPHA, fit_totals, objective
 
 METHOD = "greedy: remove the vote whose influence narrows the leader's lead fastest, refit, repeat"
 DEFAULT_LIMIT = 2000
+# A refit of a tie (4 - 4) puts the two strengths equal up to the solver's rounding, which may
+# fall either way (it did with scipy 1.17): a lead smaller than this is a tie, not a new top.
+LEAD_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ def top_robustness(
     while removed < limit:
         margins = x[top] - x[:k]
         challengers = np.flatnonzero(np.arange(k) != top)
-        if (margins[challengers] <= 0).any():
+        if (margins[challengers] < -LEAD_TOLERANCE).any():
             break
         live = votes[tuple(cells.T)] > 0
         per_vote = weights[tuple(cells.T)] / np.maximum(votes[tuple(cells.T)], 1)
@@ -96,7 +99,7 @@ def top_robustness(
         removed += step
         x = _fit(weights, kind, alpha, start=x)
         leader = int(np.argmax(x[:k]))
-        if leader != top and x[leader] > x[top]:
+        if leader != top and x[leader] > x[top] + LEAD_TOLERANCE:
             return Robustness(names[top], removed, names[leader], n_votes, limit)
     return Robustness(names[top], None, None, n_votes, limit)
 
