@@ -225,6 +225,9 @@ CELERY_TASK_ROUTES = {
     "generation.tasks.language_model_merge_task": {"queue": "gpu"},
     "generation.tasks.*": {"queue": "default"},
     "annotation.tasks.*": {"queue": "default"},
+    # A judge with weights runs in the GPU worker; a served judge only sends requests.
+    "judging.tasks.judge_run_execute_task": {"queue": "gpu"},
+    "judging.tasks.*": {"queue": "default"},
 }
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

@@ -21,5 +21,6 @@ urlpatterns = [
     path("api/health/", views.HealthView.as_view(), name="health"),
     path("api/", include("generation.api_urls")),
     path("api/", include("annotation.api_urls")),
+    path("api/", include("judging.api_urls")),
     path("", include("annotation.urls")),
 ]

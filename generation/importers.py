@@ -30,6 +30,9 @@ TOO_LARGE = "is {size} bytes, over the {limit}-byte limit"
 UNKNOWN_EXTENSION = "has an unknown extension {ext!r}: use .csv, .jsonl or .json"
 
 TEXT_FIELDS = ("text", "question", "input")
+# Grader fields, each under its own name or ELYZA-tasks-100's (the first one present is used).
+REFERENCE_FIELDS = ("reference", "output")
+CRITERIA_FIELDS = ("criteria", "eval_aspect")
 
 
 class ImportFormatError(ValueError):
@@ -51,6 +54,10 @@ class ParsedQuestion:
     external_id: str = ""
     # Later user turns (FastChat / MT-Bench ``turns`` after the first).
     follow_ups: tuple[str, ...] = ()
+    # For graders: a reference answer and what to look at (ELYZA-tasks-100's ``output`` and
+    # ``eval_aspect``; ``reference`` / ``criteria`` in any format).
+    reference: str = ""
+    criteria: str = ""
 
 
 def read_limited(path: str | os.PathLike, limit: int) -> bytes:
@@ -116,6 +123,8 @@ def _parse_csv(text: str, filename: str) -> list[ParsedQuestion]:
                     text=question,
                     category=(row.get("category") or "").strip(),
                     external_id=(row.get("question_id") or "").strip(),
+                    reference=(row.get("reference") or "").strip(),
+                    criteria=(row.get("criteria") or "").strip(),
                 )
             )
     except csv.Error as exc:
@@ -172,7 +181,22 @@ def _question_from_record(record: object, filename: str, line: int) -> ParsedQue
         category=category.strip(),
         external_id="" if qid is None else str(qid).strip(),
         follow_ups=follow_ups,
+        reference=_optional_text(record, REFERENCE_FIELDS, filename, line),
+        criteria=_optional_text(record, CRITERIA_FIELDS, filename, line),
     )
+
+
+def _optional_text(record: dict, fields: tuple[str, ...], filename: str, line: int) -> str:
+    """The first of ``fields`` the record has, stripped ("" when it has none or it is null)."""
+    field = next((f for f in fields if record.get(f) is not None), None)
+    if field is None:
+        return ""
+    value = record[field]
+    if not isinstance(value, str):
+        raise ImportFormatError(
+            filename, NOT_TEXT.format(field=field, kind=type(value).__name__), line=line
+        )
+    return value.strip()
 
 
 def _check_unique_ids(questions: list[ParsedQuestion], filename: str) -> None:

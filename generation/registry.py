@@ -100,6 +100,8 @@ def prompt_set_create(
             follow_ups=list(q.follow_ups),
             category=q.category,
             external_id=q.external_id,
+            reference=q.reference,
+            criteria=q.criteria,
         )
         for position, q in enumerate(questions, start=1)
     )

@@ -46,7 +46,19 @@ RUN_TASKS = {
 # A generation run of a served model only sends requests: its own task, on its own queue.
 ENDPOINT_RUN_TASK = "generation.tasks.endpoint_run_execute_task"
 RUN_LABELS = {GenerationRun: "generation run", FineTuneRun: "fine-tune run"}
+# Run kinds whose served variant has its own task: model -> (that task, "is this run served?").
+ENDPOINT_TASKS = {GenerationRun: (ENDPOINT_RUN_TASK, lambda run: run.model.is_endpoint)}
 _CACHE_KEY = "generation:workers:census"
+
+
+def run_kind_register(model, *, task: str, label: str, endpoint_task: str = "", served=None):
+    """Make a kind of run defined outside this app (judge runs) known here: the task that
+    executes it (hence its queue), its label, and for served runs their own task and a
+    ``served(run)`` test. generation must not import the apps built on it, so they register."""
+    RUN_TASKS[model] = task
+    RUN_LABELS[model] = label
+    if endpoint_task and served is not None:
+        ENDPOINT_TASKS[model] = (endpoint_task, served)
 
 
 def _setting(name: str, default: float) -> float:
@@ -84,14 +96,15 @@ def configured_queues() -> list[str]:
 
 
 def queue_of(model) -> str:
-    """The queue a run of ``model`` (GenerationRun, FineTuneRun) is sent to."""
+    """The queue a run of ``model`` (GenerationRun, FineTuneRun, a registered kind) is sent to."""
     return _task_queue(RUN_TASKS[model])
 
 
 def run_queue(run) -> str:
-    """The queue this run is sent to: a served model's generation run goes to its own."""
-    if isinstance(run, GenerationRun) and run.model.is_endpoint:
-        return _task_queue(ENDPOINT_RUN_TASK)
+    """The queue this run is sent to: a served model's run (generation, judging) has its own."""
+    endpoint = ENDPOINT_TASKS.get(type(run))
+    if endpoint is not None and endpoint[1](run):
+        return _task_queue(endpoint[0])
     return queue_of(type(run))
 
 

@@ -41,7 +41,7 @@ _LABEL = re.compile(
 )
 _MARKUP = "*_`'\"[]()（）「」【】。.、 \t"
 _BRACKETS = re.compile(r"\[\[([ABC])\]\]")
-_INTEGER = re.compile(r"(?<![0-9.])([0-9]+)(?![0-9])")
+_INTEGER = re.compile(r"(?<![0-9.])([0-9]+)(?![0-9]|\.[0-9])")  # whole numbers only: 4.5 is none
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,32 @@ def test_it_imports_elyza_tasks_100(external_data):
     assert questions[0].text == first["input"].strip()
 
 
+def test_elyza_tasks_100_keeps_each_reference_answer_and_its_criteria(external_data):
+    """The parsed questions carry ELYZA's ``output`` as the reference answer and ``eval_aspect``
+    as the grading criteria, for every one of the 100 tasks."""
+    path = external_data / "elyza-tasks-100/data/test/elyza100_jp.jsonl"
+    parsed = importers.parse_prompt_file(path.read_bytes(), path.name)
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert len(parsed) == len(records) == 100
+    for question, record in zip(parsed, records, strict=True):
+        assert question.text == record["input"].strip()
+        assert question.reference == record["output"].strip()
+        assert question.criteria == record["eval_aspect"].strip()
+    assert all(q.reference and q.criteria for q in parsed)
+    assert parsed[0].criteria.startswith("- 熱意を取り戻すのではなく")
+
+
+def test_reference_and_criteria_come_from_their_own_columns_and_keys_too():
+    csv_data = "question,reference,criteria\n一たす一は？,2,数字が正しいこと\n"
+    (from_csv,) = importers.parse_prompt_file(csv_data.encode(), "set.csv")
+    assert (from_csv.reference, from_csv.criteria) == ("2", "数字が正しいこと")
+    line = json.dumps({"question": "首都は？", "reference": "東京", "criteria": None})
+    (from_jsonl,) = importers.parse_prompt_file(line.encode(), "set.jsonl")
+    assert (from_jsonl.reference, from_jsonl.criteria) == ("東京", "")
+    (plain,) = importers.parse_prompt_file(b'{"text": "x"}', "set.jsonl")
+    assert (plain.reference, plain.criteria) == ("", "")
+
+
 def test_it_imports_rakuda_questions_keeping_fastchat_ids(external_data):
     path = external_data / "rakuda/head_fae1ee7/jrank/data/rakuda_v2/questions.jsonl"
     call_command("import_prompts", str(path), "--name", "rakuda")
@@ -125,6 +151,12 @@ def test_it_imports_fastchat_questions_of_several_turns(tmp_path):
             '{"question_id": 7, "text": "a"}\n{"question_id": 7, "text": "b"}\n',
             2,
             "already appeared on line 1",
+        ),
+        (
+            "ref.jsonl",
+            '{"input": "a", "output": "b"}\n{"input": "c", "eval_aspect": ["d"]}\n',
+            2,
+            "field 'eval_aspect' must be a string, got list",
         ),
     ],
 )
@@ -200,3 +232,19 @@ def test_the_api_takes_questions_of_several_turns_and_serves_their_follow_ups(st
     prompt_set = response.json()["id"]
     (question,) = client.get(f"/api/questions/?prompt_set={prompt_set}").json()["results"]
     assert (question["text"], question["follow_ups"]) == ("一つ目", ["二つ目", "三つ目"])
+
+
+def test_importing_elyza_tasks_100_stores_each_reference_and_criteria(external_data):
+    path = external_data / "elyza-tasks-100/data/test/elyza100_jp.jsonl"
+    call_command("import_prompts", str(path), "--name", "elyza-graded")
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    stored = list(
+        Question.objects.filter(prompt_set__name="elyza-graded")
+        .order_by("position")
+        .values_list("text", "reference", "criteria")
+    )
+    assert len(stored) == 100
+    expected = [
+        (r["input"].strip(), r["output"].strip(), r["eval_aspect"].strip()) for r in records
+    ]
+    assert stored == expected

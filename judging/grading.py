@@ -1,0 +1,140 @@
+"""What a single-answer grading run says about each model: a mean score with a bootstrap 95 %
+interval, counts of graded and unparsable answers, and the per-question table of scores.
+
+The interval resamples whole questions (a question's answers, one per model and turn, are
+graded on the same task, so they are not independent draws), the way the ranking intervals do;
+it is seeded, so the same run always reports the same interval. Staff only: it names models and
+the judge.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import warnings
+
+import numpy as np
+
+from .models import JudgePrompt, JudgeRun, Judgment
+
+RESAMPLES = 2000
+LEVEL = 0.95
+NOT_GRADING = "judge run {id} is a pairwise run; grades come from a grading run"
+
+
+def bootstrap_means(
+    sums: np.ndarray, counts: np.ndarray, *, resamples: int = RESAMPLES, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per column (model): the mean score, and the low and high ends of the percentile
+    interval at ``LEVEL`` over ``resamples`` resamples of the rows (questions).
+
+    ``sums`` and ``counts`` are questions x models: the summed scores and how many there are
+    (several turns of one question, or none). A model with no score anywhere gets NaN."""
+    sums = np.asarray(sums, dtype=float)
+    counts = np.asarray(counts, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums.sum(axis=0) / counts.sum(axis=0)
+    if sums.shape[0] == 0:
+        nan = np.full(sums.shape[1], np.nan)
+        return means, nan, nan
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, sums.shape[0], size=(resamples, sums.shape[0]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        drawn = sums[rows].sum(axis=1) / counts[rows].sum(axis=1)
+    tail = 100 * (1 - LEVEL) / 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a model never graded: all NaN
+        low, high = np.nanpercentile(drawn, [tail, 100 - tail], axis=0)
+    return means, low, high
+
+
+def _number(value: float) -> float | None:
+    return None if np.isnan(value) else round(float(value), 4)
+
+
+def grading_results(run: JudgeRun, *, resamples: int = RESAMPLES, seed: int = 0) -> dict:
+    """The grades of a grading run (ValueError for a pairwise one).
+
+    ``models``: one entry per model of the study, in the study's order, with ``graded``,
+    ``unparsable``, ``mean``, ``low``, ``high`` (None while nothing is graded); ``questions``:
+    one row per question and turn graded, its ``scores`` mapping model name to the score, or
+    None when the judge's reply was unparsable (a model not graded yet is absent)."""
+    if run.prompt.kind != JudgePrompt.Kind.GRADING:
+        raise ValueError(NOT_GRADING.format(id=run.pk))
+    models = [sr.model for sr in run.study.study_runs.select_related("model").order_by("pk")]
+    names = [m.name for m in models]
+    column = {name: i for i, name in enumerate(names)}
+    judgments = Judgment.objects.filter(run=run, answer__isnull=False).values_list(
+        "answer__question__position",
+        "answer__turn",
+        "answer__question__text",
+        "answer__run__model__name",
+        "verdict",
+        "score",
+    )
+    table: dict[tuple[int, int], dict] = {}
+    for position, turn, text, model, verdict, score in judgments:
+        row = table.setdefault(
+            (position, turn), {"position": position, "turn": turn, "question": text, "scores": {}}
+        )
+        row["scores"][model] = score if verdict == Judgment.Verdict.SCORED else None
+    positions = sorted({position for position, _ in table})
+    index = {position: i for i, position in enumerate(positions)}
+    sums = np.zeros((len(positions), len(names)))
+    counts = np.zeros((len(positions), len(names)))
+    unparsable = [0] * len(names)
+    for (position, _), row in table.items():
+        for model, score in row["scores"].items():
+            if score is None:
+                unparsable[column[model]] += 1
+            else:
+                sums[index[position], column[model]] += score
+                counts[index[position], column[model]] += 1
+    means, low, high = bootstrap_means(sums, counts, resamples=resamples, seed=seed)
+    graded = counts.sum(axis=0).astype(int)
+    return {
+        "run": run.pk,
+        "judge": run.judge.name,
+        "prompt": str(run.prompt),
+        "score_min": run.prompt.score_min,
+        "score_max": run.prompt.score_max,
+        "expected": run.total,
+        "graded": int(graded.sum()),
+        "unparsable": sum(unparsable),
+        "level": LEVEL,
+        "resamples": resamples,
+        "seed": seed,
+        "models": [
+            {
+                "model": model.name,
+                "label": model.display_label or model.name,
+                "graded": int(graded[i]),
+                "unparsable": unparsable[i],
+                "mean": _number(means[i]),
+                "low": _number(low[i]),
+                "high": _number(high[i]),
+            }
+            for i, model in enumerate(models)
+        ],
+        "questions": [table[key] for key in sorted(table)],
+    }
+
+
+def grades_csv(results: dict) -> str:
+    """The per-question table of ``grading_results`` as CSV: position, turn, question, then one
+    column of scores per model (blank: unparsable or not graded yet)."""
+    names = [m["model"] for m in results["models"]]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["position", "turn", "question", *names])
+    for row in results["questions"]:
+        scores = [row["scores"].get(name) for name in names]
+        writer.writerow(
+            [
+                row["position"],
+                row["turn"],
+                row["question"],
+                *("" if s is None else s for s in scores),
+            ]
+        )
+    return out.getvalue()

@@ -1,0 +1,254 @@
+"""Judge prompts from files: a benchmark's own (FastChat's ``judge_prompts.jsonl``, as MT-Bench
+and Rakuda ship theirs) or one an admin wrote (JSON, JSON Lines, YAML, or a text template with
+front matter). Every prompt in a file is parsed and checked before anything is written, and all
+are stored in one transaction (versions.judge_prompt_save: a used version is kept)."""
+
+from __future__ import annotations
+
+import os
+import string
+from pathlib import Path
+
+import yaml
+from django.conf import settings
+from django.db import transaction
+
+from generation import jsonsafe
+from generation.importers import ImportFormatError, decode, json_records, read_limited
+
+from ..engine import verdicts
+from ..models import JudgePrompt
+from .versions import BAD_FIELD, judge_prompt_problems, judge_prompt_save, prompt_defaults
+
+FILE_EXTENSIONS = "use .json, .jsonl, .yaml / .yml, or a text file (.txt, .md, .j2, .jinja)"
+UNKNOWN_EXTENSION = "has an unknown extension {ext!r}: " + FILE_EXTENSIONS
+NO_PROMPTS = "holds no judge prompt"
+NOT_A_MAPPING = "expected an object of judge prompt fields, got {kind}"
+UNKNOWN_KEYS = "unknown key(s) {keys}; a judge prompt has: {known}"
+NOT_TEXT = "{key!r} must be text, got {kind}"
+NOT_INTEGER = "{key!r} must be an integer, got {value!r}"
+NO_FRONT_MATTER = (
+    "a text judge prompt starts with front matter: a line '---', 'name: ...' (and kind, "
+    "verdict_format...), a line '---', then the template"
+)
+BAD_YAML = "not valid YAML ({detail})"
+DUPLICATE_NAME = "a second prompt named {name!r} (the first is on line {first})"
+NOT_IN_FILE = "no prompt named {names} in the file; it has: {found}"
+ONE_NAME_ONLY = "a name can be given only when the file holds one prompt (it holds {n})"
+FASTCHAT_PLACEHOLDER = (
+    "placeholder {{{name}}} is not supported (only single-turn prompts load: question, answer, "
+    "answer_a, answer_b, ref_answer_1)"
+)
+FASTCHAT_TYPE = "'type' must be pairwise or single, got {value!r}"
+FASTCHAT_FORMAT = "'output_format' {value!r} is not one the app reads ({known})"
+
+_KEYS = ("name", "description", "kind", "system_prompt", "template", "verdict_format")
+_NUMBERS = ("score_min", "score_max")
+_TEXT_EXTENSIONS = (".txt", ".md", ".j2", ".jinja", ".jinja2")
+# FastChat's judge_prompts.jsonl (MT-Bench, Rakuda): its placeholders and verdict formats.
+_FASTCHAT_NAMES = {
+    "question": "question",
+    "answer": "answer",
+    "answer_a": "answer_1",
+    "answer_b": "answer_2",
+    "ref_answer_1": "reference",
+}
+_FASTCHAT_FORMATS = {
+    "last": verdicts.LAST_LINE_123,
+    "[[A]]": verdicts.BRACKETS_ABC,
+    "[[rating]]": verdicts.SCORE,
+}
+_FASTCHAT_KEYS = ("name", "type", "system_prompt", "prompt_template", "description", "category")
+
+
+def judge_prompt_load(
+    path, *, only: list[str] | None = None, name: str | None = None, user=None
+) -> list[JudgePrompt]:
+    """Store the judge prompts in the file at ``path`` (``only``: just those names; ``name``:
+    store a one-prompt file under this name) and return the rows that now hold them.
+
+    Formats: JSON (an object or a list), JSON Lines, YAML (a mapping or a list) of the fields
+    ``name, kind, template, verdict_format, system_prompt, description, score_min, score_max``;
+    FastChat's ``judge_prompts.jsonl`` lines (MT-Bench's, Rakuda's: ``type``,
+    ``prompt_template`` with ``{question}``-style placeholders, ``output_format``); or a text
+    file whose front matter (YAML between two ``---`` lines) holds the fields and whose body is
+    the template. Every prompt is checked before anything is written (ImportFormatError naming
+    the file, the line and the field), and all are stored in one transaction; a name that
+    exists gets the file's version as its next one when a run used the latest.
+    """
+    data = read_limited(path, settings.MAX_UPLOAD_BYTES)
+    return judge_prompts_import(data=data, filename=str(path), only=only, name=name, user=user)
+
+
+def judge_prompts_import(
+    *, data: bytes, filename: str, only: list[str] | None = None, name: str | None = None, user=None
+) -> list[JudgePrompt]:
+    """``judge_prompt_load`` on a file's bytes (an upload)."""
+    entries = parse_judge_prompt_file(data, filename)
+    if only:
+        kept = [(line, e) for line, e in entries if e["name"] in only]
+        if not kept:
+            found = ", ".join(e["name"] for _, e in entries)
+            raise ImportFormatError(filename, NOT_IN_FILE.format(names=only, found=found))
+        entries = kept
+    if name is not None:
+        if len(entries) != 1:
+            raise ImportFormatError(filename, ONE_NAME_ONLY.format(n=len(entries)))
+        entries = [(entries[0][0], {**entries[0][1], "name": name})]
+    seen: dict[str, int] = {}
+    for line, entry in entries:
+        where = None if line == 0 else line
+        if entry["name"] in seen:
+            problem = DUPLICATE_NAME.format(name=entry["name"], first=seen[entry["name"]])
+            raise ImportFormatError(filename, problem, where)
+        seen[entry["name"]] = line
+        found = judge_prompt_problems({**prompt_defaults(), **entry})
+        if found:
+            problem = "; ".join(BAD_FIELD.format(field=f, problem=p) for f, p in found.items())
+            raise ImportFormatError(filename, problem, where)
+    source = os.path.basename(filename)
+    with transaction.atomic():
+        return [judge_prompt_save(**entry, source=source, user=user) for _, entry in entries]
+
+
+def parse_judge_prompt_file(data: bytes, filename: str) -> list[tuple[int, dict]]:
+    """(line, fields) of each prompt in a file, its fields named as ``PROMPT_FIELDS`` and
+    defaults filled (line 0: the whole file). Plain parsing: nothing is written."""
+    text = decode(data, filename)
+    ext = Path(filename).suffix.lower()
+    if ext == ".jsonl":
+        records = json_records(text, filename, array=False, what="judge prompt")
+    elif ext == ".json":
+        try:
+            value = jsonsafe.loads(text)
+        except ValueError as exc:
+            detail = getattr(exc, "msg", None) or str(exc)
+            raise ImportFormatError(filename, jsonsafe.BAD_JSON.format(detail=detail)) from None
+        records = list(enumerate(value, 1)) if isinstance(value, list) else [(0, value)]
+    elif ext in (".yaml", ".yml"):
+        records = _yaml_records(text, filename)
+    elif ext in _TEXT_EXTENSIONS:
+        records = [(0, _front_matter(text, filename))]
+    else:
+        raise ImportFormatError(filename, UNKNOWN_EXTENSION.format(ext=ext))
+    if not records:
+        raise ImportFormatError(filename, NO_PROMPTS)
+    out = []
+    for line, record in records:
+        try:
+            out.append((line, _fields(record)))
+        except ValueError as exc:
+            raise ImportFormatError(filename, str(exc), None if line == 0 else line) from None
+    return out
+
+
+def _yaml_records(text: str, filename: str) -> list[tuple[int, object]]:
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        detail = getattr(exc, "problem", None) or str(exc)
+        line = mark.line + 1 if mark is not None else None
+        raise ImportFormatError(filename, BAD_YAML.format(detail=detail), line) from None
+    if value is None:
+        return []
+    return list(enumerate(value, 1)) if isinstance(value, list) else [(0, value)]
+
+
+def _front_matter(text: str, filename: str) -> dict:
+    lines = text.split("\n")
+    if not lines or lines[0].strip() != "---":
+        raise ImportFormatError(filename, NO_FRONT_MATTER, 1)
+    end = next((i for i in range(1, len(lines)) if lines[i].strip() == "---"), None)
+    if end is None:
+        raise ImportFormatError(filename, NO_FRONT_MATTER, 1)
+    try:
+        head = yaml.safe_load("\n".join(lines[1:end])) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 2 if mark is not None else None
+        detail = getattr(exc, "problem", None) or str(exc)
+        raise ImportFormatError(filename, BAD_YAML.format(detail=detail), line) from None
+    if not isinstance(head, dict):
+        raise ImportFormatError(filename, NOT_A_MAPPING.format(kind=type(head).__name__), 2)
+    if "template" in head:
+        raise ImportFormatError(filename, "the template is the text after the front matter", 2)
+    return {**head, "template": "\n".join(lines[end + 1 :]).strip("\n") + "\n"}
+
+
+def _fields(record: object) -> dict:
+    """A record's prompt fields (ValueError saying what is wrong)."""
+    if not isinstance(record, dict):
+        raise ValueError(NOT_A_MAPPING.format(kind=type(record).__name__))
+    if "prompt_template" in record:
+        return _fastchat_fields(record)
+    unknown = sorted(set(record) - set(_KEYS) - set(_NUMBERS))
+    if unknown:
+        raise ValueError(UNKNOWN_KEYS.format(keys=unknown, known=", ".join(_KEYS + _NUMBERS)))
+    fields = {key: _text(record, key) for key in _KEYS if key in record}
+    for key in _NUMBERS:
+        if key in record:
+            fields[key] = _integer(record, key)
+    fields.setdefault("name", "")
+    kind = fields.setdefault("kind", JudgePrompt.Kind.PAIRWISE)
+    default = verdicts.SCORE if kind == JudgePrompt.Kind.GRADING else verdicts.LAST_LINE_123
+    fields.setdefault("verdict_format", default)
+    return fields
+
+
+def _fastchat_fields(record: dict) -> dict:
+    """A FastChat ``judge_prompts.jsonl`` line as prompt fields: ``{placeholder}`` becomes a
+    Jinja variable, the rest of the text is kept exactly (in raw blocks where it could read as
+    Jinja)."""
+    unknown = sorted(set(record) - set(_FASTCHAT_KEYS) - {"output_format"} - set(_NUMBERS))
+    if unknown:
+        raise ValueError(UNKNOWN_KEYS.format(keys=unknown, known=", ".join(_FASTCHAT_KEYS)))
+    kinds = {"pairwise": JudgePrompt.Kind.PAIRWISE, "single": JudgePrompt.Kind.GRADING}
+    kind = kinds.get(record.get("type", "pairwise"))
+    if kind is None:
+        raise ValueError(FASTCHAT_TYPE.format(value=record.get("type")))
+    given = record.get("output_format", "last" if kind == "pairwise" else "[[rating]]")
+    verdict_format = _FASTCHAT_FORMATS.get(given)
+    if verdict_format is None:
+        raise ValueError(FASTCHAT_FORMAT.format(value=given, known=", ".join(_FASTCHAT_FORMATS)))
+    parts = []
+    try:
+        parsed = list(string.Formatter().parse(_text(record, "prompt_template")))
+    except ValueError as exc:
+        raise ValueError(f"'prompt_template': {exc}") from None
+    for literal, field, _spec, _conversion in parsed:
+        if literal:
+            risky = any(m in literal for m in ("{{", "{%", "{#")) or literal.endswith("{")
+            parts.append("{% raw %}" + literal + "{% endraw %}" if risky else literal)
+        if field is not None:
+            if field not in _FASTCHAT_NAMES:
+                raise ValueError(FASTCHAT_PLACEHOLDER.format(name=field))
+            parts.append("{{ " + _FASTCHAT_NAMES[field] + " }}")
+    fields = {
+        "name": _text(record, "name") if "name" in record else "",
+        "description": _text(record, "description") if "description" in record else "",
+        "kind": kind,
+        "system_prompt": _text(record, "system_prompt") if "system_prompt" in record else "",
+        "template": "".join(parts),
+        "verdict_format": verdict_format,
+    }
+    if kind == JudgePrompt.Kind.GRADING:
+        fields.update(score_min=1, score_max=10)  # MT-Bench's single-answer scale
+    for key in _NUMBERS:
+        if key in record:
+            fields[key] = _integer(record, key)
+    return fields
+
+
+def _text(record: dict, key: str) -> str:
+    value = record[key]
+    if not isinstance(value, str):
+        raise ValueError(NOT_TEXT.format(key=key, kind=type(value).__name__))
+    return value
+
+
+def _integer(record: dict, key: str) -> int:
+    value = record[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(NOT_INTEGER.format(key=key, value=value))
+    return value

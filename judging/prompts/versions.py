@@ -1,0 +1,292 @@
+"""Judge prompts as versioned rows: the shipped presets, lookup, checks, and the rule that a
+version a judge run used is kept.
+
+Versioning follows generation/templates.py: a version any judge run points at (whatever its
+status: a failed run can be retried and must render as it did) is never changed in place;
+saving changes to it creates the next version of the name, and ``judge_prompt_for`` returns
+the latest. A name keeps its kind (pairwise or grading), so asking for a name never turns a
+pairwise judge into a grader.
+
+Prompts also come from files (files.py): a benchmark's own, or one an admin wrote.
+"""
+
+from __future__ import annotations
+
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+
+from generation.errors import ServiceError
+
+from ..engine import verdicts
+from ..engine.presets import DEFAULT_GRADING, DEFAULT_PAIRWISE, PRESETS
+from ..models import JudgePrompt
+
+# What staff may set on a judge prompt (the API serializer and the admin form list these).
+PROMPT_FIELDS = [
+    "name",
+    "description",
+    "kind",
+    "system_prompt",
+    "template",
+    "verdict_format",
+    "score_min",
+    "score_max",
+    "source",
+]
+# Fields whose change alters what the judge is asked or how its answer is read.
+RENDERED_FIELDS = [f for f in PROMPT_FIELDS if f not in ("name", "description", "source")]
+
+# Shown beside the shipped prompts (migration 0002 copies these words).
+PRESET_DESCRIPTIONS = {
+    "ja_pairwise": "The team's Japanese pairwise judge: five points, order ignored, last line "
+    "1 / 2 / 3",
+    "ja_grading": "The team's Japanese grader: a 1-5 score against the reference and criteria",
+}
+
+UNKNOWN_PROMPT = "unknown judge prompt {name!r}; known judge prompts: {known}"
+WRONG_KIND = "judge prompt {name!r} is a {kind} prompt; {wanted} needs a {wanted_kind} prompt"
+NAME_TAKEN = (
+    "a judge prompt named {name!r} already exists; edit it instead (a used version is kept and "
+    "the edit saved as a new version)"
+)
+NO_RENAME = (
+    "a judge prompt keeps its name (runs and commands refer to it by name); create a new one"
+)
+NO_KIND_CHANGE = "a judge prompt keeps its kind ({kind}); create a new name for a {other} prompt"
+GONE = "{prompt} no longer exists"
+IN_USE = "{prompt} was used by a judge run and is kept as it is"
+UNKNOWN_FIELDS = "unknown judge prompt field(s): {fields}"
+BAD_FIELD = "{field}: {problem}"
+EMPTY_NAME = "a judge prompt needs a name"
+NAME_TOO_LONG = "at most {limit} characters"
+
+
+def judge_presets_install() -> list[str]:
+    """Create version 1 of every shipped judge prompt (judging/engine/presets.py) whose name has
+    no row yet; returns the names created. Migration 0002 ships them; this restores them after
+    the database was emptied (``flush``, a transactional test). Idempotent."""
+    present = set(
+        JudgePrompt.objects.filter(name__in=[p.name for p in PRESETS]).values_list(
+            "name", flat=True
+        )
+    )
+    missing = [preset for preset in PRESETS if preset.name not in present]
+    JudgePrompt.objects.bulk_create(
+        [
+            JudgePrompt(
+                name=preset.name,
+                version=1,
+                description=PRESET_DESCRIPTIONS.get(preset.name, ""),
+                kind=preset.kind,
+                system_prompt=preset.system_prompt,
+                template=preset.template,
+                verdict_format=preset.verdict_format,
+                score_min=preset.score_min,
+                score_max=preset.score_max,
+            )
+            for preset in missing
+        ],
+        ignore_conflicts=True,
+    )
+    return [preset.name for preset in missing]
+
+
+def judge_prompt_names() -> list[str]:
+    return sorted(set(JudgePrompt.objects.values_list("name", flat=True)))
+
+
+def _known() -> str:
+    return ", ".join(judge_prompt_names()) or "(none)"
+
+
+def judge_prompt_latest(name: str) -> JudgePrompt | None:
+    return JudgePrompt.objects.filter(name=name).order_by("-version").first()
+
+
+def judge_prompt_for(name: str | None = None, grading: bool = False) -> JudgePrompt:
+    """The latest version of ``name`` (None: the shipped default, ``ja_pairwise`` or, when
+    ``grading``, ``ja_grading``). ServiceError when there is no such prompt or it is of the
+    other kind."""
+    if name is None:
+        name = DEFAULT_GRADING if grading else DEFAULT_PAIRWISE
+    row = judge_prompt_latest(name)
+    if row is None:
+        raise ServiceError(UNKNOWN_PROMPT.format(name=name, known=_known()))
+    wanted_kind = JudgePrompt.Kind.GRADING if grading else JudgePrompt.Kind.PAIRWISE
+    if row.kind != wanted_kind:
+        raise ServiceError(
+            WRONG_KIND.format(
+                name=name,
+                kind=row.kind,
+                wanted="grading" if grading else "a pairwise judge run",
+                wanted_kind=wanted_kind,
+            )
+        )
+    return row
+
+
+def as_judge_template(row: JudgePrompt) -> verdicts.JudgeTemplate:
+    """The engine's view of a row."""
+    return verdicts.JudgeTemplate(
+        name=row.name,
+        version=row.version,
+        kind=row.kind,
+        template=row.template,
+        verdict_format=row.verdict_format,
+        system_prompt=row.system_prompt,
+        score_min=row.score_min,
+        score_max=row.score_max,
+    )
+
+
+def judge_prompt_in_use(row: JudgePrompt) -> bool:
+    """Whether a judge run recorded this version (it is then kept as it is)."""
+    return row.pk is not None and row.runs.exists()
+
+
+def judge_prompt_problems(fields: dict) -> dict[str, str]:
+    """Field -> what is wrong with a whole prompt as it would be stored (empty when it is fine).
+    The template is rendered once with sample values (verdicts.problems)."""
+    found: dict[str, str] = {}
+    name = (fields.get("name") or "").strip()
+    limit = JudgePrompt._meta.get_field("name").max_length
+    if not name:
+        found["name"] = EMPTY_NAME
+    elif len(name) > limit:
+        found["name"] = NAME_TOO_LONG.format(limit=limit)
+    if not (fields.get("template") or "").strip():
+        found["template"] = "the template is empty"
+        return found
+    candidate = verdicts.JudgeTemplate(
+        name=name,
+        version=1,
+        kind=fields.get("kind") or JudgePrompt.Kind.PAIRWISE,
+        template=fields["template"],
+        verdict_format=fields.get("verdict_format") or "",
+        system_prompt=fields.get("system_prompt") or "",
+        score_min=fields.get("score_min", 1),
+        score_max=fields.get("score_max", 5),
+    )
+    # The database asks score_min < score_max of every row, pairwise ones too.
+    if not candidate.score_min < candidate.score_max:
+        found["score_max"] = "the highest score must be above the lowest"
+    found.update(verdicts.problems(candidate))
+    return found
+
+
+def judge_prompt_fields_check(fields: dict) -> dict:
+    """``fields`` as they will be stored, or ServiceError naming each problem by field."""
+    found = judge_prompt_problems(fields)
+    if found:
+        raise ServiceError(
+            "; ".join(BAD_FIELD.format(field=f, problem=p) for f, p in sorted(found.items()))
+        )
+    return {**fields, "name": fields["name"].strip()}
+
+
+def prompt_defaults() -> dict:
+    return {f: JudgePrompt._meta.get_field(f).get_default() for f in PROMPT_FIELDS}
+
+
+def _unknown(fields: dict) -> None:
+    unknown = sorted(set(fields) - set(PROMPT_FIELDS))
+    if unknown:
+        raise ServiceError(UNKNOWN_FIELDS.format(fields=", ".join(unknown)))
+
+
+@transaction.atomic
+def judge_prompt_create(*, name: str, user=None, **fields) -> JudgePrompt:
+    """A new judge prompt (version 1). Fields not given take the model's defaults."""
+    _unknown(fields)
+    values = judge_prompt_fields_check({**prompt_defaults(), **fields, "name": name})
+    if JudgePrompt.objects.filter(name=values["name"]).exists():
+        raise ServiceError(NAME_TAKEN.format(name=values["name"]))
+    try:
+        with transaction.atomic():
+            return JudgePrompt.objects.create(**values, version=1, created_by=_user(user))
+    except IntegrityError:
+        raise ServiceError(NAME_TAKEN.format(name=values["name"])) from None
+
+
+@transaction.atomic
+def judge_prompt_update(*, prompt: JudgePrompt, changes: dict, user=None) -> JudgePrompt:
+    """Apply ``changes`` to ``prompt``; returns the row that now holds them.
+
+    A version a judge run recorded is left as it is: changes to what it renders or how it is
+    read are saved as a new version (one above the highest of that name) and that row is
+    returned. Otherwise the row itself changes. A change that changes nothing saves nothing.
+    """
+    _unknown(changes)
+    # Lock every version of the name: a second edit of a used version waits for the first,
+    # then takes the number after the one the first made.
+    locked = list(JudgePrompt.objects.select_for_update().filter(name=prompt.name))
+    row = next((r for r in locked if r.pk == prompt.pk), None)
+    if row is None:
+        raise ServiceError(GONE.format(prompt=prompt))
+    if changes.get("name", row.name).strip() != row.name:
+        raise ServiceError(NO_RENAME)
+    if changes.get("kind", row.kind) != row.kind:
+        other = next(k for k in JudgePrompt.Kind.values if k != row.kind)
+        raise ServiceError(NO_KIND_CHANGE.format(kind=row.kind, other=other))
+    current = {f: getattr(row, f) for f in PROMPT_FIELDS}
+    values = judge_prompt_fields_check({**current, **changes})
+    changed = [f for f in PROMPT_FIELDS if values[f] != current[f]]
+    if not changed:
+        return row
+    if judge_prompt_in_use(row) and any(f in RENDERED_FIELDS for f in changed):
+        latest = JudgePrompt.objects.filter(name=row.name).aggregate(top=Max("version"))["top"]
+        return JudgePrompt.objects.create(
+            **values, version=latest + 1, created_by=_user(user) or row.created_by
+        )
+    for field in changed:
+        setattr(row, field, values[field])
+    row.save(update_fields=changed)
+    return row
+
+
+def judge_prompt_save(*, user=None, **fields) -> JudgePrompt:
+    """Create ``fields["name"]``, or apply ``fields`` to its latest version (a used version is
+    kept and a new one made): how a prompt from a file is stored. Call inside a transaction."""
+    latest = judge_prompt_latest(fields["name"].strip())
+    if latest is None:
+        return judge_prompt_create(user=user, **fields)
+    return judge_prompt_update(prompt=latest, changes=fields, user=user)
+
+
+def judge_prompt_delete_problem(row: JudgePrompt) -> str | None:
+    """Why ``row`` may not be deleted (None when it may): a judge run recorded it."""
+    return IN_USE.format(prompt=row) if judge_prompt_in_use(row) else None
+
+
+@transaction.atomic
+def judge_prompt_delete(*, prompt: JudgePrompt) -> None:
+    row = JudgePrompt.objects.select_for_update().filter(pk=prompt.pk).first()
+    if row is None:
+        raise ServiceError(GONE.format(prompt=prompt))
+    problem = judge_prompt_delete_problem(row)
+    if problem:
+        raise ServiceError(problem)
+    row.delete()
+
+
+def judge_prompt_preview(row: JudgePrompt, values: dict[str, str] | None = None) -> str:
+    """The prompt ``row`` renders for ``values`` (None: the sample values below; a variable
+    left out is blank)."""
+    wanted = verdicts.VARIABLES[row.kind]
+    filled = SAMPLE if values is None else values
+    return verdicts.render(as_judge_template(row), **{n: filled.get(n, "") for n in wanted})
+
+
+# What a preview shows when no values are given (the admin's preview uses these).
+SAMPLE = {
+    "question": "日本で一番高い山は何ですか？",
+    "answer_1": "富士山です。標高は3776メートルです。",
+    "answer_2": "北岳だと思います。",
+    "answer": "富士山です。標高は3776メートルです。",
+    "reference": "富士山 (3776 m) です。",
+    "criteria": "- 山の名前が正しければ3点以上\n- 標高も正しければ満点",
+}
+
+
+def _user(user):
+    return user if getattr(user, "is_authenticated", False) else None

@@ -1,0 +1,236 @@
+"""Judge runs: a judge model over a study's comparisons (both orders) or its answers (grading).
+
+The row is written first and its id enqueued once committed, like a generation run: a judge
+with weights goes to the `gpu` queue, a served judge (it only sends requests) to `default`.
+Claim, heartbeat, cancel, retry and stale requeue are generation/lifecycle.py's, shared by every
+kind of run; judging/judge.py is what a claimed run does (store every verdict it is missing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from django.db import transaction
+
+from annotation.models import Comparison, Study
+from evalsite.accounts.services import Action, audit_record
+from generation import lifecycle, workers
+from generation.errors import ServiceError
+from generation.models import Answer, LanguageModel
+from generation.params import context_check, generation_params_check
+from generation.registry import model_context
+from generation.templates import template_for
+
+from .models import JudgePrompt, JudgeRun
+from .prompts import judge_prompt_for
+
+NOT_A_JUDGE = "model {name!r} has neither weights nor an endpoint; register it before judging"
+PROMPT_KIND = "judge prompt {prompt} is a {kind} prompt; a {wanted} run needs a {wanted} prompt"
+NO_COMPARISONS = "study {name!r} has no comparisons to judge (gold checks are not judged)"
+FOREIGN_COMPARISONS = "comparison(s) {ids} do not belong to study {name!r}"
+NO_ANSWERS = "study {name!r} has no answers to grade"
+BAD_INCONSISTENT = "inconsistent must be one of: {choices} (got {value!r})"
+BAD_ATTEMPTS = "max_attempts must be at least 1 (got {value})"
+BAD_BATCH_SIZE = "batch_size must be at least 1 (got {value})"
+ENDPOINT_PARAMS = "judge {name!r} is served by an endpoint: {problem}"
+CANNOT_CANCEL = "judge run {id} is {status}; only queued or running runs can be cancelled"
+CANNOT_RETRY = "judge run {id} is {status}; only failed or cancelled runs can be retried"
+
+# A judge reads, it does not write: greedy decoding, and room for a short reason and the verdict.
+# The judge model's own generation defaults (tuned for answering) are deliberately not applied.
+JUDGE_DEFAULTS = {"do_sample": False, "max_new_tokens": 256}
+
+# Called with the id of a judge run that succeeded, while its worker still holds it (an exception
+# fails the run, so a retry finishes the hook's work). Routing registers here.
+_ON_SUCCESS: list[Callable[[int], object]] = []
+
+
+def on_judge_run_succeeded(hook: Callable[[int], object]) -> Callable[[int], object]:
+    """Register ``hook(run_id)``; usable as a decorator. Registering twice calls it once."""
+    if hook not in _ON_SUCCESS:
+        _ON_SUCCESS.append(hook)
+    return hook
+
+
+def _comparison_ids(study: Study, comparisons: Sequence | None) -> list[int]:
+    """The given comparisons (rows or ids), checked to be the study's; or every non-gold one."""
+    if comparisons is None:
+        ids = list(study.comparisons.filter(gold=False).order_by("pk").values_list("pk", flat=True))
+        if not ids:
+            raise ServiceError(NO_COMPARISONS.format(name=study.name))
+        return ids
+    ids = list(dict.fromkeys(c.pk if isinstance(c, Comparison) else int(c) for c in comparisons))
+    if not ids:
+        raise ServiceError(NO_COMPARISONS.format(name=study.name))
+    found = set(study.comparisons.filter(pk__in=ids).values_list("pk", flat=True))
+    foreign = [str(i) for i in ids if i not in found]
+    if foreign:
+        raise ServiceError(FOREIGN_COMPARISONS.format(ids=", ".join(foreign), name=study.name))
+    return ids
+
+
+def study_answers(study: Study):
+    """What a grading run grades: every answer of every run in the study."""
+    return Answer.objects.filter(run__in=study.runs.all())
+
+
+def _decoding(judge: LanguageModel, params: dict | None, seed: int) -> dict:
+    snapshot = generation_params_check({**JUDGE_DEFAULTS, **generation_params_check(params or {})})
+    if judge.is_endpoint:
+        from generation.engine.endpoint import request_options
+
+        try:
+            request_options(snapshot, seed)
+        except ValueError as exc:
+            raise ServiceError(ENDPOINT_PARAMS.format(name=judge.name, problem=exc)) from None
+    else:
+        weights = judge.base_model if judge.adapter_path and judge.base_model else judge
+        context_check(snapshot, model_context(weights.name_or_path))
+    return snapshot
+
+
+def judge_run_create(
+    *,
+    judge: LanguageModel,
+    study: Study,
+    prompt: JudgePrompt | None = None,
+    grading: bool = False,
+    comparisons: Sequence | None = None,
+    params: dict | None = None,
+    seed: int = 0,
+    batch_size: int = 8,
+    max_attempts: int = 3,
+    inconsistent: str = JudgeRun.Inconsistent.TIE,
+    user=None,
+    enqueue: bool = True,
+) -> JudgeRun:
+    """Record a queued judge run and enqueue it once committed.
+
+    ``prompt`` None: the latest version of the shipped default (``ja_pairwise``, or
+    ``ja_grading`` when ``grading``). ``comparisons`` (rows or ids of this study) narrows a
+    pairwise run; None judges every comparison but gold checks. ``params``: the judge's decoding
+    (greedy, 256 new tokens unless given). ``total`` counts verdicts: two per comparison (one
+    per order), or one per answer graded.
+    """
+    if judge.pk is None or not (judge.is_endpoint or judge.name_or_path or judge.adapter_path):
+        raise ServiceError(NOT_A_JUDGE.format(name=judge.name))
+    prompt = prompt or judge_prompt_for(grading=grading)
+    wanted = JudgePrompt.Kind.GRADING if grading else JudgePrompt.Kind.PAIRWISE
+    if prompt.kind != wanted:
+        raise ServiceError(PROMPT_KIND.format(prompt=prompt, kind=prompt.kind, wanted=wanted))
+    if inconsistent not in JudgeRun.Inconsistent.values:
+        raise ServiceError(
+            BAD_INCONSISTENT.format(
+                choices=", ".join(JudgeRun.Inconsistent.values), value=inconsistent
+            )
+        )
+    if max_attempts < 1:
+        raise ServiceError(BAD_ATTEMPTS.format(value=max_attempts))
+    if batch_size < 1:
+        raise ServiceError(BAD_BATCH_SIZE.format(value=batch_size))
+    snapshot = _decoding(judge, params, seed)
+    template = template_for(judge)
+    if grading:
+        ids: list[int] = []
+        total = study_answers(study).count()
+        if total == 0:
+            raise ServiceError(NO_ANSWERS.format(name=study.name))
+    else:
+        ids = _comparison_ids(study, comparisons)
+        total = 2 * len(ids)
+    with transaction.atomic():
+        run = JudgeRun.objects.create(
+            judge=judge,
+            study=study,
+            prompt=prompt,
+            template=template,
+            # Empty means every non-gold comparison: only an explicit choice is written down.
+            comparison_ids=ids if comparisons is not None else [],
+            params=snapshot,
+            seed=seed,
+            batch_size=batch_size,
+            max_attempts=max_attempts,
+            inconsistent=inconsistent,
+            total=total,
+            created_by=user if getattr(user, "pk", None) else None,
+        )
+        audit_record(
+            user=user,
+            action=Action.JUDGE_RUN_START,
+            obj=run,
+            judge=judge.name,
+            study=study.name,
+            prompt=str(prompt),
+            mode=wanted,
+            verdicts=total,
+            params=snapshot,
+            seed=seed,
+            inconsistent=inconsistent,
+        )
+        if enqueue:
+            _enqueue_on_commit(run.pk)
+    return run
+
+
+def _enqueue_on_commit(run_id: int) -> None:
+    from .tasks import endpoint_judge_run_execute_task, judge_run_execute_task
+
+    served = JudgeRun.objects.filter(pk=run_id).exclude(judge__endpoint_url="").exists()
+    task = endpoint_judge_run_execute_task if served else judge_run_execute_task
+    lifecycle.enqueue_on_commit(task, run_id)
+
+
+@transaction.atomic
+def judge_run_cancel(*, run: JudgeRun, user=None) -> JudgeRun:
+    """Queued runs stop at once; a running worker stops before its next batch."""
+    run = lifecycle.cancel(run, CANNOT_CANCEL)
+    audit_record(user=user, action=Action.JUDGE_RUN_CANCEL, obj=run, done=run.done)
+    return run
+
+
+@transaction.atomic
+def judge_run_retry(*, run: JudgeRun, user=None) -> JudgeRun:
+    """Queue a failed or cancelled run again; it asks only for the verdicts it is missing."""
+    run = lifecycle.requeue(run, CANNOT_RETRY, _enqueue_on_commit)
+    audit_record(
+        user=user,
+        action=Action.JUDGE_RUN_RETRY,
+        obj=run,
+        done=run.done,
+        total=run.total,
+    )
+    return run
+
+
+def judge_runs_requeue_stale() -> list[int]:
+    """Requeue running judge runs whose heartbeat stopped (their worker died); their ids."""
+    return lifecycle.requeue_stale(JudgeRun, _enqueue_on_commit, label="judge run")
+
+
+def judge_run_execute(run_id: int) -> JudgeRun | None:
+    """Claim the run and store the verdicts it is missing (None if it was not claimable).
+
+    Safe to call any number of times for one run (redelivered or requeued tasks); the tasks and
+    ``manage.py judge --inline`` call it.
+    """
+    if not lifecycle.run_held(JudgeRun, run_id, _work, label="judge run"):
+        return None
+    return JudgeRun.objects.get(pk=run_id)
+
+
+def _work(run_id: int, worker: str) -> None:
+    from .judge import judge_missing
+
+    judge_missing(run_id, worker)
+    if JudgeRun.objects.filter(pk=run_id, status=JudgeRun.Status.SUCCEEDED).exists():
+        for hook in _ON_SUCCESS:
+            hook(run_id)
+
+
+workers.run_kind_register(
+    JudgeRun,
+    task="judging.tasks.judge_run_execute_task",
+    endpoint_task="judging.tasks.endpoint_judge_run_execute_task",
+    label="judge run",
+    served=lambda run: run.judge.is_endpoint,
+)
