@@ -196,10 +196,13 @@ class StudyAdminForm(forms.ModelForm):
             "fast_vote_seconds",
             "sampling",
             "sampling_floor",
+            "routing",
+            "audit_share",
         ]
 
     # Left out of a post (an older form, a script): the study keeps what it has.
     KEEP_IF_MISSING = ("gold_rate", "fast_vote_seconds", "sampling", "sampling_floor")
+    KEEP_IF_MISSING += ("audit_share",)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -255,6 +258,8 @@ class StudyAdmin(admin.ModelAdmin):
         "fast_vote_seconds",
         "sampling",
         "sampling_floor",
+        "routing",
+        "audit_share",
         "created_by",
         "created_at",
         "opened_at",

@@ -1,10 +1,10 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from . import apis
+from . import apis, staff_apis
 
 router = SimpleRouter()
-router.register("studies", apis.StudyViewSet)
+router.register("studies", staff_apis.StudyViewSet)
 
 urlpatterns = [
     # Annotator contracts: keep these paths exactly.
@@ -12,18 +12,22 @@ urlpatterns = [
     path("assignments/<str:token>/vote/", apis.AssignmentVoteApi.as_view(), name="assignment-vote"),
     path("assignments/<str:token>/skip/", apis.AssignmentSkipApi.as_view(), name="assignment-skip"),
     # Staff: the staff home's figures, two studies compared, an annotator's votes left out.
-    path("staff/summary/", apis.StaffSummaryApi.as_view(), name="staff-summary"),
-    path("studies/compare/", apis.StudyCompareApi.as_view(), name="studies-compare"),
+    path("staff/summary/", staff_apis.StaffSummaryApi.as_view(), name="staff-summary"),
+    path("studies/compare/", staff_apis.StudyCompareApi.as_view(), name="studies-compare"),
     path(
         "studies/<int:study_id>/annotators/<int:annotator_id>/exclusion/",
-        apis.AnnotatorExclusionApi.as_view(),
+        staff_apis.AnnotatorExclusionApi.as_view(),
         name="annotator-exclusion",
     ),
     # Staff results and exports (a path segment, not ?format=, which DRF reserves).
-    path("studies/<int:study_id>/results/", apis.StudyResultsApi.as_view(), name="study-results"),
+    path(
+        "studies/<int:study_id>/results/",
+        staff_apis.StudyResultsApi.as_view(),
+        name="study-results",
+    ),
     path(
         "studies/<int:study_id>/export/<str:fmt>/",
-        apis.StudyExportApi.as_view(),
+        staff_apis.StudyExportApi.as_view(),
         name="study-export",
     ),
     *router.urls,

@@ -1,4 +1,4 @@
-"""REST API: the annotator loop (next pair, vote) and staff management of studies.
+"""REST API: the annotator loop (next pair, vote, skip); staff endpoints are in staff_apis.py.
 
 The annotator endpoints are contracts (the voting page and outside tools use them):
 ``GET /api/studies/{id}/next/`` and ``POST /api/assignments/{token}/vote/``. Their serializers
@@ -8,14 +8,11 @@ is among them.
 
 from __future__ import annotations
 
-from django.http import Http404, HttpResponse
+from django.http import Http404
 from django.utils.cache import add_never_cache_headers
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import mixins, serializers, status, viewsets
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication
-from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import BasePermission
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -23,16 +20,12 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from generation.errors import ServiceError
-from generation.models import GenerationRun, PromptSet
 
-from . import quality, ranking, results, staff, studies
 from .loop.assign import next_pair, shown_pair
 from .loop.skips import BAD_REASON, REASONS, assignment_skip
 from .loop.state import loop_state
 from .loop.votes import BAD_CHOICE, CHOICES, VoteConflict, choice_of, vote_record, vote_target
 from .markdown import render_answer, with_html, word_diff
-from .models import Study
-from .views import count_from
 
 
 class MayAnnotate(BasePermission):
@@ -281,214 +274,3 @@ class AssignmentSkipApi(_AnnotatorApi):
             self.OutputSerializer(data).data,
             status=status.HTTP_201_CREATED if changed else status.HTTP_200_OK,
         )
-
-
-# --- staff -------------------------------------------------------------------------------------
-
-
-class StaffSummaryApi(APIView):
-    """Staff: the staff home's figures (studies with progress and votes in the last hour, runs
-    of every kind, skipped pairs)."""
-
-    required_permissions = ["annotation.view_study"]
-
-    @extend_schema(operation_id="staff_summary", responses={200: OpenApiTypes.OBJECT})
-    def get(self, request):
-        return Response(staff.summary_dict())
-
-
-class StudyCompareApi(APIView):
-    """Staff: two studies over the same models (``compare_studies`` as an endpoint)."""
-
-    required_permissions = ["annotation.view_study", "annotation.export_study"]
-
-    @extend_schema(
-        operation_id="studies_compare",
-        parameters=[OpenApiParameter("first", int), OpenApiParameter("second", int)],
-        responses={200: OpenApiTypes.OBJECT, 400: OpenApiResponse(description="bad study")},
-    )
-    def get(self, request):
-        found = []
-        for name in ("first", "second"):
-            value = request.query_params.get(name, "")
-            if not value.isdigit():
-                raise ValidationError({name: "give a study id"})
-            study = Study.objects.filter(pk=int(value)).first()
-            if study is None:
-                raise Http404
-            found.append(study)
-        try:
-            return Response(results.studies_compare(first=found[0], second=found[1]))
-        except ValueError as exc:
-            raise ValidationError({"detail": str(exc)}) from None
-
-
-class AnnotatorExclusionApi(APIView):
-    """Staff: leave an annotator's votes out of a study's results (PUT) or count them again
-    (DELETE); the votes themselves are kept."""
-
-    required_permissions = ["annotation.change_study", "annotation.export_study"]
-
-    @extend_schema(operation_id="annotator_exclusion_set", request=None, responses={204: None})
-    def put(self, request, study_id: int, annotator_id: int):
-        return self._set(request, study_id, annotator_id, excluded=True)
-
-    @extend_schema(operation_id="annotator_exclusion_clear", request=None, responses={204: None})
-    def delete(self, request, study_id: int, annotator_id: int):
-        return self._set(request, study_id, annotator_id, excluded=False)
-
-    def _set(self, request, study_id: int, annotator_id: int, *, excluded: bool):
-        study = Study.objects.filter(pk=study_id).first()
-        if study is None:
-            raise Http404
-        try:
-            quality.annotator_exclude(
-                study=study, annotator_id=annotator_id, excluded=excluded, user=request.user
-            )
-        except LookupError:
-            raise Http404 from None
-        return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-# --- staff: studies ----------------------------------------------------------------------------
-
-
-class StudySerializer(serializers.ModelSerializer):
-    runs = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
-    comparisons = serializers.IntegerField(source="comparisons.count", read_only=True)
-
-    class Meta:
-        model = Study
-        fields = [
-            "id",
-            "name",
-            "title",
-            "prompt_set",
-            "runs",
-            "votes_per_comparison",
-            "instructions",
-            "status",
-            "quota",
-            "gold_rate",
-            "fast_vote_seconds",
-            "comparisons",
-            "created_at",
-            "opened_at",
-            "closed_at",
-        ]
-        read_only_fields = fields
-
-
-class StudyCreateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=200)
-    title = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    prompt_set = serializers.PrimaryKeyRelatedField(
-        queryset=PromptSet.objects.all(), required=False, allow_null=True, default=None
-    )
-    runs = serializers.PrimaryKeyRelatedField(queryset=GenerationRun.objects.all(), many=True)
-    votes_per_comparison = serializers.IntegerField(min_value=1, default=3)
-    instructions = serializers.CharField(required=False, allow_blank=True, default="")
-    open = serializers.BooleanField(required=False, default=False)
-
-
-class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Staff: studies, created (with all their comparisons), opened and closed."""
-
-    queryset = Study.objects.select_related("prompt_set").prefetch_related("runs")
-    serializer_class = StudySerializer
-    filterset_fields = ["status", "prompt_set"]
-
-    @extend_schema(request=StudyCreateSerializer, responses={201: StudySerializer})
-    def create(self, request):
-        form = StudyCreateSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        data = form.validated_data
-        try:
-            study = studies.study_create(
-                name=data["name"],
-                title=data["title"],
-                prompt_set=data["prompt_set"],
-                runs=data["runs"],
-                votes_per_comparison=data["votes_per_comparison"],
-                instructions=data["instructions"],
-                open_now=data["open"],
-                user=request.user,
-            )
-        except ServiceError as exc:
-            raise ValidationError({"detail": str(exc)}) from None
-        return Response(StudySerializer(study).data, status=status.HTTP_201_CREATED)
-
-    @extend_schema(request=None, responses={200: StudySerializer})
-    @action(detail=True, methods=["post"], url_path="open")
-    def open_study(self, request, pk=None):
-        try:
-            study = studies.study_open(study=self.get_object(), user=request.user)
-        except ServiceError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        return Response(StudySerializer(study).data)
-
-    @extend_schema(request=None, responses={200: StudySerializer})
-    @action(detail=True, methods=["post"], url_path="close")
-    def close_study(self, request, pk=None):
-        try:
-            study = studies.study_close(study=self.get_object(), user=request.user)
-        except ServiceError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        return Response(StudySerializer(study).data)
-
-
-# --- results (staff) ---------------------------------------------------------------------------
-
-
-class StudyResultsApi(APIView):
-    """Staff: the study's tables, strengths with intervals, position bias and agreement."""
-
-    required_permissions = ["annotation.view_study", "annotation.export_study"]
-
-    @extend_schema(
-        operation_id="study_results",
-        parameters=[
-            OpenApiParameter("method", str, enum=list(ranking.METHODS)),
-            OpenApiParameter("resample", str, enum=list(ranking.RESAMPLE)),
-            OpenApiParameter("position", bool),
-            OpenApiParameter("voters", str, enum=list(results.VOTERS)),
-        ],
-        responses={200: OpenApiTypes.OBJECT, 400: OpenApiResponse(description="bad option")},
-    )
-    def get(self, request, study_id: int):
-        study = Study.objects.filter(pk=study_id).first()
-        if study is None:
-            raise Http404
-        try:
-            options = results.parse_options(request.query_params)
-            found = results.study_results(
-                study=study, count_from=count_from(request.query_params), **options
-            )
-        except ValueError as exc:
-            raise ValidationError({"detail": str(exc)}) from None
-        return Response(results.results_json(found))
-
-
-class StudyExportApi(APIView):
-    """Staff: one export file (csv, json, md, battles, votes, strengths)."""
-
-    required_permissions = ["annotation.view_study", "annotation.export_study"]
-
-    @extend_schema(
-        operation_id="study_export",
-        responses={
-            (200, "text/csv"): OpenApiTypes.STR,
-            (200, "application/json"): OpenApiTypes.OBJECT,
-            (200, "text/markdown"): OpenApiTypes.STR,
-            (200, "application/x-ndjson"): OpenApiTypes.STR,
-        },
-    )
-    def get(self, request, study_id: int, fmt: str):
-        study = Study.objects.filter(pk=study_id).first()
-        if study is None or fmt not in results.EXPORT_FORMATS:
-            raise Http404
-        provenance = results.wants_provenance(request.query_params)
-        text, content_type, filename = results.export(study=study, fmt=fmt, provenance=provenance)
-        response = HttpResponse(text, content_type=content_type)
-        response["Content-Disposition"] = f'attachment; filename="{filename}"'
-        return response

@@ -38,6 +38,7 @@ BAD_OPTION = "unknown {name} {value!r}; use one of: {choices}"
 # never edited), the study's models and the options, so a new vote makes a new key and nothing
 # needs invalidating; the timeout only bounds how long an unused fit holds memory.
 FIT_CACHE_SECONDS = 600
+NO_VOTES_TO_COMPARE = "study {name!r} has no votes yet (counting the votes of: {voters})"
 
 
 def parse_options(params) -> dict:
@@ -169,13 +170,13 @@ def _votes(study: Study, voters: str = "people"):
 
 
 def _vote_rows(
-    study: Study, voters: str = "people"
+    study: Study, voters: str = "people", where: Q | None = None
 ) -> tuple[list[reports.VoteRow], tuple, list[float]]:
-    """The study's votes as rows, what the fit cache keys them by (``_vote_count``), and what
-    each counts for in the fit (``figures.vote_weight``)."""
+    """The study's votes (those ``where`` also selects) as rows, what the fit cache keys them
+    by (``_vote_count``), and what each counts for in the fit (``figures.vote_weight``)."""
     rows, newest, weights = [], None, []
     labels = study_labels(study=study)
-    for vote in _votes(study, voters):
+    for vote in _votes(study, voters).filter(where or Q()):
         weights.append(figures.vote_weight(vote))
         comparison = vote.comparison
         rows.append(
@@ -196,10 +197,11 @@ def _vote_rows(
 
 
 def study_vote_rows(
-    *, study: Study, voters: str = "people"
+    *, study: Study, voters: str = "people", where: Q | None = None
 ) -> tuple[list[reports.VoteRow], list[float]]:
-    """The counted votes (``voters``') as rows, and what each counts for in the fit."""
-    rows, _, weights = _vote_rows(study, voters)
+    """The counted votes (``voters``', those ``where`` selects) as rows, and what each counts
+    for in the fit."""
+    rows, _, weights = _vote_rows(study, voters, where)
     return rows, weights
 
 
@@ -345,6 +347,10 @@ def results_json(results: Results) -> dict:
         "note": results.agreement.note,
     }
     out["judge_agreement"] = study_judge_agreement(study=results.study)
+    from .judge_results import judge_runs_json, routing_json  # it reads this module's votes
+
+    out["judge_runs"] = judge_runs_json(study=results.study)
+    out["routing"] = routing_json(study=results.study)
     out["annotator_quality"] = [quality.quality_dict(q) for q in results.quality]
     out["annotators"] = [
         {
@@ -422,12 +428,14 @@ def studies_compare(
     for study, whose in zip((first, second), voters, strict=True):
         found = study_results(study=study, bootstrap=bootstrap, voters=whose)
         if found.ranking is None:
-            raise ValueError(f"study {study.name!r} has no votes yet")
+            raise ValueError(NO_VOTES_TO_COMPARE.format(name=study.name, voters=whose))
         rankings.append(found.ranking)
     compared = ranking.compare(*rankings)
     return {
         "first": first.name,
         "second": second.name,
+        "voters_first": voters[0],
+        "voters_second": voters[1],
         "models": compared.models,
         "kendall_tau": compared.kendall_tau,
         "p_value": compared.p_value,

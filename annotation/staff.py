@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 
-from django.db.models import Count, Q
+from django.db.models import Count, Q, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from generation.models import FineTuneRun, GenerationRun
@@ -25,7 +26,7 @@ class StudySummary:
     comparisons: int
     gold: int
     votes: int  # on ordinary comparisons (gold checks are not progress)
-    wanted: int  # ordinary comparisons x K
+    wanted: int  # per ordinary comparison its target (K, or what routing left it), summed
     votes_last_hour: int  # every app vote, gold included: the annotators' pace
     annotators: int
     skips: int
@@ -58,6 +59,10 @@ def study_summaries(*, statuses=(Study.Status.OPEN, Study.Status.DRAFT)) -> list
         .annotate(
             n_comparisons=Count("comparisons", distinct=True),
             n_gold=Count("comparisons", filter=Q(comparisons__gold=True), distinct=True),
+            n_wanted=Sum(
+                Coalesce("comparisons__votes_wanted", "votes_per_comparison"),
+                filter=Q(comparisons__gold=False),
+            ),
         )
         .order_by("status", "-created_at")
     )
@@ -74,7 +79,7 @@ def study_summaries(*, statuses=(Study.Status.OPEN, Study.Status.DRAFT)) -> list
                 comparisons=ordinary,
                 gold=study.n_gold,
                 votes=votes.filter(comparison__gold=False).count(),
-                wanted=ordinary * study.votes_per_comparison,
+                wanted=study.n_wanted or 0,
                 votes_last_hour=votes.filter(imported=False, created_at__gte=hour_ago).count(),
                 annotators=votes.exclude(annotator=None).values("annotator").distinct().count(),
                 skips=Assignment.objects.filter(

@@ -8,7 +8,7 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils.translation import gettext
+from django.utils.translation import gettext, gettext_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
@@ -37,27 +37,43 @@ def staff_home(request: HttpRequest) -> HttpResponse:
     return render(request, "annotation/staff_home.html", context)
 
 
+# What each side of a comparison of studies counts (results.VOTERS), as the page names it.
+VOTER_CHOICES = [
+    ("people", gettext_lazy("people")),
+    ("judge", gettext_lazy("the LLM judge")),
+    ("all", gettext_lazy("people and the judge")),
+]
+
+
 @results_access
 @never_cache
 def staff_compare(request: HttpRequest) -> HttpResponse:
-    """Two studies over the same models: Kendall's tau of the strengths, per pair win rates."""
+    """Two studies over the same models, each read for its voters (people, the judge or both;
+    the same study twice compares people with its judge): Kendall's tau of the strengths, per
+    pair win rates. ``compare_studies`` and the API share ``results.studies_compare``."""
     studies = Study.objects.order_by("-created_at").only("pk", "name")
     first_id, second_id = request.GET.get("first"), request.GET.get("second")
+    voters = tuple(request.GET.get(f"voters_{which}") or "people" for which in ("first", "second"))
     compared, error = None, ""
     if first_id and second_id:
         if not (first_id.isdigit() and second_id.isdigit()):
             error = gettext("Choose two studies.")
+        elif any(v not in results.VOTERS for v in voters):
+            error = gettext("Choose people, the LLM judge or both for each study.")
         else:
             first = get_object_or_404(Study, pk=int(first_id))
             second = get_object_or_404(Study, pk=int(second_id))
             try:
-                compared = results.studies_compare(first=first, second=second)
+                compared = results.studies_compare(first=first, second=second, voters=voters)
             except ValueError as exc:
                 error = str(exc)
     context = {
         "studies": studies,
         "first": first_id or "",
         "second": second_id or "",
+        "voters_first": voters[0],
+        "voters_second": voters[1],
+        "voter_choices": VOTER_CHOICES,
         "compared": compared,
         "error": error,
     }

@@ -32,6 +32,7 @@ NO_COMMON_QUESTIONS = "the runs have no answered question in common; nothing to 
 BAD_VOTES_PER_COMPARISON = "votes per comparison must be at least 1"
 BAD_SAMPLING = "unknown sampling {value!r}; use one of: {choices}"
 BAD_QUOTA = "a quota must be at least 1 vote (or none)"
+BAD_AUDIT_SHARE = "audit_share must be between 0 and 1 (a share of the judge's verdicts)"
 BAD_GOLD_RATE = "the gold rate is a share between 0 and 1"
 CANNOT_OPEN = "study {name!r} is {status}; only a draft or closed study can be opened"
 CANNOT_CLOSE = "study {name!r} is {status}; only an open study can be closed"
@@ -51,12 +52,17 @@ def study_create(
     sampling: str = Study.Sampling.UNIFORM,
     quota: int | None = None,
     gold_rate: float = 0.0,
+    routing: bool = False,
+    audit_share: float = 0.2,
     user=None,
 ) -> Study:
     """A study with every comparison (model pairs x questions) built in this one transaction.
 
     ``sampling``: how pairs are handed out (Study.Sampling); ``quota``: most votes one
-    annotator may give (None: no limit); ``gold_rate``: share of pairs given as gold checks."""
+    annotator may give (None: no limit); ``gold_rate``: share of pairs given as gold checks;
+    ``routing``: an LLM judge goes first and people get what it was unsure of plus
+    ``audit_share`` of the rest (judging/routing.py; the study opens once a judge run finished).
+    """
     run_ids = [r.pk if isinstance(r, GenerationRun) else int(r) for r in runs]
     found = {
         r.pk: r
@@ -75,6 +81,8 @@ def study_create(
         raise ServiceError(BAD_QUOTA)
     if not 0 <= gold_rate <= 1:
         raise ServiceError(BAD_GOLD_RATE)
+    if not 0 <= audit_share <= 1:
+        raise ServiceError(BAD_AUDIT_SHARE)
     if Study.objects.filter(name=name).exists():
         raise ServiceError(STUDY_NAME_TAKEN.format(name=name))
 
@@ -93,6 +101,8 @@ def study_create(
                 sampling=sampling,
                 quota=quota,
                 gold_rate=gold_rate,
+                routing=routing,
+                audit_share=audit_share,
                 created_by=user if getattr(user, "pk", None) else None,
             )
     except IntegrityError:
@@ -180,11 +190,19 @@ def study_texts_check(*, models, texts: dict[str, str]) -> None:
 
 @transaction.atomic
 def study_open(*, study: Study, user=None) -> Study:
-    """Open a draft or closed study, flagging answers that may name their model first."""
+    """Open a draft or closed study, flagging answers that may name their model first.
+
+    A routing study opens only once a pairwise judge run over it has succeeded: its latest one
+    sets which comparisons people are given (judging.routing); with routing off, all of them.
+    """
+    # The judging app builds on this one; it is asked here, at open, and nowhere in the loop.
+    from judging.routing import study_routing_apply
+
     study = Study.objects.select_for_update().get(pk=study.pk)
     if study.status == Study.Status.OPEN:
         raise ServiceError(CANNOT_OPEN.format(name=study.name, status=study.status))
     reopened = study.status == Study.Status.CLOSED
+    study_routing_apply(study=study)
     flags = study_flag_identity(study=study)
     study.status = Study.Status.OPEN
     study.opened_at = study.opened_at or timezone.now()

@@ -13,7 +13,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 
-from . import reports, results
+from . import judge_results, reports, results
 from .loop.state import annotator_progress, open_studies_for, open_study, user_is_annotator
 from .models import Study
 
@@ -129,6 +129,8 @@ def results_page(request: HttpRequest, study_id: int) -> HttpResponse:
         "labels": list(results.study_labels(study=study).values()),
         "truncation": results.study_truncation(study=study),
         "judge_agreement": results.judge_agreement(study=study),
+        "judge_runs": judge_results.judge_runs_json(study=study),
+        "routing": judge_results.study_routing(study=study),
     }
     return render(request, "annotation/results.html", context)
 

@@ -4,3 +4,10 @@ from django.apps import AppConfig
 class JudgingConfig(AppConfig):
     name = "judging"
     verbose_name = "Judging"
+
+    def ready(self) -> None:
+        # Routing studies follow their latest succeeded pairwise judge run (judging/routing.py);
+        # registered in every process, the worker included.
+        from . import routing
+
+        routing.register()

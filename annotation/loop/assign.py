@@ -23,7 +23,7 @@ from generation.models import Answer
 from ..identity import apply_masks
 from ..models import Assignment, Comparison, IdentityFlag, Study
 from ..sampling import sampling_refresh_soon
-from .sql import LIVE_LEASE, NOBODY, fetchone, live_leases, params, sql, stored
+from .sql import LIVE_LEASE, NOBODY, fetchone, live_leases, params, sql, stored, target
 from .state import STUDY_NOT_OPEN, LoopState, Progress, annotator_progress
 
 _random = random.SystemRandom()
@@ -42,7 +42,8 @@ _PAIR_JOINS = sql(
        JOIN {answer} a ON a.id = pair.answer_a_id
        JOIN {answer} b ON b.id = pair.answer_b_id"""
 )
-# The claim: among the comparisons the annotator was never given whose load is below K, take
+# The claim: among the comparisons the annotator was never given whose load is below their
+# target (``sql.target``: K, or what routing left them; 0 is never handed out), take
 # the ``window`` first in (tier, key) order (a bounded top-N sort; a sort under the row locks
 # could not be bounded and would sort them all), then lock the first of those that no other
 # transaction holds. It returns the pair's texts with it (one round trip less), read in the
@@ -61,7 +62,8 @@ _CANDIDATE_SQL = sql(
                    FROM {comparison} c2
                    LEFT JOIN ({live}) live ON live.comparison_id = c2.id
                    WHERE c2.study_id = %(study)s AND c2.gold = %(gold)s
-                     AND (c2.gold = %(true)s OR c2.vote_count + COALESCE(live.n, 0) < %(k)s)
+                     AND (c2.gold = %(true)s
+                          OR c2.vote_count + COALESCE(live.n, 0) < {target})
                      AND NOT EXISTS (SELECT 1 FROM {assignment} mine
                                      WHERE mine.comparison_id = c2.id
                                        AND mine.annotator_id = %(annotator)s)
@@ -73,6 +75,7 @@ _CANDIDATE_SQL = sql(
              {{lock}}) pair
        {joins}""",
     live=live_leases("%(study)s"),
+    target=target("c2", "%(k)s"),
     columns=_PAIR_COLUMNS,
     joins=_PAIR_JOINS,
 )
@@ -122,10 +125,11 @@ _LEASE_INSERT_SQL = sql(
                   COALESCE(SUM(CASE WHEN {left} = %(b)s AND (status = %(voted)s OR {live})
                                     THEN 1 ELSE 0 END), 0) AS b_left
            FROM {assignment} WHERE comparison_id = %(comparison)s) n
-       WHERE c.id = %(comparison)s AND (c.gold = %(true)s OR c.vote_count + n.live < %(k)s)
+       WHERE c.id = %(comparison)s AND (c.gold = %(true)s OR c.vote_count + n.live < {target})
        ON CONFLICT DO NOTHING
        RETURNING id, {left}""",
     live=LIVE_LEASE,
+    target=target("c", "%(k)s"),
 )
 
 
@@ -262,9 +266,9 @@ def _lease_insert(
     )
 
 
-def _lock(comparison_id: int) -> tuple[int, bool]:
-    """Lock the comparison row for this transaction (waiting for it); returns its vote count
-    and whether it is a gold check.
+def _lock(comparison_id: int) -> tuple[int, bool, int | None]:
+    """Lock the comparison row for this transaction (waiting for it); returns its vote count,
+    whether it is a gold check, and its own target (``votes_wanted``; None: the study's K).
 
     The row lock guards the comparison's slots: votes, live leases and the assignments' status
     change only while it is held. SQLite has no row locks; the project runs it with IMMEDIATE
@@ -276,7 +280,7 @@ def _lock(comparison_id: int) -> tuple[int, bool]:
         Comparison.objects.select_for_update(of=("self",))
         .filter(pk=comparison_id)
         .order_by()
-        .values_list("vote_count", "gold")
+        .values_list("vote_count", "gold", "votes_wanted")
         .get()
     )
 
@@ -308,7 +312,7 @@ def next_pair(*, state: LoopState) -> NextPair:
         held = Assignment.objects.get(pk=state.held_id)
         if state.held_live:
             return NextPair(held, state.progress)
-        votes, gold = _lock(held.comparison_id)
+        votes, gold, wanted = _lock(held.comparison_id)
         others = (
             Assignment.objects.filter(
                 comparison_id=held.comparison_id,
@@ -320,7 +324,7 @@ def next_pair(*, state: LoopState) -> NextPair:
         )
         held.refresh_from_db()
         if held.status == Assignment.Status.LEASED:
-            if gold or votes + others < k:
+            if gold or votes + others < (k if wanted is None else wanted):
                 held.lease_expires_at = now + settings.ASSIGNMENT_LEASE
                 held.save(update_fields=["lease_expires_at"])
                 return NextPair(held, progress())

@@ -92,21 +92,27 @@ def done(study: str) -> str:
     )
 
 
+def target(comparison: str, k: str) -> str:
+    """People's votes a comparison wants: its own target when routing set one (0: the judge
+    settled it), else the study's K. A column of the row already read, so no scan is added."""
+    return f"COALESCE({comparison}.votes_wanted, {k})"
+
+
 def remaining(study: str, k: str, also: str = "") -> str:
     """Comparisons the annotator holds or was never given whose load, leaving out their own
-    lease (``excluded`` = the annotator), is below K (gold checks: all, they have no K), as
-    many as their quota in the study still allows."""
+    lease (``excluded`` = the annotator), is below their target (``target``: votes_wanted, or
+    K; gold checks: all, they have no K), as many as their quota in the study still allows."""
     left = sql(
         """SELECT COUNT(*) FROM {comparison} c
            LEFT JOIN ({live}) live ON live.comparison_id = c.id
            WHERE c.study_id = {study_id} {also}
-             AND (c.gold = %(true)s OR c.vote_count + COALESCE(live.n, 0) < {k})
+             AND (c.gold = %(true)s OR c.vote_count + COALESCE(live.n, 0) < {target})
              AND NOT EXISTS (SELECT 1 FROM {assignment} mine
                              WHERE mine.comparison_id = c.id AND mine.annotator_id = %(annotator)s
                                AND mine.status <> %(leased)s)""",
         live=live_leases(study),
         study_id=study,
-        k=k,
+        target=target("c", k),
         also=also,
     )
     # Each count once, in a derived table the CASE reads (written into the CASE, the planner

@@ -105,11 +105,13 @@ class _NoSlot(Exception):
 # The columns come from the model, so a field added to Vote is written here too (its default,
 # unless the vote sets it).
 _VOTE_FIELDS = [f for f in Vote._meta.concrete_fields if not f.primary_key]
-# Gold checks have no K; no annotator votes past their quota (they count under a lock of
-# their own in the study, taken first: see _vote_insert).
+# Gold checks have no K; routing may have set a comparison's own target (votes_wanted, in
+# place of K); no annotator votes past their quota (they count under a lock of their own in
+# the study, taken first: see _vote_insert).
 _TAKE_SLOT_SQL = sql(
     """UPDATE {comparison} SET vote_count = vote_count + 1
-       WHERE id = %(comparison)s AND (vote_count < %(k)s OR gold = %(true)s)
+       WHERE id = %(comparison)s
+         AND (vote_count < COALESCE(votes_wanted, %(k)s) OR gold = %(true)s)
          AND (%(quota)s IS NULL OR (SELECT COUNT(*) FROM {assignment} q
                                     WHERE q.study_id = %(study)s AND q.status = %(voted)s
                                       AND q.annotator_id = %(annotator_id)s) < %(quota)s)
@@ -170,7 +172,12 @@ def vote_record(*, assignment: Assignment, choice: str, comment: str = "") -> tu
         >= quota
     ):
         raise VoteConflict(QUOTA_REACHED)
-    # Live or late, no comparison ever gets more than K votes.
+    # Live or late, no comparison ever gets more than K votes (or its routed target). A live
+    # lease on a full comparison (routing settled it after it was handed out) is given up, so
+    # that the annotator's next pair is another one rather than this one again.
+    Assignment.objects.filter(pk=assignment.pk, status=Assignment.Status.LEASED).update(
+        status=Assignment.Status.EXPIRED
+    )
     raise VoteConflict(COMPARISON_FULL)
 
 

@@ -23,7 +23,9 @@ from annotation.models import Assignment, Comparison, IdentityFlag, Study, Study
 from generation.models import Answer, GenerationRun, LanguageModel, PromptSet, Question
 from generation.registry import language_model_register
 from generation.runs import generation_run_create_imported
+from judging.models import JudgePrompt, JudgeRun, Judgment
 
+from . import judged
 from .conftest import MODEL_SPECS
 
 pytestmark = pytest.mark.django_db
@@ -40,6 +42,7 @@ ID_BASES = {
     StudyRun: 7_900_000,
     IdentityFlag: 8_000_000,
 }
+JUDGE_ID_BASES = {JudgePrompt: 8_100_000, JudgeRun: 8_200_000, Judgment: 8_300_000}
 
 
 def _start_ids_at(model, value: int) -> None:
@@ -505,3 +508,74 @@ def test_the_page_inserts_only_rendered_fields_of_the_history_as_html():
     template = Path(finders.find("annotation/vote.js")).parent.parent.parent / "templates"
     page = (template / "annotation" / "vote.html").read_text(encoding="utf-8")
     assert "<script>" not in page and "style=" not in page  # the strict CSP: nothing inline
+
+
+def test_a_judge_run_and_routing_reach_no_annotator(blinded_study, annotator, other_annotator):
+    """A judge run over the study (its prompt, verdicts with raw outputs, judge votes) and the
+    routing it decided: nothing an annotator sees or fetches names the judge, its prompt or
+    anything it wrote, and no id of the judge's rows appears either."""
+    for model, base in JUDGE_ID_BASES.items():
+        _start_ids_at(model, base)
+    study = blinded_study
+    ids = list(Comparison.objects.filter(study=study).order_by("pk").values_list("pk", flat=True))
+    states = [judged.CONSISTENT_A] * 3 + [judged.CONSISTENT_B] * 2
+    states += [judged.INCONSISTENT] * 2 + [judged.UNPARSABLE] * 2
+    run = judged.judged_run(study, dict(zip(ids, states, strict=True)))
+    assert Judgment.objects.filter(run=run).count() == 18
+    assert Vote.objects.filter(comparison__study=study, voter="judge").count() == 14
+    # Routing on: the judge's latest run decides at open (round(0.2 x 5) = 1 audited).
+    studies.study_close(study=study)
+    Study.objects.filter(pk=study.pk).update(routing=True)
+    studies.study_open(study=Study.objects.get(pk=study.pk))
+    sent = set(
+        Comparison.objects.filter(study=study, votes_wanted=None).values_list("pk", flat=True)
+    )
+    assert len(sent) == 5
+
+    rec = Recorder()
+    client, other = Client(), Client()
+    client.force_login(annotator)
+    other.force_login(other_annotator)
+    api = f"/api/studies/{study.pk}/next/"
+    for c in (client, other):
+        rec.get(c, "/annotate/")
+        rec.get(c, f"/annotate/{study.pk}/", headers={"accept-language": "ja"})
+    first = rec.get(client, api).json()
+    rec.post(
+        client,
+        f"/api/assignments/{first['token']}/skip/",
+        {"reason": "cannot_judge"},
+        content_type="application/json",
+    )
+    handed = []
+    for c in (client, other):
+        while rec.get(c, api).status_code == 200:
+            token = rec.get(c, api).json()["token"]  # a reload
+            handed.append(Assignment.objects.get(token=token).comparison_id)
+            url = f"/api/assignments/{token}/vote/"
+            rec.post(c, url, {"choice": "right"}, content_type="application/json")
+            rec.post(c, url, {"choice": "right"}, content_type="application/json")
+            rec.post(c, url, {"choice": "left"}, content_type="application/json")  # 409
+        rec.get(c, f"/annotate/{study.pk}/")
+        rec.get(c, "/annotate/")
+    # K = 1: the annotator votes on the 4 they did not skip, the other one on the skipped one.
+    assert sorted(handed) == sorted(sent)
+    for name in ["annotation/vote.js", "annotation/site.css"]:
+        rec.seen.append((name, Path(finders.find(name)).read_text(encoding="utf-8")))
+
+    words, ids = _forbidden(study)
+    prompt = run.prompt
+    words |= {judged.JUDGE_NAME, "owlbadger", judged.PROMPT_NAME, "heronquill", judged.RAW_MARK}
+    words |= {run.judge.name_or_path, str(prompt), prompt.system_prompt, prompt.template}
+    for raw, prompt_text in Judgment.objects.filter(run=run).values_list(
+        "raw_output", "prompt_text"
+    ):
+        words |= {raw, prompt_text, raw.splitlines()[0]}
+    ids |= {run.pk, prompt.pk, *Judgment.objects.filter(run=run).values_list("pk", flat=True)}
+    id_pattern = re.compile(r"(?<!\d)(" + "|".join(str(i) for i in sorted(ids)) + r")(?!\d)")
+    for url, text in rec.seen:
+        lowered = text.lower()
+        for word in words:
+            assert word.lower() not in lowered, f"{word!r} leaked in {url}: {text[:300]!r}"
+        match = id_pattern.search(text)
+        assert match is None, f"id {match.group()} leaked in {url}: {text[:300]!r}"

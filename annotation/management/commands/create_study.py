@@ -33,6 +33,20 @@ class Command(BaseCommand):
             help="how pairs are handed out: uniform (fewest votes first) or active (once every "
             "pair has a vote, the least settled model pairs first); default: uniform",
         )
+        parser.add_argument(
+            "--routing",
+            action="store_true",
+            help="judge first: after `manage.py judge` finishes, people vote only on what the "
+            "judge was unsure of plus an audit sample (open the study after the judge run)",
+        )
+        parser.add_argument(
+            "--audit-share",
+            type=float,
+            default=0.2,
+            metavar="SHARE",
+            help="routing: share of the judge's consistent verdicts also given to people "
+            "(default: 0.2)",
+        )
 
     def handle(self, *args, **opts):
         prompt_set = PromptSet.objects.filter(name=opts["prompt_set"]).first()
@@ -48,12 +62,15 @@ class Command(BaseCommand):
                 instructions=opts["instructions"],
                 open_now=opts["open"],
                 sampling=opts["sampling"],
+                routing=opts["routing"],
+                audit_share=opts["audit_share"],
             )
         except ServiceError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(
             f"study {study.pk} {study.name!r}: {study.comparisons.count()} comparisons, "
             f"K={study.votes_per_comparison}, {study.sampling} sampling, {study.status}"
+            + (f", routing (audit share {study.audit_share:g})" if study.routing else "")
         )
         if study.status == study.Status.OPEN:
             counts = studies.study_flag_counts(study=study)

@@ -1,4 +1,11 @@
-"""Demo data for `make demo`; safe to run again (it reuses what exists, resets passwords)."""
+"""Demo data for `make demo`; safe to run again (it reuses what exists, resets passwords).
+
+Both halves of a LINE-style evaluation: three tiny models (seeds 0, 1, 2) answer the fixture
+questions and a study of them opens for people; a small judge (the seed-0 tiny model taught the
+verdict format with the app's own fine-tuning, judging/teaching.py) judges every comparison in
+both orders, so the results page has the judge's table from the start and the agreement view
+fills in as the demo annotator votes.
+"""
 
 from __future__ import annotations
 
@@ -15,21 +22,36 @@ from annotation.studies import study_create
 from generation.models import GenerationRun, LanguageModel, PromptSet
 from generation.registry import language_model_register, prompt_set_import, storage_relative
 from generation.runs import generation_run_create, generation_run_execute
+from judging.models import JudgeRun
+from judging.runs import judge_run_create, judge_run_execute
+from judging.teaching import (
+    TINY_PAIRWISE,
+    corpus_pairs,
+    teach_judge,
+    tiny_pairwise_prompt,
+    verdict_examples,
+)
 
 PROMPT_SET = "demo: 100 Japanese questions"
-STUDY = "demo study"
-SEEDS = (0, 1)
+STUDY = "demo study: three models"
+SEEDS = (0, 1, 2)  # three models, as in LINE's study
+JUDGE = "tiny-judge"
+TEACHING_EXAMPLES = 300
+JUDGE_PARAMS = {"max_new_tokens": 48}
 
 
 class Command(BaseCommand):
     help = (
-        "Load the fixture prompt set, build two tiny models (seeds 0 and 1), generate their "
-        "answers through the worker, open a demo study, create an admin and an annotator."
+        "Load the fixture prompt set, build three tiny models (seeds 0, 1, 2), generate their "
+        "answers through the worker, open a demo study, teach a tiny judge and judge the study "
+        "with it, create an admin and an annotator."
     )
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "--inline", action="store_true", help="generate in this process (no worker needed)"
+            "--inline",
+            action="store_true",
+            help="generate and judge in this process (no worker needed)",
         )
 
     def handle(self, *args, inline: bool, **options):
@@ -61,7 +83,7 @@ class Command(BaseCommand):
                 )
             )
             runs.append(self._run_for(model, prompt_set, seed, inline))
-        runs = [self._wait(run) for run in runs]
+        runs = [self._wait(run, what=f"answers of {run.model.name}") for run in runs]
 
         study = Study.objects.filter(name=STUDY).first()
         if study is None:
@@ -76,6 +98,11 @@ class Command(BaseCommand):
                 open_now=True,
             )
         self.stdout.write(f"study {study.name!r} is {study.status}: /annotate/{study.pk}/")
+        judged = self._judge_run(self._judge(runs[0].model), study, inline)
+        self.stdout.write(
+            f"judge run {judged.pk} ({judged.judge.name}, {judged.prompt}): {judged.status}, "
+            f"{judged.done}/{judged.total} verdicts; results: /studies/{study.pk}/results/"
+        )
 
         admin_password = self._user("admin", staff=True)
         annotator_password = self._user("annotator", staff=False)
@@ -87,6 +114,44 @@ class Command(BaseCommand):
                 f"{annotator_password}   http://127.0.0.1:8000/annotate/"
             )
         )
+
+    def _judge(self, base: LanguageModel) -> LanguageModel:
+        """The demo judge: the seed-0 model taught the verdict format (once; reused after)."""
+        import torch
+
+        judge = LanguageModel.objects.filter(name=JUDGE).first()
+        if judge is not None:
+            return judge
+        self.stdout.write(f"teaching {JUDGE} the verdict format ({TEACHING_EXAMPLES} examples) …")
+        examples = verdict_examples(TINY_PAIRWISE, corpus_pairs(), TEACHING_EXAMPLES)
+        # The tiny model gains nothing from a second thread; on a busy machine it only contends.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            taught = teach_judge(base=base, name=JUDGE, examples=examples)
+        finally:
+            torch.set_num_threads(threads)
+        self.stdout.write(f"taught {JUDGE} in {taught.seconds:.0f}s")
+        return taught.model
+
+    def _judge_run(self, judge: LanguageModel, study: Study, inline: bool) -> JudgeRun:
+        """A finished judge run of ``judge`` over the study (reused when one exists)."""
+        run = (
+            JudgeRun.objects.filter(judge=judge, study=study)
+            .exclude(status__in=[JudgeRun.Status.FAILED, JudgeRun.Status.CANCELLED])
+            .first()
+        )
+        if run is None:
+            run = judge_run_create(
+                judge=judge,
+                study=study,
+                prompt=tiny_pairwise_prompt(),
+                params=JUDGE_PARAMS,
+                enqueue=not inline,
+            )
+            if inline:
+                judge_run_execute(run.pk)
+        return self._wait(run, what=f"verdicts of {judge.name}", unit="verdict")
 
     def _run_for(self, model, prompt_set, seed: int, inline: bool) -> GenerationRun:
         existing = (
@@ -103,15 +168,16 @@ class Command(BaseCommand):
             generation_run_execute(run_id=run.pk)
         return run
 
-    def _wait(self, run: GenerationRun) -> GenerationRun:
-        with tqdm(total=run.total, desc=f"answers of {run.model.name}", unit="answer") as bar:
+    def _wait(self, run, *, what: str, unit: str = "answer"):
+        """Wait for a generation or judge run to finish, with a progress bar."""
+        with tqdm(total=run.total, desc=what, unit=unit) as bar:
             while True:
                 run.refresh_from_db()
                 bar.update(run.done - bar.n)
-                if run.status not in GenerationRun.ACTIVE:
+                if run.status not in type(run).ACTIVE:
                     break
                 time.sleep(1)
-        if run.status != GenerationRun.Status.SUCCEEDED:
+        if run.status != type(run).Status.SUCCEEDED:
             raise CommandError(f"run {run.pk} {run.status}: {run.error.strip()[-800:]}")
         return run
 

@@ -1,0 +1,246 @@
+"""REST API for staff: the staff home's figures, studies (created, opened, closed), results,
+exports, two studies compared, and annotators left out. The annotator loop is annotation/apis.py.
+"""
+
+from __future__ import annotations
+
+from django.http import Http404, HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from generation.errors import ServiceError
+from generation.models import GenerationRun, PromptSet
+
+from . import quality, ranking, results, staff, studies
+from .models import Study
+from .views import count_from
+
+# --- staff -------------------------------------------------------------------------------------
+
+
+class StaffSummaryApi(APIView):
+    """Staff: the staff home's figures (studies with progress and votes in the last hour, runs
+    of every kind, skipped pairs)."""
+
+    required_permissions = ["annotation.view_study"]
+
+    @extend_schema(operation_id="staff_summary", responses={200: OpenApiTypes.OBJECT})
+    def get(self, request):
+        return Response(staff.summary_dict())
+
+
+SIDES = ("first", "second")
+
+
+class StudyCompareApi(APIView):
+    """Staff: two studies over the same models (``compare_studies`` as an endpoint)."""
+
+    required_permissions = ["annotation.view_study", "annotation.export_study"]
+
+    @extend_schema(
+        operation_id="studies_compare",
+        parameters=[OpenApiParameter(n, int) for n in SIDES]
+        + [OpenApiParameter(f"voters_{n}", str, enum=list(results.VOTERS)) for n in SIDES],
+        responses={200: OpenApiTypes.OBJECT, 400: OpenApiResponse(description="bad study")},
+    )
+    def get(self, request):
+        found = []
+        for name in SIDES:
+            value = request.query_params.get(name, "")
+            if not value.isdigit():
+                raise ValidationError({name: "give a study id"})
+            study = Study.objects.filter(pk=int(value)).first()
+            if study is None:
+                raise Http404
+            found.append(study)
+        voters = tuple(request.query_params.get(f"voters_{n}", "people") for n in SIDES)
+        try:
+            return Response(results.studies_compare(first=found[0], second=found[1], voters=voters))
+        except ValueError as exc:
+            raise ValidationError({"detail": str(exc)}) from None
+
+
+class AnnotatorExclusionApi(APIView):
+    """Staff: leave an annotator's votes out of a study's results (PUT) or count them again
+    (DELETE); the votes themselves are kept."""
+
+    required_permissions = ["annotation.change_study", "annotation.export_study"]
+
+    @extend_schema(operation_id="annotator_exclusion_set", request=None, responses={204: None})
+    def put(self, request, study_id: int, annotator_id: int):
+        return self._set(request, study_id, annotator_id, excluded=True)
+
+    @extend_schema(operation_id="annotator_exclusion_clear", request=None, responses={204: None})
+    def delete(self, request, study_id: int, annotator_id: int):
+        return self._set(request, study_id, annotator_id, excluded=False)
+
+    def _set(self, request, study_id: int, annotator_id: int, *, excluded: bool):
+        study = Study.objects.filter(pk=study_id).first()
+        if study is None:
+            raise Http404
+        try:
+            quality.annotator_exclude(
+                study=study, annotator_id=annotator_id, excluded=excluded, user=request.user
+            )
+        except LookupError:
+            raise Http404 from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- staff: studies ----------------------------------------------------------------------------
+
+
+class StudySerializer(serializers.ModelSerializer):
+    runs = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    comparisons = serializers.IntegerField(source="comparisons.count", read_only=True)
+
+    class Meta:
+        model = Study
+        fields = [
+            "id",
+            "name",
+            "title",
+            "prompt_set",
+            "runs",
+            "votes_per_comparison",
+            "instructions",
+            "status",
+            "quota",
+            "gold_rate",
+            "fast_vote_seconds",
+            "routing",
+            "audit_share",
+            "comparisons",
+            "created_at",
+            "opened_at",
+            "closed_at",
+        ]
+        read_only_fields = fields
+
+
+class StudyCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    title = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    prompt_set = serializers.PrimaryKeyRelatedField(
+        queryset=PromptSet.objects.all(), required=False, allow_null=True, default=None
+    )
+    runs = serializers.PrimaryKeyRelatedField(queryset=GenerationRun.objects.all(), many=True)
+    votes_per_comparison = serializers.IntegerField(min_value=1, default=3)
+    instructions = serializers.CharField(required=False, allow_blank=True, default="")
+    routing = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Judge first: people get what the judge was unsure of, plus an audit sample",
+    )
+    audit_share = serializers.FloatField(min_value=0, max_value=1, required=False, default=0.2)
+    open = serializers.BooleanField(required=False, default=False)
+
+
+class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Staff: studies, created (with all their comparisons), opened and closed."""
+
+    queryset = Study.objects.select_related("prompt_set").prefetch_related("runs")
+    serializer_class = StudySerializer
+    filterset_fields = ["status", "prompt_set"]
+
+    @extend_schema(request=StudyCreateSerializer, responses={201: StudySerializer})
+    def create(self, request):
+        form = StudyCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        try:
+            study = studies.study_create(
+                name=data["name"],
+                title=data["title"],
+                prompt_set=data["prompt_set"],
+                runs=data["runs"],
+                votes_per_comparison=data["votes_per_comparison"],
+                instructions=data["instructions"],
+                routing=data["routing"],
+                audit_share=data["audit_share"],
+                open_now=data["open"],
+                user=request.user,
+            )
+        except ServiceError as exc:
+            raise ValidationError({"detail": str(exc)}) from None
+        return Response(StudySerializer(study).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: StudySerializer})
+    @action(detail=True, methods=["post"], url_path="open")
+    def open_study(self, request, pk=None):
+        try:
+            study = studies.study_open(study=self.get_object(), user=request.user)
+        except ServiceError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(StudySerializer(study).data)
+
+    @extend_schema(request=None, responses={200: StudySerializer})
+    @action(detail=True, methods=["post"], url_path="close")
+    def close_study(self, request, pk=None):
+        try:
+            study = studies.study_close(study=self.get_object(), user=request.user)
+        except ServiceError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(StudySerializer(study).data)
+
+
+# --- results (staff) ---------------------------------------------------------------------------
+
+
+class StudyResultsApi(APIView):
+    """Staff: the study's tables, strengths with intervals, position bias and agreement."""
+
+    required_permissions = ["annotation.view_study", "annotation.export_study"]
+
+    @extend_schema(
+        operation_id="study_results",
+        parameters=[
+            OpenApiParameter("method", str, enum=list(ranking.METHODS)),
+            OpenApiParameter("resample", str, enum=list(ranking.RESAMPLE)),
+            OpenApiParameter("position", bool),
+            OpenApiParameter("voters", str, enum=list(results.VOTERS)),
+        ],
+        responses={200: OpenApiTypes.OBJECT, 400: OpenApiResponse(description="bad option")},
+    )
+    def get(self, request, study_id: int):
+        study = Study.objects.filter(pk=study_id).first()
+        if study is None:
+            raise Http404
+        try:
+            options = results.parse_options(request.query_params)
+            found = results.study_results(
+                study=study, count_from=count_from(request.query_params), **options
+            )
+        except ValueError as exc:
+            raise ValidationError({"detail": str(exc)}) from None
+        return Response(results.results_json(found))
+
+
+class StudyExportApi(APIView):
+    """Staff: one export file (csv, json, md, battles, votes, strengths)."""
+
+    required_permissions = ["annotation.view_study", "annotation.export_study"]
+
+    @extend_schema(
+        operation_id="study_export",
+        responses={
+            (200, "text/csv"): OpenApiTypes.STR,
+            (200, "application/json"): OpenApiTypes.OBJECT,
+            (200, "text/markdown"): OpenApiTypes.STR,
+            (200, "application/x-ndjson"): OpenApiTypes.STR,
+        },
+    )
+    def get(self, request, study_id: int, fmt: str):
+        study = Study.objects.filter(pk=study_id).first()
+        if study is None or fmt not in results.EXPORT_FORMATS:
+            raise Http404
+        provenance = results.wants_provenance(request.query_params)
+        text, content_type, filename = results.export(study=study, fmt=fmt, provenance=provenance)
+        response = HttpResponse(text, content_type=content_type)
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response
