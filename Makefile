@@ -44,3 +44,4 @@ bench: install
 	$(PY) bench/generation.py
 	$(PY) bench/ranking.py
 	$(PY) bench/finetune.py
+	$(PY) bench/judge.py

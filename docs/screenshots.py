@@ -1,18 +1,26 @@
-"""Screenshots (Japanese): the voting page with answers rendered from Markdown (desktop 1280x800
-and narrow 390x844), the staff home, and the comparison of two studies.
+"""Screenshots: the voting page with answers rendered from Markdown (desktop 1280x800 and narrow
+390x844), the staff home and the comparison of two studies (in Japanese), and the results page
+of a study with people's and an LLM judge's votes (in English).
 
-    .venv/bin/python docs/screenshots.py [OUTDIR]
+    .venv/bin/python docs/screenshots.py [OUTDIR] [--only NAME ...]
 
 Builds a throw-away SQLite database with a Japanese study (nothing touches var/ or
 DATABASE_URL), serves the site on a free local port and drives Debian's chromium with Playwright.
-Writes voting-desktop.png, voting-narrow.png, staff-home.png and study-compare.png next to this
-file (or into OUTDIR).
+Writes voting-desktop.png, voting-narrow.png, staff-home.png, study-compare.png and
+results-judge.png next to this file (or into OUTDIR); ``--only results-judge`` writes that one.
+
+results-judge.png is the demo's study (``manage.py demo_setup --inline`` in the throw-away
+database: three tiny models, a tiny judge taught the verdict format and its finished judge run;
+a few minutes on a CPU) after simulated annotators have voted (``_people_vote``).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import io
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -146,9 +154,107 @@ def _serve() -> str:
     return f"http://127.0.0.1:{server.server_address[1]}"
 
 
-def main(outdir: Path) -> None:
+def _people_vote(study_id: int, *, annotators: int = 6, votes_each: int = 50) -> None:
+    """Simulated annotators vote on the demo study through the loop's own services.
+
+    Each prefers, seven times in ten, the answer that uses more of the question's characters
+    (the rule the demo judge was taught, judging.teaching.preferred) and otherwise picks at
+    random (seeded), so people and judge agree in part, as they do in practice.
+    """
+    from django.contrib.auth.models import Group, User
+
+    from annotation.loop.assign import next_pair
+    from annotation.loop.state import loop_state
+    from annotation.loop.votes import vote_record
+    from annotation.models import Comparison
+    from judging.engine.verdicts import FIRST, SECOND
+    from judging.teaching import preferred
+
+    rng = random.Random(13)
+    for i in range(annotators):
+        person = User.objects.create_user(f"rater{i}")
+        person.groups.add(Group.objects.get(name="annotators"))
+        for _ in range(votes_each):
+            assignment = next_pair(state=loop_state(study_id=study_id, annotator=person)).assignment
+            if assignment is None:
+                break
+            c = Comparison.objects.select_related("question", "answer_a", "answer_b").get(
+                pk=assignment.comparison_id
+            )
+            left, right = (
+                (c.answer_a, c.answer_b) if assignment.left == "a" else (c.answer_b, c.answer_a)
+            )
+            if rng.random() < 0.7:
+                said = preferred(c.question.text, left.text, right.text)
+                choice = {FIRST: "left", SECOND: "right"}.get(said, "tie")
+            else:
+                choice = rng.choice(["left", "right", "tie", "tie_bothbad"])
+            vote_record(assignment=assignment, choice=choice)
+
+
+def _judged_study() -> int:
+    """The demo's study, judged by its tiny judge, with people's votes; its id. Made after
+    the other screenshots, which it would change (the staff home would list it)."""
+    from django.contrib.auth.models import User
+    from django.core.management import call_command
+
+    from annotation.management.commands import demo_setup
+    from annotation.models import Study
+
+    call_command("demo_setup", inline=True, stdout=io.StringIO())
+    admin = User.objects.get(username="admin")  # demo_setup gave it a new random password
+    admin.set_password("admin-pass")
+    admin.save(update_fields=["password"])
+    study = Study.objects.get(name=demo_setup.STUDY)
+    _people_vote(study.pk)
+    return study.pk
+
+
+def _results_judge(browser, url: str, outdir: Path, study_id: int) -> None:
+    """The results page: the options, people's win / tie / loss and strengths, the judge
+    against people and the judge's runs (the page's other cards hidden for the picture)."""
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 800},
+        # In English, as the README it illustrates (the judge's sections are not translated yet).
+        locale="en-US",
+        extra_http_headers={"Accept-Language": "en"},
+        device_scale_factor=1,
+    )
+    page = context.new_page()
+    page.goto(f"{url}/accounts/login/?next=/studies/{study_id}/results/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "admin-pass")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#judge-agreement")
+    # The strength chart is an image: the page is only as tall as it will be once it is in.
+    page.wait_for_load_state("networkidle")
+    page.wait_for_function("[...document.images].every(i => i.complete)")
+    page.evaluate("document.fonts.ready")
+    # People's pairs and strengths, then the judge's sections: the other cards are hidden.
+    bottom = page.evaluate(
+        """() => {
+            const cards = [...document.querySelectorAll('main section.card')];
+            const pairs = cards.find(c => !c.id && c.innerText.includes('v.s.'));
+            const shown = new Set([pairs, ...['ranking', 'judge-agreement', 'llm-judge']
+                .map(id => document.getElementById(id))]);
+            for (const card of cards) if (!shown.has(card)) card.style.display = 'none';
+            const box = document.getElementById('llm-judge').getBoundingClientRect();
+            return box.bottom + window.scrollY + 16;
+        }"""
+    )
+    page.screenshot(
+        path=str(outdir / "results-judge.png"),
+        full_page=True,
+        clip={"x": 0, "y": 0, "width": 1280, "height": bottom},
+    )
+    print(f"wrote {outdir / 'results-judge.png'}")
+    context.close()
+
+
+def main(outdir: Path, only: set[str] | None = None) -> None:
     from playwright.sync_api import expect, sync_playwright
 
+    wanted = only or {"voting", "staff", "results-judge"}
     with tempfile.TemporaryDirectory() as workdir:
         _setup_django(Path(workdir))
         study_id = _make_study()
@@ -157,11 +263,13 @@ def main(outdir: Path) -> None:
             browser = playwright.chromium.launch(
                 executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS
             )
-            _staff_pages(browser, url, outdir)
-            for name, viewport in [
+            if "staff" in wanted:
+                _staff_pages(browser, url, outdir)
+            voting_pages = [
                 ("voting-desktop.png", {"width": 1280, "height": 800}),
                 ("voting-narrow.png", {"width": 390, "height": 844}),
-            ]:
+            ]
+            for name, viewport in voting_pages if "voting" in wanted else []:
                 context = browser.new_context(
                     viewport=viewport,
                     locale="ja-JP",
@@ -182,6 +290,8 @@ def main(outdir: Path) -> None:
                 page.screenshot(path=str(outdir / name))
                 print(f"wrote {outdir / name}")
                 context.close()
+            if "results-judge" in wanted:
+                _results_judge(browser, url, outdir, _judged_study())
             browser.close()
 
 
@@ -213,4 +323,10 @@ def _staff_pages(browser, url: str, outdir: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else Path(__file__).resolve().parent)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("outdir", nargs="?", type=Path, default=Path(__file__).resolve().parent)
+    parser.add_argument(
+        "--only", nargs="+", choices=["voting", "staff", "results-judge"], help="these only"
+    )
+    args = parser.parse_args()
+    main(args.outdir.resolve(), set(args.only) if args.only else None)

@@ -10,8 +10,8 @@ mkdir -p "$VAR"
 $PY manage.py migrate --noinput -v 0
 $PY manage.py collectstatic --noinput -v 0
 
-# One worker for both queues: generation (gpu) and the rest (default), with the periodic
-# stale-run check (-B). Its log is $VAR/worker.log.
+# One worker for both queues: generation, fine-tuning and judging (gpu) and the rest (default),
+# with the periodic stale-run check (-B). Its log is $VAR/worker.log.
 $PY -m celery -A evalsite worker -Q gpu,default --concurrency 1 -B \
   -s "$VAR/celerybeat-schedule" --loglevel INFO >"$VAR/worker.log" 2>&1 &
 worker=$!
