@@ -23,13 +23,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+from served import serve  # noqa: E402  (bench/served.py: this folder is on sys.path)
 
 from generation.engine import render  # noqa: E402
 from generation.engine.endpoint import Conversation, Endpoint, ask  # noqa: E402
@@ -68,38 +65,6 @@ def _timed(
     return answers, time.perf_counter() - started
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _serve(model_dir: Path, threads: int, log_path: Path) -> tuple[subprocess.Popen, str]:
-    """``transformers serve`` pinned to the model directory, offline; returns (process, url)."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": str(threads),
-        "OPENBLAS_NUM_THREADS": str(threads),
-    }
-    cli = Path(sys.executable).with_name("transformers")
-    command = [str(cli), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port)]
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [*command, "--device", "cpu"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}/v1"
-    while True:
-        if process.poll() is not None:
-            raise SystemExit(f"transformers serve exited: {log_path.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/models", timeout=2):
-                return process, url
-        except OSError:
-            time.sleep(0.5)
-
-
 def _endpoint_bench(model, tokenizer, model_dir: Path, prompts, args, scratch: str) -> None:
     params = {"max_new_tokens": args.new_tokens}
     conversations = [
@@ -109,7 +74,7 @@ def _endpoint_bench(model, tokenizer, model_dir: Path, prompts, args, scratch: s
         model, tokenizer, prompts, params=params, batch_size=args.batch_size, template=CHAT_TEMPLATE
     )
     local_rate = sum(g.new_tokens for g in local) / local_seconds
-    process, url = _serve(model_dir, args.threads, Path(scratch) / "serve.log")
+    process, url = serve(model_dir, args.threads, Path(scratch) / "serve.log")
     try:
         rates, served = {}, {}
         # One short warm-up request so neither concurrency pays for the server's first call.

@@ -22,17 +22,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # Run as a script, this file's folder comes first on sys.path: put the repository in front.
 sys.path.insert(0, str(REPO))
+
+from served import serve  # noqa: E402  (bench/served.py: this folder is on sys.path)
 
 SEEDS = (0, 1, 2)
 TEACHING_EXAMPLES = 300
@@ -122,38 +121,6 @@ def _line(label: str, seconds: float, verdicts: int, parsed: int) -> float:
     return rate
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _serve(model_dir: Path, threads: int, log_path: Path) -> tuple[subprocess.Popen, str]:
-    """``transformers serve`` over the judge's directory, offline, on CPU; (process, base URL)."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": str(threads),
-        "OPENBLAS_NUM_THREADS": str(threads),
-    }
-    cli = Path(sys.executable).with_name("transformers")
-    command = [str(cli), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port)]
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [*command, "--device", "cpu"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}/v1"
-    while True:
-        if process.poll() is not None:
-            raise SystemExit(f"transformers serve exited: {log_path.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/models", timeout=2):
-                return process, url
-        except OSError:
-            time.sleep(0.5)
-
-
 def _served(taught, study, prompt, threads: int, scratch: Path) -> dict[int, float]:
     """Verdicts per second of the taught weights behind ``transformers serve``, registered as
     a served judge at endpoint concurrency 1 and 8."""
@@ -163,7 +130,7 @@ def _served(taught, study, prompt, threads: int, scratch: Path) -> dict[int, flo
     from generation.registry import language_model_register
 
     model_dir = Path(resolve_path(taught.name_or_path, settings.MODEL_STORAGE))
-    process, url = _serve(model_dir, threads, scratch / "serve.log")
+    process, url = serve(model_dir, threads, scratch / "serve.log")
     # One log line per request from the endpoint client would bury the figures (the openai
     # client's HTTP library logs as "httpx2", httpx itself as "httpx").
     for name in ("httpx", "httpx2"):

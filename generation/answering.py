@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from .engine import render
 from .models import Answer, GenerationRun, Question
-from .registry import language_model_load
+from .registry import language_model_endpoint, language_model_load
 from .templates import as_template, template_for
 
 USAGE_KEYS = ("prompt_tokens", "completion_tokens")
@@ -156,16 +156,9 @@ def _generate_in_worker(run, template, questions, stored, still_mine) -> None:
 
 
 def _ask_endpoint(run, template, questions, stored, still_mine) -> None:
-    from .engine.endpoint import Conversation, Endpoint, ask
+    from .engine.endpoint import Conversation, ask
 
-    model = run.model
-    endpoint = Endpoint(
-        url=model.endpoint_url,
-        model=model.endpoint_model,
-        api_key_env=model.api_key_env,
-        concurrency=model.endpoint_concurrency,
-        requests_per_minute=model.endpoint_requests_per_minute,
-    )
+    endpoint = language_model_endpoint(model=run.model)
     conversations = []
     for q in questions:
         replies = _replies_so_far(q, stored)

@@ -303,6 +303,19 @@ def language_model_load(*, model: LanguageModel):
     return tokenizer, load_model(path, adapter_path=adapter, **options)
 
 
+def language_model_endpoint(*, model: LanguageModel):
+    """How to reach a served model: its URL, served name, key variable and request limits."""
+    from .engine.endpoint import Endpoint
+
+    return Endpoint(
+        url=model.endpoint_url,
+        model=model.endpoint_model,
+        api_key_env=model.api_key_env,
+        concurrency=model.endpoint_concurrency,
+        requests_per_minute=model.endpoint_requests_per_minute,
+    )
+
+
 def language_model_tokenizer(*, model: LanguageModel):
     """The tokenizer of a registered model (its base model's, for an adapter)."""
     from .engine.loading import load_tokenizer, resolve_path

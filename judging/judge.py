@@ -35,7 +35,7 @@ from django.utils import timezone
 
 from annotation.models import Vote
 from generation.engine import render
-from generation.registry import language_model_load
+from generation.registry import language_model_endpoint, language_model_load
 from generation.templates import as_template, template_for
 
 from .engine import verdicts
@@ -310,16 +310,9 @@ def _fits_context(run, template, items: list[Item], model, tokenizer) -> None:
 
 
 def _ask_endpoint(run, template, judge, items: list[Item], still_mine) -> None:
-    from generation.engine.endpoint import Conversation, Endpoint, ask
+    from generation.engine.endpoint import Conversation, ask
 
-    model = run.judge
-    endpoint = Endpoint(
-        url=model.endpoint_url,
-        model=model.endpoint_model,
-        api_key_env=model.api_key_env,
-        concurrency=model.endpoint_concurrency,
-        requests_per_minute=model.endpoint_requests_per_minute,
-    )
+    endpoint = language_model_endpoint(model=run.judge)
     by_key = {item.key: item for item in items}
     outputs: dict[tuple, list[str]] = defaultdict(list)
     usage = {key: int((run.usage or {}).get(key, 0)) for key in USAGE_KEYS}

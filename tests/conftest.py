@@ -70,6 +70,17 @@ def _prompt_template_presets(request):
     template_presets_install()
 
 
+@pytest.fixture
+def one_torch_thread():
+    """The tiny model gains nothing from threads; on a small shared machine they only contend."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def external_data() -> Path:
     if not EXTERNAL_DATA.is_dir():

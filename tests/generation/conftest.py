@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from generation.engine.examples import Example
 from generation.engine.loading import load_tokenizer
@@ -52,15 +51,6 @@ def kill_mid_run(worker, reached, what: str, *, timeout: float = 900) -> None:
         reached, timeout=timeout, interval=0.05, message=f"{what}; worker log:\n{worker.log_tail()}"
     )
     worker.kill()
-
-
-@pytest.fixture
-def one_torch_thread():
-    # The tiny model gains nothing from threads; on a small shared machine they only contend.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

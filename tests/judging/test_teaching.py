@@ -31,17 +31,6 @@ ANSWER_TOKENS = 96  # the demo's tiny models' max_new_tokens
 
 
 @pytest.fixture
-def one_torch_thread():
-    # The tiny model gains nothing from threads; on a small shared machine they only contend.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
 def quiet_heartbeat(settings):
     # Inline runs inside the test's transaction: a heartbeat thread's own connection cannot see
     # the run rows, and the runs are short.
