@@ -53,6 +53,9 @@ INSTALLED_APPS = [
     "generation",
     "annotation",
     "judging",
+    "evolution",
+    "sweeps",
+    "benchmarks",
     "evalsite.accounts",
 ]
 
@@ -228,6 +231,13 @@ CELERY_TASK_ROUTES = {
     # A judge with weights runs in the GPU worker; a served judge only sends requests.
     "judging.tasks.judge_run_execute_task": {"queue": "gpu"},
     "judging.tasks.*": {"queue": "default"},
+    # Evol-Instruct with a weights model and benchmark runs load weights: the GPU worker.
+    "evolution.tasks.evolution_run_execute_task": {"queue": "gpu"},
+    "evolution.tasks.*": {"queue": "default"},
+    "benchmarks.tasks.benchmark_run_execute_task": {"queue": "gpu"},
+    "benchmarks.tasks.*": {"queue": "default"},
+    # A sweep only creates runs and moves them along: the GPU work is in those runs.
+    "sweeps.tasks.*": {"queue": "default"},
 }
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

@@ -22,5 +22,11 @@ urlpatterns = [
     path("api/", include("generation.api_urls")),
     path("api/", include("annotation.api_urls")),
     path("api/", include("judging.api_urls")),
+    path("api/", include("evolution.api_urls")),
+    path("api/", include("sweeps.api_urls")),
+    path("api/", include("benchmarks.api_urls")),
+    path("", include("evolution.urls")),
+    path("", include("sweeps.urls")),
+    path("", include("benchmarks.urls")),
     path("", include("annotation.urls")),
 ]

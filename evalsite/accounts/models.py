@@ -76,6 +76,16 @@ class AuditEntry(models.Model):
         IDENTITY_FLAG_UNMASK = "identity_flag.unmask", "identity flag unmasked"
         TOKEN_CREATE = "token.create", "API token created"
         TOKEN_REVOKE = "token.revoke", "API token revoked"
+        EVOLUTION_RUN_START = "evolution_run.start", "Evol-Instruct run started"
+        EVOLUTION_RUN_CANCEL = "evolution_run.cancel", "Evol-Instruct run cancelled"
+        EVOLUTION_RUN_RETRY = "evolution_run.retry", "Evol-Instruct run retried"
+        DATASET_REVIEW = "dataset.review", "data set rows reviewed"
+        SWEEP_START = "sweep.start", "fine-tune sweep started"
+        SWEEP_CANCEL = "sweep.cancel", "fine-tune sweep cancelled"
+        PREFERENCES_EXPORT = "preferences.export", "votes exported as preference pairs"
+        BENCHMARK_RUN_START = "benchmark_run.start", "benchmark run started"
+        BENCHMARK_RUN_CANCEL = "benchmark_run.cancel", "benchmark run cancelled"
+        BENCHMARK_RUN_RETRY = "benchmark_run.retry", "benchmark run retried"
 
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     # Who: a user (None for a management command or the system), through a token or a session.

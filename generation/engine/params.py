@@ -98,4 +98,12 @@ FINETUNE = (
     Param("gradient_checkpointing", bool, False),
     Param("save_steps", int, 100, low=1, help="Checkpoint interval (steps)"),
     Param("save_total_limit", int, 2, low=1, help="Checkpoints kept"),
+    Param(
+        "dpo_beta",
+        float,
+        0.1,
+        low=0,
+        low_open=True,
+        help="DPO only: how far the tuned policy may move from the reference model",
+    ),
 )

@@ -11,6 +11,8 @@ from .training import (
     FineTuneRunDataset,
     InstructionDataset,
     InstructionExample,
+    PreferenceDataset,
+    PreferencePair,
 )
 
 __all__ = [
@@ -23,6 +25,8 @@ __all__ = [
     "InstructionDataset",
     "InstructionExample",
     "LanguageModel",
+    "PreferenceDataset",
+    "PreferencePair",
     "PromptSet",
     "PromptTemplate",
     "Question",

@@ -23,6 +23,10 @@ class InstructionDataset(models.Model):
     derived_from = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="derived_sets"
     )
+    # Fine-tune on the rows staff accepted in review only (generated data sets).
+    accepted_only = models.BooleanField(
+        default=False, help_text="Fine-tuning and sweeps use only the rows accepted in review"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
@@ -36,6 +40,11 @@ class InstructionDataset(models.Model):
 
 
 class InstructionExample(models.Model):
+    class Review(models.TextChoices):
+        PENDING = "pending"
+        ACCEPTED = "accepted"
+        REJECTED = "rejected"
+
     dataset = models.ForeignKey(
         InstructionDataset, on_delete=models.CASCADE, related_name="examples"
     )
@@ -43,6 +52,20 @@ class InstructionExample(models.Model):
     instruction = models.TextField()
     input = models.TextField(blank=True)
     output = models.TextField()
+    # Lineage of generated rows: the row it was made from (in the source data set), how
+    # (an Evol-Instruct operation such as "deepen" or "breadth", or "answer"), in which round.
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    operation = models.CharField(max_length=40, blank=True)
+    round = models.PositiveSmallIntegerField(null=True, blank=True)
+    # Review of generated rows by staff: accept, edit (accepted, edited=True) or reject.
+    review = models.CharField(max_length=10, choices=Review.choices, default=Review.PENDING)
+    edited = models.BooleanField(default=False)
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["dataset", "position"]
@@ -93,6 +116,7 @@ class FineTuneRun(Run, FineTuneHyperparameters):
         LORA = "lora", "LoRA"
         FULL = "full", "full fine-tuning"
         QLORA = "qlora", "QLoRA (4-bit base; CUDA + bitsandbytes only)"
+        DPO = "dpo", "DPO on preference pairs (LoRA by default)"
 
     base_model = models.ForeignKey(
         LanguageModel, on_delete=models.PROTECT, related_name="finetune_runs"
@@ -101,6 +125,14 @@ class FineTuneRun(Run, FineTuneHyperparameters):
         InstructionDataset, through="FineTuneRunDataset", related_name="finetune_runs"
     )
     method = models.CharField(max_length=10, choices=Method.choices, default=Method.LORA)
+    # DPO runs train on preference pairs (exported from a study's votes) instead of data sets.
+    preferences = models.ForeignKey(
+        "generation.PreferenceDataset",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="finetune_runs",
+    )
     model_name = models.CharField(
         max_length=200, blank=True, help_text="Name of the resulting model (blank: chosen for you)"
     )
@@ -239,3 +271,56 @@ class DatasetAugmentation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source.name} -> {self.name}"
+
+
+class PreferenceDataset(models.Model):
+    """Preference pairs (prompt, chosen, rejected) for DPO, made from a study's votes.
+
+    generation does not import annotation: the study is kept by id and name, so the lineage of a
+    model tuned on these pairs reads "votes of study X" even after the study is renamed or gone.
+    """
+
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    source = models.CharField(max_length=500, blank=True, help_text="File or study it came from")
+    source_study_id = models.PositiveIntegerField(null=True, blank=True)
+    source_study_name = models.CharField(max_length=200, blank=True)
+    # The model whose template rendered ``prompt`` (blank: prompts are the plain questions).
+    rendered_for = models.CharField(max_length=200, blank=True)
+    stats = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PreferencePair(models.Model):
+    dataset = models.ForeignKey(PreferenceDataset, on_delete=models.CASCADE, related_name="pairs")
+    position = models.PositiveIntegerField()
+    question = models.TextField(help_text="The question as people saw it")
+    prompt = models.TextField(help_text="The question rendered with the tuned model's template")
+    chosen = models.TextField()
+    rejected = models.TextField()
+    # Where it came from: comparison id and people's votes for each side (plain data, no FK).
+    origin = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["dataset", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dataset", "position"], name="generation_preferencepair_unique_position"
+            ),
+            models.CheckConstraint(
+                condition=~Q(chosen=models.F("rejected")),
+                name="generation_preferencepair_chosen_differs",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.dataset.name} #{self.position}"
