@@ -1,14 +1,26 @@
-"""LoRA against full fine-tuning of the tiny model: training tokens per second and peak memory.
+"""LoRA against full fine-tuning: training tokens per second and peak memory, on the tiny model
+and on a GPT-NeoX large enough for the difference to show.
 
 Each method trains in a subprocess of its own, so the peak resident memory (``ru_maxrss``) one
-reports is that method's alone. Throughput counts the non-padding tokens of the training
-batches over the wall time of the optimizer steps, leaving out the first steps (warm-up) and
-everything around them (loading, checkpoints). Prints a table and, as its last line, the ratios:
+reports is that method's alone (torch's CPU allocations are invisible to tracemalloc; the
+child's peak RSS sees them). Throughput counts the non-padding tokens of the training batches
+over the wall time of the optimizer steps, leaving out the first steps (warm-up) and everything
+around them (loading, checkpoints); the median of the single steps' rates is printed beside it
+(on a shared machine, a burst of other work skews the total but hardly the median). Each
+method runs ``--repeats`` times, alternating with the other, and its fastest run counts. For
+each model it prints a table and the ratios:
 
     lora/full tokens per second: R1x, lora/full peak memory: R2x
 
+then both models' ratios side by side. The tiny model (0.3M parameters) is all embeddings and
+overhead, so its ratios say little; the second model is a GPT-NeoX built here with random
+weights (``--neox-hidden 512 --neox-layers 8``: about 28M parameters with the tiny tokenizer's
+vocabulary), saved once under var/bench/ and loaded with ``from_pretrained`` like any model.
+
 Usage: python bench/finetune.py [--steps 40] [--batch-size 8] [--max-length 256] [--model DIR]
-(builds the tiny model under var/bench/ first if no --model is given). No Django needed.
+[--neox-steps 12] [--neox-batch-size 4] [--neox-max-length 128] [--neox-hidden 512]
+[--neox-layers 8] [--no-neox] [--repeats 3] (builds the tiny model under var/bench/ first if
+no --model is given). No Django needed.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -98,10 +111,47 @@ def child(method: str, model_dir: str, steps: int, batch_size: int, max_length: 
         "tokens": tokens1 - tokens0,
         "seconds": t1 - t0,
         "tokens_per_second": (tokens1 - tokens0) / (t1 - t0),
+        "median_step_tokens_per_second": statistics.median(
+            (watch.marks[step][1] - watch.marks[step - 1][1])
+            / (watch.marks[step][0] - watch.marks[step - 1][0])
+            for step in range(WARMUP_STEPS + 1, result.global_step + 1)
+        ),
         "peak_rss_mib": peak / 1024,
         "rss_before_training_mib": rss_before / 1024,
         "threads": torch.get_num_threads(),
     }
+
+
+def neox_model(tokenizer_dir: str, hidden: int, layers: int) -> tuple[str, int]:
+    """A GPT-NeoX of ``layers`` x ``hidden`` with random weights and the tiny tokenizer, saved
+    under var/bench/ (once per shape); (its directory, its parameter count)."""
+    import torch
+    from transformers import AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM
+
+    out = REPO / "var" / "bench" / f"neox-{layers}x{hidden}"
+    marker = out / "parameters.txt"
+    if marker.is_file():
+        return str(out), int(marker.read_text())
+    print(f"building a {layers}-layer, {hidden}-wide GPT-NeoX in {out} (once)...", flush=True)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = GPTNeoXConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 64),
+        intermediate_size=4 * hidden,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    model = GPTNeoXForCausalLM(config)
+    count = sum(p.numel() for p in model.parameters())
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    marker.write_text(str(count))
+    return str(out), count
 
 
 def _tiny_model() -> str:
@@ -118,10 +168,22 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--model", default="", help="a saved causal LM (default: the tiny one)")
+    parser.add_argument("--neox-steps", type=int, default=12)
+    parser.add_argument("--neox-batch-size", type=int, default=4)
+    parser.add_argument("--neox-max-length", type=int, default=128)
+    parser.add_argument("--neox-hidden", type=int, default=512)
+    parser.add_argument("--neox-layers", type=int, default=8)
+    parser.add_argument("--no-neox", action="store_true", help="the tiny model (or --model) only")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs per method, alternating; the fastest counts (a shared machine is noisy)",
+    )
     parser.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.steps <= WARMUP_STEPS:
-        parser.error(f"--steps must be above {WARMUP_STEPS}")
+    if args.steps <= WARMUP_STEPS or args.neox_steps <= WARMUP_STEPS:
+        parser.error(f"--steps and --neox-steps must be above {WARMUP_STEPS}")
 
     if args.child:
         measured = child(args.child, args.model, args.steps, args.batch_size, args.max_length)
@@ -129,40 +191,75 @@ def main() -> None:
         return
 
     model_dir = args.model or _tiny_model()
-    results = {}
-    for method in METHODS:
-        command = [
-            sys.executable,
-            __file__,
-            "--child",
-            method,
-            "--model",
-            model_dir,
-            "--steps",
-            str(args.steps),
-            "--batch-size",
-            str(args.batch_size),
-            "--max-length",
-            str(args.max_length),
-        ]
-        done = subprocess.run(
-            command, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}
+    ratios = {
+        "tiny" if not args.model else "--model": report(
+            model_dir, args.steps, args.batch_size, args.max_length, args.repeats
         )
-        if done.returncode != 0:
-            sys.exit(f"{method} failed:\n{done.stderr[-4000:]}")
-        results[method] = json.loads(done.stdout.strip().splitlines()[-1])
+    }
+    if not args.no_neox:
+        neox_dir, count = neox_model(model_dir, args.neox_hidden, args.neox_layers)
+        print()
+        shape = f"{args.neox_layers} layers x {args.neox_hidden}"
+        print(f"GPT-NeoX {shape}: {count / 1e6:.1f}M parameters, random weights")
+        name = f"neox-{count / 1e6:.0f}M"
+        ratios[name] = report(
+            neox_dir, args.neox_steps, args.neox_batch_size, args.neox_max_length, args.repeats
+        )
+    if len(ratios) > 1:
+        print()
+        print(f"{'lora/full':32}" + "".join(f"{name:>12}" for name in ratios))
+        print(f"{'tokens per second':32}" + "".join(f"{s:>11.2f}x" for s, _ in ratios.values()))
+        print(f"{'peak memory':32}" + "".join(f"{m:>11.2f}x" for _, m in ratios.values()))
 
+
+def _measure(model_dir: str, method: str, steps: int, batch_size: int, max_length: int) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        method,
+        "--model",
+        model_dir,
+        "--steps",
+        str(steps),
+        "--batch-size",
+        str(batch_size),
+        "--max-length",
+        str(max_length),
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}
+    )
+    if done.returncode != 0:
+        sys.exit(f"{method} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def report(
+    model_dir: str, steps: int, batch_size: int, max_length: int, repeats: int = 1
+) -> tuple[float, float]:
+    """Measure both methods on one model (``repeats`` times each, alternating, keeping each
+    method's fastest run), print the table and the ratios line; the ratios."""
+    results: dict[str, dict] = {}
+    for _ in range(repeats):
+        for method in METHODS:
+            measured = _measure(model_dir, method, steps, batch_size, max_length)
+            best = results.get(method)
+            if best is None or measured["tokens_per_second"] > best["tokens_per_second"]:
+                results[method] = measured
     lora, full = results["lora"], results["full"]
     print(
-        f"model {model_dir}; {args.steps} steps of batch {args.batch_size}, max length "
-        f"{args.max_length}; timing leaves out the first {WARMUP_STEPS} steps; "
+        f"model {model_dir}; {steps} steps of batch {batch_size}, max length "
+        f"{max_length}; timing leaves out the first {WARMUP_STEPS} steps; "
         f"torch threads {lora['threads']}"
+        + (f"; fastest of {repeats} runs per method" if repeats > 1 else "")
     )
     print(f"{'':32}{'lora':>12}{'full':>12}")
     rows = [
         ("training tokens timed", "tokens", "{:.0f}"),
         ("seconds", "seconds", "{:.2f}"),
         ("training tokens per second", "tokens_per_second", "{:.0f}"),
+        ("  median of the steps' rates", "median_step_tokens_per_second", "{:.0f}"),
         ("peak resident memory (MiB)", "peak_rss_mib", "{:.1f}"),
         ("  of which before training", "rss_before_training_mib", "{:.1f}"),
     ]
@@ -171,6 +268,7 @@ def main() -> None:
     speed = lora["tokens_per_second"] / full["tokens_per_second"]
     memory = lora["peak_rss_mib"] / full["peak_rss_mib"]
     print(f"lora/full tokens per second: {speed:.2f}x, lora/full peak memory: {memory:.2f}x")
+    return speed, memory
 
 
 if __name__ == "__main__":

@@ -22,6 +22,42 @@ from .errors import ServiceError
 
 log = logging.getLogger(__name__)
 
+# Called as ``hook(model, run_id)`` after a worker let go of a run of any kind, whatever came of
+# it (succeeded, failed, cancelled). Apps built on runs (sweeps) register here, so this module
+# need not know them; a hook's exception is logged, never the run's failure.
+_ON_FINISHED: list[Callable[[type, int], object]] = []
+
+
+def on_run_finished(hook: Callable[[type, int], object]) -> Callable[[type, int], object]:
+    """Register ``hook(model, run_id)``; usable as a decorator. Registering twice calls it once."""
+    if hook not in _ON_FINISHED:
+        _ON_FINISHED.append(hook)
+    return hook
+
+
+def _finished(model, run_id: int) -> None:
+    for hook in _ON_FINISHED:
+        try:
+            hook(model, run_id)
+        except Exception:
+            log.exception("run-finished hook %r failed for %s %s", hook, model.__name__, run_id)
+
+
+# Requeuers of the run kinds other apps define (judge, evolution, benchmark runs): each app
+# registers its own in AppConfig.ready(), and the periodic check (generation.tasks) calls them
+# all after generation's own, so this app never imports the apps built on it.
+_STALE_REQUEUERS: list[Callable[[], object]] = []
+
+
+def stale_requeuer_register(requeue: Callable[[], object]) -> None:
+    """Have the periodic stale-run check call ``requeue()`` too (registering twice: once)."""
+    if requeue not in _STALE_REQUEUERS:
+        _STALE_REQUEUERS.append(requeue)
+
+
+def registered_requeuers() -> tuple[Callable[[], object], ...]:
+    return tuple(_STALE_REQUEUERS)
+
 
 def requeue_stale(model, enqueue: Callable[[int], None], *, label: str) -> list[int]:
     """Put running rows of ``model`` (a run model) with a stale heartbeat back in the queue
@@ -127,6 +163,7 @@ def run_held(model, run_id: int, work: Callable[[int, str], None], *, label: str
         )
     finally:
         heartbeat.stop()
+    _finished(model, run_id)
     return True
 
 

@@ -4,7 +4,7 @@ import logging
 
 from celery import shared_task
 
-from . import runs
+from . import lifecycle, runs
 from .errors import ServiceError
 from .models import LanguageModel
 from .training import finetune, merge
@@ -51,11 +51,7 @@ def language_model_merge_task(model_id: int, name: str) -> None:
 def requeue_stale_runs_task() -> None:
     runs.generation_runs_requeue_stale()
     finetune.finetune_runs_requeue_stale()
-    # Judge runs share the lifecycle and the beat schedule; judging builds on generation, so
-    # it is imported here, late, rather than generation importing it at module level.
-    from django.apps import apps
-
-    if apps.is_installed("judging"):
-        from judging.runs import judge_runs_requeue_stale
-
-        judge_runs_requeue_stale()
+    # Judge, evolution and benchmark runs share the lifecycle and this schedule; their apps
+    # register their requeue functions (generation does not import the apps built on it).
+    for requeue in lifecycle.registered_requeuers():
+        requeue()

@@ -13,30 +13,47 @@ from django.utils.safestring import SafeString
 
 from ..errors import ServiceError
 from ..models import DatasetAugmentation, InstructionDataset, InstructionExample
+from ..review import (
+    instruction_dataset_accepted_only_set,
+    review_counts,
+    review_lock,
+    with_review_counts,
+)
 from ..training.data import (
     instruction_dataset_augment,
     instruction_dataset_import,
     instruction_dataset_token_stats,
 )
 from .forms import AugmentForm, InstructionDatasetImportForm, TokenStatsForm
+from .review import ReviewPage
 from .shared import ImportFromFile, apply_each, form_action
 
 SAMPLE_ROWS = 10
 
 
 @admin.register(InstructionDataset)
-class InstructionDatasetAdmin(ImportFromFile, admin.ModelAdmin):
-    list_display = ["name", "row_count", "unique_instructions", "duplicates", "source"]
+class InstructionDatasetAdmin(ReviewPage, ImportFromFile, admin.ModelAdmin):
+    list_display = [
+        "name",
+        "row_count",
+        "unique_instructions",
+        "duplicates",
+        "review_states",
+        "accepted_only",
+        "source",
+    ]
+    list_filter = ["accepted_only"]
     search_fields = ["name", "description"]
     readonly_fields = [
         "source",
+        "review",
         "statistics",
         "sample",
         "derived_from",
         "created_at",
         "created_by",
     ]
-    fields = ["name", "description", *readonly_fields]
+    fields = ["name", "description", "accepted_only", *readonly_fields]
     change_list_template = "admin/generation/instructiondataset/change_list.html"
     actions = ["token_statistics", "augment"]
     import_form = InstructionDatasetImportForm
@@ -45,6 +62,55 @@ class InstructionDatasetAdmin(ImportFromFile, admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False  # data sets come from a file: "Import from file", the API or the command
+
+    def get_queryset(self, request):
+        return with_review_counts(super().get_queryset(request))
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None and review_lock(obj):
+            return ["accepted_only", *self.readonly_fields]  # a run used it: see review.py
+        return self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        # The switch goes through its service (lock check, audit entry); the rest as usual.
+        switched = change and "accepted_only" in form.changed_data
+        if switched:
+            wanted = obj.accepted_only
+            obj.accepted_only = not wanted
+        super().save_model(request, obj, form, change)
+        if switched:
+            try:
+                instruction_dataset_accepted_only_set(
+                    dataset=obj, accepted_only=wanted, user=request.user
+                )
+            except ServiceError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+
+    @admin.display(description="review (pending first)", ordering="-rows_pending")
+    def review_states(self, obj: InstructionDataset) -> SafeString:
+        return format_html(
+            '<a href="{}">{} pending</a>, {} accepted, {} rejected, {} edited',
+            reverse("admin:generation_instructiondataset_review", args=[obj.pk]),
+            obj.rows_pending,
+            obj.rows_accepted,
+            obj.rows_rejected,
+            obj.rows_edited,
+        )
+
+    @admin.display(description="review")
+    def review(self, obj: InstructionDataset) -> SafeString:
+        counts = review_counts(obj)
+        lock = review_lock(obj)
+        return format_html(
+            "pending {}, accepted {}, rejected {}, edited {} &middot; "
+            '<a href="{}">review the rows</a>{}',
+            counts["pending"],
+            counts["accepted"],
+            counts["rejected"],
+            counts["edited"],
+            reverse("admin:generation_instructiondataset_review", args=[obj.pk]),
+            format_html("<br>{}", lock) if lock else "",
+        )
 
     @admin.display(description="rows")
     def row_count(self, obj: InstructionDataset):
@@ -175,10 +241,32 @@ def _percentile_text(values: dict) -> str:
 
 @admin.register(InstructionExample)
 class InstructionExampleAdmin(admin.ModelAdmin):
-    list_display = ["dataset", "position", "short_instruction", "short_output"]
-    list_filter = ["dataset"]
+    list_display = [
+        "dataset",
+        "position",
+        "short_instruction",
+        "short_output",
+        "review",
+        "edited",
+        "operation",
+        "round",
+    ]
+    list_filter = ["review", "edited", "operation", "dataset"]
     search_fields = ["instruction", "input", "output"]
-    readonly_fields = ["dataset", "position", "instruction", "input", "output"]
+    readonly_fields = [
+        "dataset",
+        "position",
+        "instruction",
+        "input",
+        "output",
+        "parent",
+        "operation",
+        "round",
+        "review",
+        "edited",
+        "reviewed_at",
+        "reviewed_by",
+    ]
 
     @admin.display(description="instruction")
     def short_instruction(self, obj: InstructionExample) -> str:
@@ -192,7 +280,7 @@ class InstructionExampleAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
-        return False  # a data set never changes: import a corrected file under a new name
+        return False  # rows change only on the data set's review page (generation/review.py)
 
     def has_delete_permission(self, request, obj=None):
         return False

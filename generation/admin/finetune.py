@@ -1,7 +1,10 @@
-"""Fine-tune runs: read-only pages with progress and the loss chart; cancel and resume."""
+"""Fine-tune runs: read-only pages with progress and the loss chart; cancel and resume. The
+fine-tune action's form (SFT on data sets, or DPO on preference pairs) and the preference data
+sets' pages."""
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
@@ -11,10 +14,41 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from ..engine import charts
-from ..models import FineTuneLog, FineTuneRun
+from ..models import FineTuneLog, FineTuneRun, InstructionDataset, PreferenceDataset
 from ..params import FINETUNE_FIELDS
-from ..training.finetune import finetune_run_cancel, finetune_run_resume
+from ..training.finetune import NO_DATASETS, finetune_run_cancel, finetune_run_resume
+from ..training.preferences import preferences_jsonl
+from .forms import FineTuneForm
 from .shared import QueuedRunWarning, progress_bar, run_action
+
+NO_PREFERENCES = "method dpo trains on preference pairs: choose a preference data set"
+DPO_TAKES_NO_DATASETS = "method dpo trains on the preference pairs only; leave data sets empty"
+
+
+class FineTuneActionForm(FineTuneForm):
+    """The fine-tune action's form: data sets for SFT, or a preference data set for DPO."""
+
+    datasets = forms.ModelMultipleChoiceField(
+        queryset=InstructionDataset.objects.all(),
+        required=False,
+        help_text="SFT methods (lora, full, qlora)",
+    )
+    preferences = forms.ModelChoiceField(
+        queryset=PreferenceDataset.objects.all(),
+        required=False,
+        help_text="method dpo: preference pairs (export a study's votes first)",
+    )
+
+    def clean(self):
+        data = super().clean()
+        dpo = data.get("method") == FineTuneRun.Method.DPO
+        if dpo and data.get("preferences") is None:
+            self.add_error("preferences", NO_PREFERENCES)
+        if dpo and data.get("datasets"):
+            self.add_error("datasets", DPO_TAKES_NO_DATASETS)
+        if not dpo and not data.get("datasets"):
+            self.add_error("datasets", NO_DATASETS)
+        return data
 
 
 @admin.register(FineTuneRun)
@@ -35,7 +69,7 @@ class FineTuneRunAdmin(QueuedRunWarning, admin.ModelAdmin):
     fieldsets = [
         (
             "Progress",
-            {"fields": ["status", "progress", "last_loss", "loss_chart", "error"]},
+            {"fields": ["status", "progress", "last_loss", "metrics", "loss_chart", "error"]},
         ),
         (
             "Data",
@@ -44,6 +78,7 @@ class FineTuneRunAdmin(QueuedRunWarning, admin.ModelAdmin):
                     "base_model",
                     "template",
                     "data_mix",
+                    "preferences",
                     "train_examples",
                     "eval_examples",
                     "skipped_examples",
@@ -118,6 +153,8 @@ class FineTuneRunAdmin(QueuedRunWarning, admin.ModelAdmin):
 
     @admin.display(description="data")
     def data_mix(self, obj: FineTuneRun) -> str:
+        if obj.preferences_id:
+            return f"preference pairs {obj.preferences.name}"
         return ", ".join(str(source) for source in obj.sources.select_related("dataset"))
 
     @admin.display(description="progress")
@@ -147,3 +184,59 @@ class FineTuneRunAdmin(QueuedRunWarning, admin.ModelAdmin):
         "Fine-tune run {} queued to resume.",
         description="Resume from the last checkpoint",
     )
+
+
+@admin.register(PreferenceDataset)
+class PreferenceDatasetAdmin(admin.ModelAdmin):
+    """Preference pairs made from a study's votes (or imported): read-only, with the JSONL."""
+
+    list_display = ["name", "pairs", "source_study_name", "rendered_for", "created_at"]
+    search_fields = ["name", "source_study_name"]
+    fields = [
+        "name",
+        "description",
+        "source",
+        "source_study_id",
+        "source_study_name",
+        "rendered_for",
+        "stats",
+        "jsonl",
+        "used_by",
+        "created_by",
+        "created_at",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False  # `manage.py export_preferences`, or "Export votes as preference pairs…"
+
+    def get_urls(self):
+        jsonl = path(
+            "<path:object_id>/pairs.jsonl",
+            self.admin_site.admin_view(self.jsonl_view),
+            name="generation_preferencedataset_jsonl",
+        )
+        return [jsonl, *super().get_urls()]
+
+    def jsonl_view(self, request, object_id):
+        dataset = self.get_object(request, unquote(object_id))
+        if dataset is None:
+            raise Http404
+        if not self.has_view_permission(request, dataset):
+            raise PermissionDenied
+        response = HttpResponse(preferences_jsonl(dataset), content_type="application/jsonl")
+        response["Content-Disposition"] = f'attachment; filename="{dataset.name}.jsonl"'
+        return response
+
+    @admin.display(description="pairs")
+    def pairs(self, obj: PreferenceDataset) -> int:
+        return obj.pairs.count()
+
+    @admin.display(description="pairs as JSONL")
+    def jsonl(self, obj: PreferenceDataset) -> SafeString:
+        url = reverse("admin:generation_preferencedataset_jsonl", args=[obj.pk])
+        return format_html('<a href="{}">{}.jsonl</a> (prompt, chosen, rejected)', url, obj.name)
+
+    @admin.display(description="fine-tune runs")
+    def used_by(self, obj: PreferenceDataset) -> str:
+        return ", ".join(str(run) for run in obj.finetune_runs.all()) or "-"

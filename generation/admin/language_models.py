@@ -7,9 +7,12 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpResponseRedirect
 from django.urls import reverse
+from django.utils.html import format_html_join
+from django.utils.safestring import SafeString
 
 from ..aliases import suggested_maker_aliases
 from ..errors import ServiceError
+from ..lineage import lineage_text, model_lineage
 from ..models import LanguageModel
 from ..registry import (
     API_KEY_GUARDED,
@@ -21,7 +24,8 @@ from ..registry import (
 from ..runs import generation_run_create
 from ..training.finetune import finetune_run_create
 from ..training.merge import language_model_merge_request
-from .forms import FineTuneForm, GenerateForm, MergeForm, SafeJSONField
+from .finetune import FineTuneActionForm
+from .forms import GenerateForm, MergeForm, SafeJSONField
 from .shared import apply_each, form_action
 
 
@@ -123,7 +127,14 @@ FIELD_GROUPS = [
 @admin.register(LanguageModel)
 class LanguageModelAdmin(admin.ModelAdmin):
     form = LanguageModelForm
-    list_display = ["name", "display_label", "weights_or_endpoint", "prompt_format", "maker"]
+    list_display = [
+        "name",
+        "display_label",
+        "weights_or_endpoint",
+        "prompt_format",
+        "maker",
+        "made_from",
+    ]
     list_filter = ["prompt_format"]
     search_fields = ["name", "display_label", "name_or_path", "endpoint_model", "maker"]
     actions = ["generate_answers", "fine_tune", "merge_adapter"]
@@ -132,7 +143,26 @@ class LanguageModelAdmin(admin.ModelAdmin):
         named = {f for _, fields in FIELD_GROUPS for f in fields}
         other = [f for f in LANGUAGE_MODEL_FIELDS if f not in named]
         groups = [(title, {"fields": fields}) for title, fields in FIELD_GROUPS]
-        return groups + ([("Other", {"fields": other})] if other else [])
+        groups += [("Other", {"fields": other})] if other else []
+        return groups + ([("Lineage", {"fields": ["lineage"]})] if obj is not None else [])
+
+    @admin.display(description="made from")
+    def made_from(self, obj: LanguageModel) -> str:
+        lineage = model_lineage(obj)
+        if not lineage["generations"]:
+            return "-"
+        prefs = lineage["preferences"]
+        votes = f", votes of {prefs['study_name'] or prefs['name']}" if prefs else ""
+        return f"{lineage['method']} of {lineage['parent']}{votes}"
+
+    @admin.display(description="lineage")
+    def lineage(self, obj: LanguageModel) -> SafeString | str:
+        """Each generation from the base model: method, run, data sets, preference pairs and
+        the study whose votes made them."""
+        lines = lineage_text(model_lineage(obj)).splitlines()
+        if not lines:
+            return "a base model (not fine-tuned here)"
+        return format_html_join("", "<div>{}</div>", ((line,) for line in lines))
 
     @admin.display(description="weights or endpoint")
     def weights_or_endpoint(self, obj: LanguageModel) -> str:
@@ -156,7 +186,7 @@ class LanguageModelAdmin(admin.ModelAdmin):
         # model that has it loads.
         # Likewise where an API key is sent: which variable, and where a model that sends one
         # points (registry.API_KEY_GUARDED).
-        shown = ["maker_alias_suggestions"]
+        shown = ["maker_alias_suggestions", "lineage"]
         if request.user.is_superuser:
             return shown
         guarded = ["api_key_env"]
@@ -219,7 +249,10 @@ class LanguageModelAdmin(admin.ModelAdmin):
         )
 
     @form_action(
-        FineTuneForm, "Fine-tune", description="Fine-tune on a data set…", permissions=["run"]
+        FineTuneActionForm,
+        "Fine-tune",
+        description="Fine-tune on a data set or preference pairs…",
+        permissions=["run"],
     )
     def fine_tune(self, request, queryset, form):
         # A name for the new model only makes sense for one base model.
@@ -233,6 +266,7 @@ class LanguageModelAdmin(admin.ModelAdmin):
                 method=form.cleaned_data["method"],
                 params=form.params(),
                 model_name=model_name,
+                preferences=form.cleaned_data.get("preferences"),
                 user=request.user,
             ),
             "fine-tune run",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -10,6 +10,14 @@ from rest_framework.response import Response
 
 from ..errors import ServiceError
 from ..models import InstructionDataset, LanguageModel
+from ..review import (
+    ACTIONS,
+    RowReview,
+    instruction_dataset_accepted_only_set,
+    instruction_rows_review,
+    review_counts,
+    with_review_counts,
+)
 from ..training.data import (
     instruction_dataset_augment,
     instruction_dataset_import,
@@ -18,11 +26,59 @@ from ..training.data import (
 from .shared import import_action, import_upload
 
 
+class ReviewCountsSerializer(serializers.Serializer):
+    pending = serializers.IntegerField()
+    accepted = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    edited = serializers.IntegerField()
+
+
 class InstructionDatasetSerializer(serializers.ModelSerializer):
+    review = serializers.SerializerMethodField(help_text="Rows per review state, and edited rows")
+
     class Meta:
         model = InstructionDataset
-        fields = ["id", "name", "description", "source", "stats", "derived_from", "created_at"]
+        fields = [
+            "id",
+            "name",
+            "description",
+            "source",
+            "stats",
+            "derived_from",
+            "accepted_only",
+            "review",
+            "created_at",
+        ]
         read_only_fields = ["source", "stats", "derived_from", "created_at"]
+
+    @extend_schema_field(ReviewCountsSerializer)
+    def get_review(self, obj: InstructionDataset) -> dict:
+        return review_counts(obj)
+
+    def update(self, instance, validated_data):
+        # The switch goes through its service: refused once a run used the set, audited.
+        accepted_only = validated_data.pop("accepted_only", instance.accepted_only)
+        instance = super().update(instance, validated_data)
+        try:
+            return instruction_dataset_accepted_only_set(
+                dataset=instance,
+                accepted_only=accepted_only,
+                user=self.context["request"].user,
+            )
+        except ServiceError as exc:
+            raise ValidationError({"accepted_only": [str(exc)]}) from None
+
+
+class RowReviewSerializer(serializers.Serializer):
+    position = serializers.IntegerField(min_value=1)
+    action = serializers.ChoiceField(choices=ACTIONS)
+    instruction = serializers.CharField(required=False, trim_whitespace=False)
+    input = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    output = serializers.CharField(required=False, trim_whitespace=False)
+
+
+class ReviewSerializer(serializers.Serializer):
+    rows = RowReviewSerializer(many=True, allow_empty=False, max_length=10000)
 
 
 class InstructionDatasetImportSerializer(serializers.Serializer):
@@ -58,7 +114,7 @@ class InstructionDatasetViewSet(
     mixins.UpdateModelMixin,
     viewsets.GenericViewSet,
 ):
-    """Data sets are created by import (or augmentation); their rows never change."""
+    """Data sets are created by import (or augmentation); their rows change only in review."""
 
     action_permissions = {
         "import_file": ["generation.add_instructiondataset"],
@@ -68,8 +124,9 @@ class InstructionDatasetViewSet(
             "generation.add_generationrun",
             "generation.run_languagemodel",
         ],
+        "review": ["generation.change_instructiondataset"],
     }
-    queryset = InstructionDataset.objects.all()
+    queryset = with_review_counts(InstructionDataset.objects.all())
     serializer_class = InstructionDatasetSerializer
     filterset_fields = ["name"]
 
@@ -112,3 +169,19 @@ class InstructionDatasetViewSet(
             raise ValidationError(str(exc)) from None
         data = AugmentOutputSerializer(augmentation).data
         return Response(data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=ReviewSerializer, responses=ReviewCountsSerializer)
+    @action(detail=True, methods=["post"])
+    def review(self, request, pk=None):
+        """Accept, reject or edit rows by position, all or none; returns the set's counts."""
+        form = ReviewSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            counts = instruction_rows_review(
+                dataset=self.get_object(),
+                reviews=[RowReview(**row) for row in form.validated_data["rows"]],
+                user=request.user,
+            )
+        except ServiceError as exc:
+            raise ValidationError(str(exc)) from None
+        return Response(counts)

@@ -1,4 +1,5 @@
-"""Fine-tune runs: create, follow (with the loss log), cancel and resume."""
+"""Fine-tune runs: create (SFT on data sets, or DPO on preference pairs), follow (with the loss
+log), cancel and resume; preference data sets to read and download."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ from rest_framework.response import Response
 
 from ..engine.params import FINETUNE, Param
 from ..errors import ServiceError
-from ..models import FineTuneLog, FineTuneRun, InstructionDataset, LanguageModel
+from ..models import (
+    FineTuneLog,
+    FineTuneRun,
+    InstructionDataset,
+    LanguageModel,
+    PreferenceDataset,
+)
 from ..params import FINETUNE_FIELDS
 from ..training.finetune import finetune_run_cancel, finetune_run_create, finetune_run_resume
 from .shared import RUN_STATE_FIELDS, run_change
@@ -25,9 +32,21 @@ class FineTuneRunInputSerializer(serializers.Serializer):
     """A new run: unset hyper-parameters take their defaults (see the run's fields)."""
 
     base_model = serializers.PrimaryKeyRelatedField(queryset=LanguageModel.objects.all())
-    datasets = FineTuneSourceSerializer(many=True, allow_empty=False)
+    datasets = FineTuneSourceSerializer(many=True, required=False, default=list)
     method = serializers.ChoiceField(choices=FineTuneRun.Method.choices, default="lora")
     model_name = serializers.CharField(required=False, allow_blank=True, default="")
+    preferences = serializers.PrimaryKeyRelatedField(
+        queryset=PreferenceDataset.objects.all(),
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="method dpo: the preference data set to train on (instead of data sets)",
+    )
+
+    def validate(self, data):
+        if data.get("method") != FineTuneRun.Method.DPO and not data.get("datasets"):
+            raise ValidationError({"datasets": ["This list may not be empty."]})
+        return data
 
     def get_fields(self):
         # One optional field per hyper-parameter; the service checks the values.
@@ -52,6 +71,7 @@ class FineTuneRunSerializer(serializers.ModelSerializer):
             "base_model",
             "template",
             "datasets",
+            "preferences",
             "method",
             "model_name",
             *FINETUNE_FIELDS,
@@ -67,6 +87,7 @@ class FineTuneRunSerializer(serializers.ModelSerializer):
             "output_path",
             "checkpoint",
             "resumed_from_step",
+            "metrics",
             "result_model",
             *RUN_STATE_FIELDS,
         ]
@@ -144,6 +165,7 @@ class FineTuneRunViewSet(
                 datasets=sources,
                 method=data.pop("method"),
                 model_name=data.pop("model_name"),
+                preferences=data.pop("preferences"),
                 params=data,
                 user=request.user,
             )
@@ -166,3 +188,47 @@ class FineTuneRunViewSet(
         return run_change(
             finetune_run_resume, self.get_object(), FineTuneRunSerializer, request.user
         )
+
+
+class PreferenceDatasetSerializer(serializers.ModelSerializer):
+    pairs = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PreferenceDataset
+        fields = [
+            "id",
+            "name",
+            "description",
+            "source",
+            "source_study_id",
+            "source_study_name",
+            "rendered_for",
+            "stats",
+            "pairs",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    def get_pairs(self, dataset: PreferenceDataset) -> int:
+        return dataset.pairs.count()
+
+
+class PreferenceDatasetViewSet(viewsets.ReadOnlyModelViewSet):
+    """Preference pairs for DPO (made with `manage.py export_preferences` or the study admin's
+    action); ``/jsonl/`` returns them as the JSONL TRL reads."""
+
+    queryset = PreferenceDataset.objects.all()
+    serializer_class = PreferenceDatasetSerializer
+    filterset_fields = ["name", "source_study_id"]
+
+    @extend_schema(responses={(200, "application/jsonl"): str})
+    @action(detail=True, methods=["get"])
+    def jsonl(self, request, pk=None):
+        from django.http import HttpResponse
+
+        from ..training.preferences import preferences_jsonl
+
+        dataset = self.get_object()
+        response = HttpResponse(preferences_jsonl(dataset), content_type="application/jsonl")
+        response["Content-Disposition"] = f'attachment; filename="{dataset.name}.jsonl"'
+        return response

@@ -123,7 +123,7 @@ def lora_target_modules(model_type: str) -> list[str]:
     return list(modules)
 
 
-def _bf16_ok() -> bool:
+def bf16_ok() -> bool:
     import torch
 
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -157,10 +157,10 @@ def load_trainable_model(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16 if _bf16_ok() else torch.float16,
+            bnb_4bit_compute_dtype=torch.bfloat16 if bf16_ok() else torch.float16,
         )
         options["device_map"] = {"": PartialState().local_process_index}
-    elif config.method == LORA and _bf16_ok():
+    elif config.method == LORA and bf16_ok():
         options["dtype"] = torch.bfloat16
     else:
         options["dtype"] = torch.float32
@@ -231,7 +231,7 @@ def _distributed_any(flag: bool) -> bool:
     return bool(tensor.item())
 
 
-def _make_callback(
+def make_callback(
     *,
     on_log: Callable[[list[LogEntry]], None] | None,
     should_stop: Callable[[], bool] | None,
@@ -366,7 +366,7 @@ def train(
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
-        bf16=_bf16_ok(),
+        bf16=bf16_ok(),
         activation_checkpointing=config.gradient_checkpointing,
         dataloader_pin_memory=torch.cuda.is_available(),
         include_num_input_tokens_seen="non_padding",
@@ -374,7 +374,7 @@ def train(
         report_to="none",
         disable_tqdm=True,
     )
-    bridge = _make_callback(
+    bridge = make_callback(
         on_log=on_log,
         should_stop=should_stop,
         on_begin=on_begin,

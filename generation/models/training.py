@@ -152,6 +152,9 @@ class FineTuneRun(Run, FineTuneHyperparameters):
         max_length=500, blank=True, help_text="Last checkpoint, relative to MODEL_STORAGE"
     )
     resumed_from_step = models.PositiveIntegerField(default=0)
+    # Figures a method measures beside the loss log: DPO's mean log-probability margin of chosen
+    # over rejected on the held-out pairs, before and after training.
+    metrics = models.JSONField(default=dict, blank=True)
     # The template version training examples were rendered with (generation/engine/render.py).
     template = models.ForeignKey(
         "generation.PromptTemplate",
@@ -189,7 +192,8 @@ class FineTuneRun(Run, FineTuneHyperparameters):
 
     @property
     def is_lora(self) -> bool:
-        return self.method in (self.Method.LORA, self.Method.QLORA)
+        # DPO runs adapt with LoRA (the reference model is the base with the adapter off).
+        return self.method in (self.Method.LORA, self.Method.QLORA, self.Method.DPO)
 
 
 class FineTuneRunDataset(models.Model):

@@ -109,6 +109,15 @@ def instruction_dataset_import(
     )
 
 
+def usable_examples(dataset: InstructionDataset):
+    """The rows fine-tuning uses: all of them, or only those accepted in review when the set is
+    ``accepted_only`` (rejected and pending rows then stay out)."""
+    rows = dataset.examples.all()
+    if dataset.accepted_only:
+        rows = rows.filter(review=InstructionExample.Review.ACCEPTED)
+    return rows
+
+
 def instruction_dataset_token_stats(
     *, dataset: InstructionDataset, model: LanguageModel
 ) -> InstructionDataset:

@@ -18,12 +18,23 @@ from evalsite.accounts.services import Action, audit_record
 
 from .. import lifecycle
 from ..errors import ServiceError
-from ..models import FineTuneLog, FineTuneRun, FineTuneRunDataset, InstructionDataset, LanguageModel
+from ..models import (
+    FineTuneLog,
+    FineTuneRun,
+    FineTuneRunDataset,
+    InstructionDataset,
+    LanguageModel,
+    PreferenceDataset,
+)
 from ..params import FINETUNE_FIELDS, FULL_LEARNING_RATE, hyperparameters_check
 from ..registry import MODEL_NAME_TAKEN, language_model_register, storage_relative
 from ..templates import as_template, template_for
+from .data import usable_examples
 
-UNKNOWN_METHOD = "unknown fine-tuning method {method!r}; expected one of: lora, full, qlora"
+UNKNOWN_METHOD = "unknown fine-tuning method {method!r}; expected one of: lora, full, qlora, dpo"
+NO_PREFERENCES = "method dpo trains on preference pairs: choose a preference data set"
+PREFERENCES_NOT_DPO = "preference pairs are for method dpo; method {method!r} takes data sets"
+DPO_NO_DATASETS = "method dpo trains on preference pairs only; leave the data sets out"
 BASE_IS_ENDPOINT = "model {name!r} is served by an endpoint; there are no weights to fine-tune"
 BASE_IS_ADAPTER = (
     "model {name!r} is a LoRA adapter; merge it into a standalone model first "
@@ -59,10 +70,11 @@ def _qlora_problem() -> str | None:
 def finetune_run_create(
     *,
     base_model: LanguageModel,
-    datasets: Sequence[tuple[InstructionDataset, int | None]],
+    datasets: Sequence[tuple[InstructionDataset, int | None]] = (),
     method: str = FineTuneRun.Method.LORA,
     params: dict | None = None,
     model_name: str = "",
+    preferences: PreferenceDataset | None = None,
     user=None,
     enqueue: bool = True,
 ) -> FineTuneRun:
@@ -70,7 +82,8 @@ def finetune_run_create(
 
     ``datasets`` pairs each data set with the number of rows to sample from it (None: all).
     Unset hyper-parameters take the model fields' defaults; the learning rate defaults to
-    ``FULL_LEARNING_RATE`` for full fine-tuning.
+    ``FULL_LEARNING_RATE`` for full fine-tuning. Method ``dpo`` takes ``preferences`` (a
+    preference data set) instead of data sets.
     """
     from ..engine.examples import held_out_count
     from ..engine.train import steps_for
@@ -90,15 +103,25 @@ def finetune_run_create(
     values = hyperparameters_check(dict(params or {}))
     if method == FineTuneRun.Method.FULL:
         values.setdefault("learning_rate", FULL_LEARNING_RATE)
-    if not datasets:
-        raise ServiceError(NO_DATASETS)
     total_rows = 0
+    if method == FineTuneRun.Method.DPO:
+        if preferences is None:
+            raise ServiceError(NO_PREFERENCES)
+        if datasets:
+            raise ServiceError(DPO_NO_DATASETS)
+        total_rows = preferences.pairs.count()
+        if total_rows == 0:
+            raise ServiceError(EMPTY_DATASET.format(name=preferences.name))
+    elif preferences is not None:
+        raise ServiceError(PREFERENCES_NOT_DPO.format(method=method))
+    elif not datasets:
+        raise ServiceError(NO_DATASETS)
     seen = set()
     for dataset, rows in datasets:
         if dataset.pk in seen:
             raise ServiceError(DATASET_TWICE.format(name=dataset.name))
         seen.add(dataset.pk)
-        count = dataset.examples.count()
+        count = usable_examples(dataset).count()
         if count == 0:
             raise ServiceError(EMPTY_DATASET.format(name=dataset.name))
         if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 1):
@@ -111,6 +134,7 @@ def finetune_run_create(
             base_model=base_model,
             method=method,
             model_name=model_name,
+            preferences=preferences,
             template=template,
             created_by=user if getattr(user, "pk", None) else None,
             **values,
@@ -132,6 +156,7 @@ def finetune_run_create(
             method=method,
             template=str(template),
             datasets=[{"name": d.name, "rows": rows} for d, rows in datasets],
+            preferences=preferences.name if preferences else None,
             hyperparameters=values,
         )
         if enqueue:
@@ -165,9 +190,9 @@ def finetune_run_examples(run: FineTuneRun) -> list:
     examples = []
     for source in run.sources.select_related("dataset").order_by("id"):
         rows = list(
-            source.dataset.examples.order_by("position").values_list(
-                "instruction", "input", "output"
-            )
+            usable_examples(source.dataset)
+            .order_by("position")
+            .values_list("instruction", "input", "output")
         )
         if source.rows is not None and source.rows < len(rows):
             rows = rng.sample(rows, source.rows)
@@ -321,14 +346,22 @@ def _finetune(run_id: int, worker: str, on_progress: ProgressFn | None) -> None:
     def on_save(path: str, step: int) -> None:
         mine.update(checkpoint=storage_relative(path))
 
-    result = train(
-        **_finetune_inputs(run),
-        on_begin=on_begin,
-        on_log=on_log,
-        should_stop=should_stop,
-        on_save=on_save,
-    )
+    hooks = {"on_begin": on_begin, "on_log": on_log, "should_stop": should_stop}
+    if run.method == FineTuneRun.Method.DPO:
+        from .preferences import dpo_run_train
+
+        result = dpo_run_train(run, _finetune_inputs(run), on_save=on_save, **hooks)
+    else:
+        result = train(**_finetune_inputs(run), on_save=on_save, **hooks)
     mine.update(step=result.global_step, train_tokens=result.total_tokens)
+    if getattr(result, "margin_after", None) is not None:
+        mine.update(
+            metrics={
+                "heldout_pairs": result.eval_examples,
+                "margin_before": result.margin_before,
+                "margin_after": result.margin_after,
+            }
+        )
     if result.stopped:
         return  # cancelled (or taken over): the status was already set by whoever stopped it
     _finetune_register(run, result.output_dir, worker)
@@ -344,7 +377,12 @@ def _finetune_follow(run_id: int) -> None:
             raise ServiceError(f"fine-tune run {run_id} was not started by the main process")
         time.sleep(1)
     run = FineTuneRun.objects.select_related("base_model", "template").get(pk=run_id)
-    train(**_finetune_inputs(run))
+    if run.method == FineTuneRun.Method.DPO:
+        from .preferences import dpo_run_train
+
+        dpo_run_train(run, _finetune_inputs(run))
+    else:
+        train(**_finetune_inputs(run))
 
 
 def _finetune_register(run: FineTuneRun, output_dir: str, worker: str) -> None:

@@ -7,12 +7,15 @@ from tqdm import tqdm
 
 from generation.engine.params import FINETUNE, Param
 from generation.errors import ServiceError
+from generation.importers import ImportFormatError
+from generation.lineage import lineage_text, model_lineage
 from generation.models import FineTuneRun, InstructionDataset, LanguageModel
 from generation.training.finetune import (
     finetune_run_create,
     finetune_run_execute,
     finetune_run_resume,
 )
+from generation.training.preferences import preference_dataset_resolve, preferences_from_study
 from generation.workers import QueueWatch, poll_seconds, say
 
 
@@ -62,6 +65,17 @@ class Command(BaseCommand):
             help="rows to sample (with --seed) from the --dataset before it; default all",
         )
         parser.add_argument("--method", default="lora", choices=FineTuneRun.Method.values)
+        prefs = parser.add_mutually_exclusive_group()
+        prefs.add_argument(
+            "--preferences",
+            metavar="FILE|NAME",
+            help="--method dpo: a preference data set, or a JSONL file (prompt, chosen, rejected)",
+        )
+        prefs.add_argument(
+            "--preferences-from",
+            metavar="STUDY",
+            help="--method dpo: export this study's votes as pairs now and train on them",
+        )
         parser.add_argument("--model-name", default="", help="name of the resulting model")
         # One option per hyper-parameter; unset ones take the run model's defaults.
         for param in FINETUNE:
@@ -118,15 +132,28 @@ class Command(BaseCommand):
                 f"fine-tune run {run.pk} succeeded: model {run.result_model.name!r} registered"
             )
         )
+        self.stdout.write("lineage: " + lineage_text(model_lineage(run.result_model)))
+        if "margin_after" in run.metrics:
+            m = run.metrics
+            self.stdout.write(
+                f"held-out margin (log p(chosen) - log p(rejected), mean of "
+                f"{m['heldout_pairs']} pairs): {m['margin_before']:.3f} before, "
+                f"{m['margin_after']:.3f} after"
+            )
 
     def _create(self, opts) -> FineTuneRun:
-        if not opts["base"] or not opts.get("mix"):
+        dpo = opts["method"] == FineTuneRun.Method.DPO
+        if not dpo and (opts["preferences"] or opts["preferences_from"]):
+            raise CommandError("--preferences and --preferences-from are for --method dpo")
+        if not opts["base"] or not (opts.get("mix") or dpo):
             raise CommandError("give --base and at least one --dataset (or --run ID --inline)")
+        if dpo and not (opts["preferences"] or opts["preferences_from"]):
+            raise CommandError("--method dpo needs --preferences FILE|NAME or --preferences-from")
         base = LanguageModel.objects.filter(name=opts["base"]).first()
         if base is None:
             raise CommandError(f"no model named {opts['base']!r}")
         mix = []
-        for name, rows in opts["mix"]:
+        for name, rows in opts.get("mix") or ():
             dataset = InstructionDataset.objects.filter(name=name).first()
             if dataset is None:
                 raise CommandError(f"no instruction data set named {name!r}")
@@ -139,15 +166,26 @@ class Command(BaseCommand):
             elif value is not None and param.kind is not list:
                 params[param.name] = value
         try:
+            preferences = None
+            if opts["preferences_from"]:
+                # Rendered with the base model's template: the model being tuned.
+                preferences = preferences_from_study(opts["preferences_from"], model=base)
+                self.stdout.write(
+                    f"preference data set {preferences.name!r}: {preferences.pairs.count()} "
+                    f"pairs from the votes of study {preferences.source_study_name!r}"
+                )
+            elif opts["preferences"]:
+                preferences = preference_dataset_resolve(opts["preferences"])
             return finetune_run_create(
                 base_model=base,
                 datasets=mix,
                 method=opts["method"],
                 params=params,
                 model_name=opts["model_name"],
+                preferences=preferences,
                 enqueue=not (opts["inline"] or opts["no_enqueue"]),
             )
-        except ServiceError as exc:
+        except (ServiceError, ImportFormatError) as exc:
             raise CommandError(str(exc)) from None
 
     def _inline(self, run: FineTuneRun) -> FineTuneRun:
