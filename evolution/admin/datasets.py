@@ -1,0 +1,95 @@
+"""The "Evolve…" action on instruction data sets.
+
+evolution builds on generation, never the reverse: the action is added here by extending
+whatever admin generation registered for InstructionDataset (as judging/admin.py extends the
+study admin).
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+from django.http import HttpResponseRedirect
+from django.urls import reverse
+
+import generation.admin  # noqa: F401 - registers the InstructionDataset admin extended below
+from generation.admin.shared import (
+    apply_each,
+    form_action,
+)
+from generation.models import InstructionDataset, LanguageModel
+
+from ..runs import MOST_ROUNDS, evolution_run_create
+
+# --- instruction data sets: "Evolve…" ----------------------------------------------------------
+
+
+class EvolveForm(forms.Form):
+    model = forms.ModelChoiceField(
+        queryset=LanguageModel.objects.order_by("name"),
+        help_text="The evolver: any registered model (weights run in a gpu worker)",
+    )
+    answer_model = forms.ModelChoiceField(
+        queryset=LanguageModel.objects.order_by("name"),
+        required=False,
+        help_text="Answers the kept instructions (blank: the evolver)",
+    )
+    judge = forms.ModelChoiceField(
+        queryset=LanguageModel.objects.order_by("name"),
+        required=False,
+        help_text="Asked whether an evolution adds information (blank: a cheap rule)",
+    )
+    rounds = forms.IntegerField(min_value=1, max_value=MOST_ROUNDS, initial=1)
+    seed = forms.IntegerField(initial=0)
+    name = forms.CharField(
+        required=False, max_length=200, help_text="Data set to write (blank: <data set>-evol-<run>)"
+    )
+
+
+def _registered_dataset_admin() -> type[admin.ModelAdmin]:
+    if admin.site.is_registered(InstructionDataset):
+        base = type(admin.site.get_model_admin(InstructionDataset))
+        admin.site.unregister(InstructionDataset)
+        return base
+    return admin.ModelAdmin
+
+
+_DatasetAdminBase = _registered_dataset_admin()
+
+
+@admin.register(InstructionDataset)
+class InstructionDatasetAdmin(_DatasetAdminBase):
+    actions = [*(_DatasetAdminBase.actions or []), "evolve"]
+
+    def has_evolve_permission(self, request) -> bool:
+        """Queueing an evolution: the rights to add an evolution run and to run models."""
+        return request.user.has_perms(
+            ["evolution.add_evolutionrun", "generation.run_languagemodel"]
+        )
+
+    @form_action(EvolveForm, "Evol-Instruct", description="Evolve…", permissions=["evolve"])
+    def evolve(self, request, queryset, form):
+        data = form.cleaned_data
+        several = queryset.count() > 1
+        apply_each(
+            self,
+            request,
+            queryset,
+            lambda dataset: evolution_run_create(
+                source=dataset,
+                model=data["model"],
+                answer_model=data["answer_model"],
+                judge=data["judge"],
+                rounds=data["rounds"],
+                seed=data["seed"],
+                # One name cannot serve several data sets: each then takes the default.
+                name="" if several else data["name"],
+                user=request.user,
+            ),
+            lambda dataset, run: (
+                f"Queued evolution run {run.pk}: {run.model.name} on {dataset.name}, "
+                f"{run.rounds} round(s); writes {run.name}."
+            ),
+            lambda dataset, exc: f"{dataset.name}: {exc}",
+        )
+        return HttpResponseRedirect(reverse("admin:evolution_evolutionrun_changelist"))

@@ -1,0 +1,134 @@
+import json
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from evolution.engine.operations import OPERATIONS
+from evolution.models import EvolutionRun
+from evolution.runs import evolution_run_create, evolution_run_execute
+from evolution.summary import evolution_totals
+from generation.errors import ServiceError
+from generation.models import InstructionDataset, LanguageModel
+from generation.workers import QueueWatch, poll_seconds, say
+
+
+def _model(name: str, option: str) -> LanguageModel:
+    model = LanguageModel.objects.filter(name=name).first()
+    if model is None:
+        raise CommandError(f"{option}: no model named {name!r}")
+    return model
+
+
+def _json(text: str, option: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"{option} is not valid JSON ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise CommandError(f"{option} must be a JSON object")
+    return value
+
+
+class Command(BaseCommand):
+    help = (
+        "Queue an Evol-Instruct run: rewrite a data set's instructions with a model for N rounds, "
+        "drop failed evolutions, answer the survivors, and write them as a new data set; --wait "
+        "shows progress, then the counts."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--dataset", required=True, help="instruction data set to evolve")
+        parser.add_argument("--model", required=True, help="registered model that rewrites")
+        parser.add_argument(
+            "--answer-model", help="registered model that answers (default: --model)"
+        )
+        parser.add_argument("--judge", help="model asked whether an evolution adds information")
+        parser.add_argument("--rounds", type=int, default=1)
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--batch-size", type=int, default=8)
+        parser.add_argument(
+            "--name", default="", help="data set to write (default: <dataset>-evol-<run>)"
+        )
+        parser.add_argument("--params", default="{}", help="the evolver's decoding as JSON")
+        parser.add_argument("--answer-params", default="{}", help="the answer model's decoding")
+        parser.add_argument(
+            "--rules",
+            default="{}",
+            help='elimination thresholds as JSON, e.g. {"near_duplicate": 1.0}',
+        )
+        parser.add_argument("--wait", action="store_true", help="wait and show a progress bar")
+        parser.add_argument(
+            "--inline", action="store_true", help="run in this process instead of a worker"
+        )
+
+    def handle(self, *args, **opts):
+        source = InstructionDataset.objects.filter(name=opts["dataset"]).first()
+        if source is None:
+            raise CommandError(f"--dataset: no instruction data set named {opts['dataset']!r}")
+        model = _model(opts["model"], "--model")
+        answer_model = (
+            _model(opts["answer_model"], "--answer-model") if opts["answer_model"] else None
+        )
+        judge = _model(opts["judge"], "--judge") if opts["judge"] else None
+        try:
+            run = evolution_run_create(
+                source=source,
+                model=model,
+                answer_model=answer_model,
+                judge=judge,
+                rounds=opts["rounds"],
+                seed=opts["seed"],
+                batch_size=opts["batch_size"],
+                params=_json(opts["params"], "--params"),
+                answer_params=_json(opts["answer_params"], "--answer-params"),
+                rules=_json(opts["rules"], "--rules"),
+                name=opts["name"],
+                enqueue=not opts["inline"],
+            )
+        except ServiceError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(
+            f"evolution run {run.pk}: {model.name} on {source.name}, {run.rounds} round(s), "
+            f"up to {run.total} evolutions; writes {run.name}"
+        )
+        if opts["inline"]:
+            evolution_run_execute(run.pk)
+        elif not opts["wait"]:
+            self.stdout.write("queued; follow it in the admin")
+            return
+        run = self._follow(run)
+        if run.status != EvolutionRun.Status.SUCCEEDED:
+            raise CommandError(f"evolution run {run.pk} {run.status}: {run.error.strip()[-500:]}")
+        totals = evolution_totals(run.counts)
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"evolution run {run.pk} succeeded: {totals['kept']} of {totals['items']} kept"
+            )
+        )
+        for op in [o for o in OPERATIONS if o in run.counts]:
+            entry = run.counts[op]
+            dropped = ", ".join(f"{rule} {n}" for rule, n in sorted(entry["dropped"].items()))
+            self.stdout.write(
+                f"  {op}: kept {entry['kept']}/{entry['items']}"
+                + (f"; dropped: {dropped}" if dropped else "")
+            )
+        if run.result_id:
+            self.stdout.write(f"data set {run.result.name}: {run.result.examples.count()} rows")
+        else:
+            self.stdout.write(run.error)
+
+    def _follow(self, run: EvolutionRun) -> EvolutionRun:
+        # Says so when no worker takes the run (none consumes its queue), and keeps waiting.
+        watch = QueueWatch(run, inline=True)
+        with tqdm(total=run.total, desc=f"evolution run {run.pk}", unit="item") as bar:
+            while True:
+                run.refresh_from_db()
+                for level, line in watch.check(run):
+                    say(self, bar, level, line)
+                bar.total = run.total
+                bar.set_postfix_str(run.status)
+                bar.update(run.done - bar.n)
+                if run.status not in EvolutionRun.ACTIVE:
+                    return run
+                time.sleep(poll_seconds())

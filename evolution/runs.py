@@ -1,0 +1,186 @@
+"""Evolution runs: create (the row first, its id enqueued once committed), cancel, retry, stale
+requeue, execute. A run whose models all are served goes to the `default` queue; any model with
+weights sends it to `gpu`. Claim, heartbeat and requeue are generation/lifecycle.py's;
+evolution/evolve.py is what a claimed run does."""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from evalsite.accounts.services import Action, audit_record
+from generation import lifecycle, workers
+from generation.errors import ServiceError
+from generation.models import InstructionDataset, LanguageModel
+from generation.params import context_check, generation_params_check
+from generation.registry import model_context
+
+from .engine import elimination
+from .models import EvolutionRun
+from .prompts import evolution_prompts_current
+
+NOT_RUNNABLE = "model {name!r} has neither weights nor an endpoint; register it first"
+EMPTY_SOURCE = "data set {name!r} has no rows to evolve"
+BAD_ROUNDS = "rounds must be between 1 and {most} (got {value})"
+BAD_BATCH_SIZE = "batch_size must be at least 1 (got {value})"
+NAME_TAKEN = "an instruction data set named {name!r} already exists"
+BAD_SETTINGS = "{what}: {problem}"
+ENDPOINT_PARAMS = "model {name!r} is served by an endpoint: {problem}"
+CANNOT_CANCEL = "evolution run {id} is {status}; only queued or running runs can be cancelled"
+CANNOT_RETRY = "evolution run {id} is {status}; only failed or cancelled runs can be retried"
+MOST_ROUNDS = 10
+
+# The evolver writes one instruction: sampled (so rounds and siblings differ), short.
+EVOLVE_DEFAULTS = {"do_sample": True, "temperature": 0.7, "max_new_tokens": 128}
+ANSWER_DEFAULTS: dict = {}
+
+
+def _runnable(model: LanguageModel) -> None:
+    if model.pk is None or not (model.is_endpoint or model.name_or_path or model.adapter_path):
+        raise ServiceError(NOT_RUNNABLE.format(name=model.name))
+
+
+def _decoding(model: LanguageModel, params: dict, seed: int) -> dict:
+    snapshot = generation_params_check(params)
+    if model.is_endpoint:
+        from generation.engine.endpoint import request_options
+
+        try:
+            request_options(snapshot, seed)
+        except ValueError as exc:
+            raise ServiceError(ENDPOINT_PARAMS.format(name=model.name, problem=exc)) from None
+    else:
+        weights = model.base_model if model.adapter_path and model.base_model else model
+        context_check(snapshot, model_context(weights.name_or_path))
+    return snapshot
+
+
+def evolution_run_create(
+    *,
+    source: InstructionDataset,
+    model: LanguageModel,
+    answer_model: LanguageModel | None = None,
+    judge: LanguageModel | None = None,
+    rounds: int = 1,
+    seed: int = 0,
+    batch_size: int = 8,
+    params: dict | None = None,
+    answer_params: dict | None = None,
+    rules: dict | None = None,
+    name: str = "",
+    user=None,
+    enqueue: bool = True,
+) -> EvolutionRun:
+    """Record a queued evolution run and enqueue it once committed.
+
+    ``answer_model`` None: the evolver answers too. ``params``: the evolver's decoding over
+    ``EVOLVE_DEFAULTS``; ``answer_params``: the answer model's over its own defaults; ``rules``:
+    elimination thresholds (engine/elimination.DEFAULTS). ``name``: the data set to write
+    (blank: ``<source>-evol-<run id>``).
+    """
+    answer_model = answer_model or model
+    for m in (model, answer_model, *([judge] if judge else [])):
+        _runnable(m)
+    if not 1 <= rounds <= MOST_ROUNDS:
+        raise ServiceError(BAD_ROUNDS.format(most=MOST_ROUNDS, value=rounds))
+    if batch_size < 1:
+        raise ServiceError(BAD_BATCH_SIZE.format(value=batch_size))
+    rows = source.examples.count()
+    if rows == 0:
+        raise ServiceError(EMPTY_SOURCE.format(name=source.name))
+    name = name.strip()
+    if name and InstructionDataset.objects.filter(name=name).exists():
+        raise ServiceError(NAME_TAKEN.format(name=name))
+    try:
+        thresholds = elimination.rules_check(rules)
+    except ValueError as exc:
+        raise ServiceError(BAD_SETTINGS.format(what="rules", problem=exc)) from None
+    evolve_params = _decoding(model, {**EVOLVE_DEFAULTS, **(params or {})}, seed)
+    answering = _decoding(answer_model, {**ANSWER_DEFAULTS, **(answer_params or {})}, seed)
+    prompts = evolution_prompts_current()
+    with transaction.atomic():
+        run = EvolutionRun.objects.create(
+            source=source,
+            model=model,
+            answer_model=answer_model,
+            judge=judge,
+            rounds=rounds,
+            seed=seed,
+            batch_size=batch_size,
+            params=evolve_params,
+            answer_params=answering,
+            rules=thresholds,
+            prompts={op: p.pk for op, p in prompts.items()},
+            name=name or "-",
+            total=rows * rounds,
+            created_by=user if getattr(user, "pk", None) else None,
+        )
+        if not name:
+            run.name = f"{source.name}-evol-{run.pk}"
+            run.save(update_fields=["name"])
+        audit_record(
+            user=user,
+            action=Action.EVOLUTION_RUN_START,
+            obj=run,
+            source=source.name,
+            model=model.name,
+            answer_model=answer_model.name,
+            judge=judge.name if judge else "",
+            rounds=rounds,
+            seed=seed,
+            params=evolve_params,
+            answer_params=answering,
+            rules=thresholds,
+            prompts={op: p.version for op, p in prompts.items()},
+            name=run.name,
+        )
+        if enqueue:
+            _enqueue_on_commit(run.pk)
+    return run
+
+
+def _enqueue_on_commit(run_id: int) -> None:
+    from .tasks import endpoint_evolution_run_execute_task, evolution_run_execute_task
+
+    run = EvolutionRun.objects.select_related("model", "answer_model", "judge").get(pk=run_id)
+    task = endpoint_evolution_run_execute_task if run.served else evolution_run_execute_task
+    lifecycle.enqueue_on_commit(task, run_id)
+
+
+@transaction.atomic
+def evolution_run_cancel(*, run: EvolutionRun, user=None) -> EvolutionRun:
+    """Queued runs stop at once; a running worker stops before its next batch."""
+    run = lifecycle.cancel(run, CANNOT_CANCEL)
+    audit_record(user=user, action=Action.EVOLUTION_RUN_CANCEL, obj=run, done=run.done)
+    return run
+
+
+@transaction.atomic
+def evolution_run_retry(*, run: EvolutionRun, user=None) -> EvolutionRun:
+    """Queue a failed or cancelled run again; it makes only the items it is missing."""
+    run = lifecycle.requeue(run, CANNOT_RETRY, _enqueue_on_commit)
+    audit_record(user=user, action=Action.EVOLUTION_RUN_RETRY, obj=run, done=run.done)
+    return run
+
+
+def evolution_runs_requeue_stale() -> list[int]:
+    """Requeue running evolution runs whose heartbeat stopped (their worker died)."""
+    return lifecycle.requeue_stale(EvolutionRun, _enqueue_on_commit, label="evolution run")
+
+
+def evolution_run_execute(run_id: int) -> EvolutionRun | None:
+    """Claim the run and make what it is missing (None if it was not claimable). Safe to call
+    any number of times for one run; the tasks and ``manage.py evolve --inline`` call it."""
+    from .evolve import evolve_missing
+
+    if not lifecycle.run_held(EvolutionRun, run_id, evolve_missing, label="evolution run"):
+        return None
+    return EvolutionRun.objects.get(pk=run_id)
+
+
+workers.run_kind_register(
+    EvolutionRun,
+    task="evolution.tasks.evolution_run_execute_task",
+    endpoint_task="evolution.tasks.endpoint_evolution_run_execute_task",
+    label="evolution run",
+    served=lambda run: run.served,
+)
