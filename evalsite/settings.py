@@ -158,6 +158,15 @@ STORAGES = {
 
 # Models, adapters and checkpoints; rows store paths relative to this root, or hub names.
 MODEL_STORAGE = Path(os.environ.get("MODEL_STORAGE", VAR_DIR / "models")).resolve()
+# Folders of the team's own lm-eval task YAML (with local data files) that benchmark runs offer,
+# separated like PATH.
+BENCHMARK_TASK_DIRS = [
+    Path(p)
+    for p in os.environ.get("BENCHMARK_TASK_DIRS", str(BASE_DIR / "fixtures" / "benchmarks")).split(
+        os.pathsep
+    )
+    if p
+]
 # Largest upload accepted (prompt sets, instruction data, vote imports).
 MAX_UPLOAD_BYTES = envint("MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_UPLOAD_BYTES
@@ -247,7 +256,12 @@ CELERY_BEAT_SCHEDULE = {
     "requeue-stale-runs": {
         "task": "generation.tasks.requeue_stale_runs_task",
         "schedule": timedelta(seconds=envint("RUN_STALE_CHECK_SECONDS", 120)),
-    }
+    },
+    # A sweep moves on when its runs finish (a hook); this catches any step a hook missed.
+    "advance-sweeps": {
+        "task": "sweeps.tasks.sweeps_advance_task",
+        "schedule": timedelta(seconds=envint("SWEEP_ADVANCE_SECONDS", 60)),
+    },
 }
 # A running run whose heartbeat is older than this is considered dead and requeued.
 RUN_HEARTBEAT_TIMEOUT = timedelta(seconds=envint("RUN_HEARTBEAT_TIMEOUT", 300))
@@ -302,6 +316,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "generation.models.GenerationRun.Status",
         "StudyStatusEnum": "annotation.models.Study.Status",
+        "SweepStatusEnum": "sweeps.models.Sweep.Status",
+        "SweepCellStatusEnum": "sweeps.models.SweepCell.Status",
     },
 }
 

@@ -4,3 +4,12 @@ from django.apps import AppConfig
 class SweepsConfig(AppConfig):
     name = "sweeps"
     verbose_name = "Fine-tune sweeps"
+
+    def ready(self) -> None:
+        # A sweep moves on when any of its runs finishes (generation/lifecycle.py calls the hook
+        # in the worker that held the run); registered in every process, the worker included.
+        from generation import lifecycle
+
+        from . import progress
+
+        lifecycle.on_run_finished(progress.run_finished)
