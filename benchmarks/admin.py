@@ -1,0 +1,235 @@
+"""Staff admin for benchmark runs: runs with their results (read-only; cancel and retry), every
+example the model saw (filter by run, task, right or wrong), and the "Run benchmarks…" action on
+models. generation must not import benchmarks: the action is added here by extending whatever
+admin is registered for LanguageModel (as judging extends the Study admin)."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+from django.http import HttpResponseRedirect
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+import generation.admin  # noqa: F401 - registers the LanguageModel admin extended below
+from generation.admin.shared import (
+    QueuedRunWarning,
+    apply_each,
+    form_action,
+    progress_bar,
+    run_action,
+)
+from generation.models import LanguageModel
+
+from .catalog import available_tasks
+from .models import BenchmarkResult, BenchmarkRun, BenchmarkSample, Scoring
+from .runs import benchmark_run_cancel, benchmark_run_create, benchmark_run_retry
+
+
+def _pre(text: str) -> SafeString:
+    return format_html(
+        '<pre style="white-space: pre-wrap; margin: 0; max-height: 20em; overflow: auto">{}</pre>',
+        text,
+    )
+
+
+class BenchmarkResultInline(admin.TabularInline):
+    model = BenchmarkResult
+    fields = [
+        "task",
+        "metric",
+        "value",
+        "stderr",
+        "n",
+        "num_fewshot",
+        "scoring",
+        "prompt_format",
+        "harness_version",
+    ]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(BenchmarkRun)
+class BenchmarkRunAdmin(QueuedRunWarning, admin.ModelAdmin):
+    list_display = ["id", "model", "task_list", "scoring", "num_fewshot", "status", "progress"]
+    list_filter = ["status", "scoring", "model"]
+    list_select_related = ["model"]
+    readonly_fields = [
+        "model",
+        "tasks",
+        "num_fewshot",
+        "scoring",
+        "limit",
+        "batch_size",
+        "seed",
+        "params",
+        "status",
+        "progress",
+        "samples_link",
+        "harness_version",
+        "task_source",
+        "error",
+        "worker",
+        "attempts",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "heartbeat_at",
+        "created_by",
+    ]
+    fields = readonly_fields
+    inlines = [BenchmarkResultInline]
+    actions = ["retry_runs", "cancel_runs"]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # runs come from the model action, the API or `manage.py benchmark`
+
+    @admin.display(description="tasks")
+    def task_list(self, obj: BenchmarkRun) -> str:
+        return ", ".join(obj.tasks)
+
+    @admin.display(description="progress")
+    def progress(self, obj: BenchmarkRun) -> SafeString:
+        return progress_bar(obj.done, obj.total, more=" tasks")
+
+    @admin.display(description="per-example outputs")
+    def samples_link(self, obj: BenchmarkRun) -> SafeString:
+        url = reverse("admin:benchmarks_benchmarksample_changelist")
+        wrong = obj.samples.filter(correct=False).count()
+        return format_html(
+            '<a href="{}?run__id__exact={}">{} examples</a> · '
+            '<a href="{}?run__id__exact={}&correct__exact=0">{} wrong</a>',
+            url,
+            obj.pk,
+            obj.samples.count(),
+            url,
+            obj.pk,
+            wrong,
+        )
+
+    retry_runs = run_action(
+        benchmark_run_retry, "Benchmark run {} requeued.", description="Retry (missing tasks)"
+    )
+    cancel_runs = run_action(
+        benchmark_run_cancel, "Benchmark run {} cancelled.", description="Cancel"
+    )
+
+
+@admin.register(BenchmarkSample)
+class BenchmarkSampleAdmin(admin.ModelAdmin):
+    """Every example as the model saw and answered it: format failures show here."""
+
+    list_display = ["run", "task", "doc_id", "prompt_text", "target", "output_text", "correct"]
+    list_filter = ["correct", "task", "run"]
+    list_select_related = ["run__model"]
+    search_fields = ["prompt", "target", "output"]
+    readonly_fields = ["run", "task", "doc_id", "prompt_text", "target", "output_text", "correct"]
+    fields = [*readonly_fields, "metrics"]
+    list_per_page = 50
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="prompt")
+    def prompt_text(self, obj: BenchmarkSample) -> SafeString:
+        return _pre(obj.prompt)
+
+    @admin.display(description="output")
+    def output_text(self, obj: BenchmarkSample) -> SafeString:
+        return _pre(obj.output)
+
+
+# --- models: "Run benchmarks…" -----------------------------------------------------------------
+
+
+def _task_choices() -> list[tuple[str, str]]:
+    rows = sorted(available_tasks().tasks.values(), key=lambda i: (i.source != "custom", i.name))
+    return [
+        (
+            info.name,
+            f"{info.name} (group: {len(info.members)} tasks)"
+            if info.kind == "group"
+            else f"{info.name} ({info.output_type}, {info.source})",
+        )
+        for info in rows
+    ]
+
+
+class BenchmarkForm(forms.Form):
+    tasks = forms.MultipleChoiceField(
+        choices=_task_choices,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="lm-eval tasks: the team's own (BENCHMARK_TASK_DIRS) and lm-eval's Japanese "
+        "group (its datasets come from the Hugging Face hub)",
+    )
+    num_fewshot = forms.IntegerField(min_value=0, max_value=32, initial=0, label="Few-shot")
+    scoring = forms.ChoiceField(
+        choices=Scoring.choices,
+        initial=Scoring.LOGLIKELIHOOD,
+        help_text="How multiple-choice tasks are scored; generative tasks always generate",
+    )
+    limit = forms.IntegerField(
+        min_value=1, required=False, help_text="Examples per task (blank: all)"
+    )
+
+
+def _registered_model_admin() -> type[admin.ModelAdmin]:
+    if admin.site.is_registered(LanguageModel):
+        base = type(admin.site.get_model_admin(LanguageModel))
+        admin.site.unregister(LanguageModel)
+        return base
+    return admin.ModelAdmin
+
+
+_ModelAdminBase = _registered_model_admin()
+
+
+@admin.register(LanguageModel)
+class LanguageModelAdmin(_ModelAdminBase):
+    actions = [*(_ModelAdminBase.actions or []), "run_benchmarks"]
+
+    def has_benchmark_permission(self, request) -> bool:
+        """Queueing benchmarks: the rights to add a benchmark run and to run models."""
+        return request.user.has_perms(
+            ["benchmarks.add_benchmarkrun", "generation.run_languagemodel"]
+        )
+
+    @form_action(
+        BenchmarkForm, "Run benchmarks", description="Run benchmarks…", permissions=["benchmark"]
+    )
+    def run_benchmarks(self, request, queryset, form):
+        data = form.cleaned_data
+        apply_each(
+            self,
+            request,
+            queryset,
+            lambda model: benchmark_run_create(
+                model=model,
+                tasks=data["tasks"],
+                num_fewshot=data["num_fewshot"],
+                scoring=data["scoring"],
+                limit=data["limit"],
+                user=request.user,
+            ),
+            lambda model, run: (
+                f"Queued benchmark run {run.pk}: {model.name} on {', '.join(run.tasks)} "
+                f"({run.scoring}, {run.num_fewshot}-shot)."
+            ),
+            lambda model, exc: f"{model.name}: {exc}",
+        )
+        return HttpResponseRedirect(reverse("admin:benchmarks_benchmarkrun_changelist"))

@@ -1,0 +1,139 @@
+"""What a claimed benchmark run does: score each task it has no results for, one at a time.
+
+A task's results and samples are written in one transaction, together with the run's progress,
+and only while this worker still holds the run: a run resumed after its worker died skips the
+tasks already stored and never stores one twice (the unique constraints back this up).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from django.db import transaction
+from django.utils import timezone
+
+from generation.registry import language_model_endpoint, language_model_load
+
+from .catalog import task_dirs
+from .engine import harness
+from .engine.reading import TaskOutcome
+from .models import BenchmarkResult, BenchmarkRun, BenchmarkSample
+
+log = logging.getLogger(__name__)
+
+
+def _held(run_id: int, worker: str):
+    return BenchmarkRun.objects.filter(pk=run_id, status=BenchmarkRun.Status.RUNNING, worker=worker)
+
+
+def _fail(run_id: int, worker: str, message: str) -> None:
+    _held(run_id, worker).update(
+        status=BenchmarkRun.Status.FAILED, error=message, finished_at=timezone.now()
+    )
+
+
+def stored_tasks(run: BenchmarkRun) -> set[str]:
+    return set(run.results.values_list("task", flat=True).distinct())
+
+
+def _lm(run: BenchmarkRun):
+    model = run.model
+    if model.is_endpoint:
+        endpoint = language_model_endpoint(model=model)
+        return harness.served_model(
+            url=endpoint.url,
+            model=endpoint.model,
+            api_key=os.environ.get(endpoint.api_key_env, "") if endpoint.api_key_env else "",
+            concurrency=endpoint.concurrency,
+        )
+    tokenizer, weights = language_model_load(model=model)
+    return harness.hf_model(weights, tokenizer, batch_size=run.batch_size)
+
+
+def score_missing(run_id: int, worker: str) -> None:
+    """Score the run's missing tasks while this worker holds it; mark it succeeded at the end."""
+    run = BenchmarkRun.objects.select_related("model", "model__base_model").get(pk=run_id)
+    done = stored_tasks(run)
+    missing = [task for task in run.tasks if task not in done]
+    try:
+        version = harness.harness_version()
+        _held(run_id, worker).update(harness_version=version, done=len(done))
+        if missing:
+            bench = harness.Harness(_lm(run), task_dirs(), served=run.model.is_endpoint)
+    except harness.HarnessMissing as exc:
+        _fail(run_id, worker, str(exc))
+        return
+    for task in missing:
+        if not _held(run_id, worker).exists():
+            log.info("benchmark run %s is no longer held (cancelled or requeued)", run_id)
+            return
+        spec = harness.TaskSpec(
+            name=task,
+            scoring=run.scoring,
+            num_fewshot=run.num_fewshot,
+            limit=run.limit,
+            seed=run.seed,
+            gen_kwargs=run.params,
+        )
+        outcome = bench.evaluate(spec)
+        if not _store(run, worker, outcome, version=version, prompt_format=bench.prompt_format):
+            return
+    _held(run_id, worker).update(
+        status=BenchmarkRun.Status.SUCCEEDED, finished_at=timezone.now(), error=""
+    )
+
+
+def _store(
+    run: BenchmarkRun, worker: str, outcome: TaskOutcome, *, version: str, prompt_format: str
+) -> bool:
+    """Write one task's results and samples and the run's progress; False (nothing written)
+    when the run is no longer this worker's."""
+    scoring = harness.scoring_of(_source_type(outcome), run.scoring)
+    with transaction.atomic():
+        held = _held(run.pk, worker).select_for_update().first()
+        if held is None:
+            return False
+        if held.results.filter(task=outcome.task).exists():
+            return True  # stored by an earlier attempt of this run
+        BenchmarkResult.objects.bulk_create(
+            BenchmarkResult(
+                run=held,
+                task=outcome.task,
+                metric=metric.name,
+                value=metric.value,
+                stderr=metric.stderr,
+                n=outcome.n,
+                num_fewshot=outcome.num_fewshot,
+                scoring=scoring,
+                prompt_format=prompt_format,
+                config=outcome.config,
+                harness_version=version,
+            )
+            for metric in outcome.metrics
+        )
+        BenchmarkSample.objects.bulk_create(
+            BenchmarkSample(
+                run=held,
+                task=outcome.task,
+                doc_id=sample.doc_id,
+                prompt=sample.prompt,
+                target=sample.target,
+                output=sample.output,
+                correct=sample.correct,
+                metrics=sample.metrics,
+            )
+            for sample in outcome.samples
+        )
+        done = held.results.values("task").distinct().count()
+        BenchmarkRun.objects.filter(pk=held.pk).update(done=done)
+    return True
+
+
+def _source_type(outcome: TaskOutcome) -> str:
+    # The generative variant of a multiple-choice task is generate_until in lm-eval's config;
+    # the app marks it so the result still says it was a multiple-choice task scored by writing.
+    metadata = outcome.config.get("metadata") or {}
+    if isinstance(metadata, dict) and metadata.get("scored_as"):
+        return "multiple_choice"
+    return outcome.output_type

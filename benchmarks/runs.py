@@ -1,0 +1,167 @@
+"""Benchmark runs: a model over lm-eval tasks, queued, resumable, cancellable.
+
+The row is written first and its id enqueued once committed: a model with weights goes to the
+`gpu` queue, a served model (lm-eval only sends it requests) to `default`. Claim, heartbeat,
+cancel, retry and stale requeue are generation/lifecycle.py's; benchmarks/execution.py is what
+a claimed run does (each task it has no results for, one transaction per task).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from django.db import transaction
+
+from evalsite.accounts.services import Action, audit_record
+from generation import lifecycle, workers
+from generation.errors import ServiceError
+from generation.models import LanguageModel
+
+from .catalog import available_tasks, task_dirs
+from .engine import harness
+from .engine.catalogue import expand
+from .models import BenchmarkRun, Scoring
+
+NOT_RUNNABLE = "model {name!r} has neither weights nor an endpoint; register it first"
+BAD_SCORING = "scoring must be one of: {choices} (got {value!r})"
+BAD_FEWSHOT = "num_fewshot must be between 0 and 32 (got {value})"
+BAD_LIMIT = "limit must be at least 1 example per task, or empty for all (got {value})"
+BAD_BATCH_SIZE = "batch_size must be at least 1 (got {value})"
+BAD_PARAMS = "params takes only {allowed} (got {keys})"
+CANNOT_RUN = "benchmark run on {name!r} cannot be made: {problems}"
+CANNOT_CANCEL = "benchmark run {id} is {status}; only queued or running runs can be cancelled"
+CANNOT_RETRY = "benchmark run {id} is {status}; only failed or cancelled runs can be retried"
+
+# Decoding a run may set for generative scoring (lm-eval's gen_kwargs).
+GEN_KEYS = ("max_gen_toks", "do_sample", "temperature", "top_p", "until")
+
+
+def _params_check(params: dict | None) -> dict:
+    params = dict(params or {})
+    extra = sorted(set(params) - set(GEN_KEYS))
+    if extra:
+        raise ServiceError(BAD_PARAMS.format(allowed=", ".join(GEN_KEYS), keys=", ".join(extra)))
+    return params
+
+
+def benchmark_run_create(
+    *,
+    model: LanguageModel,
+    tasks: Sequence[str],
+    num_fewshot: int = 0,
+    scoring: str = Scoring.LOGLIKELIHOOD,
+    limit: int | None = None,
+    batch_size: int = 8,
+    seed: int = 0,
+    params: dict | None = None,
+    user=None,
+    enqueue: bool = True,
+) -> BenchmarkRun:
+    """Record a queued benchmark run and enqueue it once committed.
+
+    ``tasks``: task or group names of the catalogue (benchmarks/catalog.py); groups expand to
+    their tasks, which the run stores. ``scoring`` applies to multiple-choice tasks; generative
+    tasks are always scored generatively (each result records how it was made).
+    """
+    if model.pk is None or not (model.is_endpoint or model.name_or_path or model.adapter_path):
+        raise ServiceError(NOT_RUNNABLE.format(name=model.name))
+    if scoring not in Scoring.values:
+        raise ServiceError(BAD_SCORING.format(choices=", ".join(Scoring.values), value=scoring))
+    if not 0 <= num_fewshot <= 32:
+        raise ServiceError(BAD_FEWSHOT.format(value=num_fewshot))
+    if limit is not None and limit < 1:
+        raise ServiceError(BAD_LIMIT.format(value=limit))
+    if batch_size < 1:
+        raise ServiceError(BAD_BATCH_SIZE.format(value=batch_size))
+    params = _params_check(params)
+    known = available_tasks()
+    try:
+        names = expand(list(tasks), known)
+    except ValueError as exc:
+        raise ServiceError(str(exc)) from None
+    kinds = {name: known.tasks[name].output_type for name in names}
+    problems = harness.scoring_problems(kinds, scoring, served=model.is_endpoint)
+    if problems:
+        raise ServiceError(CANNOT_RUN.format(name=model.name, problems="; ".join(problems)))
+    with transaction.atomic():
+        run = BenchmarkRun.objects.create(
+            model=model,
+            tasks=names,
+            num_fewshot=num_fewshot,
+            scoring=scoring,
+            limit=limit,
+            batch_size=batch_size,
+            seed=seed,
+            params=params,
+            total=len(names),
+            task_source=", ".join(task_dirs())[:500],
+            created_by=user if getattr(user, "pk", None) else None,
+        )
+        audit_record(
+            user=user,
+            action=Action.BENCHMARK_RUN_START,
+            obj=run,
+            model=model.name,
+            tasks=names,
+            num_fewshot=num_fewshot,
+            scoring=scoring,
+            limit=limit,
+            seed=seed,
+            params=params,
+        )
+        if enqueue:
+            _enqueue_on_commit(run.pk)
+    return run
+
+
+def _enqueue_on_commit(run_id: int) -> None:
+    from .tasks import benchmark_run_execute_task, endpoint_benchmark_run_execute_task
+
+    served = BenchmarkRun.objects.filter(pk=run_id).exclude(model__endpoint_url="").exists()
+    task = endpoint_benchmark_run_execute_task if served else benchmark_run_execute_task
+    lifecycle.enqueue_on_commit(task, run_id)
+
+
+@transaction.atomic
+def benchmark_run_cancel(*, run: BenchmarkRun, user=None) -> BenchmarkRun:
+    """Queued runs stop at once; a running one after the task it is scoring."""
+    run = lifecycle.cancel(run, CANNOT_CANCEL)
+    audit_record(user=user, action=Action.BENCHMARK_RUN_CANCEL, obj=run, done=run.done)
+    return run
+
+
+@transaction.atomic
+def benchmark_run_retry(*, run: BenchmarkRun, user=None) -> BenchmarkRun:
+    """Queue a failed or cancelled run again; it scores only the tasks it has no results for."""
+    run = lifecycle.requeue(run, CANNOT_RETRY, _enqueue_on_commit)
+    audit_record(
+        user=user, action=Action.BENCHMARK_RUN_RETRY, obj=run, done=run.done, total=run.total
+    )
+    return run
+
+
+def benchmark_runs_requeue_stale() -> list[int]:
+    """Requeue running benchmark runs whose heartbeat stopped (their worker died); their ids."""
+    return lifecycle.requeue_stale(BenchmarkRun, _enqueue_on_commit, label="benchmark run")
+
+
+def benchmark_run_execute(run_id: int) -> BenchmarkRun | None:
+    """Claim the run and score the tasks it is missing (None if it was not claimable).
+
+    Safe to call any number of times for one run; the tasks and ``manage.py benchmark
+    --inline`` call it.
+    """
+    from .execution import score_missing
+
+    if not lifecycle.run_held(BenchmarkRun, run_id, score_missing, label="benchmark run"):
+        return None
+    return BenchmarkRun.objects.get(pk=run_id)
+
+
+workers.run_kind_register(
+    BenchmarkRun,
+    task="benchmarks.tasks.benchmark_run_execute_task",
+    endpoint_task="benchmarks.tasks.endpoint_benchmark_run_execute_task",
+    label="benchmark run",
+    served=lambda run: run.model.is_endpoint,
+)
