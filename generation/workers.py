@@ -296,3 +296,26 @@ def say(command, bar, level: str, line: str) -> None:
     # tqdm.write clears the bar, writes, and draws the bar again below; OutputWrapper adds the
     # newline itself, so no second one.
     tqdm.write(text, file=out, end="")
+
+
+def follow(
+    command, run, *, desc: str, unit: str, done: str = "done", total: str = "total", postfix=None
+):
+    """Follow a run for a ``--wait`` command until it is no longer queued or running, and
+    return it refreshed: a progress bar of its ``done`` / ``total`` fields (names), the
+    status (or ``postfix(run)``) after the bar, and QueueWatch's lines above it, so a run no
+    worker takes is never a silent bar at 0 (it keeps waiting: a worker may start meanwhile)."""
+    from tqdm import tqdm
+
+    watch = QueueWatch(run, inline=True)
+    with tqdm(total=getattr(run, total), desc=desc, unit=unit) as bar:
+        while True:
+            run.refresh_from_db()
+            for level, line in watch.check(run):
+                say(command, bar, level, line)
+            bar.total = getattr(run, total)
+            bar.update(getattr(run, done) - bar.n)
+            bar.set_postfix_str(postfix(run) if postfix is not None else run.status)
+            if run.status not in run.ACTIVE:
+                return run
+            time.sleep(poll_seconds())

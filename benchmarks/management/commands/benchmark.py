@@ -1,7 +1,4 @@
-import time
-
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
 
 from benchmarks.engine.harness import HarnessMissing, require_lm_eval
 from benchmarks.models import BenchmarkRun, Scoring
@@ -9,7 +6,7 @@ from benchmarks.results import results_table
 from benchmarks.runs import benchmark_run_create, benchmark_run_execute
 from generation.errors import ServiceError
 from generation.models import LanguageModel
-from generation.workers import QueueWatch, poll_seconds, say
+from generation.workers import follow
 
 
 class Command(BaseCommand):
@@ -80,15 +77,4 @@ class Command(BaseCommand):
         self.stdout.write(results_table(run))
 
     def _follow(self, run: BenchmarkRun) -> BenchmarkRun:
-        # Says so when no worker takes the run (none consumes its queue), and keeps waiting.
-        watch = QueueWatch(run, inline=True)
-        with tqdm(total=run.total, desc=f"benchmark run {run.pk}", unit="task") as bar:
-            while True:
-                run.refresh_from_db()
-                for level, line in watch.check(run):
-                    say(self, bar, level, line)
-                bar.set_postfix_str(run.status)
-                bar.update(run.done - bar.n)
-                if run.status not in BenchmarkRun.ACTIVE:
-                    return run
-                time.sleep(poll_seconds())
+        return follow(self, run, desc=f"benchmark run {run.pk}", unit="task")

@@ -1,8 +1,6 @@
 import json
-import time
 
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
 
 from evolution.engine.operations import OPERATIONS
 from evolution.models import EvolutionRun
@@ -10,7 +8,7 @@ from evolution.runs import evolution_run_create, evolution_run_execute
 from evolution.summary import evolution_totals
 from generation.errors import ServiceError
 from generation.models import InstructionDataset, LanguageModel
-from generation.workers import QueueWatch, poll_seconds, say
+from generation.workers import follow
 
 
 def _model(name: str, option: str) -> LanguageModel:
@@ -119,16 +117,4 @@ class Command(BaseCommand):
             self.stdout.write(run.error)
 
     def _follow(self, run: EvolutionRun) -> EvolutionRun:
-        # Says so when no worker takes the run (none consumes its queue), and keeps waiting.
-        watch = QueueWatch(run, inline=True)
-        with tqdm(total=run.total, desc=f"evolution run {run.pk}", unit="item") as bar:
-            while True:
-                run.refresh_from_db()
-                for level, line in watch.check(run):
-                    say(self, bar, level, line)
-                bar.total = run.total
-                bar.set_postfix_str(run.status)
-                bar.update(run.done - bar.n)
-                if run.status not in EvolutionRun.ACTIVE:
-                    return run
-                time.sleep(poll_seconds())
+        return follow(self, run, desc=f"evolution run {run.pk}", unit="item")

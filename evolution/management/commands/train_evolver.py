@@ -1,16 +1,14 @@
 import json
-import time
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
 
 from evolution.engine.operations import OPERATIONS
 from evolution.teaching import evolver_train
 from generation.errors import ServiceError
 from generation.models import FineTuneRun, LanguageModel
 from generation.training.finetune import finetune_run_execute
-from generation.workers import QueueWatch, poll_seconds, say
+from generation.workers import follow
 
 
 class Command(BaseCommand):
@@ -90,15 +88,6 @@ class Command(BaseCommand):
         )
 
     def _follow(self, run: FineTuneRun) -> FineTuneRun:
-        watch = QueueWatch(run, inline=True)
-        with tqdm(total=run.total_steps, desc=f"fine-tune {run.pk}", unit="step") as bar:
-            while True:
-                run.refresh_from_db()
-                for level, line in watch.check(run):
-                    say(self, bar, level, line)
-                bar.total = run.total_steps
-                bar.update(run.step - bar.n)
-                bar.set_postfix_str(run.status)
-                if run.status not in FineTuneRun.ACTIVE:
-                    return run
-                time.sleep(poll_seconds())
+        return follow(
+            self, run, desc=f"fine-tune {run.pk}", unit="step", done="step", total="total_steps"
+        )

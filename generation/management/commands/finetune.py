@@ -1,6 +1,5 @@
 import argparse
 import os
-import time
 
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
@@ -16,7 +15,7 @@ from generation.training.finetune import (
     finetune_run_resume,
 )
 from generation.training.preferences import preference_dataset_resolve, preferences_from_study
-from generation.workers import QueueWatch, poll_seconds, say
+from generation.workers import follow
 
 
 def _dest(param: Param) -> str:
@@ -202,19 +201,17 @@ class Command(BaseCommand):
         return run
 
     def _follow(self, run: FineTuneRun) -> FineTuneRun:
-        # Says so when no worker takes the run (none consumes its queue), instead of a silent
-        # bar at 0; keeps waiting, since a worker may be started meanwhile.
-        watch = QueueWatch(run, inline=True)
-        with tqdm(total=run.total_steps, desc=f"fine-tune {run.pk}", unit="step") as bar:
-            while True:
-                run.refresh_from_db()
-                for level, line in watch.check(run):
-                    say(self, bar, level, line)
-                last = run.log_entries.filter(kind="train").order_by("-step").first()
-                bar.total = run.total_steps
-                bar.update(run.step - bar.n)
-                loss = f", loss {last.loss:.4f}" if last else ""
-                bar.set_postfix_str(f"{run.status}{loss}")
-                if run.status not in FineTuneRun.ACTIVE:
-                    return run
-                time.sleep(poll_seconds())
+        return follow(
+            self,
+            run,
+            desc=f"fine-tune {run.pk}",
+            unit="step",
+            done="step",
+            total="total_steps",
+            postfix=_with_loss,
+        )
+
+
+def _with_loss(run: FineTuneRun) -> str:
+    last = run.log_entries.filter(kind="train").order_by("-step").first()
+    return f"{run.status}, loss {last.loss:.4f}" if last else run.status

@@ -1,13 +1,11 @@
 import json
-import time
 
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
 
 from generation.errors import ServiceError
 from generation.models import GenerationRun, LanguageModel, PromptSet
 from generation.runs import generation_run_create, generation_run_execute
-from generation.workers import QueueWatch, poll_seconds, say
+from generation.workers import follow
 
 
 class Command(BaseCommand):
@@ -67,16 +65,4 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"run {run.pk} succeeded: {run.done}/{run.total}"))
 
     def _follow(self, run: GenerationRun) -> GenerationRun:
-        # Says so when no worker takes the run (none consumes its queue), instead of a silent
-        # bar at 0; keeps waiting, since a worker may be started meanwhile.
-        watch = QueueWatch(run, inline=True)
-        with tqdm(total=run.total, desc=f"run {run.pk}", unit="answer") as bar:
-            while True:
-                run.refresh_from_db()
-                for level, line in watch.check(run):
-                    say(self, bar, level, line)
-                bar.set_postfix_str(run.status)
-                bar.update(run.done - bar.n)
-                if run.status not in GenerationRun.ACTIVE:
-                    return run
-                time.sleep(poll_seconds())
+        return follow(self, run, desc=f"run {run.pk}", unit="answer")

@@ -1,13 +1,11 @@
 import json
-import time
 
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
 
 from annotation.models import Study
 from generation.errors import ServiceError
 from generation.models import LanguageModel
-from generation.workers import QueueWatch, poll_seconds, say
+from generation.workers import follow
 from judging.models import JudgeRun
 from judging.prompts import judge_prompt_for
 from judging.runs import judge_run_create, judge_run_execute
@@ -104,15 +102,4 @@ class Command(BaseCommand):
         self.stdout.write(", ".join(f"{key} {value}" for key, value in summary.items()))
 
     def _follow(self, run: JudgeRun) -> JudgeRun:
-        # Says so when no worker takes the run (none consumes its queue), and keeps waiting.
-        watch = QueueWatch(run, inline=True)
-        with tqdm(total=run.total, desc=f"judge run {run.pk}", unit="verdict") as bar:
-            while True:
-                run.refresh_from_db()
-                for level, line in watch.check(run):
-                    say(self, bar, level, line)
-                bar.set_postfix_str(run.status)
-                bar.update(run.done - bar.n)
-                if run.status not in JudgeRun.ACTIVE:
-                    return run
-                time.sleep(poll_seconds())
+        return follow(self, run, desc=f"judge run {run.pk}", unit="verdict")
