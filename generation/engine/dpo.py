@@ -35,6 +35,7 @@ from .train import (
     last_checkpoint,
     lora_target_modules,
     make_callback,
+    trainer_arguments,
 )
 
 NO_PAIRS = "no preference pairs are left (every prompt was longer than max_length?)"
@@ -251,30 +252,7 @@ def train_dpo(
         output_dir=os.fspath(checkpoint_dir),
         beta=config.dpo_beta,
         max_length=config.max_length,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation,
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps if config.max_steps > 0 else -1,
-        warmup_steps=config.warmup_ratio,
-        lr_scheduler_type="linear",
-        weight_decay=config.weight_decay,
-        seed=config.seed,
-        data_seed=config.seed,
-        logging_strategy="steps",
-        logging_steps=1,
-        eval_strategy="epoch" if eval_rows else "no",
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        bf16=bf16_ok(),
-        # TRL turns checkpointing on by default; the run says. (The new name: no warning.)
-        activation_checkpointing=config.gradient_checkpointing,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        include_num_input_tokens_seen="non_padding",
-        report_to="none",
-        disable_tqdm=True,
+        **trainer_arguments(config, evaluate=bool(eval_rows)),
     )
     bridge = make_callback(
         on_log=on_log,

@@ -231,6 +231,39 @@ def _distributed_any(flag: bool) -> bool:
     return bool(tensor.item())
 
 
+def trainer_arguments(config: TrainConfig, *, evaluate: bool) -> dict:
+    """The Trainer arguments a run's settings give, shared by SFT (TrainingArguments) and DPO
+    (TRL's DPOConfig, a subclass): batch, schedule, seed, logging every step, checkpoints."""
+    import torch
+
+    return {
+        "per_device_train_batch_size": config.batch_size,
+        "per_device_eval_batch_size": config.batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation,
+        "learning_rate": config.learning_rate,
+        "num_train_epochs": config.epochs,
+        "max_steps": config.max_steps if config.max_steps > 0 else -1,
+        "warmup_steps": config.warmup_ratio,  # a float below 1 is a fraction of all steps
+        "lr_scheduler_type": "linear",
+        "weight_decay": config.weight_decay,
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "logging_strategy": "steps",
+        "logging_steps": 1,
+        "eval_strategy": "epoch" if evaluate else "no",
+        "save_strategy": "steps",
+        "save_steps": config.save_steps,
+        "save_total_limit": config.save_total_limit,
+        "bf16": bf16_ok(),
+        # TRL turns checkpointing on by default; the run says (the new name: no warning).
+        "activation_checkpointing": config.gradient_checkpointing,
+        "dataloader_pin_memory": torch.cuda.is_available(),
+        "include_num_input_tokens_seen": "non_padding",
+        "report_to": "none",
+        "disable_tqdm": True,
+    }
+
+
 def make_callback(
     *,
     on_log: Callable[[list[LogEntry]], None] | None,
@@ -349,30 +382,8 @@ def train(
     )
     args = TrainingArguments(
         output_dir=os.fspath(checkpoint_dir),
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation,
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps if config.max_steps > 0 else -1,
-        warmup_steps=config.warmup_ratio,  # a float below 1 is a fraction of all steps
-        lr_scheduler_type="linear",
-        weight_decay=config.weight_decay,
-        seed=config.seed,
-        data_seed=config.seed,
-        logging_strategy="steps",
-        logging_steps=1,
-        eval_strategy="epoch" if eval_rows else "no",
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        bf16=bf16_ok(),
-        activation_checkpointing=config.gradient_checkpointing,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False,
-        report_to="none",
-        disable_tqdm=True,
+        **trainer_arguments(config, evaluate=bool(eval_rows)),
     )
     bridge = make_callback(
         on_log=on_log,
