@@ -13,6 +13,9 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 
+from generation.lineage import lineage_text, model_lineage
+from generation.models import LanguageModel
+
 from . import judge_results, reports, results
 from .loop.state import annotator_progress, open_studies_for, open_study, user_is_annotator
 from .models import Study
@@ -131,8 +134,18 @@ def results_page(request: HttpRequest, study_id: int) -> HttpResponse:
         "judge_agreement": results.judge_agreement(study=study),
         "judge_runs": judge_results.judge_runs_json(study=study),
         "routing": judge_results.study_routing(study=study),
+        "lineage": _tuned_models(study),
     }
     return render(request, "annotation/results.html", context)
+
+
+def _tuned_models(study: Study) -> list[tuple[str, str]]:
+    """(label, lineage) of the study's models that were made by fine-tuning here, so analysts
+    see the base, the method and the data (or votes) behind each tuned model."""
+    labels = results.study_labels(study=study)
+    models = LanguageModel.objects.filter(name__in=labels).order_by("name")
+    found = [(labels[m.name], lineage_text(model_lineage(m))) for m in models]
+    return [(label, text) for label, text in found if text]
 
 
 @results_access
