@@ -105,6 +105,15 @@ def test_the_command_takes_a_jsonl_file_or_a_stored_set(base, tmp_path):
             "finetune", "--base", "base", "--method", "dpo", "--preferences-from", "nope",
             "--no-enqueue",
         )  # fmt: skip
+    # A run refused after its file was imported keeps nothing of it.
+    again = tmp_path / "imported-then-refused.jsonl"
+    again.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    with pytest.raises(CommandError, match="already"):
+        call_command(
+            "finetune", "--base", "base", "--method", "dpo", "--preferences", str(again),
+            "--model-name", "base", "--no-enqueue",
+        )  # fmt: skip
+    assert not PreferenceDataset.objects.filter(name="imported-then-refused").exists()
 
 
 @pytest.mark.django_db

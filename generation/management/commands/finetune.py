@@ -2,6 +2,7 @@ import argparse
 import os
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 from tqdm import tqdm
 
 from generation.engine.params import FINETUNE, Param
@@ -165,27 +166,32 @@ class Command(BaseCommand):
             elif value is not None and param.kind is not list:
                 params[param.name] = value
         try:
-            preferences = None
-            if opts["preferences_from"]:
-                # Rendered with the base model's template: the model being tuned.
-                preferences = preferences_from_study(opts["preferences_from"], model=base)
-                self.stdout.write(
-                    f"preference data set {preferences.name!r}: {preferences.pairs.count()} "
-                    f"pairs from the votes of study {preferences.source_study_name!r}"
+            # One transaction: a run refused after the pairs were exported or imported keeps
+            # none of them (the run is enqueued when it commits).
+            with transaction.atomic():
+                preferences = None
+                if opts["preferences_from"]:
+                    # Rendered with the base model's template: the model being tuned.
+                    preferences = preferences_from_study(opts["preferences_from"], model=base)
+                elif opts["preferences"]:
+                    preferences = preference_dataset_resolve(opts["preferences"])
+                run = finetune_run_create(
+                    base_model=base,
+                    datasets=mix,
+                    method=opts["method"],
+                    params=params,
+                    model_name=opts["model_name"],
+                    preferences=preferences,
+                    enqueue=not (opts["inline"] or opts["no_enqueue"]),
                 )
-            elif opts["preferences"]:
-                preferences = preference_dataset_resolve(opts["preferences"])
-            return finetune_run_create(
-                base_model=base,
-                datasets=mix,
-                method=opts["method"],
-                params=params,
-                model_name=opts["model_name"],
-                preferences=preferences,
-                enqueue=not (opts["inline"] or opts["no_enqueue"]),
-            )
         except (ServiceError, ImportFormatError) as exc:
             raise CommandError(str(exc)) from None
+        if opts["preferences_from"]:
+            self.stdout.write(
+                f"preference data set {preferences.name!r}: {preferences.pairs.count()} "
+                f"pairs from the votes of study {preferences.source_study_name!r}"
+            )
+        return run
 
     def _inline(self, run: FineTuneRun) -> FineTuneRun:
         with tqdm(total=run.total_steps, desc=f"fine-tune {run.pk}", unit="step") as bar:
