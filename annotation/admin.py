@@ -18,6 +18,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
+from generation.admin.shared import registered_admin_class
 from generation.errors import ServiceError
 from generation.models import GenerationRun
 
@@ -37,15 +38,7 @@ from .models import (
 # --- generation runs: the study action --------------------------------------------------------
 
 
-def _registered_run_admin() -> type[admin.ModelAdmin]:
-    if admin.site.is_registered(GenerationRun):
-        base = type(admin.site.get_model_admin(GenerationRun))
-        admin.site.unregister(GenerationRun)
-        return base
-    return admin.ModelAdmin
-
-
-_RunAdminBase = _registered_run_admin()
+_RunAdminBase = registered_admin_class(GenerationRun)
 
 
 def _flag_message(study: Study) -> str:

@@ -18,6 +18,7 @@ from generation.admin.shared import (
     apply_each,
     form_action,
     progress_bar,
+    registered_admin_class,
     run_action,
 )
 from generation.models import LanguageModel
@@ -188,15 +189,7 @@ class BenchmarkForm(forms.Form):
     )
 
 
-def _registered_model_admin() -> type[admin.ModelAdmin]:
-    if admin.site.is_registered(LanguageModel):
-        base = type(admin.site.get_model_admin(LanguageModel))
-        admin.site.unregister(LanguageModel)
-        return base
-    return admin.ModelAdmin
-
-
-_ModelAdminBase = _registered_model_admin()
+_ModelAdminBase = registered_admin_class(LanguageModel)
 
 
 @admin.register(LanguageModel)

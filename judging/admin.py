@@ -25,6 +25,7 @@ from generation.admin.shared import (
     apply_each,
     form_action,
     progress_bar,
+    registered_admin_class,
     run_action,
 )
 from generation.errors import ServiceError
@@ -354,15 +355,7 @@ class JudgeStudyForm(forms.Form):
         return data
 
 
-def _registered_study_admin() -> type[admin.ModelAdmin]:
-    if admin.site.is_registered(Study):
-        base = type(admin.site.get_model_admin(Study))
-        admin.site.unregister(Study)
-        return base
-    return admin.ModelAdmin
-
-
-_StudyAdminBase = _registered_study_admin()
+_StudyAdminBase = registered_admin_class(Study)
 
 
 @admin.register(Study)

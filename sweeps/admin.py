@@ -13,7 +13,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 import generation.admin  # noqa: F401 - registers the LanguageModel admin extended below
-from generation.admin.shared import apply_each, form_action, run_action
+from generation.admin.shared import apply_each, form_action, registered_admin_class, run_action
 from generation.models import FineTuneRun, InstructionDataset, LanguageModel, PromptSet
 from judging.models import JudgePrompt
 
@@ -175,15 +175,7 @@ class SweepForm(forms.Form):
         }
 
 
-def _registered_model_admin() -> type[admin.ModelAdmin]:
-    if admin.site.is_registered(LanguageModel):
-        base = type(admin.site.get_model_admin(LanguageModel))
-        admin.site.unregister(LanguageModel)
-        return base
-    return admin.ModelAdmin
-
-
-_ModelAdminBase = _registered_model_admin()
+_ModelAdminBase = registered_admin_class(LanguageModel)
 
 
 @admin.register(LanguageModel)

@@ -13,10 +13,7 @@ from django.http import HttpResponseRedirect
 from django.urls import reverse
 
 import generation.admin  # noqa: F401 - registers the InstructionDataset admin extended below
-from generation.admin.shared import (
-    apply_each,
-    form_action,
-)
+from generation.admin.shared import apply_each, form_action, registered_admin_class
 from generation.models import InstructionDataset, LanguageModel
 
 from ..runs import MOST_ROUNDS, evolution_run_create
@@ -46,15 +43,7 @@ class EvolveForm(forms.Form):
     )
 
 
-def _registered_dataset_admin() -> type[admin.ModelAdmin]:
-    if admin.site.is_registered(InstructionDataset):
-        base = type(admin.site.get_model_admin(InstructionDataset))
-        admin.site.unregister(InstructionDataset)
-        return base
-    return admin.ModelAdmin
-
-
-_DatasetAdminBase = _registered_dataset_admin()
+_DatasetAdminBase = registered_admin_class(InstructionDataset)
 
 
 @admin.register(InstructionDataset)

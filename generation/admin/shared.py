@@ -23,6 +23,16 @@ from ..importers import TOO_LARGE, ImportFormatError
 from ..workers import unconsumed_warning
 
 
+def registered_admin_class(model) -> type[admin.ModelAdmin]:
+    """The admin class registered for ``model`` (unregistered now, so that an app built on
+    this one can register a subclass adding its actions), or the plain ModelAdmin."""
+    if admin.site.is_registered(model):
+        base = type(admin.site.get_model_admin(model))
+        admin.site.unregister(model)
+        return base
+    return admin.ModelAdmin
+
+
 def _action_page(modeladmin, request, queryset, form, action: str, title: str):
     """The intermediate page of an admin action that needs input (Django's own pattern)."""
     context = {
