@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "sweeps",
     "benchmarks",
     "evalsite.accounts",
+    "evalsite.runs",
 ]
 
 MIDDLEWARE = [
@@ -253,8 +254,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULE = {
-    "requeue-stale-runs": {
-        "task": "generation.tasks.requeue_stale_runs_task",
+    # Every run kind: runs whose worker died (stale heartbeat) and runs whose message was lost.
+    "requeue-runs": {
+        "task": "runs.requeue",
         "schedule": timedelta(seconds=envint("RUN_STALE_CHECK_SECONDS", 120)),
     },
     # A sweep moves on when its runs finish (a hook); this catches any step a hook missed.
@@ -266,6 +268,9 @@ CELERY_BEAT_SCHEDULE = {
 # A running run whose heartbeat is older than this is considered dead and requeued.
 RUN_HEARTBEAT_TIMEOUT = timedelta(seconds=envint("RUN_HEARTBEAT_TIMEOUT", 300))
 RUN_HEARTBEAT_INTERVAL = float(os.environ.get("RUN_HEARTBEAT_INTERVAL", "15"))
+# A queued run no worker has taken this long after its message was sent is sent again (the
+# message was lost); a duplicate is harmless, the run's claim lets only one worker execute it.
+RUN_QUEUED_RESEND_SECONDS = envint("RUN_QUEUED_RESEND_SECONDS", 900)
 # Who consumes which queue (generation/workers.py): the health check, the run admins and the
 # --wait commands ask the broker, briefly, and say when nobody has taken a run.
 BROKER_CHECK_TIMEOUT = float(os.environ.get("BROKER_CHECK_TIMEOUT", "2"))
@@ -298,7 +303,7 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # A value PostgreSQL cannot store (a NUL byte) is the client's mistake: 400, not 500.
-    "EXCEPTION_HANDLER": "evalsite.views.api_exception_handler",
+    "EXCEPTION_HANDLER": "evalsite.errors.api_exception_handler",
     "DEFAULT_THROTTLE_RATES": {
         "annotate": os.environ.get("ANNOTATE_RATE", "120/min"),
     },

@@ -1,5 +1,5 @@
-"""The error every service raises for a request the data does not allow."""
+"""The service error lives in the platform (evalsite/errors.py); kept here for imports."""
 
+from evalsite.errors import ServiceError, StateConflict
 
-class ServiceError(ValueError):
-    """A request the data does not allow; the message is meant for the person who asked."""
+__all__ = ["ServiceError", "StateConflict"]

@@ -1,51 +1,30 @@
-"""The shared lifecycle of every kind of background run (generation, fine-tuning, ...).
-
-A run is claimed with one conditional UPDATE, keeps a heartbeat on its row while a worker holds
-it, and is requeued when that heartbeat stops (its worker died), so it resumes where it stopped.
-"""
+"""What remains of generation's own run lifecycle while run kinds move onto the spine
+(evalsite/runs/lifecycle.py): claim, heartbeat, failure and the run-finished hooks are the
+spine's already."""
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import threading
-import traceback
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
-from django.db.models import F, Q
+from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
+
+from evalsite.runs.lifecycle import (  # noqa: F401 - the spine's, re-exported during the move
+    Heartbeat,
+    claim,
+    drop_stale_connection,
+    on_run_finished,
+    run_held,
+    worker_name,
+)
 
 from .errors import ServiceError
 
 log = logging.getLogger(__name__)
 
-# Called as ``hook(model, run_id)`` after a worker let go of a run of any kind, whatever came of
-# it (succeeded, failed, cancelled). Apps built on runs (sweeps) register here, so this module
-# need not know them; a hook's exception is logged, never the run's failure.
-_ON_FINISHED: list[Callable[[type, int], object]] = []
-
-
-def on_run_finished(hook: Callable[[type, int], object]) -> Callable[[type, int], object]:
-    """Register ``hook(model, run_id)``; usable as a decorator. Registering twice calls it once."""
-    if hook not in _ON_FINISHED:
-        _ON_FINISHED.append(hook)
-    return hook
-
-
-def _finished(model, run_id: int) -> None:
-    for hook in _ON_FINISHED:
-        try:
-            hook(model, run_id)
-        except Exception:
-            log.exception("run-finished hook %r failed for %s %s", hook, model.__name__, run_id)
-
-
-# Requeuers of the run kinds other apps define (judge, evolution, benchmark runs): each app
-# registers its own in AppConfig.ready(), and the periodic check (generation.tasks) calls them
-# all after generation's own, so this app never imports the apps built on it.
 _STALE_REQUEUERS: list[Callable[[], object]] = []
 
 
@@ -69,7 +48,6 @@ def requeue_stale(model, enqueue: Callable[[int], None], *, label: str) -> list[
     requeued = []
     for run_id in model.objects.filter(stale).values_list("pk", flat=True):
         with transaction.atomic():
-            # Conditional UPDATE: another process may have requeued or finished it meanwhile.
             if model.objects.filter(Q(pk=run_id) & stale).update(
                 status=model.Status.QUEUED, worker=""
             ):
@@ -78,93 +56,6 @@ def requeue_stale(model, enqueue: Callable[[int], None], *, label: str) -> list[
     if requeued:
         log.warning("requeued %ss with a stale heartbeat: %s", label, requeued)
     return requeued
-
-
-def drop_stale_connection() -> None:
-    """Start a long task on a usable connection (a worker's may have timed out meanwhile).
-
-    Inside a transaction (a caller's, or a test's) the connection is left alone: closing it
-    there would throw the transaction away.
-    """
-    if not connection.in_atomic_block:
-        close_old_connections()
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def claim(model, run_id: int, worker: str, **only) -> bool:
-    """Take the run for this worker: one conditional UPDATE, so two workers never both run it."""
-    cutoff = timezone.now() - settings.RUN_HEARTBEAT_TIMEOUT
-    now = timezone.now()
-    claimable = Q(status=model.Status.QUEUED) | Q(
-        status=model.Status.RUNNING, heartbeat_at__lt=cutoff
-    )
-    claimed = model.objects.filter(Q(pk=run_id) & claimable, **only).update(
-        status=model.Status.RUNNING,
-        worker=worker,
-        heartbeat_at=now,
-        error="",
-    )
-    if claimed:
-        model.objects.filter(pk=run_id, started_at__isnull=True).update(started_at=now)
-        model.objects.filter(pk=run_id).update(attempts=F("attempts") + 1)
-    return bool(claimed)
-
-
-class Heartbeat(threading.Thread):
-    """Touches the run row every few seconds while this worker holds it."""
-
-    def __init__(self, model, run_id: int, worker: str, interval: float):
-        super().__init__(daemon=True, name=f"heartbeat-{model._meta.model_name}-{run_id}")
-        self.run_id, self.worker, self.interval, self.model = run_id, worker, interval, model
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        try:
-            while not self.stopped.wait(self.interval):
-                self.model.objects.filter(
-                    pk=self.run_id, status=self.model.Status.RUNNING, worker=self.worker
-                ).update(heartbeat_at=timezone.now())
-        finally:
-            connection.close()
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.join(timeout=10)
-
-
-def run_held(model, run_id: int, work: Callable[[int, str], None], *, label: str, **only) -> bool:
-    """Claim the run, call ``work(run_id, worker)`` under a heartbeat, record a failure on its row.
-
-    Returns False when the run was not claimable (finished, cancelled or held by a live worker).
-    ``only`` narrows which rows may be claimed.
-    """
-    drop_stale_connection()
-    worker = worker_name()
-    if not claim(model, run_id, worker, **only):
-        log.info("%s %s is not claimable (finished, cancelled or held elsewhere)", label, run_id)
-        return False
-    heartbeat = Heartbeat(model, run_id, worker, settings.RUN_HEARTBEAT_INTERVAL)
-    heartbeat.start()
-    try:
-        work(run_id, worker)
-    except Exception:
-        log.exception("%s %s failed", label, run_id)
-        # Not only a running row: a run whose success hook failed is failed too, so that a retry
-        # finishes what the hook was to do. A cancelled run stays cancelled.
-        model.objects.filter(pk=run_id, worker=worker).exclude(
-            status=model.Status.CANCELLED
-        ).update(
-            status=model.Status.FAILED,
-            error=traceback.format_exc(limit=8)[-4000:],
-            finished_at=timezone.now(),
-        )
-    finally:
-        heartbeat.stop()
-    _finished(model, run_id)
-    return True
 
 
 def cancel(run, message: str):

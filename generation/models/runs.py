@@ -1,58 +1,15 @@
-"""What every background run has, generation runs, and the answers they store."""
+"""Generation runs and the answers they store (the abstract run is the spine's)."""
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.db import models
 from django.db.models import Q
+
+from evalsite.runs.models import Run
 
 from .language_models import LanguageModel
 from .prompt_sets import PromptSet, Question
 from .templates import PromptTemplate
-
-
-class Run(models.Model):
-    """What every kind of background run has: its lease (worker, heartbeat), tries and timings.
-
-    generation/lifecycle.py claims, heartbeats, requeues, cancels and retries rows of any
-    subclass; each one declares ``stale_check_index`` under its own (kept) name.
-    """
-
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-        CANCELLED = "cancelled"
-
-    ACTIVE = (Status.QUEUED, Status.RUNNING)
-
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
-    error = models.TextField(blank=True)
-    worker = models.CharField(max_length=200, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
-    )
-
-    class Meta:
-        abstract = True
-        ordering = ["-created_at"]
-
-    @staticmethod
-    def stale_check_index(name: str) -> models.Index:
-        """The stale-run check (lifecycle.requeue_stale): running runs ordered by heartbeat."""
-        return models.Index(fields=["status", "heartbeat_at"], name=name)
-
-    @property
-    def seconds(self) -> float | None:
-        if self.started_at and self.finished_at:
-            return (self.finished_at - self.started_at).total_seconds()
-        return None
 
 
 class GenerationRun(Run):

@@ -1,0 +1,121 @@
+"""The base of every run admin: the state fields, progress, cancel and retry actions, and the
+warning when no worker consumes a queued run's queue."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from evalsite.errors import ServiceError
+
+from . import lifecycle
+from .kinds import kind_of
+from .workers import unconsumed_warning
+
+# What every run shows after its own fields, read-only.
+RUN_STATE_FIELDS = [
+    "status",
+    "error",
+    "worker",
+    "attempts",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "heartbeat_at",
+    "created_by",
+]
+
+
+def progress_bar(done: int, total: int, unit: str = "", more: str = "") -> SafeString:
+    """A run's progress: a bar, then "<unit>done/total (percent%)<more>", every value escaped."""
+    percent = round(100 * done / total) if total else 0
+    return format_html(
+        '<progress max="{}" value="{}"></progress> {}{}/{} ({}%){}',
+        total,
+        done,
+        unit,
+        done,
+        total,
+        percent,
+        more,
+    )
+
+
+class QueuedRunWarning:
+    """A warning on the change page of a queued run that no worker consumes, and on the
+    changelist when any listed run is (the same sentence the ``--wait`` commands print)."""
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        if request.method == "GET":
+            run = self.get_object(request, unquote(object_id))
+            if run is not None:
+                self._warn(request, [run])
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        # The page is rendered lazily (TemplateResponse), so a message added now still shows.
+        changelist = (getattr(response, "context_data", None) or {}).get("cl")
+        if changelist is not None and request.method == "GET":
+            self._warn(request, changelist.result_list)
+        return response
+
+    def _warn(self, request, runs) -> None:
+        warning = unconsumed_warning(runs)
+        if warning:
+            self.message_user(request, warning, messages.WARNING)
+
+
+def _apply(modeladmin, request, queryset, change, done: str) -> None:
+    for run in queryset:
+        try:
+            change(run, request.user)
+        except ServiceError as exc:
+            modeladmin.message_user(request, str(exc), messages.WARNING)
+        else:
+            modeladmin.message_user(request, done.format(label=kind_of(run).label, id=run.pk))
+
+
+class RunAdmin(QueuedRunWarning, admin.ModelAdmin):
+    """Runs are made by their services (an admin action elsewhere, the API, a command): here
+    they are read-only, with progress, cancel and retry. Subclasses list their own fields in
+    ``run_fields``; ``readonly_fields`` and ``fields`` become those plus the state fields."""
+
+    run_fields: list[str] = []
+    actions = ["retry_runs", "cancel_runs"]
+    retry_description = "Retry (do only what is missing)"
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*self.run_fields, "progress", *RUN_STATE_FIELDS]
+
+    def get_fields(self, request, obj=None):
+        return self.get_readonly_fields(request, obj)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.display(description="progress")
+    def progress(self, obj) -> SafeString:
+        kind = kind_of(obj)
+        return progress_bar(getattr(obj, kind.done), getattr(obj, kind.total), more=f" {kind.unit}")
+
+    @admin.action(description="Cancel")
+    def cancel_runs(self, request, queryset):
+        _apply(self, request, queryset, lifecycle.cancel, "{label} {id} cancelled.")
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if "retry_runs" in actions:
+            func, name, _ = actions["retry_runs"]
+            actions["retry_runs"] = (func, name, self.retry_description)
+        return actions
+
+    @admin.action(description="Retry")
+    def retry_runs(self, request, queryset):
+        _apply(self, request, queryset, self.retry, "{label} {id} requeued.")
+
+    def retry(self, run, user):
+        """The kind's retry (a subclass may check more first)."""
+        return lifecycle.retry(run, user)

@@ -1,0 +1,46 @@
+"""The base of every run's API view set: list, retrieve, create through the kind's service,
+cancel and retry (409 when the run's state forbids it, through the API's exception handler)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from . import lifecycle
+
+# The state fields every run serializer lists after its own.
+RUN_STATE_FIELDS = ["error", "attempts", "created_at", "started_at", "finished_at", "heartbeat_at"]
+
+
+class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Subclasses set ``queryset``, ``serializer_class`` (the run as it is shown),
+    ``input_serializer_class`` (what create takes) and ``create_run(data, user)`` (the kind's
+    service), and ``action_permissions`` for create, cancel and retry."""
+
+    input_serializer_class = None
+
+    def create_run(self, data: dict, user):
+        raise NotImplementedError
+
+    def create(self, request):
+        form = self.input_serializer_class(data=request.data)
+        form.is_valid(raise_exception=True)
+        run = self.create_run(form.validated_data, request.user)
+        return Response(self.get_serializer(run).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """Queued runs stop at once, running ones at their next check (409 when finished)."""
+        run = lifecycle.cancel(self.get_object(), request.user)
+        return Response(self.get_serializer(run).data)
+
+    @extend_schema(request=None)
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        """Queue a failed or cancelled run again; it does only what it is missing (409 when it
+        is in another state)."""
+        run = lifecycle.retry(self.get_object(), request.user)
+        return Response(self.get_serializer(run).data)

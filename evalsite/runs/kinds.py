@@ -1,0 +1,90 @@
+"""The registry of run kinds: what the spine needs to know to queue, execute and show a run.
+
+An app registers each of its kinds once, in its AppConfig.ready() (or at import of the module
+that defines the work), so the spine never imports the apps built on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+GPU = "gpu"
+DEFAULT = "default"
+
+UNKNOWN_KIND = "no run kind {key!r} is registered"
+
+
+def _on_gpu(run) -> str:
+    return GPU
+
+
+@dataclass(frozen=True)
+class RunKind:
+    """One kind of background run.
+
+    ``work(run_id, worker)`` does what a claimed run does (it is called under the run's lease and
+    heartbeat and must be safe to call again after a crash: do only what is missing).
+    ``queue(run)`` names the queue a run is sent to when it is queued (``gpu`` for weights,
+    ``default`` for a run that only sends requests). ``claimable`` narrows which rows may be
+    claimed. ``done`` / ``total`` name the progress fields. ``cancel_action``, ``retry_action``:
+    the audit actions the generic cancel and retry record (with the fields ``audit_fields``).
+    """
+
+    model: type
+    label: str
+    work: Callable[[int, str], None]
+    queue: Callable[[object], str] = _on_gpu
+    claimable: dict = field(default_factory=dict)
+    done: str = "done"
+    total: str = "total"
+    unit: str = "items"
+    cancel_action: str = ""
+    retry_action: str = ""
+    retry_word: str = "retried"
+    audit_fields: tuple[str, ...] = ("done", "total")
+
+    @property
+    def key(self) -> str:
+        return self.model._meta.label_lower
+
+    @property
+    def on_success(self) -> list[Callable[[int], object]]:
+        return _ON_SUCCESS.setdefault(self.key, [])
+
+
+_KINDS: dict[str, RunKind] = {}
+# Hooks per kind key, called with the id of a run that succeeded while its worker still holds it.
+_ON_SUCCESS: dict[str, list[Callable[[int], object]]] = {}
+
+
+def register(kind: RunKind) -> RunKind:
+    """Make ``kind`` known to the spine (registering the same model again replaces it)."""
+    _KINDS[kind.key] = kind
+    return kind
+
+
+def kind_of(model_or_run) -> RunKind:
+    """The kind of a run model, a run row, or a kind key ("judging.judgerun")."""
+    if isinstance(model_or_run, str):
+        key = model_or_run
+    else:
+        model = model_or_run if isinstance(model_or_run, type) else type(model_or_run)
+        key = model._meta.label_lower
+    try:
+        return _KINDS[key]
+    except KeyError:
+        raise LookupError(UNKNOWN_KIND.format(key=key)) from None
+
+
+def all_kinds() -> tuple[RunKind, ...]:
+    return tuple(_KINDS.values())
+
+
+def on_succeeded(model, hook: Callable[[int], object]) -> Callable[[int], object]:
+    """Register ``hook(run_id)`` for runs of ``model`` that succeed (an exception fails the run,
+    so a retry finishes the hook's work). Registering twice calls it once."""
+    hooks = _ON_SUCCESS.setdefault(model._meta.label_lower, [])
+    if hook not in hooks:
+        hooks.append(hook)
+    return hook
