@@ -12,7 +12,8 @@ app.autodiscover_tasks()
 
 @worker_ready.connect
 def _requeue_stale_runs(sender=None, **kwargs) -> None:
-    """A worker that starts picks up runs whose worker died (stale heartbeat)."""
-    from generation.tasks import requeue_stale_runs_task
+    """A worker that starts picks up runs whose worker died (stale heartbeat) or whose message
+    was lost."""
+    from evalsite.runs.tasks import runs_requeue_task
 
-    requeue_stale_runs_task.delay()
+    runs_requeue_task.delay()

@@ -1,7 +1,6 @@
 """The error every service raises for a request the data does not allow, and its one mapping
 to an API answer (``api_exception_handler``, settings.REST_FRAMEWORK)."""
 
-
 BAD_CHARACTERS = "The request holds characters that cannot be stored (such as a NUL byte)."
 
 

@@ -233,19 +233,9 @@ else:
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
-    "generation.tasks.generation_run_execute_task": {"queue": "gpu"},
-    "generation.tasks.finetune_run_execute_task": {"queue": "gpu"},
     "generation.tasks.language_model_merge_task": {"queue": "gpu"},
     "generation.tasks.*": {"queue": "default"},
     "annotation.tasks.*": {"queue": "default"},
-    # A judge with weights runs in the GPU worker; a served judge only sends requests.
-    "judging.tasks.judge_run_execute_task": {"queue": "gpu"},
-    "judging.tasks.*": {"queue": "default"},
-    # Evol-Instruct with a weights model and benchmark runs load weights: the GPU worker.
-    "evolution.tasks.evolution_run_execute_task": {"queue": "gpu"},
-    "evolution.tasks.*": {"queue": "default"},
-    "benchmarks.tasks.benchmark_run_execute_task": {"queue": "gpu"},
-    "benchmarks.tasks.*": {"queue": "default"},
     # A sweep only creates runs and moves them along: the GPU work is in those runs.
     "sweeps.tasks.*": {"queue": "default"},
 }

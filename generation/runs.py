@@ -1,9 +1,10 @@
 """Generation runs: a model answers every question of a prompt set.
 
 A run commits its answers batch by batch (answer by answer for a served model), so a run whose
-worker died resumes with the answers it is missing (generation/lifecycle.py claims, heartbeats
-and requeues it; generation/answering.py is what the claimed run does). A run of weights goes to
-the `gpu` queue; a run of a served model only sends requests, and goes to the `default` queue.
+worker died resumes with the answers it is missing. It is a kind on the spine
+(evalsite/runs: claim, heartbeat, requeue, cancel, retry); generation/answering.py is what the
+claimed run does. A run of weights goes to the `gpu` queue; a run of a served model only sends
+requests, and goes to the `default` queue.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from evalsite.accounts.services import Action, audit_record
+from evalsite.runs import kinds, lifecycle
+from evalsite.runs.kinds import DEFAULT, GPU, RunKind
 
-from . import lifecycle
 from .errors import ServiceError
 from .models import Answer, GenerationRun, LanguageModel, PromptSet, PromptTemplate
 from .params import context_check, generation_params_check
@@ -23,20 +25,13 @@ from .registry import model_context
 from .templates import template_for
 
 EMPTY_PROMPT_SET = "prompt set {name!r} has no questions"
-CANNOT_CANCEL = "run {id} is {status}; only queued or running runs can be cancelled"
-CANNOT_RETRY = "run {id} is {status}; only failed or cancelled runs can be retried"
-IMPORTED_RUN = "run {id} holds imported answers; there is nothing to generate"
 ENDPOINT_PARAMS = "model {name!r} is served by an endpoint: {problem}"
-
-# Called with the id of a run that succeeded, while its worker still holds it (an exception fails
-# the run). Work built on generation runs registers here, so this module need not know it.
-_ON_SUCCESS: list[Callable[[int], object]] = []
 
 
 def on_run_succeeded(hook: Callable[[int], object]) -> Callable[[int], object]:
-    """Register ``hook(run_id)`` to finish what a generation run was started for."""
-    _ON_SUCCESS.append(hook)
-    return hook
+    """Register ``hook(run_id)`` to finish what a generation run was started for (called while
+    its worker still holds the run; an exception fails it)."""
+    return kinds.on_succeeded(GenerationRun, hook)
 
 
 def generation_run_create(
@@ -93,16 +88,8 @@ def generation_run_create(
             seed=seed,
         )
         if enqueue:
-            _enqueue_on_commit(run.pk)
+            lifecycle.enqueue(run)
     return run
-
-
-def _enqueue_on_commit(run_id: int) -> None:
-    from .tasks import endpoint_run_execute_task, generation_run_execute_task
-
-    served = GenerationRun.objects.filter(pk=run_id).exclude(model__endpoint_url="").exists()
-    task = endpoint_run_execute_task if served else generation_run_execute_task
-    lifecycle.enqueue_on_commit(task, run_id)
 
 
 @transaction.atomic
@@ -133,29 +120,14 @@ def generation_run_create_imported(
     return run
 
 
-@transaction.atomic
 def generation_run_cancel(*, run: GenerationRun, user=None) -> GenerationRun:
     """Queued runs stop at once; a running worker stops before its next batch."""
-    run = lifecycle.cancel(run, CANNOT_CANCEL)
-    audit_record(user=user, action=Action.GENERATION_RUN_CANCEL, obj=run, done=run.done)
-    return run
+    return lifecycle.cancel(run, user)
 
 
-@transaction.atomic
 def generation_run_retry(*, run: GenerationRun, user=None) -> GenerationRun:
     """Put a failed or cancelled run back in the queue; it generates only missing answers."""
-    if run.imported:
-        raise ServiceError(IMPORTED_RUN.format(id=run.pk))
-    run = lifecycle.requeue(run, CANNOT_RETRY, _enqueue_on_commit)
-    audit_record(
-        user=user, action=Action.GENERATION_RUN_RETRY, obj=run, done=run.done, total=run.total
-    )
-    return run
-
-
-def generation_runs_requeue_stale() -> list[int]:
-    """Requeue running runs whose heartbeat stopped (their worker died); returns their ids."""
-    return lifecycle.requeue_stale(GenerationRun, _enqueue_on_commit, label="generation run")
+    return lifecycle.retry(run, user)
 
 
 def generation_run_execute(*, run_id: int) -> GenerationRun | None:
@@ -163,15 +135,26 @@ def generation_run_execute(*, run_id: int) -> GenerationRun | None:
 
     Safe to call any number of times for the same run (redelivered or requeued tasks).
     """
-    if not lifecycle.run_held(GenerationRun, run_id, _work, label="generation run", imported=False):
-        return None
-    return GenerationRun.objects.get(pk=run_id)
+    return lifecycle.execute(GENERATION_RUN, run_id)
 
 
 def _work(run_id: int, worker: str) -> None:
     from .answering import generate_missing
 
     generate_missing(run_id, worker)
-    if GenerationRun.objects.filter(pk=run_id, status=GenerationRun.Status.SUCCEEDED).exists():
-        for hook in _ON_SUCCESS:
-            hook(run_id)
+
+
+GENERATION_RUN = kinds.register(
+    RunKind(
+        model=GenerationRun,
+        label="generation run",
+        work=_work,
+        # A served model only receives requests: no GPU needed.
+        queue=lambda run: DEFAULT if run.model.is_endpoint else GPU,
+        # Imported runs hold answers from elsewhere: nothing to generate.
+        claimable={"imported": False},
+        unit="answers",
+        cancel_action=Action.GENERATION_RUN_CANCEL,
+        retry_action=Action.GENERATION_RUN_RETRY,
+    )
+)

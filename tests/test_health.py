@@ -15,8 +15,8 @@ import httpx
 import pytest
 from django.conf import settings
 
+from evalsite.runs import lifecycle
 from evalsite.views import HEALTH_DOWN, HEALTH_OK
-from generation import lifecycle
 from generation.models import GenerationRun
 from generation.registry import language_model_register, prompt_set_import
 from generation.runs import generation_run_create

@@ -15,8 +15,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from evalsite.accounts.services import Action, audit_record
+from evalsite.runs import kinds, lifecycle
+from evalsite.runs.kinds import RunKind
 
-from .. import lifecycle
 from ..errors import ServiceError
 from ..models import (
     FineTuneLog,
@@ -45,10 +46,6 @@ DATASET_TWICE = "data set {name!r} is listed twice"
 EMPTY_DATASET = "data set {name!r} has no rows"
 TOO_MANY_ROWS = "data set {name!r} has {count} rows; cannot sample {rows}"
 BAD_ROWS = "rows for {name!r} must be a positive number (or blank for all)"
-CANNOT_CANCEL_FINETUNE = (
-    "fine-tune run {id} is {status}; only queued or running runs can be cancelled"
-)
-CANNOT_RESUME = "fine-tune run {id} is {status}; only failed or cancelled runs can be resumed"
 
 
 def _qlora_problem() -> str | None:
@@ -160,14 +157,8 @@ def finetune_run_create(
             hyperparameters=values,
         )
         if enqueue:
-            _enqueue_finetune_on_commit(run.pk)
+            lifecycle.enqueue(run)
     return run
-
-
-def _enqueue_finetune_on_commit(run_id: int) -> None:
-    from ..tasks import finetune_run_execute_task
-
-    lifecycle.enqueue_on_commit(finetune_run_execute_task, run_id)
 
 
 def finetune_run_config(run: FineTuneRun):
@@ -200,35 +191,18 @@ def finetune_run_examples(run: FineTuneRun) -> list:
     return examples
 
 
-@transaction.atomic
 def finetune_run_cancel(*, run: FineTuneRun, user=None) -> FineTuneRun:
     """Queued runs stop at once; a running one stops after its current step, with a checkpoint."""
-    run = lifecycle.cancel(run, CANNOT_CANCEL_FINETUNE)
-    audit_record(user=user, action=Action.FINETUNE_RUN_CANCEL, obj=run, step=run.step)
-    return run
+    return lifecycle.cancel(run, user)
 
 
-@transaction.atomic
 def finetune_run_resume(*, run: FineTuneRun, enqueue: bool = True, user=None) -> FineTuneRun:
     """Queue a failed or cancelled run again; it continues from its last checkpoint.
 
     Without ``enqueue`` the run is only marked queued, for a caller that trains it itself
     (``manage.py finetune --run ID --inline``, e.g. under ``accelerate launch``).
     """
-    run = lifecycle.requeue(run, CANNOT_RESUME, _enqueue_finetune_on_commit if enqueue else None)
-    audit_record(
-        user=user,
-        action=Action.FINETUNE_RUN_RESUME,
-        obj=run,
-        checkpoint=run.checkpoint,
-        step=run.step,
-    )
-    return run
-
-
-def finetune_runs_requeue_stale() -> list[int]:
-    """Requeue running fine-tunes whose heartbeat stopped; they resume from their checkpoint."""
-    return lifecycle.requeue_stale(FineTuneRun, _enqueue_finetune_on_commit, label="fine-tune run")
+    return lifecycle.retry(run, user, send=enqueue)
 
 
 def _distributed() -> tuple[int, int]:
@@ -257,10 +231,13 @@ def finetune_run_execute(
         _finetune_follow(run_id)
         return None
 
+    if on_progress is None:
+        return lifecycle.execute(FINETUNE_RUN, run_id)
+
     def work(run_id: int, worker: str) -> None:
         _finetune(run_id, worker, on_progress)
 
-    if not lifecycle.run_held(FineTuneRun, run_id, work, label="fine-tune run"):
+    if not lifecycle.run_held(FineTuneRun, run_id, work, label=FINETUNE_RUN.label):
         return None
     return FineTuneRun.objects.get(pk=run_id)
 
@@ -419,3 +396,19 @@ def _finetune_register(run: FineTuneRun, output_dir: str, worker: str) -> None:
             result_model=model,
             finished_at=timezone.now(),
         )
+
+
+FINETUNE_RUN = kinds.register(
+    RunKind(
+        model=FineTuneRun,
+        label="fine-tune run",
+        work=lambda run_id, worker: _finetune(run_id, worker, None),
+        done="step",
+        total="total_steps",
+        unit="steps",
+        cancel_action=Action.FINETUNE_RUN_CANCEL,
+        retry_action=Action.FINETUNE_RUN_RESUME,
+        retry_word="resumed",
+        audit_fields=("step", "checkpoint"),
+    )
+)

@@ -114,11 +114,7 @@ def test_only_a_superuser_chooses_which_variable_is_sent_as_a_key(client, staff_
     assert LanguageModel.objects.get(pk=model.pk).endpoint_url == URL
 
 
-def test_a_served_models_runs_go_to_the_default_queue(prompt_set, tiny, base, settings):
-    settings.CELERY_TASK_ROUTES = {
-        "generation.tasks.generation_run_execute_task": {"queue": "gpu"},
-        "generation.tasks.*": {"queue": "default"},
-    }
+def test_a_served_models_runs_go_to_the_default_queue(prompt_set, tiny, base):
     served = runs.generation_run_create(model=_served(), prompt_set=prompt_set, enqueue=False)
     weights = runs.generation_run_create(model=base, prompt_set=prompt_set, enqueue=False)
     assert workers.run_queue(served) == "default"

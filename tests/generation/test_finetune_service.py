@@ -8,6 +8,7 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
+from evalsite.runs import lifecycle
 from generation.errors import ServiceError
 from generation.models import (
     DatasetAugmentation,
@@ -24,13 +25,13 @@ from generation.training.data import (
     instruction_dataset_augment,
 )
 from generation.training.finetune import (
+    FINETUNE_RUN,
     NO_DATASETS,
     finetune_run_cancel,
     finetune_run_create,
     finetune_run_examples,
     finetune_run_execute,
     finetune_run_resume,
-    finetune_runs_requeue_stale,
 )
 from generation.training.merge import language_model_merge, language_model_merge_request
 from tests.conftest import FIXTURES
@@ -201,7 +202,7 @@ def test_a_running_run_with_a_stale_heartbeat_is_requeued(base, fixture_dataset)
     FineTuneRun.objects.filter(pk=fresh.pk).update(
         status=FineTuneRun.Status.RUNNING, worker="alive:1", heartbeat_at=timezone.now()
     )
-    assert finetune_runs_requeue_stale() == [run.pk]
+    assert lifecycle.requeue_stale(FINETUNE_RUN) == [run.pk]
     run.refresh_from_db()
     assert (run.status, run.worker) == (FineTuneRun.Status.QUEUED, "")
     assert FineTuneRun.objects.get(pk=fresh.pk).status == FineTuneRun.Status.RUNNING
