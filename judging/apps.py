@@ -11,9 +11,5 @@ class JudgingConfig(AppConfig):
         from . import routing
 
         routing.register()
-
-        from generation.lifecycle import stale_requeuer_register
-
-        from .runs import judge_runs_requeue_stale
-
-        stale_requeuer_register(judge_runs_requeue_stale)
+        # Registers the judge run kind on the spine in every process.
+        from . import runs  # noqa: F401

@@ -2,8 +2,8 @@
 
 The row is written first and its id enqueued once committed, like a generation run: a judge
 with weights goes to the `gpu` queue, a served judge (it only sends requests) to `default`.
-Claim, heartbeat, cancel, retry and stale requeue are generation/lifecycle.py's, shared by every
-kind of run; judging/judge.py is what a claimed run does (store every verdict it is missing).
+A judge run is a kind on the spine (evalsite/runs: claim, heartbeat, cancel, retry, requeue);
+judging/judge.py is what a claimed run does (store every verdict it is missing).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from django.db import transaction
 
 from annotation.models import Comparison, Study
 from evalsite.accounts.services import Action, audit_record
-from generation import lifecycle, workers
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
+from evalsite.runs import kinds, lifecycle
+from evalsite.runs.kinds import DEFAULT, GPU, RunKind
 from generation.models import Answer, LanguageModel
 from generation.params import context_check, generation_params_check
 from generation.registry import model_context
@@ -33,23 +34,16 @@ BAD_INCONSISTENT = "inconsistent must be one of: {choices} (got {value!r})"
 BAD_ATTEMPTS = "max_attempts must be at least 1 (got {value})"
 BAD_BATCH_SIZE = "batch_size must be at least 1 (got {value})"
 ENDPOINT_PARAMS = "judge {name!r} is served by an endpoint: {problem}"
-CANNOT_CANCEL = "judge run {id} is {status}; only queued or running runs can be cancelled"
-CANNOT_RETRY = "judge run {id} is {status}; only failed or cancelled runs can be retried"
 
 # A judge reads, it does not write: greedy decoding, and room for a short reason and the verdict.
 # The judge model's own generation defaults (tuned for answering) are deliberately not applied.
 JUDGE_DEFAULTS = {"do_sample": False, "max_new_tokens": 256}
 
-# Called with the id of a judge run that succeeded, while its worker still holds it (an exception
-# fails the run, so a retry finishes the hook's work). Routing registers here.
-_ON_SUCCESS: list[Callable[[int], object]] = []
-
 
 def on_judge_run_succeeded(hook: Callable[[int], object]) -> Callable[[int], object]:
-    """Register ``hook(run_id)``; usable as a decorator. Registering twice calls it once."""
-    if hook not in _ON_SUCCESS:
-        _ON_SUCCESS.append(hook)
-    return hook
+    """Register ``hook(run_id)`` for judge runs that succeed, called while the worker still
+    holds the run (an exception fails it, so a retry finishes the hook's work). Routing does."""
+    return kinds.on_succeeded(JudgeRun, hook)
 
 
 def _comparison_ids(study: Study, comparisons: Sequence | None) -> list[int]:
@@ -168,69 +162,43 @@ def judge_run_create(
             inconsistent=inconsistent,
         )
         if enqueue:
-            _enqueue_on_commit(run.pk)
+            lifecycle.enqueue(run)
     return run
 
 
-def _enqueue_on_commit(run_id: int) -> None:
-    from .tasks import endpoint_judge_run_execute_task, judge_run_execute_task
-
-    served = JudgeRun.objects.filter(pk=run_id).exclude(judge__endpoint_url="").exists()
-    task = endpoint_judge_run_execute_task if served else judge_run_execute_task
-    lifecycle.enqueue_on_commit(task, run_id)
-
-
-@transaction.atomic
 def judge_run_cancel(*, run: JudgeRun, user=None) -> JudgeRun:
     """Queued runs stop at once; a running worker stops before its next batch."""
-    run = lifecycle.cancel(run, CANNOT_CANCEL)
-    audit_record(user=user, action=Action.JUDGE_RUN_CANCEL, obj=run, done=run.done)
-    return run
+    return lifecycle.cancel(run, user)
 
 
-@transaction.atomic
 def judge_run_retry(*, run: JudgeRun, user=None) -> JudgeRun:
     """Queue a failed or cancelled run again; it asks only for the verdicts it is missing."""
-    run = lifecycle.requeue(run, CANNOT_RETRY, _enqueue_on_commit)
-    audit_record(
-        user=user,
-        action=Action.JUDGE_RUN_RETRY,
-        obj=run,
-        done=run.done,
-        total=run.total,
-    )
-    return run
-
-
-def judge_runs_requeue_stale() -> list[int]:
-    """Requeue running judge runs whose heartbeat stopped (their worker died); their ids."""
-    return lifecycle.requeue_stale(JudgeRun, _enqueue_on_commit, label="judge run")
+    return lifecycle.retry(run, user)
 
 
 def judge_run_execute(run_id: int) -> JudgeRun | None:
     """Claim the run and store the verdicts it is missing (None if it was not claimable).
 
-    Safe to call any number of times for one run (redelivered or requeued tasks); the tasks and
-    ``manage.py judge --inline`` call it.
+    Safe to call any number of times for one run (redelivered or requeued tasks).
     """
-    if not lifecycle.run_held(JudgeRun, run_id, _work, label="judge run"):
-        return None
-    return JudgeRun.objects.get(pk=run_id)
+    return lifecycle.execute(JUDGE_RUN, run_id)
 
 
 def _work(run_id: int, worker: str) -> None:
     from .judge import judge_missing
 
     judge_missing(run_id, worker)
-    if JudgeRun.objects.filter(pk=run_id, status=JudgeRun.Status.SUCCEEDED).exists():
-        for hook in _ON_SUCCESS:
-            hook(run_id)
 
 
-workers.run_kind_register(
-    JudgeRun,
-    task="judging.tasks.judge_run_execute_task",
-    endpoint_task="judging.tasks.endpoint_judge_run_execute_task",
-    label="judge run",
-    served=lambda run: run.judge.is_endpoint,
+JUDGE_RUN = kinds.register(
+    RunKind(
+        model=JudgeRun,
+        label="judge run",
+        work=_work,
+        # A served judge only sends requests: no GPU needed.
+        queue=lambda run: DEFAULT if run.judge.is_endpoint else GPU,
+        unit="verdicts",
+        cancel_action=Action.JUDGE_RUN_CANCEL,
+        retry_action=Action.JUDGE_RUN_RETRY,
+    )
 )

@@ -272,7 +272,7 @@ def test_routing_registers_with_the_judging_service():
 
     routing.register()
     routing.register()
-    assert runs._ON_SUCCESS.count(routing.route_after_judge_run) == 1
+    assert runs.JUDGE_RUN.on_success.count(routing.route_after_judge_run) == 1
 
 
 def _scripted(prompt: str, nth: int = 0) -> str:

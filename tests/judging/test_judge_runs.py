@@ -290,7 +290,7 @@ def test_cancel_retry_and_the_success_hook(served_judge, canned_judge):
     try:
         judge_run_execute(run.pk)
     finally:
-        runs._ON_SUCCESS.remove(hook)
+        runs.JUDGE_RUN.on_success.remove(hook)
     assert seen == [run.pk]
     run.refresh_from_db()
     with pytest.raises(ServiceError, match="only failed or cancelled runs can be retried"):
