@@ -1,15 +1,16 @@
 """Evolution runs: create (the row first, its id enqueued once committed), cancel, retry, stale
 requeue, execute. A run whose models all are served goes to the `default` queue; any model with
-weights sends it to `gpu`. Claim, heartbeat and requeue are generation/lifecycle.py's;
-evolution/evolve.py is what a claimed run does."""
+weights sends it to `gpu`. It is a kind on the spine (evalsite/runs: claim, heartbeat,
+requeue); evolution/evolve.py is what a claimed run does."""
 
 from __future__ import annotations
 
 from django.db import transaction
 
 from evalsite.accounts.services import Action, audit_record
-from generation import lifecycle, workers
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
+from evalsite.runs import kinds, lifecycle
+from evalsite.runs.kinds import DEFAULT, GPU, RunKind
 from generation.models import InstructionDataset, LanguageModel
 from generation.params import context_check, generation_params_check
 from generation.registry import model_context
@@ -25,8 +26,6 @@ BAD_BATCH_SIZE = "batch_size must be at least 1 (got {value})"
 NAME_TAKEN = "an instruction data set named {name!r} already exists"
 BAD_SETTINGS = "{what}: {problem}"
 ENDPOINT_PARAMS = "model {name!r} is served by an endpoint: {problem}"
-CANNOT_CANCEL = "evolution run {id} is {status}; only queued or running runs can be cancelled"
-CANNOT_RETRY = "evolution run {id} is {status}; only failed or cancelled runs can be retried"
 MOST_ROUNDS = 10
 
 # The evolver writes one instruction: sampled (so rounds and siblings differ), short.
@@ -134,53 +133,42 @@ def evolution_run_create(
             name=run.name,
         )
         if enqueue:
-            _enqueue_on_commit(run.pk)
+            lifecycle.enqueue(run)
     return run
 
 
-def _enqueue_on_commit(run_id: int) -> None:
-    from .tasks import endpoint_evolution_run_execute_task, evolution_run_execute_task
-
-    run = EvolutionRun.objects.select_related("model", "answer_model", "judge").get(pk=run_id)
-    task = endpoint_evolution_run_execute_task if run.served else evolution_run_execute_task
-    lifecycle.enqueue_on_commit(task, run_id)
-
-
-@transaction.atomic
 def evolution_run_cancel(*, run: EvolutionRun, user=None) -> EvolutionRun:
     """Queued runs stop at once; a running worker stops before its next batch."""
-    run = lifecycle.cancel(run, CANNOT_CANCEL)
-    audit_record(user=user, action=Action.EVOLUTION_RUN_CANCEL, obj=run, done=run.done)
-    return run
+    return lifecycle.cancel(run, user)
 
 
-@transaction.atomic
 def evolution_run_retry(*, run: EvolutionRun, user=None) -> EvolutionRun:
     """Queue a failed or cancelled run again; it makes only the items it is missing."""
-    run = lifecycle.requeue(run, CANNOT_RETRY, _enqueue_on_commit)
-    audit_record(user=user, action=Action.EVOLUTION_RUN_RETRY, obj=run, done=run.done)
-    return run
-
-
-def evolution_runs_requeue_stale() -> list[int]:
-    """Requeue running evolution runs whose heartbeat stopped (their worker died)."""
-    return lifecycle.requeue_stale(EvolutionRun, _enqueue_on_commit, label="evolution run")
+    return lifecycle.retry(run, user)
 
 
 def evolution_run_execute(run_id: int) -> EvolutionRun | None:
     """Claim the run and make what it is missing (None if it was not claimable). Safe to call
-    any number of times for one run; the tasks and ``manage.py evolve --inline`` call it."""
+    any number of times for one run."""
+    return lifecycle.execute(EVOLUTION_RUN, run_id)
+
+
+def _work(run_id: int, worker: str) -> None:
     from .evolve import evolve_missing
 
-    if not lifecycle.run_held(EvolutionRun, run_id, evolve_missing, label="evolution run"):
-        return None
-    return EvolutionRun.objects.get(pk=run_id)
+    evolve_missing(run_id, worker)
 
 
-workers.run_kind_register(
-    EvolutionRun,
-    task="evolution.tasks.evolution_run_execute_task",
-    endpoint_task="evolution.tasks.endpoint_evolution_run_execute_task",
-    label="evolution run",
-    served=lambda run: run.served,
+EVOLUTION_RUN = kinds.register(
+    RunKind(
+        model=EvolutionRun,
+        label="evolution run",
+        work=_work,
+        # Served models only receive requests: no GPU needed.
+        queue=lambda run: DEFAULT if run.served else GPU,
+        unit="items",
+        cancel_action=Action.EVOLUTION_RUN_CANCEL,
+        retry_action=Action.EVOLUTION_RUN_RETRY,
+        audit_fields=("done",),
+    )
 )
