@@ -2,7 +2,7 @@
 
 The row is written first and its id enqueued once committed: a model with weights goes to the
 `gpu` queue, a served model (lm-eval only sends it requests) to `default`. Claim, heartbeat,
-cancel, retry and stale requeue are generation/lifecycle.py's; benchmarks/execution.py is what
+cancel, retry and stale requeue are the spine's (evalsite/runs); benchmarks/execution.py is what
 a claimed run does (each task it has no results for, one transaction per task).
 """
 
@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from django.db import transaction
 
 from evalsite.accounts.services import Action, audit_record
-from generation import lifecycle, workers
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
+from evalsite.runs import kinds, lifecycle
+from evalsite.runs.kinds import DEFAULT, GPU, RunKind
 from generation.models import LanguageModel
 
 from .catalog import available_tasks, task_dirs
@@ -29,8 +30,6 @@ BAD_LIMIT = "limit must be at least 1 example per task, or empty for all (got {v
 BAD_BATCH_SIZE = "batch_size must be at least 1 (got {value})"
 BAD_PARAMS = "params takes only {allowed} (got {keys})"
 CANNOT_RUN = "benchmark run on {name!r} cannot be made: {problems}"
-CANNOT_CANCEL = "benchmark run {id} is {status}; only queued or running runs can be cancelled"
-CANNOT_RETRY = "benchmark run {id} is {status}; only failed or cancelled runs can be retried"
 
 # Decoding a run may set for generative scoring (lm-eval's gen_kwargs).
 GEN_KEYS = ("max_gen_toks", "do_sample", "temperature", "top_p", "until")
@@ -110,58 +109,41 @@ def benchmark_run_create(
             params=params,
         )
         if enqueue:
-            _enqueue_on_commit(run.pk)
+            lifecycle.enqueue(run)
     return run
 
 
-def _enqueue_on_commit(run_id: int) -> None:
-    from .tasks import benchmark_run_execute_task, endpoint_benchmark_run_execute_task
-
-    served = BenchmarkRun.objects.filter(pk=run_id).exclude(model__endpoint_url="").exists()
-    task = endpoint_benchmark_run_execute_task if served else benchmark_run_execute_task
-    lifecycle.enqueue_on_commit(task, run_id)
-
-
-@transaction.atomic
 def benchmark_run_cancel(*, run: BenchmarkRun, user=None) -> BenchmarkRun:
     """Queued runs stop at once; a running one after the task it is scoring."""
-    run = lifecycle.cancel(run, CANNOT_CANCEL)
-    audit_record(user=user, action=Action.BENCHMARK_RUN_CANCEL, obj=run, done=run.done)
-    return run
+    return lifecycle.cancel(run, user)
 
 
-@transaction.atomic
 def benchmark_run_retry(*, run: BenchmarkRun, user=None) -> BenchmarkRun:
     """Queue a failed or cancelled run again; it scores only the tasks it has no results for."""
-    run = lifecycle.requeue(run, CANNOT_RETRY, _enqueue_on_commit)
-    audit_record(
-        user=user, action=Action.BENCHMARK_RUN_RETRY, obj=run, done=run.done, total=run.total
-    )
-    return run
-
-
-def benchmark_runs_requeue_stale() -> list[int]:
-    """Requeue running benchmark runs whose heartbeat stopped (their worker died); their ids."""
-    return lifecycle.requeue_stale(BenchmarkRun, _enqueue_on_commit, label="benchmark run")
+    return lifecycle.retry(run, user)
 
 
 def benchmark_run_execute(run_id: int) -> BenchmarkRun | None:
-    """Claim the run and score the tasks it is missing (None if it was not claimable).
+    """Claim the run and score the tasks it is missing (None if it was not claimable). Safe to
+    call any number of times for one run."""
+    return lifecycle.execute(BENCHMARK_RUN, run_id)
 
-    Safe to call any number of times for one run; the tasks and ``manage.py benchmark
-    --inline`` call it.
-    """
+
+def _work(run_id: int, worker: str) -> None:
     from .execution import score_missing
 
-    if not lifecycle.run_held(BenchmarkRun, run_id, score_missing, label="benchmark run"):
-        return None
-    return BenchmarkRun.objects.get(pk=run_id)
+    score_missing(run_id, worker)
 
 
-workers.run_kind_register(
-    BenchmarkRun,
-    task="benchmarks.tasks.benchmark_run_execute_task",
-    endpoint_task="benchmarks.tasks.endpoint_benchmark_run_execute_task",
-    label="benchmark run",
-    served=lambda run: run.model.is_endpoint,
+BENCHMARK_RUN = kinds.register(
+    RunKind(
+        model=BenchmarkRun,
+        label="benchmark run",
+        work=_work,
+        # Served models only receive requests: no GPU needed.
+        queue=lambda run: DEFAULT if run.model.is_endpoint else GPU,
+        unit="tasks",
+        cancel_action=Action.BENCHMARK_RUN_CANCEL,
+        retry_action=Action.BENCHMARK_RUN_RETRY,
+    )
 )

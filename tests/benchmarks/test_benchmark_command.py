@@ -93,7 +93,7 @@ def test_the_web_side_of_benchmarks_imports_without_lm_eval():
         "import sys; sys.modules['lm_eval'] = None\n"
         "import django; django.setup()\n"
         "import benchmarks.admin, benchmarks.api, benchmarks.runs, benchmarks.execution\n"
-        "import benchmarks.tasks, benchmarks.results, benchmarks.api_urls\n"
+        "import evalsite.runs.tasks, benchmarks.results, benchmarks.api_urls\n"
         "from benchmarks.catalog import task_rows\n"
         "names = {row['name'] for row in task_rows()}\n"
         "assert {'ja_fixture_mc', 'ja_fixture_gen'} <= names, names\n"
