@@ -6,9 +6,9 @@ class SweepsConfig(AppConfig):
     verbose_name = "Fine-tune sweeps"
 
     def ready(self) -> None:
-        # A sweep moves on when any of its runs finishes (generation/lifecycle.py calls the hook
-        # in the worker that held the run); registered in every process, the worker included.
-        from generation import lifecycle
+        # A sweep moves on when any of its runs finishes (the spine's lifecycle calls the hook in
+        # the worker that held the run); registered in every process, the worker included.
+        from evalsite.runs import lifecycle
 
         from . import progress
 

@@ -1,11 +1,11 @@
-"""The run-finished hook sweeps register in generation/lifecycle.py: called once a worker lets
-go of a run, whatever came of it; a failing hook is logged and never fails the run."""
+"""The run-finished hook sweeps register in the spine (evalsite/runs/lifecycle.py): called once a
+worker lets go of a run, whatever came of it; a failing hook is logged and never fails the run."""
 
 from __future__ import annotations
 
 import pytest
 
-from generation import lifecycle
+from evalsite.runs import lifecycle
 from generation.models import GenerationRun
 from generation.registry import language_model_register
 from generation.runs import generation_run_create
