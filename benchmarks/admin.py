@@ -13,19 +13,13 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 import generation.admin  # noqa: F401 - registers the LanguageModel admin extended below
-from generation.admin.shared import (
-    QueuedRunWarning,
-    apply_each,
-    form_action,
-    progress_bar,
-    registered_admin_class,
-    run_action,
-)
+from evalsite.runs.admin import RunAdmin
+from generation.admin.shared import apply_each, form_action, registered_admin_class
 from generation.models import LanguageModel
 
 from .catalog import available_tasks
 from .models import BenchmarkResult, BenchmarkRun, BenchmarkSample, Scoring
-from .runs import benchmark_run_cancel, benchmark_run_create, benchmark_run_retry
+from .runs import benchmark_run_create
 
 
 def _pre(text: str) -> SafeString:
@@ -60,11 +54,11 @@ class BenchmarkResultInline(admin.TabularInline):
 
 
 @admin.register(BenchmarkRun)
-class BenchmarkRunAdmin(QueuedRunWarning, admin.ModelAdmin):
+class BenchmarkRunAdmin(RunAdmin):
     list_display = ["id", "model", "task_list", "scoring", "num_fewshot", "status", "progress"]
     list_filter = ["status", "scoring", "model"]
     list_select_related = ["model"]
-    readonly_fields = [
+    run_fields = [
         "model",
         "tasks",
         "num_fewshot",
@@ -73,34 +67,14 @@ class BenchmarkRunAdmin(QueuedRunWarning, admin.ModelAdmin):
         "batch_size",
         "seed",
         "params",
-        "status",
-        "progress",
-        "samples_link",
-        "harness_version",
-        "task_source",
-        "error",
-        "worker",
-        "attempts",
-        "created_at",
-        "started_at",
-        "finished_at",
-        "heartbeat_at",
-        "created_by",
     ]
-    fields = readonly_fields
+    result_fields = ["samples_link", "harness_version", "task_source"]
     inlines = [BenchmarkResultInline]
-    actions = ["retry_runs", "cancel_runs"]
-
-    def has_add_permission(self, request) -> bool:
-        return False  # runs come from the model action, the API or `manage.py benchmark`
+    retry_description = "Retry (missing tasks)"
 
     @admin.display(description="tasks")
     def task_list(self, obj: BenchmarkRun) -> str:
         return ", ".join(obj.tasks)
-
-    @admin.display(description="progress")
-    def progress(self, obj: BenchmarkRun) -> SafeString:
-        return progress_bar(obj.done, obj.total, more=" tasks")
 
     @admin.display(description="per-example outputs")
     def samples_link(self, obj: BenchmarkRun) -> SafeString:
@@ -116,13 +90,6 @@ class BenchmarkRunAdmin(QueuedRunWarning, admin.ModelAdmin):
             obj.pk,
             wrong,
         )
-
-    retry_runs = run_action(
-        benchmark_run_retry, "Benchmark run {} requeued.", description="Retry (missing tasks)"
-    )
-    cancel_runs = run_action(
-        benchmark_run_cancel, "Benchmark run {} cancelled.", description="Cancel"
-    )
 
 
 @admin.register(BenchmarkSample)

@@ -4,20 +4,19 @@ their results and page through their per-example outputs; and the tasks a run ma
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, serializers, status, viewsets
+from rest_framework import serializers
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from generation.api.shared import RUN_STATE_FIELDS, run_change
-from generation.errors import ServiceError
+from evalsite.runs.api import RUN_STATE_FIELDS, RunViewSet
 from generation.models import LanguageModel
 
 from ..catalog import task_rows
 from ..models import BenchmarkRun, BenchmarkSample, Scoring
 from ..results import result_rows
-from ..runs import benchmark_run_cancel, benchmark_run_create, benchmark_run_retry
+from ..runs import benchmark_run_create
 
 
 class BenchmarkRunInputSerializer(serializers.Serializer):
@@ -83,11 +82,7 @@ class BenchmarkSampleSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class BenchmarkRunViewSet(
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    viewsets.GenericViewSet,
-):
+class BenchmarkRunViewSet(RunViewSet):
     """Staff only: runs name their model and hold its outputs."""
 
     # Queueing benchmarks needs the right to run models as well as to add the row.
@@ -100,33 +95,11 @@ class BenchmarkRunViewSet(
     }
     queryset = BenchmarkRun.objects.select_related("model")
     serializer_class = BenchmarkRunSerializer
+    input_serializer_class = BenchmarkRunInputSerializer
     filterset_fields = ["model", "status", "scoring"]
 
-    @extend_schema(request=BenchmarkRunInputSerializer, responses={201: BenchmarkRunSerializer})
-    def create(self, request):
-        form = BenchmarkRunInputSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        try:
-            run = benchmark_run_create(**form.validated_data, user=request.user)
-        except ServiceError as exc:
-            raise ValidationError({"detail": str(exc)}) from None
-        return Response(BenchmarkRunSerializer(run).data, status=status.HTTP_201_CREATED)
-
-    @extend_schema(request=None, responses=BenchmarkRunSerializer)
-    @action(detail=True, methods=["post"])
-    def cancel(self, request, pk=None):
-        """Queued runs stop at once; a running one after its current task (409 when done)."""
-        return run_change(
-            benchmark_run_cancel, self.get_object(), BenchmarkRunSerializer, request.user
-        )
-
-    @extend_schema(request=None, responses=BenchmarkRunSerializer)
-    @action(detail=True, methods=["post"])
-    def retry(self, request, pk=None):
-        """Queue a failed or cancelled run again; it scores only the tasks it lacks."""
-        return run_change(
-            benchmark_run_retry, self.get_object(), BenchmarkRunSerializer, request.user
-        )
+    def create_run(self, data: dict, user) -> BenchmarkRun:
+        return benchmark_run_create(**data, user=user)
 
     @extend_schema(responses=BenchmarkResultSerializer(many=True))
     @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)

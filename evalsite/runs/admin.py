@@ -14,9 +14,8 @@ from . import lifecycle
 from .kinds import kind_of
 from .workers import unconsumed_warning
 
-# What every run shows after its own fields, read-only.
+# What every run shows after its own fields and its results, read-only.
 RUN_STATE_FIELDS = [
-    "status",
     "error",
     "worker",
     "attempts",
@@ -80,15 +79,20 @@ def _apply(modeladmin, request, queryset, change, done: str) -> None:
 
 class RunAdmin(QueuedRunWarning, admin.ModelAdmin):
     """Runs are made by their services (an admin action elsewhere, the API, a command): here
-    they are read-only, with progress, cancel and retry. Subclasses list their own fields in
-    ``run_fields``; ``readonly_fields`` and ``fields`` become those plus the state fields."""
+    they are read-only, with progress, cancel and retry. A subclass lists what the run was asked
+    to do in ``run_fields`` and what came of it in ``result_fields``; the page shows those around
+    status and progress, then the state every run has. A subclass with ``fieldsets`` shows
+    those instead, all read-only."""
 
     run_fields: list[str] = []
+    result_fields: list[str] = []
     actions = ["retry_runs", "cancel_runs"]
     retry_description = "Retry (do only what is missing)"
 
     def get_readonly_fields(self, request, obj=None):
-        return [*self.run_fields, "progress", *RUN_STATE_FIELDS]
+        if self.fieldsets:
+            return [name for _, options in self.fieldsets for name in options["fields"]]
+        return [*self.run_fields, "status", "progress", *self.result_fields, *RUN_STATE_FIELDS]
 
     def get_fields(self, request, obj=None):
         return self.get_readonly_fields(request, obj)

@@ -3,7 +3,7 @@ cancel and retry (409 when the run's state forbids it, through the API's excepti
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -21,6 +21,18 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
 
     input_serializer_class = None
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # The schema of the shared actions, per kind: what create takes, what each answers.
+        if cls.input_serializer_class is not None:
+            extend_schema_view(
+                create=extend_schema(
+                    request=cls.input_serializer_class, responses={201: cls.serializer_class}
+                ),
+                cancel=extend_schema(request=None, responses=cls.serializer_class),
+                retry=extend_schema(request=None, responses=cls.serializer_class),
+            )(cls)
+
     def create_run(self, data: dict, user):
         raise NotImplementedError
 
@@ -28,19 +40,21 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         form = self.input_serializer_class(data=request.data)
         form.is_valid(raise_exception=True)
         run = self.create_run(form.validated_data, request.user)
-        return Response(self.get_serializer(run).data, status=status.HTTP_201_CREATED)
+        return Response(self.serializer_class(run).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=None)
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         """Queued runs stop at once, running ones at their next check (409 when finished)."""
         run = lifecycle.cancel(self.get_object(), request.user)
-        return Response(self.get_serializer(run).data)
+        return Response(self.serializer_class(run).data)
 
-    @extend_schema(request=None)
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
         """Queue a failed or cancelled run again; it does only what it is missing (409 when it
         is in another state)."""
-        run = lifecycle.retry(self.get_object(), request.user)
-        return Response(self.get_serializer(run).data)
+        run = self.retry_run(self.get_object(), request.user)
+        return Response(self.serializer_class(run).data)
+
+    def retry_run(self, run, user):
+        """The kind's retry (a subclass may check more first)."""
+        return lifecycle.retry(run, user)

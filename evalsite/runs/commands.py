@@ -72,6 +72,7 @@ class RunCommand(BaseCommand):
             outcome = f"{kind.label} {run.pk} {run.status}"
             raise CommandError(f"{outcome}: {error}" if error else outcome)
         done, total = getattr(run, kind.done), getattr(run, kind.total)
-        self.stdout.write(self.style.SUCCESS(f"{kind.label} {run.pk} succeeded: {done}/{total}"))
+        line = f"{kind.label} {run.pk} succeeded: {done}/{total} {kind.unit}"
+        self.stdout.write(self.style.SUCCESS(line))
         self.report(run)
         return run
