@@ -347,10 +347,11 @@ def results_json(results: Results) -> dict:
         "note": results.agreement.note,
     }
     out["judge_agreement"] = study_judge_agreement(study=results.study)
-    from .judge_results import judge_runs_json, routing_json  # it reads this module's votes
+    # Sections the apps built on this one add (the LLM judge's runs and routing).
+    from .hooks import results_sections
 
-    out["judge_runs"] = judge_runs_json(study=results.study)
-    out["routing"] = routing_json(study=results.study)
+    for section in results_sections():
+        out |= section.export(results.study)
     out["annotator_quality"] = [quality.quality_dict(q) for q in results.quality]
     out["annotators"] = [
         {

@@ -16,7 +16,7 @@ from evalsite.accounts.services import Action, audit_record
 from generation.errors import ServiceError
 from generation.models import Answer, GenerationRun, PromptSet
 
-from . import identity
+from . import hooks, identity
 from .models import Comparison, IdentityFlag, Study, StudyRun, Vote
 
 STUDY_NAME_TAKEN = "a study named {name!r} already exists"
@@ -192,17 +192,15 @@ def study_texts_check(*, models, texts: dict[str, str]) -> None:
 def study_open(*, study: Study, user=None) -> Study:
     """Open a draft or closed study, flagging answers that may name their model first.
 
-    A routing study opens only once a pairwise judge run over it has succeeded: its latest one
-    sets which comparisons people are given (judging.routing); with routing off, all of them.
+    Apps built on this one are asked first (annotation.hooks.on_study_opening): a routing
+    study opens only once a pairwise judge run over it has succeeded, whose latest one sets
+    which comparisons people are given (judging.routing); with routing off, all of them.
     """
-    # The judging app builds on this one; it is asked here, at open, and nowhere in the loop.
-    from judging.routing import study_routing_apply
-
     study = Study.objects.select_for_update().get(pk=study.pk)
     if study.status == Study.Status.OPEN:
         raise ServiceError(CANNOT_OPEN.format(name=study.name, status=study.status))
     reopened = study.status == Study.Status.CLOSED
-    study_routing_apply(study=study)
+    hooks.study_opening(study)
     flags = study_flag_identity(study=study)
     study.status = Study.Status.OPEN
     study.opened_at = study.opened_at or timezone.now()

@@ -16,7 +16,8 @@ from django.views.decorators.cache import never_cache
 from generation.lineage import lineage_text, model_lineage
 from generation.models import LanguageModel
 
-from . import judge_results, reports, results
+from . import reports, results
+from .hooks import results_sections
 from .loop.state import annotator_progress, open_studies_for, open_study, user_is_annotator
 from .models import Study
 
@@ -132,10 +133,13 @@ def results_page(request: HttpRequest, study_id: int) -> HttpResponse:
         "labels": list(results.study_labels(study=study).values()),
         "truncation": results.study_truncation(study=study),
         "judge_agreement": results.judge_agreement(study=study),
-        "judge_runs": judge_results.judge_runs_json(study=study),
-        "routing": judge_results.study_routing(study=study),
         "lineage": _tuned_models(study),
     }
+    # Sections the apps built on this one add (the LLM judge's, with routing).
+    sections = results_sections()
+    for section in sections:
+        context.update(section.context(study))
+    context["section_templates"] = [section.template for section in sections]
     return render(request, "annotation/results.html", context)
 
 

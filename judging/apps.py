@@ -11,5 +11,9 @@ class JudgingConfig(AppConfig):
         from . import routing
 
         routing.register()
+        # The judge's section of every study's results page and export.
+        from . import results_section
+
+        results_section.register()
         # Registers the judge run kind on the spine in every process.
         from . import runs  # noqa: F401

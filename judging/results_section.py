@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 from django.db.models import Q
 
-from judging.routing import CONSISTENT, latest_routing_run, run_states
-from judging.summary import study_judge_summaries
+from annotation import agreement, results
+from annotation.hooks import ResultsSection, results_section_register
+from annotation.models import Comparison, Study
 
-from . import agreement, results
-from .models import Comparison, Study
+from .routing import CONSISTENT, latest_routing_run, run_states
+from .summary import study_judge_summaries
 
 
 def judge_runs_json(*, study: Study) -> list[dict]:
@@ -110,3 +111,21 @@ def routing_json(*, study: Study) -> dict | None:
         "human_votes_saved": found.human_votes_saved,
         "audit_agreement": agreement.to_json(audit) if audit is not None else None,
     }
+
+
+def register() -> None:
+    """The judge's section of every study's results page and JSON export (AppConfig.ready)."""
+    results_section_register(
+        ResultsSection(
+            name="llm-judge",
+            template="judging/results_judge_runs.html",
+            context=lambda study: {
+                "judge_runs": judge_runs_json(study=study),
+                "routing": study_routing(study=study),
+            },
+            export=lambda study: {
+                "judge_runs": judge_runs_json(study=study),
+                "routing": routing_json(study=study),
+            },
+        )
+    )

@@ -151,9 +151,16 @@ def route_after_judge_run(run_id: int) -> None:
         route(study=run.study, judge_run=run)
 
 
+def _apply_at_opening(study: Study) -> None:
+    study_routing_apply(study=study)
+
+
 def register() -> None:
-    """Route studies as their judge runs succeed (judging's ready() calls it; registering
-    twice registers once)."""
+    """Route studies as their judge runs succeed and when they open (judging's ready() calls
+    it; registering twice registers once)."""
+    from annotation.hooks import on_study_opening
+
     from .runs import on_judge_run_succeeded
 
     on_judge_run_succeeded(route_after_judge_run)
+    on_study_opening(_apply_at_opening)

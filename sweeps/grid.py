@@ -3,7 +3,7 @@ its interval, and which cell is best.
 
 A pairwise cell's score is the share of the judge's verdicts that prefer the cell's model over
 the base model, a tie counting half (the Chatbot Arena and Rakuda convention the study results
-use). Its interval is the percentile bootstrap of ``judging.grading.bootstrap_means`` over
+use). Its interval is the percentile bootstrap of ``judging.engine.bootstrap.bootstrap_means`` over
 questions, because both orders of one question are judged on the same pair of answers and are
 not independent draws.
 """
@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from judging.grading import bootstrap_means
+from judging.engine.bootstrap import bootstrap_means
 
 # What one verdict gives the cell's model: a win, half for a tie, nothing for a loss.
 WIN, TIE, LOSS = 1.0, 0.5, 0.0

@@ -9,12 +9,14 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from annotation import judge_results, staff, studies
+from annotation import results as annotation_results
+from annotation import staff, studies
 from annotation.loop.state import annotator_progress
 from annotation.loop.votes import COMPARISON_FULL
 from annotation.models import Assignment, Comparison, Study, Vote
 from generation.errors import ServiceError
 from generation.registry import language_model_register
+from judging import results_section as judge_results
 from judging import routing
 from judging.models import JudgeRun
 from judging.runs import judge_run_create, judge_run_execute
@@ -185,7 +187,7 @@ def test_the_audit_agreement_reads_the_audited_comparisons_only(routed, annotato
     assert audit.confusion[0][0] + audit.confusion[2][2] == 1
     # The whole-study agreement also counts the unsure comparisons (the judge's inconsistent
     # verdicts are ties there): 2 audited + 3 inconsistent (the unparsable have no judge votes).
-    overall = judge_results.results.judge_agreement(study=study)
+    overall = annotation_results.judge_agreement(study=study)
     assert overall.compared == 5
 
 

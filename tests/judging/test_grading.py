@@ -9,7 +9,8 @@ import re
 import numpy as np
 import pytest
 
-from judging.grading import bootstrap_means, grades_csv, grading_results
+from judging.engine.bootstrap import bootstrap_means
+from judging.grading import grades_csv, grading_results
 from judging.models import JudgeRun, Judgment
 from judging.runs import judge_run_create, judge_run_execute
 from judging.summary import judge_run_summary
