@@ -137,6 +137,15 @@ LOGIN_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 5)
 LOGIN_FAILURE_WINDOW = envint("LOGIN_FAILURE_WINDOW", 900)
 # Failures from one client address, over every username it tries (a password spray).
 LOGIN_ADDRESS_FAILURE_LIMIT = envint("LOGIN_ADDRESS_FAILURE_LIMIT", 50)
+# Proxies in front of the app that each append the address they received from to
+# X-Forwarded-For (nginx: `proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;`).
+# 0 (the default): the header is ignored and the address is REMOTE_ADDR, since a client can send
+# any X-Forwarded-For it likes. N: the N-th entry from the right, the one the outermost trusted
+# proxy wrote; a header with fewer entries did not pass through them all, so REMOTE_ADDR again.
+# evalsite.auth.client_address applies this for every per-address limit (SECURITY.md).
+NUM_PROXIES = envint("NUM_PROXIES", 0)
+if NUM_PROXIES < 0:
+    raise RuntimeError("NUM_PROXIES must be 0 (no proxy) or the number of trusted proxies")
 # "/" sends staff to their home (/staff/) and annotators to their studies.
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -291,8 +300,10 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
-    # Trusted proxies in front of the app (client addresses for throttles and sign-in limits).
-    "NUM_PROXIES": envint("NUM_PROXIES", 0) or None,
+    # DRF's None means "the whole X-Forwarded-For header", which a client writes. The project's
+    # throttles take the address from evalsite.auth.client_address; this keeps any stock DRF
+    # throttle on REMOTE_ADDR (0) unless proxies are configured.
+    "NUM_PROXIES": NUM_PROXIES,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
