@@ -106,6 +106,13 @@ def failure_record(key: str, *, window: int | None = None) -> None:
 class ThrottledLoginView(LoginView):
     redirect_authenticated_user = True
 
+    def get_context_data(self, **kwargs):
+        # The "forgot your password" link only where the reset pages answer (mail configured).
+        return {
+            **super().get_context_data(**kwargs),
+            "password_reset_enabled": settings.PASSWORD_RESET_ENABLED,
+        }
+
     def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
         for key, limit, message in _keys(request):
             if cache.get(key, 0) >= limit:

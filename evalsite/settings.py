@@ -221,6 +221,26 @@ SESSION_ENGINE = (
     else "django.contrib.sessions.backends.db"
 )
 
+# --- Mail and password reset -------------------------------------------------------------------
+# Reset mails go through this SMTP server. Without one the reset pages are off (404, no link on
+# the sign-in page): they would accept requests and send nothing. PASSWORD_RESET_ENABLED=1
+# turns them on anyway (a mail server on localhost), =0 off with a server set.
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+_mail_configured = bool(EMAIL_HOST)
+EMAIL_HOST = EMAIL_HOST or "localhost"  # Django's default, for PASSWORD_RESET_ENABLED=1 alone
+EMAIL_PORT = envint("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = envbool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = envint("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "webmaster@localhost")
+PASSWORD_RESET_ENABLED = envbool("PASSWORD_RESET_ENABLED", _mail_configured)
+# Reset requests (each may send a mail) per email address and per client address in the window.
+PASSWORD_RESET_EMAIL_LIMIT = envint("PASSWORD_RESET_EMAIL_LIMIT", 3)
+PASSWORD_RESET_ADDRESS_LIMIT = envint("PASSWORD_RESET_ADDRESS_LIMIT", 10)
+PASSWORD_RESET_WINDOW = envint("PASSWORD_RESET_WINDOW", 3600)
+
 # --- Celery ------------------------------------------------------------------------------------
 _broker_dir = VAR_DIR / "broker"
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "filesystem://"
