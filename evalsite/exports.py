@@ -53,8 +53,14 @@ def csv_lines(header: Sequence, rows: Iterable[Sequence]) -> Iterator[str]:
     """The CSV document one line at a time (header first): for a streaming response."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+    # The csv module quotes a cell holding a line break only if the break is part of the line
+    # terminator: a row with a carriage return in a cell is written with every cell quoted, or
+    # a reader would end the row there.
+    quoting_all = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
     for row in _with_header(header, rows):
-        writer.writerow([csv_cell(value) for value in row])
+        cells = [csv_cell(value) for value in row]
+        carriage_return = any(isinstance(cell, str) and "\r" in cell for cell in cells)
+        (quoting_all if carriage_return else writer).writerow(cells)
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
@@ -147,6 +153,6 @@ def file_name(text: str) -> str:
     separators become ``_``; an empty name becomes ``FALLBACK_NAME``."""
     name = "".join(
         "_" if char in "/\\" or unicodedata.category(char) in ("Cc", "Cf") else char
-        for char in text
+        for char in text.strip()
     )
-    return name.strip() or FALLBACK_NAME
+    return name or FALLBACK_NAME
