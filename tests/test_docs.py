@@ -455,7 +455,9 @@ def test_the_first_ten_minutes_run_as_written(
         output = done.stdout + done.stderr
         assert done.returncode == 0, f"{text}\n{output}"
         if words[2] == "export_results" and "--out" not in words:
-            assert "| " in output and any(label in output for label in labels), output
+            assert "| Model pair | Win | Tie | Loss |" in output, output
+            assert "| Rank | Model | Strength |" in output, output
+            assert all(label in output for label in labels), output
         elif words[2] == "export_results":
             with (tmp_path / words[words.index("--out") + 1]).open(encoding="utf-8") as handle:
                 rows = list(csv.DictReader(handle))
@@ -465,9 +467,12 @@ def test_the_first_ten_minutes_run_as_written(
                 expected = expected.filter(voter=voters)
             assert len(rows) == expected.count() >= people, output
         elif words[2] == "judge":
-            assert "succeeded" in output, output
-            runs = JudgeRun.objects.filter(judge=judge, study=study)
-            assert runs.filter(status=JudgeRun.Status.SUCCEEDED).count() == 2
+            runs = JudgeRun.objects.filter(judge=judge, study=study).order_by("pk")
+            assert [run.status for run in runs] == [JudgeRun.Status.SUCCEEDED] * 2
+            again = runs.last()
+            assert f"judge run {again.pk} succeeded: {again.total}/{again.total}" in output
+            for found in ("judged", "consistent", "inconsistent", "unparsable"):
+                assert found in output, output
         else:
             raise AssertionError(f"a command this test does not know how to check: {text}")
     assert verdicts_before > 0  # the demo's judge had voted before the reader came
