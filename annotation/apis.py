@@ -16,9 +16,9 @@ from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import BasePermission
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from evalsite.auth import ScopedRateThrottle
 from generation.errors import ServiceError
 
 from .loop.assign import next_pair, shown_pair

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
+from evalsite.exports import csv_text
 from generation.models import Answer
 
-from . import battles, figures, reports
+from . import battles, figures
 from .models import Comparison, Vote
 
 VOTE_COLUMNS = (
@@ -63,7 +64,7 @@ def votes_csv(*, votes: Iterable[Vote], provenance: bool = False) -> str:
                     out.append(int(value) if isinstance(value, bool) else value)
         return out
 
-    return reports.csv_text(columns, (row(vote) for vote in votes))
+    return csv_text(columns, (row(vote) for vote in votes))
 
 
 def _vote_row(vote: Vote) -> list:

@@ -22,9 +22,9 @@ from evalsite.accounts.services import Action, audit_record
 from generation.engine import render
 from generation.errors import ServiceError
 from generation.models import LanguageModel, PreferenceDataset
-from generation.registry import language_model_tokenizer
 from generation.templates import as_template, template_for
 from generation.training.preferences import preference_dataset_create, preferences_write
+from generation.web_tokenizer import web_tokenizer
 
 from .models import Comparison, Study, Vote
 from .results import counted_votes
@@ -70,7 +70,8 @@ def _prompt_renderer(model: LanguageModel | None):
     if model is None:
         return lambda question: question
     template = as_template(template_for(model))
-    tokenizer = None if template.kind == render.TURNS else language_model_tokenizer(model=model)
+    # Rendered in the web process (admin, API, command): never with the repository's own code.
+    tokenizer = None if template.kind == render.TURNS else web_tokenizer(model)
 
     def rendered(question: str) -> str:
         return render.render_prompt(template, render.conversation([question], []), tokenizer)

@@ -10,13 +10,11 @@ the comparison's model_a / model_b) and calls:
 - ``agreement``: Krippendorff's alpha (nominal) over comparisons with several votes;
 - ``battles_from_rows`` -> ``annotation.ranking.rank``;
 - ``to_json`` / ``to_csv`` / ``to_markdown``: the exports (``to_json``'s field names are a
-  contract with API clients).
+  contract with API clients; CSV and Markdown through ``evalsite.exports``, as every app's).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,6 +25,13 @@ import numpy as np
 from scipy.stats import binomtest
 
 from annotation.ranking import Battle, Ranking
+from evalsite.exports import (
+    FORMULA_STARTS,  # noqa: F401 (the first probe's CSV rule, still importable from here)
+    csv_cell,  # noqa: F401
+    csv_text,
+    markdown_table,
+    markdown_text,
+)
 
 OUTCOMES = ("a", "tie", "b")
 SIDES = ("a", "b")
@@ -348,30 +353,6 @@ def to_json(
     return out
 
 
-# Cells a spreadsheet would run as a formula (OWASP "CSV injection"): such text gets a leading
-# apostrophe, which spreadsheets show as text. Numbers stay numbers (a strength may be negative).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(value):
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
-
-
-def csv_text(header: Sequence[str], rows: Iterable[Sequence]) -> str:
-    """A CSV document whose every cell went through ``csv_cell``."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows([csv_cell(value) for value in row] for row in rows)
-    return buffer.getvalue()
-
-
 def pairs_csv(pairs: Sequence[PairRow]) -> str:
     return csv_text(PAIR_FIELDS, ([getattr(p, name) for name in PAIR_FIELDS] for p in pairs))
 
@@ -406,38 +387,39 @@ def to_markdown(
     names = names or {}
     lines = []
     if study_name:
-        lines += [f"## {_md(study_name)}", ""]
-    lines += ["| Model pair | Win | Tie | Loss |", "|---|---:|---:|---:|"]
+        lines += [f"## {markdown_text(study_name)}", ""]
+    pair_rows = []
     for pair in pairs:
         win, tie, loss = whole_percents(pair.wins, pair.ties, pair.losses)
-        lines.append(f"| {_md(pair.label(names))} | {win}% | {tie}% | {loss}% |")
+        pair_rows.append([pair.label(names), f"{win}%", f"{tie}%", f"{loss}%"])
+    lines.append(markdown_table(("Model pair", "Win", "Tie", "Loss"), pair_rows, align="lrrr"))
     if ranking is not None and ranking.models:
-        level = round(ranking.confidence * 100)
-        sandwich = any(m.sandwich_low is not None for m in ranking.models)
-        lines += [
-            "",
-            f"| Rank | Model | Strength | {level}% CI | Win rate | Games |"
-            + (f" {level}% CI (sandwich) |" if sandwich else ""),
-            "|---:|---|---:|---:|---:|---:|" + ("---:|" if sandwich else ""),
-        ]
-        for i, m in enumerate(ranking.models, start=1):
-            rate = f"{100 * m.win_rate:.1f}%" if m.win_rate is not None else "-"
-            line = (
-                f"| {i} | {_md(names.get(m.name, m.name))} | {m.strength:.0f} | "
-                f"{m.ci_low:.0f} – {m.ci_high:.0f} | {rate} | {m.games} |"
-            )
-            if sandwich:
-                line += (
-                    f" {m.sandwich_low:.0f} – {m.sandwich_high:.0f} |"
-                    if m.sandwich_low is not None
-                    else " - |"
-                )
-            lines.append(line)
-        lines += ["", _method_line(ranking), _fit_line(ranking)]
-        lines += [f"- {_md(note)}" for note in ranking.notes]
+        lines += ["", _strength_table(ranking, names), ""]
+        lines += [_method_line(ranking), _fit_line(ranking)]
+        lines += [f"- {markdown_text(note)}" for note in ranking.notes]
     if style is not None:
         lines += _style_lines(style, names)
     return "\n".join(lines) + "\n"
+
+
+def _strength_table(ranking: Ranking, names: Mapping[str, str]) -> str:
+    level = round(ranking.confidence * 100)
+    sandwich = any(m.sandwich_low is not None for m in ranking.models)
+    header = ["Rank", "Model", "Strength", f"{level}% CI", "Win rate", "Games"]
+    header += [f"{level}% CI (sandwich)"] if sandwich else []
+    rows = []
+    for i, m in enumerate(ranking.models, start=1):
+        rate = f"{100 * m.win_rate:.1f}%" if m.win_rate is not None else "-"
+        row = [i, names.get(m.name, m.name), f"{m.strength:.0f}"]
+        row += [f"{m.ci_low:.0f} – {m.ci_high:.0f}", rate, m.games]
+        if sandwich:
+            row.append(
+                f"{m.sandwich_low:.0f} – {m.sandwich_high:.0f}"
+                if m.sandwich_low is not None
+                else "-"
+            )
+        rows.append(row)
+    return markdown_table(header, rows, align="rl" + "r" * (len(header) - 2))
 
 
 def _fit_line(ranking: Ranking) -> str:
@@ -459,22 +441,21 @@ def _fit_line(ranking: Ranking) -> str:
 
 def _style_lines(style, names: Mapping[str, str]) -> list[str]:
     level = round(style.confidence * 100)
-    lines = [
-        "",
-        "Length- and style-controlled strengths:",
-        "",
-        f"| Model | Strength | {level}% CI |",
-        "|---|---:|---:|",
-    ]
-    for m in style.models:
-        lines.append(
-            f"| {_md(names.get(m.name, m.name))} | {m.strength:.0f} | {m.low:.0f} – {m.high:.0f} |"
-        )
-    lines += ["", "| Feature | Effect (Elo) | CI |", "|---|---:|---:|"]
-    for c in style.coefficients:
-        lines.append(f"| {_md(c.feature)} | {c.elo:.1f} | {c.low:.1f} – {c.high:.1f} |")
-    lines += [f"- {_md(note)}" for note in style.notes]
-    return lines
+    strengths = markdown_table(
+        ("Model", "Strength", f"{level}% CI"),
+        [
+            [names.get(m.name, m.name), f"{m.strength:.0f}", f"{m.low:.0f} – {m.high:.0f}"]
+            for m in style.models
+        ],
+        align="lrr",
+    )
+    effects = markdown_table(
+        ("Feature", "Effect (Elo)", "CI"),
+        [[c.feature, f"{c.elo:.1f}", f"{c.low:.1f} – {c.high:.1f}"] for c in style.coefficients],
+        align="lrr",
+    )
+    lines = ["", "Length- and style-controlled strengths:", "", strengths, "", effects]
+    return lines + [f"- {markdown_text(note)}" for note in style.notes]
 
 
 def _method_line(ranking: Ranking) -> str:
@@ -489,7 +470,3 @@ def _method_line(ranking: Ranking) -> str:
     if ranking.position_advantage_elo is not None:
         text += f"; first-position advantage {ranking.position_advantage_elo:.0f} Elo"
     return text + "."
-
-
-def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")

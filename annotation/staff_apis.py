@@ -5,6 +5,7 @@ exports, two studies compared, and annotators left out. The annotator loop is an
 from __future__ import annotations
 
 from django.http import Http404, HttpResponse
+from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
@@ -242,5 +243,5 @@ class StudyExportApi(APIView):
         provenance = results.wants_provenance(request.query_params)
         text, content_type, filename = results.export(study=study, fmt=fmt, provenance=provenance)
         response = HttpResponse(text, content_type=content_type)
-        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        response["Content-Disposition"] = content_disposition_header(True, filename)
         return response

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from annotation.reports import csv_cell, csv_text
+from evalsite.exports import csv_text, markdown_table, markdown_text
 
 HUMAN, JUDGE, GRADE, BENCH = "human", "judge", "grade", "bench"
 KINDS = (HUMAN, JUDGE, GRADE, BENCH)
@@ -206,9 +206,9 @@ def _column_fields(column: Column) -> list[tuple[str, Callable[[Figure], object]
 
 def to_csv(table: Table) -> str:
     """One line per row in the table's order; per figure its value, then its interval or
-    standard error, count and run (blank: the model has no such figure). Cells go through
-    annotation's ``csv_cell`` (no spreadsheet formulas; floats printed with four places, of
-    the number already rounded as the page shows it)."""
+    standard error, count and run (blank: the model has no such figure). Cells, headers too
+    (they name studies), go through ``evalsite.exports`` (no spreadsheet formulas; floats
+    printed with four places, of the number already rounded as the page shows it)."""
     per_column = [_column_fields(c) for c in table.columns]
     names = LINEAGE_FIELDS + [name for fields in per_column for name, _ in fields]
     lines = []
@@ -218,11 +218,7 @@ def to_csv(table: Table) -> str:
             figure = row.figures.get(column.key)
             cells += [None if figure is None else get(figure) for _, get in fields]
         lines.append(cells)
-    return csv_text([csv_cell(name) for name in names], lines)  # headers name studies too
-
-
-def _md(text: str) -> str:
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    return csv_text(names, lines)
 
 
 def lineage_text(lineage: Lineage) -> str:
@@ -242,15 +238,19 @@ def lineage_text(lineage: Lineage) -> str:
 
 def to_markdown(table: Table, *, title: str = "Leaderboard") -> str:
     """The page's table, ready to paste: the same cells, then what each column means."""
-    lines = [f"## {_md(title)}", ""]
-    lines.append("| Model | Lineage | " + " | ".join(_md(header(c)) for c in table.columns) + " |")
-    lines.append("|---|---|" + "---:|" * len(table.columns))
-    for row in table.rows:
-        cells = [_md(figure_text(c, row.figures.get(c.key))) for c in table.columns]
-        lineage = _md(lineage_text(row.lineage))
-        lines.append(f"| {_md(row.label)} | {lineage} | " + " | ".join(cells) + " |")
-    lines += ["", *(f"- {_md(header(c))}: {_md(c.detail)}" for c in table.columns)]
-    lines += [f"- {_md(note)}" for note in table.notes]
+    headers = ["Model", "Lineage", *(header(c) for c in table.columns)]
+    rows = [
+        [
+            row.label,
+            lineage_text(row.lineage),
+            *(figure_text(c, row.figures.get(c.key)) for c in table.columns),
+        ]
+        for row in table.rows
+    ]
+    lines = [f"## {markdown_text(title)}", ""]
+    lines.append(markdown_table(headers, rows, align="ll" + "r" * len(table.columns)))
+    lines += ["", *(f"- {markdown_text(f'{header(c)}: {c.detail}')}" for c in table.columns)]
+    lines += [f"- {markdown_text(note)}" for note in table.notes]
     return "\n".join(lines) + "\n"
 
 

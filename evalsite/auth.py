@@ -1,8 +1,13 @@
-"""Login with failed attempts throttled per username and per client address.
+"""Login with failed attempts throttled per username and per client address, and the one
+function that says what a client's address is.
 
 Counters live in the shared cache, so they hold across web workers. The username is keyed the
 way Django's authentication sees it (``UsernameField`` applies NFKC, so ``ａnn3`` and ``𝐚nn3``
 sign in as ``ann3``): keying on the raw string let look-alike spellings dodge the limit.
+
+Every per-address limit (sign-in and API token failures, password reset requests, DRF throttles
+through the classes below) keys on ``client_address``: the whole X-Forwarded-For header used to
+be taken as the address, so a client picked its own (a new one per attempt, or its victim's).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from django.contrib.auth.forms import UsernameField
 from django.contrib.auth.views import LoginView
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
-from rest_framework.throttling import BaseThrottle
+from rest_framework import throttling
 
 TOO_MANY_ATTEMPTS = (
     "Too many failed sign-in attempts for this user; try again in {minutes} minutes."
@@ -31,8 +36,41 @@ def normalized_username(raw: str) -> str:
 
 
 def client_address(request: HttpRequest) -> str:
-    """The client's address, honouring ``NUM_PROXIES`` trusted proxies like DRF's throttles."""
-    return BaseThrottle().get_ident(request) or "unknown"
+    """The address a request comes from, as far as the server can trust it.
+
+    ``REMOTE_ADDR`` (the peer of the connection) unless ``NUM_PROXIES`` = N trusted proxies
+    stand in front: then the N-th X-Forwarded-For entry from the right, written by the outermost
+    of them; whatever lies further left the client wrote. A header with fewer than N entries did
+    not come through all of them, so again ``REMOTE_ADDR``.
+    """
+    remote = request.META.get("REMOTE_ADDR") or "unknown"
+    proxies = settings.NUM_PROXIES
+    if proxies <= 0:
+        return remote
+    entries = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
+    if len(entries) < proxies:
+        return remote
+    return entries[-proxies].strip() or remote
+
+
+class ClientAddressThrottleMixin:
+    """DRF throttles keyed on ``client_address``: DRF's own get_ident reads X-Forwarded-For by
+    its NUM_PROXIES rules (the whole header when unset, the leftmost entry when short)."""
+
+    def get_ident(self, request) -> str:
+        return client_address(request)
+
+
+class ScopedRateThrottle(ClientAddressThrottleMixin, throttling.ScopedRateThrottle):
+    pass
+
+
+class AnonRateThrottle(ClientAddressThrottleMixin, throttling.AnonRateThrottle):
+    pass
+
+
+class UserRateThrottle(ClientAddressThrottleMixin, throttling.UserRateThrottle):
+    pass
 
 
 def failure_key(kind: str, value: str) -> str:
@@ -54,16 +92,26 @@ def _keys(request: HttpRequest) -> list[tuple[str, int, str]]:
     ]
 
 
-def failure_record(key: str) -> None:
-    if cache.add(key, 1, timeout=settings.LOGIN_FAILURE_WINDOW) is False:
+def failure_record(key: str, *, window: int | None = None) -> None:
+    """Count one more attempt under ``key``; the count lapses ``window`` seconds (by default
+    LOGIN_FAILURE_WINDOW) after the first."""
+    window = window or settings.LOGIN_FAILURE_WINDOW
+    if cache.add(key, 1, timeout=window) is False:
         try:
             cache.incr(key)
         except ValueError:  # expired between add and incr
-            cache.set(key, 1, timeout=settings.LOGIN_FAILURE_WINDOW)
+            cache.set(key, 1, timeout=window)
 
 
 class ThrottledLoginView(LoginView):
     redirect_authenticated_user = True
+
+    def get_context_data(self, **kwargs):
+        # The "forgot your password" link only where the reset pages answer (mail configured).
+        return {
+            **super().get_context_data(**kwargs),
+            "password_reset_enabled": settings.PASSWORD_RESET_ENABLED,
+        }
 
     def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
         for key, limit, message in _keys(request):

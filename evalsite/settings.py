@@ -138,6 +138,15 @@ LOGIN_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 5)
 LOGIN_FAILURE_WINDOW = envint("LOGIN_FAILURE_WINDOW", 900)
 # Failures from one client address, over every username it tries (a password spray).
 LOGIN_ADDRESS_FAILURE_LIMIT = envint("LOGIN_ADDRESS_FAILURE_LIMIT", 50)
+# Proxies in front of the app that each append the address they received from to
+# X-Forwarded-For (nginx: `proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;`).
+# 0 (the default): the header is ignored and the address is REMOTE_ADDR, since a client can send
+# any X-Forwarded-For it likes. N: the N-th entry from the right, the one the outermost trusted
+# proxy wrote; a header with fewer entries did not pass through them all, so REMOTE_ADDR again.
+# evalsite.auth.client_address applies this for every per-address limit (SECURITY.md).
+NUM_PROXIES = envint("NUM_PROXIES", 0)
+if NUM_PROXIES < 0:
+    raise RuntimeError("NUM_PROXIES must be 0 (no proxy) or the number of trusted proxies")
 # "/" sends staff to their home (/staff/) and annotators to their studies.
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -213,6 +222,26 @@ SESSION_ENGINE = (
     else "django.contrib.sessions.backends.db"
 )
 
+# --- Mail and password reset -------------------------------------------------------------------
+# Reset mails go through this SMTP server. Without one the reset pages are off (404, no link on
+# the sign-in page): they would accept requests and send nothing. PASSWORD_RESET_ENABLED=1
+# turns them on anyway (a mail server on localhost), =0 off with a server set.
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+_mail_configured = bool(EMAIL_HOST)
+EMAIL_HOST = EMAIL_HOST or "localhost"  # Django's default, for PASSWORD_RESET_ENABLED=1 alone
+EMAIL_PORT = envint("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = envbool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = envint("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "webmaster@localhost")
+PASSWORD_RESET_ENABLED = envbool("PASSWORD_RESET_ENABLED", _mail_configured)
+# Reset requests (each may send a mail) per email address and per client address in the window.
+PASSWORD_RESET_EMAIL_LIMIT = envint("PASSWORD_RESET_EMAIL_LIMIT", 3)
+PASSWORD_RESET_ADDRESS_LIMIT = envint("PASSWORD_RESET_ADDRESS_LIMIT", 10)
+PASSWORD_RESET_WINDOW = envint("PASSWORD_RESET_WINDOW", 3600)
+
 # --- Celery ------------------------------------------------------------------------------------
 _broker_dir = VAR_DIR / "broker"
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "filesystem://"
@@ -286,8 +315,10 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
-    # Trusted proxies in front of the app (client addresses for throttles and sign-in limits).
-    "NUM_PROXIES": envint("NUM_PROXIES", 0) or None,
+    # DRF's None means "the whole X-Forwarded-For header", which a client writes. The project's
+    # throttles take the address from evalsite.auth.client_address; this keeps any stock DRF
+    # throttle on REMOTE_ADDR (0) unless proxies are configured.
+    "NUM_PROXIES": NUM_PROXIES,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,

@@ -12,6 +12,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("accounts/tokens/", include("evalsite.accounts.urls")),
+    # Password reset: 404 unless mail is configured, throttled when it is (ahead of Django's).
+    path("accounts/", include("evalsite.accounts.password_reset")),
     path("accounts/", include("django.contrib.auth.urls")),
     # The language switch (set_language): the browser's language until someone picks one.
     path("i18n/", include("django.conf.urls.i18n")),

@@ -1,11 +1,12 @@
 """Error pages that never show a traceback; a lost database is a clean, retryable 503; the
-health endpoint load balancers probe."""
+health endpoint load balancers probe (details for staff who may view runs)."""
 
 from __future__ import annotations
 
 import logging
 import sys
 
+from django.contrib.auth import get_permission_codename
 from django.db import DEFAULT_DB_ALIAS, DataError, InterfaceError, OperationalError, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from drf_spectacular.utils import extend_schema, inline_serializer
@@ -80,6 +81,7 @@ class ApiDocsView(SpectacularSwaggerSplitView):
 
 HEALTH_OK = "ok"
 HEALTH_DOWN = "unavailable"
+RUN_VIEWERS = "staff with a view permission on a kind of run only"
 
 _HealthWorker = inline_serializer(
     "HealthWorker",
@@ -105,17 +107,20 @@ _Health = inline_serializer(
         "database": serializers.CharField(help_text=f'"{HEALTH_OK}" or "{HEALTH_DOWN}"'),
         "broker": serializers.CharField(help_text=f'"{HEALTH_OK}" or "{HEALTH_DOWN}"'),
         "workers_known": serializers.BooleanField(
-            required=False, help_text="staff only: false when the broker cannot be asked"
+            required=False, help_text=f"{RUN_VIEWERS}: false when the broker cannot be asked"
         ),
         "workers": serializers.DictField(
             child=serializers.ListField(child=_HealthWorker),
             required=False,
-            help_text="staff only: the workers consuming each queue",
+            help_text=f"{RUN_VIEWERS}: the workers consuming each queue",
         ),
         "runs": serializers.ListField(
             child=_HealthRun,
             required=False,
-            help_text="staff only: running runs, the worker holding each and its last heartbeat",
+            help_text=(
+                f"{RUN_VIEWERS}: the running runs of the kinds they may view, the worker "
+                "holding each and its last heartbeat"
+            ),
         ),
     },
 )
@@ -139,17 +144,32 @@ def _database_ok() -> bool:
     return True
 
 
-def _is_staff(request: Request) -> bool:
-    """Authentication is deferred to here: a session or token the database cannot check (it is
+def run_view_permission(model) -> str:
+    """``<app>.view_<model>``: who holds it for a kind of run sees the health details."""
+    return f"{model._meta.app_label}.{get_permission_codename('view', model._meta)}"
+
+
+def _viewable_run_labels(request: Request) -> set[str]:
+    """The kinds of run (workers.RUN_LABELS: generation, fine-tune, judge, evolution, benchmark
+    runs) that the caller, active staff, may view in the admin.
+
+    Authentication is deferred to here: a session or token the database cannot check (it is
     down) or a bad token makes the caller anonymous, never an error page."""
     try:
         user = request.user
+        if not (user and user.is_active and user.is_staff):
+            return set()
+        return {
+            label
+            for model, label in workers.RUN_LABELS.items()
+            if user.has_perm(run_view_permission(model))
+        }
     except Exception:  # noqa: BLE001 - authentication errors and a lost database alike
-        return False
-    return bool(user and user.is_active and user.is_staff)
+        return set()
 
 
-def _staff_details() -> dict:
+def _run_details(labels: set[str]) -> dict:
+    """Worker host names per queue, and the running runs of the kinds in ``labels``."""
     found = workers.recent_census()
     return {
         "workers_known": found.known,
@@ -157,28 +177,31 @@ def _staff_details() -> dict:
             queue: [{"name": name, "last_heartbeat": found.taken_at} for name in names]
             for queue, names in found.by_queue().items()
         },
-        "runs": workers.running_runs(),
+        "runs": [run for run in workers.running_runs() if run["kind"] in labels],
     }
 
 
 class HealthView(APIView):
     """For load balancers: no sign-in, JSON only, quick timeouts, never a traceback. Worker
-    host names and runs are shown to staff only."""
+    host names and runs are shown only to staff who may view some kind of run: they name the
+    machines and the work, which a staff user with no permissions must not learn either."""
 
     permission_classes = [AllowAny]
     renderer_classes = [JSONRenderer]
     throttle_classes: list = []
 
     def perform_authentication(self, request: Request) -> None:
-        # Deferred to _is_staff, so that a database that is down cannot fail the probe early.
+        # Deferred to _viewable_run_labels, so that a database that is down cannot fail the
+        # probe early.
         pass
 
     @extend_schema(
         responses={200: _Health, 503: _Health},
         description=(
             "200 when the database and the broker are reachable, 503 naming the one that is "
-            "not. Unauthenticated; staff also see the workers per queue and the running runs "
-            "with their last heartbeat."
+            "not. Unauthenticated; staff with the view permission on a kind of run (for "
+            "example generation.view_generationrun) also see the workers per queue and the "
+            "running runs of the kinds they may view, with their last heartbeat."
         ),
     )
     def get(self, request: Request) -> Response:
@@ -187,8 +210,10 @@ class HealthView(APIView):
             "broker": HEALTH_OK if workers.broker_error() is None else HEALTH_DOWN,
         }
         healthy = body["database"] == body["broker"] == HEALTH_OK
-        if body["database"] == HEALTH_OK and _is_staff(request):
-            body.update(_staff_details())
+        if body["database"] == HEALTH_OK:
+            labels = _viewable_run_labels(request)
+            if labels:
+                body.update(_run_details(labels))
         response = Response(body, status=200 if healthy else 503)
         response["Cache-Control"] = "no-store"
         if not healthy:

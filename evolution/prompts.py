@@ -7,6 +7,7 @@ from __future__ import annotations
 from django.db import transaction
 from django.db.models import Max
 
+from evalsite.accounts.services import Action, audit_record
 from generation.errors import ServiceError
 
 from .engine import operations
@@ -77,6 +78,23 @@ def evolution_prompt_create(
     *, operation: str, template: str, description: str = "", active: bool = True, user=None
 ) -> EvolutionPrompt:
     """A new version (one above the highest) of ``operation``'s prompt."""
+    row = _new_version(
+        operation=operation, template=template, description=description, active=active, user=user
+    )
+    audit_record(
+        user=user,
+        action=Action.REWRITE_PROMPT_CREATE,
+        obj=row,
+        operation=row.operation,
+        version=row.version,
+        active=row.active,
+    )
+    return row
+
+
+def _new_version(
+    *, operation: str, template: str, description: str, active: bool, user
+) -> EvolutionPrompt:
     if operation not in operations.OPERATIONS:
         raise ServiceError(operations.UNKNOWN_OPERATION.format(op=operation))
     evolution_prompt_check(template)
@@ -106,17 +124,30 @@ def evolution_prompt_update(
     row = EvolutionPrompt.objects.select_for_update().get(pk=prompt.pk)
     if "template" in changes:
         evolution_prompt_check(changes["template"])
-    if changes.get("template", row.template) != row.template and evolution_prompt_in_use(row):
-        return evolution_prompt_create(
+    changed = [f for f in EDITABLE if f in changes and changes[f] != getattr(row, f)]
+    if not changed:
+        return row
+    edited = row
+    if "template" in changed and evolution_prompt_in_use(row):
+        row = _new_version(
             operation=row.operation,
             template=changes["template"],
             description=changes.get("description", row.description),
             active=changes.get("active", row.active),
             user=user,
         )
-    changed = [f for f in EDITABLE if f in changes and changes[f] != getattr(row, f)]
-    for field in changed:
-        setattr(row, field, changes[field])
-    if changed:
+    else:
+        for field in changed:
+            setattr(row, field, changes[field])
         row.save(update_fields=changed)
+    audit_record(
+        user=user,
+        action=Action.REWRITE_PROMPT_EDIT,
+        obj=row,
+        operation=row.operation,
+        fields=changed,
+        edited_version=edited.version,
+        version=row.version,
+        active=row.active,
+    )
     return row

@@ -13,6 +13,8 @@ from collections import defaultdict
 from django.conf import settings
 from django.db import transaction
 
+from evalsite.accounts.services import Action, audit_record
+
 from .errors import ServiceError
 from .importers import (
     DUPLICATE_ANSWER,
@@ -81,9 +83,18 @@ def answers_import(
             if model is None:
                 model = language_model_register(name=name, name_or_path="", user=user)
             texts = {questions[a.question_id].pk: list(a.turns) for a in model_answers}
-            runs.append(
-                generation_run_create_imported(model=model, prompt_set=prompt_set, answers=texts)
+            run = generation_run_create_imported(model=model, prompt_set=prompt_set, answers=texts)
+            audit_record(
+                user=user,
+                action=Action.ANSWERS_IMPORT,
+                obj=run,
+                model=model.name,
+                prompt_set=prompt_set.name,
+                questions=len(texts),
+                answers=run.total,
+                file=os.path.basename(filename),
             )
+            runs.append(run)
     return runs
 
 

@@ -6,10 +6,13 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+
+from evalsite.accounts.services import Action, audit_record
 
 from .aliases import aliases_clean
 from .errors import ServiceError
@@ -27,7 +30,7 @@ MODEL_NAME_TAKEN = "a model named {name!r} already exists"
 REMOTE_CODE_SUPERUSER = "only a superuser can turn on trust_remote_code"
 REMOTE_CODE_CHANGE = (
     "model {name!r} runs code from its repository (trust_remote_code); only a superuser may "
-    "change what the worker loads for it ({fields})"
+    "change what the worker loads or runs for it ({fields})"
 )
 ADAPTER_NEEDS_BASE = "an adapter needs a base model"
 ENDPOINT_OR_WEIGHTS = (
@@ -66,9 +69,15 @@ LANGUAGE_MODEL_FIELDS = [
 # What a worker loads (and, with trust_remote_code, runs) for a model. A served model loads
 # nothing: its endpoint fields are guarded by ``API_KEY_GUARDED`` instead.
 WORKER_LOADED = ("name_or_path", "revision", "adapter_path", "base_model")
+# What only a superuser changes on a model with trust_remote_code on: what the worker loads, and
+# the prompt template (a chat template is rendered by the repository's own tokenizer code).
+# Changing the template does not change the code, so it leaves the flag as it is.
+REMOTE_CODE_GUARDED = (*WORKER_LOADED, "prompt_format")
 # The API key (the value of the variable ``api_key_env`` names) goes wherever endpoint_url
 # points: only a superuser may change either on a model that sends a key.
 API_KEY_GUARDED = ("api_key_env", "endpoint_url")
+# Where a served model's requests (and its key) go: each change is written to the audit log.
+ENDPOINT_AUDITED = ("endpoint_url", "endpoint_model", "api_key_env")
 
 
 # --- prompt sets -------------------------------------------------------------------------------
@@ -167,7 +176,9 @@ def language_model_register(
     )
     try:
         with transaction.atomic():
-            return LanguageModel.objects.create(**fields)
+            model = LanguageModel.objects.create(**fields)
+            _audit_changes(model, before=_audited(LanguageModel()), user=user)
+            return model
     except IntegrityError:
         if LanguageModel.objects.filter(name=name).exists():
             raise ServiceError(MODEL_NAME_TAKEN.format(name=name)) from None
@@ -185,10 +196,13 @@ def language_model_changes_check(*, model: LanguageModel, changes: dict, user=No
     """
     changes = dict(changes)
     loaded = sorted(f for f in WORKER_LOADED if f in changes and changes[f] != getattr(model, f))
+    guarded = sorted(
+        f for f in REMOTE_CODE_GUARDED if f in changes and changes[f] != getattr(model, f)
+    )
     if changes.get("trust_remote_code") and not model.trust_remote_code and not _superuser(user):
         raise ServiceError(REMOTE_CODE_SUPERUSER)
-    if loaded and model.trust_remote_code and not _superuser(user):
-        raise ServiceError(REMOTE_CODE_CHANGE.format(name=model.name, fields=", ".join(loaded)))
+    if guarded and model.trust_remote_code and not _superuser(user):
+        raise ServiceError(REMOTE_CODE_CHANGE.format(name=model.name, fields=", ".join(guarded)))
     if loaded and not (changes.get("trust_remote_code") and _superuser(user)):
         changes["trust_remote_code"] = False
     if "prompt_format" in changes:
@@ -222,11 +236,58 @@ def language_model_update(*, model: LanguageModel, changes: dict, user=None) -> 
     name = changes.get("name", model.name)
     if LanguageModel.objects.filter(name=name).exclude(pk=model.pk).exists():
         raise ServiceError(MODEL_NAME_TAKEN.format(name=name))
+    before = _audited(model)
     for field, value in changes.items():
         setattr(model, field, value)
     if changes:
         model.save(update_fields=list(changes))
+        _audit_changes(model, before=before, user=user)
     return model
+
+
+def _audited(model: LanguageModel) -> dict:
+    return {f: getattr(model, f) for f in ("trust_remote_code", *ENDPOINT_AUDITED)}
+
+
+def _audit_changes(model: LanguageModel, *, before: dict, user) -> None:
+    """Audit entries for what the last save changed of ``trust_remote_code`` and of where a
+    served model sends its requests and key (field names, hosts and variable names: never a
+    key, never a URL's user or password). Call inside the transaction of the save."""
+    if model.trust_remote_code != before["trust_remote_code"]:
+        audit_record(
+            user=user,
+            action=Action.MODEL_REMOTE_CODE_ON
+            if model.trust_remote_code
+            else Action.MODEL_REMOTE_CODE_OFF,
+            obj=model,
+            name_or_path=model.name_or_path,
+            revision=model.revision,
+        )
+    changed = [f for f in ENDPOINT_AUDITED if getattr(model, f) != before[f]]
+    if changed:
+        shown = {"endpoint_url": _url_origin, "endpoint_model": str, "api_key_env": str}
+        audit_record(
+            user=user,
+            action=Action.MODEL_ENDPOINT_CHANGE,
+            obj=model,
+            fields=changed,
+            **{
+                f: {"from": shown[f](before[f]), "to": shown[f](getattr(model, f))} for f in changed
+            },
+        )
+
+
+def _url_origin(url: str) -> str:
+    """Scheme, host and port of ``url`` (what it may carry besides, such as a user and
+    password in it, stays out of the audit log)."""
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(not a URL)"
+    return f"{parts.scheme}://{parts.hostname or ''}{port}"
 
 
 def _endpoint_check(model: LanguageModel, changes: dict, user) -> None:

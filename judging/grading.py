@@ -9,10 +9,9 @@ the judge.
 
 from __future__ import annotations
 
-import csv
-import io
-
 import numpy as np
+
+from evalsite.exports import csv_text
 
 from .engine.bootstrap import LEVEL, RESAMPLES, bootstrap_means
 from .models import JudgePrompt, JudgeRun, Judgment
@@ -94,19 +93,11 @@ def grading_results(run: JudgeRun, *, resamples: int = RESAMPLES, seed: int = 0)
 
 def grades_csv(results: dict) -> str:
     """The per-question table of ``grading_results`` as CSV: position, turn, question, then one
-    column of scores per model (blank: unparsable or not graded yet)."""
+    column of scores per model (blank: unparsable or not graded yet). Question texts and model
+    names go through the exports' formula rule (``evalsite.exports.csv_cell``)."""
     names = [m["model"] for m in results["models"]]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["position", "turn", "question", *names])
-    for row in results["questions"]:
-        scores = [row["scores"].get(name) for name in names]
-        writer.writerow(
-            [
-                row["position"],
-                row["turn"],
-                row["question"],
-                *("" if s is None else s for s in scores),
-            ]
-        )
-    return out.getvalue()
+    rows = (
+        [row["position"], row["turn"], row["question"], *(row["scores"].get(n) for n in names)]
+        for row in results["questions"]
+    )
+    return csv_text(["position", "turn", "question", *names], rows)

@@ -57,8 +57,9 @@ class ApiToken(models.Model):
 
 
 class AuditEntry(models.Model):
-    """One staff action that changed results or spent GPU time. Written by the service that made
-    the change, inside its transaction, so a change that rolled back leaves no entry."""
+    """One staff action that changed results, spent GPU time, or changed what a worker runs or
+    where an API key goes. Written by the service that made the change, inside its transaction,
+    so a change that rolled back leaves no entry."""
 
     class Action(models.TextChoices):
         GENERATION_RUN_START = "generation_run.start", "generation run started"
@@ -86,6 +87,17 @@ class AuditEntry(models.Model):
         BENCHMARK_RUN_START = "benchmark_run.start", "benchmark run started"
         BENCHMARK_RUN_CANCEL = "benchmark_run.cancel", "benchmark run cancelled"
         BENCHMARK_RUN_RETRY = "benchmark_run.retry", "benchmark run retried"
+        MODEL_REMOTE_CODE_ON = "model.remote_code_on", "trust_remote_code turned on"
+        MODEL_REMOTE_CODE_OFF = "model.remote_code_off", "trust_remote_code turned off"
+        MODEL_ENDPOINT_CHANGE = (
+            "model.endpoint_change",
+            "endpoint, served model or API key variable changed",
+        )
+        JUDGE_PROMPT_CREATE = "judge_prompt.create", "judge prompt created"
+        JUDGE_PROMPT_EDIT = "judge_prompt.edit", "judge prompt edited"
+        REWRITE_PROMPT_CREATE = "rewrite_prompt.create", "rewrite prompt created"
+        REWRITE_PROMPT_EDIT = "rewrite_prompt.edit", "rewrite prompt edited"
+        ANSWERS_IMPORT = "answers.import", "answers imported"
 
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     # Who: a user (None for a management command or the system), through a token or a session.

@@ -29,6 +29,11 @@ from .review import ReviewPage
 from .shared import ImportFromFile, apply_each, form_action
 
 SAMPLE_ROWS = 10
+AUGMENT_PERMISSIONS = [
+    "generation.add_instructiondataset",
+    "generation.add_generationrun",
+    "generation.run_languagemodel",
+]
 
 
 @admin.register(InstructionDataset)
@@ -158,6 +163,7 @@ class InstructionDatasetAdmin(ReviewPage, ImportFromFile, admin.ModelAdmin):
         TokenStatsForm,
         "Token statistics",
         description="Compute token statistics with a model's tokenizer…",
+        permissions=["change"],  # it writes the set's statistics
     )
     def token_statistics(self, request, queryset, form):
         apply_each(
@@ -171,10 +177,15 @@ class InstructionDatasetAdmin(ReviewPage, ImportFromFile, admin.ModelAdmin):
             lambda dataset, exc: f"{dataset.name}: {exc}",
         )
 
+    def has_augment_permission(self, request) -> bool:
+        """It adds a data set and queues a generation run: the API's rights for the same."""
+        return request.user.has_perms(AUGMENT_PERMISSIONS)
+
     @form_action(
         AugmentForm,
         "Generate answers",
         description="Generate answers for this data set's unique instructions…",
+        permissions=["augment"],
     )
     def augment(self, request, queryset, form):
         if len(queryset) != 1:

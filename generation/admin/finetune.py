@@ -11,7 +11,10 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.http import content_disposition_header
 from django.utils.safestring import SafeString
+
+from evalsite.exports import file_name
 
 from ..engine import charts
 from ..models import FineTuneLog, FineTuneRun, InstructionDataset, PreferenceDataset
@@ -225,7 +228,8 @@ class PreferenceDatasetAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request, dataset):
             raise PermissionDenied
         response = HttpResponse(preferences_jsonl(dataset), content_type="application/jsonl")
-        response["Content-Disposition"] = f'attachment; filename="{dataset.name}.jsonl"'
+        name = file_name(f"{dataset.name}.jsonl")
+        response["Content-Disposition"] = content_disposition_header(True, name)
         return response
 
     @admin.display(description="pairs")

@@ -17,8 +17,9 @@ from ..models import LanguageModel
 from ..registry import (
     API_KEY_GUARDED,
     LANGUAGE_MODEL_FIELDS,
-    WORKER_LOADED,
+    REMOTE_CODE_GUARDED,
     language_model_changes_check,
+    language_model_register,
     language_model_update,
 )
 from ..runs import generation_run_create
@@ -183,7 +184,7 @@ class LanguageModelAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         # Remote code runs inside the worker: only a superuser may allow it, or change what a
-        # model that has it loads.
+        # model that has it loads or runs (registry.REMOTE_CODE_GUARDED, its template too).
         # Likewise where an API key is sent: which variable, and where a model that sends one
         # points (registry.API_KEY_GUARDED).
         shown = ["maker_alias_suggestions", "lineage"]
@@ -193,7 +194,7 @@ class LanguageModelAdmin(admin.ModelAdmin):
         if obj is not None and obj.api_key_env:
             guarded = list(API_KEY_GUARDED)
         if obj is not None and obj.trust_remote_code:
-            return [*shown, *guarded, "trust_remote_code", *WORKER_LOADED]
+            return [*shown, *guarded, "trust_remote_code", *REMOTE_CODE_GUARDED]
         return [*shown, *guarded, "trust_remote_code"]
 
     def get_form(self, request, obj=None, change=False, **kwargs):
@@ -203,9 +204,11 @@ class LanguageModelAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if not change:
-            for field, value in form.checked.items():
-                setattr(obj, field, value)
-            obj.save()
+            # Through the registry's service, as the API and the command register a model
+            # (its checks again, and the audit entry when trust_remote_code or an endpoint is
+            # set); the admin then goes on with the row that service made.
+            obj.pk = language_model_register(**form.checked, user=request.user).pk
+            obj.refresh_from_db()
             return
         language_model_update(model=obj, changes=form.checked, user=request.user)
 

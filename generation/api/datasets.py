@@ -118,7 +118,8 @@ class InstructionDatasetViewSet(
 
     action_permissions = {
         "import_file": ["generation.add_instructiondataset"],
-        "token_stats": ["generation.view_instructiondataset"],
+        # It writes the set's statistics: a change, not a view.
+        "token_stats": ["generation.change_instructiondataset"],
         "augment": [
             "generation.add_instructiondataset",
             "generation.add_generationrun",

@@ -3,11 +3,15 @@ log), cancel and resume; preference data sets to read and download."""
 
 from __future__ import annotations
 
+from django.http import HttpResponse
+from django.utils.http import content_disposition_header
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
+
+from evalsite.exports import file_name
 
 from ..engine.params import FINETUNE, Param
 from ..errors import ServiceError
@@ -224,11 +228,10 @@ class PreferenceDatasetViewSet(viewsets.ReadOnlyModelViewSet):
     @extend_schema(responses={(200, "application/jsonl"): str})
     @action(detail=True, methods=["get"])
     def jsonl(self, request, pk=None):
-        from django.http import HttpResponse
-
         from ..training.preferences import preferences_jsonl
 
         dataset = self.get_object()
         response = HttpResponse(preferences_jsonl(dataset), content_type="application/jsonl")
-        response["Content-Disposition"] = f'attachment; filename="{dataset.name}.jsonl"'
+        name = file_name(f"{dataset.name}.jsonl")
+        response["Content-Disposition"] = content_disposition_header(True, name)
         return response

@@ -23,8 +23,9 @@ from ..models import (
     InstructionExample,
     LanguageModel,
 )
-from ..registry import language_model_tokenizer, prompt_set_create
+from ..registry import prompt_set_create
 from ..templates import as_template, template_for
+from ..web_tokenizer import web_tokenizer
 
 DATASET_NAME_TAKEN = "an instruction data set named {name!r} already exists"
 NO_TOKENIZER_STATS = "token statistics with {model!r} failed: {problem}"
@@ -131,7 +132,10 @@ def instruction_dataset_token_stats(
 
 def _token_stats(examples: Sequence[ParsedExample], model: LanguageModel) -> dict:
     """Token lengths of the prompt, the answer (end token included) and the whole example,
-    rendered with the model's prompt template exactly as a fine-tune run renders them."""
+    rendered with the model's prompt template exactly as a fine-tune run renders them.
+
+    Runs in the web process (the API, the admin, an import), so the tokenizer comes from
+    ``web_tokenizer``: a model that needs its repository's code is refused, never loaded."""
     from ..engine.examples import IGNORE_INDEX, Example, encode_example
 
     if model.is_endpoint:
@@ -139,7 +143,7 @@ def _token_stats(examples: Sequence[ParsedExample], model: LanguageModel) -> dic
     row = template_for(model)
     template = as_template(row)
     try:
-        tokenizer = language_model_tokenizer(model=model)
+        tokenizer = web_tokenizer(model)
         prompt_lengths, answer_lengths = [], []
         for e in examples:
             example = Example(instruction=e.instruction, input=e.input, output=e.output)

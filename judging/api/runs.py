@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from django.db.models.functions import Coalesce
+from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import mixins, renderers, serializers, status, viewsets
@@ -247,8 +248,7 @@ class JudgeRunViewSet(
         results = grading_results(run)
         if request.accepted_renderer.format == "csv":
             response = Response(grades_csv(results), content_type="text/csv; charset=utf-8")
-            response["Content-Disposition"] = (
-                f'attachment; filename="judge-run-{run.pk}-grades.csv"'
-            )
+            name = f"judge-run-{run.pk}-grades.csv"
+            response["Content-Disposition"] = content_disposition_header(True, name)
             return response
         return Response(results)

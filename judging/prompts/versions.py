@@ -15,6 +15,7 @@ from __future__ import annotations
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
+from evalsite.accounts.services import Action, audit_record
 from generation.errors import ServiceError
 
 from ..engine import verdicts
@@ -203,9 +204,19 @@ def judge_prompt_create(*, name: str, user=None, **fields) -> JudgePrompt:
         raise ServiceError(NAME_TAKEN.format(name=values["name"]))
     try:
         with transaction.atomic():
-            return JudgePrompt.objects.create(**values, version=1, created_by=_user(user))
+            row = JudgePrompt.objects.create(**values, version=1, created_by=_user(user))
     except IntegrityError:
         raise ServiceError(NAME_TAKEN.format(name=values["name"])) from None
+    audit_record(
+        user=user,
+        action=Action.JUDGE_PROMPT_CREATE,
+        obj=row,
+        name=row.name,
+        version=row.version,
+        kind=row.kind,
+        source=row.source,
+    )
+    return row
 
 
 @transaction.atomic
@@ -233,14 +244,26 @@ def judge_prompt_update(*, prompt: JudgePrompt, changes: dict, user=None) -> Jud
     changed = [f for f in PROMPT_FIELDS if values[f] != current[f]]
     if not changed:
         return row
+    edited = row
     if judge_prompt_in_use(row) and any(f in RENDERED_FIELDS for f in changed):
         latest = JudgePrompt.objects.filter(name=row.name).aggregate(top=Max("version"))["top"]
-        return JudgePrompt.objects.create(
+        row = JudgePrompt.objects.create(
             **values, version=latest + 1, created_by=_user(user) or row.created_by
         )
-    for field in changed:
-        setattr(row, field, values[field])
-    row.save(update_fields=changed)
+    else:
+        for field in changed:
+            setattr(row, field, values[field])
+        row.save(update_fields=changed)
+    audit_record(
+        user=user,
+        action=Action.JUDGE_PROMPT_EDIT,
+        obj=row,
+        name=row.name,
+        fields=changed,
+        edited_version=edited.version,
+        version=row.version,
+        source=row.source,
+    )
     return row
 
 
