@@ -7,7 +7,7 @@ import logging
 import sys
 
 from django.contrib.auth import get_permission_codename
-from django.db import DEFAULT_DB_ALIAS, DataError, InterfaceError, OperationalError, connections
+from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from drf_spectacular.views import SpectacularSwaggerSplitView
@@ -17,9 +17,10 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView, exception_handler
+from rest_framework.views import APIView
 
-from generation import workers
+from evalsite.runs import workers
+from evalsite.runs.kinds import all_kinds
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +61,6 @@ def server_error(request: HttpRequest) -> HttpResponse:
 @permission_classes([IsAuthenticated])
 def ping(request: Request) -> Response:
     return Response({"ok": True})
-
-
-BAD_CHARACTERS = "The request holds characters that cannot be stored (such as a NUL byte)."
-
-
-def api_exception_handler(exc, context):
-    """DRF's handler, plus: data the database refuses to store is a 400, not a server error."""
-    if isinstance(exc, DataError):
-        return Response({"detail": BAD_CHARACTERS}, status=400)
-    return exception_handler(exc, context)
 
 
 class ApiDocsView(SpectacularSwaggerSplitView):
@@ -150,7 +141,7 @@ def run_view_permission(model) -> str:
 
 
 def _viewable_run_labels(request: Request) -> set[str]:
-    """The kinds of run (workers.RUN_LABELS: generation, fine-tune, judge, evolution, benchmark
+    """The kinds of run (the spine's registry: generation, fine-tune, judge, evolution, benchmark
     runs) that the caller, active staff, may view in the admin.
 
     Authentication is deferred to here: a session or token the database cannot check (it is
@@ -160,9 +151,7 @@ def _viewable_run_labels(request: Request) -> set[str]:
         if not (user and user.is_active and user.is_staff):
             return set()
         return {
-            label
-            for model, label in workers.RUN_LABELS.items()
-            if user.has_perm(run_view_permission(model))
+            kind.label for kind in all_kinds() if user.has_perm(run_view_permission(kind.model))
         }
     except Exception:  # noqa: BLE001 - authentication errors and a lost database alike
         return set()

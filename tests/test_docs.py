@@ -340,10 +340,10 @@ def _demo_like_database(tiny_model_dir):
     the same judge taught the same way, one finished judge run; plus the demo's users."""
     import torch
 
-    from judging.management.commands import demo_setup as demo
     from annotation.studies import study_create
     from generation.registry import language_model_register, prompt_set_import, storage_relative
     from generation.runs import generation_run_create, generation_run_execute
+    from judging.management.commands import demo_setup as demo
     from judging.runs import judge_run_create, judge_run_execute
     from judging.teaching import (
         TINY_PAIRWISE,
@@ -419,8 +419,8 @@ def _vote_as_the_annotator(study, annotator, votes: int) -> int:
 def test_the_first_ten_minutes_run_as_written(
     tiny_model_dir, annotator, celery_worker_factory, settings, tmp_path
 ):
-    from judging.management.commands import demo_setup as demo
     from annotation.models import Vote
+    from judging.management.commands import demo_setup as demo
     from judging.models import JudgeRun
     from tests.conftest import this_test_database_url
 
