@@ -11,8 +11,8 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
+from evalsite.runs.models import CountedRun
 from generation.models import LanguageModel
-from generation.models.runs import Run
 
 
 class Scoring(models.TextChoices):
@@ -20,7 +20,7 @@ class Scoring(models.TextChoices):
     GENERATIVE = "generative", "generative (generate, then match)"
 
 
-class BenchmarkRun(Run):
+class BenchmarkRun(CountedRun):
     """A model over lm-eval tasks; results are stored one task at a time (resumable)."""
 
     Scoring = Scoring
@@ -39,21 +39,16 @@ class BenchmarkRun(Run):
     batch_size = models.PositiveIntegerField(default=8)
     seed = models.IntegerField(default=0)
     params = models.JSONField(default=dict, blank=True, help_text="Decoding for generative tasks")
-    # Tasks finished / in the run.
-    done = models.PositiveIntegerField(default=0)
-    total = models.PositiveIntegerField(default=0)
+    # done / total (CountedRun) count the tasks finished / in the run.
     harness_version = models.CharField(max_length=40, blank=True)
     task_source = models.CharField(
         max_length=500, blank=True, help_text="Folders custom task YAML was read from"
     )
 
-    class Meta(Run.Meta):
-        indexes = [Run.stale_check_index("benchmarks_run_status_hb")]
+    class Meta(CountedRun.Meta):
+        indexes = [CountedRun.stale_check_index("benchmarks_run_status_hb")]
         constraints = [
-            models.CheckConstraint(
-                condition=Q(done__lte=models.F("total")) | Q(total=0),
-                name="benchmarks_benchmarkrun_done_le_total",
-            ),
+            *CountedRun.Meta.constraints,
             models.CheckConstraint(
                 condition=Q(scoring__in=["loglikelihood", "generative"]),
                 name="benchmarks_benchmarkrun_scoring_valid",

@@ -6,7 +6,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from generation.models import InstructionDataset, InstructionExample, LanguageModel, Run
+from evalsite.runs.models import CountedRun
+from generation.models import InstructionDataset, InstructionExample, LanguageModel
 
 from .engine.operations import DESCRIPTIONS, OPERATIONS
 
@@ -46,7 +47,7 @@ class EvolutionPrompt(models.Model):
         return DESCRIPTIONS.get(self.operation, "")
 
 
-class EvolutionRun(Run):
+class EvolutionRun(CountedRun):
     """Evol-Instruct over a data set: ``rounds`` rounds of rewriting, elimination, answering."""
 
     source = models.ForeignKey(
@@ -85,19 +86,15 @@ class EvolutionRun(Run):
         on_delete=models.SET_NULL,
         related_name="evolved_by",
     )
-    # Items stored / expected (an estimate: rounds after the first evolve the survivors only).
-    done = models.PositiveIntegerField(default=0)
-    total = models.PositiveIntegerField(default=0)
+    # done / total (CountedRun) count items (total is an estimate: rounds after the first evolve
+    # the survivors only).
     # Per operation: {"kept": n, "dropped": {rule: n}} (evolution/summary.py keeps it current).
     counts = models.JSONField(default=dict, blank=True)
 
-    class Meta(Run.Meta):
-        indexes = [Run.stale_check_index("evolution_run_status_hb")]
+    class Meta(CountedRun.Meta):
+        indexes = [CountedRun.stale_check_index("evolution_run_status_hb")]
         constraints = [
-            models.CheckConstraint(
-                condition=Q(done__lte=models.F("total")) | Q(total=0),
-                name="evolution_evolutionrun_done_le_total",
-            ),
+            *CountedRun.Meta.constraints,
             models.CheckConstraint(
                 condition=Q(rounds__gte=1), name="evolution_evolutionrun_rounds_from_1"
             ),

@@ -13,8 +13,8 @@ from django.db import models
 from django.db.models import Q
 
 from annotation.models import Comparison, Study, Vote
+from evalsite.runs.models import CountedRun
 from generation.models import Answer, LanguageModel
-from generation.models.runs import Run
 
 
 class JudgePrompt(models.Model):
@@ -78,7 +78,7 @@ class JudgePrompt(models.Model):
         return f"{self.name} v{self.version}"
 
 
-class JudgeRun(Run):
+class JudgeRun(CountedRun):
     """A judge model over a study's comparisons (pairwise, both orders) or answers (grading)."""
 
     class Inconsistent(models.TextChoices):
@@ -109,19 +109,15 @@ class JudgeRun(Run):
     inconsistent = models.CharField(
         max_length=10, choices=Inconsistent.choices, default=Inconsistent.TIE
     )
-    # Verdicts stored / expected: two per comparison (pairwise), one per answer (grading).
-    done = models.PositiveIntegerField(default=0)
-    total = models.PositiveIntegerField(default=0)
+    # done / total (CountedRun) count verdicts: two per comparison (pairwise), one per answer
+    # (grading).
     requests = models.PositiveIntegerField(default=0)
     usage = models.JSONField(default=dict, blank=True)
 
-    class Meta(Run.Meta):
-        indexes = [Run.stale_check_index("judging_run_status_hb")]
+    class Meta(CountedRun.Meta):
+        indexes = [CountedRun.stale_check_index("judging_run_status_hb")]
         constraints = [
-            models.CheckConstraint(
-                condition=Q(done__lte=models.F("total")) | Q(total=0),
-                name="judging_judgerun_done_le_total",
-            ),
+            *CountedRun.Meta.constraints,
             models.CheckConstraint(
                 condition=Q(max_attempts__gte=1), name="judging_judgerun_attempts_positive"
             ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models import F, Q
 
 
 class Run(models.Model):
@@ -49,3 +50,21 @@ class Run(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+class CountedRun(Run):
+    """A run whose progress is a count: ``done`` of ``total`` items (answers, verdicts, tasks).
+
+    A subclass with constraints of its own lists ``*CountedRun.Meta.constraints`` first."""
+
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+
+    class Meta(Run.Meta):
+        abstract = True
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(done__lte=F("total")) | Q(total=0),
+                name="%(app_label)s_%(class)s_done_le_total",
+            ),
+        ]

@@ -2,7 +2,7 @@
 
 from .language_models import LanguageModel
 from .prompt_sets import PromptSet, Question
-from .runs import Answer, GenerationRun, Run
+from .runs import Answer, GenerationRun
 from .templates import PromptTemplate
 from .training import (
     DatasetAugmentation,
@@ -30,5 +30,4 @@ __all__ = [
     "PromptSet",
     "PromptTemplate",
     "Question",
-    "Run",
 ]

@@ -5,14 +5,14 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
-from evalsite.runs.models import Run
+from evalsite.runs.models import CountedRun
 
 from .language_models import LanguageModel
 from .prompt_sets import PromptSet, Question
 from .templates import PromptTemplate
 
 
-class GenerationRun(Run):
+class GenerationRun(CountedRun):
     model = models.ForeignKey(LanguageModel, on_delete=models.PROTECT, related_name="runs")
     prompt_set = models.ForeignKey(PromptSet, on_delete=models.PROTECT, related_name="runs")
     params = models.JSONField(default=dict, blank=True, help_text="Overrides of the model defaults")
@@ -20,9 +20,7 @@ class GenerationRun(Run):
     batch_size = models.PositiveIntegerField(default=8)
     # Imported runs hold answers that came with imported votes; nothing generates them.
     imported = models.BooleanField(default=False)
-    # Answers stored / expected: one per question and user turn.
-    done = models.PositiveIntegerField(default=0)
-    total = models.PositiveIntegerField(default=0)
+    # done / total (CountedRun) count answers: one per question and user turn.
     # The template version the run rendered with (set when it starts; kept if the template is
     # edited later, which makes a new version).
     template = models.ForeignKey(
@@ -40,13 +38,10 @@ class GenerationRun(Run):
     requests = models.PositiveIntegerField(default=0)
     usage = models.JSONField(default=dict, blank=True)
 
-    class Meta(Run.Meta):
-        indexes = [Run.stale_check_index("generation_run_status_hb")]
+    class Meta(CountedRun.Meta):
+        indexes = [CountedRun.stale_check_index("generation_run_status_hb")]
         constraints = [
-            models.CheckConstraint(
-                condition=Q(done__lte=models.F("total")) | Q(total=0),
-                name="generation_generationrun_done_le_total",
-            ),
+            *CountedRun.Meta.constraints,
         ]
 
     def __str__(self) -> str:

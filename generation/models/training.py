@@ -6,9 +6,11 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from evalsite.runs.models import Run
+
 from ..engine.params import FINETUNE, Param
 from .language_models import LanguageModel
-from .runs import GenerationRun, Run
+from .runs import GenerationRun
 
 
 class InstructionDataset(models.Model):
