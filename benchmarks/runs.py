@@ -17,13 +17,13 @@ from evalsite.errors import ServiceError
 from evalsite.runs import kinds, lifecycle
 from evalsite.runs.kinds import DEFAULT, GPU, RunKind
 from generation.models import LanguageModel
+from generation.runs import model_runnable
 
 from .catalog import available_tasks, task_dirs
 from .engine import harness
 from .engine.catalogue import expand
 from .models import BenchmarkRun, Scoring
 
-NOT_RUNNABLE = "model {name!r} has neither weights nor an endpoint; register it first"
 BAD_SCORING = "scoring must be one of: {choices} (got {value!r})"
 BAD_FEWSHOT = "num_fewshot must be between 0 and 32 (got {value})"
 BAD_LIMIT = "limit must be at least 1 example per task, or empty for all (got {value})"
@@ -62,8 +62,7 @@ def benchmark_run_create(
     their tasks, which the run stores. ``scoring`` applies to multiple-choice tasks; generative
     tasks are always scored generatively (each result records how it was made).
     """
-    if model.pk is None or not (model.is_endpoint or model.name_or_path or model.adapter_path):
-        raise ServiceError(NOT_RUNNABLE.format(name=model.name))
+    model_runnable(model)
     if scoring not in Scoring.values:
         raise ServiceError(BAD_SCORING.format(choices=", ".join(Scoring.values), value=scoring))
     if not 0 <= num_fewshot <= 32:

@@ -12,45 +12,22 @@ from evalsite.errors import ServiceError
 from evalsite.runs import kinds, lifecycle
 from evalsite.runs.kinds import DEFAULT, GPU, RunKind
 from generation.models import InstructionDataset, LanguageModel
-from generation.params import context_check, generation_params_check
-from generation.registry import model_context
+from generation.runs import decoding_snapshot, model_runnable
 
 from .engine import elimination
 from .models import EvolutionRun
 from .prompts import evolution_prompts_current
 
-NOT_RUNNABLE = "model {name!r} has neither weights nor an endpoint; register it first"
 EMPTY_SOURCE = "data set {name!r} has no rows to evolve"
 BAD_ROUNDS = "rounds must be between 1 and {most} (got {value})"
 BAD_BATCH_SIZE = "batch_size must be at least 1 (got {value})"
 NAME_TAKEN = "an instruction data set named {name!r} already exists"
 BAD_SETTINGS = "{what}: {problem}"
-ENDPOINT_PARAMS = "model {name!r} is served by an endpoint: {problem}"
 MOST_ROUNDS = 10
 
 # The evolver writes one instruction: sampled (so rounds and siblings differ), short.
 EVOLVE_DEFAULTS = {"do_sample": True, "temperature": 0.7, "max_new_tokens": 128}
 ANSWER_DEFAULTS: dict = {}
-
-
-def _runnable(model: LanguageModel) -> None:
-    if model.pk is None or not (model.is_endpoint or model.name_or_path or model.adapter_path):
-        raise ServiceError(NOT_RUNNABLE.format(name=model.name))
-
-
-def _decoding(model: LanguageModel, params: dict, seed: int) -> dict:
-    snapshot = generation_params_check(params)
-    if model.is_endpoint:
-        from generation.engine.endpoint import request_options
-
-        try:
-            request_options(snapshot, seed)
-        except ValueError as exc:
-            raise ServiceError(ENDPOINT_PARAMS.format(name=model.name, problem=exc)) from None
-    else:
-        weights = model.base_model if model.adapter_path and model.base_model else model
-        context_check(snapshot, model_context(weights.name_or_path))
-    return snapshot
 
 
 def evolution_run_create(
@@ -78,7 +55,7 @@ def evolution_run_create(
     """
     answer_model = answer_model or model
     for m in (model, answer_model, *([judge] if judge else [])):
-        _runnable(m)
+        model_runnable(m)
     if not 1 <= rounds <= MOST_ROUNDS:
         raise ServiceError(BAD_ROUNDS.format(most=MOST_ROUNDS, value=rounds))
     if batch_size < 1:
@@ -93,8 +70,8 @@ def evolution_run_create(
         thresholds = elimination.rules_check(rules)
     except ValueError as exc:
         raise ServiceError(BAD_SETTINGS.format(what="rules", problem=exc)) from None
-    evolve_params = _decoding(model, {**EVOLVE_DEFAULTS, **(params or {})}, seed)
-    answering = _decoding(answer_model, {**ANSWER_DEFAULTS, **(answer_params or {})}, seed)
+    evolve_params = decoding_snapshot(model, {**EVOLVE_DEFAULTS, **(params or {})}, seed)
+    answering = decoding_snapshot(answer_model, {**ANSWER_DEFAULTS, **(answer_params or {})}, seed)
     prompts = evolution_prompts_current()
     with transaction.atomic():
         run = EvolutionRun.objects.create(

@@ -26,6 +26,32 @@ from .templates import template_for
 
 EMPTY_PROMPT_SET = "prompt set {name!r} has no questions"
 ENDPOINT_PARAMS = "model {name!r} is served by an endpoint: {problem}"
+NOT_RUNNABLE = "model {name!r} has neither weights nor an endpoint; register it first"
+
+
+def model_runnable(model: LanguageModel, message: str = NOT_RUNNABLE) -> None:
+    """Refuse a model a run cannot use: one with neither weights nor an endpoint."""
+    if model.pk is None or not (model.is_endpoint or model.name_or_path or model.adapter_path):
+        raise ServiceError(message.format(name=model.name))
+
+
+def decoding_snapshot(model: LanguageModel, params: dict, seed: int) -> dict:
+    """The checked decoding a run of ``model`` records: generation parameters in their declared
+    set and bounds, that fit the weights' context, or that a served model's requests can carry
+    (ServiceError naming what is wrong). Every kind that generates (answers, verdicts,
+    rewrites) checks its parameters here."""
+    snapshot = generation_params_check(params)
+    if model.is_endpoint:
+        from .engine.endpoint import request_options
+
+        try:
+            request_options(snapshot, seed)
+        except ValueError as exc:
+            raise ServiceError(ENDPOINT_PARAMS.format(name=model.name, problem=exc)) from None
+    else:
+        weights = model.base_model if model.adapter_path and model.base_model else model
+        context_check(snapshot, model_context(weights.name_or_path))
+    return snapshot
 
 
 def on_run_succeeded(hook: Callable[[int], object]) -> Callable[[int], object]:
@@ -55,17 +81,8 @@ def generation_run_create(
     if total == 0:
         raise ServiceError(EMPTY_PROMPT_SET.format(name=prompt_set.name))
     params = generation_params_check(params or {})
-    snapshot = generation_params_check({**model.generation_defaults, **params})
-    weights = model.base_model if model.adapter_path and model.base_model else model
-    context_check(snapshot, model_context(weights.name_or_path))
+    snapshot = decoding_snapshot(model, {**model.generation_defaults, **params}, seed)
     template = template or template_for(model)
-    if model.is_endpoint:
-        from .engine.endpoint import request_options
-
-        try:
-            request_options(snapshot, seed)
-        except ValueError as exc:
-            raise ServiceError(ENDPOINT_PARAMS.format(name=model.name, problem=exc)) from None
     with transaction.atomic():
         run = GenerationRun.objects.create(
             model=model,

@@ -18,8 +18,8 @@ from evalsite.errors import ServiceError
 from evalsite.runs import kinds, lifecycle
 from evalsite.runs.kinds import DEFAULT, GPU, RunKind
 from generation.models import Answer, LanguageModel
-from generation.params import context_check, generation_params_check
-from generation.registry import model_context
+from generation.params import generation_params_check
+from generation.runs import decoding_snapshot, model_runnable
 from generation.templates import template_for
 
 from .models import JudgePrompt, JudgeRun
@@ -33,7 +33,6 @@ NO_ANSWERS = "study {name!r} has no answers to grade"
 BAD_INCONSISTENT = "inconsistent must be one of: {choices} (got {value!r})"
 BAD_ATTEMPTS = "max_attempts must be at least 1 (got {value})"
 BAD_BATCH_SIZE = "batch_size must be at least 1 (got {value})"
-ENDPOINT_PARAMS = "judge {name!r} is served by an endpoint: {problem}"
 
 # A judge reads, it does not write: greedy decoding, and room for a short reason and the verdict.
 # The judge model's own generation defaults (tuned for answering) are deliberately not applied.
@@ -69,18 +68,9 @@ def study_answers(study: Study):
 
 
 def _decoding(judge: LanguageModel, params: dict | None, seed: int) -> dict:
-    snapshot = generation_params_check({**JUDGE_DEFAULTS, **generation_params_check(params or {})})
-    if judge.is_endpoint:
-        from generation.engine.endpoint import request_options
-
-        try:
-            request_options(snapshot, seed)
-        except ValueError as exc:
-            raise ServiceError(ENDPOINT_PARAMS.format(name=judge.name, problem=exc)) from None
-    else:
-        weights = judge.base_model if judge.adapter_path and judge.base_model else judge
-        context_check(snapshot, model_context(weights.name_or_path))
-    return snapshot
+    return decoding_snapshot(
+        judge, {**JUDGE_DEFAULTS, **generation_params_check(params or {})}, seed
+    )
 
 
 def judge_run_create(
@@ -106,8 +96,7 @@ def judge_run_create(
     (greedy, 256 new tokens unless given). ``total`` counts verdicts: two per comparison (one
     per order), or one per answer graded.
     """
-    if judge.pk is None or not (judge.is_endpoint or judge.name_or_path or judge.adapter_path):
-        raise ServiceError(NOT_A_JUDGE.format(name=judge.name))
+    model_runnable(judge, NOT_A_JUDGE)
     prompt = prompt or judge_prompt_for(grading=grading)
     wanted = JudgePrompt.Kind.GRADING if grading else JudgePrompt.Kind.PAIRWISE
     if prompt.kind != wanted:
