@@ -268,9 +268,6 @@ class _GuardedCodeGenerator(CodeGenerator):
             guard = nodes.EnvironmentAttribute("loop_guard", lineno=loop.iter.lineno)
             loop.iter = nodes.Call(guard, [loop.iter], [], None, None, lineno=loop.iter.lineno)
         super().visit_Template(node, frame)
-        # Every block's text (a macro's, a ``{% set %}`` or ``{% filter %}`` block's) is joined
-        # by the module's ``concat``: measured too.
-        self.writeline("concat = environment.bounded_join")
 
     def visit_Concat(self, node: nodes.Concat, frame: Any) -> None:
         self.write("environment.bounded_concat((")
@@ -290,9 +287,15 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     code_generator_class = _GuardedCodeGenerator
 
     def __init__(self, *, limits: Limits | None = None, **options: Any) -> None:
+        if options.get("autoescape"):
+            # visit_Concat and bounded_join build plain str: prompts are text, never HTML.
+            raise ValueError("BoundedSandbox renders text: autoescape must be off")
         super().__init__(**options)
         self.limits = limits or Limits()
         self.template_class = BoundedTemplate
+        # The compiled code joins every block's text (a macro's, a ``{% set %}`` or
+        # ``{% filter %}`` block's) with ``environment.concat``: measured too.
+        self.concat = self.bounded_join  # type: ignore[method-assign]
         self.globals["range"] = self.bounded_range
         self.globals.pop("lipsum", None)  # lipsum(n=10**7): nothing a prompt needs
         self.filters = {
