@@ -16,6 +16,7 @@ from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from jinja2 import TemplateError
 
 import annotation.admin  # noqa: F401 - registers the Study admin extended below
 from annotation.models import Study
@@ -140,7 +141,10 @@ class JudgePromptAdmin(ImportFromFile, admin.ModelAdmin):
 
     @admin.display(description="preview (sample question and answers)")
     def preview(self, obj: JudgePrompt) -> SafeString:
-        text = judge_prompt_preview(obj)
+        try:
+            text = judge_prompt_preview(obj)
+        except TemplateError as exc:  # a row stored before the checks it would now fail
+            return _pre(f"the template failed: {exc}")
         if obj.system_prompt:
             text = f"[system]\n{obj.system_prompt}\n\n[user]\n{text}"
         return _pre(text)

@@ -12,9 +12,9 @@ Three kinds of template:
   ``assistant_template`` before ``{content}``, where the reply starts. Inside turns, newlines are
   written as ``newline_token`` when it is set (rinna's ``<NL>``).
 - ``chat_template``: the tokenizer's own chat template (``tokenizer_config.json``).
-- ``jinja``: Jinja2 source rendered in the sandbox over ``messages`` (role, content; a system
-  message first when there is a system prompt), ``system_prompt``, ``add_generation_prompt``,
-  ``bos_token`` and ``eos_token``.
+- ``jinja``: Jinja2 source rendered in the bounded sandbox (sandbox.py) over ``messages``
+  (role, content; a system message first when there is a system prompt), ``system_prompt``,
+  ``add_generation_prompt``, ``bos_token`` and ``eos_token``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .sandbox import BoundedSandbox, BoundedTemplate, compile_template
 
 TURNS = "turns"
 CHAT_TEMPLATE = "chat_template"
@@ -211,10 +212,10 @@ def _render(
                 bos_token=_special(tokenizer, "bos_token"),
                 eos_token=_special(tokenizer, "eos_token"),
             )
-        except Exception as error:  # a template's own mistake, whatever Jinja raised
+        except TemplateError as error:  # sandbox.TemplateRenderError: its line and what went wrong
             raise ValueError(
                 JINJA_FAILED.format(name=template.name, version=template.version, error=error)
-            ) from error
+            ) from None
     raise ValueError(UNKNOWN_KIND.format(kind=template.kind))
 
 
@@ -255,21 +256,25 @@ def _render_turns(
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(source: str):
-    return _environment().from_string(source)
+def _compiled(source: str) -> BoundedTemplate:
+    return compile_template(_environment(), source)
 
 
-def sandboxed(source: str):
-    """Jinja2 source compiled in the renderer's sandbox (StrictUndefined); the judge prompts
-    (judging/engine/verdicts.py) render through it too."""
+def sandboxed(source: str) -> BoundedTemplate:
+    """Jinja2 source compiled in the renderer's bounded sandbox (StrictUndefined); the judge
+    and rewrite prompts (judging/engine/verdicts.py, evolution/engine/operations.py) render
+    through it too. Compiling or rendering raises ``sandbox.TemplateRenderError`` (a
+    ``jinja2.TemplateError`` naming the template line) for whatever goes wrong, a limit
+    (time, size, ``range``, recursion) included."""
     return _compiled(source)
 
 
 @functools.lru_cache(maxsize=1)
-def _environment() -> ImmutableSandboxedEnvironment:
+def _environment() -> BoundedSandbox:
     # The sandbox refuses attribute access to internals (``__class__``, ``__globals__`` ...) and
-    # changing the objects it is given; StrictUndefined turns a misspelt variable into an error.
-    env = ImmutableSandboxedEnvironment(
+    # changing the objects it is given, and bounds every render (sandbox.Limits);
+    # StrictUndefined turns a misspelt variable into an error.
+    env = BoundedSandbox(
         trim_blocks=True, lstrip_blocks=True, undefined=StrictUndefined, autoescape=False
     )
     env.globals["raise_exception"] = _raise
@@ -282,7 +287,7 @@ def _raise(message: str):
 
 def compile_jinja(source: str) -> None:
     """Compile ``source`` in the sandbox; raises jinja2.TemplateError (syntax) if it cannot."""
-    _environment().from_string(source)
+    _compiled(source)
 
 
 def _special(tokenizer: Any, attribute: str) -> str:

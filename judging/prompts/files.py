@@ -6,6 +6,7 @@ are stored in one transaction (versions.judge_prompt_save: a used version is kep
 from __future__ import annotations
 
 import os
+import re
 import string
 from pathlib import Path
 
@@ -32,6 +33,8 @@ NO_FRONT_MATTER = (
     "verdict_format...), a line '---', then the template"
 )
 BAD_YAML = "not valid YAML ({detail})"
+YAML_TOO_DEEP = "YAML nested more than {limit} levels deep"
+LONE_SURROGATE = "a string holds a lone surrogate (such as \\ud800), which is not text"
 DUPLICATE_NAME = "a second prompt named {name!r} (the first is on line {first})"
 NOT_IN_FILE = "no prompt named {names} in the file; it has: {found}"
 ONE_NAME_ONLY = "a name can be given only when the file holds one prompt (it holds {n})"
@@ -41,6 +44,10 @@ FASTCHAT_PLACEHOLDER = (
 )
 FASTCHAT_TYPE = "'type' must be pairwise or single, got {value!r}"
 FASTCHAT_FORMAT = "'output_format' {value!r} is not one the app reads ({known})"
+
+# A judge prompt file is a list of flat mappings: a few levels are all it needs.
+MAX_YAML_DEPTH = 32
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 _KEYS = ("name", "description", "kind", "system_prompt", "template", "verdict_format")
 _NUMBERS = ("score_min", "score_max")
@@ -142,14 +149,56 @@ def parse_judge_prompt_file(data: bytes, filename: str) -> list[tuple[int, dict]
     return out
 
 
-def _yaml_records(text: str, filename: str) -> list[tuple[int, object]]:
+class _Refused(yaml.MarkedYAMLError):
+    """YAML that parses but that the app refuses (too deep, not text); says why and where."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, bounded: PyYAML composes a node per nesting level by
+    recursion (thousands of ``[`` end in RecursionError), and a ``"\\ud800"`` escape makes a
+    string no database column stores."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent, index):
+        self.depth += 1
+        try:
+            if self.depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _Refused(
+                    problem=YAML_TOO_DEEP.format(limit=MAX_YAML_DEPTH), problem_mark=mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_scalar(self, node):
+        value = super().construct_scalar(node)
+        if isinstance(value, str) and _SURROGATE.search(value):
+            raise _Refused(problem=LONE_SURROGATE, problem_mark=node.start_mark)
+        return value
+
+
+def _load_yaml(text: str, filename: str, first_line: int = 1):
+    """The YAML ``text`` holds (ImportFormatError with its line, ``first_line`` being the file
+    line the text starts on, when it cannot be read or is refused)."""
     try:
-        value = yaml.safe_load(text)
+        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
+        line = mark.line + first_line if mark is not None else None
         detail = getattr(exc, "problem", None) or str(exc)
-        line = mark.line + 1 if mark is not None else None
-        raise ImportFormatError(filename, BAD_YAML.format(detail=detail), line) from None
+        problem = detail if isinstance(exc, _Refused) else BAD_YAML.format(detail=detail)
+        raise ImportFormatError(filename, problem, line) from None
+    except RecursionError:  # merge keys (<<) chained through thousands of aliases
+        problem = YAML_TOO_DEEP.format(limit=MAX_YAML_DEPTH)
+        raise ImportFormatError(filename, problem) from None
+
+
+def _yaml_records(text: str, filename: str) -> list[tuple[int, object]]:
+    value = _load_yaml(text, filename)
     if value is None:
         return []
     return list(enumerate(value, 1)) if isinstance(value, list) else [(0, value)]
@@ -162,13 +211,7 @@ def _front_matter(text: str, filename: str) -> dict:
     end = next((i for i in range(1, len(lines)) if lines[i].strip() == "---"), None)
     if end is None:
         raise ImportFormatError(filename, NO_FRONT_MATTER, 1)
-    try:
-        head = yaml.safe_load("\n".join(lines[1:end])) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 2 if mark is not None else None
-        detail = getattr(exc, "problem", None) or str(exc)
-        raise ImportFormatError(filename, BAD_YAML.format(detail=detail), line) from None
+    head = _load_yaml("\n".join(lines[1:end]), filename, first_line=2) or {}
     if not isinstance(head, dict):
         raise ImportFormatError(filename, NOT_A_MAPPING.format(kind=type(head).__name__), 2)
     if "template" in head:
@@ -184,7 +227,8 @@ def _fields(record: object) -> dict:
         return _fastchat_fields(record)
     unknown = sorted(set(record) - set(_KEYS) - set(_NUMBERS))
     if unknown:
-        raise ValueError(UNKNOWN_KEYS.format(keys=unknown, known=", ".join(_KEYS + _NUMBERS)))
+        known = ", ".join(_KEYS + _NUMBERS)
+        raise ValueError(UNKNOWN_KEYS.format(keys=_listed(unknown), known=known))
     fields = {key: _text(record, key) for key in _KEYS if key in record}
     for key in _NUMBERS:
         if key in record:
@@ -202,7 +246,8 @@ def _fastchat_fields(record: dict) -> dict:
     Jinja)."""
     unknown = sorted(set(record) - set(_FASTCHAT_KEYS) - {"output_format"} - set(_NUMBERS))
     if unknown:
-        raise ValueError(UNKNOWN_KEYS.format(keys=unknown, known=", ".join(_FASTCHAT_KEYS)))
+        known = ", ".join(_FASTCHAT_KEYS)
+        raise ValueError(UNKNOWN_KEYS.format(keys=_listed(unknown), known=known))
     kinds = {"pairwise": JudgePrompt.Kind.PAIRWISE, "single": JudgePrompt.Kind.GRADING}
     kind = kinds.get(record.get("type", "pairwise"))
     if kind is None:
@@ -238,6 +283,12 @@ def _fastchat_fields(record: dict) -> dict:
         if key in record:
             fields[key] = _integer(record, key)
     return fields
+
+
+def _listed(keys: list) -> str:
+    """A few of ``keys`` for a message (a file may hold thousands, each of any length)."""
+    shown = [repr(str(key)[:40]) for key in keys[:5]]
+    return f"[{', '.join(shown)}]" + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
 
 
 def _text(record: dict, key: str) -> str:
