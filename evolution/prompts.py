@@ -5,10 +5,10 @@ version makes the next version of that operation; runs take the latest active ve
 from __future__ import annotations
 
 from django.db import transaction
-from django.db.models import Max
 
 from evalsite.accounts.services import Action, audit_record
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
+from evalsite.versioned import Versions
 
 from .engine import operations
 from .models import EvolutionPrompt
@@ -19,24 +19,33 @@ NO_OPERATION_CHANGE = "a rewrite prompt keeps its operation ({op}); add a new on
 EDITABLE = ("template", "description", "active")
 
 
+def evolution_prompt_in_use(row: EvolutionPrompt) -> bool:
+    return row.pk is not None and row.items.exists()
+
+
+VERSIONS = Versions(
+    EvolutionPrompt,
+    key="operation",
+    fields=EDITABLE,
+    rendered=("template",),
+    in_use=evolution_prompt_in_use,
+    unknown="unknown rewrite prompt field(s): {fields}",
+    gone="{row} no longer exists",
+)
+
+
 def evolution_presets_install() -> list[str]:
     """Version 1 of each operation's shipped prompt where the operation has no row; returns the
     operations installed. Migration 0002 ships them; this restores them after a flush."""
-    present = set(EvolutionPrompt.objects.values_list("operation", flat=True))
-    missing = [op for op in operations.OPERATIONS if op not in present]
-    EvolutionPrompt.objects.bulk_create(
-        [
-            EvolutionPrompt(
-                operation=op,
-                version=1,
-                template=operations.PRESETS[op],
-                description="shipped: " + operations.DESCRIPTIONS[op],
-            )
-            for op in missing
-        ],
-        ignore_conflicts=True,
+    return VERSIONS.presets_install(
+        {
+            op: {
+                "template": operations.PRESETS[op],
+                "description": "shipped: " + operations.DESCRIPTIONS[op],
+            }
+            for op in operations.OPERATIONS
+        }
     )
-    return missing
 
 
 def evolution_prompt_for(operation: str) -> EvolutionPrompt:
@@ -44,11 +53,7 @@ def evolution_prompt_for(operation: str) -> EvolutionPrompt:
     if operation not in operations.OPERATIONS:
         raise ServiceError(operations.UNKNOWN_OPERATION.format(op=operation))
     evolution_presets_install()
-    row = (
-        EvolutionPrompt.objects.filter(operation=operation, active=True)
-        .order_by("-version")
-        .first()
-    )
+    row = VERSIONS.latest(operation, active=True)
     if row is None:
         raise ServiceError(NO_PROMPT.format(op=operation))
     return row
@@ -60,10 +65,6 @@ def evolution_prompts_current() -> dict[str, EvolutionPrompt]:
 
 def as_rewrite_prompt(row: EvolutionPrompt) -> operations.RewritePrompt:
     return operations.RewritePrompt(row.operation, row.version, row.template)
-
-
-def evolution_prompt_in_use(row: EvolutionPrompt) -> bool:
-    return row.pk is not None and row.items.exists()
 
 
 def evolution_prompt_check(template: str) -> str:
@@ -99,15 +100,8 @@ def _new_version(
         raise ServiceError(operations.UNKNOWN_OPERATION.format(op=operation))
     evolution_prompt_check(template)
     list(EvolutionPrompt.objects.select_for_update().filter(operation=operation))
-    top = EvolutionPrompt.objects.filter(operation=operation).aggregate(v=Max("version"))["v"]
-    return EvolutionPrompt.objects.create(
-        operation=operation,
-        version=(top or 0) + 1,
-        template=template,
-        description=description,
-        active=active,
-        created_by=user if getattr(user, "is_authenticated", False) else None,
-    )
+    values = {"operation": operation, "template": template}
+    return VERSIONS.create({**values, "description": description, "active": active}, user=user)
 
 
 @transaction.atomic
@@ -118,28 +112,14 @@ def evolution_prompt_update(
     version a run used keeps its template: a changed template is saved as the next version."""
     if changes.get("operation", prompt.operation) != prompt.operation:
         raise ServiceError(NO_OPERATION_CHANGE.format(op=prompt.operation))
-    unknown = sorted(set(changes) - set(EDITABLE) - {"operation"})
-    if unknown:
-        raise ServiceError("unknown rewrite prompt field(s): " + ", ".join(unknown))
-    row = EvolutionPrompt.objects.select_for_update().get(pk=prompt.pk)
+    VERSIONS.check_known(changes, also=["operation"])
+    row = VERSIONS.lock(prompt)
     if "template" in changes:
         evolution_prompt_check(changes["template"])
-    changed = [f for f in EDITABLE if f in changes and changes[f] != getattr(row, f)]
+    edited = row
+    row, changed = VERSIONS.apply(row, changes, user=user)
     if not changed:
         return row
-    edited = row
-    if "template" in changed and evolution_prompt_in_use(row):
-        row = _new_version(
-            operation=row.operation,
-            template=changes["template"],
-            description=changes.get("description", row.description),
-            active=changes.get("active", row.active),
-            user=user,
-        )
-    else:
-        for field in changed:
-            setattr(row, field, changes[field])
-        row.save(update_fields=changed)
     audit_record(
         user=user,
         action=Action.REWRITE_PROMPT_EDIT,

@@ -13,7 +13,8 @@ The rendering is ``generation/engine/render.py``; this module is its Django side
 from __future__ import annotations
 
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+
+from evalsite.versioned import Versions
 
 from .engine import render
 from .errors import ServiceError
@@ -44,11 +45,29 @@ NAME_TAKEN = (
     "and the edit saved as a new version)"
 )
 NO_RENAME = "a prompt template keeps its name (models refer to it by name); create a new one"
-GONE = "{template} no longer exists"
+GONE = "{row} no longer exists"
 IN_USE = "{template} was used by a run and is kept as it is"
 NAMED_BY = "{template} is the only version of a template these models use: {models}"
 BAD_STOP_STRINGS = "stop strings must be a list of non-empty strings"
 BAD_FIELD = "{field}: {problem}"
+
+
+def template_in_use(row: PromptTemplate) -> bool:
+    """Whether a generation or fine-tune run recorded this version (it is then kept as it is)."""
+    if row.pk is None:
+        return False
+    return row.runs.exists() or row.finetune_runs.exists()
+
+
+VERSIONS = Versions(
+    PromptTemplate,
+    key="name",
+    fields=TEMPLATE_FIELDS,
+    rendered=RENDERED_FIELDS,
+    in_use=template_in_use,
+    unknown="unknown template field(s): {fields}",
+    gone=GONE,
+)
 
 
 def template_presets_install() -> list[str]:
@@ -57,23 +76,15 @@ def template_presets_install() -> list[str]:
     was emptied (``flush``, a transactional test)."""
     from .engine.presets import PRESETS
 
-    present = set(
-        PromptTemplate.objects.filter(name__in=PRESETS, version=1).values_list("name", flat=True)
-    )
-    missing = [name for name in PRESETS if name not in present]
-    PromptTemplate.objects.bulk_create(
-        [PromptTemplate(name=name, version=1, **PRESETS[name]) for name in missing],
-        ignore_conflicts=True,
-    )
-    return missing
+    return VERSIONS.presets_install(PRESETS)
 
 
 def template_names() -> list[str]:
-    return sorted(set(PromptTemplate.objects.values_list("name", flat=True)))
+    return VERSIONS.keys()
 
 
 def template_latest(name: str) -> PromptTemplate | None:
-    return PromptTemplate.objects.filter(name=name).order_by("-version").first()
+    return VERSIONS.latest(name)
 
 
 def template_for(model: LanguageModel) -> PromptTemplate:
@@ -115,13 +126,6 @@ def as_template(row: PromptTemplate) -> render.Template:
     )
 
 
-def template_in_use(row: PromptTemplate) -> bool:
-    """Whether a generation or fine-tune run recorded this version (it is then kept as it is)."""
-    if row.pk is None:
-        return False
-    return row.runs.exists() or row.finetune_runs.exists()
-
-
 def template_fields_check(fields: dict) -> dict:
     """``fields`` of a whole template as they will be stored, or ServiceError naming each
     problem by field (the admin's form asks this before it saves; the services ask it again).
@@ -145,22 +149,16 @@ def template_fields_check(fields: dict) -> dict:
     return fields
 
 
-def _defaults() -> dict:
-    return {f: PromptTemplate._meta.get_field(f).get_default() for f in TEMPLATE_FIELDS}
-
-
 @transaction.atomic
 def template_create(*, name: str, user=None, **fields) -> PromptTemplate:
     """A new template (version 1). Fields not given take the model's defaults."""
-    unknown = sorted(set(fields) - set(TEMPLATE_FIELDS))
-    if unknown:
-        raise ServiceError(f"unknown template field(s): {', '.join(unknown)}")
-    values = template_fields_check({**_defaults(), **fields, "name": name})
+    VERSIONS.check_known(fields)
+    values = template_fields_check({**VERSIONS.defaults(), **fields, "name": name})
     if PromptTemplate.objects.filter(name=name).exists():
         raise ServiceError(NAME_TAKEN.format(name=name))
     try:
         with transaction.atomic():
-            return PromptTemplate.objects.create(**values, version=1, created_by=_user(user))
+            return VERSIONS.create(values, user=user, version=1)
     except IntegrityError:
         raise ServiceError(NAME_TAKEN.format(name=name)) from None
 
@@ -173,31 +171,13 @@ def template_update(*, template: PromptTemplate, changes: dict, user=None) -> Pr
     (one above the highest of that name) and that row is returned. Otherwise the row itself
     changes. A change that changes nothing saves nothing.
     """
-    unknown = sorted(set(changes) - set(TEMPLATE_FIELDS))
-    if unknown:
-        raise ServiceError(f"unknown template field(s): {', '.join(unknown)}")
-    # Lock every version of the name: a second edit of a used version waits for the first, then
-    # (its next statement seeing what the first committed) takes the number after it.
-    locked = list(PromptTemplate.objects.select_for_update().filter(name=template.name))
-    row = next((r for r in locked if r.pk == template.pk), None)
-    if row is None:
-        raise ServiceError(GONE.format(template=template))
+    VERSIONS.check_known(changes)
+    row = VERSIONS.lock(template)
     if changes.get("name", row.name) != row.name:
         raise ServiceError(NO_RENAME)
     current = {f: getattr(row, f) for f in TEMPLATE_FIELDS}
     values = template_fields_check({**current, **changes})
-    changed = [f for f in TEMPLATE_FIELDS if values[f] != current[f]]
-    if not changed:
-        return row
-    if template_in_use(row) and any(f in RENDERED_FIELDS for f in changed):
-        versions = PromptTemplate.objects.filter(name=row.name)
-        latest = versions.aggregate(top=Max("version"))["top"]
-        return PromptTemplate.objects.create(
-            **values, version=latest + 1, created_by=_user(user) or row.created_by
-        )
-    for field in changed:
-        setattr(row, field, values[field])
-    row.save(update_fields=changed)
+    row, _ = VERSIONS.apply(row, values, user=user)
     return row
 
 
@@ -222,7 +202,3 @@ def template_delete(*, template: PromptTemplate) -> None:
     if problem:
         raise ServiceError(problem)
     row.delete()
-
-
-def _user(user):
-    return user if getattr(user, "is_authenticated", False) else None

@@ -13,10 +13,10 @@ Prompts also come from files (files.py): a benchmark's own, or one an admin wrot
 from __future__ import annotations
 
 from django.db import IntegrityError, transaction
-from django.db.models import Max
 
 from evalsite.accounts.services import Action, audit_record
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
+from evalsite.versioned import Versions
 
 from ..engine import verdicts
 from ..engine.presets import DEFAULT_GRADING, DEFAULT_PAIRWISE, PRESETS
@@ -54,7 +54,7 @@ NO_RENAME = (
     "a judge prompt keeps its name (runs and commands refer to it by name); create a new one"
 )
 NO_KIND_CHANGE = "a judge prompt keeps its kind ({kind}); create a new name for a {other} prompt"
-GONE = "{prompt} no longer exists"
+GONE = "{row} no longer exists"
 IN_USE = "{prompt} was used by a judge run and is kept as it is"
 UNKNOWN_FIELDS = "unknown judge prompt field(s): {fields}"
 BAD_FIELD = "{field}: {problem}"
@@ -62,38 +62,44 @@ EMPTY_NAME = "a judge prompt needs a name"
 NAME_TOO_LONG = "at most {limit} characters"
 
 
+def judge_prompt_in_use(row: JudgePrompt) -> bool:
+    """Whether a judge run recorded this version (it is then kept as it is)."""
+    return row.pk is not None and row.runs.exists()
+
+
+VERSIONS = Versions(
+    JudgePrompt,
+    key="name",
+    fields=PROMPT_FIELDS,
+    rendered=RENDERED_FIELDS,
+    in_use=judge_prompt_in_use,
+    unknown=UNKNOWN_FIELDS,
+    gone=GONE,
+)
+
+
 def judge_presets_install() -> list[str]:
     """Create version 1 of every shipped judge prompt (judging/engine/presets.py) whose name has
     no row yet; returns the names created. Migration 0002 ships them; this restores them after
     the database was emptied (``flush``, a transactional test). Idempotent."""
-    present = set(
-        JudgePrompt.objects.filter(name__in=[p.name for p in PRESETS]).values_list(
-            "name", flat=True
-        )
+    return VERSIONS.presets_install(
+        {
+            preset.name: {
+                "description": PRESET_DESCRIPTIONS.get(preset.name, ""),
+                "kind": preset.kind,
+                "system_prompt": preset.system_prompt,
+                "template": preset.template,
+                "verdict_format": preset.verdict_format,
+                "score_min": preset.score_min,
+                "score_max": preset.score_max,
+            }
+            for preset in PRESETS
+        }
     )
-    missing = [preset for preset in PRESETS if preset.name not in present]
-    JudgePrompt.objects.bulk_create(
-        [
-            JudgePrompt(
-                name=preset.name,
-                version=1,
-                description=PRESET_DESCRIPTIONS.get(preset.name, ""),
-                kind=preset.kind,
-                system_prompt=preset.system_prompt,
-                template=preset.template,
-                verdict_format=preset.verdict_format,
-                score_min=preset.score_min,
-                score_max=preset.score_max,
-            )
-            for preset in missing
-        ],
-        ignore_conflicts=True,
-    )
-    return [preset.name for preset in missing]
 
 
 def judge_prompt_names() -> list[str]:
-    return sorted(set(JudgePrompt.objects.values_list("name", flat=True)))
+    return VERSIONS.keys()
 
 
 def _known() -> str:
@@ -101,7 +107,7 @@ def _known() -> str:
 
 
 def judge_prompt_latest(name: str) -> JudgePrompt | None:
-    return JudgePrompt.objects.filter(name=name).order_by("-version").first()
+    return VERSIONS.latest(name)
 
 
 def judge_prompt_for(name: str | None = None, grading: bool = False) -> JudgePrompt:
@@ -138,11 +144,6 @@ def as_judge_template(row: JudgePrompt) -> verdicts.JudgeTemplate:
         score_min=row.score_min,
         score_max=row.score_max,
     )
-
-
-def judge_prompt_in_use(row: JudgePrompt) -> bool:
-    """Whether a judge run recorded this version (it is then kept as it is)."""
-    return row.pk is not None and row.runs.exists()
 
 
 def judge_prompt_problems(fields: dict) -> dict[str, str]:
@@ -186,25 +187,19 @@ def judge_prompt_fields_check(fields: dict) -> dict:
 
 
 def prompt_defaults() -> dict:
-    return {f: JudgePrompt._meta.get_field(f).get_default() for f in PROMPT_FIELDS}
-
-
-def _unknown(fields: dict) -> None:
-    unknown = sorted(set(fields) - set(PROMPT_FIELDS))
-    if unknown:
-        raise ServiceError(UNKNOWN_FIELDS.format(fields=", ".join(unknown)))
+    return VERSIONS.defaults()
 
 
 @transaction.atomic
 def judge_prompt_create(*, name: str, user=None, **fields) -> JudgePrompt:
     """A new judge prompt (version 1). Fields not given take the model's defaults."""
-    _unknown(fields)
+    VERSIONS.check_known(fields)
     values = judge_prompt_fields_check({**prompt_defaults(), **fields, "name": name})
     if JudgePrompt.objects.filter(name=values["name"]).exists():
         raise ServiceError(NAME_TAKEN.format(name=values["name"]))
     try:
         with transaction.atomic():
-            row = JudgePrompt.objects.create(**values, version=1, created_by=_user(user))
+            row = VERSIONS.create(values, user=user, version=1)
     except IntegrityError:
         raise ServiceError(NAME_TAKEN.format(name=values["name"])) from None
     audit_record(
@@ -227,13 +222,8 @@ def judge_prompt_update(*, prompt: JudgePrompt, changes: dict, user=None) -> Jud
     read are saved as a new version (one above the highest of that name) and that row is
     returned. Otherwise the row itself changes. A change that changes nothing saves nothing.
     """
-    _unknown(changes)
-    # Lock every version of the name: a second edit of a used version waits for the first,
-    # then takes the number after the one the first made.
-    locked = list(JudgePrompt.objects.select_for_update().filter(name=prompt.name))
-    row = next((r for r in locked if r.pk == prompt.pk), None)
-    if row is None:
-        raise ServiceError(GONE.format(prompt=prompt))
+    VERSIONS.check_known(changes)
+    row = VERSIONS.lock(prompt)
     if changes.get("name", row.name).strip() != row.name:
         raise ServiceError(NO_RENAME)
     if changes.get("kind", row.kind) != row.kind:
@@ -241,19 +231,10 @@ def judge_prompt_update(*, prompt: JudgePrompt, changes: dict, user=None) -> Jud
         raise ServiceError(NO_KIND_CHANGE.format(kind=row.kind, other=other))
     current = {f: getattr(row, f) for f in PROMPT_FIELDS}
     values = judge_prompt_fields_check({**current, **changes})
-    changed = [f for f in PROMPT_FIELDS if values[f] != current[f]]
+    edited = row
+    row, changed = VERSIONS.apply(row, values, user=user)
     if not changed:
         return row
-    edited = row
-    if judge_prompt_in_use(row) and any(f in RENDERED_FIELDS for f in changed):
-        latest = JudgePrompt.objects.filter(name=row.name).aggregate(top=Max("version"))["top"]
-        row = JudgePrompt.objects.create(
-            **values, version=latest + 1, created_by=_user(user) or row.created_by
-        )
-    else:
-        for field in changed:
-            setattr(row, field, values[field])
-        row.save(update_fields=changed)
     audit_record(
         user=user,
         action=Action.JUDGE_PROMPT_EDIT,
@@ -285,7 +266,7 @@ def judge_prompt_delete_problem(row: JudgePrompt) -> str | None:
 def judge_prompt_delete(*, prompt: JudgePrompt) -> None:
     row = JudgePrompt.objects.select_for_update().filter(pk=prompt.pk).first()
     if row is None:
-        raise ServiceError(GONE.format(prompt=prompt))
+        raise ServiceError(GONE.format(row=prompt))
     problem = judge_prompt_delete_problem(row)
     if problem:
         raise ServiceError(problem)
@@ -309,7 +290,3 @@ SAMPLE = {
     "reference": "富士山 (3776 m) です。",
     "criteria": "- 山の名前が正しければ3点以上\n- 標高も正しければ満点",
 }
-
-
-def _user(user):
-    return user if getattr(user, "is_authenticated", False) else None
