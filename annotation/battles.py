@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from annotation.ranking import Battle
-from generation import jsonsafe
+from evalsite import jsonguard
 
 WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
 OUTCOMES = {"model_a": "a", "model_b": "b", "tie": "tie", "tie (bothbad)": "tie"}
@@ -33,7 +33,7 @@ RAKUDA_MATCH_FIELDS = ("model1_id", "model2_id", "question_id", "question", "res
 RAKUDA_MATCH_FIELDS += ("response2", "score")
 
 NOT_UTF8 = "not UTF-8 text (bad byte at offset {offset})"
-BAD_JSON = jsonsafe.BAD_JSON
+BAD_JSON = jsonguard.BAD_JSON
 NOT_AN_OBJECT = "expected a JSON object, got {kind}"
 MISSING_FIELD = "missing field {field!r}"
 NOT_A_NAME = "field {field!r} must be a non-empty string, got {value!r}"
@@ -168,16 +168,16 @@ def parse_battles(source: str | bytes | os.PathLike | Iterable[str | bytes]) -> 
     if stripped.startswith("["):
         try:
             # The array's own bracket is one level: each record may nest as deep as a line.
-            jsonsafe.check_depth(text, limit=jsonsafe.MAX_DEPTH + 1)
-        except jsonsafe.UnsafeJSON as exc:
+            jsonguard.check_depth(text, limit=jsonguard.MAX_DEPTH + 1)
+        except jsonguard.UnsafeJSON as exc:
             raise BattleFormatError(str(exc), line=None) from None
         return [
             _record(obj, line=line, where=f"record {n} (line {line})")
             for n, (line, obj) in enumerate(_json_array(text), start=1)
         ]
     try:
-        lines = jsonsafe.jsonl_records(text)
-    except jsonsafe.RecordError as exc:
+        lines = jsonguard.jsonl_records(text)
+    except jsonguard.RecordError as exc:
         raise BattleFormatError(exc.problem, line=exc.line) from None
     return [_record(obj, line=number) for number, obj in lines]
 
@@ -242,8 +242,8 @@ def _json_array(text: str) -> Iterable[tuple[int, Any]]:
             except json.JSONDecodeError as exc:
                 raise BattleFormatError(BAD_JSON.format(detail=exc.msg), line=exc.lineno) from None
             try:
-                jsonsafe.check_text(value)
-            except jsonsafe.UnsafeJSON as exc:
+                jsonguard.check_text(value)
+            except jsonguard.UnsafeJSON as exc:
                 raise BattleFormatError(str(exc), line=start_line) from None
             yield start_line, value
             pos = _skip_space(text, pos)
@@ -385,8 +385,8 @@ def read_judgments(source: bytes | str) -> list[BattleRecord]:
     text = _decode(source) if isinstance(source, bytes) else source
     if text.lstrip().startswith("{"):
         try:
-            whole = jsonsafe.loads(text)
-        except (jsonsafe.UnsafeJSON, ValueError):
+            whole = jsonguard.loads(text)
+        except (jsonguard.UnsafeJSON, ValueError):
             whole = None  # JSONL (several objects), or broken: parse_battles says where
         if isinstance(whole, dict) and "matches" in whole:
             return rakuda_tournament_to_battles(whole)

@@ -7,7 +7,7 @@ from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 from rest_framework.settings import api_settings
 
-from generation import jsonsafe
+from evalsite import jsonguard
 
 
 def _reject_constant(name: str):
@@ -19,6 +19,6 @@ class SafeJSONParser(JSONParser):
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         options = {"parse_constant": _reject_constant} if api_settings.STRICT_JSON else {}
         try:
-            return jsonsafe.loads(stream.read().decode(encoding), **options)
+            return jsonguard.loads(stream.read().decode(encoding), **options)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ParseError(f"JSON parse error - {exc}") from None

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import jsonsafe
+from evalsite import jsonguard
 
 NOT_UTF8 = "is not UTF-8 text ({detail})"
 EMPTY_FILE = "holds no questions"
 NO_QUESTION_COLUMN = "has no 'question' column (columns: {columns})"
 EMPTY_QUESTION = "the question is empty"
-BAD_JSON = jsonsafe.BAD_JSON
+BAD_JSON = jsonguard.BAD_JSON
 NOT_AN_OBJECT = "expected a JSON object, got {kind}"
 NO_TEXT_FIELD = "no question text: expected one of 'text', 'question', 'input' or 'turns'"
 TURNS_NOT_LIST = "'turns' must be a non-empty list of strings"
@@ -137,9 +137,9 @@ def json_records(text: str, filename: str, *, array: bool, what: str) -> list[tu
     line); ImportFormatError naming the line of the first unreadable one."""
     try:
         if array:
-            return jsonsafe.array_records(text, what=what)
-        return jsonsafe.jsonl_records(text)
-    except jsonsafe.RecordError as exc:
+            return jsonguard.array_records(text, what=what)
+        return jsonguard.jsonl_records(text)
+    except jsonguard.RecordError as exc:
         raise ImportFormatError(filename, exc.problem, line=exc.line) from None
 
 

@@ -14,8 +14,7 @@ from django.contrib.auth.models import Permission
 from django.core.cache import cache
 from django.test import Client
 
-from evalsite import auth
-from generation import jsonsafe
+from evalsite import auth, jsonguard
 from generation.models import InstructionDataset, LanguageModel, PromptSet
 
 pytestmark = pytest.mark.django_db
@@ -221,12 +220,12 @@ def test_import_commands_name_the_line_of_a_lone_surrogate(tmp_path):
 
 
 def test_the_json_guard_keeps_ordinary_json_and_surrogate_pairs():
-    assert jsonsafe.loads('{"a": ["😀", "\\ud83d\\ude00", {"b": "[{"}]}') == {
+    assert jsonguard.loads('{"a": ["😀", "\\ud83d\\ude00", {"b": "[{"}]}') == {
         "a": ["😀", "😀", {"b": "[{"}]
     }
-    with pytest.raises(jsonsafe.UnsafeJSON):
-        jsonsafe.loads("[" * 65 + "]" * 65)
-    assert jsonsafe.loads("[" * 64 + "]" * 64)
+    with pytest.raises(jsonguard.UnsafeJSON):
+        jsonguard.loads("[" * 65 + "]" * 65)
+    assert jsonguard.loads("[" * 64 + "]" * 64)
 
 
 def test_a_body_over_the_upload_limit_is_refused_before_it_is_read(client, staff_user, settings):

@@ -8,7 +8,8 @@ import re
 from django import forms
 from django.forms.fields import InvalidJSONInput
 
-from .. import jsonsafe
+from evalsite import jsonguard
+
 from ..models import FineTuneRun, InstructionDataset, LanguageModel, PromptSet
 from ..params import FINETUNE_FIELDS, FULL_LEARNING_RATE
 
@@ -20,10 +21,10 @@ class SafeJSONField(forms.JSONField):
     def to_python(self, value):
         try:
             if isinstance(value, str):
-                jsonsafe.check_depth(value)
+                jsonguard.check_depth(value)
             converted = super().to_python(value)
-            jsonsafe.check_text(converted)
-        except jsonsafe.UnsafeJSON as exc:
+            jsonguard.check_text(converted)
+        except jsonguard.UnsafeJSON as exc:
             raise forms.ValidationError(str(exc), code="invalid") from None
         return converted
 
@@ -31,10 +32,10 @@ class SafeJSONField(forms.JSONField):
         # Redisplaying the form parses the posted text again.
         try:
             if isinstance(data, str):
-                jsonsafe.check_depth(data)
+                jsonguard.check_depth(data)
             value = super().bound_data(data, initial)
-            jsonsafe.check_text(value)
-        except jsonsafe.UnsafeJSON:
+            jsonguard.check_text(value)
+        except jsonguard.UnsafeJSON:
             return InvalidJSONInput(data)  # shown as typed
         return value
 
@@ -59,10 +60,10 @@ class GenerateForm(forms.Form):
     def clean_params(self) -> dict:
         raw = self.cleaned_data["params"] or "{}"
         try:
-            value = jsonsafe.loads(raw)
+            value = jsonguard.loads(raw)
         except json.JSONDecodeError as exc:
             raise forms.ValidationError(f"not valid JSON ({exc.msg})") from None
-        except jsonsafe.UnsafeJSON as exc:
+        except jsonguard.UnsafeJSON as exc:
             raise forms.ValidationError(str(exc)) from None
         if not isinstance(value, dict):
             raise forms.ValidationError("must be a JSON object")

@@ -14,7 +14,7 @@ import yaml
 from django.conf import settings
 from django.db import transaction
 
-from generation import jsonsafe
+from evalsite import jsonguard
 from generation.importers import ImportFormatError, decode, json_records, read_limited
 
 from ..engine import verdicts
@@ -127,10 +127,10 @@ def parse_judge_prompt_file(data: bytes, filename: str) -> list[tuple[int, dict]
         records = json_records(text, filename, array=False, what="judge prompt")
     elif ext == ".json":
         try:
-            value = jsonsafe.loads(text)
+            value = jsonguard.loads(text)
         except ValueError as exc:
             detail = getattr(exc, "msg", None) or str(exc)
-            raise ImportFormatError(filename, jsonsafe.BAD_JSON.format(detail=detail)) from None
+            raise ImportFormatError(filename, jsonguard.BAD_JSON.format(detail=detail)) from None
         records = list(enumerate(value, 1)) if isinstance(value, list) else [(0, value)]
     elif ext in (".yaml", ".yml"):
         records = _yaml_records(text, filename)
