@@ -12,6 +12,7 @@ conversations, so there is no one prompt both answers follow.
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from evalsite.accounts.services import Action, audit_record
+from evalsite.query import is_whole_number
 from generation.engine import render
 from generation.errors import ServiceError
 from generation.models import LanguageModel, PreferenceDataset
@@ -35,6 +37,13 @@ NO_PAIRS = (
     "comparison has a clear majority for one answer"
 )
 NAME_TAKEN = "a preference data set named {name!r} already exists"
+BAD_NAME_CHARACTER = (
+    "a preference data set name cannot hold control characters such as a newline or a tab "
+    "(character {position} is {char!r})"
+)
+# Control (a newline, NUL), format (a right-to-left override) and surrogate characters: the name
+# is a file name when the pairs are downloaded and a line of the command's output.
+_REFUSED_CATEGORIES = ("Cc", "Cf", "Cs")
 UNKNOWN_MODEL = "no model named {name!r}"
 
 
@@ -42,11 +51,18 @@ def study_find(study: str | int | Study) -> Study:
     if isinstance(study, Study):
         return study
     found = Study.objects.filter(name=str(study)).first()
-    if found is None and str(study).isdigit():
-        found = Study.objects.filter(pk=int(study)).first()
+    if found is None and is_whole_number(str(study)):
+        found = Study.objects.filter(pk=int(str(study))).first()
     if found is None:
         raise ServiceError(NO_STUDY.format(study=study))
     return found
+
+
+def name_check(name: str) -> None:
+    """ServiceError naming the first character a preference data set's name may not hold."""
+    for position, char in enumerate(name, start=1):
+        if unicodedata.category(char) in _REFUSED_CATEGORIES:
+            raise ServiceError(BAD_NAME_CHARACTER.format(position=position, char=char))
 
 
 def majority(counts: Counter) -> str | None:
@@ -151,6 +167,7 @@ def preferences_export(
             raise ServiceError(UNKNOWN_MODEL.format(name=model))
         model = found
     name = name or f"{study.name}-prefs-{timezone.now():%Y%m%d-%H%M%S}"
+    name_check(name)
     if PreferenceDataset.objects.filter(name=name).exists():
         raise ServiceError(NAME_TAKEN.format(name=name))
     pairs, stats = study_preference_pairs(study=study, model=model)

@@ -14,6 +14,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from evalsite.query import whole_number
 from generation.errors import ServiceError
 from generation.models import GenerationRun, PromptSet
 
@@ -52,10 +53,11 @@ class StudyCompareApi(APIView):
     def get(self, request):
         found = []
         for name in SIDES:
-            value = request.query_params.get(name, "")
-            if not value.isdigit():
-                raise ValidationError({name: "give a study id"})
-            study = Study.objects.filter(pk=int(value)).first()
+            try:
+                pk = whole_number(request.query_params.get(name, ""), name=name)
+            except ValueError as exc:
+                raise ValidationError({name: f"give a study id: {exc}"}) from None
+            study = Study.objects.filter(pk=pk).first()
             if study is None:
                 raise Http404
             found.append(study)

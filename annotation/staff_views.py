@@ -12,6 +12,8 @@ from django.utils.translation import gettext, gettext_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
+from evalsite.query import is_whole_number
+
 from . import quality, results, staff
 from .models import Study
 from .views import results_access
@@ -54,10 +56,11 @@ def staff_compare(request: HttpRequest) -> HttpResponse:
     studies = Study.objects.order_by("-created_at").only("pk", "name")
     first_id, second_id = request.GET.get("first"), request.GET.get("second")
     voters = tuple(request.GET.get(f"voters_{which}") or "people" for which in ("first", "second"))
-    compared, error = None, ""
+    compared, error, status = None, "", 200
     if first_id and second_id:
-        if not (first_id.isdigit() and second_id.isdigit()):
-            error = gettext("Choose two studies.")
+        if not (is_whole_number(first_id) and is_whole_number(second_id)):
+            # Not ids at all: the query was not made by this page's form.
+            error, status = gettext("Choose two studies."), 400
         elif any(v not in results.VOTERS for v in voters):
             error = gettext("Choose people, the LLM judge or both for each study.")
         else:
@@ -77,7 +80,7 @@ def staff_compare(request: HttpRequest) -> HttpResponse:
         "compared": compared,
         "error": error,
     }
-    return render(request, "annotation/staff_compare.html", context)
+    return render(request, "annotation/staff_compare.html", context, status=status)
 
 
 @results_access

@@ -9,6 +9,7 @@ a claimed run does (each task it has no results for, one transaction per task).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from django.db import transaction
 
@@ -16,7 +17,9 @@ from evalsite.accounts.services import Action, audit_record
 from evalsite.errors import ServiceError
 from evalsite.runs import kinds, lifecycle
 from evalsite.runs.kinds import DEFAULT, GPU, RunKind
+from generation.engine.params import Param
 from generation.models import LanguageModel
+from generation.params import params_check
 from generation.runs import model_runnable
 
 from .catalog import available_tasks, task_dirs
@@ -31,16 +34,29 @@ BAD_BATCH_SIZE = "batch_size must be at least 1 (got {value})"
 BAD_PARAMS = "params takes only {allowed} (got {keys})"
 CANNOT_RUN = "benchmark run on {name!r} cannot be made: {problems}"
 
-# Decoding a run may set for generative scoring (lm-eval's gen_kwargs).
-GEN_KEYS = ("max_gen_toks", "do_sample", "temperature", "top_p", "until")
+
+@dataclass(frozen=True)
+class _StopStrings(Param):
+    @property
+    def rule(self) -> str:
+        return "a list of non-empty strings"
+
+
+# Decoding a run may set for generative scoring (lm-eval's gen_kwargs), typed and bounded as a
+# generation run's are (generation/params.py): the worker is handed only values it can use.
+GEN_PARAMS = (
+    Param("max_gen_toks", int, low=1, high=8192),
+    Param("do_sample", bool),
+    Param("temperature", float, low=0, high=2),
+    Param("top_p", float, low=0, high=1),
+    _StopStrings("until", list),
+)
+GEN_KEYS = tuple(p.name for p in GEN_PARAMS)
 
 
 def _params_check(params: dict | None) -> dict:
-    params = dict(params or {})
-    extra = sorted(set(params) - set(GEN_KEYS))
-    if extra:
-        raise ServiceError(BAD_PARAMS.format(allowed=", ".join(GEN_KEYS), keys=", ".join(extra)))
-    return params
+    unknown = BAD_PARAMS.format(allowed=", ".join(GEN_KEYS), keys="{keys}")
+    return params_check(dict(params or {}), GEN_PARAMS, unknown=unknown)
 
 
 def benchmark_run_create(

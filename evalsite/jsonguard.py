@@ -1,8 +1,9 @@
 """JSON from people we do not trust: bounded nesting, and only text a database can store.
 
 ``json.loads`` recurses once per level, so a body of 100,000 ``[`` ends in ``RecursionError``
-(a server error), and a ``\\ud800`` escape decodes to a lone surrogate that no UTF-8 column
-accepts. ``loads`` turns both into a ``ValueError`` the caller reports like any other bad JSON.
+(a server error); a ``\\ud800`` escape decodes to a lone surrogate that no UTF-8 column
+accepts, and ``\\u0000`` to a NUL that no PostgreSQL text or jsonb value holds. ``loads`` turns
+each into a ``ValueError`` the caller reports like any other bad JSON.
 Plain Python: the importers, the API's parser and the vote file reader all use it.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 MAX_DEPTH = 64
 TOO_DEEP = "JSON nested more than {limit} levels deep"
 LONE_SURROGATE = "a string holds a lone surrogate escape (such as \\ud800), which is not text"
+NUL_CHARACTER = "a string holds a NUL character (\\u0000), which cannot be stored"
 
 # A JSON string (escapes included) or one bracket: brackets inside strings do not nest.
 _TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
@@ -36,12 +38,30 @@ def check_depth(text: str, *, limit: int = MAX_DEPTH) -> None:
             depth -= 1
 
 
+def _strings(value: Any):
+    """Every string of a decoded value, keys included (a loop, not recursion: the value may
+    come from a caller that did not bound its depth)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+
+
 def check_text(value: Any) -> None:
-    """Refuse lone surrogates anywhere in a decoded value (keys included)."""
-    try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise UnsafeJSON(LONE_SURROGATE) from None
+    """Refuse lone surrogates and NUL characters anywhere in a decoded value (keys included)."""
+    for text in _strings(value):
+        if "\x00" in text:
+            raise UnsafeJSON(NUL_CHARACTER)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UnsafeJSON(LONE_SURROGATE) from None
 
 
 def loads(text: str | bytes, *, limit: int = MAX_DEPTH, **options) -> Any:

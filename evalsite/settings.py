@@ -284,6 +284,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(seconds=envint("SWEEP_ADVANCE_SECONDS", 60)),
     },
 }
+SWEEP_MAX_CELLS = envint("SWEEP_MAX_CELLS", 48)  # fine-tune runs one sweep may queue (its grid)
 # A running run whose heartbeat is older than this is considered dead and requeued.
 RUN_HEARTBEAT_TIMEOUT = timedelta(seconds=envint("RUN_HEARTBEAT_TIMEOUT", 300))
 RUN_HEARTBEAT_INTERVAL = float(os.environ.get("RUN_HEARTBEAT_INTERVAL", "15"))

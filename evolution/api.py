@@ -13,6 +13,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
+from evalsite.query import whole_number
 from generation.api.shared import RUN_STATE_FIELDS, run_change
 from generation.errors import ServiceError
 from generation.models import InstructionDataset, LanguageModel
@@ -179,8 +180,10 @@ class EvolutionRunViewSet(
         if "operation" in query:
             rows = rows.filter(operation=query["operation"])
         if "round" in query:
-            if not query["round"].isdigit():
-                raise ValidationError({"round": "a round number"})
-            rows = rows.filter(round=int(query["round"]))
+            try:
+                round_ = whole_number(query["round"], name="round", high=MOST_ROUNDS)
+            except ValueError as exc:
+                raise ValidationError({"round": str(exc)}) from None
+            rows = rows.filter(round=round_)
         page = self.paginate_queryset(rows)
         return self.get_paginated_response(EvolutionItemSerializer(page, many=True).data)

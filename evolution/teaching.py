@@ -14,11 +14,11 @@ Pair files are JSONL, one object per line: ``instruction``, ``evolved`` and opti
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from django.db import transaction
 
+from evalsite import jsonguard
 from generation.errors import ServiceError
 from generation.instructions import ParsedExample
 from generation.models import FineTuneRun, InstructionDataset, LanguageModel
@@ -28,7 +28,7 @@ from generation.training.finetune import finetune_run_create
 from .engine import operations
 from .prompts import as_rewrite_prompt, evolution_prompt_for
 
-BAD_JSON = "{file}, line {line}: not valid JSON ({problem})"
+BAD_RECORD = "{file}, line {line}: {problem}"
 NOT_OBJECT = "{file}, line {line}: expected a JSON object"
 MISSING = "{file}, line {line}: {field!r} is missing or empty"
 BAD_OPERATION = "{file}, line {line}: " + operations.UNKNOWN_OPERATION
@@ -52,15 +52,16 @@ def parse_pairs(data: bytes, filename: str, *, operation: str = "", seed: int = 
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ServiceError(NOT_UTF8.format(file=filename)) from None
+    # The project's JSON guard: bounded nesting, no lone surrogate or NUL in any string.
+    try:
+        records = jsonguard.jsonl_records(text)
+    except jsonguard.RecordError as exc:
+        raise ServiceError(
+            BAD_RECORD.format(file=filename, line=exc.line, problem=exc.problem)
+        ) from None
     pairs = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
+    for number, record in records:
         where = {"file": filename, "line": number}
-        try:
-            record = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ServiceError(BAD_JSON.format(**where, problem=exc.msg)) from None
         if not isinstance(record, dict):
             raise ServiceError(NOT_OBJECT.format(**where))
         values = {}

@@ -27,9 +27,14 @@ EMPTY_TURN = "turn {n} is empty"
 DUPLICATE_ID = "question_id {qid!r} already appeared on line {first}"
 NOT_TEXT = "field {field!r} must be a string, got {kind}"
 TOO_LARGE = "is {size} bytes, over the {limit}-byte limit"
+NUL_BYTE = "holds a NUL byte (0x00), which cannot be stored; remove it"
+TOO_LONG = "the {field} is {length} characters, over the {limit}-character limit"
 UNKNOWN_EXTENSION = "has an unknown extension {ext!r}: use .csv, .jsonl or .json"
 
 TEXT_FIELDS = ("text", "question", "input")
+# The columns' lengths (Question.category, Question.external_id): a longer value is the file's
+# fault, named with its line, not a database error.
+FIELD_LIMITS = {"category": 100, "external_id": 100}
 # Grader fields, each under its own name or ELYZA-tasks-100's (the first one present is used).
 REFERENCE_FIELDS = ("reference", "output")
 CRITERIA_FIELDS = ("criteria", "eval_aspect")
@@ -77,11 +82,15 @@ def decode(data: bytes, filename: str, *, limit: int | None = None) -> str:
     if limit is not None and len(data) > limit:
         raise ImportFormatError(filename, TOO_LARGE.format(size=len(data), limit=limit))
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         detail = f"bad byte 0x{data[exc.start]:02x}; save the file as UTF-8"
         raise ImportFormatError(filename, NOT_UTF8.format(detail=detail), line=line) from None
+    nul = text.find("\x00")
+    if nul != -1:
+        raise ImportFormatError(filename, NUL_BYTE, line=text.count("\n", 0, nul) + 1)
+    return text
 
 
 def parse_prompt_file(
@@ -99,6 +108,8 @@ def parse_prompt_file(
         raise ImportFormatError(filename, UNKNOWN_EXTENSION.format(ext=ext))
     if not questions:
         raise ImportFormatError(filename, EMPTY_FILE)
+    for question in questions:
+        _check_lengths(question, filename)
     _check_unique_ids(questions, filename)
     return questions
 
@@ -197,6 +208,14 @@ def _optional_text(record: dict, fields: tuple[str, ...], filename: str, line: i
             filename, NOT_TEXT.format(field=field, kind=type(value).__name__), line=line
         )
     return value.strip()
+
+
+def _check_lengths(question: ParsedQuestion, filename: str) -> None:
+    for field, limit in FIELD_LIMITS.items():
+        length = len(getattr(question, field))
+        if length > limit:
+            problem = TOO_LONG.format(field=field, length=length, limit=limit)
+            raise ImportFormatError(filename, problem, line=question.line)
 
 
 def _check_unique_ids(questions: list[ParsedQuestion], filename: str) -> None:

@@ -4,6 +4,7 @@ generation parameters of a run or of a model's defaults, and the fine-tune hyper
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from django.core.exceptions import ValidationError
 
@@ -78,6 +79,12 @@ def context_check(values: dict, context: int | None) -> None:
 def hyperparameters_check(values: dict) -> dict:
     """Fine-tune hyper-parameters a run sets, checked and converted; ServiceError if not."""
     return _checked(values, _FINETUNE, UNKNOWN_HYPERPARAMETERS, unset=False)
+
+
+def params_check(values: dict, declared: Sequence[Param], *, unknown: str) -> dict:
+    """``values`` against another declared set (a benchmark run's decoding, for one), by the
+    same rules and messages; ``unknown`` is formatted with ``keys``. ServiceError if not."""
+    return _checked(values, {p.name: p for p in declared}, unknown, unset=False)
 
 
 def validate_generation_defaults(value) -> None:

@@ -9,8 +9,10 @@ once it commits.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -37,6 +39,10 @@ BAD_METHOD = "a sweep tunes with lora or full (got {method!r})"
 GRID_PARAM = "{name} is an axis of the grid; give it as a grid value, not a shared parameter"
 BAD_VALUE = "{axis} must be positive numbers (got {value!r})"
 EMPTY_PROMPT_SET = "prompt set {name!r} has no questions"
+TOO_MANY_CELLS = (
+    "the grid makes {count} cells ({axes}), over the limit of {limit} fine-tune runs a sweep may "
+    "queue (SWEEP_MAX_CELLS); sweep fewer values or split the grid"
+)
 CANNOT_CANCEL = "sweep {name!r} is {status}; only a running sweep can be cancelled"
 METHODS = (FineTuneRun.Method.LORA, FineTuneRun.Method.FULL)
 GRID_AXES = ("learning_rate", "epochs")
@@ -49,6 +55,15 @@ def _positive(axis: str, values: Sequence, *, whole: bool = False, none_ok: bool
         kind_ok = isinstance(value, int) if whole else isinstance(value, int | float)
         if isinstance(value, bool) or not kind_ok or value <= 0:
             raise ServiceError(BAD_VALUE.format(axis=axis, value=value))
+
+
+def _cells_within_limit(**axes: Sequence) -> None:
+    """Refuse a grid of more cells than SWEEP_MAX_CELLS before any cell is made: the product
+    of a few long axes is millions of queued fine-tunes."""
+    count, limit = math.prod(len(values) for values in axes.values()), settings.SWEEP_MAX_CELLS
+    if count > limit:
+        sizes = " x ".join(f"{name.replace('_', ' ')} {len(v)}" for name, v in axes.items())
+        raise ServiceError(TOO_MANY_CELLS.format(count=count, axes=sizes, limit=limit))
 
 
 def _judge_prompt(mode: str, prompt: JudgePrompt | None) -> JudgePrompt:
@@ -106,6 +121,9 @@ def sweep_create(
     for method in methods:
         if method not in METHODS:
             raise ServiceError(BAD_METHOD.format(method=method))
+    _cells_within_limit(
+        mixes=mixes, rows=rows, learning_rates=learning_rates, epochs=epochs, methods=methods
+    )
     _positive("rows", rows, whole=True, none_ok=True)
     _positive("learning rates", learning_rates)
     _positive("epochs", epochs)

@@ -16,7 +16,9 @@ from generation.models import LanguageModel
 from ..catalog import task_rows
 from ..models import BenchmarkRun, BenchmarkSample, Scoring
 from ..results import result_rows
-from ..runs import benchmark_run_create
+from ..runs import GEN_PARAMS, benchmark_run_create
+
+GEN_RULES = [f"{p.name} ({p.rule})" for p in GEN_PARAMS]
 
 
 class BenchmarkRunInputSerializer(serializers.Serializer):
@@ -33,7 +35,9 @@ class BenchmarkRunInputSerializer(serializers.Serializer):
     batch_size = serializers.IntegerField(default=8, min_value=1, max_value=1024)
     seed = serializers.IntegerField(default=0, min_value=-(2**31), max_value=2**31 - 1)
     params = serializers.DictField(
-        required=False, default=dict, help_text="Decoding for generative scoring"
+        required=False,
+        default=dict,
+        help_text="Decoding for generative scoring: " + ", ".join(GEN_RULES),
     )
 
 

@@ -12,6 +12,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from evalsite.exports import file_name
+from evalsite.query import whole_number
 
 from ..engine.params import FINETUNE, Param
 from ..errors import ServiceError
@@ -153,8 +154,11 @@ class FineTuneRunViewSet(
     def get_serializer_context(self):
         context = super().get_serializer_context()
         after = self.request.query_params.get("log_after", "")
-        if after.lstrip("-").isdigit():
-            context["log_after"] = int(after)
+        if after:
+            try:
+                context["log_after"] = whole_number(after, name="log_after", low=-1, high=2**31 - 1)
+            except ValueError as exc:
+                raise ValidationError({"log_after": str(exc)}) from None
         return context
 
     @extend_schema(request=FineTuneRunInputSerializer, responses={201: FineTuneRunSerializer})
