@@ -8,7 +8,7 @@ from django.db import transaction
 from django.db.models import Max
 
 from evalsite.accounts.services import Action, audit_record
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
 
 from .engine import operations
 from .models import EvolutionPrompt

@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 
 from evalsite.accounts.services import Action, audit_record
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
 
 from ..engine import verdicts
 from ..engine.presets import DEFAULT_GRADING, DEFAULT_PAIRWISE, PRESETS
