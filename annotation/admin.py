@@ -18,8 +18,8 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
+from evalsite.errors import ServiceError
 from generation.admin.shared import registered_admin_class
-from generation.errors import ServiceError
 from generation.models import GenerationRun
 
 from . import gold, studies

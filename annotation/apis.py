@@ -19,7 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from evalsite.auth import ScopedRateThrottle
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
 
 from .loop.assign import next_pair, shown_pair
 from .loop.skips import BAD_REASON, REASONS, assignment_skip
@@ -203,8 +203,8 @@ class AssignmentVoteApi(_AnnotatorApi):
                 choice=form.validated_data["choice"],
                 comment=form.validated_data["comment"],
             )
-        except VoteConflict as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        except VoteConflict:
+            raise  # 409, through the API's exception handler
         except ServiceError:
             raise Http404 from None  # the study closed meanwhile
         progress = target.progress_after(created=created)
@@ -259,10 +259,9 @@ class AssignmentSkipApi(_AnnotatorApi):
         form = self.InputSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         reason = form.validated_data["reason"]
-        try:
-            changed = assignment_skip(assignment=target.assignment, reason=reason)
-        except VoteConflict as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        # A VoteConflict (voted, or skipped for another reason) is a 409 through the API's
+        # exception handler.
+        changed = assignment_skip(assignment=target.assignment, reason=reason)
         # Their progress without the pair: it was counted as still theirs before.
         progress = target.progress_after(created=False)
         data = {

@@ -20,9 +20,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from evalsite.accounts.services import Action, audit_record
+from evalsite.errors import ServiceError
 from evalsite.query import is_whole_number
 from generation.engine import render
-from generation.errors import ServiceError
 from generation.models import LanguageModel, PreferenceDataset
 from generation.templates import as_template, template_for
 from generation.training.preferences import preference_dataset_create, preferences_write

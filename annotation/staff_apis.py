@@ -4,6 +4,8 @@ exports, two studies compared, and annotators left out. The annotator loop is an
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from django.http import Http404, HttpResponse
 from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
@@ -14,13 +16,24 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from evalsite.errors import ServiceError, StateConflict
 from evalsite.query import whole_number
-from generation.errors import ServiceError
 from generation.models import GenerationRun, PromptSet
 
 from . import quality, ranking, results, staff, studies
 from .models import Study
 from .views import count_from
+
+
+@contextmanager
+def _refused_as_conflict():
+    """Opening and closing are refused only for what the study is now (open already, a draft,
+    a routing study with no judge run yet): every refusal is a 409, not a 400."""
+    try:
+        yield
+    except ServiceError as exc:
+        raise StateConflict(str(exc)) from None
+
 
 # --- staff -------------------------------------------------------------------------------------
 
@@ -156,39 +169,32 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         form = StudyCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        try:
-            study = studies.study_create(
-                name=data["name"],
-                title=data["title"],
-                prompt_set=data["prompt_set"],
-                runs=data["runs"],
-                votes_per_comparison=data["votes_per_comparison"],
-                instructions=data["instructions"],
-                routing=data["routing"],
-                audit_share=data["audit_share"],
-                open_now=data["open"],
-                user=request.user,
-            )
-        except ServiceError as exc:
-            raise ValidationError({"detail": str(exc)}) from None
+        study = studies.study_create(
+            name=data["name"],
+            title=data["title"],
+            prompt_set=data["prompt_set"],
+            runs=data["runs"],
+            votes_per_comparison=data["votes_per_comparison"],
+            instructions=data["instructions"],
+            routing=data["routing"],
+            audit_share=data["audit_share"],
+            open_now=data["open"],
+            user=request.user,
+        )
         return Response(StudySerializer(study).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={200: StudySerializer})
     @action(detail=True, methods=["post"], url_path="open")
     def open_study(self, request, pk=None):
-        try:
+        with _refused_as_conflict():
             study = studies.study_open(study=self.get_object(), user=request.user)
-        except ServiceError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(StudySerializer(study).data)
 
     @extend_schema(request=None, responses={200: StudySerializer})
     @action(detail=True, methods=["post"], url_path="close")
     def close_study(self, request, pk=None):
-        try:
+        with _refused_as_conflict():
             study = studies.study_close(study=self.get_object(), user=request.user)
-        except ServiceError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(StudySerializer(study).data)
 
 

@@ -13,7 +13,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from evalsite.accounts.services import Action, audit_record
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
 from generation.models import Answer, GenerationRun, PromptSet
 
 from . import hooks, identity

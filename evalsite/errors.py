@@ -20,12 +20,12 @@ def api_exception_handler(exc, context):
     for a StateConflict), data the database refuses to store is a 400, never a server error."""
     from django.db import DataError
     from rest_framework.response import Response
-    from rest_framework.views import exception_handler
+    from rest_framework.views import exception_handler, set_rollback
 
-    if isinstance(exc, StateConflict):
-        return Response({"detail": str(exc)}, status=409)
-    if isinstance(exc, ServiceError):
-        return Response({"detail": str(exc)}, status=400)
-    if isinstance(exc, DataError):
-        return Response({"detail": BAD_CHARACTERS}, status=400)
+    if isinstance(exc, ServiceError | DataError):
+        # As DRF's own handler does: an atomic request's changes are rolled back.
+        set_rollback()
+        status = 409 if isinstance(exc, StateConflict) else 400
+        detail = BAD_CHARACTERS if isinstance(exc, DataError) else str(exc)
+        return Response({"detail": detail}, status=status)
     return exception_handler(exc, context)

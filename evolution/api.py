@@ -8,19 +8,17 @@ from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
-from rest_framework import mixins, serializers, status, viewsets
+from rest_framework import serializers
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.response import Response
 
 from evalsite.query import whole_number
-from generation.api.shared import RUN_STATE_FIELDS, run_change
-from generation.errors import ServiceError
+from evalsite.runs.api import RUN_STATE_FIELDS, RunViewSet
 from generation.models import InstructionDataset, LanguageModel
 
 from .engine.elimination import RULES
 from .models import EvolutionItem, EvolutionRun
-from .runs import MOST_ROUNDS, evolution_run_cancel, evolution_run_create, evolution_run_retry
+from .runs import MOST_ROUNDS, evolution_run_create
 from .summary import evolution_totals
 
 
@@ -109,11 +107,7 @@ class EvolutionItemSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class EvolutionRunViewSet(
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    viewsets.GenericViewSet,
-):
+class EvolutionRunViewSet(RunViewSet):
     """Staff only."""
 
     # Queueing a run needs the right to run models as well as to add the row.
@@ -125,33 +119,11 @@ class EvolutionRunViewSet(
     }
     queryset = EvolutionRun.objects.select_related("source", "model", "answer_model")
     serializer_class = EvolutionRunSerializer
+    input_serializer_class = EvolutionRunInputSerializer
     filterset_fields = ["source", "model", "status"]
 
-    @extend_schema(request=EvolutionRunInputSerializer, responses={201: EvolutionRunSerializer})
-    def create(self, request):
-        form = EvolutionRunInputSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        try:
-            run = evolution_run_create(**form.validated_data, user=request.user)
-        except ServiceError as exc:
-            raise ValidationError({"detail": str(exc)}) from None
-        return Response(EvolutionRunSerializer(run).data, status=status.HTTP_201_CREATED)
-
-    @extend_schema(request=None, responses=EvolutionRunSerializer)
-    @action(detail=True, methods=["post"])
-    def cancel(self, request, pk=None):
-        """Queued runs stop at once; a running one before its next batch (409 when done)."""
-        return run_change(
-            evolution_run_cancel, self.get_object(), EvolutionRunSerializer, request.user
-        )
-
-    @extend_schema(request=None, responses=EvolutionRunSerializer)
-    @action(detail=True, methods=["post"])
-    def retry(self, request, pk=None):
-        """Queue a failed or cancelled run again; it makes only the items it lacks."""
-        return run_change(
-            evolution_run_retry, self.get_object(), EvolutionRunSerializer, request.user
-        )
+    def create_run(self, data: dict, user) -> EvolutionRun:
+        return evolution_run_create(**data, user=user)
 
     @extend_schema(
         parameters=[

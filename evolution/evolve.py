@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
+from evalsite.errors import ServiceError
 from generation.engine.examples import join_instruction
-from generation.errors import ServiceError
 from generation.instructions import ParsedExample
 from generation.models import InstructionExample
 from generation.training.data import instruction_dataset_create

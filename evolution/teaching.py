@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from django.db import transaction
 
 from evalsite import jsonguard
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
 from generation.instructions import ParsedExample
 from generation.models import FineTuneRun, InstructionDataset, LanguageModel
 from generation.training.data import DATASET_NAME_TAKEN, instruction_dataset_create

@@ -20,16 +20,9 @@ from jinja2 import TemplateError
 
 import annotation.admin  # noqa: F401 - registers the Study admin extended below
 from annotation.models import Study
-from generation.admin.shared import (
-    ImportFromFile,
-    QueuedRunWarning,
-    apply_each,
-    form_action,
-    progress_bar,
-    registered_admin_class,
-    run_action,
-)
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
+from evalsite.runs.admin import RunAdmin
+from generation.admin.shared import ImportFromFile, apply_each, form_action, registered_admin_class
 from generation.models import LanguageModel
 
 from .grading import grading_results
@@ -45,7 +38,7 @@ from .prompts import (
     judge_prompt_update,
     judge_prompts_import,
 )
-from .runs import judge_run_cancel, judge_run_create, judge_run_retry
+from .runs import judge_run_create
 from .summary import judge_run_summary
 
 FORM_FIELDS = [f for f in PROMPT_FIELDS if f != "source"]  # source: set by file loads only
@@ -232,7 +225,7 @@ class JudgmentInline(admin.TabularInline):
 
 
 @admin.register(JudgeRun)
-class JudgeRunAdmin(QueuedRunWarning, admin.ModelAdmin):
+class JudgeRunAdmin(RunAdmin):
     list_display = [
         "id",
         "judge",
@@ -245,7 +238,7 @@ class JudgeRunAdmin(QueuedRunWarning, admin.ModelAdmin):
     ]
     list_filter = ["status", "judge", "study"]
     list_select_related = ["judge", "study", "prompt"]
-    readonly_fields = [
+    run_fields = [
         "judge",
         "study",
         "prompt",
@@ -256,31 +249,10 @@ class JudgeRunAdmin(QueuedRunWarning, admin.ModelAdmin):
         "batch_size",
         "max_attempts",
         "inconsistent",
-        "status",
-        "progress",
-        "counts",
-        "grades",
-        "requests",
-        "usage",
-        "error",
-        "worker",
-        "attempts",
-        "created_at",
-        "started_at",
-        "finished_at",
-        "heartbeat_at",
-        "created_by",
     ]
-    fields = readonly_fields
+    result_fields = ["counts", "grades", "requests", "usage"]
     inlines = [JudgmentInline]
-    actions = ["retry_runs", "cancel_runs"]
-
-    def has_add_permission(self, request) -> bool:
-        return False  # runs come from the study action, the API or `manage.py judge`
-
-    @admin.display(description="progress")
-    def progress(self, obj: JudgeRun) -> SafeString:
-        return progress_bar(obj.done, obj.total, more=" verdicts")
+    retry_description = "Retry (ask the missing verdicts)"
 
     @admin.display(description="counts")
     def counts(self, obj: JudgeRun) -> str:
@@ -313,11 +285,6 @@ class JudgeRunAdmin(QueuedRunWarning, admin.ModelAdmin):
             export,
             export,
         )
-
-    retry_runs = run_action(
-        judge_run_retry, "Judge run {} requeued.", description="Retry (ask the missing verdicts)"
-    )
-    cancel_runs = run_action(judge_run_cancel, "Judge run {} cancelled.", description="Cancel")
 
 
 # --- studies: "Run LLM judge…" -----------------------------------------------------------------

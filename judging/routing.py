@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from django.db import transaction
 
 from annotation.models import Comparison, Study
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
 
 from .models import JudgePrompt, JudgeRun, Judgment
 

@@ -32,8 +32,8 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from evalsite.errors import ServiceError
 from generation.engine.tiny import CORPUS_FILE, FIXTURES
-from generation.errors import ServiceError
 
 from .engine import verdicts
 from .engine.verdicts import FIRST, LAST_LINE_123, PAIRWISE, SECOND, TIE, JudgeTemplate

@@ -11,9 +11,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from generation.api.shared import run_change
 from generation.engine import charts
-from generation.errors import ServiceError
 from generation.models import FineTuneRun, InstructionDataset, LanguageModel, PromptSet
 from judging.models import JudgePrompt
 
@@ -144,22 +142,15 @@ class SweepViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     def create(self, request):
         form = SweepInputSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        try:
-            sweep = sweep_create(**form.validated_data, user=request.user)
-        except ServiceError as exc:
-            raise ValidationError({"detail": str(exc)}) from None
+        sweep = sweep_create(**form.validated_data, user=request.user)
         return Response(SweepDetailSerializer(sweep).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses=SweepSerializer)
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         """Cancel every queued or running run of the sweep (409 when it is not running)."""
-        return run_change(
-            lambda run, user: sweep_cancel(sweep=run, user=user),
-            self.get_object(),
-            SweepSerializer,
-            request.user,
-        )
+        sweep = sweep_cancel(sweep=self.get_object(), user=request.user)
+        return Response(SweepSerializer(sweep).data)
 
     @extend_schema(
         parameters=[OpenApiParameter("image", str, enum=list(charts.FORMATS))],

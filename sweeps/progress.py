@@ -17,7 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from annotation.studies import study_create
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
 from generation.models import FineTuneRun, GenerationRun
 from generation.runs import generation_run_create
 from judging.grading import grading_results

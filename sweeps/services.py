@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from evalsite.accounts.services import Action, audit_record
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError, StateConflict
 from generation.models import FineTuneRun, InstructionDataset, LanguageModel, PromptSet
 from generation.params import generation_params_check, hyperparameters_check
 from generation.runs import generation_run_cancel, generation_run_create
@@ -248,7 +248,7 @@ def sweep_cancel(*, sweep: Sweep, user=None) -> Sweep:
     after its current step), unfinished cells are marked cancelled, scored ones stay."""
     sweep = Sweep.objects.select_for_update().get(pk=sweep.pk)
     if sweep.status != Sweep.Status.RUNNING:
-        raise ServiceError(CANNOT_CANCEL.format(name=sweep.name, status=sweep.status))
+        raise StateConflict(CANNOT_CANCEL.format(name=sweep.name, status=sweep.status))
     _cancel_quietly(generation_run_cancel, sweep.base_run, user)
     stopped = 0
     for cell in sweep.cells.select_related("finetune_run", "generation_run", "judge_run"):

@@ -17,7 +17,7 @@ from typing import NamedTuple
 from django.conf import settings
 from django.db import connection, transaction
 
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
 from generation.models import Answer
 
 from ..identity import apply_masks

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from django.db import connection, transaction
 from django.utils import timezone
 
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError, StateConflict
 
 from ..models import Assignment, Study, Vote
 from .sql import MAY_ANNOTATE, done, in_pool, params, remaining, sql, stored
@@ -24,8 +24,8 @@ BAD_CHOICE = "choice must be one of " + ", ".join(f'"{c}"' for c in CHOICES)
 TIE_KINDS = {"tie": Vote.TieKind.BOTH_GOOD, "tie_bothbad": Vote.TieKind.BOTH_BAD}
 
 
-class VoteConflict(ServiceError):
-    """The vote cannot be taken as asked (HTTP 409)."""
+class VoteConflict(StateConflict):
+    """The vote cannot be taken as asked (HTTP 409, through the API's exception handler)."""
 
 
 # Whether the user may annotate, their own assignment in an open study (anyone else's token is

@@ -17,7 +17,8 @@ QUEUED = "queued; follow it in the admin, or with --wait"
 class RunCommand(BaseCommand):
     """Subclasses add their options in ``add_run_options``, make the run in ``create_run``
     (through the kind's service, ``enqueue`` False for ``--inline``), and may say more in
-    ``describe`` (the line printed once it is made) and ``report`` (after it succeeded)."""
+    ``describe`` (the line printed once it is made), ``succeeded`` (the success line) and
+    ``report`` (after it)."""
 
     wait_help = "wait and show a progress bar"
     inline_help = "execute it in this process instead of a worker (no broker needed)"
@@ -71,8 +72,12 @@ class RunCommand(BaseCommand):
             error = run.error.strip()[-500:]
             outcome = f"{kind.label} {run.pk} {run.status}"
             raise CommandError(f"{outcome}: {error}" if error else outcome)
-        done, total = getattr(run, kind.done), getattr(run, kind.total)
-        line = f"{kind.label} {run.pk} succeeded: {done}/{total} {kind.unit}"
-        self.stdout.write(self.style.SUCCESS(line))
+        self.stdout.write(self.style.SUCCESS(self.succeeded(run)))
         self.report(run)
         return run
+
+    def succeeded(self, run) -> str:
+        """The success line (a subclass may say what came of the run instead)."""
+        kind = kind_of(run)
+        done, total = getattr(run, kind.done), getattr(run, kind.total)
+        return f"{kind.label} {run.pk} succeeded: {done}/{total} {kind.unit}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
 
 from ..models import EvolutionPrompt
 from ..prompts import (

@@ -13,19 +13,14 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from generation.admin.shared import (
-    QueuedRunWarning,
-    progress_bar,
-    run_action,
-)
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
+from evalsite.runs.admin import RunAdmin
 from generation.importers import TOO_LARGE
 from generation.models import LanguageModel
 
 from ..engine.elimination import RULES
 from ..engine.operations import OPERATIONS
 from ..models import EvolutionRun
-from ..runs import evolution_run_cancel, evolution_run_retry
 from ..summary import evolution_examples, evolution_totals
 from ..teaching import evolver_train
 
@@ -55,7 +50,7 @@ class TrainEvolverForm(forms.Form):
 
 
 @admin.register(EvolutionRun)
-class EvolutionRunAdmin(QueuedRunWarning, admin.ModelAdmin):
+class EvolutionRunAdmin(RunAdmin):
     list_display = [
         "id",
         "source",
@@ -70,7 +65,7 @@ class EvolutionRunAdmin(QueuedRunWarning, admin.ModelAdmin):
     ]
     list_filter = ["status", "model", "source"]
     list_select_related = ["source", "model", "answer_model", "result"]
-    readonly_fields = [
+    run_fields = [
         "source",
         "model",
         "answer_model",
@@ -83,24 +78,9 @@ class EvolutionRunAdmin(QueuedRunWarning, admin.ModelAdmin):
         "rules",
         "prompts",
         "name",
-        "result",
-        "status",
-        "progress",
-        "report",
-        "error",
-        "worker",
-        "attempts",
-        "created_at",
-        "started_at",
-        "finished_at",
-        "heartbeat_at",
-        "created_by",
     ]
-    fields = readonly_fields
-    actions = ["retry_runs", "cancel_runs"]
-
-    def has_add_permission(self, request) -> bool:
-        return False  # runs come from the data set action, the API or `manage.py evolve`
+    result_fields = ["result", "report"]
+    retry_description = "Retry (make the missing items)"
 
     def get_urls(self):
         page = path(
@@ -157,10 +137,6 @@ class EvolutionRunAdmin(QueuedRunWarning, admin.ModelAdmin):
             "opts": self.model._meta,
         }
         return render(request, "admin/evolution/evolutionrun/train_evolver.html", context)
-
-    @admin.display(description="progress")
-    def progress(self, obj: EvolutionRun) -> SafeString:
-        return progress_bar(obj.done, obj.total, more=" items")
 
     @admin.display(description="kept")
     def kept(self, obj: EvolutionRun) -> str:
@@ -220,12 +196,3 @@ class EvolutionRunAdmin(QueuedRunWarning, admin.ModelAdmin):
             _items_link(obj, "All items of this run"),
             examples,
         )
-
-    retry_runs = run_action(
-        evolution_run_retry,
-        "Evolution run {} requeued.",
-        description="Retry (make the missing items)",
-    )
-    cancel_runs = run_action(
-        evolution_run_cancel, "Evolution run {} cancelled.", description="Cancel"
-    )

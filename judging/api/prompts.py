@@ -11,7 +11,6 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from generation.api.shared import import_action, import_upload
-from generation.errors import ServiceError
 
 from ..engine import verdicts
 from ..models import JudgePrompt
@@ -47,18 +46,11 @@ class JudgePromptSerializer(serializers.ModelSerializer):
         return judge_prompt_in_use(obj)
 
     def create(self, validated_data):
-        user = self.context["request"].user
-        try:
-            return judge_prompt_create(**validated_data, user=user)
-        except ServiceError as exc:
-            raise ValidationError({"detail": str(exc)}) from None
+        return judge_prompt_create(**validated_data, user=self.context["request"].user)
 
     def update(self, instance, validated_data):
         user = self.context["request"].user
-        try:
-            return judge_prompt_update(prompt=instance, changes=validated_data, user=user)
-        except ServiceError as exc:
-            raise ValidationError({"detail": str(exc)}) from None
+        return judge_prompt_update(prompt=instance, changes=validated_data, user=user)
 
 
 def _value() -> serializers.CharField:
@@ -150,7 +142,4 @@ class JudgePromptViewSet(viewsets.ModelViewSet):
         )
 
     def perform_destroy(self, instance):
-        try:
-            judge_prompt_delete(prompt=instance)
-        except ServiceError as exc:
-            raise ValidationError({"detail": str(exc)}) from None
+        judge_prompt_delete(prompt=instance)

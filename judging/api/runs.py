@@ -9,20 +9,22 @@ from django.db.models.functions import Coalesce
 from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
-from rest_framework import mixins, renderers, serializers, status, viewsets
+from rest_framework import renderers, serializers
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from annotation.models import Study
-from generation.api.shared import RUN_STATE_FIELDS, TemplateRefSerializer, run_change, template_ref
-from generation.errors import ServiceError
+from evalsite.errors import StateConflict
+from evalsite.runs.api import RUN_STATE_FIELDS, RunViewSet
+from generation.api.shared import TemplateRefSerializer, template_ref
 from generation.models import LanguageModel
 
 from ..grading import grades_csv, grading_results
 from ..models import JudgePrompt, JudgeRun, Judgment
-from ..runs import judge_run_cancel, judge_run_create, judge_run_retry
+from ..runs import judge_run_create
 from ..summary import judge_run_summary
+
+NO_GRADES = "judge run {id} is a pairwise run; it has no grades"
 
 
 class JudgeRunInputSerializer(serializers.Serializer):
@@ -164,11 +166,7 @@ class CSVTextRenderer(renderers.BaseRenderer):
         return json.dumps(data, ensure_ascii=False).encode(self.charset)
 
 
-class JudgeRunViewSet(
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    viewsets.GenericViewSet,
-):
+class JudgeRunViewSet(RunViewSet):
     """Staff only: judge runs name their judge, prompt and raw outputs."""
 
     # Queueing a judge needs the right to run models as well as to add the row.
@@ -181,32 +179,14 @@ class JudgeRunViewSet(
     }
     queryset = JudgeRun.objects.select_related("judge", "study", "prompt", "template")
     serializer_class = JudgeRunSerializer
+    input_serializer_class = JudgeRunInputSerializer
     filterset_fields = ["judge", "study", "prompt", "status"]
 
     def get_serializer_class(self):
         return JudgeRunDetailSerializer if self.action == "retrieve" else JudgeRunSerializer
 
-    @extend_schema(request=JudgeRunInputSerializer, responses={201: JudgeRunSerializer})
-    def create(self, request):
-        form = JudgeRunInputSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        try:
-            run = judge_run_create(**form.validated_data, user=request.user)
-        except ServiceError as exc:
-            raise ValidationError({"detail": str(exc)}) from None
-        return Response(JudgeRunSerializer(run).data, status=status.HTTP_201_CREATED)
-
-    @extend_schema(request=None, responses=JudgeRunSerializer)
-    @action(detail=True, methods=["post"])
-    def cancel(self, request, pk=None):
-        """Queued runs stop at once; a running one before its next batch (409 when done)."""
-        return run_change(judge_run_cancel, self.get_object(), JudgeRunSerializer, request.user)
-
-    @extend_schema(request=None, responses=JudgeRunSerializer)
-    @action(detail=True, methods=["post"])
-    def retry(self, request, pk=None):
-        """Queue a failed or cancelled run again; it asks only for the verdicts it lacks."""
-        return run_change(judge_run_retry, self.get_object(), JudgeRunSerializer, request.user)
+    def create_run(self, data: dict, user) -> JudgeRun:
+        return judge_run_create(**data, user=user)
 
     @extend_schema(responses=JudgmentSerializer(many=True))
     @action(detail=True, methods=["get"], filter_backends=[])
@@ -241,10 +221,7 @@ class JudgeRunViewSet(
         as CSV, one column per model. 409 for a pairwise run."""
         run = self.get_object()
         if not run.grading:
-            return Response(
-                {"detail": f"judge run {run.pk} is a pairwise run; it has no grades"},
-                status=status.HTTP_409_CONFLICT,
-            )
+            raise StateConflict(NO_GRADES.format(id=run.pk))
         results = grading_results(run)
         if request.accepted_renderer.format == "csv":
             response = Response(grades_csv(results), content_type="text/csv; charset=utf-8")

@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from annotation import studies
 from annotation.models import Study
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
 from generation.models import PromptSet
 
 

@@ -3,7 +3,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.preferences import preferences_export
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
 
 
 class Command(BaseCommand):

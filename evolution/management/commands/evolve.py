@@ -1,14 +1,12 @@
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from evalsite.runs.commands import RunCommand
 from evolution.engine.operations import OPERATIONS
-from evolution.models import EvolutionRun
-from evolution.runs import evolution_run_create, evolution_run_execute
+from evolution.runs import evolution_run_create
 from evolution.summary import evolution_totals
-from generation.errors import ServiceError
 from generation.models import InstructionDataset, LanguageModel
-from generation.workers import follow
 
 
 def _model(name: str, option: str) -> LanguageModel:
@@ -28,14 +26,16 @@ def _json(text: str, option: str) -> dict:
     return value
 
 
-class Command(BaseCommand):
+class Command(RunCommand):
     help = (
         "Queue an Evol-Instruct run: rewrite a data set's instructions with a model for N rounds, "
         "drop failed evolutions, answer the survivors, and write them as a new data set; --wait "
         "shows progress, then the counts."
     )
 
-    def add_arguments(self, parser):
+    inline_help = "run in this process instead of a worker"
+
+    def add_run_options(self, parser):
         parser.add_argument("--dataset", required=True, help="instruction data set to evolve")
         parser.add_argument("--model", required=True, help="registered model that rewrites")
         parser.add_argument(
@@ -55,55 +55,39 @@ class Command(BaseCommand):
             default="{}",
             help='elimination thresholds as JSON, e.g. {"near_duplicate": 1.0}',
         )
-        parser.add_argument("--wait", action="store_true", help="wait and show a progress bar")
-        parser.add_argument(
-            "--inline", action="store_true", help="run in this process instead of a worker"
-        )
 
-    def handle(self, *args, **opts):
+    def create_run(self, opts, *, enqueue):
         source = InstructionDataset.objects.filter(name=opts["dataset"]).first()
         if source is None:
             raise CommandError(f"--dataset: no instruction data set named {opts['dataset']!r}")
-        model = _model(opts["model"], "--model")
-        answer_model = (
-            _model(opts["answer_model"], "--answer-model") if opts["answer_model"] else None
+        return evolution_run_create(
+            source=source,
+            model=_model(opts["model"], "--model"),
+            answer_model=(
+                _model(opts["answer_model"], "--answer-model") if opts["answer_model"] else None
+            ),
+            judge=_model(opts["judge"], "--judge") if opts["judge"] else None,
+            rounds=opts["rounds"],
+            seed=opts["seed"],
+            batch_size=opts["batch_size"],
+            params=_json(opts["params"], "--params"),
+            answer_params=_json(opts["answer_params"], "--answer-params"),
+            rules=_json(opts["rules"], "--rules"),
+            name=opts["name"],
+            enqueue=enqueue,
         )
-        judge = _model(opts["judge"], "--judge") if opts["judge"] else None
-        try:
-            run = evolution_run_create(
-                source=source,
-                model=model,
-                answer_model=answer_model,
-                judge=judge,
-                rounds=opts["rounds"],
-                seed=opts["seed"],
-                batch_size=opts["batch_size"],
-                params=_json(opts["params"], "--params"),
-                answer_params=_json(opts["answer_params"], "--answer-params"),
-                rules=_json(opts["rules"], "--rules"),
-                name=opts["name"],
-                enqueue=not opts["inline"],
-            )
-        except ServiceError as exc:
-            raise CommandError(str(exc)) from None
-        self.stdout.write(
-            f"evolution run {run.pk}: {model.name} on {source.name}, {run.rounds} round(s), "
-            f"up to {run.total} evolutions; writes {run.name}"
+
+    def describe(self, run) -> str:
+        return (
+            f"evolution run {run.pk}: {run.model.name} on {run.source.name}, {run.rounds} "
+            f"round(s), up to {run.total} evolutions; writes {run.name}"
         )
-        if opts["inline"]:
-            evolution_run_execute(run.pk)
-        elif not opts["wait"]:
-            self.stdout.write("queued; follow it in the admin")
-            return
-        run = self._follow(run)
-        if run.status != EvolutionRun.Status.SUCCEEDED:
-            raise CommandError(f"evolution run {run.pk} {run.status}: {run.error.strip()[-500:]}")
+
+    def succeeded(self, run) -> str:
         totals = evolution_totals(run.counts)
-        self.stdout.write(
-            self.style.SUCCESS(
-                f"evolution run {run.pk} succeeded: {totals['kept']} of {totals['items']} kept"
-            )
-        )
+        return f"evolution run {run.pk} succeeded: {totals['kept']} of {totals['items']} kept"
+
+    def report(self, run) -> None:
         for op in [o for o in OPERATIONS if o in run.counts]:
             entry = run.counts[op]
             dropped = ", ".join(f"{rule} {n}" for rule, n in sorted(entry["dropped"].items()))
@@ -115,6 +99,3 @@ class Command(BaseCommand):
             self.stdout.write(f"data set {run.result.name}: {run.result.examples.count()} rows")
         else:
             self.stdout.write(run.error)
-
-    def _follow(self, run: EvolutionRun) -> EvolutionRun:
-        return follow(self, run, desc=f"evolution run {run.pk}", unit="item")

@@ -1,24 +1,24 @@
 import json
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from evalsite.runs.commands import RunCommand
 from evolution.engine.operations import OPERATIONS
 from evolution.teaching import evolver_train
-from generation.errors import ServiceError
-from generation.models import FineTuneRun, LanguageModel
-from generation.training.finetune import finetune_run_execute
-from generation.workers import follow
+from generation.models import LanguageModel
 
 
-class Command(BaseCommand):
+class Command(RunCommand):
     help = (
         "Teach a model to evolve instructions: (instruction, evolved) pairs from a JSONL file "
         "become a data set (rewrite prompt -> evolved instruction) and a LoRA fine-tune of --base "
         "on it; the registered result can be passed to `evolve --model`."
     )
 
-    def add_arguments(self, parser):
+    inline_help = "train in this process"
+
+    def add_run_options(self, parser):
         parser.add_argument(
             "--pairs", required=True, help="JSONL: instruction, evolved[, operation]"
         )
@@ -36,10 +36,9 @@ class Command(BaseCommand):
             default="{}",
             help='fine-tune hyper-parameters as JSON, e.g. {"epochs": 20, "learning_rate": 0.002}',
         )
-        parser.add_argument("--wait", action="store_true", help="wait and show a progress bar")
-        parser.add_argument("--inline", action="store_true", help="train in this process")
 
-    def handle(self, *args, **opts):
+    def create_run(self, opts, *, enqueue):
+        """The fine-tune run of the evolver (the pairs' data set is made with it)."""
         base = LanguageModel.objects.filter(name=opts["base"]).first()
         if base is None:
             raise CommandError(f"--base: no model named {opts['base']!r}")
@@ -52,42 +51,27 @@ class Command(BaseCommand):
             params = json.loads(opts["params"])
         except json.JSONDecodeError as exc:
             raise CommandError(f"--params is not valid JSON ({exc.msg})") from None
-        try:
-            dataset, run = evolver_train(
-                data=data,
-                filename=str(path),
-                base_model=base,
-                name=opts["name"],
-                operation=opts["operation"],
-                seed=opts["seed"],
-                params=params,
-                enqueue=not opts["inline"],
-            )
-        except ServiceError as exc:
-            raise CommandError(str(exc)) from None
-        self.stdout.write(
+        _, run = evolver_train(
+            data=data,
+            filename=str(path),
+            base_model=base,
+            name=opts["name"],
+            operation=opts["operation"],
+            seed=opts["seed"],
+            params=params,
+            enqueue=enqueue,
+        )
+        return run
+
+    def describe(self, run) -> str:
+        dataset = run.datasets.get()  # the pairs, as evolver_train wrote them
+        operations = sorted(dataset.stats["operations"].items())
+        return (
             f"data set {dataset.name}: {dataset.examples.count()} pairs "
-            f"({', '.join(f'{op} {n}' for op, n in sorted(dataset.stats['operations'].items()))})"
-        )
-        self.stdout.write(
-            f"fine-tune run {run.pk}: LoRA on {base.name}, about {run.total_steps} steps"
-        )
-        if opts["inline"]:
-            finetune_run_execute(run_id=run.pk)
-        elif not opts["wait"]:
-            self.stdout.write("queued; follow it in the admin")
-            return
-        run = self._follow(run)
-        if run.status != FineTuneRun.Status.SUCCEEDED:
-            raise CommandError(f"fine-tune run {run.pk} {run.status}: {run.error.strip()[-500:]}")
-        self.stdout.write(
-            self.style.SUCCESS(
-                f"evolver {run.result_model.name!r} registered; use it with "
-                f"`manage.py evolve --model {run.result_model.name} ...`"
-            )
+            f"({', '.join(f'{op} {n}' for op, n in operations)})\n"
+            f"fine-tune run {run.pk}: LoRA on {run.base_model.name}, about {run.total_steps} steps"
         )
 
-    def _follow(self, run: FineTuneRun) -> FineTuneRun:
-        return follow(
-            self, run, desc=f"fine-tune {run.pk}", unit="step", done="step", total="total_steps"
-        )
+    def succeeded(self, run) -> str:
+        name = run.result_model.name
+        return f"evolver {name!r} registered; use it with `manage.py evolve --model {name} ...`"

@@ -1,24 +1,25 @@
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from annotation.models import Study
-from generation.errors import ServiceError
+from evalsite.runs.commands import RunCommand
 from generation.models import LanguageModel
-from generation.workers import follow
 from judging.models import JudgeRun
 from judging.prompts import judge_prompt_for
-from judging.runs import judge_run_create, judge_run_execute
+from judging.runs import judge_run_create
 from judging.summary import judge_run_summary
 
 
-class Command(BaseCommand):
+class Command(RunCommand):
     help = (
         "Queue a judge run (judge model x study): every comparison judged in both orders, or "
         "every answer graded with --grading; --wait shows progress, then the summary."
     )
 
-    def add_arguments(self, parser):
+    inline_help = "judge in this process instead of a worker (no broker needed)"
+
+    def add_run_options(self, parser):
         parser.add_argument("--study", required=True, help="study name")
         parser.add_argument("--judge", required=True, help="registered model name of the judge")
         parser.add_argument(
@@ -45,14 +46,8 @@ class Command(BaseCommand):
             default="{}",
             help="judge decoding as JSON, e.g. '{\"max_new_tokens\": 128}'",
         )
-        parser.add_argument("--wait", action="store_true", help="wait and show a progress bar")
-        parser.add_argument(
-            "--inline",
-            action="store_true",
-            help="judge in this process instead of a worker (no broker needed)",
-        )
 
-    def handle(self, *args, **opts):
+    def create_run(self, opts, *, enqueue):
         study = Study.objects.filter(name=opts["study"]).first()
         if study is None:
             raise CommandError(f"no study named {opts['study']!r}")
@@ -66,40 +61,26 @@ class Command(BaseCommand):
             raise CommandError(f"--params is not valid JSON ({exc.msg})") from None
         except ValueError:
             raise CommandError("--comparisons takes comparison ids: 12,13,14") from None
-        try:
-            prompt = judge_prompt_for(opts["prompt"] or None, grading=opts["grading"])
-            run = judge_run_create(
-                judge=judge,
-                study=study,
-                prompt=prompt,
-                grading=opts["grading"],
-                comparisons=ids or None,
-                params=params,
-                seed=opts["seed"],
-                batch_size=opts["batch_size"],
-                max_attempts=opts["attempts"],
-                inconsistent=opts["inconsistent"],
-                enqueue=not opts["inline"],
-            )
-        except ServiceError as exc:
-            raise CommandError(str(exc)) from None
-        self.stdout.write(
-            f"judge run {run.pk}: {judge.name} on {study.name} with {run.prompt}, "
+        return judge_run_create(
+            judge=judge,
+            study=study,
+            prompt=judge_prompt_for(opts["prompt"] or None, grading=opts["grading"]),
+            grading=opts["grading"],
+            comparisons=ids or None,
+            params=params,
+            seed=opts["seed"],
+            batch_size=opts["batch_size"],
+            max_attempts=opts["attempts"],
+            inconsistent=opts["inconsistent"],
+            enqueue=enqueue,
+        )
+
+    def describe(self, run) -> str:
+        return (
+            f"judge run {run.pk}: {run.judge.name} on {run.study.name} with {run.prompt}, "
             f"{run.total} verdicts to ask for"
         )
-        if opts["inline"]:
-            judge_run_execute(run.pk)
-        elif not opts["wait"]:
-            self.stdout.write("queued; follow it in the admin")
-            return
-        run = self._follow(run)
-        if run.status != JudgeRun.Status.SUCCEEDED:
-            raise CommandError(f"judge run {run.pk} {run.status}: {run.error.strip()[-500:]}")
-        self.stdout.write(
-            self.style.SUCCESS(f"judge run {run.pk} succeeded: {run.done}/{run.total}")
-        )
+
+    def report(self, run) -> None:
         summary = judge_run_summary(run)
         self.stdout.write(", ".join(f"{key} {value}" for key, value in summary.items()))
-
-    def _follow(self, run: JudgeRun) -> JudgeRun:
-        return follow(self, run, desc=f"judge run {run.pk}", unit="verdict")

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
 from generation.importers import ImportFormatError
 from judging.prompts import judge_prompt_load
 

@@ -4,7 +4,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
 from generation.models import FineTuneRun, InstructionDataset, LanguageModel, PromptSet
 from generation.workers import QueueWatch, poll_seconds, say
 from judging.models import JudgePrompt
