@@ -27,7 +27,7 @@ NO_LOGLIKELIHOOD = (
     "task {task!r} is {output_type}: it can only be scored generatively (generate, then match)"
 )
 SERVED_NO_LOGLIKELIHOOD = (
-    "served models are evaluated through chat completions, which return no "
+    "served models are evaluated through the chat-completions API, which returns no "
     "log-likelihoods: multiple-choice task(s) {tasks} can only be scored generatively "
     "(scoring 'generative')"
 )

@@ -66,7 +66,7 @@ def test_bad_requests_are_refused_and_nothing_is_written(tiny):
         (dict(model=tiny, tasks=["ja_fixture_gen"], params={"beam": 4}), "params takes only"),
         (
             dict(model=served, tasks=["ja_fixture_mc", "ja_fixture_gen"]),
-            "chat completions, which return no log-likelihoods: multiple-choice task(s) "
+            "chat-completions API, which returns no log-likelihoods: multiple-choice task(s) "
             "ja_fixture_mc can only be scored generatively",
         ),
     ]
