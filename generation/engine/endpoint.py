@@ -187,7 +187,10 @@ def chat(client: Any, endpoint: Endpoint, messages: list[dict], options: dict) -
         )
         return raw.parse(), raw.retries_taken + 1
     except APIError as error:
-        if isinstance(error, APIStatusError):
+        refused = error.__cause__
+        if isinstance(refused, outbound.HostNotAllowed):  # the transport's check, per request
+            summary = str(refused)
+        elif isinstance(error, APIStatusError):
             summary = outbound.failure_summary(error.status_code, error.body)
         elif isinstance(error, APITimeoutError | APIConnectionError):
             summary = outbound.failure_summary(None, kind=type(error).__name__)
