@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
-import traceback
 from collections.abc import Callable
 
 from django.conf import settings
@@ -150,21 +150,46 @@ def run_held(model, run_id: int, work: Callable[[int, str], None], *, label: str
     heartbeat.start()
     try:
         work(run_id, worker)
-    except Exception:
-        log.exception("%s %s failed", label, run_id)
+    except Exception as exc:
+        log.exception("%s %s failed", label, run_id)  # the traceback: the worker's log only
         # Not only a running row: a run whose success hook failed is failed too, so that a retry
         # finishes what the hook was to do. A cancelled run stays cancelled.
         model.objects.filter(pk=run_id, worker=worker).exclude(
             status=model.Status.CANCELLED
         ).update(
             status=model.Status.FAILED,
-            error=traceback.format_exc(limit=8)[-4000:],
+            error=run_error(exc),
             finished_at=timezone.now(),
         )
     finally:
         heartbeat.stop()
     _finished(model, run_id)
     return True
+
+
+# What a failed run's error keeps: its message, never a traceback (that is in the worker's log).
+RUN_ERROR_CHARS = 1000
+# Exceptions whose message is written for staff; others are prefixed with their class name.
+_SAID_FOR_STAFF = (ServiceError, ValueError, RuntimeError)
+
+
+def run_error(exc: BaseException) -> str:
+    """The error staff see for a failed run: the exception's message (the class name first for
+    an unexpected kind), absolute server paths made relative, bounded by RUN_ERROR_CHARS."""
+    text = str(exc).strip()
+    if not isinstance(exc, _SAID_FOR_STAFF) or not text:
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    roots = [
+        (str(settings.MODEL_STORAGE), "MODEL_STORAGE"),
+        (str(settings.BASE_DIR), "."),
+        *((p, "<python>") for p in {sys.prefix, sys.base_prefix, sys.exec_prefix}),
+    ]
+    for root, shown in sorted(roots, key=lambda r: -len(r[0])):
+        if root and root != "/":
+            text = text.replace(root, shown)
+    if len(text) > RUN_ERROR_CHARS:
+        text = text[: RUN_ERROR_CHARS - 1] + "…"
+    return text
 
 
 def cancel(run, message: str):
