@@ -7,7 +7,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from .engine.catalogue import Catalogue, catalogue
+from .engine.catalogue import Catalogue, catalogue, lm_eval_tasks_dir
 
 
 def task_dirs() -> list[str]:
@@ -29,7 +29,25 @@ def task_rows() -> list[dict]:
             "output_type": info.output_type,
             "members": list(info.members),
             "source": info.source,
-            "path": info.path,
+            "path": shown_path(info.path),
         }
         for info in sorted(available_tasks().tasks.values(), key=lambda i: (i.source, i.name))
     ]
+
+
+def shown_path(path: str | Path) -> str:
+    """A task file or folder as staff see it, never an absolute server path: relative to the
+    repository, to lm-eval's task folder (``lm_eval/tasks/...``) or to the task folder that
+    holds it (``<folder name>/...``); else its name alone."""
+    target = Path(path).resolve()
+    bases = []
+    builtin = lm_eval_tasks_dir()
+    if builtin is not None:  # first: lm-eval may be installed inside the repository (.venv)
+        bases.append((builtin.resolve(), "lm_eval/tasks"))
+    bases.append((Path(settings.BASE_DIR).resolve(), ""))
+    bases += [(Path(d).resolve(), Path(d).resolve().name) for d in task_dirs()]
+    for base, prefix in bases:
+        if target == base or base in target.parents:
+            relative = target.relative_to(base).as_posix()
+            return "/".join(p for p in (prefix, relative) if p and p != ".") or target.name
+    return target.name

@@ -8,7 +8,6 @@ tasks already stored and never stores one twice (the unique constraints back thi
 from __future__ import annotations
 
 import logging
-import os
 
 from django.db import transaction
 from django.utils import timezone
@@ -40,13 +39,8 @@ def stored_tasks(run: BenchmarkRun) -> set[str]:
 def _lm(run: BenchmarkRun):
     model = run.model
     if model.is_endpoint:
-        endpoint = language_model_endpoint(model=model)
-        return harness.served_model(
-            url=endpoint.url,
-            model=endpoint.model,
-            api_key=os.environ.get(endpoint.api_key_env, "") if endpoint.api_key_env else "",
-            concurrency=endpoint.concurrency,
-        )
+        # The one client every run uses: the row's key, allowed hosts, no redirects.
+        return harness.served_model(language_model_endpoint(model=model))
     tokenizer, weights = language_model_load(model=model)
     return harness.hf_model(weights, tokenizer, batch_size=run.batch_size)
 

@@ -22,7 +22,7 @@ from generation.models import LanguageModel
 from generation.params import params_check
 from generation.runs import model_runnable
 
-from .catalog import available_tasks, task_dirs
+from .catalog import available_tasks, shown_path, task_dirs
 from .engine import harness
 from .engine.catalogue import expand
 from .models import BenchmarkRun, Scoring
@@ -108,7 +108,7 @@ def benchmark_run_create(
             seed=seed,
             params=params,
             total=len(names),
-            task_source=", ".join(task_dirs())[:500],
+            task_source=", ".join(shown_path(d) for d in task_dirs())[:500],
             created_by=user if getattr(user, "pk", None) else None,
         )
         audit_record(

@@ -177,6 +177,12 @@ BENCHMARK_TASK_DIRS = [
     )
     if p
 ]
+# Where a served model's endpoint_url may point: host names (".example.com" for a domain and its
+# sub-domains), IP addresses and CIDR networks, comma-separated; "*" allows any host. A name not
+# listed must resolve only to listed networks. Checked when a model is saved and by the worker
+# before every request. The default suits the demo and the tests (`transformers serve` on
+# 127.0.0.1); production lists its serving cluster and hosted APIs (SECURITY.md).
+ENDPOINT_ALLOWED_HOSTS = envlist("ENDPOINT_ALLOWED_HOSTS", "localhost,127.0.0.0/8,::1")
 # Largest upload accepted (prompt sets, instruction data, vote imports).
 MAX_UPLOAD_BYTES = envint("MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_UPLOAD_BYTES

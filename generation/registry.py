@@ -309,6 +309,8 @@ def _endpoint_check(model: LanguageModel, changes: dict, user) -> None:
             raise ServiceError(
                 f"endpoint_url {changes['endpoint_url']!r}: {exc.messages[0]}"
             ) from None
+        if changes["endpoint_url"] != model.endpoint_url:
+            endpoint_host_check(changes["endpoint_url"])
     if after("endpoint_url"):
         if after("name_or_path") or after("adapter_path"):
             raise ServiceError(ENDPOINT_OR_WEIGHTS)
@@ -316,6 +318,17 @@ def _endpoint_check(model: LanguageModel, changes: dict, user) -> None:
             raise ServiceError(ENDPOINT_MODEL_NEEDED)
         if after("trust_remote_code"):
             raise ServiceError(ENDPOINT_NO_REMOTE_CODE)
+
+
+def endpoint_host_check(url: str) -> None:
+    """ServiceError unless ``url``'s host is one ENDPOINT_ALLOWED_HOSTS allows (the worker asks
+    again before every request, so a setting changed after saving still holds)."""
+    from .engine.outbound import HostNotAllowed, HostPolicy
+
+    try:
+        HostPolicy.of(settings.ENDPOINT_ALLOWED_HOSTS).check(url)
+    except HostNotAllowed as exc:
+        raise ServiceError(f"endpoint_url: {exc}") from None
 
 
 def model_context(name_or_path: str) -> int | None:
@@ -374,6 +387,7 @@ def language_model_endpoint(*, model: LanguageModel):
         api_key_env=model.api_key_env,
         concurrency=model.endpoint_concurrency,
         requests_per_minute=model.endpoint_requests_per_minute,
+        allowed_hosts=tuple(settings.ENDPOINT_ALLOWED_HOSTS),
     )
 
 

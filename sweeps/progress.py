@@ -3,8 +3,9 @@ end (and, if asked, the human study of every cell's model).
 
 ``sweep_advance`` reads the states of the runs each cell points at and starts what is missing,
 under a lock on the sweep row, so calling it any number of times, from any process, is safe. It
-is called when a run of the sweep finishes (the ``generation.lifecycle`` run-finished hook sends
-``sweeps_advance_task``) and periodically for every running sweep, so a missed hook only delays.
+is called when a run of the sweep finishes (the spine's run-finished hook,
+evalsite.runs.lifecycle, sends ``sweeps_advance_task``) and periodically for every running
+sweep, so a missed hook only delays.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ NO_LOGLIKELIHOOD = (
     "task {task!r} is {output_type}: it can only be scored generatively (generate, then match)"
 )
 SERVED_NO_LOGLIKELIHOOD = (
-    "served models are evaluated through lm-eval's local-chat-completions, which returns no "
+    "served models are evaluated through the chat-completions API, which returns no "
     "log-likelihoods: multiple-choice task(s) {tasks} can only be scored generatively "
     "(scoring 'generative')"
 )
@@ -230,28 +230,13 @@ def hf_model(model: Any, tokenizer: Any, *, batch_size: int = 8) -> Any:
     return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
 
 
-def served_model(
-    *, url: str, model: str, api_key: str = "", concurrency: int = 1, max_retries: int = 3
-) -> Any:
-    """lm-eval's local-chat-completions against an OpenAI-compatible server (generative only)."""
+def served_model(endpoint: Any) -> Any:
+    """An lm-eval model for a served model (``generation.engine.endpoint.Endpoint``): chat
+    completions through the app's one client, generative only (``served.ServedChat``)."""
     require_lm_eval()
-    from lm_eval.models.openai_completions import LocalChatCompletion
+    from .served import ServedChat
 
-    base = url.rstrip("/")
-    endpoint = base if base.endswith("/chat/completions") else f"{base}/chat/completions"
-    options: dict[str, Any] = {
-        "model": model,
-        "base_url": endpoint,
-        "num_concurrent": max(1, concurrency),
-        "max_retries": max_retries,
-        "tokenized_requests": False,
-    }
-    if api_key:
-        options["header"] = {"Authorization": f"Bearer {api_key}"}
-    try:
-        return LocalChatCompletion(**options)
-    except ModuleNotFoundError as exc:  # lm-eval's API models need its `api` extra (tenacity)
-        raise HarnessMissing(LM_EVAL_MISSING.format(problem=exc)) from None
+    return ServedChat(endpoint)
 
 
 def output_types(harness_dirs: Iterable[str | Path], names: Sequence[str]) -> dict[str, str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -31,9 +32,10 @@ log = logging.getLogger(__name__)
 
 CANNOT_CANCEL = "{label} {id} is {status}; only queued or running runs can be cancelled"
 CANNOT_RETRY = "{label} {id} is {status}; only failed or cancelled runs can be {word}"
-# What a failed run stores for staff when the work raised something other than a ServiceError:
-# the exception's type and its first line, bounded; the traceback stays in the worker's log.
-ERROR_LIMIT = 500
+# What a failed run's error keeps: its message, never a traceback (that is in the worker's log).
+ERROR_LIMIT = 1000
+# Exceptions whose message is written for staff; others are prefixed with their class name.
+_SAID_FOR_STAFF = (ServiceError, ValueError, RuntimeError)
 
 # Called as ``hook(model, run_id)`` after a worker let go of a run of any kind, whatever came of
 # it (succeeded, failed, cancelled). Apps built on runs (sweeps) register here; a hook's
@@ -127,13 +129,20 @@ class Heartbeat(threading.Thread):
 
 
 def failure_message(exc: BaseException) -> str:
-    """What a failed run shows staff: a service's own message, or the exception's type and first
-    line, bounded. Never a traceback or a server's whole answer (those stay in the log)."""
-    if isinstance(exc, ServiceError):
-        text = str(exc)
-    else:
-        first = (str(exc).strip().splitlines() or [""])[0]
-        text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    """What a failed run shows staff: the exception's message (its class name first for an
+    unexpected kind), absolute server paths made relative, bounded by ERROR_LIMIT. Never a
+    traceback or a server's whole answer: those stay in the worker's log."""
+    text = str(exc).strip()
+    if not isinstance(exc, _SAID_FOR_STAFF) or not text:
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    roots = [
+        (str(settings.MODEL_STORAGE), "MODEL_STORAGE"),
+        (str(settings.BASE_DIR), "."),
+        *((p, "<python>") for p in {sys.prefix, sys.base_prefix, sys.exec_prefix}),
+    ]
+    for root, shown in sorted(roots, key=lambda r: -len(r[0])):
+        if root and root != "/":
+            text = text.replace(root, shown)
     return text if len(text) <= ERROR_LIMIT else text[: ERROR_LIMIT - 1] + "…"
 
 

@@ -10,15 +10,15 @@ by those threads, multi-turn conversations (each turn asked with the model's own
 so the turns of one conversation go one after another), and the mapping of what the server says
 onto a stored answer's provenance.
 
-The API key is read, when the client is made, from the environment variable whose NAME the model
-stores; it is never returned, stored or logged. A model without one is sent a placeholder, never
-``OPENAI_API_KEY`` from the worker's environment (which the openai package would otherwise pick
-up and send to whatever server the model names).
+What is sent where is ``outbound``'s: the key is the value of the environment variable whose
+NAME the model stores (never returned, stored or logged), or ``Bearer none`` when it names none,
+never anything the openai package would read from the worker's environment by itself; the host
+must be allowed (ENDPOINT_ALLOWED_HOSTS); redirects are not followed; a failure says only the
+status and the server's own short message.
 """
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -26,11 +26,12 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-from . import render
+from . import outbound, render
 from .generate import DEFAULT_MAX_NEW_TOKENS, EOS, LENGTH, OTHER, STOP_STRING
+from .outbound import NO_API_KEY  # noqa: F401 - the message callers and tests know it by
 
-NO_API_KEY = "the environment variable {var} (the API key of this endpoint) is not set"
 UNSUPPORTED_PARAMS = (
     "a served model cannot take generation parameter(s) {names} "
     "(chat completions have max_new_tokens, do_sample, temperature, top_p, and as vLLM-style "
@@ -60,6 +61,8 @@ class Endpoint:
     requests_per_minute: int | None = None
     max_retries: int = 6
     timeout: float = 600.0
+    # Where a served model may point (ENDPOINT_ALLOWED_HOSTS): checked before every request.
+    allowed_hosts: tuple[str, ...] = outbound.DEFAULT_ALLOWED_HOSTS
 
 
 @dataclass(frozen=True)
@@ -153,20 +156,56 @@ class RateLimit:
 
 
 def client_for(endpoint: Endpoint) -> Any:
-    """An ``openai.OpenAI`` client for the endpoint, its key read from the named variable."""
+    """An ``openai.OpenAI`` client for the endpoint: its key from the variable the model names
+    (``Bearer none`` without one), its host checked now and before every request, no redirects.
+    ValueError (HostNotAllowed, or the key's variable unset) when it may not be asked."""
     from openai import OpenAI
 
-    key = "none"
-    if endpoint.api_key_env:
-        key = os.environ.get(endpoint.api_key_env, "")
-        if not key:
-            raise ValueError(NO_API_KEY.format(var=endpoint.api_key_env))
+    key = outbound.api_key(endpoint.api_key_env)
+    policy = outbound.HostPolicy.of(endpoint.allowed_hosts)
+    policy.check(endpoint.url)
     return OpenAI(
         base_url=endpoint.url,
         api_key=key,
+        # Whatever else the client reads from the environment (organisation, project, custom
+        # headers) the transport drops; an explicit Authorization keeps OPENAI_CUSTOM_HEADERS'.
+        default_headers={"Authorization": f"Bearer {key}"},
         max_retries=endpoint.max_retries,
         timeout=endpoint.timeout,
+        http_client=outbound.http_client(key=key, policy=policy, timeout=endpoint.timeout),
     )
+
+
+def chat(client: Any, endpoint: Endpoint, messages: list[dict], options: dict) -> tuple[Any, int]:
+    """One chat completion and the HTTP requests it took (retries included); a failure is a
+    RuntimeError that says only the status and the server's short message (``FAILED``)."""
+    from openai import APIConnectionError, APIError, APIStatusError, APITimeoutError
+
+    try:
+        raw = client.chat.completions.with_raw_response.create(
+            model=endpoint.model, messages=messages, **options
+        )
+        return raw.parse(), raw.retries_taken + 1
+    except APIError as error:
+        refused = error.__cause__
+        if isinstance(refused, outbound.HostNotAllowed):  # the transport's check, per request
+            summary = str(refused)
+        elif isinstance(error, APIStatusError):
+            summary = outbound.failure_summary(error.status_code, error.body)
+        elif isinstance(error, APITimeoutError | APIConnectionError):
+            summary = outbound.failure_summary(None, kind=type(error).__name__)
+        else:
+            summary = outbound.short_message(getattr(error, "message", "")) or "invalid reply"
+        raise RuntimeError(
+            FAILED.format(url=_shown(endpoint.url), model=endpoint.model, error=summary)
+        ) from error
+
+
+def _shown(url: str) -> str:
+    # The URL without its query or user part: what a failure may show staff.
+    parts = urlsplit(url)
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
 
 
 def ask_one(
@@ -180,17 +219,7 @@ def ask_one(
     messages: list[dict],
 ) -> Reply:
     """One chat completion: the reply alone (``render.extract_reply``) and its provenance."""
-    from openai import APIError
-
-    try:
-        raw = client.chat.completions.with_raw_response.create(
-            model=endpoint.model, messages=messages, **options
-        )
-        completion = raw.parse()
-    except APIError as error:
-        raise RuntimeError(
-            FAILED.format(url=endpoint.url, model=endpoint.model, error=error)
-        ) from error
+    completion, requests = chat(client, endpoint, messages, options)
     choice = completion.choices[0]
     text, cut = render.extract_reply(template, choice.message.content or "")
     usage = completion.usage
@@ -203,7 +232,7 @@ def ask_one(
         prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
         completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
         stop_reason=_stop_reason(choice, cut),
-        requests=raw.retries_taken + 1,
+        requests=requests,
         decoding=decoding_of(options),
     )
 

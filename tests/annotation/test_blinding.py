@@ -402,9 +402,10 @@ def _endpoint_replies(spec: dict, position: int) -> list[str]:
 
 
 @pytest.fixture
-def served_study(make_runs, annotator):
+def served_study(make_runs, annotator, settings):
     """A two-turn study of two weights models and two served models, every earlier reply
     naming its model, every answer with provenance."""
+    settings.ENDPOINT_ALLOWED_HOSTS = ["pelican-serve.internal", "10.0.0.0/8"]
     for model, base in ID_BASES.items():
         _start_ids_at(model, base)
     built = make_runs(models=2, questions=2, turns=2, answers=_answers, earlier=_earlier)

@@ -55,7 +55,7 @@ def test_a_broken_team_yaml_names_its_file(tmp_path):
 @pytest.mark.postgres
 def test_bad_requests_are_refused_and_nothing_is_written(tiny):
     served = language_model_register(
-        name="served", endpoint_url="http://gpu-host:8000/v1", endpoint_model="m"
+        name="served", endpoint_url="http://127.0.0.1:8000/v1", endpoint_model="m"
     )
     cases = [
         (dict(model=tiny, tasks=["nope"]), "unknown benchmark task 'nope'"),
@@ -66,7 +66,7 @@ def test_bad_requests_are_refused_and_nothing_is_written(tiny):
         (dict(model=tiny, tasks=["ja_fixture_gen"], params={"beam": 4}), "params takes only"),
         (
             dict(model=served, tasks=["ja_fixture_mc", "ja_fixture_gen"]),
-            "local-chat-completions, which returns no log-likelihoods: multiple-choice task(s) "
+            "chat-completions API, which returns no log-likelihoods: multiple-choice task(s) "
             "ja_fixture_mc can only be scored generatively",
         ),
     ]

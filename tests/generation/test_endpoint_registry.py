@@ -18,6 +18,11 @@ pytestmark = pytest.mark.django_db
 URL = "http://gpu-host:8000/v1"
 
 
+@pytest.fixture(autouse=True)
+def _gpu_host_allowed(settings):
+    settings.ENDPOINT_ALLOWED_HOSTS = ["gpu-host"]
+
+
 def _served(name: str = "served", **fields) -> LanguageModel:
     return language_model_register(
         name=name,
