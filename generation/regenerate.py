@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 
 from django.db import transaction
 
-from .errors import ServiceError
+from evalsite.errors import ServiceError
+
 from .models import Answer, GenerationRun
 from .runs import generation_run_create
 

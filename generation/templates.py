@@ -15,8 +15,9 @@ from __future__ import annotations
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
+from evalsite.errors import ServiceError
+
 from .engine import render
-from .errors import ServiceError
 from .models import LanguageModel, PromptTemplate
 
 # What staff may set on a template (the API's serializer and the admin's form list these).

@@ -7,7 +7,8 @@ from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from ..errors import ServiceError
+from evalsite.errors import ServiceError
+
 from ..models import Answer
 from ..regenerate import answers_regenerate
 from .runs import GenerationRunSerializer

@@ -8,7 +8,8 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from ..errors import ServiceError
+from evalsite.errors import ServiceError
+
 from ..models import InstructionDataset, LanguageModel
 from ..review import (
     ACTIONS,

@@ -11,10 +11,10 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
+from evalsite.errors import ServiceError
 from evalsite.exports import file_name
 
 from ..engine.params import FINETUNE, Param
-from ..errors import ServiceError
 from ..models import (
     FineTuneLog,
     FineTuneRun,

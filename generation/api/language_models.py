@@ -5,7 +5,8 @@ from __future__ import annotations
 from rest_framework import serializers, viewsets
 from rest_framework.exceptions import ValidationError
 
-from ..errors import ServiceError
+from evalsite.errors import ServiceError
+
 from ..lineage import model_lineage
 from ..models import LanguageModel
 from ..registry import LANGUAGE_MODEL_FIELDS, language_model_register, language_model_update

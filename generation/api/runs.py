@@ -10,8 +10,9 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
+from evalsite.errors import ServiceError
+
 from ..answers_import import answers_import
-from ..errors import ServiceError
 from ..models import GenerationRun, PromptSet
 from ..regenerate import generation_run_regenerate, regeneration_report
 from ..runs import generation_run_cancel, generation_run_create, generation_run_retry

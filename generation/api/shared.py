@@ -10,7 +10,8 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from ..errors import ServiceError
+from evalsite.errors import ServiceError
+
 from ..importers import TOO_LARGE, ImportFormatError
 
 

@@ -8,8 +8,9 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
+from evalsite.errors import ServiceError
+
 from ..engine import render as engine_render
-from ..errors import ServiceError
 from ..models import PromptTemplate
 from ..templates import (
     TEMPLATE_FIELDS,

@@ -5,8 +5,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from tqdm import tqdm
 
+from evalsite.errors import ServiceError
 from generation.engine.params import FINETUNE, Param
-from generation.errors import ServiceError
 from generation.importers import ImportFormatError
 from generation.lineage import lineage_text, model_lineage
 from generation.models import FineTuneRun, InstructionDataset, LanguageModel

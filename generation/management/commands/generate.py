@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
 from generation.models import GenerationRun, LanguageModel, PromptSet
 from generation.runs import generation_run_create, generation_run_execute
 from generation.workers import follow
