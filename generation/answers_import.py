@@ -14,8 +14,8 @@ from django.conf import settings
 from django.db import transaction
 
 from evalsite.accounts.services import Action, audit_record
+from evalsite.errors import ServiceError
 
-from .errors import ServiceError
 from .importers import (
     DUPLICATE_ANSWER,
     ImportFormatError,

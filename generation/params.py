@@ -8,8 +8,9 @@ from collections.abc import Sequence
 
 from django.core.exceptions import ValidationError
 
+from evalsite.errors import ServiceError
+
 from .engine.params import FINETUNE, GENERATION, Param
-from .errors import ServiceError
 
 UNKNOWN_PARAMS = "unknown generation parameters: {keys}"
 UNKNOWN_HYPERPARAMETERS = "unknown fine-tuning parameters: {keys}"

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 
 from django.db import transaction
 
-from .errors import ServiceError
+from evalsite.errors import ServiceError, StateConflict
+
 from .models import Answer, GenerationRun
 from .runs import generation_run_create
 
@@ -60,10 +61,11 @@ def generation_run_regenerate(
     """A new queued run repeating ``run`` exactly (``regenerated_from`` points back at it),
     holding copies of the answers in ``keep`` (answers of ``run``) from the start."""
     run = GenerationRun.objects.select_related("model", "prompt_set", "template").get(pk=run.pk)
+    # Refusals by the run's state (the API answers 409, as for cancel and retry).
     if run.imported:
-        raise ServiceError(IMPORTED.format(id=run.pk))
+        raise StateConflict(IMPORTED.format(id=run.pk))
     if run.status in GenerationRun.ACTIVE:
-        raise ServiceError(STILL_ACTIVE.format(id=run.pk, status=run.status))
+        raise StateConflict(STILL_ACTIVE.format(id=run.pk, status=run.status))
     new = generation_run_create(
         model=run.model,
         prompt_set=run.prompt_set,

@@ -13,9 +13,9 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from evalsite.accounts.services import Action, audit_record
+from evalsite.errors import ServiceError
 
 from .aliases import aliases_clean
-from .errors import ServiceError
 from .importers import ParsedQuestion, parse_prompt_file
 from .models import LanguageModel, PromptSet, Question
 from .models.language_models import validate_endpoint_url

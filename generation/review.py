@@ -18,9 +18,9 @@ from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from evalsite.accounts.services import Action, audit_record
+from evalsite.errors import ServiceError
 
 from . import instructions
-from .errors import ServiceError
 from .instructions import ParsedExample
 from .models import DatasetAugmentation, FineTuneRunDataset, InstructionDataset, InstructionExample
 

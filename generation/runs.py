@@ -15,10 +15,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from evalsite.accounts.services import Action, audit_record
+from evalsite.errors import ServiceError
 from evalsite.runs import kinds, lifecycle
 from evalsite.runs.kinds import DEFAULT, GPU, RunKind
 
-from .errors import ServiceError
 from .models import Answer, GenerationRun, LanguageModel, PromptSet, PromptTemplate
 from .params import context_check, generation_params_check
 from .registry import model_context

@@ -5,7 +5,8 @@ import logging
 
 from celery import shared_task
 
-from .errors import ServiceError
+from evalsite.errors import ServiceError
+
 from .models import LanguageModel
 from .training import merge
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from django.db import IntegrityError, transaction
 
+from evalsite.errors import ServiceError
 from evalsite.versioned import Versions
 
 from .engine import render
-from .errors import ServiceError
 from .models import LanguageModel, PromptTemplate
 
 # What staff may set on a template (the API's serializer and the admin's form list these).

@@ -18,7 +18,8 @@ import os
 
 from django.conf import settings
 
-from .errors import ServiceError
+from evalsite.errors import ServiceError
+
 from .models import LanguageModel
 
 REMOTE_CODE_IN_WEB = (

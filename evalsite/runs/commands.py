@@ -41,6 +41,15 @@ class RunCommand(BaseCommand):
     def report(self, run) -> None:
         """Lines printed after the success line."""
 
+    def execute_here(self, run) -> None:
+        """Execute the run in this process (``--inline``); a kind may show its own progress.
+        (Not ``execute``: that is BaseCommand's entry point.)"""
+        lifecycle.execute(kind_of(run), run.pk)
+
+    def wait_note(self, run) -> str:
+        """What the ``--wait`` bar shows after it: the status (a kind may add to it)."""
+        return run.status
+
     def handle(self, *args, **opts):
         try:
             run = self.create_run(opts, enqueue=not opts["inline"])
@@ -54,7 +63,7 @@ class RunCommand(BaseCommand):
         again; raise CommandError unless it succeeded. Without either, say it is queued."""
         kind = kind_of(run)
         if opts.get("inline"):
-            lifecycle.execute(kind, run.pk)
+            self.execute_here(run)
             run.refresh_from_db()
         elif not opts.get("wait"):
             self.stdout.write(QUEUED)
@@ -67,6 +76,7 @@ class RunCommand(BaseCommand):
                 unit=kind.unit.rstrip("s"),
                 done=kind.done,
                 total=kind.total,
+                postfix=self.wait_note,
             )
         if run.status != run.Status.SUCCEEDED:
             error = run.error.strip()[-500:]

@@ -11,7 +11,8 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from ..errors import ServiceError
+from evalsite.errors import ServiceError
+
 from ..models import DatasetAugmentation, InstructionDataset, InstructionExample
 from ..review import (
     instruction_dataset_accepted_only_set,

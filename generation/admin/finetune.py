@@ -1,6 +1,6 @@
-"""Fine-tune runs: read-only pages with progress and the loss chart; cancel and resume. The
-fine-tune action's form (SFT on data sets, or DPO on preference pairs) and the preference data
-sets' pages."""
+"""Fine-tune runs: read-only pages with progress and the loss chart; cancel, and resume (the
+spine's retry: a run continues from its last checkpoint). The fine-tune action's form (SFT on
+data sets, or DPO on preference pairs) and the preference data sets' pages."""
 
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ from django.utils.http import content_disposition_header
 from django.utils.safestring import SafeString
 
 from evalsite.exports import file_name
+from evalsite.runs.admin import RunAdmin, progress_bar
 
 from ..engine import charts
 from ..models import FineTuneLog, FineTuneRun, InstructionDataset, PreferenceDataset
 from ..params import FINETUNE_FIELDS
-from ..training.finetune import NO_DATASETS, finetune_run_cancel, finetune_run_resume
+from ..training.finetune import NO_DATASETS
 from ..training.preferences import preferences_jsonl
 from .forms import FineTuneForm
-from .shared import QueuedRunWarning, progress_bar, run_action
 
 NO_PREFERENCES = "method dpo trains on preference pairs: choose a preference data set"
 DPO_TAKES_NO_DATASETS = "method dpo trains on the preference pairs only; leave data sets empty"
@@ -55,7 +55,7 @@ class FineTuneActionForm(FineTuneForm):
 
 
 @admin.register(FineTuneRun)
-class FineTuneRunAdmin(QueuedRunWarning, admin.ModelAdmin):
+class FineTuneRunAdmin(RunAdmin):
     list_display = [
         "id",
         "base_model",
@@ -117,15 +117,11 @@ class FineTuneRunAdmin(QueuedRunWarning, admin.ModelAdmin):
             },
         ),
     ]
+    # Runs are made by "Fine-tune on a data set…" on a model, the API or `manage.py finetune`.
     actions = ["cancel_runs", "resume_runs"]
+    retry_description = "Resume from the last checkpoint"
     # Seconds between reloads of a run's page while it is queued or running.
     REFRESH_SECONDS = 5
-
-    def get_readonly_fields(self, request, obj=None):
-        return [field for _, options in self.fieldsets for field in options["fields"]]
-
-    def has_add_permission(self, request):
-        return False  # "Fine-tune on a data set…" on a model, the API or `manage.py finetune`
 
     def get_urls(self):
         chart = path(
@@ -162,6 +158,7 @@ class FineTuneRunAdmin(QueuedRunWarning, admin.ModelAdmin):
 
     @admin.display(description="progress")
     def progress(self, obj: FineTuneRun) -> SafeString:
+        # Richer than the spine's bar: the step it is at, and the epoch.
         return progress_bar(obj.step, obj.total_steps, "step ", f", epoch {obj.epoch:.2f}")
 
     @admin.display(description="last loss")
@@ -177,16 +174,11 @@ class FineTuneRunAdmin(QueuedRunWarning, admin.ModelAdmin):
             "training loss per step and held-out loss per evaluation",
         )
 
-    cancel_runs = run_action(
-        finetune_run_cancel,
-        "Fine-tune run {} cancelled.",
-        description="Cancel (keeps the last checkpoint)",
-    )
-    resume_runs = run_action(
-        finetune_run_resume,
-        "Fine-tune run {} queued to resume.",
-        description="Resume from the last checkpoint",
-    )
+    @admin.action(description=retry_description)
+    def resume_runs(self, request, queryset):
+        """The spine's retry under the name this action has always had (forms and scripts post
+        it)."""
+        self.retry_runs(request, queryset)
 
 
 @admin.register(PreferenceDataset)

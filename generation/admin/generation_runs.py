@@ -1,6 +1,6 @@
 """Generation runs (made by the "generate answers" action, the API or the command) and their
-answers with their provenance: both read-only here; runs can be cancelled, retried or
-regenerated."""
+answers with their provenance: both read-only here; runs can be cancelled and retried (the
+spine's RunAdmin), or regenerated."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from evalsite.errors import ServiceError
+from evalsite.runs.admin import RunAdmin
+
 from ..answers_import import answers_import
-from ..errors import ServiceError
 from ..models import Answer, GenerationRun, PromptSet
 from ..regenerate import answers_regenerate, generation_run_regenerate, regeneration_report
-from ..runs import generation_run_cancel, generation_run_retry
-from .shared import ImportFromFile, QueuedRunWarning, apply_each, progress_bar, run_action
+from .shared import ImportFromFile, apply_each
 
 
 class AnswersImportForm(forms.Form):
@@ -47,10 +48,12 @@ def _pretty_json(value) -> SafeString:
 
 
 @admin.register(GenerationRun)
-class GenerationRunAdmin(ImportFromFile, QueuedRunWarning, admin.ModelAdmin):
+class GenerationRunAdmin(ImportFromFile, RunAdmin):
+    """Runs are made by the "generate answers" action, the API or the command (or imported)."""
+
     list_display = ["id", "model", "prompt_set", "status", "progress", "imported", "created_at"]
     list_filter = ["status", "imported", "model", "prompt_set"]
-    readonly_fields = [
+    run_fields = [
         "model",
         "prompt_set",
         "params",
@@ -58,32 +61,21 @@ class GenerationRunAdmin(ImportFromFile, QueuedRunWarning, admin.ModelAdmin):
         "batch_size",
         "template_version",
         "imported",
-        "status",
-        "done",
-        "total",
+    ]
+    result_fields = [
         "answers_link",
         "stop_reasons",
         "regenerated_from",
         "regeneration",
         "requests",
         "usage",
-        "error",
-        "worker",
-        "attempts",
-        "created_at",
-        "started_at",
-        "finished_at",
-        "heartbeat_at",
-        "created_by",
     ]
     actions = ["retry_runs", "cancel_runs", "regenerate_runs"]
+    retry_description = "Retry (generate missing answers)"
     change_list_template = "admin/generation/generationrun/change_list.html"
     import_form = AnswersImportForm
     import_title = "Import answers generated elsewhere"
     import_template = "admin/generation/generationrun/import_form.html"
-
-    def has_add_permission(self, request):
-        return False  # runs are made by the "generate answers" action, the API or the command
 
     def import_file(self, request, upload, data):
         runs = answers_import(
@@ -101,10 +93,6 @@ class GenerationRunAdmin(ImportFromFile, QueuedRunWarning, admin.ModelAdmin):
         return request.user.has_perms(
             ["generation.add_generationrun", "generation.run_languagemodel"]
         )
-
-    @admin.display(description="progress")
-    def progress(self, obj: GenerationRun) -> SafeString:
-        return progress_bar(obj.done, obj.total)
 
     @admin.display(description="template version")
     def template_version(self, obj: GenerationRun) -> str:
@@ -135,11 +123,6 @@ class GenerationRunAdmin(ImportFromFile, QueuedRunWarning, admin.ModelAdmin):
         if report.copied:
             text += f"; {report.copied} copied from it, not made again"
         return text + (f"; {report.missing} not generated yet" if report.missing else "")
-
-    retry_runs = run_action(
-        generation_run_retry, "Run {} requeued.", description="Retry (generate missing answers)"
-    )
-    cancel_runs = run_action(generation_run_cancel, "Run {} cancelled.", description="Cancel")
 
     @admin.action(
         description="Regenerate into a new run (same model, parameters, seed and template)",

@@ -10,8 +10,9 @@ from django.urls import reverse
 from django.utils.html import format_html_join
 from django.utils.safestring import SafeString
 
+from evalsite.errors import ServiceError
+
 from ..aliases import suggested_maker_aliases
-from ..errors import ServiceError
 from ..lineage import lineage_text, model_lineage
 from ..models import LanguageModel
 from ..registry import (

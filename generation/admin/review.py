@@ -14,7 +14,8 @@ from django.shortcuts import render
 from django.urls import path, reverse
 from django.utils.http import urlencode
 
-from ..errors import ServiceError
+from evalsite.errors import ServiceError
+
 from ..models import InstructionDataset, InstructionExample
 from ..review import (
     ACTIONS,

@@ -1,5 +1,6 @@
 """What the generation admins share: actions that ask for input on an intermediate page, a
-service applied to each selected object, run progress, and an "Import from file" page."""
+service applied to each selected object, and an "Import from file" page. Run progress, cancel,
+retry and the no-worker warning are the spine's (evalsite/runs/admin.py)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,18 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_permission_codename
 from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import path, reverse
-from django.utils.html import format_html
-from django.utils.safestring import SafeString
 
-from ..errors import ServiceError
+from evalsite.errors import ServiceError
+from evalsite.runs.admin import (  # noqa: F401 - re-exported for judging's and evolution's admins
+    QueuedRunWarning,
+    progress_bar,
+)
+
 from ..importers import TOO_LARGE, ImportFormatError
-from ..workers import unconsumed_warning
 
 
 def registered_admin_class(model) -> type[admin.ModelAdmin]:
@@ -96,7 +98,8 @@ def apply_each(
 
 def run_action(service, done: str, *, description: str):
     """An admin action applying a run service (cancel, retry, resume) to each selected run;
-    ``done`` is the message for a run it changed, formatted with the run's id."""
+    ``done`` is the message for a run it changed, formatted with the run's id. (Run admins on
+    the spine's RunAdmin have cancel and retry already; sweeps, judging and evolution use this.)"""
 
     @admin.action(description=description)
     def action(modeladmin, request, queryset):
@@ -110,21 +113,6 @@ def run_action(service, done: str, *, description: str):
         )
 
     return action
-
-
-def progress_bar(done: int, total: int, unit: str = "", more: str = "") -> SafeString:
-    """A run's progress: a bar, then "<unit>done/total (percent%)<more>", every value escaped."""
-    percent = round(100 * done / total) if total else 0
-    return format_html(
-        '<progress max="{}" value="{}"></progress> {}{}/{} ({}%){}',
-        total,
-        done,
-        unit,
-        done,
-        total,
-        percent,
-        more,
-    )
 
 
 def _small_enough(form: forms.Form) -> bool:
@@ -192,28 +180,3 @@ class ImportFromFile:
             "opts": opts,
         }
         return render(request, self.import_template, context)
-
-
-class QueuedRunWarning:
-    """Run admins: a warning on the change page of a queued run that no worker consumes, and on
-    the changelist when any listed run is (the same sentence the ``--wait`` commands print)."""
-
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        if request.method == "GET":
-            run = self.get_object(request, unquote(object_id))
-            if run is not None:
-                self._warn(request, [run])
-        return super().change_view(request, object_id, form_url, extra_context)
-
-    def changelist_view(self, request, extra_context=None):
-        response = super().changelist_view(request, extra_context)
-        # The page is rendered lazily (TemplateResponse), so a message added now still shows.
-        changelist = (getattr(response, "context_data", None) or {}).get("cl")
-        if changelist is not None and request.method == "GET":
-            self._warn(request, changelist.result_list)
-        return response
-
-    def _warn(self, request, runs) -> None:
-        warning = unconsumed_warning(runs)
-        if warning:
-            self.message_user(request, warning, messages.WARNING)

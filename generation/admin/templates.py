@@ -8,8 +8,9 @@ from django.contrib import admin, messages
 from django.db.models import Count
 from django.utils.html import format_html
 
+from evalsite.errors import ServiceError
+
 from ..engine import render
-from ..errors import ServiceError
 from ..models import PromptTemplate
 from ..templates import (
     TEMPLATE_FIELDS,

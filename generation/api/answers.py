@@ -7,7 +7,6 @@ from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from ..errors import ServiceError
 from ..models import Answer
 from ..regenerate import answers_regenerate
 from .runs import GenerationRunSerializer
@@ -64,9 +63,6 @@ class AnswerViewSet(viewsets.ReadOnlyModelViewSet):
     def regenerate(self, request, pk=None):
         """Queue a new run making this answer again (and its question's later turns) with its
         run's parameters, every other answer copied; its ``regeneration`` says whether the
-        answer came out the same."""
-        try:
-            (run,) = answers_regenerate(answers=[self.get_object()], user=request.user)
-        except ServiceError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        answer came out the same. 409 when its run is imported or still active."""
+        (run,) = answers_regenerate(answers=[self.get_object()], user=request.user)
         return Response(GenerationRunSerializer(run).data, status=status.HTTP_201_CREATED)

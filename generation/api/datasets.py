@@ -8,7 +8,8 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from ..errors import ServiceError
+from evalsite.errors import ServiceError
+
 from ..models import InstructionDataset, LanguageModel
 from ..review import (
     ACTIONS,
@@ -66,6 +67,7 @@ class InstructionDatasetSerializer(serializers.ModelSerializer):
                 user=self.context["request"].user,
             )
         except ServiceError as exc:
+            # Named by its field (the API's handler would answer "detail"): the form's box.
             raise ValidationError({"accepted_only": [str(exc)]}) from None
 
 
@@ -148,12 +150,9 @@ class InstructionDatasetViewSet(
         """Token-length percentiles as the given model would be trained on the set."""
         form = TokenStatsSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        try:
-            dataset = instruction_dataset_token_stats(
-                dataset=self.get_object(), model=form.validated_data["model"]
-            )
-        except ServiceError as exc:
-            raise ValidationError(str(exc)) from None
+        dataset = instruction_dataset_token_stats(
+            dataset=self.get_object(), model=form.validated_data["model"]
+        )
         return Response(InstructionDatasetSerializer(dataset).data)
 
     @extend_schema(request=AugmentSerializer, responses={202: AugmentOutputSerializer})
@@ -162,12 +161,9 @@ class InstructionDatasetViewSet(
         """Queue answers by a model to the set's unique instructions, saved as a new set."""
         form = AugmentSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        try:
-            augmentation = instruction_dataset_augment(
-                dataset=self.get_object(), user=request.user, **form.validated_data
-            )
-        except ServiceError as exc:
-            raise ValidationError(str(exc)) from None
+        augmentation = instruction_dataset_augment(
+            dataset=self.get_object(), user=request.user, **form.validated_data
+        )
         data = AugmentOutputSerializer(augmentation).data
         return Response(data, status=status.HTTP_202_ACCEPTED)
 
@@ -177,12 +173,9 @@ class InstructionDatasetViewSet(
         """Accept, reject or edit rows by position, all or none; returns the set's counts."""
         form = ReviewSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        try:
-            counts = instruction_rows_review(
-                dataset=self.get_object(),
-                reviews=[RowReview(**row) for row in form.validated_data["rows"]],
-                user=request.user,
-            )
-        except ServiceError as exc:
-            raise ValidationError(str(exc)) from None
+        counts = instruction_rows_review(
+            dataset=self.get_object(),
+            reviews=[RowReview(**row) for row in form.validated_data["rows"]],
+            user=request.user,
+        )
         return Response(counts)

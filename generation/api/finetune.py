@@ -1,21 +1,21 @@
 """Fine-tune runs: create (SFT on data sets, or DPO on preference pairs), follow (with the loss
-log), cancel and resume; preference data sets to read and download."""
+log), cancel and resume (the spine's RunViewSet: resume is its retry, which continues from the
+last checkpoint); preference data sets to read and download."""
 
 from __future__ import annotations
 
 from django.http import HttpResponse
 from django.utils.http import content_disposition_header
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, serializers, status, viewsets
+from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.response import Response
 
 from evalsite.exports import file_name
 from evalsite.query import whole_number
+from evalsite.runs.api import RUN_STATE_FIELDS, RunViewSet
 
 from ..engine.params import FINETUNE, Param
-from ..errors import ServiceError
 from ..models import (
     FineTuneLog,
     FineTuneRun,
@@ -24,8 +24,7 @@ from ..models import (
     PreferenceDataset,
 )
 from ..params import FINETUNE_FIELDS
-from ..training.finetune import finetune_run_cancel, finetune_run_create, finetune_run_resume
-from .shared import RUN_STATE_FIELDS, run_change
+from ..training.finetune import finetune_run_create
 
 
 class FineTuneSourceSerializer(serializers.Serializer):
@@ -135,17 +134,15 @@ class FineTuneRunDetailSerializer(FineTuneRunSerializer):
         ]
 
 
-class FineTuneRunViewSet(
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    viewsets.GenericViewSet,
-):
+class FineTuneRunViewSet(RunViewSet):
     action_permissions = {
         "create": ["generation.add_finetunerun", "generation.run_languagemodel"],
         "resume": ["generation.change_finetunerun", "generation.run_languagemodel"],
+        "retry": ["generation.change_finetunerun", "generation.run_languagemodel"],
     }
     queryset = FineTuneRun.objects.select_related("base_model", "result_model")
     serializer_class = FineTuneRunSerializer
+    input_serializer_class = FineTuneRunInputSerializer
     filterset_fields = ["base_model", "status", "method"]
 
     def get_serializer_class(self):
@@ -161,41 +158,24 @@ class FineTuneRunViewSet(
                 raise ValidationError({"log_after": str(exc)}) from None
         return context
 
-    @extend_schema(request=FineTuneRunInputSerializer, responses={201: FineTuneRunSerializer})
-    def create(self, request):
-        form = FineTuneRunInputSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        data = dict(form.validated_data)
-        sources = [(s["dataset"], s["rows"]) for s in data.pop("datasets")]
-        try:
-            run = finetune_run_create(
-                base_model=data.pop("base_model"),
-                datasets=sources,
-                method=data.pop("method"),
-                model_name=data.pop("model_name"),
-                preferences=data.pop("preferences"),
-                params=data,
-                user=request.user,
-            )
-        except ServiceError as exc:
-            raise ValidationError(str(exc)) from None
-        return Response(FineTuneRunSerializer(run).data, status=status.HTTP_201_CREATED)
-
-    @extend_schema(request=None, responses=FineTuneRunSerializer)
-    @action(detail=True, methods=["post"])
-    def cancel(self, request, pk=None):
-        """Stop after the current step; the last checkpoint is kept for resuming."""
-        return run_change(
-            finetune_run_cancel, self.get_object(), FineTuneRunSerializer, request.user
+    def create_run(self, data: dict, user) -> FineTuneRun:
+        data = dict(data)  # what remains after the named fields are the hyper-parameters
+        return finetune_run_create(
+            base_model=data.pop("base_model"),
+            datasets=[(s["dataset"], s["rows"]) for s in data.pop("datasets")],
+            method=data.pop("method"),
+            model_name=data.pop("model_name"),
+            preferences=data.pop("preferences"),
+            params=data,
+            user=user,
         )
 
     @extend_schema(request=None, responses=FineTuneRunSerializer)
     @action(detail=True, methods=["post"])
     def resume(self, request, pk=None):
-        """Queue a failed or cancelled run again; it continues from its last checkpoint."""
-        return run_change(
-            finetune_run_resume, self.get_object(), FineTuneRunSerializer, request.user
-        )
+        """Queue a failed or cancelled run again; it continues from its last checkpoint (409 in
+        another state). The same as ``retry``, under the name fine-tuning has always used."""
+        return self.retry(request, pk)
 
 
 class PreferenceDatasetSerializer(serializers.ModelSerializer):

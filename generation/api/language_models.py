@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from rest_framework import serializers, viewsets
-from rest_framework.exceptions import ValidationError
 
-from ..errors import ServiceError
 from ..lineage import model_lineage
 from ..models import LanguageModel
 from ..registry import LANGUAGE_MODEL_FIELDS, language_model_register, language_model_update
@@ -27,17 +25,11 @@ class LanguageModelSerializer(serializers.ModelSerializer):
     # The registry decides who may change what a worker loads (SECURITY.md), for the admin too.
     def create(self, validated_data):
         user = self.context["request"].user
-        try:
-            return language_model_register(**validated_data, user=user)
-        except ServiceError as exc:
-            raise ValidationError({"detail": str(exc)}) from None
+        return language_model_register(**validated_data, user=user)
 
     def update(self, instance, validated_data):
         user = self.context["request"].user
-        try:
-            return language_model_update(model=instance, changes=validated_data, user=user)
-        except ServiceError as exc:
-            raise ValidationError({"detail": str(exc)}) from None
+        return language_model_update(model=instance, changes=validated_data, user=user)
 
 
 class LanguageModelViewSet(viewsets.ModelViewSet):

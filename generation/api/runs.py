@@ -1,28 +1,21 @@
-"""Generation runs: create, follow (with provenance), cancel, retry and regenerate."""
+"""Generation runs: create, follow (with provenance), cancel, retry (the spine's RunViewSet) and
+regenerate; import answers made elsewhere."""
 
 from __future__ import annotations
 
-from django.db import transaction
 from django.db.models import Count, Q
 from drf_spectacular.utils import extend_schema, extend_schema_field
-from rest_framework import mixins, serializers, status, viewsets
+from rest_framework import serializers, status
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
+from evalsite.runs.api import RUN_STATE_FIELDS, RunViewSet
+
 from ..answers_import import answers_import
-from ..errors import ServiceError
 from ..models import GenerationRun, PromptSet
 from ..regenerate import generation_run_regenerate, regeneration_report
-from ..runs import generation_run_cancel, generation_run_create, generation_run_retry
-from .shared import (
-    RUN_STATE_FIELDS,
-    TemplateRefSerializer,
-    import_action,
-    import_upload,
-    run_change,
-    template_ref,
-)
+from ..runs import generation_run_create
+from .shared import TemplateRefSerializer, import_action, import_upload, template_ref
 
 
 class RegenerationSerializer(serializers.Serializer):
@@ -101,12 +94,7 @@ def _runs_out(runs) -> GenerationRunSerializer:
     return GenerationRunSerializer(runs, many=True)
 
 
-class GenerationRunViewSet(
-    mixins.CreateModelMixin,
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    viewsets.GenericViewSet,
-):
+class GenerationRunViewSet(RunViewSet):
     # Queueing work for the GPU needs the right to run models as well as to add the row.
     action_permissions = {
         "create": ["generation.add_generationrun", "generation.run_languagemodel"],
@@ -119,47 +107,28 @@ class GenerationRunViewSet(
         truncated_count=Count("answers", filter=Q(answers__truncated=True))
     )
     serializer_class = GenerationRunSerializer
+    # A new run is asked for with the run's own writable fields (model, prompt set, params,
+    # seed, batch size).
+    input_serializer_class = GenerationRunSerializer
     filterset_fields = ["model", "prompt_set", "status"]
 
-    def perform_create(self, serializer):
-        data = serializer.validated_data
-        try:
-            serializer.instance = generation_run_create(
-                model=data["model"],
-                prompt_set=data["prompt_set"],
-                params=data.get("params") or {},
-                seed=data.get("seed", 0),
-                batch_size=data.get("batch_size", 8),
-                user=self.request.user,
-            )
-        except ServiceError as exc:
-            raise ValidationError(str(exc)) from None
-
-    @extend_schema(request=None, responses=GenerationRunSerializer)
-    @action(detail=True, methods=["post"])
-    def cancel(self, request, pk=None):
-        return run_change(
-            generation_run_cancel, self.get_object(), GenerationRunSerializer, request.user
+    def create_run(self, data: dict, user) -> GenerationRun:
+        return generation_run_create(
+            model=data["model"],
+            prompt_set=data["prompt_set"],
+            params=data.get("params") or {},
+            seed=data.get("seed", 0),
+            batch_size=data.get("batch_size", 8),
+            user=user,
         )
-
-    @extend_schema(request=None, responses=GenerationRunSerializer)
-    @action(detail=True, methods=["post"])
-    def retry(self, request, pk=None):
-        with transaction.atomic():
-            return run_change(
-                generation_run_retry, self.get_object(), GenerationRunSerializer, request.user
-            )
 
     @extend_schema(request=None, responses={201: GenerationRunSerializer})
     @action(detail=True, methods=["post"])
     def regenerate(self, request, pk=None):
         """Queue a new run with this one's model, prompt set, parameters, seed, batch size and
         template version; once it has answers, its ``regeneration`` says how many came out
-        identical."""
-        try:
-            run = generation_run_regenerate(run=self.get_object(), user=request.user)
-        except ServiceError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        identical. 409 when the run is imported or still active."""
+        run = generation_run_regenerate(run=self.get_object(), user=request.user)
         return Response(GenerationRunSerializer(run).data, status=status.HTTP_201_CREATED)
 
     @import_action(AnswersImportSerializer, GenerationRunSerializer(many=True))

@@ -1,5 +1,6 @@
-"""What the staff API's view sets share: run state fields, template versions, upload imports,
-run changes."""
+"""What the staff API's view sets share: template versions and upload imports. Run view sets
+build on the spine's RunViewSet (evalsite/runs/api.py); ``RUN_STATE_FIELDS`` and ``run_change``
+stay here for the apps whose run views are not on it yet (judging, evolution, sweeps)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from ..errors import ServiceError
+from evalsite.errors import ServiceError
+from evalsite.runs.api import RUN_STATE_FIELDS  # noqa: F401 - re-exported for judging, evolution
+
 from ..importers import TOO_LARGE, ImportFormatError
 
 
@@ -25,10 +28,6 @@ def template_ref(template) -> dict | None:
     if template is None:
         return None
     return {"id": template.pk, "name": template.name, "version": template.version}
-
-
-# The state every run shows (models.Run), after its own fields.
-RUN_STATE_FIELDS = ["error", "attempts", "created_at", "started_at", "finished_at", "heartbeat_at"]
 
 
 def import_action(form_class, output_class):

@@ -9,7 +9,6 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from ..engine import render as engine_render
-from ..errors import ServiceError
 from ..models import PromptTemplate
 from ..templates import (
     TEMPLATE_FIELDS,
@@ -47,17 +46,11 @@ class PromptTemplateSerializer(serializers.ModelSerializer):
 
     def create(self, validated_data):
         user = self.context["request"].user
-        try:
-            return template_create(**validated_data, user=user)
-        except ServiceError as exc:
-            raise ValidationError({"detail": str(exc)}) from None
+        return template_create(**validated_data, user=user)
 
     def update(self, instance, validated_data):
         user = self.context["request"].user
-        try:
-            return template_update(template=instance, changes=validated_data, user=user)
-        except ServiceError as exc:
-            raise ValidationError({"detail": str(exc)}) from None
+        return template_update(template=instance, changes=validated_data, user=user)
 
 
 class RenderInputSerializer(serializers.Serializer):
@@ -116,7 +109,4 @@ class PromptTemplateViewSet(viewsets.ModelViewSet):
         )
 
     def perform_destroy(self, instance):
-        try:
-            template_delete(template=instance)
-        except ServiceError as exc:
-            raise ValidationError({"detail": str(exc)}) from None
+        template_delete(template=instance)

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from evalsite.errors import ServiceError
+
 from .. import instructions, runs
 from ..engine.examples import join_instruction
-from ..errors import ServiceError
 from ..importers import ParsedQuestion
 from ..instructions import ParsedExample
 from ..models import (

@@ -15,10 +15,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from evalsite.accounts.services import Action, audit_record
+from evalsite.errors import ServiceError
 from evalsite.runs import kinds, lifecycle
 from evalsite.runs.kinds import RunKind
 
-from ..errors import ServiceError
 from ..models import (
     FineTuneLog,
     FineTuneRun,

@@ -9,8 +9,8 @@ from django.conf import settings
 from django.db import transaction
 
 from evalsite.accounts.services import Action, audit_record
+from evalsite.errors import ServiceError
 
-from ..errors import ServiceError
 from ..models import LanguageModel
 from ..registry import (
     MODEL_NAME_TAKEN,

@@ -17,8 +17,9 @@ from pathlib import Path
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from evalsite.errors import ServiceError
+
 from ..engine.dpo import PreferenceExample
-from ..errors import ServiceError
 from ..importers import NOT_AN_OBJECT, ImportFormatError, decode, json_records
 from ..models import LanguageModel, PreferenceDataset, PreferencePair
 

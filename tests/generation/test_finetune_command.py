@@ -40,7 +40,7 @@ def test_inline_trains_the_mix_and_registers_the_model(settings, tiny_model_dir,
         "--lr", "0.01", "--model-name", "tiny-cli",
         "--inline",
     )  # fmt: skip
-    assert "succeeded: model 'tiny-cli' registered" in out
+    assert "succeeded: 5/5 steps" in out and "model 'tiny-cli' registered" in out
     run = FineTuneRun.objects.get()
     assert sorted((s.dataset.name, s.rows) for s in run.sources.all()) == [
         ("instructions-ja", 30),

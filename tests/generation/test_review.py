@@ -262,7 +262,7 @@ def test_the_api_reviews_rows_and_shows_the_counts(generated, other, staff_user)
         content_type="application/json",
     )
     assert refused.status_code == 400
-    assert NO_SUCH_ROW.format(name="generated", positions="7") in refused.json()[0]
+    assert NO_SUCH_ROW.format(name="generated", positions="7") in refused.json()["detail"]
     assert generated.examples.get(position=4).review == Review.PENDING
 
     switched = client.patch(

@@ -1,12 +1,13 @@
 import argparse
 import os
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import transaction
 from tqdm import tqdm
 
+from evalsite.errors import ServiceError
+from evalsite.runs.commands import RunCommand
 from generation.engine.params import FINETUNE, Param
-from generation.errors import ServiceError
 from generation.importers import ImportFormatError
 from generation.lineage import lineage_text, model_lineage
 from generation.models import FineTuneRun, InstructionDataset, LanguageModel
@@ -16,7 +17,6 @@ from generation.training.finetune import (
     finetune_run_resume,
 )
 from generation.training.preferences import preference_dataset_resolve, preferences_from_study
-from generation.workers import follow
 
 
 def _dest(param: Param) -> str:
@@ -44,14 +44,16 @@ class _Dataset(argparse.Action):
         namespace.mix = mix
 
 
-class Command(BaseCommand):
+class Command(RunCommand):
     help = (
         "Fine-tune a registered model on one or more instruction data sets (LoRA by default) on "
         "the gpu queue; --wait shows a progress bar, --inline trains in this process. With "
         "--run ID --inline, trains an existing run here (e.g. under `accelerate launch`)."
     )
 
-    def add_arguments(self, parser):
+    inline_help = "train in this process instead of a worker (no broker needed)"
+
+    def add_run_options(self, parser):
         parser.add_argument("--base", help="registered model to start from")
         parser.add_argument(
             "--dataset", action=_Dataset, dest="mix", metavar="NAME", help="repeat for a mix"
@@ -85,12 +87,6 @@ class Command(BaseCommand):
                 parser.add_argument(_option(param), help=f"{param.help}, comma-separated")
             else:
                 parser.add_argument(_option(param), type=param.kind, help=param.name)
-        parser.add_argument("--wait", action="store_true", help="wait and show a progress bar")
-        parser.add_argument(
-            "--inline",
-            action="store_true",
-            help="train in this process instead of a worker (no broker needed)",
-        )
         parser.add_argument(
             "--no-enqueue", action="store_true", help="only record the run and print its id"
         )
@@ -98,40 +94,33 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):
         if opts["run"]:
-            run = FineTuneRun.objects.filter(pk=opts["run"]).first()
-            if run is None:
-                raise CommandError(f"no fine-tune run {opts['run']}")
-            if not opts["inline"]:
-                raise CommandError("--run trains an existing run in this process: add --inline")
-            rank = int(os.environ.get("RANK", "0"))
-            if rank == 0 and run.status in (
-                FineTuneRun.Status.FAILED,
-                FineTuneRun.Status.CANCELLED,
-            ):
-                # Resumed here, from its last checkpoint, not by a worker.
-                run = finetune_run_resume(run=run, enqueue=False)
+            self.follow_run(self._existing(opts["run"], inline=opts["inline"]), opts)
+        elif opts["no_enqueue"]:
+            self.stdout.write(self.describe(self.create_run(opts, enqueue=False)))
         else:
-            run = self._create(opts)
-            self.stdout.write(
-                f"fine-tune run {run.pk}: {run.base_model.name}, {run.method}, "
-                f"about {run.total_steps} steps"
-            )
-            if opts["no_enqueue"]:
-                return
-        if opts["inline"]:
-            run = self._inline(run)
-        elif opts["wait"]:
-            run = self._follow(run)
-        else:
-            self.stdout.write(f"queued; follow it in the admin or GET /api/finetune-runs/{run.pk}/")
-            return
-        if run.status != FineTuneRun.Status.SUCCEEDED:
-            raise CommandError(f"fine-tune run {run.pk} {run.status}: {run.error.strip()[-500:]}")
-        self.stdout.write(
-            self.style.SUCCESS(
-                f"fine-tune run {run.pk} succeeded: model {run.result_model.name!r} registered"
-            )
+            super().handle(*args, **opts)
+
+    def _existing(self, run_id: int, *, inline: bool) -> FineTuneRun:
+        """``--run ID --inline``: an existing run to train here (a failed or cancelled one is
+        resumed from its last checkpoint by the main process, not by a worker)."""
+        run = FineTuneRun.objects.filter(pk=run_id).first()
+        if run is None:
+            raise CommandError(f"no fine-tune run {run_id}")
+        if not inline:
+            raise CommandError("--run trains an existing run in this process: add --inline")
+        rank = int(os.environ.get("RANK", "0"))
+        if rank == 0 and run.status in (FineTuneRun.Status.FAILED, FineTuneRun.Status.CANCELLED):
+            run = finetune_run_resume(run=run, enqueue=False)
+        return run
+
+    def describe(self, run) -> str:
+        return (
+            f"fine-tune run {run.pk}: {run.base_model.name}, {run.method}, "
+            f"about {run.total_steps} steps"
         )
+
+    def report(self, run) -> None:
+        self.stdout.write(f"model {run.result_model.name!r} registered")
         self.stdout.write("lineage: " + lineage_text(model_lineage(run.result_model)))
         if "margin_after" in run.metrics:
             m = run.metrics
@@ -141,7 +130,7 @@ class Command(BaseCommand):
                 f"{m['margin_after']:.3f} after"
             )
 
-    def _create(self, opts) -> FineTuneRun:
+    def create_run(self, opts, *, enqueue) -> FineTuneRun:
         dpo = opts["method"] == FineTuneRun.Method.DPO
         if not dpo and (opts["preferences"] or opts["preferences_from"]):
             raise CommandError("--preferences and --preferences-from are for --method dpo")
@@ -182,7 +171,7 @@ class Command(BaseCommand):
                     params=params,
                     model_name=opts["model_name"],
                     preferences=preferences,
-                    enqueue=not (opts["inline"] or opts["no_enqueue"]),
+                    enqueue=enqueue,
                 )
         except (ServiceError, ImportFormatError) as exc:
             raise CommandError(str(exc)) from None
@@ -193,7 +182,8 @@ class Command(BaseCommand):
             )
         return run
 
-    def _inline(self, run: FineTuneRun) -> FineTuneRun:
+    def execute_here(self, run) -> None:
+        """--inline: train here, with a progress bar of steps and the loss."""
         with tqdm(total=run.total_steps, desc=f"fine-tune {run.pk}", unit="step") as bar:
 
             def on_progress(step: int, total: int, loss: float | None) -> None:
@@ -203,21 +193,8 @@ class Command(BaseCommand):
                     bar.set_postfix_str(f"loss {loss:.4f}")
 
             finetune_run_execute(run_id=run.pk, on_progress=on_progress)
-        run.refresh_from_db()
-        return run
 
-    def _follow(self, run: FineTuneRun) -> FineTuneRun:
-        return follow(
-            self,
-            run,
-            desc=f"fine-tune {run.pk}",
-            unit="step",
-            done="step",
-            total="total_steps",
-            postfix=_with_loss,
-        )
-
-
-def _with_loss(run: FineTuneRun) -> str:
-    last = run.log_entries.filter(kind="train").order_by("-step").first()
-    return f"{run.status}, loss {last.loss:.4f}" if last else run.status
+    def wait_note(self, run) -> str:
+        """--wait: the status, and the last training loss once there is one."""
+        last = run.log_entries.filter(kind="train").order_by("-step").first()
+        return f"{run.status}, loss {last.loss:.4f}" if last else run.status

@@ -2,8 +2,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from evalsite.errors import ServiceError
 from generation.answers_import import answers_import_file
-from generation.errors import ServiceError
 from generation.importers import ImportFormatError
 
 

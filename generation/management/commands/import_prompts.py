@@ -3,7 +3,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
 from generation.importers import ImportFormatError, read_limited
 from generation.registry import prompt_set_import
 

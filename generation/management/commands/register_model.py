@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
 from generation.models import LanguageModel
 from generation.registry import language_model_register
 
