@@ -18,8 +18,8 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
+from evalsite.admin_helpers import ExtensibleAdmin, admin_action_register
 from evalsite.errors import ServiceError
-from generation.admin.shared import registered_admin_class
 from generation.models import GenerationRun
 
 from . import gold, studies
@@ -38,9 +38,6 @@ from .models import (
 # --- generation runs: the study action --------------------------------------------------------
 
 
-_RunAdminBase = registered_admin_class(GenerationRun)
-
-
 def _flag_message(study: Study) -> str:
     counts = studies.study_flag_counts(study=study)
     if not counts["flags"]:
@@ -51,63 +48,60 @@ def _flag_message(study: Study) -> str:
     )
 
 
-@admin.register(GenerationRun)
-class GenerationRunAdmin(_RunAdminBase):
-    actions = [*(_RunAdminBase.actions or []), "open_study_action"]
-
-    @admin.action(description="Open a study comparing these runs…")
-    def open_study_action(self, request, queryset):
-        runs = list(queryset.select_related("model", "prompt_set").order_by("pk"))
-        try:
-            studies.study_runs_check(runs=runs)
-        except ServiceError as exc:
-            self.message_user(request, f"Cannot make a study: {exc}", messages.ERROR)
-            return None
-        if "apply" in request.POST:
-            form = StudyCreateForm(request.POST)
-            if form.is_valid():
-                data = form.cleaned_data
-                try:
-                    study = studies.study_create(
-                        name=data["name"],
-                        title=data["title"],
-                        runs=runs,
-                        votes_per_comparison=data["votes_per_comparison"],
-                        instructions=data["instructions"],
-                        open_now=data["open_now"],
-                        sampling=data["sampling"] or Study.Sampling.UNIFORM,
-                        quota=data["quota"],
-                        gold_rate=data["gold_rate"] or 0.0,
-                        user=request.user,
-                    )
-                except ServiceError as exc:
-                    form.add_error(None, str(exc))
-                else:
-                    self.message_user(
-                        request,
-                        f"Study {study.name!r} created with {study.comparisons.count()} "
-                        f"comparisons ({study.get_status_display()}).",
-                        messages.SUCCESS,
-                    )
-                    if study.status == Study.Status.OPEN:
-                        self.message_user(request, _flag_message(study), messages.WARNING)
-                    return HttpResponseRedirect(
-                        reverse("admin:annotation_study_change", args=[study.pk])
-                    )
-        else:
-            form = StudyCreateForm()
-        pairs = len(list(itertools.combinations(runs, 2)))
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Open a study comparing these runs",
-            "opts": self.model._meta,
-            "runs": runs,
-            "prompt_set": runs[0].prompt_set,
-            "comparison_count": pairs * runs[0].prompt_set.questions.count(),
-            "form": form,
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-        }
-        return TemplateResponse(request, "admin/annotation/study_create.html", context)
+@admin_action_register(GenerationRun, permissions=["annotation.add_study"])
+@admin.action(description="Open a study comparing these runs…")
+def open_study_action(modeladmin, request, queryset):
+    runs = list(queryset.select_related("model", "prompt_set").order_by("pk"))
+    try:
+        studies.study_runs_check(runs=runs)
+    except ServiceError as exc:
+        modeladmin.message_user(request, f"Cannot make a study: {exc}", messages.ERROR)
+        return None
+    if "apply" in request.POST:
+        form = StudyCreateForm(request.POST)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                study = studies.study_create(
+                    name=data["name"],
+                    title=data["title"],
+                    runs=runs,
+                    votes_per_comparison=data["votes_per_comparison"],
+                    instructions=data["instructions"],
+                    open_now=data["open_now"],
+                    sampling=data["sampling"] or Study.Sampling.UNIFORM,
+                    quota=data["quota"],
+                    gold_rate=data["gold_rate"] or 0.0,
+                    user=request.user,
+                )
+            except ServiceError as exc:
+                form.add_error(None, str(exc))
+            else:
+                modeladmin.message_user(
+                    request,
+                    f"Study {study.name!r} created with {study.comparisons.count()} "
+                    f"comparisons ({study.get_status_display()}).",
+                    messages.SUCCESS,
+                )
+                if study.status == Study.Status.OPEN:
+                    modeladmin.message_user(request, _flag_message(study), messages.WARNING)
+                return HttpResponseRedirect(
+                    reverse("admin:annotation_study_change", args=[study.pk])
+                )
+    else:
+        form = StudyCreateForm()
+    pairs = len(list(itertools.combinations(runs, 2)))
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": "Open a study comparing these runs",
+        "opts": modeladmin.model._meta,
+        "runs": runs,
+        "prompt_set": runs[0].prompt_set,
+        "comparison_count": pairs * runs[0].prompt_set.questions.count(),
+        "form": form,
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+    }
+    return TemplateResponse(request, "admin/annotation/study_create.html", context)
 
 
 # --- studies ------------------------------------------------------------------------------------
@@ -222,7 +216,7 @@ class StudyAdminForm(forms.ModelForm):
 
 
 @admin.register(Study)
-class StudyAdmin(admin.ModelAdmin):
+class StudyAdmin(ExtensibleAdmin, admin.ModelAdmin):
     form = StudyAdminForm
     list_display = [
         "name",

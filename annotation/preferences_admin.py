@@ -13,7 +13,7 @@ from django.contrib import admin
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 
-from generation.admin.shared import apply_each, form_action
+from evalsite.admin_helpers import apply_each, form_action
 from generation.models import LanguageModel
 
 from .models import Study

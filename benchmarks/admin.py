@@ -13,8 +13,8 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 import generation.admin  # noqa: F401 - registers the LanguageModel admin extended below
+from evalsite.admin_helpers import admin_action_register, apply_each, form_action
 from evalsite.runs.admin import RunAdmin
-from generation.admin.shared import apply_each, form_action, registered_admin_class
 from generation.models import LanguageModel
 
 from .catalog import available_tasks
@@ -156,40 +156,28 @@ class BenchmarkForm(forms.Form):
     )
 
 
-_ModelAdminBase = registered_admin_class(LanguageModel)
-
-
-@admin.register(LanguageModel)
-class LanguageModelAdmin(_ModelAdminBase):
-    actions = [*(_ModelAdminBase.actions or []), "run_benchmarks"]
-
-    def has_benchmark_permission(self, request) -> bool:
-        """Queueing benchmarks: the rights to add a benchmark run and to run models."""
-        return request.user.has_perms(
-            ["benchmarks.add_benchmarkrun", "generation.run_languagemodel"]
-        )
-
-    @form_action(
-        BenchmarkForm, "Run benchmarks", description="Run benchmarks…", permissions=["benchmark"]
+@admin_action_register(
+    LanguageModel, permissions=["benchmarks.add_benchmarkrun", "generation.run_languagemodel"]
+)
+@form_action(BenchmarkForm, "Run benchmarks", description="Run benchmarks…")
+def run_benchmarks(modeladmin, request, queryset, form):
+    data = form.cleaned_data
+    apply_each(
+        modeladmin,
+        request,
+        queryset,
+        lambda model: benchmark_run_create(
+            model=model,
+            tasks=data["tasks"],
+            num_fewshot=data["num_fewshot"],
+            scoring=data["scoring"],
+            limit=data["limit"],
+            user=request.user,
+        ),
+        lambda model, run: (
+            f"Queued benchmark run {run.pk}: {model.name} on {', '.join(run.tasks)} "
+            f"({run.scoring}, {run.num_fewshot}-shot)."
+        ),
+        lambda model, exc: f"{model.name}: {exc}",
     )
-    def run_benchmarks(self, request, queryset, form):
-        data = form.cleaned_data
-        apply_each(
-            self,
-            request,
-            queryset,
-            lambda model: benchmark_run_create(
-                model=model,
-                tasks=data["tasks"],
-                num_fewshot=data["num_fewshot"],
-                scoring=data["scoring"],
-                limit=data["limit"],
-                user=request.user,
-            ),
-            lambda model, run: (
-                f"Queued benchmark run {run.pk}: {model.name} on {', '.join(run.tasks)} "
-                f"({run.scoring}, {run.num_fewshot}-shot)."
-            ),
-            lambda model, exc: f"{model.name}: {exc}",
-        )
-        return HttpResponseRedirect(reverse("admin:benchmarks_benchmarkrun_changelist"))
+    return HttpResponseRedirect(reverse("admin:benchmarks_benchmarkrun_changelist"))

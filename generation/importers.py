@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from evalsite import jsonguard
+from evalsite.imports import (  # noqa: F401 - the importers' names for them
+    NOT_UTF8,
+    NUL_BYTE,
+    TOO_LARGE,
+    ImportFormatError,
+    decode,
+    read_limited,
+)
 
-NOT_UTF8 = "is not UTF-8 text ({detail})"
 EMPTY_FILE = "holds no questions"
 NO_QUESTION_COLUMN = "has no 'question' column (columns: {columns})"
 EMPTY_QUESTION = "the question is empty"
@@ -26,8 +32,6 @@ TURNS_NOT_LIST = "'turns' must be a non-empty list of strings"
 EMPTY_TURN = "turn {n} is empty"
 DUPLICATE_ID = "question_id {qid!r} already appeared on line {first}"
 NOT_TEXT = "field {field!r} must be a string, got {kind}"
-TOO_LARGE = "is {size} bytes, over the {limit}-byte limit"
-NUL_BYTE = "holds a NUL byte (0x00), which cannot be stored; remove it"
 TOO_LONG = "the {field} is {length} characters, over the {limit}-character limit"
 UNKNOWN_EXTENSION = "has an unknown extension {ext!r}: use .csv, .jsonl or .json"
 
@@ -38,17 +42,6 @@ FIELD_LIMITS = {"category": 100, "external_id": 100}
 # Grader fields, each under its own name or ELYZA-tasks-100's (the first one present is used).
 REFERENCE_FIELDS = ("reference", "output")
 CRITERIA_FIELDS = ("criteria", "eval_aspect")
-
-
-class ImportFormatError(ValueError):
-    """A file that cannot be imported; the message names the file and the line."""
-
-    def __init__(self, filename: str, problem: str, line: int | None = None):
-        self.filename = filename
-        self.line = line
-        self.problem = problem
-        where = f"{filename}, line {line}" if line is not None else filename
-        super().__init__(f"{where}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -63,34 +56,6 @@ class ParsedQuestion:
     # ``eval_aspect``; ``reference`` / ``criteria`` in any format).
     reference: str = ""
     criteria: str = ""
-
-
-def read_limited(path: str | os.PathLike, limit: int) -> bytes:
-    """A file's bytes for an import, refused by its size before it is read (ImportFormatError,
-    as an unreadable file is)."""
-    try:
-        size = os.stat(path).st_size
-        if size > limit:
-            raise ImportFormatError(os.fspath(path), TOO_LARGE.format(size=size, limit=limit))
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise ImportFormatError(os.fspath(path), f"cannot read ({exc.strerror})") from None
-
-
-def decode(data: bytes, filename: str, *, limit: int | None = None) -> str:
-    """UTF-8 text (a byte-order mark is dropped); an undecodable byte is reported by line."""
-    if limit is not None and len(data) > limit:
-        raise ImportFormatError(filename, TOO_LARGE.format(size=len(data), limit=limit))
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        detail = f"bad byte 0x{data[exc.start]:02x}; save the file as UTF-8"
-        raise ImportFormatError(filename, NOT_UTF8.format(detail=detail), line=line) from None
-    nul = text.find("\x00")
-    if nul != -1:
-        raise ImportFormatError(filename, NUL_BYTE, line=text.count("\n", 0, nul) + 1)
-    return text
 
 
 def parse_prompt_file(

@@ -20,9 +20,9 @@ from jinja2 import TemplateError
 
 import annotation.admin  # noqa: F401 - registers the Study admin extended below
 from annotation.models import Study
+from evalsite.admin_helpers import ImportFromFile, admin_action_register, apply_each, form_action
 from evalsite.errors import ServiceError
 from evalsite.runs.admin import RunAdmin
-from generation.admin.shared import ImportFromFile, apply_each, form_action, registered_admin_class
 from generation.models import LanguageModel
 
 from .grading import grading_results
@@ -326,39 +326,27 @@ class JudgeStudyForm(forms.Form):
         return data
 
 
-_StudyAdminBase = registered_admin_class(Study)
-
-
-@admin.register(Study)
-class StudyAdmin(_StudyAdminBase):
-    actions = [*(_StudyAdminBase.actions or []), "run_llm_judge"]
-
-    def has_run_judge_permission(self, request) -> bool:
-        """Queueing a judge: the rights to add a judge run and to run models."""
-        return request.user.has_perms(["judging.add_judgerun", "generation.run_languagemodel"])
-
-    @form_action(
-        JudgeStudyForm, "Run an LLM judge", description="Run LLM judge…", permissions=["run_judge"]
+@admin_action_register(Study, permissions=["judging.add_judgerun", "generation.run_languagemodel"])
+@form_action(JudgeStudyForm, "Run an LLM judge", description="Run LLM judge…")
+def run_llm_judge(modeladmin, request, queryset, form):
+    data = form.cleaned_data
+    apply_each(
+        modeladmin,
+        request,
+        queryset,
+        lambda study: judge_run_create(
+            judge=data["judge"],
+            study=study,
+            prompt=data["prompt"],
+            grading=data["grading"],
+            inconsistent=data["inconsistent"],
+            max_attempts=data["max_attempts"],
+            user=request.user,
+        ),
+        lambda study, run: (
+            f"Queued judge run {run.pk}: {run.judge.name} on {study.name} "
+            f"({run.total} verdicts, {run.prompt})."
+        ),
+        lambda study, exc: f"{study.name}: {exc}",
     )
-    def run_llm_judge(self, request, queryset, form):
-        data = form.cleaned_data
-        apply_each(
-            self,
-            request,
-            queryset,
-            lambda study: judge_run_create(
-                judge=data["judge"],
-                study=study,
-                prompt=data["prompt"],
-                grading=data["grading"],
-                inconsistent=data["inconsistent"],
-                max_attempts=data["max_attempts"],
-                user=request.user,
-            ),
-            lambda study, run: (
-                f"Queued judge run {run.pk}: {run.judge.name} on {study.name} "
-                f"({run.total} verdicts, {run.prompt})."
-            ),
-            lambda study, exc: f"{study.name}: {exc}",
-        )
-        return HttpResponseRedirect(reverse("admin:judging_judgerun_changelist"))
+    return HttpResponseRedirect(reverse("admin:judging_judgerun_changelist"))

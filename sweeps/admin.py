@@ -13,7 +13,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 import generation.admin  # noqa: F401 - registers the LanguageModel admin extended below
-from generation.admin.shared import apply_each, form_action, registered_admin_class, run_action
+from evalsite.admin_helpers import admin_action_register, apply_each, form_action, run_action
 from generation.models import FineTuneRun, InstructionDataset, LanguageModel, PromptSet
 from judging.models import JudgePrompt
 
@@ -175,36 +175,28 @@ class SweepForm(forms.Form):
         }
 
 
-_ModelAdminBase = registered_admin_class(LanguageModel)
-
-
-@admin.register(LanguageModel)
-class LanguageModelAdmin(_ModelAdminBase):
-    actions = [*(_ModelAdminBase.actions or []), "start_sweep"]
-
-    def has_sweep_permission(self, request) -> bool:
-        """Starting a sweep: the rights to add a sweep and to run models (it spends GPU time)."""
-        return request.user.has_perms(["sweeps.add_sweep", "generation.run_languagemodel"])
-
-    @form_action(SweepForm, "Start a fine-tune sweep", description="Sweep…", permissions=["sweep"])
-    def start_sweep(self, request, queryset, form):
-        several = queryset.count() > 1
-        name = form.cleaned_data["name"]
-        apply_each(
-            self,
-            request,
-            queryset,
-            lambda model: sweep_create(
-                name=f"{name} {model.name}" if several else name,
-                base_model=model,
-                user=request.user,
-                **form.sweep_arguments(),
-            ),
-            lambda model, sweep: (
-                f"Started sweep {sweep.name!r}: {sweep.cells.count()} fine-tune runs of "
-                f"{model.name}, then answers on {sweep.prompt_set.name} and judge "
-                f"{sweep.judge.name}."
-            ),
-            lambda model, exc: f"{model.name}: {exc}",
-        )
-        return HttpResponseRedirect(reverse("admin:sweeps_sweep_changelist"))
+@admin_action_register(
+    LanguageModel, permissions=["sweeps.add_sweep", "generation.run_languagemodel"]
+)
+@form_action(SweepForm, "Start a fine-tune sweep", description="Sweep…")
+def start_sweep(modeladmin, request, queryset, form):
+    several = queryset.count() > 1
+    name = form.cleaned_data["name"]
+    apply_each(
+        modeladmin,
+        request,
+        queryset,
+        lambda model: sweep_create(
+            name=f"{name} {model.name}" if several else name,
+            base_model=model,
+            user=request.user,
+            **form.sweep_arguments(),
+        ),
+        lambda model, sweep: (
+            f"Started sweep {sweep.name!r}: {sweep.cells.count()} fine-tune runs of "
+            f"{model.name}, then answers on {sweep.prompt_set.name} and judge "
+            f"{sweep.judge.name}."
+        ),
+        lambda model, exc: f"{model.name}: {exc}",
+    )
+    return HttpResponseRedirect(reverse("admin:sweeps_sweep_changelist"))

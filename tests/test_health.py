@@ -16,11 +16,11 @@ import pytest
 from django.conf import settings
 
 from evalsite.runs import lifecycle
+from evalsite.runs.workers import census
 from evalsite.views import HEALTH_DOWN, HEALTH_OK
 from generation.models import GenerationRun
 from generation.registry import language_model_register, prompt_set_import
 from generation.runs import generation_run_create
-from generation.workers import census
 from tests.conftest import REPO, logged_in, this_test_database_url, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.broker]

@@ -20,10 +20,10 @@ from django.core.management import CommandError, call_command
 from annotation import preferences
 from benchmarks.models import BenchmarkRun
 from evalsite import jsonguard, query
+from evalsite.errors import ServiceError
 from evolution.models import EvolutionRun
 from evolution.runs import evolution_run_create
 from generation import importers
-from generation.errors import ServiceError
 from generation.importers import ParsedQuestion
 from generation.models import (
     FineTuneRun,

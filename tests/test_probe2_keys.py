@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
 from generation.registry import language_model_register
 from tests.conftest import REPO, CeleryWorker, logged_in, this_test_database_url, wait_for
 

@@ -32,11 +32,11 @@ from evalsite.accounts import password_reset
 from evalsite.accounts.authentication import TOO_MANY_TOKEN_FAILURES
 from evalsite.accounts.services import api_token_create
 from evalsite.runs import lifecycle
+from evalsite.runs.workers import census
 from evalsite.views import HEALTH_OK
 from generation.models import GenerationRun
 from generation.registry import language_model_register, prompt_set_import
 from generation.runs import generation_run_create
-from generation.workers import census
 from tests.conftest import logged_in, wait_for
 
 pytestmark = pytest.mark.django_db

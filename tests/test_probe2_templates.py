@@ -318,8 +318,8 @@ def test_the_rewrite_prompt_admin_refuses_each_bomb_and_saves_nothing(admin_user
 
 @pytest.mark.django_db
 def test_the_rewrite_prompt_service_refuses_a_bomb_with_its_line():
+    from evalsite.errors import ServiceError
     from evolution.prompts import evolution_prompt_create
-    from generation.errors import ServiceError
 
     with pytest.raises(ServiceError) as caught:
         evolution_prompt_create(operation="deepen", template=REWRITE_HEAD + "{{ 1/0 }}")

@@ -12,7 +12,7 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 
 from evalsite import auth
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
 from generation.importers import ParsedQuestion
 from generation.registry import language_model_register, prompt_set_create
 from generation.runs import generation_run_create_imported

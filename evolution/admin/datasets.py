@@ -8,12 +8,11 @@ study admin).
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 
 import generation.admin  # noqa: F401 - registers the InstructionDataset admin extended below
-from generation.admin.shared import apply_each, form_action, registered_admin_class
+from evalsite.admin_helpers import admin_action_register, apply_each, form_action
 from generation.models import InstructionDataset, LanguageModel
 
 from ..runs import MOST_ROUNDS, evolution_run_create
@@ -43,42 +42,32 @@ class EvolveForm(forms.Form):
     )
 
 
-_DatasetAdminBase = registered_admin_class(InstructionDataset)
-
-
-@admin.register(InstructionDataset)
-class InstructionDatasetAdmin(_DatasetAdminBase):
-    actions = [*(_DatasetAdminBase.actions or []), "evolve"]
-
-    def has_evolve_permission(self, request) -> bool:
-        """Queueing an evolution: the rights to add an evolution run and to run models."""
-        return request.user.has_perms(
-            ["evolution.add_evolutionrun", "generation.run_languagemodel"]
-        )
-
-    @form_action(EvolveForm, "Evol-Instruct", description="Evolve…", permissions=["evolve"])
-    def evolve(self, request, queryset, form):
-        data = form.cleaned_data
-        several = queryset.count() > 1
-        apply_each(
-            self,
-            request,
-            queryset,
-            lambda dataset: evolution_run_create(
-                source=dataset,
-                model=data["model"],
-                answer_model=data["answer_model"],
-                judge=data["judge"],
-                rounds=data["rounds"],
-                seed=data["seed"],
-                # One name cannot serve several data sets: each then takes the default.
-                name="" if several else data["name"],
-                user=request.user,
-            ),
-            lambda dataset, run: (
-                f"Queued evolution run {run.pk}: {run.model.name} on {dataset.name}, "
-                f"{run.rounds} round(s); writes {run.name}."
-            ),
-            lambda dataset, exc: f"{dataset.name}: {exc}",
-        )
-        return HttpResponseRedirect(reverse("admin:evolution_evolutionrun_changelist"))
+@admin_action_register(
+    InstructionDataset, permissions=["evolution.add_evolutionrun", "generation.run_languagemodel"]
+)
+@form_action(EvolveForm, "Evol-Instruct", description="Evolve…")
+def evolve(modeladmin, request, queryset, form):
+    data = form.cleaned_data
+    several = queryset.count() > 1
+    apply_each(
+        modeladmin,
+        request,
+        queryset,
+        lambda dataset: evolution_run_create(
+            source=dataset,
+            model=data["model"],
+            answer_model=data["answer_model"],
+            judge=data["judge"],
+            rounds=data["rounds"],
+            seed=data["seed"],
+            # One name cannot serve several data sets: each then takes the default.
+            name="" if several else data["name"],
+            user=request.user,
+        ),
+        lambda dataset, run: (
+            f"Queued evolution run {run.pk}: {run.model.name} on {dataset.name}, "
+            f"{run.rounds} round(s); writes {run.name}."
+        ),
+        lambda dataset, exc: f"{dataset.name}: {exc}",
+    )
+    return HttpResponseRedirect(reverse("admin:evolution_evolutionrun_changelist"))

@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from evalsite.admin_helpers import ExtensibleAdmin, ImportFromFile, apply_each, form_action
 from evalsite.errors import ServiceError
 
 from ..models import DatasetAugmentation, InstructionDataset, InstructionExample
@@ -27,7 +28,6 @@ from ..training.data import (
 )
 from .forms import AugmentForm, InstructionDatasetImportForm, TokenStatsForm
 from .review import ReviewPage
-from .shared import ImportFromFile, apply_each, form_action
 
 SAMPLE_ROWS = 10
 AUGMENT_PERMISSIONS = [
@@ -38,7 +38,7 @@ AUGMENT_PERMISSIONS = [
 
 
 @admin.register(InstructionDataset)
-class InstructionDatasetAdmin(ReviewPage, ImportFromFile, admin.ModelAdmin):
+class InstructionDatasetAdmin(ExtensibleAdmin, ReviewPage, ImportFromFile, admin.ModelAdmin):
     list_display = [
         "name",
         "row_count",

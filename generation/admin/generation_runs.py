@@ -13,13 +13,13 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from evalsite.admin_helpers import ExtensibleAdmin, ImportFromFile, apply_each
 from evalsite.errors import ServiceError
 from evalsite.runs.admin import RunAdmin
 
 from ..answers_import import answers_import
 from ..models import Answer, GenerationRun, PromptSet
 from ..regenerate import answers_regenerate, generation_run_regenerate, regeneration_report
-from .shared import ImportFromFile, apply_each
 
 
 class AnswersImportForm(forms.Form):
@@ -48,7 +48,7 @@ def _pretty_json(value) -> SafeString:
 
 
 @admin.register(GenerationRun)
-class GenerationRunAdmin(ImportFromFile, RunAdmin):
+class GenerationRunAdmin(ExtensibleAdmin, ImportFromFile, RunAdmin):
     """Runs are made by the "generate answers" action, the API or the command (or imported)."""
 
     list_display = ["id", "model", "prompt_set", "status", "progress", "imported", "created_at"]

@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils.html import format_html_join
 from django.utils.safestring import SafeString
 
+from evalsite.admin_helpers import ExtensibleAdmin, apply_each, form_action
 from evalsite.errors import ServiceError
 
 from ..aliases import suggested_maker_aliases
@@ -28,7 +29,6 @@ from ..training.finetune import finetune_run_create
 from ..training.merge import language_model_merge_request
 from .finetune import FineTuneActionForm
 from .forms import GenerateForm, MergeForm, SafeJSONField
-from .shared import apply_each, form_action
 
 
 class AliasesField(forms.CharField):
@@ -127,7 +127,7 @@ FIELD_GROUPS = [
 
 
 @admin.register(LanguageModel)
-class LanguageModelAdmin(admin.ModelAdmin):
+class LanguageModelAdmin(ExtensibleAdmin, admin.ModelAdmin):
     form = LanguageModelForm
     list_display = [
         "name",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from evalsite.admin_helpers import ImportFromFile
+
 from ..models import PromptSet, Question
 from ..registry import prompt_set_import
 from .forms import PromptSetImportForm
-from .shared import ImportFromFile
 
 
 class QuestionInline(admin.TabularInline):
@@ -31,6 +32,7 @@ class PromptSetAdmin(ImportFromFile, admin.ModelAdmin):
     change_list_template = "admin/generation/promptset/change_list.html"
     import_form = PromptSetImportForm
     import_title = "Import a prompt set"
+    import_template = "admin/generation/import_form.html"
 
     @admin.display(description="questions")
     def question_count(self, obj: PromptSet) -> int:

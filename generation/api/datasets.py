@@ -8,6 +8,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
+from evalsite.api_helpers import import_action, import_upload
 from evalsite.errors import ServiceError
 
 from ..models import InstructionDataset, LanguageModel
@@ -24,7 +25,6 @@ from ..training.data import (
     instruction_dataset_import,
     instruction_dataset_token_stats,
 )
-from .shared import import_action, import_upload
 
 
 class ReviewCountsSerializer(serializers.Serializer):

@@ -6,9 +6,10 @@ from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import serializers, viewsets
 from rest_framework.exceptions import ValidationError
 
+from evalsite.api_helpers import import_action, import_upload
+
 from ..models import PromptSet, Question
 from ..registry import SET_HAS_ANSWERS, prompt_set_import
-from .shared import import_action, import_upload
 
 
 class PromptSetSerializer(serializers.ModelSerializer):

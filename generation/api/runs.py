@@ -9,13 +9,14 @@ from rest_framework import serializers, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from evalsite.api_helpers import import_action, import_upload
 from evalsite.runs.api import RUN_STATE_FIELDS, RunViewSet
 
 from ..answers_import import answers_import
 from ..models import GenerationRun, PromptSet
 from ..regenerate import generation_run_regenerate, regeneration_report
 from ..runs import generation_run_create
-from .shared import TemplateRefSerializer, import_action, import_upload, template_ref
+from .shared import TemplateRefSerializer, template_ref
 
 
 class RegenerationSerializer(serializers.Serializer):

@@ -10,7 +10,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from generation.api.shared import import_action, import_upload
+from evalsite.api_helpers import import_action, import_upload
 
 from ..engine import verdicts
 from ..models import JudgePrompt

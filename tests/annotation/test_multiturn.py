@@ -13,7 +13,7 @@ from django.core.management import call_command
 from annotation import exchange, results, studies
 from annotation.exports import PROVENANCE_COLUMNS
 from annotation.models import Comparison, IdentityFlag, Vote
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
 from generation.models import Answer, GenerationRun, PromptTemplate
 from generation.registry import language_model_register
 from generation.runs import generation_run_create_imported

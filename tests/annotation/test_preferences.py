@@ -13,7 +13,7 @@ from annotation.models import Vote
 from annotation.preferences import majority, preferences_export
 from annotation.quality import annotator_exclude
 from evalsite.accounts.models import AuditEntry
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
 from generation.importers import ImportFormatError
 from generation.models import PreferenceDataset
 from generation.registry import language_model_register

@@ -14,7 +14,7 @@ from annotation import staff, studies
 from annotation.loop.state import annotator_progress
 from annotation.loop.votes import COMPARISON_FULL
 from annotation.models import Assignment, Comparison, Study, Vote
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
 from generation.registry import language_model_register
 from judging import results_section as judge_results
 from judging import routing

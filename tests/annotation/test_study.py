@@ -12,7 +12,7 @@ from annotation import studies
 from annotation.identity import MASK, apply_masks, find_identity_spans, identity_terms
 from annotation.loop.votes import vote_record
 from annotation.models import Assignment, Comparison, IdentityFlag, Study, StudyRun, Vote
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
 from generation.models import GenerationRun
 from generation.runs import generation_run_create_imported
 from tests.conftest import logged_in

@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks.models import BenchmarkResult, BenchmarkRun, BenchmarkSample
 from benchmarks.runs import benchmark_run_create, benchmark_run_execute
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
 from generation.registry import language_model_register
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db, pytest.mark.postgres]

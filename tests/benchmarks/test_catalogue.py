@@ -8,7 +8,7 @@ from benchmarks.catalog import available_tasks
 from benchmarks.engine import catalogue
 from benchmarks.models import BenchmarkRun
 from benchmarks.runs import benchmark_run_create
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
 from generation.registry import language_model_register
 
 JA_TASKS = {

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from evalsite.accounts.models import AuditEntry
+from evalsite.errors import ServiceError
+from evalsite.runs.workers import run_queue
 from evolution.engine.operations import OPERATIONS, PRESETS
 from evolution.models import EvolutionPrompt, EvolutionRun
 from evolution.prompts import evolution_prompt_for, evolution_prompt_update
 from evolution.runs import evolution_run_cancel, evolution_run_create, evolution_run_retry
-from generation.errors import ServiceError
 from generation.registry import language_model_register
-from generation.workers import run_queue
 from tests.generation.conftest import instruction_dataset
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]

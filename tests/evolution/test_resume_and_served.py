@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from evalsite.runs.workers import run_queue
 from evolution.models import EvolutionItem, EvolutionRun
 from evolution.runs import evolution_run_create, evolution_run_execute, evolution_run_retry
 from generation.registry import language_model_register
-from generation.workers import run_queue
 from tests.generation.conftest import register_tiny
 
 from .test_worker_and_evolver import _lineage_checked

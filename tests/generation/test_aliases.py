@@ -8,8 +8,8 @@ import pytest
 from annotation import identity
 from annotation.models import IdentityFlag
 from annotation.studies import TEXT_NAMES_MODEL, study_create
+from evalsite.errors import ServiceError
 from generation import aliases
-from generation.errors import ServiceError
 from generation.importers import ParsedQuestion
 from generation.models import LanguageModel
 from generation.registry import language_model_register, prompt_set_create

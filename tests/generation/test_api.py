@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
 from generation.models import GenerationRun, LanguageModel, PromptSet
 from generation.registry import REMOTE_CODE_SUPERUSER, language_model_register
 from generation.runs import generation_run_create, generation_run_create_imported

@@ -9,10 +9,10 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
+from evalsite.errors import ServiceError
 from generation.engine import render
 from generation.engine.dpo import PreferenceExample, encode_pair, train_dpo
 from generation.engine.train import TrainConfig
-from generation.errors import ServiceError
 from generation.models import FineTuneRun, PreferenceDataset
 from generation.templates import as_template, template_latest
 from generation.training.finetune import finetune_run_create

@@ -8,8 +8,8 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
+from evalsite.errors import ServiceError
 from evalsite.runs import lifecycle
-from generation.errors import ServiceError
 from generation.models import (
     DatasetAugmentation,
     FineTuneRun,

@@ -9,8 +9,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from evalsite.errors import ServiceError
 from generation import instructions
-from generation.errors import ServiceError
 from generation.importers import ImportFormatError
 from generation.models import InstructionDataset, InstructionExample
 from generation.registry import language_model_register, storage_relative

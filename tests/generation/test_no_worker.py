@@ -13,11 +13,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from generation.models import FineTuneRun, GenerationRun
-from generation.registry import language_model_register, prompt_set_import
-from generation.runs import generation_run_create
-from generation.training.finetune import finetune_run_cancel, finetune_run_create
-from generation.workers import (
+from evalsite.runs.workers import (
     CONSUMERS_UNKNOWN,
     INLINE_ALTERNATIVE,
     NO_CONSUMER,
@@ -27,6 +23,10 @@ from generation.workers import (
     census,
     no_worker_message,
 )
+from generation.models import FineTuneRun, GenerationRun
+from generation.registry import language_model_register, prompt_set_import
+from generation.runs import generation_run_create
+from generation.training.finetune import finetune_run_cancel, finetune_run_create
 from tests.conftest import REPO, logged_in, this_test_database_url, wait_for
 from tests.generation.conftest import register_tiny
 
@@ -198,7 +198,7 @@ def test_the_filesystem_broker_also_answers_which_workers_consume_a_queue(
     ask = [
         sys.executable,
         "-c",
-        "import django; django.setup(); from generation.workers import census; "
+        "import django; django.setup(); from evalsite.runs.workers import census; "
         "found = census(); print(found.known, found.consumers('gpu'))",
     ]
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "evalsite.settings", **embedded}

@@ -8,8 +8,8 @@ import json
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 
+from evalsite.errors import ServiceError
 from generation import regenerate
-from generation.errors import ServiceError
 from generation.models import Answer, GenerationRun
 from generation.regenerate import (
     answers_regenerate,

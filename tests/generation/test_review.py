@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from evalsite.accounts.models import AuditEntry
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
 from generation.models import InstructionDataset, InstructionExample
 from generation.review import (
     AUGMENTATION_PENDING,

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from django.core.management import CommandError, call_command
 
+from evalsite.errors import ServiceError
 from generation.engine import render
 from generation.engine.presets import PRESETS
-from generation.errors import ServiceError
 from generation.models import LanguageModel, PromptTemplate
 from generation.registry import language_model_register, language_model_update
 from generation.templates import (

@@ -8,7 +8,7 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
 from generation.importers import ImportFormatError
 from judging.engine import verdicts
 from judging.engine.presets import JA_GRADING, JA_PAIRWISE

@@ -7,7 +7,7 @@ import pytest
 from django.db.models import Q
 
 from evalsite.accounts.models import AuditEntry
-from generation.errors import ServiceError
+from evalsite.errors import ServiceError
 from generation.models import FineTuneRun, GenerationRun
 from generation.registry import language_model_register
 from generation.training.finetune import TOO_MANY_ROWS

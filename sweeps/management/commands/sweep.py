@@ -5,8 +5,8 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from evalsite.errors import ServiceError
+from evalsite.runs.workers import QueueWatch, poll_seconds, say
 from generation.models import FineTuneRun, InstructionDataset, LanguageModel, PromptSet
-from generation.workers import QueueWatch, poll_seconds, say
 from judging.models import JudgePrompt
 from sweeps.grid import parse_values
 from sweeps.models import Sweep, SweepCell

@@ -1,11 +1,14 @@
-"""What the generation admins share: actions that ask for input on an intermediate page, a
-service applied to each selected object, and an "Import from file" page. Run progress, cancel,
-retry and the no-worker warning are the spine's (evalsite/runs/admin.py)."""
+"""What every app's admin shares: actions that ask for input on an intermediate page, a service
+applied to each selected object, an "Import from file" page, and the registry through which an
+app adds actions to the admin of a model another app defines (instead of unregistering and
+subclassing it). Run progress, cancel, retry and the no-worker warning are the spine's
+(evalsite/runs/admin.py)."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django import forms
@@ -17,22 +20,50 @@ from django.shortcuts import render
 from django.urls import path, reverse
 
 from evalsite.errors import ServiceError
-from evalsite.runs.admin import (  # noqa: F401 - re-exported for judging's and evolution's admins
-    QueuedRunWarning,
-    progress_bar,
-)
-
-from ..importers import TOO_LARGE, ImportFormatError
+from evalsite.imports import TOO_LARGE, ImportFormatError
 
 
-def registered_admin_class(model) -> type[admin.ModelAdmin]:
-    """The admin class registered for ``model`` (unregistered now, so that an app built on
-    this one can register a subclass adding its actions), or the plain ModelAdmin."""
-    if admin.site.is_registered(model):
-        base = type(admin.site.get_model_admin(model))
-        admin.site.unregister(model)
-        return base
-    return admin.ModelAdmin
+@dataclass(frozen=True)
+class ExtraAction:
+    function: Callable
+    name: str
+    description: str
+    permissions: tuple[str, ...]
+
+
+_EXTRA_ACTIONS: dict[str, dict[str, ExtraAction]] = {}
+
+
+def admin_action_register(model, *, permissions: Sequence[str] = ()):
+    """Decorator: add ``function(modeladmin, request, queryset)`` (an ``admin.action``, or one
+    made with ``form_action``) to the admin of ``model``, a model of an app below the caller's;
+    it is offered to users holding every permission in ``permissions`` (``app.codename``).
+
+    The model's admin must be an ``ExtensibleAdmin``; registering the same name again replaces
+    the action."""
+
+    def register(function):
+        description = getattr(function, "short_description", function.__name__)
+        _EXTRA_ACTIONS.setdefault(model._meta.label_lower, {})[function.__name__] = ExtraAction(
+            function, function.__name__, description, tuple(permissions)
+        )
+        return function
+
+    return register
+
+
+class ExtensibleAdmin:
+    """A ModelAdmin whose model other apps add actions to (``admin_action_register``)."""
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if self.actions is None:  # actions switched off for this admin
+            return actions
+        extra = _EXTRA_ACTIONS.get(self.model._meta.label_lower, {})
+        for action in extra.values():
+            if request.user.has_perms(action.permissions):
+                actions[action.name] = (action.function, action.name, action.description)
+        return actions
 
 
 def _action_page(modeladmin, request, queryset, form, action: str, title: str):
@@ -46,7 +77,7 @@ def _action_page(modeladmin, request, queryset, form, action: str, title: str):
         "opts": modeladmin.model._meta,
         "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
     }
-    return render(request, "admin/generation/action_form.html", context)
+    return render(request, "admin/action_form.html", context)
 
 
 def form_action(
@@ -134,7 +165,7 @@ class ImportFromFile:
 
     import_form: type[forms.Form]
     import_title: str
-    import_template = "admin/generation/import_form.html"
+    import_template: str
 
     def import_file(self, request: HttpRequest, upload: dict, data: dict) -> tuple[Any, str]:
         """Import ``upload`` (the service's name, data, filename and description) with the
