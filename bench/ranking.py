@@ -41,9 +41,9 @@ from annotation.ranking import (  # noqa: E402
     OUTCOME_B,
     OUTCOME_TIE,
     aggregate,
+    designs,  # noqa: E402
     rank,
 )
-from annotation.ranking import designs  # noqa: E402
 from annotation.ranking.covariates import style_control  # noqa: E402
 from annotation.ranking.simulate import simulate_study  # noqa: E402
 

@@ -12,9 +12,9 @@ Bradley-Terry with a tie as half a win has, per vote with score y (1, 1/2, 0 for
 d = theta_a - theta_b, the loss l(y, d) = -y d + log(1 + e^d), linear in y. The rectified loss
 (the PPI++ loss) of comparison c is
 
-    lambda l(judge_c, d_c) + sum over its people's votes v of w_v (l(y_v, d_c) - lambda l(judge_c, d_c))
+    lam l(J_c, d_c) + sum over people's votes v on c of w_v (l(y_v, d_c) - lam l(J_c, d_c))
 
-where judge_c is the judge's outcome on c (the mean score of its verdicts, both shown orders)
+where J_c is the judge's outcome on c (the mean score of its verdicts, both shown orders)
 and w_v = 1 / (K pi_v), pi_v the probability that the vote was asked for (the comparison drawn
 for people, times every stopping rule's chance of asking again) and K the votes a comparison
 gets in the reference design. Because E[sum_v w_v l(y_v)] = E[l(y)] and E[sum_v w_v] = 1 for
