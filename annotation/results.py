@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 
+import numpy as np
 from django.core.cache import cache
 from django.db.models import Count, Max, Q
+from scipy.stats import norm
 
 from . import agreement, exports, figures, plots, quality, ranking, reports
 from .models import AnnotatorExclusion, Study, StudyRun, Vote
@@ -247,7 +250,7 @@ def study_results(*, study: Study, count_from=(), **options) -> Results:
         pairs=reports.pair_table(rows, models),
         categories=reports.category_tables(rows, models),
         ranking=_fitted(study, models, options, votes, rows, weights) if rows else None,
-        position=reports.position_bias(rows),
+        position=position_by_question(rows),
         annotators=reports.annotator_table(rows),
         agreement=reports.agreement(rows),
         options=options,
@@ -258,6 +261,26 @@ def study_results(*, study: Study, count_from=(), **options) -> Results:
         else None,
         category_rankings=figures.category_strengths(rows, weights, fit_models, options),
     )
+
+
+def position_by_question(rows: list[reports.VoteRow]) -> reports.PositionBias:
+    """``reports.position_bias`` with its p-value from a test by question: votes on one
+    question are alike, so the left-minus-right wins are summed per question and the two-sided
+    z-test uses their spread across questions (a cluster-robust score test) instead of a
+    binomial test of independent votes."""
+    found = reports.position_bias(rows)
+    per_question: dict[str, float] = {}
+    for row in rows:
+        if row.shown_left is None or row.outcome == "tie":
+            continue
+        step = 1.0 if row.outcome == row.shown_left else -1.0
+        per_question[row.question] = per_question.get(row.question, 0.0) + step
+    if found.p_value is None or len(per_question) < 2:
+        return found
+    sums = np.array(list(per_question.values()))
+    spread = math.sqrt(float((sums**2).sum()))
+    p_value = 1.0 if spread == 0 else float(2 * norm.sf(abs(sums.sum()) / spread))
+    return replace(found, p_value=p_value)
 
 
 def study_ranking(*, study: Study, **options) -> ranking.Ranking | None:

@@ -131,9 +131,13 @@ def test_agreement_figures_match_an_independent_computation(
         table[classes.index(_majority(people[pk])), classes.index(_majority(judge[pk]))] += 1
     n = table.sum()
     p_o = np.trace(table) / n
-    p_e = (table.sum(axis=1) / n) @ (table.sum(axis=0) / n)
     assert found["compared"] == len(both_judged) == len(judge)
     assert found["raw_agreement"] == pytest.approx(p_o)
+    # Kappa is read on the table plus its mirror (a and b swapped), so that it does not depend
+    # on which model is stored as "a" (issue 28).
+    mirrored = table + table[::-1, ::-1]
+    n = mirrored.sum()
+    p_e = (mirrored.sum(axis=1) / n) @ (mirrored.sum(axis=0) / n)
     assert found["cohens_kappa"] == pytest.approx((p_o - p_e) / (1 - p_e))
     assert found["confusion"]["people_by_judge"] == table.astype(int).tolist()
     # Strong simulated people agree with GPT-4 well beyond chance.
