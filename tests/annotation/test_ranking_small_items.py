@@ -89,3 +89,13 @@ def test_the_position_test_counts_questions_not_votes():
     assert naive.p_value < 1e-10
     assert clustered.p_value > 1e-3
     assert clustered.left_wins == naive.left_wins
+
+
+def test_routing_records_the_chance_each_comparison_went_to_people():
+    from judging.routing import CONSISTENT, INCONSISTENT, inclusion_probabilities, routing_plan
+
+    states = {pk: CONSISTENT for pk in range(10)} | {10: INCONSISTENT, 11: ""}
+    plan = routing_plan(states=states, share=0.2, seed=3)
+    found = inclusion_probabilities(plan)
+    assert all(found[pk] == 0.2 for pk in range(10))
+    assert found[10] == found[11] == 1.0
