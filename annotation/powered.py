@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.stats import norm
 
-from evalsite.exports import csv_text
+from evalsite.exports import csv_text, markdown_table, markdown_text
 
 from .hooks import PeopleDesign, people_design
 from .models import Comparison, Study
@@ -54,6 +54,7 @@ UNSAMPLED = (
     "No people's votes on the comparisons in stratum {stratum!r} ({n}): the prediction-powered "
     "fit takes the judge's word on them unchecked, and people's strengths leave them out."
 )
+NO_INTERVALS = "The {label} fit has no intervals: its covariance could not be computed."
 NOT_FITTED = "The {label} fit could not be made (too few votes, or a model that wins or loses all)."
 POOLING = (
     "People's and the judge's votes are never added together: 'people and the judge' "
@@ -246,7 +247,11 @@ def study_combined(
         if not wanted[kind]:
             continue
         scores, chosen, lam = runs[kind]
-        fitted = fit_ppi(*base, scores, *chosen, k, lam=lam)
+        try:
+            fitted = fit_ppi(*base, scores, *chosen, k, lam=lam)
+        except np.linalg.LinAlgError:  # a singular sandwich: strengths without intervals
+            fitted = fit_ppi(*base, scores, *chosen, k, lam=lam, covariance=False)
+            notes.append(NO_INTERVALS.format(label=LABELS[kind].lower()))
         found = _labelled(kind, fitted, models, *counts[kind])
         fits[kind] = found
         if found is None:
@@ -356,7 +361,7 @@ def _fit_json(fit: LabelledFit | None) -> dict | None:
     if fit is None:
         return None
     out = asdict(fit)
-    out["models"] = [{"rank": i, **asdict(m)} for i, m in enumerate(fit.models, start=1)]
+    out["models"] = models_json(fit)
     return out
 
 
@@ -386,25 +391,21 @@ def strengths_csv(fit: LabelledFit | None) -> str:
 
 
 def markdown(found: Combined) -> str:
-    """The three fits side by side, ready to paste."""
-    names = [m.name for m in next((f.models for f in found.fits.values() if f), [])]
-    lines = [
-        f"Design: {found.design}; {found.human_votes} human votes, "
-        f"{found.judge_votes} judge votes.",
-        "",
-        "| Model | " + " | ".join(LABELS[k] for k in KINDS) + " |",
-        "|---|" + "---:|" * len(KINDS),
-    ]
-    for name in names:
-        cells = []
-        for kind in KINDS:
-            fit = found.fits[kind]
-            m = next((m for m in fit.models if m.name == name), None) if fit else None
+    """The three fits side by side, ready to paste (labels escaped as every Markdown export)."""
+    head = (
+        f"Design: {markdown_text(found.design)}; {found.human_votes} human votes, "
+        f"{found.judge_votes} judge votes."
+    )
+    rows = []
+    for name, cells in found.rows:
+        row = [name]
+        for m in cells:
             if m is None or not m.estimated:
-                cells.append("–")
+                row.append("–")
             elif m.low is None:
-                cells.append(f"{m.strength:.0f}")
+                row.append(f"{m.strength:.0f}")
             else:
-                cells.append(f"{m.strength:.0f} ({m.low:.0f}–{m.high:.0f})")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+                row.append(f"{m.strength:.0f} ({m.low:.0f}–{m.high:.0f})")
+        rows.append(row)
+    table = markdown_table(("Model", *(LABELS[k] for k in KINDS)), rows, align="lrrr")
+    return head + "\n\n" + table + "\n"
