@@ -50,7 +50,7 @@ class JudgeAgreement:
     pairs: list[PairSideBySide]
     compared: int  # comparisons with votes of both sides
     agreed: int  # ... whose aggregated outcomes are the same
-    kappa: float | None  # Cohen's kappa of the aggregated outcomes, three classes
+    kappa: float | None  # Cohen's kappa of the aggregated outcomes, three classes, a/b-free
     confusion: list[list[int]]  # rows people's outcome, columns the judge's, in OUTCOMES order
     swap: Swap
     kendall_tau: float | None
@@ -117,12 +117,7 @@ def judge_agreement(
         confusion[
             OUTCOMES.index(outcomes[0][comparison]), OUTCOMES.index(outcomes[1][comparison])
         ] += 1
-    kappa = None
-    if both:
-        # statsmodels divides by 1 - p_e: undefined when both sides used one and the same class.
-        expected = (confusion.sum(0) * confusion.sum(1)).sum() / len(both) ** 2
-        if expected < 1:
-            kappa = float(cohens_kappa(confusion, return_results=False))
+    kappa = orientation_free_kappa(confusion) if both else None
     tau = p_value = None
     if people_fit is not None and judge_fit is not None:
         compared = ranking.compare(people_fit, judge_fit)
@@ -138,6 +133,21 @@ def judge_agreement(
         tau_p_value=p_value,
         position=reports.position_bias(judge),
     )
+
+
+def orientation_free_kappa(confusion: np.ndarray) -> float | None:
+    """Cohen's kappa (three classes) of a people-by-judge table, made independent of which
+    model a comparison stores as "a": the table plus its mirror (a and b swapped for both
+    sides), so the expected agreement no longer depends on how often the stored "a" won. None
+    when it is undefined (both sides always gave one and the same class)."""
+    table = np.asarray(confusion, dtype=float)
+    mirrored = table + table[::-1, ::-1]
+    total = mirrored.sum()
+    expected = (mirrored.sum(0) * mirrored.sum(1)).sum() / total**2
+    if not expected < 1:
+        return None
+    # statsmodels divides by 1 - p_e, defined here.
+    return float(cohens_kappa(mirrored, return_results=False))
 
 
 def _by_comparison(rows: Sequence[reports.VoteRow]) -> dict[str, str]:

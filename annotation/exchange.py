@@ -2,12 +2,18 @@
 
 ``votes_import`` parses the whole file first and writes in one transaction: a file with any
 problem changes nothing, and the error names its line.
+
+A battle's ``turn`` counts the user turns of the conversation judged (1 when not given). On a
+question with more turns than that, the vote judged an earlier turn only (FastChat's MT-bench
+judgments give turn 1 and turn 2 apart): it is kept with its turn (``Vote.turn``), read only
+when results ask for that turn, and never counted against K (people here vote on the whole
+conversation). Importing a file twice adds its votes twice: a vote has no key of its own.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import transaction
@@ -32,7 +38,8 @@ NO_QUESTION_TEXT = (
 )
 WRONG_TURN = (
     "line {line}: turn is {turn}, but question {key!r} has {turns} user turn(s) in study "
-    "{study!r}; turn counts the user turns of the conversation voted on (1 when not given)"
+    "{study!r}; turn counts the user turns of the conversation voted on (1 when not given), so "
+    "it can be at most the question's"
 )
 NO_RECORDS = "the file holds no judgments"
 TOO_LARGE = "is {size} bytes, over the {limit}-byte limit"
@@ -50,6 +57,8 @@ class ImportSummary:
     created_study: bool
     models: int
     questions: int
+    # Of ``votes``, how many judged an earlier turn than their question's last, by turn.
+    earlier_turns: dict[int, int] = field(default_factory=dict)
 
 
 def votes_import(
@@ -83,14 +92,15 @@ def votes_import(
             study = _study_from_records(records, study_name, filename)
         votes = _votes_for(study, records, filename, shown_order, voters)
         Vote.objects.bulk_create(votes, batch_size=1000)
-        if voters == Vote.Voter.PEOPLE:  # a judge never counts against K
-            _count_votes(votes)
+        if voters == Vote.Voter.PEOPLE:  # a judge never counts against K, nor an earlier turn
+            _count_votes([vote for vote in votes if vote.turn is None])
     return ImportSummary(
         study=study,
         votes=len(votes),
         created_study=created,
         models=StudyRun.objects.filter(study=study).count(),
         questions=study.prompt_set.questions.count(),
+        earlier_turns=dict(sorted(Counter(v.turn for v in votes if v.turn is not None).items())),
     )
 
 
@@ -123,16 +133,17 @@ def _study_from_records(records: list[BattleRecord], study_name: str, filename: 
             first_line[key] = record.line or 0
             is_id[key] = record.question_id is not None
             order.append(key)
+        # The longest conversation seen holds every turn (a turn-1 judgment may hold only one).
         turns = record.user_turns()
-        if turns and turns[0] and key not in texts:
+        if turns and turns[0] and len(turns) > len(texts.get(key, ())):
             texts[key] = turns
         for model, conversation in (
             (record.model_a, record.conversation_a),
             (record.model_b, record.conversation_b),
         ):
             replies = battles.assistant_replies(conversation)
-            if replies:
-                answers[model].setdefault(key, replies)
+            if len(replies) > len(answers[model].get(key, ())):
+                answers[model][key] = replies
     for key in order:
         if key not in texts:
             raise VoteImportError(
@@ -169,11 +180,16 @@ def _study_from_records(records: list[BattleRecord], study_name: str, filename: 
                 model=model, prompt_set=prompt_set, answers=texts_by_question
             )
         )
-    per_comparison = Counter((_key(r), frozenset((r.model_a, r.model_b))) for r in records)
+    # K: the most votes a comparison has on the whole conversation (earlier turns aside).
+    per_comparison = Counter(
+        (_key(r), frozenset((r.model_a, r.model_b)))
+        for r in records
+        if (r.turn or 1) >= len(texts[_key(r)])
+    )
     return study_create(
         name=study_name,
         runs=runs,
-        votes_per_comparison=max(per_comparison.values()),
+        votes_per_comparison=max(per_comparison.values(), default=1),
         instructions="Imported judgments.",
     )
 
@@ -235,7 +251,7 @@ def _votes_for(
                 + UNKNOWN_QUESTION.format(line=record.line, key=key, study=study.name)
             )
         turn = 1 if record.turn is None else record.turn
-        if turn != turn_counts[question_id]:
+        if turn > turn_counts[question_id]:
             raise VoteImportError(
                 f"{filename}, "
                 + WRONG_TURN.format(
@@ -270,6 +286,7 @@ def _votes_for(
                 imported=True,
                 voter=voters,
                 judge=(record.judge or "")[:200],
+                turn=turn if turn < turn_counts[question_id] else None,
             )
         )
     return votes

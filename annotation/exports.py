@@ -79,7 +79,7 @@ def _vote_row(vote: Vote) -> list:
         c.question.external_id,
         c.question.category,
         c.question.text,
-        len(c.question.turns),
+        vote.turn or len(c.question.turns),
         c.run_a.model.name,
         c.run_b.model.name,
         vote.outcome,
@@ -107,11 +107,13 @@ def battles_jsonl(
     records = []
     for vote in votes:
         c = vote.comparison
-        turns = c.question.turns
+        # A vote on an earlier turn (Vote.turn) holds the conversation up to that turn only.
+        turns = c.question.turns[: vote.turn or None]
+        last = None if vote.turn else c.answer_a, None if vote.turn else c.answer_b
         conversation_a = conversation_b = None
         if conversations:
-            conversation_a = _conversation(turns, c.run_a_id, c.question_id, c.answer_a, earlier)
-            conversation_b = _conversation(turns, c.run_b_id, c.question_id, c.answer_b, earlier)
+            conversation_a = _conversation(turns, c.run_a_id, c.question_id, last[0], earlier)
+            conversation_b = _conversation(turns, c.run_b_id, c.question_id, last[1], earlier)
         record = battles.BattleRecord(
             model_a=c.run_a.model.name,
             model_b=c.run_b.model.name,
@@ -156,11 +158,17 @@ def _earlier_replies(comparisons: list[Comparison]) -> dict[tuple[int, int, int]
     return {(run, question, turn): text for run, question, turn, text in found}
 
 
-def _conversation(turns, run_id: int, question_id: int, answer: Answer, earlier) -> list[dict]:
-    """Every user turn, each followed by this side's reply (the last one: the compared answer)."""
+def _conversation(
+    turns, run_id: int, question_id: int, answer: Answer | None, earlier
+) -> list[dict]:
+    """Every user turn, each followed by this side's reply (the last one: the compared answer,
+    or, ``answer`` None, the reply to that earlier turn)."""
     out = []
     for turn, question in enumerate(turns, start=1):
-        reply = answer.text if turn == len(turns) else earlier.get((run_id, question_id, turn), "")
+        if answer is not None and turn == len(turns):
+            reply = answer.text
+        else:
+            reply = earlier.get((run_id, question_id, turn), "")
         out += [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
     return out
 

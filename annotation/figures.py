@@ -122,6 +122,7 @@ def _model_extras(fitted: ranking.Ranking) -> dict[str, dict]:
             "se": m.se,
             "rank_low": m.rank_low,
             "rank_high": m.rank_high,
+            "estimated": m.estimated,
         }
         for m in fitted.models
     }

@@ -355,11 +355,24 @@ class Vote(models.Model):
     judge = models.CharField(
         max_length=200, blank=True, help_text="Who judged an imported vote (FastChat `judge`)"
     )
+    # On a multi-turn question: the vote judged the conversation up to this user turn only
+    # (FastChat's MT-bench judgments give turn 1 and turn 2 apart). Blank: the whole
+    # conversation, as every vote cast here; results read those unless asked for a turn.
+    turn = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Judged the conversation up to this user turn only (blank: all of it)",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at"]
         constraints = [
+            models.CheckConstraint(
+                condition=Q(turn__isnull=True) | Q(turn__gte=1),
+                name="annotation_vote_turn_positive",
+            ),
             # The rule the vote service relies on: a second vote on an assignment cannot exist.
             models.UniqueConstraint(
                 fields=["assignment"], name="annotation_vote_one_per_assignment"

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 
+import numpy as np
 from django.core.cache import cache
 from django.db.models import Count, Max, Q
+from scipy.stats import norm
 
-from . import agreement, exports, figures, plots, quality, ranking, reports
+from . import agreement, exports, figures, plots, powered, quality, ranking, reports
 from .models import AnnotatorExclusion, Study, StudyRun, Vote
 
 EXPORT_FORMATS = ("csv", "json", "md", "battles", "votes", "strengths")
@@ -29,10 +32,19 @@ CONTENT_TYPES = {
 EXTENSIONS = {"csv": "pairs.csv", "strengths": "strengths.csv", "votes": "votes.csv"}
 EXTENSIONS |= {"json": "results.json", "md": "results.md", "battles": "battles.jsonl"}
 # Whose votes a reading counts: people (cast here or imported human judgments), the LLM
-# judge's (imported with ``--voters judge``), or all of them.
+# judge's (imported with ``--voters judge``, or a judge run's), or both combined, which is the
+# prediction-powered fit (``powered``): the two kinds of votes are never added together.
 VOTERS = ("people", "judge", "all")
 RESULT_OPTIONS = {"method": ranking.METHODS, "resample": ranking.RESAMPLE, "voters": VOTERS}
 BAD_OPTION = "unknown {name} {value!r}; use one of: {choices}"
+BAD_TURN = (
+    "turn must be a whole number from 1 (the user turns of the conversation judged: votes on "
+    "an earlier turn of multi-turn questions); got {value!r}"
+)
+POOLED_COMPARISON = (
+    "voters=all is not offered when comparing studies: people's and the judge's votes are "
+    "never added together; read the prediction-powered strengths on each study's results page"
+)
 # The results page and the chart it embeds (requested right after it) share one fit through the
 # cache. The key names the votes fitted (count and newest id: votes are only added or deleted,
 # never edited), the study's models and the options, so a new vote makes a new key and nothing
@@ -57,6 +69,11 @@ def parse_options(params) -> dict:
         options["method"] = "bradley_terry"
     if params.get("style") in ("1", "true", "yes"):
         options["style_control"] = True
+    turn = params.get("turn")
+    if turn:
+        if not (turn.isascii() and turn.isdigit() and int(turn) >= 1):
+            raise ValueError(BAD_TURN.format(value=turn))
+        options["turn"] = int(turn)
     return options
 
 
@@ -85,6 +102,9 @@ class Results:
     weights: list[float] = field(default_factory=list)
     style: ranking.covariates.StyleControl | None = None
     category_rankings: dict[str, ranking.Ranking] = field(default_factory=dict)
+    # People's, the judge's and prediction-powered strengths side by side, with the design and
+    # the audit (``powered``); with voters=all the prediction-powered one is the study's fit.
+    combined: powered.Combined | None = None
 
     @property
     def n_votes(self) -> int:
@@ -144,21 +164,22 @@ def study_truncation(*, study: Study) -> list[Truncation]:
     ]
 
 
-def counted_votes(study: Study, voters: str = "people"):
+def counted_votes(study: Study, voters: str = "people", turn: int | None = None):
     """The votes that count: never a gold check's, never an excluded annotator's; only
-    ``voters``' (``VOTERS``)."""
+    ``voters``' (``VOTERS``; ``all``: both kinds); the whole conversation's unless ``turn``
+    (votes on the conversation up to that user turn of longer questions, ``Vote.turn``)."""
     if voters not in VOTERS:
         raise ValueError(BAD_OPTION.format(name="voters", value=voters, choices=", ".join(VOTERS)))
     excluded = AnnotatorExclusion.objects.filter(study=study).values("annotator_id")
-    found = Vote.objects.filter(comparison__study=study, comparison__gold=False).exclude(
+    found = Vote.objects.filter(comparison__study=study, comparison__gold=False, turn=turn).exclude(
         annotator_id__in=excluded
     )
     return found if voters == "all" else found.filter(voter=voters)
 
 
-def _votes(study: Study, voters: str = "people"):
+def _votes(study: Study, voters: str = "people", turn: int | None = None):
     return (
-        counted_votes(study, voters)
+        counted_votes(study, voters, turn)
         .select_related(
             "comparison__question",
             "comparison__run_a__model",
@@ -170,13 +191,13 @@ def _votes(study: Study, voters: str = "people"):
 
 
 def _vote_rows(
-    study: Study, voters: str = "people", where: Q | None = None
+    study: Study, voters: str = "people", where: Q | None = None, turn: int | None = None
 ) -> tuple[list[reports.VoteRow], tuple, list[float]]:
     """The study's votes (those ``where`` also selects) as rows, what the fit cache keys them
     by (``_vote_count``), and what each counts for in the fit (``figures.vote_weight``)."""
     rows, newest, weights = [], None, []
     labels = study_labels(study=study)
-    for vote in _votes(study, voters).filter(where or Q()):
+    for vote in _votes(study, voters, turn).filter(where or Q()):
         weights.append(figures.vote_weight(vote))
         comparison = vote.comparison
         rows.append(
@@ -197,11 +218,11 @@ def _vote_rows(
 
 
 def study_vote_rows(
-    *, study: Study, voters: str = "people", where: Q | None = None
+    *, study: Study, voters: str = "people", where: Q | None = None, turn: int | None = None
 ) -> tuple[list[reports.VoteRow], list[float]]:
     """The counted votes (``voters``', those ``where`` selects) as rows, and what each counts
     for in the fit."""
-    rows, _, weights = _vote_rows(study, voters, where)
+    rows, _, weights = _vote_rows(study, voters, where, turn)
     return rows, weights
 
 
@@ -220,6 +241,7 @@ def fit_options(
     position: bool = False,
     style_control: bool = False,
     voters: str = "people",
+    turn: int | None = None,
 ) -> dict:
     """Every fit option, defaults filled in (``parse_options`` gives only those it was given)."""
     return {
@@ -230,6 +252,7 @@ def fit_options(
         "position": position,
         "style_control": style_control,
         "voters": voters,
+        "turn": turn,
     }
 
 
@@ -238,49 +261,95 @@ def study_results(*, study: Study, count_from=(), **options) -> Results:
     ``count_from``: models whose pairs are counted from their side (``study_models``)."""
     options = fit_options(**options)
     models = study_models(study=study, count_from=count_from)
-    rows, votes, weights = _vote_rows(study, options["voters"])
+    pooled = options["voters"] == "all"
+    # Both kinds combined is the prediction-powered fit: the tables are people's votes, the
+    # strengths the judge's corrected by people's; no fit ever adds the two kinds of votes.
+    whose = "people" if pooled else options["voters"]
+    rows, votes, weights = _vote_rows(study, whose, turn=options["turn"])
     fit_models = study_models(study=study)
+    fitted = None
+    if rows and not pooled:
+        fitted = _fitted(study, models, options, votes, rows, weights)
     return Results(
         study=study,
         models=models,
         rows=rows,
         pairs=reports.pair_table(rows, models),
         categories=reports.category_tables(rows, models),
-        ranking=_fitted(study, models, options, votes, rows, weights) if rows else None,
-        position=reports.position_bias(rows),
+        ranking=fitted,
+        position=position_by_question(rows),
         annotators=reports.annotator_table(rows),
         agreement=reports.agreement(rows),
         options=options,
         quality=quality.annotator_quality(study=study),
         weights=weights,
         style=figures.style_fit(rows, weights, fit_models, options)
-        if options["style_control"]
+        if options["style_control"] and not pooled
         else None,
-        category_rankings=figures.category_strengths(rows, weights, fit_models, options),
+        category_rankings={}
+        if pooled
+        else figures.category_strengths(rows, weights, fit_models, options),
+        combined=study_combined(study=study, turn=options["turn"]),
     )
+
+
+def study_combined(*, study: Study, turn: int | None = None) -> powered.Combined:
+    """People's, the judge's and prediction-powered strengths of the study (``powered``)."""
+    return powered.study_combined(
+        study=study,
+        models=study_models(study=study),
+        labels=study_labels(study=study),
+        people=counted_votes(study, "people", turn),
+        judge=counted_votes(study, "judge", turn),
+    )
+
+
+def position_by_question(rows: list[reports.VoteRow]) -> reports.PositionBias:
+    """``reports.position_bias`` with its p-value from a test by question: votes on one
+    question are alike, so the left-minus-right wins are summed per question and the two-sided
+    z-test uses their spread across questions (a cluster-robust score test) instead of a
+    binomial test of independent votes."""
+    found = reports.position_bias(rows)
+    per_question: dict[str, float] = {}
+    for row in rows:
+        if row.shown_left is None or row.outcome == "tie":
+            continue
+        step = 1.0 if row.outcome == row.shown_left else -1.0
+        per_question[row.question] = per_question.get(row.question, 0.0) + step
+    if found.p_value is None or len(per_question) < 2:
+        return found
+    sums = np.array(list(per_question.values()))
+    spread = math.sqrt(float((sums**2).sum()))
+    p_value = 1.0 if spread == 0 else float(2 * norm.sf(abs(sums.sum()) / spread))
+    return replace(found, p_value=p_value)
 
 
 def study_ranking(*, study: Study, **options) -> ranking.Ranking | None:
     """The fit ``study_results`` makes, without the tables: the one the results page has just
     cached when the page's chart asks for it, else a fresh fit (None without votes)."""
     options = fit_options(**options)
+    if options["voters"] == "all":  # no fit adds the two kinds: the page's own table says it
+        return None
     models = study_models(study=study)
-    votes = _vote_count(study, options["voters"])
+    votes = _vote_count(study, options["voters"], options["turn"])
     return _fitted(study, models, options, votes) if votes[0] else None
 
 
 def fit_cache_key(*, study: Study, options: dict) -> str:
     """Where the fit of the study's current votes with these (complete) options is cached."""
     return _fit_key(
-        study, study_models(study=study), options, _vote_count(study, options["voters"])
+        study,
+        study_models(study=study),
+        options,
+        _vote_count(study, options["voters"], options["turn"]),
     )
 
 
-def _vote_count(study: Study, voters: str = "people") -> tuple:
+def _vote_count(study: Study, voters: str = "people", turn: int | None = None) -> tuple:
     """(count, newest id, who is excluded) of the counted votes: votes are only added or
     deleted, never edited, so this names the set (excluding someone changes the third; the
-    voters are among the options, also in the key)."""
-    found = counted_votes(study, voters).aggregate(n=Count("pk"), newest=Max("pk"))
+    voters and the turn are among the options, also in the key)."""
+    found = counted_votes(study, voters, turn).aggregate(n=Count("pk"), newest=Max("pk"))
     return found["n"], found["newest"], _excluded_key(study)
 
 
@@ -308,7 +377,7 @@ def _fitted(
     fitted = cache.get(_fit_key(study, models, options, votes))
     if fitted is None:
         if rows is None:
-            rows, votes, weights = _vote_rows(study, options["voters"])
+            rows, votes, weights = _vote_rows(study, options["voters"], turn=options["turn"])
             if not rows:
                 return None
         fitted = ranking.rank(
@@ -318,7 +387,7 @@ def _fitted(
             **{
                 name: value
                 for name, value in options.items()
-                if name not in ("style_control", "voters")
+                if name not in ("style_control", "voters", "turn")
             },
         )
         cache.set(_fit_key(study, models, options, votes), fitted, FIT_CACHE_SECONDS)
@@ -332,6 +401,16 @@ def results_json(results: Results) -> dict:
     )
     out["n_votes"] = results.n_votes
     out["voters"] = results.options["voters"]
+    out["turn"] = results.options["turn"]
+    combined = results.combined
+    if combined is not None:
+        out["prediction_powered"] = powered.combined_json(combined)
+        if results.options["voters"] == "all":
+            # The study's strengths are the prediction-powered ones, and say so.
+            out["strengths_from"] = powered.POWERED
+            out["pooling_note"] = powered.POOLING
+            if combined.powered is not None:
+                out["models"] = powered.models_json(combined.powered)
     out["position_bias"] = {
         "left_wins": results.position.left_wins,
         "right_wins": results.position.right_wins,
@@ -393,16 +472,20 @@ def export(
     exports also say how each side's answer was made (exports.PROVENANCE_FIELDS)."""
     if fmt not in EXPORT_FORMATS:
         raise ValueError(UNKNOWN_EXPORT.format(fmt=fmt))
-    voters = options.get("voters", "people")
+    voters, turn = options.get("voters", "people"), options.get("turn")
     if fmt == "votes":
-        text = exports.votes_csv(votes=_votes(study, voters), provenance=provenance)
+        text = exports.votes_csv(votes=_votes(study, voters, turn), provenance=provenance)
     elif fmt == "battles":
-        votes = _votes(study, voters).select_related("comparison__answer_a", "comparison__answer_b")
+        votes = _votes(study, voters, turn).select_related(
+            "comparison__answer_a", "comparison__answer_b"
+        )
         text = exports.battles_jsonl(votes=votes, provenance=provenance)
     else:
         results = results or study_results(study=study, **options)
         if fmt == "csv":
             text = reports.pairs_csv(results.pairs)
+        elif fmt == "strengths" and results.options["voters"] == "all":
+            text = powered.strengths_csv(results.combined.powered if results.combined else None)
         elif fmt == "strengths":
             text = reports.strengths_csv(results.ranking)
         elif fmt == "json":
@@ -411,6 +494,9 @@ def export(
             text = reports.to_markdown(
                 results.ranking, results.pairs, study.name, style=results.style
             )
+            if results.combined is not None:
+                text += "\n## People, judge and prediction-powered strengths\n\n"
+                text += powered.markdown(results.combined)
     filename = f"study-{study.pk}-{EXTENSIONS[fmt]}"
     return text, CONTENT_TYPES[fmt], filename
 
@@ -425,6 +511,8 @@ def studies_compare(
     """Two studies over the same models (say human votes against an imported GPT-4 study),
     each read for its ``voters``: Kendall's tau of the strengths, both strengths, and per model
     pair both win rates (``ranking.compare``, as the judge agreement's tau)."""
+    if "all" in voters:
+        raise ValueError(POOLED_COMPARISON)
     rankings = []
     for study, whose in zip((first, second), voters, strict=True):
         found = study_results(study=study, bootstrap=bootstrap, voters=whose)

@@ -41,6 +41,7 @@ from annotation.ranking import (  # noqa: E402
     OUTCOME_B,
     OUTCOME_TIE,
     aggregate,
+    designs,  # noqa: E402
     rank,
 )
 from annotation.ranking.covariates import style_control  # noqa: E402
@@ -200,10 +201,12 @@ def simulations(seeds: int) -> None:
             for s in range(2 * seeds)
         ]
     )
+    # 1,200 votes: under the design's 1,800 (4 models, 100 questions, K = 3), so the two
+    # designs differ (at 3,000 both took every vote and the ratio compared a design with itself).
     rakuda = np.array(
         [
-            closest_width(theta[[0, 2, 3, 5]], "active", s, 3000, 100, 3)
-            / closest_width(theta[[0, 2, 3, 5]], "uniform", s, 3000, 100, 3)
+            closest_width(theta[[0, 2, 3, 5]], "active", s, 1200, 100, 3)
+            / closest_width(theta[[0, 2, 3, 5]], "uniform", s, 1200, 100, 3)
             for s in range(seeds)
         ]
     )
@@ -211,8 +214,112 @@ def simulations(seeds: int) -> None:
         "closest pair's interval, active / uniform at the same votes (median over seeds): "
         f"{np.median(width):.3f} (4 models, closest 40 Elo apart, 50 questions, K = 10, 2000 "
         f"votes); {np.median(rakuda):.3f} (4 of the Rakuda-like models, closest 34 Elo apart, "
-        "100 questions, K = 3, 3000 votes)"
+        "100 questions, K = 3, 1200 votes)"
     )
+
+
+CERTAINTY_GOAL = 0.80
+PEOPLE: dict[bool, np.ndarray] = {}  # people's strengths over all questions (cost_bench)
+BUDGET_LADDER = (1000, 1500, 2200, 3300, 5000, 7500, 11000, 16000, 24000, 36000)
+
+
+def design_point(name, theta, needed, budget, studies, questions, calibration, oracle):
+    """One design at one human budget over ``studies`` simulated studies (common random
+    numbers across designs): certainty, mean human votes, errors against people's strengths
+    over all questions (Elo, studies x models; the intervals are for questions drawn from that
+    population) and whether each 95 % interval covered them."""
+    hits, votes, errors, covered = 0, 0, [], []
+    for seed in range(studies):
+        pop = designs.population(theta, questions, calibration, np.random.default_rng(seed))
+        sample = designs.draw(name, pop, budget, np.random.default_rng(10**6 + seed), oracle)
+        fitted = designs.fit_sample(pop, sample)
+        hits += designs.separated(fitted, needed)
+        votes += sample.votes
+        error = (fitted.theta - PEOPLE[questions > 0]) * ELO_PER_LOG
+        errors.append(error)
+        covered.append(np.abs(error) <= 1.959964 * fitted.se() * ELO_PER_LOG)
+    return hits / studies, votes / studies, np.array(errors), np.array(covered)
+
+
+def votes_for_certainty(name, theta, needed, studies, questions, calibration, oracle):
+    """Human votes at which the design reaches the goal (interpolated between the ladder's
+    budgets on a log scale), or None; and the errors and coverage at the budget that reached
+    it (else at the largest tried)."""
+    previous = None
+    for budget in BUDGET_LADDER:
+        share, votes, errors, covered = design_point(
+            name, theta, needed, budget, studies, questions, calibration, oracle
+        )
+        if share >= CERTAINTY_GOAL:
+            if previous is None or previous[0] >= share:
+                return votes, share, errors, covered
+            (s0, v0), (s1, v1) = previous, (share, votes)
+            t = (CERTAINTY_GOAL - s0) / (s1 - s0)
+            return float(np.exp(np.log(v0) + t * (np.log(v1) - np.log(v0)))), share, errors, covered
+        previous = (share, votes)
+    return None, share, errors, covered
+
+
+def cost_bench(studies: int, questions: int) -> None:
+    """Human votes each design needs for equal certainty (``designs``)."""
+    start = time.perf_counter()
+    theta = (RAKUDA_LIKE - RAKUDA_LIKE.mean()) / ELO_PER_LOG
+    needed = [
+        (i, i + 1)
+        for i in range(len(theta) - 1)
+        if RAKUDA_LIKE[i] - RAKUDA_LIKE[i + 1] >= SETTLE_GAP
+    ]
+    calibration = designs.Calibration()
+    # People's strengths over all questions: one study of 20,000 questions.
+    PEOPLE[True] = designs.population(theta, 20_000, calibration, np.random.default_rng(99)).target
+    figures = designs.agreement(
+        designs.population(theta, questions, calibration, np.random.default_rng(0)),
+        np.random.default_rng(1),
+    )
+    print(
+        f"cost bench: {studies} simulated studies per design and budget, 6 Rakuda-like models, "
+        f"{questions} questions; certainty = share of studies in which every adjacent pair "
+        f"{SETTLE_GAP:.0f}+ Elo apart is separated at 95% (goal {CERTAINTY_GOAL:.0%}); "
+        f"simulated people agree {figures['people_agree']:.0%}, the judge agrees with a person "
+        f"{figures['judge_agrees_with_a_person']:.0%}, is consistent under swap "
+        f"{figures['judge_consistent']:.0%}, ties {figures['judge_ties']:.0%}"
+    )
+    oracle = designs.oracle_allocation(theta, needed, 4000.0)
+    found = {}
+    print("design               | human votes for 80% | / uniform | max |bias| (Elo) | coverage")
+    for name in designs.DESIGNS:
+        votes, share, errors, covered = votes_for_certainty(
+            name, theta, needed, studies, questions, calibration, oracle
+        )
+        found[name] = votes
+        bias = errors.mean(axis=0)
+        se = errors.std(axis=0, ddof=1) / np.sqrt(len(errors))
+        worst = int(np.argmax(np.abs(bias) / se))
+        reached = f"{votes:19.0f}" if votes else f"not reached ({share:.0%})".rjust(19)
+        ratio = (
+            f"{votes / found['uniform K=3']:9.2f}"
+            if votes and found.get("uniform K=3")
+            else "        -"
+        )
+        print(
+            f"{name:20s} | {reached} | {ratio} | {bias[worst]:+6.1f} +- {se[worst]:4.1f}    | "
+            f"{covered.mean():.1%}"
+        )
+    uniform = found["uniform K=3"]
+    best = (
+        min((v, n) for n, v in found.items() if v and n != "oracle allocation")
+        if any(found[n] for n in designs.DESIGNS if n != "oracle allocation")
+        else (None, None)
+    )
+    r = f"{best[0] / uniform:.2f}" if uniform and best[0] else "n/a"
+    limit = (
+        f"{found['oracle allocation'] / uniform:.2f}"
+        if uniform and found["oracle allocation"]
+        else "n/a"
+    )
+    print(f"human votes for equal certainty, best design / uniform K=3: {r}")
+    print(f"human votes for equal certainty, oracle allocation / uniform K=3: {limit}")
+    print(f"(best design: {best[1]}; {time.perf_counter() - start:.0f} s)")
 
 
 def best_time(fn, repeats: int):
@@ -235,10 +342,25 @@ def main() -> None:
     parser.add_argument(
         "--sim-seeds", type=int, default=20, help="simulated studies per design (0: none)"
     )
+    parser.add_argument(
+        "--studies",
+        type=int,
+        default=200,
+        help="simulated studies per design and budget in the cost bench (0: skip it)",
+    )
+    parser.add_argument(
+        "--pool-questions", type=int, default=400, help="questions in each simulated study"
+    )
+    parser.add_argument(
+        "--only-cost", action="store_true", help="run the cost bench alone (no timed fits)"
+    )
     args = parser.parse_args()
     args.length_effect = 0.0  # outcomes are drawn without style: the fit should find ~0
     if os.environ.get("OPENBLAS_NUM_THREADS") != "1":
         print("note: set OPENBLAS_NUM_THREADS=1 (as the web and worker processes do)")
+    if args.only_cost:
+        cost_bench(args.studies, args.pool_questions)
+        return
 
     true, a, b, outcome, question = simulate(
         args.votes, args.models, args.questions, args.ties, args.seed
@@ -300,6 +422,8 @@ def main() -> None:
     )
     if args.sim_seeds:
         simulations(args.sim_seeds)
+    if args.studies:
+        cost_bench(args.studies, args.pool_questions)
 
 
 if __name__ == "__main__":

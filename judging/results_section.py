@@ -16,10 +16,15 @@ from dataclasses import dataclass
 from django.db.models import Q
 
 from annotation import agreement, results
-from annotation.hooks import ResultsSection, results_section_register
+from annotation.hooks import (
+    PeopleDesign,
+    ResultsSection,
+    people_design_register,
+    results_section_register,
+)
 from annotation.models import Comparison, Study
 
-from .routing import CONSISTENT, latest_routing_run, run_states
+from .routing import CONSISTENT, latest_routing_run, run_states, study_plan
 from .summary import study_judge_summaries
 
 
@@ -113,8 +118,31 @@ def routing_json(*, study: Study) -> dict | None:
     }
 
 
+def routing_design(study: Study) -> PeopleDesign | None:
+    """How routing chose people's comparisons, for the prediction-powered fit: the judge's
+    consistent comparisons (people get an audit sample of them) and the unsure ones (people
+    get all) are the two strata; the verdicts are its deciding run's."""
+    if not study.routing:
+        return None
+    run = latest_routing_run(study=study)
+    if run is None:
+        return None
+    plan = study_plan(study=study, run=run)
+    strata = dict.fromkeys((*plan.audited, *plan.settled), "judge consistent")
+    strata |= dict.fromkeys(plan.unsure, "judge unsure")
+    return PeopleDesign(
+        name="routing",
+        strata=strata,
+        judge_votes=Q(judgment__run=run),
+        audited=frozenset(plan.audited),
+        judge_run=run.pk,
+    )
+
+
 def register() -> None:
-    """The judge's section of every study's results page and JSON export (AppConfig.ready)."""
+    """The judge's section of every study's results page and JSON export, and routing's
+    design for the prediction-powered fit (AppConfig.ready)."""
+    people_design_register(routing_design)
     results_section_register(
         ResultsSection(
             name="llm-judge",

@@ -50,6 +50,17 @@ class Plan:
         return len(self.audited) + len(self.settled)
 
 
+def inclusion_probabilities(plan: Plan) -> dict[int, float]:
+    """The chance each comparison of the plan had of being given to people: the audit is a
+    simple random sample of the consistent comparisons (audited / consistent each), the unsure
+    ones always go. A people's vote's weight in a prediction-powered fit is 1 / (K x this)."""
+    consistent = plan.consistent
+    share = len(plan.audited) / consistent if consistent else 0.0
+    out = {pk: share for pk in (*plan.audited, *plan.settled)}
+    out |= {pk: 1.0 for pk in plan.unsure}
+    return out
+
+
 def comparison_state(verdicts: Mapping[str, str]) -> str:
     """One comparison's state from its verdicts by order shown first (``{"a": .., "b": ..}``)."""
     if set(verdicts) != {"a", "b"}:

@@ -1,13 +1,13 @@
 """Length and style control: Bradley-Terry with covariates for how the two answers look.
 
 As the Chatbot Arena leaderboard does it: beside the model strengths, the logistic model gets one
-column per style feature, the normalised difference (a - b) / (a + b) of the two answers' counts
-(0 when both are 0), divided by its standard deviation over the votes, so each coefficient is the
-effect of a typical difference. Features: length (characters: Japanese has no spaces to count
-words by), Markdown headers, list items and bold spans. The strengths of that fit are what each
-model is worth once its answers' style is accounted for; the coefficients (log-odds per standard
-deviation, and in Elo) say how much judges reward the style itself. Differences are not centred:
-two answers of the same style get 0, and the model is then plain Bradley-Terry.
+column per style feature, the normalised difference (a - b) / (a + b + 1) of the two answers'
+counts (lmarena's ``add_one``), standardised over the votes (minus its mean, divided by its
+standard deviation, as lmarena's ``construct_style_matrices`` does), so each coefficient is the
+effect of one standard deviation of difference. Features: length (characters: Japanese has no
+spaces to count words by), Markdown headers, list items and bold spans. The strengths of that fit
+are what each model is worth once its answers' style is accounted for; the coefficients (log-odds
+per standard deviation, and in Elo) say how much judges reward the style itself.
 
 Fitted by statsmodels' binomial GLM with covariance clustered by question (``sandwich``), on
 rows aggregated per comparison (and shown order, when the position advantage is fitted too); a
@@ -64,10 +64,9 @@ def sd_or_1(sd: np.ndarray) -> np.ndarray:
 
 
 def normalised_differences(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """(first - second) / (first + second) per feature, 0 where both are 0."""
+    """(first - second) / (first + second + 1) per feature (lmarena's normalisation)."""
     first, second = np.asarray(first, float), np.asarray(second, float)
-    total = first + second
-    return np.divide(first - second, total, out=np.zeros_like(total), where=total > 0)
+    return (first - second) / (first + second + 1.0)
 
 
 @dataclass(frozen=True)
@@ -160,6 +159,8 @@ def style_control(
     if positioned:
         design[:, k] = (shown[row] >= 0).astype(float)
     notes = []
+    centre = np.average(diffs, axis=0, weights=w)
+    diffs = diffs - centre
     sd = np.sqrt(np.average(diffs**2, axis=0, weights=w))
     # Which features tell the fit something the strengths (and the features before) do not:
     # the rank of the columns, read from their small Gram matrix (weighted by games).

@@ -6,7 +6,9 @@ factor of 10 in odds). ``strength`` is the fit on all votes: the plain maximum-l
 estimate when it exists, else the fallback regularisation (``existence``, noted); ``ci_low`` /
 ``ci_high`` are percentile bootstrap bounds, ``sandwich_low`` / ``sandwich_high`` normal bounds
 from the cluster-robust covariance by question; ``rank_low`` / ``rank_high`` the ranks a model
-can take within its interval.
+can take: 1 + the models settled above it, and the count of models less those settled below it,
+"settled" read from the interval of each gap, the rule the adjacent-pair sentences use. A model
+without votes is not estimated (``estimated`` False) and listed last.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from .intervals import (
 from .robustness import Robustness, top_robustness
 from .sandwich import covariances, embed, embed_diagonal
 from .solvers import FALLBACK_ALPHA, fit_totals
-from .summaries import PairOrder, gap_intervals, pair_orders, rank_ranges
+from .summaries import PairOrder, gap_intervals, gap_rank_ranges, pair_orders, rank_ranges
 
 ELO_PER_LOG = 400 / math.log(10)
 ELO_MEAN = 1000.0
@@ -129,6 +131,9 @@ class ModelStrength:
     se: float | None = None  # its standard error (Elo)
     rank_low: int | None = None  # best rank within the interval (1 = top)
     rank_high: int | None = None  # worst rank within the interval
+    # False for a model with no votes: nothing was estimated (its strength is only the mean
+    # it is parked at, and it is listed last).
+    estimated: bool = True
 
 
 @dataclass(frozen=True)
@@ -287,18 +292,30 @@ def rank(
         range_low, range_high = theta - z * sandwich_se, theta + z * sandwich_se
     else:
         range_low = range_high = theta
-    rank_low, rank_high = rank_ranges(range_low[active], range_high[active])
+    elo = ELO_MEAN + ELO_PER_LOG * theta
+    order = sorted(active.tolist(), key=lambda i: (-theta[i], names[i]))
+    # Rank ranges and the "settled" sentences read one rule: a model ranks above another when
+    # the interval of the gap between them leaves out zero (bootstrap, else sandwich).
+    robust_embedded = embed(robust, active, k) if robust is not None else None
+    if source is not None:
+        rank_low, rank_high = gap_rank_ranges(
+            active,
+            theta,
+            confidence,
+            samples=samples,
+            covariance=robust_embedded if samples is None else None,
+        )
+    else:
+        rank_low, rank_high = rank_ranges(range_low[active], range_high[active])
     ranks = {
         int(i): (int(lo), int(hi)) for i, lo, hi in zip(active, rank_low, rank_high, strict=True)
     }
-    elo = ELO_MEAN + ELO_PER_LOG * theta
-    order = sorted(active.tolist(), key=lambda i: (-theta[i], names[i]))
     gaps = gap_intervals(
         order,
         elo,
         confidence,
         samples=samples,
-        covariance=embed(robust, active, k) if samples is None and robust is not None else None,
+        covariance=robust_embedded if samples is None else None,
         scale=ELO_PER_LOG,
     )
 
@@ -313,11 +330,14 @@ def rank(
     fitted_names = [names[i] for i in active]
     win_probability, tie_probability = _probabilities(names, theta, nu)
     rows = _model_rows(names, theta, low, high, vote_wins, vote_ties)
+    fitted_set = set(active.tolist()) if fitting else set()
     rows = [
         _with_intervals(row, i, theta, sandwich_se if robust is not None else None, z, ranks)
+        if i in fitted_set
+        else replace(row, estimated=False)
         for i, row in rows
     ]
-    rows.sort(key=lambda m: (-m.log_strength, m.name))
+    rows.sort(key=lambda m: (not m.estimated, -m.log_strength, m.name))
     return Ranking(
         models=rows,
         win_probability=win_probability,

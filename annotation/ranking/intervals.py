@@ -29,6 +29,11 @@ NOTE_ONE_QUESTION = (
 )
 NOTE_FEW_QUESTIONS = "Only {n} questions: intervals from resampling so few questions are rough."
 NOTE_NO_BOOTSTRAP = "No bootstrap was run: ci_low and ci_high equal the strength."
+NOTE_WEIGHTED_VOTES = (
+    "The votes carry sampling weights, so the bootstrap resamples whole questions (their "
+    "weights with them) instead of single votes: drawing votes with the average weight would "
+    "leave out how much the weights vary."
+)
 
 
 def resampling(counts: Counts, bootstrap: int, resample: str) -> tuple[str, list[str]]:
@@ -45,6 +50,10 @@ def resampling(counts: Counts, bootstrap: int, resample: str) -> tuple[str, list
             effective = "vote"
         elif counts.n_questions < 20:
             notes.append(NOTE_FEW_QUESTIONS.format(n=counts.n_questions))
+    weighted_votes = bootstrap and counts.n_votes and effective == "vote" and counts.weighted
+    if weighted_votes and counts.clustered and counts.n_questions >= 2:
+        notes.append(NOTE_WEIGHTED_VOTES)
+        effective = "question"
     if not bootstrap and counts.n_votes:
         notes.append(NOTE_NO_BOOTSTRAP)
     return effective, notes

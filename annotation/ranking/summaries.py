@@ -44,6 +44,39 @@ def rank_ranges(low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return 1 + above, len(low) - below
 
 
+def gap_rank_ranges(
+    active: np.ndarray,
+    theta: np.ndarray,
+    confidence: float,
+    *,
+    samples: np.ndarray | None = None,
+    covariance: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rank ranges of the ``active`` models from the interval of every pairwise gap (percentile
+    bounds of resampled gaps, else normal bounds from ``covariance``): i is settled above j when
+    the interval of theta_i - theta_j lies above zero. The same rule as ``pair_orders``, so a
+    settled adjacent pair never shares a rank range."""
+    tail = (1 - confidence) / 2
+    idx = np.asarray(active)
+    n = idx.size
+    above = np.zeros((n, n), dtype=bool)  # above[i, j]: i settled above j
+    if samples is not None:
+        s = samples[:, idx]
+        diffs = s[:, :, None] - s[:, None, :]
+        low = np.percentile(diffs, 100 * tail, axis=0)
+        above = low > 0
+    elif covariance is not None:
+        c = covariance[np.ix_(idx, idx)]
+        d = np.diag(c)
+        variance = np.clip(d[:, None] + d[None, :] - 2 * c, 0.0, None)
+        gap = theta[idx][:, None] - theta[idx][None, :]
+        above = gap - norm.ppf(1 - tail) * np.sqrt(variance) > 0
+    np.fill_diagonal(above, False)
+    best = 1 + above.sum(axis=0)  # models settled above each
+    worst = n - above.sum(axis=1)  # less those settled below
+    return best, worst
+
+
 def gap_intervals(
     order: list[int],
     elo: np.ndarray,

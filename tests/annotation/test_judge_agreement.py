@@ -86,7 +86,11 @@ def test_judge_votes_are_kept_apart_and_never_count_against_k(both, external_dat
     judges = results.study_results(study=study, bootstrap=0, voters="judge")
     everyone = results.study_results(study=study, bootstrap=0, voters="all")
     assert (people.n_votes, judges.n_votes) == (len(simulated), 800)
-    assert everyone.n_votes == len(simulated) + 800
+    # Issue 28: both kinds are never added; "all" is the prediction-powered fit, its tables
+    # people's votes (tests/annotation/test_results_ppi.py).
+    assert everyone.n_votes == len(simulated) and everyone.ranking is None
+    assert everyone.combined.powered.human_votes == len(simulated)
+    assert everyone.combined.powered.judge_votes == 800
     # Each reading counts only its votes: the judge's pair table is Rakuda's own counts.
     counts = defaultdict(Counter)
     for r in records:
@@ -131,9 +135,13 @@ def test_agreement_figures_match_an_independent_computation(
         table[classes.index(_majority(people[pk])), classes.index(_majority(judge[pk]))] += 1
     n = table.sum()
     p_o = np.trace(table) / n
-    p_e = (table.sum(axis=1) / n) @ (table.sum(axis=0) / n)
     assert found["compared"] == len(both_judged) == len(judge)
     assert found["raw_agreement"] == pytest.approx(p_o)
+    # Kappa is read on the table plus its mirror (a and b swapped), so that it does not depend
+    # on which model is stored as "a" (issue 28).
+    mirrored = table + table[::-1, ::-1]
+    n = mirrored.sum()
+    p_e = (mirrored.sum(axis=1) / n) @ (mirrored.sum(axis=0) / n)
     assert found["cohens_kappa"] == pytest.approx((p_o - p_e) / (1 - p_e))
     assert found["confusion"]["people_by_judge"] == table.astype(int).tolist()
     # Strong simulated people agree with GPT-4 well beyond chance.
@@ -190,10 +198,19 @@ def test_voters_read_only_their_votes_in_every_output(both, client, staff_user, 
         body = client.get(f"/api/studies/{study.pk}/results/?voters={voters}").json()
         shapes[voters] = body
         assert body["voters"] == voters
-    assert set(shapes["people"]) == set(shapes["judge"]) == set(shapes["all"])
+    assert set(shapes["people"]) == set(shapes["judge"])
     assert shapes["people"]["n_votes"] == len(simulated)
     assert shapes["judge"]["n_votes"] == 800
-    assert shapes["all"]["n_votes"] == 800 + len(simulated)
+    # Issue 28: "all" is the prediction-powered fit, never the votes added together.
+    assert shapes["all"]["strengths_from"] == "prediction-powered"
+    fits = shapes["all"]["prediction_powered"]["fits"]
+    assert (
+        fits["prediction-powered"]["human_votes"],
+        fits["prediction-powered"]["judge_votes"],
+    ) == (
+        len(simulated),
+        800,
+    )
     bad = client.get(f"/api/studies/{study.pk}/results/?voters=robots")
     assert bad.status_code == 400 and "voters" in bad.json()["detail"]
     page = client.get(f"/studies/{study.pk}/results/?voters=judge")

@@ -31,9 +31,10 @@ def test_style_counts_reads_length_headers_list_items_and_bold():
     assert style_counts("ただの文です。") == (7, 0, 0, 0)
 
 
-def test_normalised_differences_are_zero_when_both_are_zero():
+def test_normalised_differences_are_lmarenas_and_zero_when_both_are_zero():
+    # (a - b) / (a + b + 1), lmarena's normalisation (issue 28)
     got = normalised_differences(np.array([[30, 0, 2, 0]]), np.array([[10, 0, 0, 0]]))
-    np.testing.assert_allclose(got, [[0.5, 0.0, 1.0, 0.0]])
+    np.testing.assert_allclose(got, [[20 / 41, 0.0, 2 / 3, 0.0]])
 
 
 def _planted(seed: int = 1, effect: float = 1.0):

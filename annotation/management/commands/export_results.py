@@ -48,7 +48,14 @@ class Command(BaseCommand):
             "--voters",
             choices=results.VOTERS,
             default="people",
-            help="whose votes: people (default), the LLM judge's, or all",
+            help="whose votes: people (default), the LLM judge's, or all: both combined by "
+            "prediction-powered inference (never by adding votes)",
+        )
+        parser.add_argument(
+            "--turn",
+            type=int,
+            help="votes on the conversation up to this user turn of multi-turn questions "
+            "(imported judgments of an earlier turn); default: the whole conversation",
         )
         parser.add_argument(
             "--provenance",
@@ -63,6 +70,8 @@ class Command(BaseCommand):
             raise CommandError(f"no study named {study!r}")
         if options["bootstrap"] < 0:
             raise CommandError("--bootstrap must be 0 or more")
+        if options["turn"] is not None and options["turn"] < 1:
+            raise CommandError(results.BAD_TURN.format(value=options["turn"]))
         fit = {
             "method": "bradley_terry" if options["position"] else options["method"],
             "position": options["position"],
@@ -71,6 +80,7 @@ class Command(BaseCommand):
             "bootstrap": options["bootstrap"],
             "seed": options["seed"],
             "voters": options["voters"],
+            "turn": options["turn"],
         }
         try:
             text, _, _ = results.export(

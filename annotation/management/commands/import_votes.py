@@ -12,8 +12,9 @@ class Command(BaseCommand):
         "Import judgments in FastChat's battle JSONL shape (model_a, model_b, winner, "
         "question_id, judge, optional conversation_a/_b), or a Rakuda tournament file, into a "
         "study; when no study of that name exists, create one from the file (models, "
-        "questions, answers). model_a (Rakuda's model1) is kept as the answer shown first. "
-        "Atomic."
+        "questions, answers). model_a (Rakuda's model1) is kept as the answer shown first; a "
+        "judgment of an earlier turn of a multi-turn question (turn below its turns) is kept "
+        "with its turn. Atomic; importing a file twice adds its votes twice."
     )
 
     def add_arguments(self, parser):
@@ -54,3 +55,8 @@ class Command(BaseCommand):
                 f"({summary.models} models, {summary.questions} questions)"
             )
         )
+        for turn, n in summary.earlier_turns.items():
+            self.stdout.write(
+                f"{n} of them judged the conversation up to turn {turn} only: kept apart, read "
+                f"with export_results --turn {turn} (results read the whole conversation)"
+            )

@@ -1,0 +1,391 @@
+"""Simulated judged studies and the designs that spend people's votes on them, for the cost
+bench (``bench/ranking.py``) and the tests. Plain numpy, no Django.
+
+A study is every model pair on every question. Each answer has a quality: its model's strength
+plus the answer's own deviation (``spread``), which people and the judge both react to, as they
+do in real studies (that shared reaction is what biases a fit of people's votes on the
+comparisons the judge found hard). People vote Bradley-Terry on the two answers' qualities, with
+ties; the judge sees each comparison in both orders, with its own sharpness, noise, a pull
+towards the answer shown first, ties, and optionally a bias towards one model.
+
+People's strengths (``Population.target``) are the Bradley-Terry fit to people's expected
+scores with every comparison counted once: what infinitely many people's votes on this study's
+answers would give, the quantity every design's estimate is judged against.
+
+Each design turns a human-vote budget into votes with known probabilities (``Sample``): the
+weight of a vote is 1 / (K pi), K the votes of the reference design (3) and pi the chance it was
+asked for. ``fit_sample`` fits it (people alone, or prediction-powered with the judge).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import expit
+
+from .active import pair_weights
+from .ppi import PPIFit, fit_ppi
+
+K = 3
+DESIGNS = (
+    "uniform K=3",
+    "active",
+    "routing",
+    "prediction-powered",
+    "adaptive K",
+    "best combination",
+    "oracle allocation",
+)
+UNKNOWN_DESIGN = "unknown design {name!r}: use one of {choices}"
+# The stopping rule of adaptive K: once a comparison's last two votes agree with each other and
+# with the judge's consistent verdict, another vote is asked for only with this probability
+# (never 0, so the inverse-probability weights exist and the fit stays unbiased).
+CONTINUE_WHEN_SETTLED = 0.25
+MAX_VOTES = 12  # votes one comparison can get under adaptive K
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How people and the judge behave (logits). The defaults were tuned so that on Rakuda-like
+    strengths the simulated judge is consistent under swap about 82 % of the time, gives about
+    9 % ties and agrees with a single person about as often as two people agree (``agreement``
+    prints the figures)."""
+
+    spread: float = 1.5  # sd of an answer's quality around its model's strength
+    people_ties: float = 0.09
+    judge_sharpness: float = 6.0  # the judge's logit per unit of quality difference
+    judge_noise: float = 0.6  # the judge's own view of a comparison (both orders share it)
+    judge_position: float = 0.35  # pull towards the answer shown first
+    judge_ties: float = 0.09
+    judge_bias: float = 0.0  # pull towards model ``favoured`` (quality units)
+    favoured: int = 0
+    # Answers that vary around their model pull people's expected scores towards 1/2, so the
+    # strengths given are multiplied by this before answers are drawn: people's strengths then
+    # come out close to the ones given (measured on 4,000 questions: 0.53 without it).
+    scale: float = 1.87
+
+
+@dataclass(frozen=True)
+class Population:
+    model_a: np.ndarray  # (C,)
+    model_b: np.ndarray
+    question: np.ndarray
+    people_p: np.ndarray  # P(a wins | no tie) for a person
+    people_ties: float
+    judge: np.ndarray  # the judge's score for a (mean of its two orders' verdicts)
+    verdicts: np.ndarray  # (C, 2): a shown first, b shown first
+    consistent: np.ndarray  # bool (C,): both orders gave the same verdict
+    target: np.ndarray  # people's strengths, centred log
+    n_models: int
+    n_questions: int
+
+    @property
+    def size(self) -> int:
+        return self.model_a.size
+
+    def expected(self) -> np.ndarray:
+        return (1 - self.people_ties) * self.people_p + self.people_ties / 2
+
+
+def population(
+    strengths: np.ndarray, n_questions: int, calibration: Calibration, rng: np.random.Generator
+) -> Population:
+    """One simulated study: answers, the judge's verdicts on every comparison, people's
+    expected votes and their strengths."""
+    k = strengths.size
+    first, second = np.triu_indices(k, 1)
+    n_pairs = first.size
+    a = np.tile(first, n_questions)
+    b = np.tile(second, n_questions)
+    q = np.repeat(np.arange(n_questions), n_pairs)
+    quality = calibration.scale * strengths[None, :] + calibration.spread * rng.standard_normal(
+        (n_questions, k)
+    )
+    delta = quality[q, a] - quality[q, b]
+    c = calibration
+    lean = c.judge_bias * ((a == c.favoured).astype(float) - (b == c.favoured))
+    view = c.judge_sharpness * (delta + lean + c.judge_noise * rng.standard_normal(delta.size))
+    verdicts = np.empty((delta.size, 2))
+    for column, sign in ((0, 1.0), (1, -1.0)):
+        win = rng.random(delta.size) < expit(view + sign * c.judge_position)
+        tie = rng.random(delta.size) < c.judge_ties
+        verdicts[:, column] = np.where(tie, 0.5, win.astype(float))
+    people_p = expit(delta)
+    expected = (1 - c.people_ties) * people_p + c.people_ties / 2
+    truth = fit_ppi(
+        a,
+        b,
+        q,
+        np.full(a.size, np.nan),
+        np.arange(a.size),
+        expected,
+        np.ones(a.size),
+        k,
+        lam=0.0,
+        covariance=False,
+    )
+    return Population(
+        a,
+        b,
+        q,
+        people_p,
+        c.people_ties,
+        verdicts.mean(axis=1),
+        verdicts,
+        verdicts[:, 0] == verdicts[:, 1],
+        truth.theta,
+        k,
+        n_questions,
+    )
+
+
+def people_votes(pop: Population, comparisons: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One person's score for model a on each of ``comparisons`` (1, 0.5, 0)."""
+    tie = rng.random(comparisons.size) < pop.people_ties
+    win = rng.random(comparisons.size) < pop.people_p[comparisons]
+    return np.where(tie, 0.5, win.astype(float))
+
+
+def agreement(pop: Population, rng: np.random.Generator) -> dict[str, float]:
+    """The calibration figures: two people agreeing, the judge's outcome (a tie when its orders
+    disagree) agreeing with one person, the judge's consistency under swap, its tie share."""
+    everything = np.arange(pop.size)
+    one, two = people_votes(pop, everything, rng), people_votes(pop, everything, rng)
+    judge_outcome = np.where(pop.consistent, pop.verdicts[:, 0], 0.5)
+    return {
+        "people_agree": float((one == two).mean()),
+        "judge_agrees_with_a_person": float((judge_outcome == one).mean()),
+        "judge_consistent": float(pop.consistent.mean()),
+        "judge_ties": float((pop.verdicts == 0.5).mean()),
+        "people_ties": float((one == 0.5).mean()),
+    }
+
+
+@dataclass(frozen=True)
+class Sample:
+    """People's votes a design asked for: comparison, score for a, weight 1 / (K pi)."""
+
+    comparison: np.ndarray
+    score: np.ndarray
+    weight: np.ndarray
+    uses_judge: bool  # the fit is prediction-powered (the judge's verdicts on everything)
+    weighted: bool = True  # False: today's routing fit, every vote counted once
+
+    @property
+    def votes(self) -> int:
+        return self.comparison.size
+
+
+def _bernoulli(rng, probability: np.ndarray) -> np.ndarray:
+    return np.flatnonzero(rng.random(probability.size) < probability)
+
+
+def _fixed_k(pop, rng, chosen: np.ndarray, probability: np.ndarray, slots: np.ndarray | int):
+    """``slots`` votes on each chosen comparison (drawn with ``probability``), each weighing
+    1 / (slots x probability): every comparison counts once in expectation."""
+    slots = np.broadcast_to(np.asarray(slots), (pop.size,))
+    repeat = slots[chosen]
+    comparison = np.repeat(chosen, repeat)
+    weight = 1.0 / (slots[comparison] * probability[comparison])
+    return comparison, people_votes(pop, comparison, rng), weight
+
+
+def _sequential(pop, rng, chosen, probability, slots):
+    """Up to ``slots`` votes per chosen comparison under the stopping rule: once the last two
+    votes agree with each other and with the judge's consistent verdict, the next is asked only
+    with probability ``CONTINUE_WHEN_SETTLED`` (and once not asked, the comparison stops); each
+    vote weighs 1 / (slots x pi x the chance of every continuation before it)."""
+    slots = np.broadcast_to(np.asarray(slots), (pop.size,))
+    judge_says = np.where(pop.consistent, pop.verdicts[:, 0], np.nan)
+    out_c, out_y, out_w = [], [], []
+    alive = chosen
+    reach = np.ones(alive.size)  # the chance of getting this far, given the comparison
+    last = np.full(alive.size, np.nan)
+    before = np.full(alive.size, np.nan)
+    for step in range(int(slots[chosen].max(initial=0))):
+        go_on = np.ones(alive.size)
+        if step >= 2:
+            settled = (last == before) & (last == judge_says[alive])
+            go_on = np.where(settled, CONTINUE_WHEN_SETTLED, 1.0)
+        asked = (slots[alive] > step) & (rng.random(alive.size) < go_on)
+        reach = reach * go_on
+        alive, reach, before, last = alive[asked], reach[asked], last[asked], before[asked]
+        votes = people_votes(pop, alive, rng)
+        before, last = last, votes
+        out_c.append(alive)
+        out_y.append(votes)
+        out_w.append(1.0 / (slots[alive] * probability[alive] * reach))
+    if not out_c:
+        return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+    return np.concatenate(out_c), np.concatenate(out_y), np.concatenate(out_w)
+
+
+def _routing_probability(pop: Population, budget: float, share: float = 0.2) -> np.ndarray:
+    """Routing's chance that people are given a comparison: the audit share of the consistent
+    ones and all unsure ones, scaled to the budget (K votes each)."""
+    consistent = pop.consistent.sum()
+    unsure = pop.size - consistent
+    wanted = budget / K
+    if wanted <= share * consistent + unsure:
+        scale = wanted / (share * consistent + unsure)
+        return np.where(pop.consistent, share * scale, scale)
+    audit = min(1.0, (wanted - unsure) / max(consistent, 1))
+    return np.where(pop.consistent, audit, 1.0)
+
+
+def _need(pop: Population, fitted: PPIFit) -> np.ndarray:
+    """Per comparison, how much its model pair's votes decide the order (active's weights)."""
+    if fitted.covariance is None:
+        return np.ones(pop.size)
+    weights = pair_weights(fitted.theta, fitted.covariance)
+    return weights[pop.model_a, pop.model_b]
+
+
+def _spread(pop, budget_votes: float, need: np.ndarray, base: np.ndarray | None = None):
+    """Selection probabilities proportional to ``need`` (x ``base``) spending ``budget_votes``
+    votes at K a comparison; where a probability would pass 1 the comparison gets more slots."""
+    shape = need * (base if base is not None else 1.0)
+    expected = budget_votes / K
+    rate = shape / shape.sum() * expected
+    slots = np.clip(np.ceil(rate), 1, MAX_VOTES // K).astype(int) * K
+    probability = np.clip(rate * K / slots, 1e-6, 1.0)
+    return probability, slots
+
+
+def draw(
+    name: str,
+    pop: Population,
+    budget: float,
+    rng: np.random.Generator,
+    oracle: np.ndarray | None = None,
+) -> Sample:
+    """The votes design ``name`` asks people for, ``budget`` of them (in expectation);
+    ``oracle``: the pair shares of ``oracle_allocation`` (for "oracle allocation")."""
+    if name not in DESIGNS:
+        raise ValueError(UNKNOWN_DESIGN.format(name=name, choices=", ".join(DESIGNS)))
+    everyone = np.ones(pop.size)
+    if name == "uniform K=3":
+        probability = np.clip(everyone * budget / (K * pop.size), 0, 1)
+        chosen = _bernoulli(rng, probability)
+        return Sample(*_fixed_k(pop, rng, chosen, probability, K), uses_judge=False)
+    if name in ("routing", "prediction-powered"):
+        probability = _routing_probability(pop, budget)
+        chosen = _bernoulli(rng, probability)
+        votes = _fixed_k(pop, rng, chosen, probability, K)
+        if name == "routing":  # today's fit: people's votes, unweighted
+            return Sample(*votes, uses_judge=False, weighted=False)
+        return Sample(*votes, uses_judge=True)
+    if name == "oracle allocation":
+        return _oracle(pop, budget, rng, oracle)
+    # Two stages: half the budget spread (by the judge's doubt where the judge is used), a fit,
+    # then the other half where the order is still open. Each stage's estimate is unbiased;
+    # the fit averages them (weights halved).
+    uses_judge = name == "best combination"
+    sequential = name in ("adaptive K", "best combination")
+    base = _routing_probability(pop, budget) if uses_judge else everyone
+    parts = []
+    first_p, first_slots = _spread(pop, budget / 2, everyone, base)
+    chosen = _bernoulli(rng, first_p)
+    take = _sequential if sequential else _fixed_k
+    parts.append(take(pop, rng, chosen, first_p, first_slots))
+    pilot = fit_sample(pop, Sample(*parts[0], uses_judge=uses_judge))
+    spent = parts[0][0].size
+    second_p, second_slots = _spread(pop, max(budget - spent, K), _need(pop, pilot), base)
+    chosen = _bernoulli(rng, second_p)
+    parts.append(take(pop, rng, chosen, second_p, second_slots))
+    comparison = np.concatenate([p[0] for p in parts])
+    score = np.concatenate([p[1] for p in parts])
+    weight = np.concatenate([p[2] / 2 for p in parts])
+    return Sample(comparison, score, weight, uses_judge=uses_judge)
+
+
+def oracle_allocation(strengths: np.ndarray, needed: list[tuple[int, int]], budget: float):
+    """Votes per model pair (k, k) that an allocation knowing the true strengths gives: greedy
+    chunks to the pair that most raises the smallest z-statistic of the needed gaps, from the
+    Fisher information of plain Bradley-Terry votes."""
+    k = strengths.size
+    i, j = np.triu_indices(k, 1)
+    info = expit(strengths[i] - strengths[j]) * expit(strengths[j] - strengths[i])
+    rows = np.zeros((i.size, k))
+    rows[np.arange(i.size), i], rows[np.arange(i.size), j] = 1.0, -1.0
+    contrasts = np.zeros((len(needed), k))
+    for n, (u, v) in enumerate(needed):
+        contrasts[n, u], contrasts[n, v] = 1.0, -1.0
+    gaps = np.abs(contrasts @ strengths)
+    counts = np.full(i.size, 1.0)
+    chunk = max(budget / 200, 1.0)
+
+    def worst(c):
+        fisher = (rows * (c * info)[:, None]).T @ rows + np.ones((k, k)) / k
+        cov = np.linalg.inv(fisher)
+        se = np.sqrt(np.einsum("nk,kl,nl->n", contrasts, cov, contrasts))
+        return float((gaps / se).min())
+
+    while counts.sum() + chunk <= budget:
+        best = max(range(i.size), key=lambda p: worst(counts + chunk * (np.arange(i.size) == p)))
+        counts[best] += chunk
+    share = np.zeros((k, k))
+    # A floor of 2 % of the even share keeps every pair in the fit.
+    mixed = 0.98 * counts / counts.sum() + 0.02 / i.size
+    share[i, j] = share[j, i] = mixed
+    return share
+
+
+def _oracle(pop: Population, budget: float, rng, share: np.ndarray) -> Sample:
+    """People only, each model pair's share of the budget from ``oracle_allocation`` as a fixed
+    count, spread over the pair's comparisons drawn without replacement (one vote each before
+    any gets a second). A fixed allocation needs no inverse-probability weights: the fit counts
+    every vote once (Bradley-Terry's strengths do not depend on how votes are spread over
+    pairs when it holds; the bench measures what little bias that leaves)."""
+    k = pop.n_models
+    chosen = []
+    for i, j in zip(*np.triu_indices(k, 1), strict=True):
+        members = np.flatnonzero((pop.model_a == i) & (pop.model_b == j))
+        wanted = share[i, j] * budget
+        slots = max(1, int(np.ceil(wanted / members.size)))
+        count = min(members.size, int(round(wanted / slots)))
+        chosen.append(np.repeat(rng.choice(members, count, replace=False), slots))
+    comparison = np.concatenate(chosen)
+    score = people_votes(pop, comparison, rng)
+    return Sample(comparison, score, np.ones(comparison.size), uses_judge=False, weighted=False)
+
+
+def fit_sample(pop: Population, sample: Sample, lam: float | None = None) -> PPIFit:
+    """Fit a design's votes: prediction-powered when it uses the judge (``lam`` None: tuned),
+    else people alone, weighted by 1 / (K pi) unless the design is today's routing fit."""
+    weight = sample.weight if sample.weighted else np.ones(sample.votes)
+    if sample.uses_judge:
+        return fit_ppi(
+            pop.model_a,
+            pop.model_b,
+            pop.question,
+            pop.judge,
+            sample.comparison,
+            sample.score,
+            weight,
+            pop.n_models,
+            lam=lam,
+        )
+    return fit_ppi(
+        pop.model_a,
+        pop.model_b,
+        pop.question,
+        np.full(pop.size, np.nan),
+        sample.comparison,
+        sample.score,
+        weight,
+        pop.n_models,
+        lam=0.0,
+    )
+
+
+def separated(fitted: PPIFit, needed: list[tuple[int, int]]) -> bool:
+    """Every needed adjacent pair (u above v in truth) separated at 95 %, in the true order."""
+    if fitted.covariance is None or not fitted.converged:
+        return False
+    for u, v in needed:
+        gap = fitted.theta[u] - fitted.theta[v]
+        if not gap > 1.959964 * fitted.gap_se(u, v):
+            return False
+    return True
