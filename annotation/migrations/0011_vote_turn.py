@@ -5,20 +5,27 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('annotation', '0010_routing_judge_votes'),
+        ("annotation", "0010_routing_judge_votes"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='vote',
-            name='turn',
-            field=models.PositiveSmallIntegerField(blank=True, editable=False, help_text='Judged the conversation up to this user turn only (blank: all of it)', null=True),
+            model_name="vote",
+            name="turn",
+            field=models.PositiveSmallIntegerField(
+                blank=True,
+                editable=False,
+                help_text="Judged the conversation up to this user turn only (blank: all of it)",
+                null=True,
+            ),
         ),
         migrations.AddConstraint(
-            model_name='vote',
-            constraint=models.CheckConstraint(condition=models.Q(('turn__isnull', True), ('turn__gte', 1), _connector='OR'), name='annotation_vote_turn_positive'),
+            model_name="vote",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("turn__isnull", True), ("turn__gte", 1), _connector="OR"),
+                name="annotation_vote_turn_positive",
+            ),
         ),
     ]

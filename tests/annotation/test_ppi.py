@@ -8,8 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from annotation.ranking import ELO_PER_LOG, aggregate, rank
-from annotation.ranking import designs
+from annotation.ranking import ELO_PER_LOG, aggregate, designs, rank
 from annotation.ranking.ppi import BAD_LAMBDA, BAD_VOTE_WEIGHT, fit_ppi
 
 # Six models with the Rakuda v1 GPT-4 tournament's published strengths (its crowded lower half).
