@@ -95,7 +95,7 @@ def test_an_unknown_name_lists_the_names_there_are():
     with pytest.raises(ServiceError) as caught:
         judge_prompt_for("nope")
     assert "unknown judge prompt 'nope'" in str(caught.value)
-    assert "ja_grading, ja_pairwise" in str(caught.value)
+    assert "ja_grading, " in str(caught.value) and "ja_pairwise" in str(caught.value)
 
 
 def test_a_prompt_of_the_other_kind_is_refused():
