@@ -163,7 +163,7 @@ def _judgment(run: JudgeRun, judge: verdicts.JudgeTemplate, item: Item, outputs:
 
 
 @transaction.atomic
-def votes_make(run: JudgeRun, comparison_ids) -> int:
+def votes_make(run: JudgeRun, comparison_ids, *, imported: bool = False) -> int:
     """Judge votes for the comparisons (None: all of the run's) whose two orders are stored and
     parsed and have none yet; returns how many were made. The judgments are locked, so two
     processes never both vote on one comparison; call it in the transaction that stores them."""
@@ -188,7 +188,7 @@ def votes_make(run: JudgeRun, comparison_ids) -> int:
                 voter=Vote.Voter.JUDGE,
                 judge=run.judge.name,
                 first_shown=row.first,
-                imported=False,
+                imported=imported,
             )
             votes.append(vote)
             linked.append((row, vote))
