@@ -287,7 +287,8 @@ def _fastchat_fields(record: dict) -> dict:
     except ValueError as exc:
         raise ValueError(f"'prompt_template': {exc}") from None
     fields_named = [field for _, field, _, _ in parsed if field is not None]
-    numbered = any(_FASTCHAT_TURN.match(field) for field in fields_named)
+    # {ref_answer_1} alone is the single-turn prompts' reference; other numbers mean turns.
+    numbered = any(_FASTCHAT_TURN.match(f) and f != "ref_answer_1" for f in fields_named)
     parts = []
     for literal, field, _spec, _conversion in parsed:
         if literal:
