@@ -5,9 +5,12 @@ Pairwise, each comparison is judged twice, once with each answer shown as answer
 (judging/engine/verdicts.render) becomes a one-user-turn conversation in the judge model's own
 template (``run.template``), whose system prompt the judge prompt's replaces when it has one.
 
-The question shown is the user turn the compared answers reply to. For a multi-turn question
-that is its last turn alone: the earlier replies differ per model, so there is no one earlier
-conversation to show, and the judge is asked about the final replies only.
+The judge is shown the whole conversation (judging/plan.py): every user turn up to the one the
+answers reply to, and both models' earlier replies (or the graded model's own), with the
+prompt chosen by the number of turns (a multi-turn variant for more than one) and by the
+question's category (a reference prompt for the run's reference categories). A run with
+``last_turn_only`` shows only the last user turn and the replies to it. Each verdict records
+the prompt that asked it (``Judgment.prompt``), whose format reads it and whose scale it is on.
 
 Unparsable output is asked again, up to ``run.max_attempts`` tries in all. Try n uses seed
 ``run.seed + n - 1``; when the run decodes greedily, tries after the first sample at
@@ -27,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from dataclasses import dataclass
 
 from django.db import transaction
 from django.db.models import F
@@ -40,7 +42,7 @@ from generation.templates import as_template, template_for
 
 from .engine import verdicts
 from .models import JudgeRun, Judgment
-from .prompts import as_judge_template
+from .plan import Item, PromptPlan, answer_items, comparisons_of, pair_items
 from .runs import study_answers
 
 USAGE_KEYS = ("prompt_tokens", "completion_tokens")
@@ -54,19 +56,6 @@ TOO_LONG = (
 )
 
 
-@dataclass(frozen=True)
-class Item:
-    """One verdict to ask for: a comparison in one order, or one answer to grade."""
-
-    key: tuple
-    # The rendered judge prompt, as the judge's user turn: without its closing newline (the
-    # template writes what follows a user turn; a teaching example is stripped the same way).
-    text: str
-    comparison_id: int | None = None
-    first: str = ""
-    answer_id: int | None = None
-
-
 def judge_missing(run_id: int, worker: str) -> None:
     """Ask for the run's missing verdicts, then mark it succeeded or failed."""
     run = JudgeRun.objects.select_related(
@@ -75,11 +64,9 @@ def judge_missing(run_id: int, worker: str) -> None:
     if run.template is None:
         run.template = template_for(run.judge)
         JudgeRun.objects.filter(pk=run_id).update(template=run.template)
-    template = as_template(run.template)
-    if run.prompt.system_prompt:
-        template = dataclasses.replace(template, system_prompt=run.prompt.system_prompt)
-    judge = as_judge_template(run.prompt)
-    items = _missing(run, judge)
+    chat = as_template(run.template)
+    plan = PromptPlan.of(run)
+    items = missing_items(run, plan)
     JudgeRun.objects.filter(pk=run_id).update(done=Judgment.objects.filter(run_id=run_id).count())
 
     def still_mine() -> bool:
@@ -87,10 +74,26 @@ def judge_missing(run_id: int, worker: str) -> None:
             pk=run_id, status=JudgeRun.Status.RUNNING, worker=worker
         ).exists()
 
-    if items and run.judge.is_endpoint:
-        _ask_endpoint(run, template, judge, items, still_mine)
-    elif items:
-        _judge_in_worker(run, template, judge, items, still_mine)
+    loaded: list = []
+
+    def weights():
+        if not loaded:  # once per run, whatever the number of prompts
+            loaded.extend(language_model_load(model=run.judge))
+        return loaded
+
+    # One prompt at a time: each has its own system prompt, format and scale.
+    for prompt in plan.prompts():
+        asked = [item for item in items if item.prompt_id == prompt.pk]
+        if not asked or not still_mine():
+            continue
+        template = chat
+        if prompt.system_prompt:
+            template = dataclasses.replace(chat, system_prompt=prompt.system_prompt)
+        judge = plan.template(prompt)
+        if run.judge.is_endpoint:
+            _ask_endpoint(run, template, judge, asked, still_mine)
+        else:
+            _judge_in_worker(run, template, judge, asked, still_mine, weights)
     done = Judgment.objects.filter(run_id=run_id).count()
     finished = done >= run.total
     JudgeRun.objects.filter(pk=run_id, status=JudgeRun.Status.RUNNING, worker=worker).update(
@@ -103,57 +106,20 @@ def judge_missing(run_id: int, worker: str) -> None:
 
 def run_comparisons(run: JudgeRun):
     """The comparisons a pairwise run judges: its chosen ids, or every non-gold one."""
-    comparisons = run.study.comparisons.all()
-    if run.comparison_ids:
-        return comparisons.filter(pk__in=run.comparison_ids)
-    return comparisons.filter(gold=False)
+    return comparisons_of(run.study, run.comparison_ids)
 
 
-def _missing(run: JudgeRun, judge: verdicts.JudgeTemplate) -> list[Item]:
+def missing_items(run: JudgeRun, plan: PromptPlan) -> list[Item]:
     """Every verdict not stored yet, longest prompt first (batches of similar lengths), the
     two orders of a comparison side by side (so a batch tends to complete its votes)."""
-    items = []
     if run.grading:
         graded = Judgment.objects.filter(run=run).values_list("answer_id", flat=True)
-        for answer in study_answers(run.study).exclude(pk__in=graded).select_related("question"):
-            question = answer.question
-            text = verdicts.render(
-                judge,
-                question=_turn(question, answer.turn),
-                answer=answer.text,
-                reference=question.reference,
-                criteria=question.criteria,
-            )
-            items.append(Item(("answer", answer.pk), text.strip(), answer_id=answer.pk))
+        items = answer_items(plan, study_answers(run.study).exclude(pk__in=graded))
     else:
         stored = set(Judgment.objects.filter(run=run).values_list("comparison_id", "first"))
-        comparisons = run_comparisons(run).select_related("question", "answer_a", "answer_b")
-        for c in comparisons.order_by("pk"):
-            shown = {
-                "a": (c.answer_a.text, c.answer_b.text),
-                "b": (c.answer_b.text, c.answer_a.text),
-            }
-            for first in ("a", "b"):
-                if (c.pk, first) in stored:
-                    continue
-                one, two = shown[first]
-                text = verdicts.render(
-                    judge,
-                    question=_turn(c.question, c.answer_a.turn),
-                    answer_1=one,
-                    answer_2=two,
-                    reference=c.question.reference,
-                    criteria=c.question.criteria,
-                )
-                key = ("pair", c.pk, first)
-                items.append(Item(key, text.strip(), comparison_id=c.pk, first=first))
+        items = pair_items(plan, run_comparisons(run), stored)
     items.sort(key=lambda item: -len(item.text))  # stable: the two orders stay side by side
     return items
-
-
-def _turn(question, turn: int) -> str:
-    turns = question.turns
-    return turns[min(max(turn, 1), len(turns)) - 1]
 
 
 def _params_for(params: dict, attempt: int) -> dict:
@@ -162,9 +128,13 @@ def _params_for(params: dict, attempt: int) -> dict:
     return {**params, "do_sample": True, "temperature": RETRY_TEMPERATURE}
 
 
+def _grade(judge: verdicts.JudgeTemplate, output: str) -> float | None:
+    return verdicts.parse_grade(judge.verdict_format, output, judge.score_min, judge.score_max)
+
+
 def _parsed(judge: verdicts.JudgeTemplate, item: Item, output: str) -> bool:
     if item.answer_id is not None:
-        return verdicts.parse_score(output, judge.score_min, judge.score_max) is not None
+        return _grade(judge, output) is not None
     return verdicts.parse_pairwise(judge.verdict_format, output) is not None
 
 
@@ -172,7 +142,7 @@ def _judgment(run: JudgeRun, judge: verdicts.JudgeTemplate, item: Item, outputs:
     last = outputs[-1]
     score = None
     if item.answer_id is not None:
-        score = verdicts.parse_score(last, judge.score_min, judge.score_max)
+        score = _grade(judge, last)
         verdict = Judgment.Verdict.SCORED if score is not None else UNPARSABLE
     else:
         said = verdicts.parse_pairwise(judge.verdict_format, last)
@@ -188,11 +158,12 @@ def _judgment(run: JudgeRun, judge: verdicts.JudgeTemplate, item: Item, outputs:
         raw_output=last,
         outputs=list(outputs),
         prompt_text=item.text,
+        prompt_id=item.prompt_id,
     )
 
 
 @transaction.atomic
-def votes_make(run: JudgeRun, comparison_ids) -> int:
+def votes_make(run: JudgeRun, comparison_ids, *, imported: bool = False) -> int:
     """Judge votes for the comparisons (None: all of the run's) whose two orders are stored and
     parsed and have none yet; returns how many were made. The judgments are locked, so two
     processes never both vote on one comparison; call it in the transaction that stores them."""
@@ -217,7 +188,7 @@ def votes_make(run: JudgeRun, comparison_ids) -> int:
                 voter=Vote.Voter.JUDGE,
                 judge=run.judge.name,
                 first_shown=row.first,
-                imported=False,
+                imported=imported,
             )
             votes.append(vote)
             linked.append((row, vote))
@@ -251,10 +222,10 @@ def _messages(item: Item) -> tuple[dict, ...]:
 # --- weights in the worker ---------------------------------------------------------------------
 
 
-def _judge_in_worker(run, template, judge, items: list[Item], still_mine) -> None:
+def _judge_in_worker(run, template, judge, items: list[Item], still_mine, weights) -> None:
     from generation.engine.generate import Prompt, generate_answers
 
-    tokenizer, model = language_model_load(model=run.judge)
+    tokenizer, model = weights()
     _fits_context(run, template, items, model, tokenizer)
     for start in range(0, len(items), run.batch_size):
         if not still_mine():

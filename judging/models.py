@@ -32,6 +32,8 @@ class JudgePrompt(models.Model):
         BRACKETS_ABC = "brackets_abc", "[[A]] / [[B]] / [[C]]"
         # Grading: the last integer in [score_min, score_max] in the output ([[4]], 評価: 4, 4).
         SCORE = "score", "a score (last integer in range)"
+        # Grading, MT-Bench's: the last [[rating]] in the output ([[8]], [[8.5]]).
+        BRACKETS_RATING = "brackets_rating", "[[rating]]"
 
     name = models.CharField(max_length=100)
     version = models.PositiveIntegerField(default=1)
@@ -47,6 +49,14 @@ class JudgePrompt(models.Model):
     )
     score_min = models.PositiveSmallIntegerField(default=1)
     score_max = models.PositiveSmallIntegerField(default=5)
+    category = models.CharField(
+        max_length=100, blank=True, help_text="What it is for (FastChat's category: general, math)"
+    )
+    # Both read from the template when it is saved (prompts/versions.py), never set by hand:
+    # whether it shows the whole conversation (the turns before the last too), and whether it
+    # shows the question's reference answer (FastChat's {ref_answer_1}).
+    multi_turn = models.BooleanField(default=False, help_text="Shows every turn of a conversation")
+    reference = models.BooleanField(default=False, help_text="Shows the reference answer")
     source = models.CharField(max_length=500, blank=True, help_text="File it was loaded from")
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
@@ -65,7 +75,7 @@ class JudgePrompt(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(kind="pairwise", verdict_format__in=["last_line_123", "brackets_abc"])
-                | Q(kind="grading", verdict_format="score"),
+                | Q(kind="grading", verdict_format__in=["score", "brackets_rating"]),
                 name="judging_judgeprompt_format_fits_kind",
             ),
             models.CheckConstraint(
@@ -90,6 +100,26 @@ class JudgeRun(CountedRun):
     judge = models.ForeignKey(LanguageModel, on_delete=models.PROTECT, related_name="judge_runs")
     study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="judge_runs")
     prompt = models.ForeignKey(JudgePrompt, on_delete=models.PROTECT, related_name="runs")
+    # The prompts a question gets, by its number of turns and category (judging/plan.py): the
+    # multi-turn ones for conversations of more than one turn (the prompt itself when it shows
+    # every turn), the reference ones for questions of ``reference_categories`` (MT-Bench:
+    # math, reasoning and coding are graded against a reference answer).
+    multi_turn_prompt = models.ForeignKey(
+        JudgePrompt, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    reference_prompt = models.ForeignKey(
+        JudgePrompt, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    reference_multi_turn_prompt = models.ForeignKey(
+        JudgePrompt, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    reference_categories = models.JSONField(default=list, blank=True)
+    # Off (the default): the judge sees the whole conversation. On: only the last user turn and
+    # the replies to it, as before; the results page says so.
+    last_turn_only = models.BooleanField(default=False)
+    # Imported verdicts (FastChat model_judgment files): the file they came from; blank for a
+    # run the app asked a judge for.
+    source = models.CharField(max_length=500, blank=True)
     # The judge model's own template version (its chat format around the judge prompt).
     template = models.ForeignKey(
         "generation.PromptTemplate",
@@ -152,7 +182,12 @@ class Judgment(models.Model):
         Answer, null=True, blank=True, on_delete=models.CASCADE, related_name="judgments"
     )
     verdict = models.CharField(max_length=10, choices=Verdict.choices)
-    score = models.PositiveSmallIntegerField(null=True, blank=True)
+    # MT-Bench's ratings may be fractional ([[8.5]]); the scale is the asking prompt's.
+    score = models.FloatField(null=True, blank=True)
+    # The prompt that asked for this verdict (the run's, or its multi-turn or reference one).
+    prompt = models.ForeignKey(
+        JudgePrompt, null=True, blank=True, on_delete=models.PROTECT, related_name="judgments"
+    )
     attempts = models.PositiveSmallIntegerField(default=1)
     raw_output = models.TextField(blank=True, help_text="The judge's output (its last try)")
     outputs = models.JSONField(default=list, blank=True, help_text="Every try's output, in order")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from django.db import transaction
+from jinja2 import TemplateError
 
 from annotation.models import Comparison, Study
 from evalsite.accounts.services import Action, audit_record
@@ -22,8 +23,11 @@ from generation.params import generation_params_check
 from generation.runs import decoding_snapshot, model_runnable
 from generation.templates import template_for
 
+from .engine.presets import MULTI_TURN_SUFFIX, REFERENCE_CATEGORIES
+from .fit import judge_fit_check
 from .models import JudgePrompt, JudgeRun
-from .prompts import judge_prompt_for
+from .plan import PromptPlan, answer_items, comparisons_of, pair_items
+from .prompts import judge_prompt_for, judge_prompt_latest
 
 NOT_A_JUDGE = "model {name!r} has neither weights nor an endpoint; register it before judging"
 PROMPT_KIND = "judge prompt {prompt} is a {kind} prompt; a {wanted} run needs a {wanted} prompt"
@@ -33,6 +37,16 @@ NO_ANSWERS = "study {name!r} has no answers to grade"
 BAD_INCONSISTENT = "inconsistent must be one of: {choices} (got {value!r})"
 BAD_ATTEMPTS = "max_attempts must be at least 1 (got {value})"
 BAD_BATCH_SIZE = "batch_size must be at least 1 (got {value})"
+ONE_TURN_PROMPT = (
+    "judge prompt {prompt} shows one turn, and {count} of the {what} in study {name!r} are "
+    "conversations of more than one turn: load its multi-turn variant ({variant}), choose a "
+    "prompt that shows every turn, or judge the last turn only (last_turn_only)"
+)
+CANNOT_RENDER = (
+    "a judge prompt of this run cannot be rendered for study {name!r} ({problem}); a prompt "
+    "that shows numbered turns needs conversations of that many turns"
+)
+BAD_CATEGORIES = "reference_categories must be a list of category names (got {value!r})"
 
 # A judge reads, it does not write: greedy decoding, and room for a short reason and the verdict.
 # The judge model's own generation defaults (tuned for answering) are deliberately not applied.
@@ -85,6 +99,9 @@ def judge_run_create(
     batch_size: int = 8,
     max_attempts: int = 3,
     inconsistent: str = JudgeRun.Inconsistent.TIE,
+    reference_prompt: JudgePrompt | None = None,
+    reference_categories: Sequence[str] | None = None,
+    last_turn_only: bool = False,
     user=None,
     enqueue: bool = True,
 ) -> JudgeRun:
@@ -95,6 +112,13 @@ def judge_run_create(
     pairwise run; None judges every comparison but gold checks. ``params``: the judge's decoding
     (greedy, 256 new tokens unless given). ``total`` counts verdicts: two per comparison (one
     per order), or one per answer graded.
+
+    The judge sees whole conversations: a multi-turn comparison or answer is asked with the
+    prompt's ``-multi-turn`` variant (its latest version), or the prompt itself when it shows
+    every turn; with neither the run is refused, unless ``last_turn_only``. Questions of
+    ``reference_categories`` (default MT-Bench's math, reasoning, coding) get
+    ``reference_prompt`` (and its variant) when one is given. Refused when the longest
+    rendered prompt plus ``max_new_tokens`` does not fit the judge's context (judging/fit.py).
     """
     model_runnable(judge, NOT_A_JUDGE)
     prompt = prompt or judge_prompt_for(grading=grading)
@@ -111,16 +135,37 @@ def judge_run_create(
         raise ServiceError(BAD_ATTEMPTS.format(value=max_attempts))
     if batch_size < 1:
         raise ServiceError(BAD_BATCH_SIZE.format(value=batch_size))
+    if reference_prompt is not None and reference_prompt.kind != wanted:
+        raise ServiceError(
+            PROMPT_KIND.format(prompt=reference_prompt, kind=reference_prompt.kind, wanted=wanted)
+        )
+    categories = _categories(reference_categories)
     snapshot = _decoding(judge, params, seed)
     template = template_for(judge)
-    if grading:
-        ids: list[int] = []
-        total = study_answers(study).count()
-        if total == 0:
-            raise ServiceError(NO_ANSWERS.format(name=study.name))
-    else:
-        ids = _comparison_ids(study, comparisons)
-        total = 2 * len(ids)
+    plan = PromptPlan(
+        prompt=prompt,
+        multi_turn_prompt=_multi_turn_variant(prompt),
+        reference_prompt=reference_prompt,
+        reference_multi_turn_prompt=_multi_turn_variant(reference_prompt),
+        reference_categories=categories if reference_prompt is not None else (),
+        last_turn_only=bool(last_turn_only),
+    )
+    try:
+        if grading:
+            ids: list[int] = []
+            total = study_answers(study).count()
+            if total == 0:
+                raise ServiceError(NO_ANSWERS.format(name=study.name))
+            items = answer_items(plan, study_answers(study))
+        else:
+            ids = _comparison_ids(study, comparisons)
+            total = 2 * len(ids)
+            items = pair_items(plan, comparisons_of(study, ids))
+    except TemplateError as exc:  # a prompt written for more turns than a conversation has
+        raise ServiceError(CANNOT_RENDER.format(name=study.name, problem=exc)) from None
+    _shows_every_turn(plan, items, study, what="answers" if grading else "comparisons")
+    if template is not None:
+        judge_fit_check(judge=judge, template_row=template, plan=plan, items=items, params=snapshot)
     with transaction.atomic():
         run = JudgeRun.objects.create(
             judge=judge,
@@ -134,6 +179,11 @@ def judge_run_create(
             batch_size=batch_size,
             max_attempts=max_attempts,
             inconsistent=inconsistent,
+            multi_turn_prompt=plan.multi_turn_prompt,
+            reference_prompt=plan.reference_prompt,
+            reference_multi_turn_prompt=plan.reference_multi_turn_prompt,
+            reference_categories=list(plan.reference_categories),
+            last_turn_only=plan.last_turn_only,
             total=total,
             created_by=user if getattr(user, "pk", None) else None,
         )
@@ -149,10 +199,50 @@ def judge_run_create(
             params=snapshot,
             seed=seed,
             inconsistent=inconsistent,
+            last_turn_only=plan.last_turn_only,
         )
         if enqueue:
             lifecycle.enqueue(run)
     return run
+
+
+def _categories(value) -> tuple[str, ...]:
+    if value is None:
+        return REFERENCE_CATEGORIES
+    if isinstance(value, str) or not all(isinstance(c, str) for c in value):
+        raise ServiceError(BAD_CATEGORIES.format(value=value))
+    return tuple(c.strip() for c in value if c.strip())
+
+
+def _multi_turn_variant(prompt: JudgePrompt | None) -> JudgePrompt | None:
+    """The prompt multi-turn conversations get: the prompt itself when it shows every turn,
+    else the latest version of its ``-multi-turn`` variant (None: there is none)."""
+    if prompt is None or prompt.multi_turn:
+        return None
+    variant = judge_prompt_latest(prompt.name + MULTI_TURN_SUFFIX)
+    if variant is None or variant.kind != prompt.kind or not variant.multi_turn:
+        return None
+    return variant
+
+
+def _shows_every_turn(plan: PromptPlan, items, study: Study, what: str) -> None:
+    """Refuse a run that would show a multi-turn conversation's last turn only, unasked."""
+    if plan.last_turn_only:
+        return
+    prompts = {p.pk: p for p in plan.prompts()}
+    cut = [i for i in items if i.turns > 1 and not prompts[i.prompt_id].multi_turn]
+    if cut:
+        prompt = prompts[cut[0].prompt_id]
+        count = len({i.comparison_id or i.answer_id for i in cut})
+        raise ServiceError(
+            ONE_TURN_PROMPT.format(
+                prompt=prompt,
+                count=count,
+                what=what,
+                name=study.name,
+                variant=prompt.name + MULTI_TURN_SUFFIX,
+            )
+        )
 
 
 def judge_run_cancel(*, run: JudgeRun, user=None) -> JudgeRun:

@@ -53,8 +53,10 @@ def judge_run_summary(run: JudgeRun) -> dict:
 
 
 def study_judge_summaries(study: Study) -> list[dict]:
-    """One dict per judge run of the study, oldest first: which judge and prompt, its state and
-    its counts (staff only: it names the judge)."""
+    """One dict per judge run of the study, oldest first: which judge and prompt, whether it
+    judged the last turn only, its grading scale, the file its verdicts were imported from
+    (blank when the app asked the judge), its state and its counts (staff only: it names the
+    judge)."""
     runs = JudgeRun.objects.filter(study=study).select_related("judge", "prompt").order_by("pk")
     return [
         {
@@ -62,6 +64,14 @@ def study_judge_summaries(study: Study) -> list[dict]:
             "judge": run.judge.name,
             "prompt": str(run.prompt),
             "mode": run.prompt.kind,
+            # Named on the results page: the judge saw the last turn of each conversation only.
+            "last_turn_only": run.last_turn_only,
+            "scale": (
+                f"{run.prompt.score_min}-{run.prompt.score_max}"
+                if run.prompt.kind == JudgePrompt.Kind.GRADING
+                else ""
+            ),
+            "imported_from": run.source,
             "status": run.status,
             "done": run.done,
             "total": run.total,

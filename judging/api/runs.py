@@ -57,6 +57,25 @@ class JudgeRunInputSerializer(serializers.Serializer):
     inconsistent = serializers.ChoiceField(
         choices=JudgeRun.Inconsistent.choices, default=JudgeRun.Inconsistent.TIE
     )
+    reference_prompt = serializers.PrimaryKeyRelatedField(
+        queryset=JudgePrompt.objects.all(),
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="The prompt for questions of reference_categories (MT-Bench: with the "
+        "reference answer)",
+    )
+    reference_categories = serializers.ListField(
+        child=serializers.CharField(max_length=100),
+        required=False,
+        default=None,
+        max_length=100,
+        help_text="Categories judged with reference_prompt (default: math, reasoning, coding)",
+    )
+    last_turn_only = serializers.BooleanField(
+        default=False,
+        help_text="Show the judge only the last turn of each conversation (default: every turn)",
+    )
 
 
 class PromptRefSerializer(serializers.Serializer):

@@ -4,7 +4,11 @@ A judge prompt is Jinja2 source rendered in the same sandbox as the prompt templ
 (StrictUndefined, so a misspelt variable is an error, not an empty string) over:
 - pairwise: ``question``, ``answer_1``, ``answer_2``;
 - grading: ``question``, ``answer``;
-- both: ``reference`` and ``criteria`` (empty strings when the question has none).
+- both: ``reference`` and ``criteria`` (empty strings when the question has none);
+- both: ``turns``, the whole conversation, one mapping per user turn in order (``question``,
+  ``reference`` and ``answer_1`` / ``answer_2``, or ``answer``), its last entry being the flat
+  values above; and ``history``, the same without the last turn ([] for one turn). A prompt
+  that shows ``history`` or ``turns`` is a whole-conversation (multi-turn) prompt.
 
 Verdict formats (``JudgePrompt.verdict_format``):
 - ``last_line_123``: the last non-empty line, once labels (``判定:``, ``Verdict:``) and markup
@@ -13,6 +17,8 @@ Verdict formats (``JudgePrompt.verdict_format``):
 - ``brackets_abc``: MT-Bench's, the last ``[[A]]``, ``[[B]]`` or ``[[C]]`` (tie) in the output.
 - ``score``: grading, the last integer in ``[lo, hi]`` on the last line that has one
   (``評価: 4``, ``[[4]]``, ``Rating: 4/5`` reads 4).
+- ``brackets_rating``: MT-Bench's single grading, the last ``[[n]]`` (``[[8.5]]`` too) in
+  ``[lo, hi]``; a rating anywhere else is not read.
 """
 
 from __future__ import annotations
@@ -27,10 +33,17 @@ from generation.engine.render import sandboxed
 
 PAIRWISE, GRADING = "pairwise", "grading"
 LAST_LINE_123, BRACKETS_ABC, SCORE = "last_line_123", "brackets_abc", "score"
-FORMATS = {PAIRWISE: (LAST_LINE_123, BRACKETS_ABC), GRADING: (SCORE,)}
+BRACKETS_RATING = "brackets_rating"
+FORMATS = {PAIRWISE: (LAST_LINE_123, BRACKETS_ABC), GRADING: (SCORE, BRACKETS_RATING)}
+CONVERSATION = ("turns", "history")
 VARIABLES = {
-    PAIRWISE: ("question", "answer_1", "answer_2", "reference", "criteria"),
-    GRADING: ("question", "answer", "reference", "criteria"),
+    PAIRWISE: ("question", "answer_1", "answer_2", "reference", "criteria", *CONVERSATION),
+    GRADING: ("question", "answer", "reference", "criteria", *CONVERSATION),
+}
+# The per-turn values of ``turns`` / ``history`` entries.
+TURN_KEYS = {
+    PAIRWISE: ("question", "answer_1", "answer_2", "reference"),
+    GRADING: ("question", "answer", "reference"),
 }
 
 # What a pairwise verdict says, in the order the judge saw the answers.
@@ -41,6 +54,7 @@ _LABEL = re.compile(
 )
 _MARKUP = "*_`'\"[]()（）「」【】。.、 \t"
 _BRACKETS = re.compile(r"\[\[([ABC])\]\]")
+_RATING = re.compile(r"\[\[\s*([0-9]+(?:\.[0-9]+)?)\s*\]\]")
 _INTEGER = re.compile(r"(?<![0-9.])([0-9]+)(?![0-9]|\.[0-9])")  # whole numbers only: 4.5 is none
 
 
@@ -56,15 +70,32 @@ class JudgeTemplate:
     system_prompt: str = ""
     score_min: int = 1
     score_max: int = 5
+    # Shows the whole conversation (``turns`` / ``history``), not only the last turn.
+    multi_turn: bool = False
 
 
-def render(judge: JudgeTemplate, **values: str) -> str:
-    """The judge prompt for one comparison in one order, or one answer (``VARIABLES``)."""
+def render(judge: JudgeTemplate, **values) -> str:
+    """The judge prompt for one comparison in one order, or one answer (``VARIABLES``).
+
+    ``turns`` (the whole conversation, as ``TURN_KEYS`` mappings) fills the flat values from
+    its last entry when they are not given, and ``history``; without it the conversation is
+    the one turn the flat values make."""
     wanted = VARIABLES[judge.kind]
     unknown = set(values) - set(wanted)
     if unknown:
         raise ValueError(f"judge prompt {judge.name}: unknown variables {sorted(unknown)}")
-    filled = {name: values.get(name) or "" for name in wanted}
+    flat = [name for name in wanted if name not in CONVERSATION]
+    turns = [dict(turn) for turn in values.get("turns") or ()]
+    if turns:
+        last = turns[-1]
+        filled = {name: values.get(name) or last.get(name) or "" for name in flat}
+    else:
+        filled = {name: values.get(name) or "" for name in flat}
+        turns = [{key: filled[key] for key in TURN_KEYS[judge.kind]}]
+    for turn in turns:
+        for key in TURN_KEYS[judge.kind]:
+            turn.setdefault(key, "")
+    filled.update(turns=turns, history=turns[:-1])
     return sandboxed(judge.template).render(**filled).strip() + "\n"
 
 
@@ -79,17 +110,38 @@ def problems(judge: JudgeTemplate) -> dict[str, str]:
         )
     if judge.kind == GRADING and not judge.score_min < judge.score_max:
         found["score_max"] = "the highest score must be above the lowest"
-    sample = {name: f"<{name}>" for name in VARIABLES[judge.kind]}
+    needed = ("answer_1", "answer_2") if judge.kind == PAIRWISE else ("answer",)
+    sample = sample_turns(judge.kind, 2 if judge.multi_turn else 1)
     try:
-        text = render(judge, **sample)
+        text = render(judge, turns=sample)
     except TemplateError as exc:
         found["template"] = f"the Jinja source failed: {exc}"
         return found
-    needed = ("answer_1", "answer_2") if judge.kind == PAIRWISE else ("answer",)
-    missing = [name for name in ("question", *needed) if sample[name] not in text]
+    shown = sample if judge.multi_turn else sample[-1:]
+    missing = [
+        f"{name} of turn {n}" if judge.multi_turn else name
+        for n, turn in enumerate(shown, 1)
+        for name in ("question", *needed)
+        if turn[name] not in text
+    ]
     if missing:
         found["template"] = "the prompt never shows: " + ", ".join(missing)
     return found
+
+
+def sample_turns(kind: str, count: int) -> list[dict[str, str]]:
+    """A conversation of ``count`` turns whose every value names itself (``<answer_1 of 2>``)."""
+    return [{key: f"<{key} of {n}>" for key in TURN_KEYS[kind]} for n in range(1, count + 1)]
+
+
+def shows_history(judge: JudgeTemplate) -> bool:
+    """Whether the prompt shows the turns before the last one (rendered on a sample)."""
+    sample = sample_turns(judge.kind, 2)
+    try:
+        text = render(judge, turns=sample)
+    except (TemplateError, ValueError):
+        return False
+    return sample[0]["question"] in text
 
 
 def _normal(text: str) -> str:
@@ -109,6 +161,24 @@ def parse_pairwise(verdict_format: str, output: str) -> str | None:
         return None
     last = _LABEL.sub("", lines[-1].strip(_MARKUP)).strip(_MARKUP)
     return {"1": FIRST, "2": SECOND, "3": TIE}.get(last)
+
+
+def parse_rating(output: str, lowest: float, highest: float) -> float | None:
+    """MT-Bench's ``[[rating]]``: the last ``[[n]]`` in the output, when in range; else None."""
+    found = _RATING.findall(_normal(output))
+    if not found:
+        return None
+    value = float(found[-1])
+    return value if lowest <= value <= highest else None
+
+
+def parse_grade(verdict_format: str, output: str, lowest: int, highest: int) -> float | None:
+    """A grading verdict read by its prompt's format (None: unparsable)."""
+    if verdict_format == BRACKETS_RATING:
+        return parse_rating(output, lowest, highest)
+    if verdict_format != SCORE:
+        raise ValueError(f"not a grading verdict format: {verdict_format!r}")
+    return parse_score(output, lowest, highest)
 
 
 def parse_score(output: str, lowest: int, highest: int) -> int | None:

@@ -38,9 +38,10 @@ LONE_SURROGATE = "a string holds a lone surrogate (such as \\ud800), which is no
 DUPLICATE_NAME = "a second prompt named {name!r} (the first is on line {first})"
 NOT_IN_FILE = "no prompt named {names} in the file; it has: {found}"
 ONE_NAME_ONLY = "a name can be given only when the file holds one prompt (it holds {n})"
-FASTCHAT_PLACEHOLDER = (
-    "placeholder {{{name}}} is not supported (only single-turn prompts load: question, answer, "
-    "answer_a, answer_b, ref_answer_1)"
+FASTCHAT_PLACEHOLDER = "placeholder {{{name}}} is not one FastChat's judge prompts use ({known})"
+FASTCHAT_MIXED = (
+    "placeholder {{{name}}} is a single-turn one, and the prompt also shows numbered turns "
+    "({{question_1}}...): use one kind"
 )
 FASTCHAT_TYPE = "'type' must be pairwise or single, got {value!r}"
 FASTCHAT_FORMAT = "'output_format' {value!r} is not one the app reads ({known})"
@@ -53,6 +54,9 @@ _KEYS = ("name", "description", "kind", "system_prompt", "template", "verdict_fo
 _NUMBERS = ("score_min", "score_max")
 _TEXT_EXTENSIONS = (".txt", ".md", ".j2", ".jinja", ".jinja2")
 # FastChat's judge_prompts.jsonl (MT-Bench, Rakuda): its placeholders and verdict formats.
+# Single-turn placeholders are the last turn's values; numbered ones (multi-turn prompts:
+# {question_1}, {answer_a_2}, {answer_2} of a single-answer prompt, {ref_answer_2}) are the
+# turns of the conversation (verdicts.render's ``turns``).
 _FASTCHAT_NAMES = {
     "question": "question",
     "answer": "answer",
@@ -60,12 +64,28 @@ _FASTCHAT_NAMES = {
     "answer_b": "answer_2",
     "ref_answer_1": "reference",
 }
+_FASTCHAT_TURN = re.compile(r"^(question|answer_a|answer_b|answer|ref_answer)_([1-9][0-9]?)$")
+_FASTCHAT_TURN_KEYS = {
+    "question": "question",
+    "answer_a": "answer_1",
+    "answer_b": "answer_2",
+    "answer": "answer",
+    "ref_answer": "reference",
+}
 _FASTCHAT_FORMATS = {
     "last": verdicts.LAST_LINE_123,
     "[[A]]": verdicts.BRACKETS_ABC,
-    "[[rating]]": verdicts.SCORE,
+    "[[rating]]": verdicts.BRACKETS_RATING,
 }
-_FASTCHAT_KEYS = ("name", "type", "system_prompt", "prompt_template", "description", "category")
+_FASTCHAT_KEYS = (
+    "name",
+    "type",
+    "system_prompt",
+    "prompt_template",
+    "description",
+    "category",
+    "output_format",
+)
 
 
 def judge_prompt_load(
@@ -91,13 +111,7 @@ def judge_prompts_import(
     *, data: bytes, filename: str, only: list[str] | None = None, name: str | None = None, user=None
 ) -> list[JudgePrompt]:
     """``judge_prompt_load`` on a file's bytes (an upload)."""
-    entries = parse_judge_prompt_file(data, filename)
-    if only:
-        kept = [(line, e) for line, e in entries if e["name"] in only]
-        if not kept:
-            found = ", ".join(e["name"] for _, e in entries)
-            raise ImportFormatError(filename, NOT_IN_FILE.format(names=only, found=found))
-        entries = kept
+    entries = parse_judge_prompt_file(data, filename, only=only)
     if name is not None:
         if len(entries) != 1:
             raise ImportFormatError(filename, ONE_NAME_ONLY.format(n=len(entries)))
@@ -118,9 +132,12 @@ def judge_prompts_import(
         return [judge_prompt_save(**entry, source=source, user=user) for _, entry in entries]
 
 
-def parse_judge_prompt_file(data: bytes, filename: str) -> list[tuple[int, dict]]:
+def parse_judge_prompt_file(
+    data: bytes, filename: str, only: list[str] | None = None
+) -> list[tuple[int, dict]]:
     """(line, fields) of each prompt in a file, its fields named as ``PROMPT_FIELDS`` and
-    defaults filled (line 0: the whole file). Plain parsing: nothing is written."""
+    defaults filled (line 0: the whole file). ``only``: just the prompts of those names (the
+    others are not checked). Plain parsing: nothing is written."""
     text = decode(data, filename)
     ext = Path(filename).suffix.lower()
     if ext == ".jsonl":
@@ -140,6 +157,14 @@ def parse_judge_prompt_file(data: bytes, filename: str) -> list[tuple[int, dict]
         raise ImportFormatError(filename, UNKNOWN_EXTENSION.format(ext=ext))
     if not records:
         raise ImportFormatError(filename, NO_PROMPTS)
+    if only:
+        kept = [(n, r) for n, r in records if isinstance(r, dict) and r.get("name") in only]
+        if not kept:
+            found = ", ".join(
+                str(r.get("name"))[:60] for _, r in records[:50] if isinstance(r, dict)
+            )
+            raise ImportFormatError(filename, NOT_IN_FILE.format(names=only, found=found))
+        records = kept
     out = []
     for line, record in records:
         try:
@@ -242,9 +267,10 @@ def _fields(record: object) -> dict:
 
 def _fastchat_fields(record: dict) -> dict:
     """A FastChat ``judge_prompts.jsonl`` line as prompt fields: ``{placeholder}`` becomes a
-    Jinja variable, the rest of the text is kept exactly (in raw blocks where it could read as
-    Jinja)."""
-    unknown = sorted(set(record) - set(_FASTCHAT_KEYS) - {"output_format"} - set(_NUMBERS))
+    Jinja variable (a numbered one, a turn of ``turns``), the rest of the text is kept exactly
+    (in raw blocks where it could read as Jinja). ``output_format`` says how the verdict is read
+    (``[[A]]``, ``[[rating]]``, Rakuda's ``last``); ``category`` is kept."""
+    unknown = sorted(set(record) - set(_FASTCHAT_KEYS) - set(_NUMBERS))
     if unknown:
         known = ", ".join(_FASTCHAT_KEYS)
         raise ValueError(UNKNOWN_KEYS.format(keys=_listed(unknown), known=known))
@@ -256,22 +282,24 @@ def _fastchat_fields(record: dict) -> dict:
     verdict_format = _FASTCHAT_FORMATS.get(given)
     if verdict_format is None:
         raise ValueError(FASTCHAT_FORMAT.format(value=given, known=", ".join(_FASTCHAT_FORMATS)))
-    parts = []
     try:
         parsed = list(string.Formatter().parse(_text(record, "prompt_template")))
     except ValueError as exc:
         raise ValueError(f"'prompt_template': {exc}") from None
+    fields_named = [field for _, field, _, _ in parsed if field is not None]
+    # {ref_answer_1} alone is the single-turn prompts' reference; other numbers mean turns.
+    numbered = any(_FASTCHAT_TURN.match(f) and f != "ref_answer_1" for f in fields_named)
+    parts = []
     for literal, field, _spec, _conversion in parsed:
         if literal:
             risky = any(m in literal for m in ("{{", "{%", "{#")) or literal.endswith("{")
             parts.append("{% raw %}" + literal + "{% endraw %}" if risky else literal)
         if field is not None:
-            if field not in _FASTCHAT_NAMES:
-                raise ValueError(FASTCHAT_PLACEHOLDER.format(name=field))
-            parts.append("{{ " + _FASTCHAT_NAMES[field] + " }}")
+            parts.append("{{ " + _fastchat_variable(field, kind, numbered) + " }}")
     fields = {
         "name": _text(record, "name") if "name" in record else "",
         "description": _text(record, "description") if "description" in record else "",
+        "category": _text(record, "category")[:100] if "category" in record else "",
         "kind": kind,
         "system_prompt": _text(record, "system_prompt") if "system_prompt" in record else "",
         "template": "".join(parts),
@@ -283,6 +311,24 @@ def _fastchat_fields(record: dict) -> dict:
         if key in record:
             fields[key] = _integer(record, key)
     return fields
+
+
+def _fastchat_variable(field: str, kind: str, numbered: bool) -> str:
+    """The Jinja expression a FastChat placeholder stands for."""
+    turn = _FASTCHAT_TURN.match(field)
+    # A pairwise prompt's {answer_1} would be ambiguous; FastChat writes {answer_a_1} there.
+    if turn and not (turn.group(1) == "answer" and kind == JudgePrompt.Kind.PAIRWISE):
+        key = _FASTCHAT_TURN_KEYS[turn.group(1)]
+        if field == "ref_answer_1" and not numbered:
+            return "reference"
+        return f"turns[{int(turn.group(2)) - 1}].{key}"
+    if field in _FASTCHAT_NAMES:
+        if numbered and field != "ref_answer_1":
+            raise ValueError(FASTCHAT_MIXED.format(name=field))
+        return _FASTCHAT_NAMES[field]
+    known = "question, answer, answer_a, answer_b, ref_answer_1, and numbered turns: "
+    known += "question_1, answer_a_1, answer_b_1, answer_1, ref_answer_1, ..."
+    raise ValueError(FASTCHAT_PLACEHOLDER.format(name=field, known=known))
 
 
 def _listed(keys: list) -> str:

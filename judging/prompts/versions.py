@@ -12,7 +12,11 @@ Prompts also come from files (files.py): a benchmark's own, or one an admin wrot
 
 from __future__ import annotations
 
+import dataclasses
+
 from django.db import IntegrityError, transaction
+from django.db.models import Q
+from jinja2 import TemplateError
 
 from evalsite.accounts.services import Action, audit_record
 from evalsite.errors import ServiceError
@@ -20,7 +24,7 @@ from evalsite.versioned import Versions
 
 from ..engine import verdicts
 from ..engine.presets import DEFAULT_GRADING, DEFAULT_PAIRWISE, PRESETS
-from ..models import JudgePrompt
+from ..models import JudgePrompt, JudgeRun, Judgment
 
 # What staff may set on a judge prompt (the API serializer and the admin form list these).
 PROMPT_FIELDS = [
@@ -32,16 +36,30 @@ PROMPT_FIELDS = [
     "verdict_format",
     "score_min",
     "score_max",
+    "category",
     "source",
 ]
 # Fields whose change alters what the judge is asked or how its answer is read.
-RENDERED_FIELDS = [f for f in PROMPT_FIELDS if f not in ("name", "description", "source")]
+RENDERED_FIELDS = [
+    f for f in PROMPT_FIELDS if f not in ("name", "description", "category", "source")
+]
+# Read from the template whenever a prompt is saved (judge_prompt_fields_check), never given.
+DERIVED_FIELDS = ["multi_turn", "reference"]
 
 # Shown beside the shipped prompts (migration 0002 copies these words).
 PRESET_DESCRIPTIONS = {
     "ja_pairwise": "The team's Japanese pairwise judge: five points, order ignored, last line "
     "1 / 2 / 3",
     "ja_grading": "The team's Japanese grader: a 1-5 score against the reference and criteria",
+    "ja_pairwise-multi-turn": "ja_pairwise over whole conversations: both models' earlier "
+    "replies, then the last turn",
+    "ja_grading-multi-turn": "ja_grading over whole conversations: the model's earlier replies, "
+    "then the last turn",
+    "elyza_grading": "ELYZA-tasks-100's 1-5 scale: each task's eval_aspect and the published "
+    "general deductions",
+    "mtbench_grading": "MT-Bench single-answer grading, 1-10, [[rating]]; every turn",
+    "mtbench_grading_reference": "MT-Bench single-answer grading, 1-10, against the reference "
+    "answer (math, reasoning, coding); every turn",
 }
 
 UNKNOWN_PROMPT = "unknown judge prompt {name!r}; known judge prompts: {known}"
@@ -63,14 +81,25 @@ NAME_TOO_LONG = "at most {limit} characters"
 
 
 def judge_prompt_in_use(row: JudgePrompt) -> bool:
-    """Whether a judge run recorded this version (it is then kept as it is)."""
-    return row.pk is not None and row.runs.exists()
+    """Whether a judge run recorded this version, as its prompt or one of its multi-turn or
+    reference prompts, or a verdict was asked with it (it is then kept as it is)."""
+    if row.pk is None:
+        return False
+    return (
+        JudgeRun.objects.filter(
+            Q(prompt=row)
+            | Q(multi_turn_prompt=row)
+            | Q(reference_prompt=row)
+            | Q(reference_multi_turn_prompt=row)
+        ).exists()
+        or Judgment.objects.filter(prompt=row).exists()
+    )
 
 
 VERSIONS = Versions(
     JudgePrompt,
     key="name",
-    fields=PROMPT_FIELDS,
+    fields=PROMPT_FIELDS + DERIVED_FIELDS,
     rendered=RENDERED_FIELDS,
     in_use=judge_prompt_in_use,
     unknown=UNKNOWN_FIELDS,
@@ -92,10 +121,25 @@ def judge_presets_install() -> list[str]:
                 "verdict_format": preset.verdict_format,
                 "score_min": preset.score_min,
                 "score_max": preset.score_max,
+                **derived_fields(preset),
             }
             for preset in PRESETS
         }
     )
+
+
+def derived_fields(judge: verdicts.JudgeTemplate) -> dict:
+    """What the template itself says: whether it shows every turn, and the reference answer."""
+    sample = verdicts.sample_turns(judge.kind, 2)
+    try:
+        text = verdicts.render(judge, turns=sample)
+    except (TemplateError, ValueError):
+        return {"multi_turn": False, "reference": False}
+    shown = [turn["reference"] for turn in sample]
+    return {
+        "multi_turn": sample[0]["question"] in text,
+        "reference": any(value in text for value in shown),
+    }
 
 
 def judge_prompt_names() -> list[str]:
@@ -143,6 +187,7 @@ def as_judge_template(row: JudgePrompt) -> verdicts.JudgeTemplate:
         system_prompt=row.system_prompt,
         score_min=row.score_min,
         score_max=row.score_max,
+        multi_turn=row.multi_turn,
     )
 
 
@@ -169,6 +214,7 @@ def judge_prompt_problems(fields: dict) -> dict[str, str]:
         score_min=fields.get("score_min", 1),
         score_max=fields.get("score_max", 5),
     )
+    candidate = dataclasses.replace(candidate, **_multi_turn(candidate))
     # The database asks score_min < score_max of every row, pairwise ones too.
     if not candidate.score_min < candidate.score_max:
         found["score_max"] = "the highest score must be above the lowest"
@@ -183,7 +229,25 @@ def judge_prompt_fields_check(fields: dict) -> dict:
         raise ServiceError(
             "; ".join(BAD_FIELD.format(field=f, problem=p) for f, p in sorted(found.items()))
         )
-    return {**fields, "name": fields["name"].strip()}
+    values = {**fields, "name": fields["name"].strip()}
+    return {**values, **derived_fields(_as_template(values))}
+
+
+def _multi_turn(judge: verdicts.JudgeTemplate) -> dict:
+    return {"multi_turn": derived_fields(judge)["multi_turn"]}
+
+
+def _as_template(fields: dict) -> verdicts.JudgeTemplate:
+    return verdicts.JudgeTemplate(
+        name=fields["name"],
+        version=1,
+        kind=fields.get("kind") or JudgePrompt.Kind.PAIRWISE,
+        template=fields["template"],
+        verdict_format=fields.get("verdict_format") or "",
+        system_prompt=fields.get("system_prompt") or "",
+        score_min=fields.get("score_min", 1),
+        score_max=fields.get("score_max", 5),
+    )
 
 
 def prompt_defaults() -> dict:

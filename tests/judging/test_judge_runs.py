@@ -325,13 +325,13 @@ def test_a_local_judge_refuses_prompts_longer_than_its_context(tiny_model_dir):
 
     judge = register_tiny(tiny_model_dir)  # a 512-token context
     study = study_of(models=("short", "long"))
-    run = _create(study, judge, params={"max_new_tokens": 400})
-    judge_run_execute(run.pk)
-    run.refresh_from_db()
-    assert run.status == JudgeRun.Status.FAILED
-    assert "8 judge prompt(s) do not fit judge 'tiny'" in run.error
-    assert "context of 512 leaves 112 beside the verdict's max_new_tokens" in run.error
-    assert not Judgment.objects.filter(run=run).exists()
+    # Refused when the run is created (judging/fit.py), in one line, before any worker.
+    with pytest.raises(ServiceError) as refused:
+        _create(study, judge, params={"max_new_tokens": 400})
+    assert "the judge prompt does not fit judge 'tiny' by " in str(refused.value)
+    assert "of its 512-token context" in str(refused.value)
+    assert "\n" not in str(refused.value)
+    assert not JudgeRun.objects.filter(study=study).exists()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -70,7 +70,7 @@ def test_problems_show_on_their_own_fields_and_nothing_is_saved(staff):
     assert response.status_code == 200
     errors = response.context["adminform"].form.errors
     assert errors["template"] == ["the prompt never shows: answer"]
-    assert errors["verdict_format"] == ["a grading prompt reads one of: score"]
+    assert errors["verdict_format"] == ["a grading prompt reads one of: score, brackets_rating"]
     assert not JudgePrompt.objects.filter(name="short_pairwise").exists()
 
 

@@ -8,6 +8,7 @@ import json
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from judging.engine.presets import PRESETS
 from judging.models import JudgePrompt, JudgeRun
 from judging.runs import judge_run_create, judge_run_execute
 from tests.conftest import logged_in
@@ -79,9 +80,13 @@ def test_an_annotator_cannot_read_a_run_its_verdicts_or_its_grades(annotator):
 
 def test_staff_list_the_shipped_prompts_and_filter_by_kind(staff):
     names = [p["name"] for p in staff.get(PROMPTS).json()["results"]]
-    assert names == ["ja_grading", "ja_pairwise"]
+    assert names == sorted(preset.name for preset in PRESETS)
     grading = staff.get(PROMPTS, {"kind": "grading"}).json()["results"]
-    assert [(p["name"], p["version"], p["in_use"]) for p in grading] == [("ja_grading", 1, False)]
+    assert [(p["name"], p["version"], p["in_use"]) for p in grading] == [
+        (preset.name, 1, False)
+        for preset in sorted(PRESETS, key=lambda p: p.name)
+        if preset.kind == "grading"
+    ]
 
 
 def test_staff_create_a_prompt_and_an_edit_of_a_used_version_answers_with_the_new_one(staff):

@@ -28,7 +28,24 @@ class Command(RunCommand):
             dest="prompt",
             help="judge prompt name (its latest version); default ja_pairwise / ja_grading",
         )
-        parser.add_argument("--grading", action="store_true", help="grade each answer 1-5")
+        parser.add_argument(
+            "--grading", action="store_true", help="grade each answer on the prompt's scale"
+        )
+        parser.add_argument(
+            "--reference-prompt",
+            help="judge prompt for questions of the reference categories (MT-Bench: "
+            "mtbench_grading_reference, or FastChat's single-math-v1)",
+        )
+        parser.add_argument(
+            "--reference-categories",
+            default="math,reasoning,coding",
+            help="comma-separated categories judged with --reference-prompt",
+        )
+        parser.add_argument(
+            "--last-turn-only",
+            action="store_true",
+            help="show the judge only the last turn of each conversation (default: every turn)",
+        )
         parser.add_argument(
             "--inconsistent",
             choices=JudgeRun.Inconsistent.values,
@@ -61,6 +78,12 @@ class Command(RunCommand):
             raise CommandError(f"--params is not valid JSON ({exc.msg})") from None
         except ValueError:
             raise CommandError("--comparisons takes comparison ids: 12,13,14") from None
+        try:
+            return self._create(opts, study, judge, params, ids, enqueue)
+        except ValueError as exc:  # a prompt that cannot render: one line, not a traceback
+            raise CommandError(str(exc).splitlines()[0]) from None
+
+    def _create(self, opts, study, judge, params, ids, enqueue):
         return judge_run_create(
             judge=judge,
             study=study,
@@ -72,13 +95,21 @@ class Command(RunCommand):
             batch_size=opts["batch_size"],
             max_attempts=opts["attempts"],
             inconsistent=opts["inconsistent"],
+            reference_prompt=(
+                judge_prompt_for(opts["reference_prompt"], grading=opts["grading"])
+                if opts["reference_prompt"]
+                else None
+            ),
+            reference_categories=[c for c in opts["reference_categories"].split(",") if c.strip()],
+            last_turn_only=opts["last_turn_only"],
             enqueue=enqueue,
         )
 
     def describe(self, run) -> str:
+        shown = "the last turn only" if run.last_turn_only else "every turn"
         return (
             f"judge run {run.pk}: {run.judge.name} on {run.study.name} with {run.prompt}, "
-            f"{run.total} verdicts to ask for"
+            f"{run.total} verdicts to ask for, showing {shown}"
         )
 
     def report(self, run) -> None:
