@@ -8,7 +8,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from evalsite.errors import ServiceError
-from generation import registry, runs, workers
+from evalsite.runs import workers
+from generation import registry, runs
 from generation.models import GenerationRun, LanguageModel
 from generation.registry import language_model_register, language_model_update
 from tests.conftest import logged_in

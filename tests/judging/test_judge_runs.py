@@ -13,7 +13,7 @@ from django.utils import timezone
 from annotation.models import Assignment, Comparison, Vote
 from evalsite.accounts.models import AuditEntry
 from evalsite.errors import ServiceError
-from generation import workers
+from evalsite.runs import workers
 from generation.models import Answer, LanguageModel
 from judging import runs
 from judging.models import JudgePrompt, JudgeRun, Judgment
