@@ -269,15 +269,7 @@ def train_dpo(
         peft_config=peft_config,
         callbacks=[bridge, *callbacks],
     )
-    outcome = fit_and_save(
-        trainer,
-        bridge,
-        checkpoint_dir=checkpoint_dir,
-        output_dir=output_dir,
-        resume=resume,
-        counts=(len(train_rows), len(eval_rows), skipped),
-        targets=targets,
-    )
+    outcome = fit_and_save(trainer, bridge, checkpoint_dir, output_dir, resume=resume)
     margin_after = None if bridge.stopped else mean(logprob_margins(trainer.model, eval_rows))
     result = DpoResult(**outcome, margin_before=margin_before, margin_after=margin_after)
     del trainer, model

@@ -281,6 +281,8 @@ def make_callback(
         def __init__(self) -> None:
             self.stopped = False
             self.tokens_at_begin = 0
+            self.counts = counts  # (train, held-out, skipped) examples, for the result
+            self.targets = list(targets)
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.tokens_at_begin = state.num_input_tokens_seen
@@ -400,15 +402,7 @@ def train(
         processing_class=tokenizer,
         callbacks=[bridge, *callbacks],
     )
-    outcome = fit_and_save(
-        trainer,
-        bridge,
-        checkpoint_dir=checkpoint_dir,
-        output_dir=output_dir,
-        resume=resume,
-        counts=(len(train_rows), len(eval_rows), skipped),
-        targets=targets,
-    )
+    outcome = fit_and_save(trainer, bridge, checkpoint_dir, output_dir, resume=resume)
     seen = trainer.state.num_input_tokens_seen
     result = TrainResult(**outcome, train_tokens=int(seen - bridge.tokens_at_begin))
     del trainer, model
@@ -428,16 +422,14 @@ def kept_rows(train_all: list, eval_all: list) -> tuple[list, list, int]:
 def fit_and_save(
     trainer: Any,
     bridge: Any,
-    *,
     checkpoint_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
+    *,
     resume: bool,
-    counts: tuple[int, int, int],
-    targets: list[str],
 ) -> dict[str, Any]:
     """Train (from the last complete checkpoint in ``checkpoint_dir`` when resuming) and save to
     ``output_dir`` unless ``should_stop`` stopped it. Returns the fields SFT's and DPO's results
-    share; ``counts`` is (train, held-out, skipped) examples."""
+    share (``bridge`` is ``make_callback``'s, holding the example counts and LoRA targets)."""
     from transformers import PrinterCallback
 
     # The loss goes to on_log (the database); a worker's log needs no copy of every step.
@@ -456,13 +448,13 @@ def fit_and_save(
         "max_steps": state.max_steps,
         "stopped": bridge.stopped,
         "resumed_from_step": found[1] if found else 0,
-        "train_examples": counts[0],
-        "eval_examples": counts[1],
-        "skipped_examples": counts[2],
+        "train_examples": bridge.counts[0],
+        "eval_examples": bridge.counts[1],
+        "skipped_examples": bridge.counts[2],
         "total_tokens": int(state.num_input_tokens_seen),
         "train_seconds": seconds,
         "output_dir": saved,
-        "target_modules": targets,
+        "target_modules": bridge.targets,
     }
 
 
