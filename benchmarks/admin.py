@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
-from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 import generation.admin  # noqa: F401 - registers the LanguageModel admin extended below
-from evalsite.admin_helpers import admin_action_register, apply_each, form_action
+from evalsite.admin_helpers import admin_action_register, form_action
 from evalsite.runs.admin import RunAdmin
+from generation.admin.base import ReadOnlyAdmin, start_each
 from generation.models import LanguageModel
 
 from .catalog import available_tasks
@@ -93,7 +93,7 @@ class BenchmarkRunAdmin(RunAdmin):
 
 
 @admin.register(BenchmarkSample)
-class BenchmarkSampleAdmin(admin.ModelAdmin):
+class BenchmarkSampleAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     """Every example as the model saw and answered it: format failures show here."""
 
     list_display = ["run", "task", "doc_id", "prompt_text", "target", "output_text", "correct"]
@@ -103,15 +103,6 @@ class BenchmarkSampleAdmin(admin.ModelAdmin):
     readonly_fields = ["run", "task", "doc_id", "prompt_text", "target", "output_text", "correct"]
     fields = [*readonly_fields, "metrics"]
     list_per_page = 50
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     @admin.display(description="prompt")
     def prompt_text(self, obj: BenchmarkSample) -> SafeString:
@@ -162,7 +153,7 @@ class BenchmarkForm(forms.Form):
 @form_action(BenchmarkForm, "Run benchmarks", description="Run benchmarks…")
 def run_benchmarks(modeladmin, request, queryset, form):
     data = form.cleaned_data
-    apply_each(
+    return start_each(
         modeladmin,
         request,
         queryset,
@@ -178,6 +169,5 @@ def run_benchmarks(modeladmin, request, queryset, form):
             f"Queued benchmark run {run.pk}: {model.name} on {', '.join(run.tasks)} "
             f"({run.scoring}, {run.num_fewshot}-shot)."
         ),
-        lambda model, exc: f"{model.name}: {exc}",
+        "admin:benchmarks_benchmarkrun_changelist",
     )
-    return HttpResponseRedirect(reverse("admin:benchmarks_benchmarkrun_changelist"))

@@ -127,6 +127,21 @@ def _strengths(study: Study, voters: str) -> tuple[dict[str, lt.Figure], float |
     return found, fitted.confidence
 
 
+def _strength_column(
+    study: Study, voters: str, key: str, who: str, whose: str
+) -> tuple[lt.Column, dict[str, lt.Figure]]:
+    """The column of the study's strengths from ``voters``' votes, and its figures."""
+    found, level = _strengths(study, voters)
+    percent = f"{round((level or 0.95) * 100)}%"
+    column = lt.Column(
+        key=key,
+        kind=key,
+        title=f"{who} strength",
+        detail=f"{study.name}: Elo scale, {percent} interval, {whose}",
+    )
+    return column, found
+
+
 def _grades(run: JudgeRun) -> tuple[dict[str, lt.Figure], dict]:
     graded = grading_results(run)
     url = _url("admin:judging_judgerun_change", run.pk)
@@ -228,31 +243,12 @@ def leaderboard(options: Options) -> lt.Table:
     study = options.study
     if study is not None:
         names += list(results.study_labels(study=study))
-        people, level = _strengths(study, "people")
-        percent = f"{round((level or 0.95) * 100)}%"
-        add(
-            lt.Column(
-                key=lt.HUMAN,
-                kind=lt.HUMAN,
-                title="Human strength",
-                detail=f"{study.name}: Elo scale, {percent} interval, people's votes",
-            ),
-            people,
-        )
+        column, people = _strength_column(study, "people", lt.HUMAN, "Human", "people's votes")
+        add(column, people)
         if not people:
             notes.append(f"Nobody has voted in {study.name} yet.")
         if results.counted_votes(study, "judge").exists():
-            judge, level = _strengths(study, "judge")
-            percent = f"{round((level or 0.95) * 100)}%"
-            add(
-                lt.Column(
-                    key=lt.JUDGE,
-                    kind=lt.JUDGE,
-                    title="Judge strength",
-                    detail=f"{study.name}: Elo scale, {percent} interval, the LLM judge's votes",
-                ),
-                judge,
-            )
+            add(*_strength_column(study, "judge", lt.JUDGE, "Judge", "the LLM judge's votes"))
     if options.grading is not None:
         run = options.grading
         grades, graded = _grades(run)

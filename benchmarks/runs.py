@@ -128,16 +128,6 @@ def benchmark_run_create(
     return run
 
 
-def benchmark_run_cancel(*, run: BenchmarkRun, user=None) -> BenchmarkRun:
-    """Queued runs stop at once; a running one after the task it is scoring."""
-    return lifecycle.cancel(run, user)
-
-
-def benchmark_run_retry(*, run: BenchmarkRun, user=None) -> BenchmarkRun:
-    """Queue a failed or cancelled run again; it scores only the tasks it has no results for."""
-    return lifecycle.retry(run, user)
-
-
 def benchmark_run_execute(run_id: int) -> BenchmarkRun | None:
     """Claim the run and score the tasks it is missing (None if it was not claimable). Safe to
     call any number of times for one run."""

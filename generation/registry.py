@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
 from evalsite.accounts.services import Action, audit_record
 from evalsite.errors import ServiceError
@@ -21,6 +21,7 @@ from .models import LanguageModel, PromptSet, Question
 from .models.language_models import validate_endpoint_url
 from .params import context_check, generation_params_check
 from .templates import template_name_check
+from .unique import atomic_named
 
 NAME_TAKEN = "a prompt set named {name!r} already exists (use replace to overwrite it)"
 SET_HAS_ANSWERS = (
@@ -174,15 +175,10 @@ def language_model_register(
         },
         user=user,
     )
-    try:
-        with transaction.atomic():
-            model = LanguageModel.objects.create(**fields)
-            _audit_changes(model, before=_audited(LanguageModel()), user=user)
-            return model
-    except IntegrityError:
-        if LanguageModel.objects.filter(name=name).exists():
-            raise ServiceError(MODEL_NAME_TAKEN.format(name=name)) from None
-        raise
+    with atomic_named(LanguageModel, name, MODEL_NAME_TAKEN):
+        model = LanguageModel.objects.create(**fields)
+        _audit_changes(model, before=_audited(LanguageModel()), user=user)
+    return model
 
 
 def language_model_changes_check(*, model: LanguageModel, changes: dict, user=None) -> dict:

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
-from django.http import HttpResponseRedirect
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 import generation.admin  # noqa: F401 - registers the LanguageModel admin extended below
-from evalsite.admin_helpers import admin_action_register, apply_each, form_action, run_action
+from evalsite.admin_helpers import admin_action_register, form_action, run_action
+from generation.admin.base import start_each
 from generation.models import FineTuneRun, InstructionDataset, LanguageModel, PromptSet
 from judging.models import JudgePrompt
 
@@ -182,7 +182,7 @@ class SweepForm(forms.Form):
 def start_sweep(modeladmin, request, queryset, form):
     several = queryset.count() > 1
     name = form.cleaned_data["name"]
-    apply_each(
+    return start_each(
         modeladmin,
         request,
         queryset,
@@ -197,6 +197,5 @@ def start_sweep(modeladmin, request, queryset, form):
             f"{model.name}, then answers on {sweep.prompt_set.name} and judge "
             f"{sweep.judge.name}."
         ),
-        lambda model, exc: f"{model.name}: {exc}",
+        "admin:sweeps_sweep_changelist",
     )
-    return HttpResponseRedirect(reverse("admin:sweeps_sweep_changelist"))

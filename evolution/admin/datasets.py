@@ -8,11 +8,10 @@ study admin).
 from __future__ import annotations
 
 from django import forms
-from django.http import HttpResponseRedirect
-from django.urls import reverse
 
 import generation.admin  # noqa: F401 - registers the InstructionDataset admin extended below
-from evalsite.admin_helpers import admin_action_register, apply_each, form_action
+from evalsite.admin_helpers import admin_action_register, form_action
+from generation.admin.base import start_each
 from generation.models import InstructionDataset, LanguageModel
 
 from ..runs import MOST_ROUNDS, evolution_run_create
@@ -49,7 +48,7 @@ class EvolveForm(forms.Form):
 def evolve(modeladmin, request, queryset, form):
     data = form.cleaned_data
     several = queryset.count() > 1
-    apply_each(
+    return start_each(
         modeladmin,
         request,
         queryset,
@@ -68,6 +67,5 @@ def evolve(modeladmin, request, queryset, form):
             f"Queued evolution run {run.pk}: {run.model.name} on {dataset.name}, "
             f"{run.rounds} round(s); writes {run.name}."
         ),
-        lambda dataset, exc: f"{dataset.name}: {exc}",
+        "admin:evolution_evolutionrun_changelist",
     )
-    return HttpResponseRedirect(reverse("admin:evolution_evolutionrun_changelist"))

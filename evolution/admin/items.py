@@ -6,6 +6,8 @@ from django.contrib import admin
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from generation.admin.base import ReadOnlyAdmin
+
 from ..models import EvolutionItem
 
 
@@ -18,7 +20,7 @@ def _pre(text: str, limit: int = 400) -> SafeString:
 
 
 @admin.register(EvolutionItem)
-class EvolutionItemAdmin(admin.ModelAdmin):
+class EvolutionItemAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     list_display = ["id", "run", "round", "operation", "kept", "drop_rule", "evolved", "detail"]
     list_filter = [
         ("run", admin.RelatedOnlyFieldListFilter),
@@ -48,15 +50,6 @@ class EvolutionItemAdmin(admin.ModelAdmin):
         "created_at",
     ]
     readonly_fields = fields
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     @admin.display(description="evolved instruction")
     def evolved(self, obj: EvolutionItem) -> str:

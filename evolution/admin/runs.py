@@ -9,12 +9,13 @@ from django.conf import settings
 from django.contrib import admin
 from django.http import HttpResponseRedirect
 from django.shortcuts import render
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from evalsite.errors import ServiceError
 from evalsite.runs.admin import RunAdmin
+from generation.admin.base import ExtraPages
 from generation.importers import TOO_LARGE
 from generation.models import LanguageModel
 
@@ -50,7 +51,7 @@ class TrainEvolverForm(forms.Form):
 
 
 @admin.register(EvolutionRun)
-class EvolutionRunAdmin(RunAdmin):
+class EvolutionRunAdmin(ExtraPages, RunAdmin):
     list_display = [
         "id",
         "source",
@@ -82,13 +83,7 @@ class EvolutionRunAdmin(RunAdmin):
     result_fields = ["result", "report"]
     retry_description = "Retry (make the missing items)"
 
-    def get_urls(self):
-        page = path(
-            "train-evolver/",
-            self.admin_site.admin_view(self.train_evolver_view),
-            name="evolution_evolutionrun_train_evolver",
-        )
-        return [page, *super().get_urls()]
+    pages = (("train-evolver/", "train_evolver_view", "evolution_evolutionrun_train_evolver"),)
 
     def train_evolver_view(self, request):
         """Pairs file -> data set -> queued LoRA fine-tune (evolution/teaching.py)."""

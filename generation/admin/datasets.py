@@ -26,6 +26,7 @@ from ..training.data import (
     instruction_dataset_import,
     instruction_dataset_token_stats,
 )
+from .base import ReadOnlyAdmin
 from .forms import AugmentForm, InstructionDatasetImportForm, TokenStatsForm
 from .review import ReviewPage
 
@@ -252,7 +253,8 @@ def _percentile_text(values: dict) -> str:
 
 
 @admin.register(InstructionExample)
-class InstructionExampleAdmin(admin.ModelAdmin):
+class InstructionExampleAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    # Rows change only on the data set's review page (generation/review.py).
     list_display = [
         "dataset",
         "position",
@@ -287,15 +289,6 @@ class InstructionExampleAdmin(admin.ModelAdmin):
     @admin.display(description="output")
     def short_output(self, obj: InstructionExample) -> str:
         return obj.output[:60]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False  # rows change only on the data set's review page (generation/review.py)
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(DatasetAugmentation)

@@ -9,7 +9,7 @@ from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.http import content_disposition_header
 from django.utils.safestring import SafeString
@@ -22,6 +22,7 @@ from ..models import FineTuneLog, FineTuneRun, InstructionDataset, PreferenceDat
 from ..params import FINETUNE_FIELDS
 from ..training.finetune import NO_DATASETS
 from ..training.preferences import preferences_jsonl
+from .base import ExtraPages
 from .forms import FineTuneForm
 
 NO_PREFERENCES = "method dpo trains on preference pairs: choose a preference data set"
@@ -55,7 +56,7 @@ class FineTuneActionForm(FineTuneForm):
 
 
 @admin.register(FineTuneRun)
-class FineTuneRunAdmin(RunAdmin):
+class FineTuneRunAdmin(ExtraPages, RunAdmin):
     list_display = [
         "id",
         "base_model",
@@ -123,13 +124,9 @@ class FineTuneRunAdmin(RunAdmin):
     # Seconds between reloads of a run's page while it is queued or running.
     REFRESH_SECONDS = 5
 
-    def get_urls(self):
-        chart = path(
-            "<path:object_id>/loss-chart.svg",
-            self.admin_site.admin_view(self.loss_chart_view),
-            name="generation_finetunerun_loss_chart",
-        )
-        return [chart, *super().get_urls()]
+    pages = (
+        ("<path:object_id>/loss-chart.svg", "loss_chart_view", "generation_finetunerun_loss_chart"),
+    )
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         run = self.get_object(request, object_id)
@@ -182,7 +179,7 @@ class FineTuneRunAdmin(RunAdmin):
 
 
 @admin.register(PreferenceDataset)
-class PreferenceDatasetAdmin(admin.ModelAdmin):
+class PreferenceDatasetAdmin(ExtraPages, admin.ModelAdmin):
     """Preference pairs made from a study's votes (or imported): read-only, with the JSONL."""
 
     list_display = ["name", "pairs", "source_study_name", "rendered_for", "created_at"]
@@ -205,13 +202,7 @@ class PreferenceDatasetAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False  # `manage.py export_preferences`, or "Export votes as preference pairs…"
 
-    def get_urls(self):
-        jsonl = path(
-            "<path:object_id>/pairs.jsonl",
-            self.admin_site.admin_view(self.jsonl_view),
-            name="generation_preferencedataset_jsonl",
-        )
-        return [jsonl, *super().get_urls()]
+    pages = (("<path:object_id>/pairs.jsonl", "jsonl_view", "generation_preferencedataset_jsonl"),)
 
     def jsonl_view(self, request, object_id):
         dataset = self.get_object(request, unquote(object_id))

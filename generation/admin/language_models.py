@@ -27,6 +27,7 @@ from ..registry import (
 from ..runs import generation_run_create
 from ..training.finetune import finetune_run_create
 from ..training.merge import language_model_merge_request
+from .base import start_each
 from .finetune import FineTuneActionForm
 from .forms import GenerateForm, MergeForm, SafeJSONField
 
@@ -219,15 +220,14 @@ class LanguageModelAdmin(ExtensibleAdmin, admin.ModelAdmin):
 
     def _queue_each(self, request, queryset, create, kind: str, changelist: str):
         """Queue a run of ``kind`` for each model with ``create(model)``, then list the runs."""
-        apply_each(
+        return start_each(
             self,
             request,
             queryset,
             create,
             lambda model, run: f"Queued {kind} {run.pk} for {model.name}.",
-            lambda model, exc: f"{model.name}: {exc}",
+            changelist,
         )
-        return HttpResponseRedirect(reverse(changelist))
 
     @form_action(
         GenerateForm,

@@ -11,7 +11,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.shortcuts import render
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils.http import urlencode
 
 from evalsite.errors import ServiceError
@@ -25,6 +25,7 @@ from ..review import (
     review_counts,
     review_lock,
 )
+from .base import ExtraPages
 
 Review = InstructionExample.Review
 ROWS_PER_PAGE = 20
@@ -44,17 +45,11 @@ def _rows(dataset: InstructionDataset, state: str):
     return dataset.examples.filter(**STATES[state]).order_by("position")
 
 
-class ReviewPage:
+class ReviewPage(ExtraPages):
     """Adds ``<id>/review/`` (URL name ``generation_instructiondataset_review``) to the
     instruction data set admin: viewing needs the view permission, reviewing the change one."""
 
-    def get_urls(self):
-        page = path(
-            "<path:object_id>/review/",
-            self.admin_site.admin_view(self.review_view),
-            name="generation_instructiondataset_review",
-        )
-        return [page, *super().get_urls()]
+    pages = (("<path:object_id>/review/", "review_view", "generation_instructiondataset_review"),)
 
     def review_view(self, request: HttpRequest, object_id: str):
         dataset = self.get_object(request, unquote(object_id))

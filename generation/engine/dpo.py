@@ -18,7 +18,6 @@ given the plain model and a peft config), so no second copy of the weights is he
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +31,8 @@ from .train import (
     TrainConfig,
     TrainStart,
     bf16_ok,
-    last_checkpoint,
+    fit_and_save,
+    kept_rows,
     lora_target_modules,
     make_callback,
     trainer_arguments,
@@ -229,7 +229,7 @@ def train_dpo(
     """
     import torch
     from datasets import Dataset
-    from transformers import PrinterCallback, set_seed
+    from transformers import set_seed
     from trl import DPOConfig
 
     for index, pair in enumerate(pairs):
@@ -238,9 +238,7 @@ def train_dpo(
     train_set, eval_set = split_examples(pairs, config.eval_fraction, config.seed)
     train_all = encode_pairs(tokenizer, template, train_set, max_length=config.max_length)
     eval_all = encode_pairs(tokenizer, template, eval_set, max_length=config.max_length)
-    train_rows = [r for r in train_all if r is not None]
-    eval_rows = [r for r in eval_all if r is not None]
-    skipped = len(train_all) + len(eval_all) - len(train_rows) - len(eval_rows)
+    train_rows, eval_rows, skipped = kept_rows(train_all, eval_all)
     if not train_rows:
         raise ValueError(NO_PAIRS)
 
@@ -271,33 +269,9 @@ def train_dpo(
         peft_config=peft_config,
         callbacks=[bridge, *callbacks],
     )
-    trainer.remove_callback(PrinterCallback)
-    found = last_checkpoint(checkpoint_dir) if resume else None
-    started = time.monotonic()
-    trainer.train(resume_from_checkpoint=found[0] if found else None)
-    seconds = time.monotonic() - started
-    state = trainer.state
-    saved = None
-    margin_after = None
-    if not bridge.stopped:
-        margin_after = mean(logprob_margins(trainer.model, eval_rows))
-        trainer.save_model(os.fspath(output_dir))
-        saved = os.fspath(output_dir)
-    result = DpoResult(
-        global_step=state.global_step,
-        max_steps=state.max_steps,
-        stopped=bridge.stopped,
-        resumed_from_step=found[1] if found else 0,
-        train_examples=len(train_rows),
-        eval_examples=len(eval_rows),
-        skipped_examples=skipped,
-        total_tokens=int(state.num_input_tokens_seen),
-        train_seconds=seconds,
-        output_dir=saved,
-        target_modules=targets,
-        margin_before=margin_before,
-        margin_after=margin_after,
-    )
+    outcome = fit_and_save(trainer, bridge, checkpoint_dir, output_dir, resume=resume)
+    margin_after = None if bridge.stopped else mean(logprob_margins(trainer.model, eval_rows))
+    result = DpoResult(**outcome, margin_before=margin_before, margin_after=margin_after)
     del trainer, model
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -281,6 +281,8 @@ def make_callback(
         def __init__(self) -> None:
             self.stopped = False
             self.tokens_at_begin = 0
+            self.counts = counts  # (train, held-out, skipped) examples, for the result
+            self.targets = list(targets)
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.tokens_at_begin = state.num_input_tokens_seen
@@ -357,7 +359,7 @@ def train(
     ``on_save(path, step)`` after each checkpoint.
     """
     import torch
-    from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
+    from transformers import Trainer, TrainingArguments, set_seed
 
     train_set, eval_set = split_examples(examples, config.eval_fraction, config.seed)
     rendered_train = [
@@ -366,9 +368,7 @@ def train(
     rendered_eval = [
         encode_example(tokenizer, template, e, max_length=config.max_length) for e in eval_set
     ]
-    train_rows = [r for r in rendered_train if r is not None]
-    eval_rows = [r for r in rendered_eval if r is not None]
-    skipped = len(rendered_train) + len(rendered_eval) - len(train_rows) - len(eval_rows)
+    train_rows, eval_rows, skipped = kept_rows(rendered_train, rendered_eval)
     if not train_rows:
         raise ValueError(NO_EXAMPLES)
 
@@ -402,35 +402,60 @@ def train(
         processing_class=tokenizer,
         callbacks=[bridge, *callbacks],
     )
+    outcome = fit_and_save(trainer, bridge, checkpoint_dir, output_dir, resume=resume)
+    seen = trainer.state.num_input_tokens_seen
+    result = TrainResult(**outcome, train_tokens=int(seen - bridge.tokens_at_begin))
+    del trainer, model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return result
+
+
+def kept_rows(train_all: list, eval_all: list) -> tuple[list, list, int]:
+    """The encoded training and held-out rows that fit ``max_length`` (an encoder gives None for
+    one whose prompt alone fills it), and how many did not."""
+    train_rows = [r for r in train_all if r is not None]
+    eval_rows = [r for r in eval_all if r is not None]
+    return train_rows, eval_rows, len(train_all) + len(eval_all) - len(train_rows) - len(eval_rows)
+
+
+def fit_and_save(
+    trainer: Any,
+    bridge: Any,
+    checkpoint_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    resume: bool,
+) -> dict[str, Any]:
+    """Train (from the last complete checkpoint in ``checkpoint_dir`` when resuming) and save to
+    ``output_dir`` unless ``should_stop`` stopped it. Returns the fields SFT's and DPO's results
+    share (``bridge`` is ``make_callback``'s, holding the example counts and LoRA targets)."""
+    from transformers import PrinterCallback
+
     # The loss goes to on_log (the database); a worker's log needs no copy of every step.
     trainer.remove_callback(PrinterCallback)
     found = last_checkpoint(checkpoint_dir) if resume else None
     started = time.monotonic()
     trainer.train(resume_from_checkpoint=found[0] if found else None)
     seconds = time.monotonic() - started
-    state = trainer.state
     saved = None
     if not bridge.stopped:
         trainer.save_model(os.fspath(output_dir))
         saved = os.fspath(output_dir)
-    result = TrainResult(
-        global_step=state.global_step,
-        max_steps=state.max_steps,
-        stopped=bridge.stopped,
-        resumed_from_step=found[1] if found else 0,
-        train_examples=len(train_rows),
-        eval_examples=len(eval_rows),
-        skipped_examples=skipped,
-        train_tokens=int(state.num_input_tokens_seen - bridge.tokens_at_begin),
-        total_tokens=int(state.num_input_tokens_seen),
-        train_seconds=seconds,
-        output_dir=saved,
-        target_modules=targets,
-    )
-    del trainer, model
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return result
+    state = trainer.state
+    return {
+        "global_step": state.global_step,
+        "max_steps": state.max_steps,
+        "stopped": bridge.stopped,
+        "resumed_from_step": found[1] if found else 0,
+        "train_examples": bridge.counts[0],
+        "eval_examples": bridge.counts[1],
+        "skipped_examples": bridge.counts[2],
+        "total_tokens": int(state.num_input_tokens_seen),
+        "train_seconds": seconds,
+        "output_dir": saved,
+        "target_modules": bridge.targets,
+    }
 
 
 def steps_for(n_train: int, config: TrainConfig, world_size: int = 1) -> int:

@@ -8,7 +8,7 @@ import os
 from collections.abc import Sequence
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
 from evalsite.errors import ServiceError
 
@@ -26,6 +26,7 @@ from ..models import (
 )
 from ..registry import prompt_set_create
 from ..templates import as_template, template_for
+from ..unique import atomic_named
 from ..web_tokenizer import web_tokenizer
 
 DATASET_NAME_TAKEN = "an instruction data set named {name!r} already exists"
@@ -52,33 +53,28 @@ def instruction_dataset_create(
         stats["rows"] = len(examples)
         stats["dropped_duplicates"] = dropped
     stats.update(extra_stats or {})
-    try:
-        with transaction.atomic():
-            dataset = InstructionDataset.objects.create(
-                name=name,
-                description=description,
-                source=source,
-                stats=stats,
-                derived_from=derived_from,
-                created_by=user if getattr(user, "pk", None) else None,
-            )
-            InstructionExample.objects.bulk_create(
-                (
-                    InstructionExample(
-                        dataset=dataset,
-                        position=position,
-                        instruction=e.instruction,
-                        input=e.input,
-                        output=e.output,
-                    )
-                    for position, e in enumerate(examples, start=1)
-                ),
-                batch_size=2000,
-            )
-    except IntegrityError:
-        if InstructionDataset.objects.filter(name=name).exists():
-            raise ServiceError(DATASET_NAME_TAKEN.format(name=name)) from None
-        raise
+    with atomic_named(InstructionDataset, name, DATASET_NAME_TAKEN):
+        dataset = InstructionDataset.objects.create(
+            name=name,
+            description=description,
+            source=source,
+            stats=stats,
+            derived_from=derived_from,
+            created_by=user if getattr(user, "pk", None) else None,
+        )
+        InstructionExample.objects.bulk_create(
+            (
+                InstructionExample(
+                    dataset=dataset,
+                    position=position,
+                    instruction=e.instruction,
+                    input=e.input,
+                    output=e.output,
+                )
+                for position, e in enumerate(examples, start=1)
+            ),
+            batch_size=2000,
+        )
     return dataset
 
 

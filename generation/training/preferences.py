@@ -15,13 +15,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
 
 from evalsite.errors import ServiceError
 
 from ..engine.dpo import PreferenceExample
 from ..importers import NOT_AN_OBJECT, ImportFormatError, decode, json_records
 from ..models import LanguageModel, PreferenceDataset, PreferencePair
+from ..unique import atomic_named
 
 logger = logging.getLogger(__name__)
 
@@ -85,34 +85,29 @@ def preference_dataset_create(
     if not pairs:
         raise ServiceError(f"{name}: {NO_PAIRS}")
     totals = {"pairs": len(pairs), **(stats or {})}
-    try:
-        with transaction.atomic():
-            dataset = PreferenceDataset.objects.create(
-                name=name,
-                description=description,
-                source=source,
-                source_study_id=source_study_id,
-                source_study_name=source_study_name,
-                rendered_for=rendered_for,
-                stats=totals,
-                created_by=user if getattr(user, "pk", None) else None,
+    with atomic_named(PreferenceDataset, name, NAME_TAKEN):
+        dataset = PreferenceDataset.objects.create(
+            name=name,
+            description=description,
+            source=source,
+            source_study_id=source_study_id,
+            source_study_name=source_study_name,
+            rendered_for=rendered_for,
+            stats=totals,
+            created_by=user if getattr(user, "pk", None) else None,
+        )
+        PreferencePair.objects.bulk_create(
+            PreferencePair(
+                dataset=dataset,
+                position=position,
+                question=pair.get("question", ""),
+                prompt=pair["prompt"],
+                chosen=pair["chosen"],
+                rejected=pair["rejected"],
+                origin=pair.get("origin") or {},
             )
-            PreferencePair.objects.bulk_create(
-                PreferencePair(
-                    dataset=dataset,
-                    position=position,
-                    question=pair.get("question", ""),
-                    prompt=pair["prompt"],
-                    chosen=pair["chosen"],
-                    rejected=pair["rejected"],
-                    origin=pair.get("origin") or {},
-                )
-                for position, pair in enumerate(pairs, start=1)
-            )
-    except IntegrityError:
-        if PreferenceDataset.objects.filter(name=name).exists():
-            raise ServiceError(NAME_TAKEN.format(name=name)) from None
-        raise
+            for position, pair in enumerate(pairs, start=1)
+        )
     return dataset
 
 

@@ -5,6 +5,7 @@ from benchmarks.models import Scoring
 from benchmarks.results import results_table
 from benchmarks.runs import benchmark_run_create
 from evalsite.runs.commands import RunCommand
+from generation.management.options import named
 from generation.models import LanguageModel
 
 
@@ -33,9 +34,7 @@ class Command(RunCommand):
         parser.add_argument("--seed", type=int, default=0)
 
     def create_run(self, opts, *, enqueue):
-        model = LanguageModel.objects.filter(name=opts["model"]).first()
-        if model is None:
-            raise CommandError(f"no model named {opts['model']!r}")
+        model = named(LanguageModel, opts["model"], "model")
         if opts["inline"]:
             try:
                 require_lm_eval()

@@ -1,29 +1,9 @@
-import json
-
-from django.core.management.base import CommandError
-
 from evalsite.runs.commands import RunCommand
 from evolution.engine.operations import OPERATIONS
 from evolution.runs import evolution_run_create
 from evolution.summary import evolution_totals
+from generation.management.options import json_object, named
 from generation.models import InstructionDataset, LanguageModel
-
-
-def _model(name: str, option: str) -> LanguageModel:
-    model = LanguageModel.objects.filter(name=name).first()
-    if model is None:
-        raise CommandError(f"{option}: no model named {name!r}")
-    return model
-
-
-def _json(text: str, option: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CommandError(f"{option} is not valid JSON ({exc.msg})") from None
-    if not isinstance(value, dict):
-        raise CommandError(f"{option} must be a JSON object")
-    return value
 
 
 class Command(RunCommand):
@@ -57,22 +37,23 @@ class Command(RunCommand):
         )
 
     def create_run(self, opts, *, enqueue):
-        source = InstructionDataset.objects.filter(name=opts["dataset"]).first()
-        if source is None:
-            raise CommandError(f"--dataset: no instruction data set named {opts['dataset']!r}")
+        source = named(InstructionDataset, opts["dataset"], "instruction data set", "--dataset")
+        answer_model, judge = opts["answer_model"], opts["judge"]
         return evolution_run_create(
             source=source,
-            model=_model(opts["model"], "--model"),
+            model=named(LanguageModel, opts["model"], "model", "--model"),
             answer_model=(
-                _model(opts["answer_model"], "--answer-model") if opts["answer_model"] else None
+                named(LanguageModel, answer_model, "model", "--answer-model")
+                if answer_model
+                else None
             ),
-            judge=_model(opts["judge"], "--judge") if opts["judge"] else None,
+            judge=named(LanguageModel, judge, "model", "--judge") if judge else None,
             rounds=opts["rounds"],
             seed=opts["seed"],
             batch_size=opts["batch_size"],
-            params=_json(opts["params"], "--params"),
-            answer_params=_json(opts["answer_params"], "--answer-params"),
-            rules=_json(opts["rules"], "--rules"),
+            params=json_object(opts["params"], "--params"),
+            answer_params=json_object(opts["answer_params"], "--answer-params"),
+            rules=json_object(opts["rules"], "--rules"),
             name=opts["name"],
             enqueue=enqueue,
         )

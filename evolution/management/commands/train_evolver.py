@@ -1,4 +1,3 @@
-import json
 from pathlib import Path
 
 from django.core.management.base import CommandError
@@ -6,6 +5,7 @@ from django.core.management.base import CommandError
 from evalsite.runs.commands import RunCommand
 from evolution.engine.operations import OPERATIONS
 from evolution.teaching import evolver_train
+from generation.management.options import json_value, named
 from generation.models import LanguageModel
 
 
@@ -39,18 +39,13 @@ class Command(RunCommand):
 
     def create_run(self, opts, *, enqueue):
         """The fine-tune run of the evolver (the pairs' data set is made with it)."""
-        base = LanguageModel.objects.filter(name=opts["base"]).first()
-        if base is None:
-            raise CommandError(f"--base: no model named {opts['base']!r}")
+        base = named(LanguageModel, opts["base"], "model", "--base")
         path = Path(opts["pairs"])
         try:
             data = path.read_bytes()
         except OSError as exc:
             raise CommandError(f"--pairs: cannot read {path}: {exc.strerror}") from None
-        try:
-            params = json.loads(opts["params"])
-        except json.JSONDecodeError as exc:
-            raise CommandError(f"--params is not valid JSON ({exc.msg})") from None
+        params = json_value(opts["params"], "--params")
         _, run = evolver_train(
             data=data,
             filename=str(path),

@@ -10,6 +10,7 @@ from evalsite.runs.commands import RunCommand
 from generation.engine.params import FINETUNE, Param
 from generation.importers import ImportFormatError
 from generation.lineage import lineage_text, model_lineage
+from generation.management.options import named
 from generation.models import FineTuneRun, InstructionDataset, LanguageModel
 from generation.training.finetune import (
     finetune_run_create,
@@ -138,15 +139,11 @@ class Command(RunCommand):
             raise CommandError("give --base and at least one --dataset (or --run ID --inline)")
         if dpo and not (opts["preferences"] or opts["preferences_from"]):
             raise CommandError("--method dpo needs --preferences FILE|NAME or --preferences-from")
-        base = LanguageModel.objects.filter(name=opts["base"]).first()
-        if base is None:
-            raise CommandError(f"no model named {opts['base']!r}")
-        mix = []
-        for name, rows in opts.get("mix") or ():
-            dataset = InstructionDataset.objects.filter(name=name).first()
-            if dataset is None:
-                raise CommandError(f"no instruction data set named {name!r}")
-            mix.append((dataset, rows))
+        base = named(LanguageModel, opts["base"], "model")
+        mix = [
+            (named(InstructionDataset, name, "instruction data set"), rows)
+            for name, rows in opts.get("mix") or ()
+        ]
         params = {}
         for param in FINETUNE:
             value = opts[_dest(param)]

@@ -1,8 +1,5 @@
-import json
-
-from django.core.management.base import CommandError
-
 from evalsite.runs.commands import RunCommand
+from generation.management.options import json_value, named
 from generation.models import LanguageModel, PromptSet
 from generation.runs import generation_run_create
 
@@ -25,16 +22,9 @@ class Command(RunCommand):
         )
 
     def create_run(self, opts, *, enqueue):
-        model = LanguageModel.objects.filter(name=opts["model"]).first()
-        if model is None:
-            raise CommandError(f"no model named {opts['model']!r}")
-        prompt_set = PromptSet.objects.filter(name=opts["prompt_set"]).first()
-        if prompt_set is None:
-            raise CommandError(f"no prompt set named {opts['prompt_set']!r}")
-        try:
-            params = json.loads(opts["params"])
-        except json.JSONDecodeError as exc:
-            raise CommandError(f"--params is not valid JSON ({exc.msg})") from None
+        model = named(LanguageModel, opts["model"], "model")
+        prompt_set = named(PromptSet, opts["prompt_set"], "prompt set")
+        params = json_value(opts["params"], "--params")
         return generation_run_create(
             model=model,
             prompt_set=prompt_set,

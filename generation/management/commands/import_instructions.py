@@ -1,25 +1,19 @@
-from pathlib import Path
-
-from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
-
-from evalsite.errors import ServiceError
-from generation.importers import ImportFormatError, read_limited
+from generation.management.imports import FileImportCommand
+from generation.management.options import named
 from generation.models import LanguageModel
 from generation.training.data import instruction_dataset_import
 
 
-class Command(BaseCommand):
+class Command(FileImportCommand):
     help = (
         "Import an instruction data set from JSONL / JSON / CSV with 'instruction', optional "
         "'input' and 'output' (Alpaca, dolly-ja, oasst1-89k-ja), or JSONL 'messages' "
         "(one user and one assistant message). Atomic: a bad file imports nothing."
     )
 
-    def add_arguments(self, parser):
-        parser.add_argument("file", type=Path)
-        parser.add_argument("--name", required=True, help="name of the new data set")
-        parser.add_argument("--description", default="")
+    makes = "data set"
+
+    def add_import_options(self, parser):
         parser.add_argument(
             "--drop-duplicates", action="store_true", help="keep only the first of exact repeats"
         )
@@ -29,23 +23,18 @@ class Command(BaseCommand):
             help="registered model whose tokenizer and prompt format count the tokens",
         )
 
-    def handle(self, *args, file: Path, name: str, **opts):
-        model = None
-        if opts["tokenizer"]:
-            model = LanguageModel.objects.filter(name=opts["tokenizer"]).first()
-            if model is None:
-                raise CommandError(f"no model named {opts['tokenizer']!r}")
-        try:
-            dataset = instruction_dataset_import(
-                name=name,
-                data=read_limited(file, settings.MAX_UPLOAD_BYTES),
-                filename=str(file),
-                description=opts["description"],
-                drop_duplicates=opts["drop_duplicates"],
-                tokenizer_model=model,
-            )
-        except (ImportFormatError, ServiceError) as exc:
-            raise CommandError(str(exc)) from None
+    def import_file(self, data: bytes, filename: str, opts: dict):
+        model = named(LanguageModel, opts["tokenizer"], "model") if opts["tokenizer"] else None
+        return instruction_dataset_import(
+            name=opts["name"],
+            data=data,
+            filename=filename,
+            description=opts["description"],
+            drop_duplicates=opts["drop_duplicates"],
+            tokenizer_model=model,
+        )
+
+    def report(self, dataset) -> None:
         stats = dataset.stats
         self.stdout.write(
             self.style.SUCCESS(

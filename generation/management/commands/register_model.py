@@ -1,8 +1,7 @@
-import json
-
 from django.core.management.base import BaseCommand, CommandError
 
 from evalsite.errors import ServiceError
+from generation.management.options import json_object, named
 from generation.models import LanguageModel
 from generation.registry import language_model_register
 
@@ -48,12 +47,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **opts):
-        try:
-            defaults = json.loads(opts["defaults"])
-        except json.JSONDecodeError as exc:
-            raise CommandError(f"--defaults is not valid JSON ({exc.msg})") from None
-        if not isinstance(defaults, dict):
-            raise CommandError("--defaults must be a JSON object")
+        defaults = json_object(opts["defaults"], "--defaults")
         if bool(opts["path"]) == bool(opts["endpoint"]):
             raise CommandError("give either --path (weights) or --endpoint (a served model)")
         if opts["concurrency"] < 1:
@@ -71,11 +65,7 @@ class Command(BaseCommand):
             }
         elif opts["endpoint_model"] or opts["api_key_env"]:
             raise CommandError("--endpoint-model and --api-key-env go with --endpoint")
-        base = None
-        if opts["base"]:
-            base = LanguageModel.objects.filter(name=opts["base"]).first()
-            if base is None:
-                raise CommandError(f"no model named {opts['base']!r}")
+        base = named(LanguageModel, opts["base"], "model") if opts["base"] else None
         try:
             model = language_model_register(
                 name=opts["name"],

@@ -1,4 +1,3 @@
-import json
 import time
 
 from django.core.management.base import BaseCommand, CommandError
@@ -6,6 +5,7 @@ from tqdm import tqdm
 
 from evalsite.errors import ServiceError
 from evalsite.runs.workers import QueueWatch, poll_seconds, say
+from generation.management.options import json_object, named
 from generation.models import FineTuneRun, InstructionDataset, LanguageModel, PromptSet
 from judging.models import JudgePrompt
 from sweeps.grid import parse_values
@@ -14,7 +14,7 @@ from sweeps.progress import sweep_advance
 from sweeps.services import sweep_create
 from sweeps.tables import sweep_cells
 
-NO_DATASET = "no instruction data set named {name!r}"
+NOT_OBJECT = "{option} takes a JSON object"
 
 
 def _mix(text: str) -> list[InstructionDataset]:
@@ -22,20 +22,9 @@ def _mix(text: str) -> list[InstructionDataset]:
     exact = InstructionDataset.objects.filter(name=text).first()
     if exact is not None:
         return [exact]
-    mix = []
-    for name in (part.strip() for part in text.split("+")):
-        found = InstructionDataset.objects.filter(name=name).first()
-        if found is None:
-            raise CommandError(NO_DATASET.format(name=name))
-        mix.append(found)
-    return mix
-
-
-def _model(name: str) -> LanguageModel:
-    found = LanguageModel.objects.filter(name=name).first()
-    if found is None:
-        raise CommandError(f"no model named {name!r}")
-    return found
+    return [
+        named(InstructionDataset, part.strip(), "instruction data set") for part in text.split("+")
+    ]
 
 
 def _values(text: str, axis: str, kind: type, allow_all: bool = False) -> list:
@@ -43,16 +32,6 @@ def _values(text: str, axis: str, kind: type, allow_all: bool = False) -> list:
         return parse_values(text, axis=axis, kind=kind, allow_all=allow_all)
     except ValueError as exc:
         raise CommandError(f"--{axis.split()[0]}: {exc}") from None
-
-
-def _json_object(text: str, option: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CommandError(f"{option} is not valid JSON ({exc.msg})") from None
-    if not isinstance(value, dict):
-        raise CommandError(f"{option} takes a JSON object")
-    return value
 
 
 def _cell_line(cell: dict) -> str:
@@ -114,11 +93,9 @@ class Command(BaseCommand):
         parser.add_argument("--wait", action="store_true", help="follow the cells until done")
 
     def handle(self, *args, **opts):
-        base = _model(opts["base"])
-        judge = _model(opts["judge"])
-        prompt_set = PromptSet.objects.filter(name=opts["prompt_set"]).first()
-        if prompt_set is None:
-            raise CommandError(f"no prompt set named {opts['prompt_set']!r}")
+        base = named(LanguageModel, opts["base"], "model")
+        judge = named(LanguageModel, opts["judge"], "model")
+        prompt_set = named(PromptSet, opts["prompt_set"], "prompt set")
         judge_prompt = None
         if opts["judge_prompt"]:
             judge_prompt = (
@@ -126,8 +103,8 @@ class Command(BaseCommand):
             )
             if judge_prompt is None:
                 raise CommandError(f"no judge prompt named {opts['judge_prompt']!r}")
-        params = _json_object(opts["params"], "--params")
-        judge_params = _json_object(opts["judge_params"], "--judge-params")
+        params = json_object(opts["params"], "--params", NOT_OBJECT)
+        judge_params = json_object(opts["judge_params"], "--judge-params", NOT_OBJECT)
         if opts["max_steps"]:
             params["max_steps"] = opts["max_steps"]
         name = opts["name"] or f"sweep-{base.name}-{time.strftime('%Y%m%d-%H%M%S')}"
