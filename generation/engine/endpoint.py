@@ -270,10 +270,17 @@ def ask(
     limit = RateLimit(endpoint.requests_per_minute)
     stop = threading.Event()
     arrived: queue.Queue[Reply] = queue.Queue()
+    # A request is sent only while fewer than ``concurrency`` replies wait to be read and checked
+    # against ``should_stop``: a stop is then seen at most that many requests late, however slow
+    # the calling thread is to store what arrived.
+    unread = threading.Semaphore(max(1, endpoint.concurrency))
 
     def answer(conv: Conversation) -> None:
         replies = list(conv.replies)
         for turn in range(len(replies) + 1, len(conv.user_turns) + 1):
+            while not unread.acquire(timeout=POLL):
+                if stop.is_set():
+                    return
             limit.wait(stop)
             if stop.is_set():
                 return
@@ -290,13 +297,15 @@ def ask(
             arrived.put(reply)
             replies.append(reply.text)
 
-    def deliver(block: bool) -> None:
+    def deliver(block: bool) -> int:
+        read = 0
         while True:
             try:
                 reply = arrived.get(timeout=POLL) if block else arrived.get_nowait()
             except queue.Empty:
-                return
+                return read
             on_reply(reply)
+            read += 1
             block = False
 
     with ThreadPoolExecutor(
@@ -305,7 +314,7 @@ def ask(
         pending = {pool.submit(answer, conv) for conv in conversations}
         try:
             while pending:
-                deliver(block=True)
+                read = deliver(block=True)
                 finished, pending = wait(pending, timeout=0, return_when=FIRST_EXCEPTION)
                 for future in finished:
                     if not future.cancelled():
@@ -314,6 +323,8 @@ def ask(
                     stop.set()
                     for future in pending:
                         future.cancel()
+                for _ in range(read):
+                    unread.release()
         except BaseException:
             stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
