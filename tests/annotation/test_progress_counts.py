@@ -133,7 +133,7 @@ def test_kept_progress_equals_a_count_through_votes_skips_exclusion_gold_routing
     _all_equal_a_count(study, people, kept_expected=True)
     _work(study, people, rounds=30)
     _all_equal_a_count(study, people, kept_expected=True)
-    assert max(Vote.objects.filter(annotator=u).count() for u in people) == quota
+    assert max(Vote.objects.filter(annotator=u).count() for u in people) <= quota
 
     # To the end: with no quota left anyone can vote until nothing is open.
     Study.objects.filter(pk=study.pk).update(quota=None)
