@@ -244,6 +244,7 @@ PROTOCOLS = {"page": _one_vote_page, "two": _one_vote}
 async def _vote_loop(session: Session, study: int, until: float, out: dict) -> None:
     rng = random.Random(session.username + out["protocol"])
     one_vote = PROTOCOLS[out["protocol"]]
+    session.pair = None  # each phase starts from next-pair, as the page does when it opens
     while time.monotonic() < until:
         if not await one_vote(session, study, rng, out):
             return
@@ -256,6 +257,7 @@ async def _think_loop(
     delays their next vote only when it is still running at the next moment)."""
     rng = random.Random("think" + session.username)
     one_vote = PROTOCOLS[out["protocol"]]
+    session.pair = None
     moment = time.monotonic() + rng.expovariate(per_user_rate)
     while moment < until:
         await asyncio.sleep(max(0.0, moment - time.monotonic()))
