@@ -13,7 +13,7 @@ from generation.errors import ServiceError
 from ..models import Assignment, Study, Vote
 from .progress import STORED_COLUMNS, STORED_JOIN, Progress, progress_of, stored_progress
 from .sql import MAY_ANNOTATE, in_pool, params, sql, stored
-from .state import STUDY_NOT_OPEN, LoopState
+from .state import STUDY_NOT_OPEN, LoopState, annotator_progress
 
 VOTE_CONFLICT = "this pair already has a different vote from you; votes are never overwritten"
 COMPARISON_FULL = "this pair has all the votes it needs (your time on it ran out); thank you"
@@ -131,8 +131,9 @@ class _NoSlot(Exception):
 # unless the vote sets it).
 _VOTE_FIELDS = [f for f in Vote._meta.concrete_fields if not f.primary_key]
 # Gold checks have no K; routing may have set a comparison's own target (votes_wanted, in
-# place of K); no annotator votes past their quota (their kept ``done``, read under a lock of
-# their own in the study, taken first: see _vote_insert). ``filled``: this vote was the last
+# place of K); no annotator votes past their quota (their kept ``done``, or their votes counted
+# when they have no kept row yet, read under a lock of their own in the study, taken first: see
+# _vote_insert). ``filled``: this vote was the last
 # the comparison wanted (it is no longer open).
 _TAKE_SLOT_SQL = sql(
     """UPDATE {comparison} SET vote_count = vote_count + 1
@@ -140,7 +141,11 @@ _TAKE_SLOT_SQL = sql(
          AND (vote_count < COALESCE(votes_wanted, %(k)s) OR gold = %(true)s)
          AND (%(quota)s IS NULL OR COALESCE((SELECT q.done FROM {progress} q
                                               WHERE q.study_id = %(study)s
-                                                AND q.annotator_id = %(annotator_id)s), 0)
+                                                AND q.annotator_id = %(annotator_id)s),
+                                             (SELECT COUNT(*) FROM {assignment} q
+                                              WHERE q.study_id = %(study)s
+                                                AND q.status = %(voted)s
+                                                AND q.annotator_id = %(annotator_id)s))
                                    < %(quota)s)
        RETURNING vote_count,
                  gold = %(false)s AND vote_count >= COALESCE(votes_wanted, %(k)s) AS filled"""
@@ -213,10 +218,18 @@ _FILLED_SQLITE_SQL = sql(
 
 
 @dataclass(frozen=True)
+class _Voter:
+    """The annotator as the progress read needs them (the vote has their id only)."""
+
+    pk: int
+    is_staff: bool = False
+
+
+@dataclass(frozen=True)
 class VoteCast:
     vote: Vote
     created: bool
-    progress: Progress | None  # after the vote (None: not read; see VoteTarget.progress)
+    progress: Progress | None  # after the vote (None: it was in already; VoteTarget.progress)
     then: object = None  # what ``then`` returned, in the vote's transaction
 
 
@@ -278,7 +291,7 @@ def vote_cast(*, assignment: Assignment, choice: str, comment: str = "", then=No
 
 def _vote_insert(
     assignment: Assignment, choice: str, comment: str, *, k: int
-) -> tuple[Vote, Progress | None]:
+) -> tuple[Vote, Progress]:
     """Call inside a transaction (``_NoSlot`` rolls it back)."""
     now = timezone.now()
     values = {
@@ -341,8 +354,12 @@ def _vote_insert(
             cursor.execute(_FILLED_SQLITE_SQL if filled else _MINE_SQL, found)
             done = closed = open_pairs = None
     assignment.status = Assignment.Status.VOTED
-    progress = None
-    if done is not None and closed is not None and open_pairs is not None:
+    if None in (done, closed, open_pairs):
+        # SQLite, or a kept row that is missing or out of date: read (or count) it now.
+        progress = annotator_progress(
+            study_id=assignment.study.pk, annotator=_Voter(assignment.annotator_id)
+        )
+    else:
         progress = progress_of(
             done=done, closed=closed, open_pairs=open_pairs, quota=assignment.study.quota
         )

@@ -156,7 +156,7 @@ def test_concurrent_votes_with_next_never_go_over_k_nor_lose_a_vote(make_study, 
     from django.contrib.auth.models import Group
 
     study = make_study(models=3, questions=4, k=2)  # 12 comparisons, 24 slots
-    group = Group.objects.get(name="annotators")
+    group, _ = Group.objects.get_or_create(name="annotators")
     people = []
     for i in range(6):
         user = django_user_model.objects.create_user(f"voter{i}", password="x")
