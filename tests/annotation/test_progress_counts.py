@@ -94,6 +94,7 @@ def _all_equal_a_count(study: Study, people, *, kept_expected: bool) -> None:
         assert annotator_progress(study_id=study.pk, annotator=user) == counted, user
 
 
+@pytest.mark.postgres  # threads: the test SQLite database is one in-memory file
 def test_kept_progress_equals_a_count_through_votes_skips_exclusion_gold_routing_and_quota(
     make_study, django_user_model
 ):

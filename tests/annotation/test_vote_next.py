@@ -151,6 +151,7 @@ def test_a_skip_with_next_answers_the_next_pair(make_study, annotator):
     assert list(without.json()) == ["token", "reason", "progress"]
 
 
+@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_votes_with_next_never_go_over_k_nor_lose_a_vote(make_study, django_user_model):
     from django.contrib.auth.models import Group
