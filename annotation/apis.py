@@ -3,11 +3,16 @@
 The annotator endpoints are contracts (the voting page and outside tools use them):
 ``GET /api/studies/{id}/next/`` and ``POST /api/assignments/{token}/vote/``. Their serializers
 name every field they may show; nothing model-shaped (names, paths, run/answer/comparison ids)
-is among them.
+is among them. A vote or skip asked with ``?next=1`` (or ``"next": true`` in its body) also
+answers ``next``: the next pair of the same study, claimed in the vote's transaction (null when
+nothing is left), so the voting page's loop is one request per vote.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from django.db import transaction
 from django.http import Http404
 from django.utils.cache import add_never_cache_headers
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -21,10 +26,10 @@ from rest_framework.views import APIView
 from evalsite.auth import ScopedRateThrottle
 from evalsite.errors import ServiceError
 
-from .loop.assign import next_pair, shown_pair
+from .loop.assign import next_pair, next_pair_here, shown_pair
 from .loop.skips import BAD_REASON, REASONS, assignment_skip
-from .loop.state import loop_state
-from .loop.votes import BAD_CHOICE, CHOICES, VoteConflict, choice_of, vote_record, vote_target
+from .loop.state import annotator_progress, loop_state
+from .loop.votes import BAD_CHOICE, CHOICES, VoteConflict, choice_of, vote_cast, vote_target
 from .markdown import render_answer, with_html, word_diff
 
 
@@ -129,27 +134,46 @@ class StudyNextApi(_AnnotatorApi):
             raise Http404 from None  # no open study with this id
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        pair = shown_pair(assignment=assignment, texts=texts)
-        left_diff, right_diff = word_diff(pair.left, pair.right)
-        data = {
-            "token": pair.token,
-            "question": pair.question,
-            "left": pair.left,
-            "right": pair.right,
-            "question_html": render_answer(pair.question),
-            "left_html": render_answer(pair.left),
-            "right_html": render_answer(pair.right),
-            "left_diff": left_diff,
-            "right_diff": right_diff,
-            "history": [
-                with_html(question=turn.question, left=turn.left, right=turn.right)
-                for turn in pair.history
-            ],
-            "progress": {"done": progress.done, "total": progress.total},
-        }
         # Already the OutputSerializer's shape and types (it documents the contract): running
         # it would copy its 14 fields on every request of the loop for nothing.
-        return Response(data)
+        return Response(pair_data(assignment, progress, texts))
+
+
+def pair_data(assignment, progress, texts=None) -> dict:
+    """What StudyNextApi.OutputSerializer shows of an assignment, and nothing else."""
+    pair = shown_pair(assignment=assignment, texts=texts)
+    left_diff, right_diff = word_diff(pair.left, pair.right)
+    return {
+        "token": pair.token,
+        "question": pair.question,
+        "left": pair.left,
+        "right": pair.right,
+        "question_html": render_answer(pair.question),
+        "left_html": render_answer(pair.left),
+        "right_html": render_answer(pair.right),
+        "left_diff": left_diff,
+        "right_diff": right_diff,
+        "history": [
+            with_html(question=turn.question, left=turn.left, right=turn.right)
+            for turn in pair.history
+        ],
+        "progress": {"done": progress.done, "total": progress.total},
+    }
+
+
+def wants_next(request) -> bool:
+    """``?next=1`` (or true/yes), or ``"next": true`` in the body."""
+    asked = request.query_params.get("next")
+    if asked is None and isinstance(request.data, dict):
+        asked = request.data.get("next")
+    return str(asked).lower() in ("1", "true", "yes")
+
+
+def _next_data(state) -> dict | None:
+    """The next pair from ``state`` (inside the caller's transaction), as the next-pair API
+    shows it; None when nothing is left."""
+    assignment, progress, texts = next_pair_here(state=state)
+    return None if assignment is None else pair_data(assignment, progress, texts)
 
 
 class AssignmentVoteApi(_AnnotatorApi):
@@ -171,6 +195,8 @@ class AssignmentVoteApi(_AnnotatorApi):
         comment = serializers.CharField()
         seconds = serializers.FloatField()
         progress = ProgressSerializer()
+        # Only with ?next=1: the next pair (StudyNextApi's), or null when nothing is left.
+        next = StudyNextApi.OutputSerializer(required=False, allow_null=True)
 
         class Meta:
             ref_name = "VoteResult"
@@ -197,17 +223,26 @@ class AssignmentVoteApi(_AnnotatorApi):
         assignment = target.assignment
         form = self.InputSerializer(data=request.data)
         form.is_valid(raise_exception=True)
+        then = None
+        if wants_next(request):
+
+            def then(progress):
+                # The vote's own progress (None when it was in already: as read before).
+                return _next_data(replace(target.state, progress=progress or target.progress))
+
         try:
-            vote, created = vote_record(
+            cast = vote_cast(
                 assignment=assignment,
                 choice=form.validated_data["choice"],
                 comment=form.validated_data["comment"],
+                then=then,
             )
         except VoteConflict:
             raise  # 409, through the API's exception handler
         except ServiceError:
             raise Http404 from None  # the study closed meanwhile
-        progress = target.progress_after(created=created)
+        vote = cast.vote
+        progress = cast.progress or target.progress  # the same vote again: as read
         data = {
             "token": assignment.token,
             "choice": choice_of(vote),
@@ -215,8 +250,12 @@ class AssignmentVoteApi(_AnnotatorApi):
             "seconds": vote.seconds,
             "progress": {"done": progress.done, "total": progress.total},
         }
+        if then is not None:
+            data["next"] = cast.then
         # As in StudyNextApi.get: the data is the OutputSerializer's shape already.
-        return Response(data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return Response(
+            data, status=status.HTTP_201_CREATED if cast.created else status.HTTP_200_OK
+        )
 
 
 class AssignmentSkipApi(_AnnotatorApi):
@@ -233,6 +272,7 @@ class AssignmentSkipApi(_AnnotatorApi):
         token = serializers.CharField()
         reason = serializers.CharField()
         progress = ProgressSerializer()
+        next = StudyNextApi.OutputSerializer(required=False, allow_null=True)
 
         class Meta:
             ref_name = "SkipResult"
@@ -259,17 +299,26 @@ class AssignmentSkipApi(_AnnotatorApi):
         form = self.InputSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         reason = form.validated_data["reason"]
-        # A VoteConflict (voted, or skipped for another reason) is a 409 through the API's
-        # exception handler.
-        changed = assignment_skip(assignment=target.assignment, reason=reason)
-        # Their progress without the pair: it was counted as still theirs before.
-        progress = target.progress_after(created=False)
+        asked_next = wants_next(request)
+        try:
+            with transaction.atomic():
+                changed = assignment_skip(assignment=target.assignment, reason=reason)
+                # Their progress without the pair (it was counted as still theirs before).
+                progress = annotator_progress(
+                    study_id=target.assignment.study_id, annotator=request.user
+                )
+                following = (
+                    _next_data(replace(target.state, progress=progress)) if asked_next else None
+                )
+        except VoteConflict as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        except ServiceError:
+            raise Http404 from None  # the study closed meanwhile
         data = {
             "token": token,
             "reason": reason,
             "progress": {"done": progress.done, "total": progress.total},
         }
-        return Response(
-            self.OutputSerializer(data).data,
-            status=status.HTTP_201_CREATED if changed else status.HTTP_200_OK,
-        )
+        if asked_next:
+            data["next"] = following
+        return Response(data, status=status.HTTP_201_CREATED if changed else status.HTTP_200_OK)

@@ -83,6 +83,12 @@ class Study(models.Model):
         default=0.2,
         help_text="Routing: share of the judge's consistent verdicts also given to people",
     )
+    # Stored progress (loop/progress.py): comparisons still open (gold, or below their target),
+    # kept by the votes that fill them; NULL, and the basis moved on, when something else
+    # changed what is open (database triggers: routing's targets, comparisons added or removed,
+    # gold changed, K changed, votes imported), so the next reader counts again.
+    open_pairs = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    progress_basis = models.PositiveIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     opened_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
@@ -467,6 +473,33 @@ class IdentityFlag(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.text}"
+
+
+class AnnotatorProgress(models.Model):
+    """An annotator's progress in a study, kept rather than counted on every request
+    (loop/progress.py): ``done`` their votes; ``closed`` the open comparisons they can no
+    longer be given (voted, skipped, or their lease ran out). What is left for them is the
+    study's ``open_pairs`` - ``closed`` (then their quota). Valid while ``basis`` equals the
+    study's ``progress_basis``; otherwise the next reader counts it again."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="+")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    done = models.PositiveIntegerField(default=0)
+    closed = models.IntegerField(default=0)
+    basis = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # The row every vote, skip and expiry of the annotator in the study updates.
+            models.UniqueConstraint(
+                fields=["study", "annotator"], name="annotation_progress_one_per_annotator"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.annotator} in {self.study}: {self.done} done"
 
 
 class AnnotatorExclusion(models.Model):

@@ -13,10 +13,13 @@ whatever connection settings ``evalsite/settings.py`` gives production; the clie
 ``X-Forwarded-Proto: https`` as a TLS proxy would) and prints the settings it runs with.
 
 A load generator in another process (bench/load_client.py) logs every annotator in; for each N
-it loops next-pair -> vote with N annotators and no pause for a fixed time, then calls a trivial
-JSON view behind the same session authentication for the same time; then all annotators vote
-with think time (open loop, --think-rate votes per second in total), which is the latency people
-feel. Each phase prints throughput, latency percentiles and the CPU milliseconds per request of
+it runs the loop with N annotators and no pause for a fixed time in each protocol (``page``: the
+voting page's, one request per vote, the vote with ?next=1 answering the next pair; ``two``:
+next-pair, then vote, as outside tools may), then calls a trivial JSON view behind the same
+session authentication for the same time; then all annotators vote with think time (open loop,
+--think-rate votes per second in total, the page's protocol), which is the latency people feel.
+The final lines are those of the first protocol (the page's, by default).
+Each phase prints throughput, latency percentiles and the CPU milliseconds per request of
 the app (the gunicorn tree), PostgreSQL (the bench database's backends) and the load generator.
 Last, it checks the database: every vote that got a success response is stored, none twice,
 none over K.
@@ -163,6 +166,23 @@ def _check_database(study_id: int, acknowledged: list[str]) -> tuple[int, int, i
     return lost, duplicated, over, miscounted
 
 
+def _check_progress(study_id: int) -> int:
+    """Annotators whose kept progress (annotation/loop/progress.py) differs from a count."""
+    from annotation.loop.progress import progress_counted, progress_of
+    from annotation.models import AnnotatorProgress, Study
+
+    study = Study.objects.get(pk=study_id)
+    wrong = 0
+    for row in AnnotatorProgress.objects.filter(study=study):
+        counted = progress_counted(study_id=study_id, annotator_id=row.annotator_id)
+        kept = progress_of(
+            done=row.done, closed=row.closed, open_pairs=study.open_pairs or 0, quota=study.quota
+        )
+        stale = row.basis != study.progress_basis or study.open_pairs is None
+        wrong += int(stale or kept != counted)
+    return wrong
+
+
 def _start_gunicorn(*, port: int, workers: int, env: dict, options: list[str], **popen):
     """The app under gunicorn on 127.0.0.1:port (the load test and the restart drill)."""
     command = [sys.executable, "-m", "gunicorn", "evalsite.wsgi", "-w", str(workers)]
@@ -257,48 +277,77 @@ def _errors(phase: dict) -> str:
     return str(errors) if errors else "none"
 
 
+def _per_vote_line(phase: dict) -> str:
+    """CPU milliseconds per acknowledged vote, whatever the requests it took."""
+    votes = max(len(phase["acknowledged"]), 1)
+    cpu = phase["cpu"]
+    app, postgres = 1000 * cpu["app"] / votes, 1000 * (cpu["postgres"] + cpu["ended"]) / votes
+    load = 1000 * cpu["load"] / votes
+    return (
+        f"CPU ms per vote: app {app:.2f}, PostgreSQL {postgres:.2f}, load generator {load:.2f} "
+        f"(total {app + postgres + load:.2f})"
+    )
+
+
+_PROTOCOL_NAMES = {
+    "page": "the page's protocol: one request per vote (vote with ?next=1)",
+    "two": "two requests per vote (next-pair, then vote)",
+}
+
+
 def _report(phases: list[dict]) -> tuple[dict[int, float], dict[int, float]]:
-    """Print each phase; returns votes per second and the throughput ratio per N."""
+    """Print each phase; returns votes per second and the throughput ratio per N, of the first
+    protocol run (the page's, by default)."""
     votes: dict[int, float] = {}
     ratios: dict[int, float] = {}
-    loops = {p["users"]: p for p in phases if p["phase"] == "loop"}
     pings = {p["users"]: p for p in phases if p["phase"] == "ping"}
-    for n, loop in loops.items():
+    for loop in (p for p in phases if p["phase"] == "loop"):
+        n, protocol = loop["users"], loop["protocol"]
         ping = pings[n]
         calls = len(loop["next_ms"]) + len(loop["vote_ms"])
         loop_rps = calls / loop["seconds"]
         ping_rps = len(ping["ping_ms"]) / ping["seconds"]
-        votes[n] = len(loop["acknowledged"]) / loop["seconds"]
-        ratios[n] = loop_rps / ping_rps
-        print(f"== N={n}: {n} annotators, next-pair -> vote with no pause ==")
+        rate = len(loop["acknowledged"]) / loop["seconds"]
+        ratio = loop_rps / ping_rps
+        if n not in votes:
+            votes[n], ratios[n] = rate, ratio
+        print(f"== N={n}: {n} annotators with no pause, {_PROTOCOL_NAMES[protocol]} ==")
         print(
             f"votes acknowledged: {len(loop['acknowledged'])}; annotators who ran out: "
             f"{loop['ran_out']}; client errors: {_errors(loop)}"
         )
-        print(f"votes per second: {votes[n]:.1f}")
-        print(f"next-pair latency: {_percentiles(loop['next_ms'])}")
+        print(f"votes per second ({protocol}): {rate:.1f}")
+        print(f"next-pair latency: {_percentiles(loop['next_ms'])} ({len(loop['next_ms'])} calls)")
         print(f"vote latency: {_percentiles(loop['vote_ms'])}")
         print(f"vote loop requests per second: {loop_rps:.1f}")
         print(f"vote loop {_cpu_line(loop, calls)}")
-        print(f"trivial view requests per second: {ping_rps:.1f}")
+        print(f"vote loop ({protocol}) {_per_vote_line(loop)}")
+        print(f"vote loop ({protocol}) / trivial view throughput ratio at N={n}: {ratio:.2f}")
+    for n, ping in pings.items():
+        print(f"== N={n}: the trivial view ==")
+        print(f"trivial view requests per second: {len(ping['ping_ms']) / ping['seconds']:.1f}")
         print(f"trivial view latency: {_percentiles(ping['ping_ms'])}")
         print(f"trivial view {_cpu_line(ping, len(ping['ping_ms']))}")
         if ping["errors"]:
             print(f"trivial view client errors: {_errors(ping)}")
-        print(f"vote loop / trivial view throughput ratio at N={n}: {ratios[n]:.2f}")
     for think in (p for p in phases if p["phase"] == "think"):
         calls = len(think["next_ms"]) + len(think["vote_ms"])
         print(
             f"== think time: {think['users']} annotators, open loop at {think['rate']:g} votes "
-            "per second =="
+            f"per second, {_PROTOCOL_NAMES[think['protocol']]} =="
         )
         print(
             f"votes per second: {len(think['acknowledged']) / think['seconds']:.1f}; "
             f"client errors: {_errors(think)}"
         )
-        print(f"next-pair latency: {_percentiles(think['next_ms'])}")
+        print(
+            f"next-pair latency: {_percentiles(think['next_ms'])} ({len(think['next_ms'])} calls)"
+        )
         print(f"vote latency: {_percentiles(think['vote_ms'])}")
         print(f"think time {_cpu_line(think, calls)}")
+        print(f"think time {_per_vote_line(think)}")
+        per_vote = think["vote_ms"] if think["protocol"] == "page" else think["next_ms"]
+        print(f"think time latency per vote as annotators feel it: {_percentiles(per_vote)}")
     return votes, ratios
 
 
@@ -359,6 +408,7 @@ def main(args) -> int:
             command += ["--think-rate", str(args.think_rate), "--study", str(study_id)]
             command += ["--server-pid", str(gunicorn.pid), "--out", str(out)]
             command += ["--database-name", urlsplit(database_url).path.lstrip("/")]
+            command += ["--protocols", *args.protocols]
             client = subprocess.Popen(command, cwd=REPO, env=env)
             if args.kill_worker_at is not None:
                 while not Path(str(out) + ".started").exists():
@@ -382,6 +432,9 @@ def main(args) -> int:
     acknowledged = [token for p in phases for token in p["acknowledged"]]
     lost, duplicated, over, miscounted = _check_database(study_id, acknowledged)
     print(f"comparisons whose kept vote count differs from their votes: {miscounted}")
+    misprogressed = _check_progress(study_id)
+    print(f"annotators whose kept progress differs from a count: {misprogressed}")
+    miscounted += misprogressed
     if drill is not None:
         verdict = "PASS" if lost == duplicated == over == miscounted == 0 else "FAIL"
         print(f"drill kill -9 gunicorn worker: {verdict} (acknowledged votes lost: {lost})")
@@ -404,6 +457,14 @@ def parse_args(argv=None):
         type=float,
         default=20.0,
         help="votes per second of the think-time phase, all annotators together (0: no phase)",
+    )
+    parser.add_argument(
+        "--protocols",
+        nargs="+",
+        choices=["page", "two"],
+        default=["page", "two"],
+        help="the loop's protocols, each a phase per N: page (one request per vote, the voting "
+        "page's) and two (next-pair, then vote); the first gives the final lines",
     )
     parser.add_argument("--questions", type=int, default=400)
     parser.add_argument("--models", type=int, default=4)

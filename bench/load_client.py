@@ -1,9 +1,12 @@
 """The load generator of bench/annotate_load.py (run by it in a separate process).
 
-Each annotator is one HTTP client with its own cookies. Phases: for each N, a closed loop of
-next-pair -> vote with no pause, then the trivial view behind the same session authentication;
-then an open loop with think time (annotators vote at random moments, a fixed total rate, as
-people do). Every phase also records the CPU seconds that the app (the gunicorn tree),
+Each annotator is one HTTP client with its own cookies. Two protocols drive the loop: ``page``,
+the voting page's own (the first pair from next-pair, then one request per vote: the vote with
+``?next=1`` answers the next pair), and ``two``, what outside tools may still do (next-pair, then
+the vote). Phases: for each N, a closed loop with no pause for each protocol, then the trivial
+view behind the same session authentication; then an open loop with think time (annotators vote
+at random moments, a fixed total rate, as people do) on the page's protocol.
+Every phase also records the CPU seconds that the app (the gunicorn tree),
 PostgreSQL (the backends of the bench database) and this process spent in it.
 """
 
@@ -36,6 +39,7 @@ class Session:
         origin = base.replace("http://", "https://")
         self.headers = {"X-Forwarded-Proto": "https", "Origin": origin, "Referer": origin + "/"}
         self.client = httpx.AsyncClient(base_url=base, timeout=60.0)
+        self.pair: str | None = None  # the page's protocol: the token of the pair on screen
 
     def _cookie_header(self) -> dict:
         return {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
@@ -190,10 +194,59 @@ async def _one_vote(session: Session, study: int, rng: random.Random, out: dict)
     return True
 
 
+async def _one_vote_page(session: Session, study: int, rng: random.Random, out: dict) -> bool:
+    """The page's protocol: the vote with ``?next=1`` (the first pair, or after an error, from
+    next-pair); False when nothing is left for this annotator."""
+    if session.pair is None:
+        start = time.perf_counter()
+        try:
+            response = await session.request("GET", f"/api/studies/{study}/next/")
+        except Exception as exc:  # noqa: BLE001 - a killed worker drops connections
+            out["errors"].append(f"next: {type(exc).__name__}")
+            await asyncio.sleep(0.05)
+            return True
+        out["next_ms"].append((time.perf_counter() - start) * 1000)
+        if response.status_code == 204:
+            out["ran_out"] += 1
+            return False
+        if response.status_code != 200:
+            out["errors"].append(f"next: HTTP {response.status_code}")
+            return True
+        session.pair = response.json()["token"]
+    token = session.pair
+    body = {"choice": rng.choice(CHOICES), "comment": rng.choice(COMMENTS)}
+    start = time.perf_counter()
+    try:
+        response = await session.request(
+            "POST", f"/api/assignments/{token}/vote/?next=1", json=body
+        )
+    except Exception as exc:  # noqa: BLE001
+        out["errors"].append(f"vote: {type(exc).__name__}")
+        session.pair = None  # ask next-pair, as the page does after an error
+        return True
+    out["vote_ms"].append((time.perf_counter() - start) * 1000)
+    if response.status_code in (200, 201):
+        out["acknowledged"].append(token)
+        following = response.json().get("next")
+        session.pair = following["token"] if following else None
+        if following is None:
+            out["ran_out"] += 1
+            return False
+    else:
+        out["errors"].append(f"vote: HTTP {response.status_code}")
+        session.pair = None
+    return True
+
+
+PROTOCOLS = {"page": _one_vote_page, "two": _one_vote}
+
+
 async def _vote_loop(session: Session, study: int, until: float, out: dict) -> None:
-    rng = random.Random(session.username)
+    rng = random.Random(session.username + out["protocol"])
+    one_vote = PROTOCOLS[out["protocol"]]
+    session.pair = None  # each phase starts from next-pair, as the page does when it opens
     while time.monotonic() < until:
-        if not await _one_vote(session, study, rng, out):
+        if not await one_vote(session, study, rng, out):
             return
 
 
@@ -203,10 +256,12 @@ async def _think_loop(
     """Open loop: this annotator votes at Poisson moments whatever the latency (a slow answer
     delays their next vote only when it is still running at the next moment)."""
     rng = random.Random("think" + session.username)
+    one_vote = PROTOCOLS[out["protocol"]]
+    session.pair = None
     moment = time.monotonic() + rng.expovariate(per_user_rate)
     while moment < until:
         await asyncio.sleep(max(0.0, moment - time.monotonic()))
-        if not await _one_vote(session, study, rng, out):
+        if not await one_vote(session, study, rng, out):
             return
         moment = max(moment + rng.expovariate(per_user_rate), time.monotonic())
 
@@ -247,17 +302,20 @@ async def _client_main(args) -> dict:
     Path(args.out + ".started").touch()  # the drill counts its delay from here
     for n in args.users:
         group = sessions[:n]
-        loop = {"phase": "loop", "users": n, **_new_result()}
-        until = time.monotonic() + args.duration
-        work = asyncio.gather(*(_vote_loop(s, args.study, until, loop) for s in group))
-        await _measured(meter, loop, work)
+        for protocol in args.protocols:
+            loop = {"phase": "loop", "users": n, "protocol": protocol, **_new_result()}
+            until = time.monotonic() + args.duration
+            work = asyncio.gather(*(_vote_loop(s, args.study, until, loop) for s in group))
+            await _measured(meter, loop, work)
+            phases.append(loop)
         ping = {"phase": "ping", "users": n, **_new_result()}
         until = time.monotonic() + args.duration
         work = asyncio.gather(*(_trivial_loop(s, until, ping) for s in group))
         await _measured(meter, ping, work)
-        phases += [loop, ping]
+        phases.append(ping)
     if args.think_rate > 0:
         think = {"phase": "think", "users": users, "rate": args.think_rate, **_new_result()}
+        think["protocol"] = args.protocols[0]
         until = time.monotonic() + args.duration
         per_user = args.think_rate / users
         work = asyncio.gather(

@@ -1,8 +1,12 @@
-"""A strict content security policy on every page, and a size limit at the door."""
+"""A strict content security policy on every page, a size limit at the door, and the database
+connection's health check only when it may be needed."""
 
 from __future__ import annotations
 
+import time
+
 from django.conf import settings
+from django.db import connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 REQUEST_TOO_LARGE = (
@@ -61,3 +65,43 @@ class RequestSizeLimitMiddleware:
                 return JsonResponse({"detail": message}, status=413)
             return HttpResponse(message, status=413, content_type="text/plain; charset=utf-8")
         return self.get_response(request)
+
+
+class ConnectionCheckMiddleware:
+    """Django's CONN_HEALTH_CHECKS pings a kept connection (``SELECT 1``) before the first query
+    of every request: a round trip on every request of the annotator loop. A connection that
+    finished a request without an error less than DB_HEALTH_CHECK_IDLE seconds ago is taken as
+    alive; Django still checks it after an error (``errors_occurred``) and after an idle spell.
+    A database that restarts under a busy worker costs that worker's next request (a 503 the
+    page retries), after which Django, seeing the error, reconnects. 0 checks every request.
+
+    First in MIDDLEWARE: after Django's request_started handler (which resets the check), before
+    anything that queries.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        idle = settings.DB_HEALTH_CHECK_IDLE
+        if idle > 0:
+            now = time.monotonic()
+            for conn in connections.all(initialized_only=True):
+                last = getattr(conn, "evalsite_last_ok", None)
+                if (
+                    conn.connection is not None
+                    and conn.health_check_enabled
+                    and not conn.errors_occurred
+                    and last is not None
+                    and now - last < idle
+                ):
+                    conn.health_check_done = True
+        response = self.get_response(request)
+        if idle > 0:
+            now = time.monotonic()
+            for conn in connections.all(initialized_only=True):
+                if conn.connection is not None and not conn.errors_occurred:
+                    conn.evalsite_last_ok = now
+                else:
+                    conn.evalsite_last_ok = None
+        return response

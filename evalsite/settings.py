@@ -61,6 +61,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "evalsite.middleware.ConnectionCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "evalsite.middleware.RequestSizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -108,6 +109,12 @@ DATABASES = {
         conn_health_checks=envbool("DB_CONN_HEALTH_CHECKS", True),
     )
 }
+# With health checks on, a connection that served a request without an error less than this
+# many seconds ago is not checked again (evalsite.middleware.ConnectionCheckMiddleware); 0: check
+# before every request, as Django does. Off by default: the check costs about 40 us of the app's
+# CPU per request, which the bench could not tell from its noise (issue 30), and skipping it
+# lets a database restart fail one request per busy worker.
+DB_HEALTH_CHECK_IDLE = envint("DB_HEALTH_CHECK_IDLE", 0)
 if _postgres:
     # A database host that drops packets must not hold a request (or the health check) for
     # the operating system's connect timeout.

@@ -11,6 +11,13 @@ statements). Load = votes (the kept Comparison.vote_count) + live leases; live l
 Prepared statements (server-side binding) were tried and did not pay: the server's CPU per
 statement stayed the same (about 0.7 ms for the state and the claim), as it is spent executing.
 
-sql: table names, shared fragments, rows to models; state: permission, progress, loop state;
-assign: claim, lease, next pair, what is shown; votes: vote target and vote write.
+Progress is kept, not counted (progress.py): counted, it scanned the study's comparisons twice
+per next pair and once per vote. A vote asked with ?next=1 claims the next pair in its own
+transaction (``votes.vote_cast(then=...)`` calling ``assign.next_pair_here``), so the voting
+page's loop is one request per vote: the vote's target read, the vote (one statement, a second
+when it fills the comparison), the claim and the lease.
+
+sql: table names, shared fragments, rows to models; state: permission, loop state; progress: the
+kept counts; assign: claim, lease, next pair, what is shown; votes: vote target and vote write;
+skips: skips.
 """

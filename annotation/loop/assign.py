@@ -23,6 +23,7 @@ from generation.models import Answer
 from ..identity import apply_masks
 from ..models import Assignment, Comparison, IdentityFlag, Study
 from ..sampling import sampling_refresh_soon
+from .progress import progress_lease_expired
 from .sql import LIVE_LEASE, NOBODY, fetchone, live_leases, params, sql, stored, target
 from .state import STUDY_NOT_OPEN, LoopState, Progress, annotator_progress
 
@@ -293,7 +294,14 @@ class NextPair(NamedTuple):
 
 @transaction.atomic
 def next_pair(*, state: LoopState) -> NextPair:
-    """The pair this annotator should judge next (or None), and their progress with it.
+    """The pair this annotator should judge next (or None), and their progress with it, in a
+    transaction of its own (see ``next_pair_here``)."""
+    return next_pair_here(state=state)
+
+
+def next_pair_here(*, state: LoopState) -> NextPair:
+    """The pair this annotator should judge next (or None), and their progress with it; call
+    inside a transaction (a vote's, so that the vote and the claim commit together).
 
     Their own unvoted pair comes back again (a reload never takes a second slot; an expired
     lease is renewed if the comparison still has room). Otherwise: a comparison they have never
@@ -306,7 +314,7 @@ def next_pair(*, state: LoopState) -> NextPair:
     now, k, annotator = state.now, state.votes_per_comparison, state.annotator
 
     def progress() -> Progress:
-        return annotator_progress(study_id=state.study_id, k=k, annotator=annotator, now=now)
+        return annotator_progress(study_id=state.study_id, annotator=annotator, now=now)
 
     if state.held_id is not None:
         held = Assignment.objects.get(pk=state.held_id)
@@ -330,6 +338,11 @@ def next_pair(*, state: LoopState) -> NextPair:
                 return NextPair(held, progress())
             held.status = Assignment.Status.EXPIRED
             held.save(update_fields=["status"])
+            progress_lease_expired(
+                study_id=state.study_id,
+                annotator_id=annotator.pk,
+                still_open=gold or votes < (k if wanted is None else wanted),
+            )
         current = progress()
     else:
         # Taking a new pair does not change the progress: it was counted as still available.

@@ -1,4 +1,4 @@
-"""The loop's shared SQL: table names, who may annotate, live leases, progress counts, and
+"""The loop's shared SQL: table names, who may annotate, live leases, and
 stored rows made into model instances by Django."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from django.db.models import Model
 
 from generation.models import Answer, Question
 
-from ..models import Assignment, Comparison, IdentityFlag, Study, Vote
+from ..models import AnnotatorProgress, Assignment, Comparison, IdentityFlag, Study, Vote
 
 ANNOTATORS_GROUP = "annotators"
 M = TypeVar("M", bound=Model)
@@ -25,6 +25,7 @@ SQL_NAMES = {
     "question": Question._meta.db_table,
     "answer": Answer._meta.db_table,
     "flag": IdentityFlag._meta.db_table,
+    "progress": AnnotatorProgress._meta.db_table,
     "members": User.groups.through._meta.db_table,
     "groups": Group._meta.db_table,
     "pool_users": Study.pool_users.through._meta.db_table,
@@ -84,52 +85,10 @@ def live_leases(study: str) -> str:
     )
 
 
-def done(study: str) -> str:
-    return sql(
-        """SELECT COUNT(*) FROM {assignment}
-           WHERE study_id = {study_id} AND annotator_id = %(annotator)s AND status = %(voted)s""",
-        study_id=study,
-    )
-
-
 def target(comparison: str, k: str) -> str:
     """People's votes a comparison wants: its own target when routing set one (0: the judge
     settled it), else the study's K. A column of the row already read, so no scan is added."""
     return f"COALESCE({comparison}.votes_wanted, {k})"
-
-
-def remaining(study: str, k: str, also: str = "") -> str:
-    """Comparisons the annotator holds or was never given whose load, leaving out their own
-    lease (``excluded`` = the annotator), is below their target (``target``: votes_wanted, or
-    K; gold checks: all, they have no K), as many as their quota in the study still allows."""
-    left = sql(
-        """SELECT COUNT(*) FROM {comparison} c
-           LEFT JOIN ({live}) live ON live.comparison_id = c.id
-           WHERE c.study_id = {study_id} {also}
-             AND (c.gold = %(true)s OR c.vote_count + COALESCE(live.n, 0) < {target})
-             AND NOT EXISTS (SELECT 1 FROM {assignment} mine
-                             WHERE mine.comparison_id = c.id AND mine.annotator_id = %(annotator)s
-                               AND mine.status <> %(leased)s)""",
-        live=live_leases(study),
-        study_id=study,
-        target=target("c", k),
-        also=also,
-    )
-    # Each count once, in a derived table the CASE reads (written into the CASE, the planner
-    # planned each copy, 2 of the eligible count and 3 of done: 0.1-0.2 ms of server CPU more
-    # per state or vote-target statement, measured interleaved on the bench's database).
-    # OFFSET 0 keeps PostgreSQL from pulling the derived table up into copies again.
-    quota = sql("(SELECT qs.quota FROM {study} qs WHERE qs.id = {s})", s=study)
-    return f"""SELECT CASE WHEN r.quota IS NULL OR r.n_left <= r.quota - r.n_done THEN r.n_left
-                      WHEN r.quota > r.n_done THEN r.quota - r.n_done
-                      ELSE 0 END
-               FROM (SELECT {quota} AS quota, ({left}) AS n_left, ({done(study)}) AS n_done
-                     {_FENCE}) r"""
-
-
-# Keeps a derived table from being merged into the query around it (PostgreSQL; SQLite
-# accepts OFFSET only after a LIMIT, and evaluates the derived table once anyway).
-_FENCE = "OFFSET 0" if connection.vendor == "postgresql" else ""
 
 
 def fetchone(statement: str, params: dict) -> tuple | None:

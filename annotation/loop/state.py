@@ -10,29 +10,34 @@ from django.db import connection
 from django.utils import timezone
 
 from ..models import Study
-from .sql import MAY_ANNOTATE, done, fetchone, in_pool, params, remaining, sql
+from .progress import STORED_COLUMNS, STORED_JOIN, Progress, stored_progress
+from .sql import MAY_ANNOTATE, fetchone, in_pool, params, sql
+
+__all__ = ["Progress", "LoopState", "loop_state", "annotator_progress", "STUDY_NOT_OPEN"]
 
 STUDY_NOT_OPEN = "this study is not open"
 
 _MAY_ANNOTATE_SQL = f"SELECT {MAY_ANNOTATE}"
 _PROGRESS_SQL = sql(
-    "SELECT ({done}), ({remaining})",
-    done=done("%(study)s"),
-    remaining=remaining("%(study)s", "%(k)s"),
+    "SELECT {stored}, s.quota FROM {study} s {join} WHERE s.id = %(study)s",
+    stored=STORED_COLUMNS.format(study="s"),
+    join=STORED_JOIN.format(study="s"),
 )
 # Whether the user may annotate, the open study, the lease they hold in it (if any), and their
-# progress. One row even when the study is not open, so that the permission is answered first.
-# A study whose pool leaves the annotator out is, for them, not open (404, as for any id).
+# kept progress (loop/progress.py). One row even when the study is not open, so that the
+# permission is answered first. A study whose pool leaves the annotator out is, for them, not
+# open (404, as for any id).
 _LOOP_STATE_SQL = sql(
     """SELECT {may}, s.votes_per_comparison, held.id, held.lease_expires_at > %(now)s,
-              ({done}), ({remaining}), s.quota, s.gold_rate, s.sampling
+              s.quota, s.gold_rate, s.sampling, {stored}
        FROM (SELECT 1 AS one) x
        LEFT JOIN {study} s ON s.id = %(study)s AND s.status = %(open)s AND {pool}
        LEFT JOIN {assignment} held ON held.study_id = s.id AND held.status = %(leased)s
-                                   AND held.annotator_id = %(annotator)s""",
+                                   AND held.annotator_id = %(annotator)s
+       {join}""",
     may=MAY_ANNOTATE,
-    done=done("%(study)s"),
-    remaining=remaining("%(study)s", "s.votes_per_comparison"),
+    stored=STORED_COLUMNS.format(study="s"),
+    join=STORED_JOIN.format(study="s"),
     pool=in_pool("s.id"),
 )
 _IN_POOL_SQL = sql(
@@ -51,19 +56,16 @@ def user_is_annotator(user) -> bool:
     )
 
 
-@dataclass(frozen=True)
-class Progress:
-    done: int
-    total: int
-
-
 def annotator_progress(
-    *, study_id: int, k: int, annotator, now: datetime | None = None
+    *, study_id: int, annotator, k: int | None = None, now: datetime | None = None
 ) -> Progress:
-    """done: their votes in the study; total: done + what can still be given to them (K = k)."""
-    found = params(study_id=study_id, annotator=annotator, now=now or timezone.now(), k=k)
-    done_count, left = fetchone(_PROGRESS_SQL, found)
-    return Progress(done=done_count, total=done_count + left)
+    """done: their votes in the study; total: done + what can still be given to them (kept,
+    loop/progress.py; ``k`` and ``now`` are no longer needed, and kept for callers)."""
+    found = params(study_id=study_id, annotator=annotator, now=now or timezone.now())
+    row = fetchone(_PROGRESS_SQL, found)
+    if row is None:
+        return Progress(done=0, total=0)
+    return stored_progress(row[:4], study_id=study_id, annotator_id=annotator.pk, quota=row[4])
 
 
 def open_studies_for(*, annotator) -> list[tuple[Study, Progress]]:
@@ -76,9 +78,7 @@ def open_studies_for(*, annotator) -> list[tuple[Study, Progress]]:
     return [
         (
             s,
-            annotator_progress(
-                study_id=s.pk, k=s.votes_per_comparison, annotator=annotator, now=now
-            ),
+            annotator_progress(study_id=s.pk, annotator=annotator, now=now),
         )
         for s in studies
     ]
@@ -117,7 +117,12 @@ def loop_state(*, study_id: int, annotator) -> LoopState:
     """Read before the next pair's transaction, so that a refusal takes no transaction."""
     now = timezone.now()
     row = fetchone(_LOOP_STATE_SQL, params(study_id=study_id, annotator=annotator, now=now))
-    may, k, held_id, held_live, done_count, left, quota, gold_rate, sampling = row
+    may, k, held_id, held_live, quota, gold_rate, sampling = row[:7]
+    progress = Progress(done=0, total=0)
+    if k is not None:
+        progress = stored_progress(
+            row[7:], study_id=study_id, annotator_id=annotator.pk, quota=quota
+        )
     return LoopState(
         study_id=study_id,
         annotator=annotator,
@@ -126,7 +131,7 @@ def loop_state(*, study_id: int, annotator) -> LoopState:
         votes_per_comparison=k,
         held_id=held_id,
         held_live=bool(held_live),
-        progress=Progress(done=done_count, total=done_count + left),
+        progress=progress,
         quota=quota,
         gold_rate=gold_rate or 0.0,
         sampling=sampling or "uniform",

@@ -134,6 +134,11 @@ def test_a_gold_pair_looks_like_any_other_in_the_page_and_the_api(
     def keep(response):
         if "/next/" in response.url and response.status == 200:
             payloads.append(response.json())
+        # The page votes with ?next=1: the next pair comes with the vote (issue 30).
+        if "/vote/" in response.url and response.status in (200, 201):
+            following = response.json().get("next")
+            if following:
+                payloads.append(following)
 
     page.on("response", keep)
     _login(page, live_server.url, "annotator", "annotator-pass", f"/annotate/{study.pk}/")

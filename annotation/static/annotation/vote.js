@@ -1,4 +1,5 @@
-// The voting loop: GET the next pair, POST a vote (or a skip), repeat, without reloading.
+// The voting loop: GET the first pair, then POST a vote (or a skip) with ?next=1, which answers
+// the next pair too (claimed with the vote): one request per vote, without reloading.
 // Answers arrive twice: as text, and as HTML the server rendered from Markdown with raw HTML
 // switched off (annotation/markdown.py); only those *_html / *_diff fields are inserted as HTML
 // (the pair's, and those of each earlier turn in ``history``).
@@ -119,24 +120,30 @@
         say(response.status === 429 ? root.dataset.msgThrottled : root.dataset.msgError);
         return;
       }
-      return response.json().then(function (data) {
-        token = data.token;
-        setHistory(data.history);
-        setHtml(byId("question"), data.question_html);
-        setHtml(byId("answer-left"), data.left_html);
-        setHtml(byId("answer-right"), data.right_html);
-        setHtml(byId("diff-left"), data.left_diff);
-        setHtml(byId("diff-right"), data.right_diff);
-        setDiff(showDiff.checked);
-        setProgress(data.progress);
-        comment.value = "";
-        loading.hidden = true;
-        pair.hidden = false;
-        setEnabled(true);
-        setState("ready");
-        pair.scrollIntoView({ block: "start" });
-      });
+      return response.json().then(showPair);
     });
+  }
+
+  function showPair(data) {
+    if (!data) {
+      showDone();
+      return;
+    }
+    token = data.token;
+    setHistory(data.history);
+    setHtml(byId("question"), data.question_html);
+    setHtml(byId("answer-left"), data.left_html);
+    setHtml(byId("answer-right"), data.right_html);
+    setHtml(byId("diff-left"), data.left_diff);
+    setHtml(byId("diff-right"), data.right_diff);
+    setDiff(showDiff.checked);
+    setProgress(data.progress);
+    comment.value = "";
+    loading.hidden = true;
+    pair.hidden = false;
+    setEnabled(true);
+    setState("ready");
+    pair.scrollIntoView({ block: "start" });
   }
 
   function vote(choice) {
@@ -155,7 +162,7 @@
     setState("busy");
     setEnabled(false);
     say("");
-    fetch(url.replace("TOKEN", encodeURIComponent(token)), {
+    fetch(url.replace("TOKEN", encodeURIComponent(token)) + "?next=1", {
       method: "POST",
       credentials: "same-origin",
       headers: {
@@ -175,6 +182,9 @@
           if (response.ok) {
             setProgress(data.progress);
             say(saved);
+            token = null;
+            showPair(data.next);
+            return;
           } else if (response.status === 409 || response.status === 404) {
             say(data.detail || root.dataset.msgError);
           } else {
