@@ -17,6 +17,12 @@ $PY -m celery -A evalsite worker -Q gpu,default --concurrency 1 -B \
 worker=$!
 trap 'kill "$worker" 2>/dev/null || true; wait "$worker" 2>/dev/null || true' EXIT INT TERM
 
+# The demo's three tiny models (seeds 0, 1, 2), where demo_setup looks for them: built once per
+# machine into a cache shared with the tests ($TINY_MODEL_CACHE, else ~/.cache/pairwise-eval/tiny),
+# side by side with their progress printed, and copied from it on every later run.
+$PY manage.py create_tiny_model "${MODEL_STORAGE:-$VAR/models}/tiny-neox-seed{seed}" \
+  --seed 0 --seed 1 --seed 2
+
 $PY manage.py demo_setup
 echo
 echo "Serving on http://127.0.0.1:8000/ (admin: /admin/, annotators: /annotate/). Ctrl-C stops."
