@@ -46,15 +46,41 @@ def _headers(user: User) -> dict[str, str]:
     }
 
 
+@pytest.fixture(scope="module")
+def fuzz_database(django_db_setup, django_db_blocker):
+    """The test database for the whole module, in autocommit as in production, emptied once
+    when the module ends (as a transactional test empties it) rather than after every case:
+    what a case creates stays for the cases after it, as on a running site.
+
+    Autocommit, because inside a test transaction Django's end-of-request close_old_connections
+    (which the WSGI handler fires, unlike the test Client) would close PostgreSQL's connection,
+    and one refused value would abort every later query.
+    """
+    from django.core.management import call_command
+
+    with django_db_blocker.unblock():
+        yield
+        call_command("flush", interactive=False, verbosity=0)
+
+
 @pytest.fixture
-def staff_headers(transactional_db):
-    user = User.objects.create_user("fuzz-staff", is_staff=True, is_superuser=True)
+def _django_db_helper(fuzz_database):
+    """pytest-django's per-test database set-up (a flush after each transactional test),
+    replaced in this module by the module's one database (fuzz_database)."""
+    yield
+
+
+@pytest.fixture
+def staff_headers(fuzz_database):
+    user, _ = User.objects.get_or_create(
+        username="fuzz-staff", defaults={"is_staff": True, "is_superuser": True}
+    )
     return _headers(user)
 
 
 @pytest.fixture
-def annotator_headers(transactional_db):
-    user = User.objects.create_user("fuzz-annotator")
+def annotator_headers(fuzz_database):
+    user, _ = User.objects.get_or_create(username="fuzz-annotator")
     user.groups.add(Group.objects.get_or_create(name="annotators")[0])
     return _headers(user)
 
@@ -67,9 +93,7 @@ FUZZ = settings(
 )
 
 
-# transaction=True: requests run in autocommit as in production. Inside a test transaction,
-# Django's end-of-request close_old_connections (which the WSGI handler fires, unlike the test
-# Client) would close PostgreSQL's connection, and one refused value would abort every later query.
+# Every case is a transactional test (requests in autocommit) on the module's database.
 @pytest.mark.django_db(transaction=True)
 @schema.parametrize()
 @FUZZ
