@@ -8,8 +8,12 @@ PY := $(VENV)/bin/python
 # pyproject.toml accepts it and pip keeps it.
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): one per core of a small machine; 0 runs the suite in one process.
+TEST_WORKERS ?= 2
+# `make test-quick`: everything but the slow families, and one test of each of those.
+QUICK_MARKS := (not slow and not broker and not browser) or quick
 
-.PHONY: install messages demo test lint bench
+.PHONY: install messages demo test test-quick lint bench
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +38,12 @@ demo: messages
 	bash scripts/demo.sh
 
 test: messages
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+
+# The edit-test loop: every kind of check the full suite makes, one representative of each slow
+# family (real worker, kill -9, training, browser, served model); `make test` runs them all.
+test-quick: messages
+	$(PY) -m pytest -n $(TEST_WORKERS) -m "$(QUICK_MARKS)" $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
