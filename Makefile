@@ -37,13 +37,17 @@ messages: install
 demo: messages
 	bash scripts/demo.sh
 
+# Bytecode caches on for the tests (gitignored __pycache__): without them pytest rewrites every
+# test module, and every module of its plugins (schemathesis has hundreds), on each run.
+PYTEST := PYTHONDONTWRITEBYTECODE= $(PY) -m pytest
+
 test: messages
-	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(PYTEST) -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # The edit-test loop: every kind of check the full suite makes, one representative of each slow
 # family (real worker, kill -9, training, browser, served model); `make test` runs them all.
 test-quick: messages
-	$(PY) -m pytest -n $(TEST_WORKERS) -m "$(QUICK_MARKS)" $(PYTEST_ARGS)
+	$(PYTEST) -n $(TEST_WORKERS) -m "$(QUICK_MARKS)" $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

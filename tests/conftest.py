@@ -101,6 +101,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "broker" in item.keywords:
             item.add_marker(pytest.mark.xdist_group(f"broker:{item.nodeid.split('::')[0]}"))
+        # A module of generated cases names those that represent it in `make test-quick`.
+        if any(
+            case in item.name for case in getattr(getattr(item, "module", None), "QUICK_CASES", ())
+        ):
+            item.add_marker(pytest.mark.quick)
     # GPU tests are deselected, not skipped, on a machine with no GPU (.ci/run fails on skips).
     if not _has_gpu():
         kept = [item for item in items if "gpu" not in item.keywords]

@@ -24,6 +24,17 @@ from evalsite.wsgi import application
 EXAMPLES = 8
 CHECKS = [not_a_server_error, response_schema_conformance]
 
+# Every operation is fuzzed in `make test`; `make test-quick` fuzzes these (tests/conftest.py):
+# a list, a create, an edit, and the annotator's loop of next pair and vote.
+pytestmark = pytest.mark.slow
+QUICK_CASES = (
+    "[GET /api/studies/]",
+    "[POST /api/studies/]",
+    "[PATCH /api/models/{id}/]",
+    "[GET /api/studies/{study_id}/next/]",
+    "[POST /api/assignments/{token}/vote/]",
+)
+
 
 def _load_schema():
     document = SchemaGenerator().get_schema(request=None, public=True)

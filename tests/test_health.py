@@ -124,6 +124,7 @@ def test_annotators_see_no_workers_or_runs(annotator):
     assert "gpu-box" not in response.content.decode()
 
 
+@pytest.mark.quick  # `make test-quick` runs this one of its family
 @pytest.mark.django_db(transaction=True)
 def test_staff_see_the_workers_per_queue_and_the_runs_with_their_last_heartbeat(
     shared_worker, staff_user

@@ -110,6 +110,7 @@ def test_a_run_that_fails_mid_way_resumes_from_its_checkpoint_to_the_same_end(
         assert loss == pytest.approx(straight_losses[step], rel=1e-3, abs=1e-3), step
 
 
+@pytest.mark.quick  # `make test-quick` runs this one of its family
 def test_should_stop_ends_the_run_after_the_step_with_a_checkpoint(
     tiny_model_dir, tokenizer, examples, tmp_path
 ):

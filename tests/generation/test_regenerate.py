@@ -216,6 +216,7 @@ def test_the_admin_action_regenerates_and_the_run_page_shows_the_report(
     assert f"1 of 2 answers identical to run {run.pk}&#x27;s (1 different)" in page
 
 
+@pytest.mark.quick  # `make test-quick` runs this one of its family
 @pytest.mark.broker
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
