@@ -339,6 +339,7 @@ def cached_build(*, seed: int = 0, steps: int = 300, log: Log | None = None) -> 
             if entry.exists():  # an unfinished entry left by hand: replace it
                 shutil.rmtree(entry)
             scratch.rename(entry)
+            say(f"cached as {entry}")
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     return entry
