@@ -94,13 +94,8 @@ def _has_gpu() -> bool:
     return torch.cuda.is_available()
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
-    # Under xdist (--dist loadgroup), a file's broker tests run in one process, one after the
-    # other, so that they share its worker (shared_worker) as a serial run does.
     for item in items:
-        if "broker" in item.keywords:
-            item.add_marker(pytest.mark.xdist_group(f"broker:{item.nodeid.split('::')[0]}"))
         # A module of generated cases names those that represent it in `make test-quick`.
         if any(
             case in item.name for case in getattr(getattr(item, "module", None), "QUICK_CASES", ())
