@@ -97,9 +97,8 @@ def _has_gpu() -> bool:
 def pytest_collection_modifyitems(config, items):
     for item in items:
         # A module of generated cases names those that represent it in `make test-quick`.
-        if any(
-            case in item.name for case in getattr(getattr(item, "module", None), "QUICK_CASES", ())
-        ):
+        quick_cases = getattr(getattr(item, "module", None), "QUICK_CASES", ())
+        if any(case in item.name for case in quick_cases):
             item.add_marker(pytest.mark.quick)
     # GPU tests are deselected, not skipped, on a machine with no GPU (.ci/run fails on skips).
     if not _has_gpu():
