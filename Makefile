@@ -8,8 +8,12 @@ PY := $(VENV)/bin/python
 # pyproject.toml accepts it and pip keeps it.
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): one per core of a small machine; 0 runs the suite in one process.
+TEST_WORKERS ?= 2
+# `make test-quick`: everything but the slow families, and one test of each of those.
+QUICK_MARKS := (not slow and not broker and not browser) or quick
 
-.PHONY: install messages demo test lint bench
+.PHONY: install messages demo test test-quick lint bench
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +37,17 @@ messages: install
 demo: messages
 	bash scripts/demo.sh
 
+# Bytecode caches on for the tests (gitignored __pycache__): without them pytest rewrites every
+# test module, and every module of its plugins (schemathesis has hundreds), on each run.
+PYTEST := PYTHONDONTWRITEBYTECODE= $(PY) -m pytest
+
 test: messages
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PYTEST) -n $(TEST_WORKERS) $(PYTEST_ARGS)
+
+# The edit-test loop: every kind of check the full suite makes, one representative of each slow
+# family (real worker, kill -9, training, browser, served model); `make test` runs them all.
+test-quick: messages
+	$(PYTEST) -n $(TEST_WORKERS) -m "$(QUICK_MARKS)" $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,10 +1,12 @@
-"""Shared fixtures: named users, the tiny model (built once per session), service markers."""
+"""Shared fixtures: named users, the tiny model (from the per-machine cache), real Celery
+workers, service markers, and the per-process services of a parallel (pytest-xdist) run."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
+import socket
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -13,6 +15,67 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 EXTERNAL_DATA = Path(os.environ.get("EXTERNAL_DATA", REPO.parent / "shared" / "external-data"))
 FIXTURES = REPO / "fixtures"
+
+# Redis database numbers each xdist worker takes: its broker, and the cache in the next number.
+REDIS_DBS_PER_WORKER = 2
+TOO_MANY_WORKERS = (
+    "xdist worker {worker} would need Redis database {db} (there are 16, 0-15): run fewer "
+    "workers (-n) or start from a lower CELERY_BROKER_URL database number"
+)
+
+
+def _xdist_index() -> int | None:
+    """This process's number in a parallel run (gw0 -> 0), None when not under xdist."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(worker[2:]) if worker.startswith("gw") else None
+
+
+def _with_redis_db(url: str, db: int) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{db}"))
+
+
+def _redis_db(url: str) -> int:
+    return int(urlsplit(url).path.strip("/") or 0)
+
+
+def _own_redis_per_xdist_worker() -> None:
+    """Under xdist, each worker process gets its own Redis databases, so that one process's
+    purge or real Celery worker never touches another's queued tasks (kombu also scopes its
+    broadcasts by database number) and one's cache.clear() never drops another's throttles.
+
+    gwN takes broker database base + 2N and cache database base + 2N + 1 (base: the number in
+    CELERY_BROKER_URL). pytest-django has read the settings before any conftest is imported,
+    so the settings derived from those variables are set here as well; worker subprocesses
+    read the rewritten environment.
+    """
+    index = _xdist_index()
+    broker = os.environ.get("CELERY_BROKER_URL", "")
+    if not index or not broker.startswith(("redis://", "rediss://")):
+        return  # gw0 and a serial run keep the numbers they were given
+    base = _redis_db(broker)
+    db = base + REDIS_DBS_PER_WORKER * index
+    if db + 1 > 15:
+        raise pytest.UsageError(TOO_MANY_WORKERS.format(worker=index, db=db + 1))
+    broker = _with_redis_db(broker, db)
+    cache_url = os.environ.get("CACHE_URL")
+    cache = (
+        _with_redis_db(cache_url, _redis_db(cache_url) + REDIS_DBS_PER_WORKER * index)
+        if cache_url
+        else _with_redis_db(broker, db + 1)
+    )
+    os.environ["CELERY_BROKER_URL"] = broker
+    os.environ["CACHE_URL"] = cache
+
+    from django.conf import settings
+
+    settings.CELERY_BROKER_URL = broker
+    settings.CACHES["default"]["LOCATION"] = cache
+    from evalsite.celery import app
+
+    app.conf.broker_url = broker
+
+
+_own_redis_per_xdist_worker()
 
 
 def _is_postgres() -> bool:
@@ -32,6 +95,11 @@ def _has_gpu() -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        # A module of generated cases names those that represent it in `make test-quick`.
+        quick_cases = getattr(getattr(item, "module", None), "QUICK_CASES", ())
+        if any(case in item.name for case in quick_cases):
+            item.add_marker(pytest.mark.quick)
     # GPU tests are deselected, not skipped, on a machine with no GPU (.ci/run fails on skips).
     if not _has_gpu():
         kept = [item for item in items if "gpu" not in item.keywords]
@@ -114,21 +182,18 @@ def model_storage(_model_storage) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(_model_storage) -> Path:
-    """The project's tiny GPT-NeoX + BPE tokenizer, built once per test session (seed 0)."""
-    from generation.engine.tiny import build_tiny_model
+    """The project's tiny GPT-NeoX + BPE tokenizer (seed 0) in this session's MODEL_STORAGE,
+    copied from the per-machine cache the demo shares (built into it once per machine)."""
+    from generation.engine.tiny import tiny_model
 
-    out = _model_storage / "tiny-0"
-    build_tiny_model(out, seed=0)
-    return out
+    return tiny_model(_model_storage / "tiny-0", seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir_seed1(_model_storage) -> Path:
-    from generation.engine.tiny import build_tiny_model
+    from generation.engine.tiny import tiny_model
 
-    out = _model_storage / "tiny-1"
-    build_tiny_model(out, seed=1)
-    return out
+    return tiny_model(_model_storage / "tiny-1", seed=1)
 
 
 @pytest.fixture
@@ -198,10 +263,12 @@ def _annotator(django_user_model, username: str):
 class CeleryWorker:
     """A real `celery worker` subprocess (own process group, so kill -9 takes all of it)."""
 
-    def __init__(self, env: dict, log_path: Path, queues: str, beat_dir: Path):
+    def __init__(self, env: dict, log_path: Path, queues: str, beat_dir: Path | None):
+        """``beat_dir``: where the embedded beat (-B) keeps its schedule; None: no beat."""
         import subprocess
         import sys
 
+        self.name = f"test-{os.getpid()}-{id(self)}@{socket.gethostname()}"
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         command = [
@@ -219,12 +286,11 @@ class CeleryWorker:
             "prefork",
             "--loglevel",
             "INFO",
-            "-B",
-            "-s",
-            str(beat_dir / "celerybeat-schedule"),
             "-n",
-            f"test-{os.getpid()}-{id(self)}@%h",
+            self.name,
         ]
+        if beat_dir is not None:
+            command += ["-B", "-s", str(beat_dir / "celerybeat-schedule")]
         self.process = subprocess.Popen(
             command,
             cwd=REPO,
@@ -268,29 +334,37 @@ def this_test_database_url() -> str:
     )
 
 
+def _worker_env(model_storage: Path, **extra_env) -> dict[str, str]:
+    """A test worker's environment: the test database, this session's MODEL_STORAGE, quick
+    heartbeats and stale checks, one thread per process."""
+    return {
+        **os.environ,
+        "DATABASE_URL": this_test_database_url(),
+        "MODEL_STORAGE": str(model_storage),
+        "RUN_HEARTBEAT_INTERVAL": "0.5",
+        "RUN_HEARTBEAT_TIMEOUT": "6",
+        "RUN_STALE_CHECK_SECONDS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        # torch's default of one thread per core is far slower on a small shared machine.
+        "OMP_NUM_THREADS": "1",
+        **{k: str(v) for k, v in extra_env.items()},
+    }
+
+
 @pytest.fixture
 def celery_worker_factory(tmp_path, _model_storage):
-    """Start real workers on the test database and the real broker; all are stopped after."""
+    """Start real workers on the test database and the real broker; all are stopped after.
+
+    For tests that kill or stop their worker, or start it with its own environment; the
+    others take ``shared_worker``."""
 
     from evalsite.celery import app
 
-    url = this_test_database_url()
     app.control.purge()
     workers: list[CeleryWorker] = []
 
     def start(queues: str = "gpu,default", **extra_env) -> CeleryWorker:
-        env = {
-            **os.environ,
-            "DATABASE_URL": url,
-            "MODEL_STORAGE": str(_model_storage),
-            "RUN_HEARTBEAT_INTERVAL": "0.5",
-            "RUN_HEARTBEAT_TIMEOUT": "6",
-            "RUN_STALE_CHECK_SECONDS": "1",
-            "OPENBLAS_NUM_THREADS": "1",
-            # torch's default of one thread per core is far slower on a small shared machine.
-            "OMP_NUM_THREADS": "1",
-            **{k: str(v) for k, v in extra_env.items()},
-        }
+        env = _worker_env(_model_storage, **extra_env)
         worker = CeleryWorker(env, tmp_path / f"worker-{len(workers)}.log", queues, tmp_path)
         workers.append(worker)
         return worker
@@ -299,6 +373,133 @@ def celery_worker_factory(tmp_path, _model_storage):
     for worker in workers:
         worker.stop()
     app.control.purge()
+
+
+# How long a lease waits for the shared worker to answer or to finish its task; a worker that
+# does not is replaced (the waits only guard against a hung worker).
+SHARED_WORKER_WAIT = 120
+
+
+class SharedWorker:
+    """One real worker per test session (per xdist process) lent to one test at a time.
+
+    Between tests it consumes no queue at all, so the tests without a worker see none: nothing
+    they queue is taken, and no census counts it for any queue. A lease adds the queues the
+    test asks for (Celery's add_consumer, acknowledged by the worker), and its end cancels
+    them, waits for the task in hand to finish and purges what is left queued. It runs without
+    the embedded beat: a beat's periodic tasks would pile up in the queues between tests.
+    """
+
+    def __init__(self, model_storage: Path, log_dir: Path):
+        self.model_storage = model_storage
+        self.log_dir = log_dir
+        self.worker: CeleryWorker | None = None
+        self.queues: list[str] = []
+        self.env = _worker_env(model_storage)
+
+    def lease(self, queues: str) -> CeleryWorker:
+        from evalsite.celery import app
+
+        if self.worker is None or self.worker.process.poll() is not None:
+            self._start()
+        app.control.purge()
+        self.queues = [q for q in queues.split(",") if q]
+        for queue in self.queues:
+            self._control("add_consumer", queue)
+        return self.worker
+
+    def release(self) -> None:
+        from evalsite.celery import app
+
+        if self.worker is None or self.worker.process.poll() is not None:
+            self.worker = None
+            return
+        try:
+            for queue in self.queues:
+                self._control("cancel_consumer", queue)
+            wait_for(self._idle, timeout=SHARED_WORKER_WAIT, interval=0.2, message="idle")
+        except AssertionError:  # hung or busy past the wait: the next lease starts afresh
+            self.close()
+        self.queues = []
+        app.control.purge()
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+
+    def _start(self) -> None:
+        from evalsite.celery import app
+
+        self.close()
+        # Started on a queue of its own, dropped as soon as it answers: idle, it consumes none.
+        private = f"idle-{os.getpid()}-{id(self)}"
+        self.worker = CeleryWorker(self.env, self.log_dir / "shared-worker.log", private, None)
+        wait_for(
+            lambda: self._answers(app),
+            timeout=SHARED_WORKER_WAIT,
+            interval=0.2,
+            message=f"the shared worker to start; log:\n{self.worker.log_tail()}",
+        )
+        self._control("cancel_consumer", private)
+
+    def _answers(self, app) -> bool:
+        if self.worker.process.poll() is not None:
+            raise AssertionError(f"the shared worker exited:\n{self.worker.log_tail()}")
+        return bool(app.control.ping(destination=[self.worker.name], timeout=0.5))
+
+    def _control(self, command: str, queue: str) -> None:
+        from evalsite.celery import app
+
+        replies = getattr(app.control, command)(
+            queue, destination=[self.worker.name], reply=True, timeout=SHARED_WORKER_WAIT
+        )
+        if not replies:
+            raise AssertionError(
+                f"the shared worker did not answer {command} {queue}:\n{self.worker.log_tail()}"
+            )
+
+    def _idle(self) -> bool:
+        from evalsite.celery import app
+
+        inspect = app.control.inspect(destination=[self.worker.name], timeout=1)
+        # A task taken before the cancel but not yet started is "reserved"; it still runs.
+        return all(
+            (ask() or {}).get(self.worker.name) == [] for ask in (inspect.active, inspect.reserved)
+        )
+
+
+@pytest.fixture(scope="session")
+def _shared_worker(django_db_setup, _model_storage, tmp_path_factory):
+    # django_db_setup: the worker is stopped before the test database is dropped.
+    shared = SharedWorker(_model_storage, tmp_path_factory.mktemp("shared-worker"))
+    yield shared
+    shared.close()
+
+
+@pytest.fixture
+def shared_worker(_shared_worker):
+    """``celery_worker_factory``'s call for tests that neither kill nor stop their worker nor
+    give it an environment of its own: ``shared_worker("default")`` lends the session's one
+    real worker (started once) consuming those queues for this test (default: gpu,default)."""
+    leased = False
+
+    def lease(queues: str = "gpu,default", **env) -> CeleryWorker:
+        nonlocal leased
+        if leased:
+            raise AssertionError("one shared_worker lease per test: use celery_worker_factory")
+        differing = {k: v for k, v in env.items() if _shared_worker.env.get(k) != str(v)}
+        if differing:
+            raise AssertionError(
+                f"{differing} differ from the shared worker's environment: "
+                "use celery_worker_factory"
+            )
+        leased = True
+        return _shared_worker.lease(queues)
+
+    yield lease
+    if leased:
+        _shared_worker.release()
 
 
 def logged_in(user):

@@ -24,6 +24,17 @@ from evalsite.wsgi import application
 EXAMPLES = 8
 CHECKS = [not_a_server_error, response_schema_conformance]
 
+# Every operation is fuzzed in `make test`; `make test-quick` fuzzes these (tests/conftest.py):
+# a list, a create, an edit, and the annotator's loop of next pair and vote.
+pytestmark = pytest.mark.slow
+QUICK_CASES = (
+    "[GET /api/studies/]",
+    "[POST /api/studies/]",
+    "[PATCH /api/models/{id}/]",
+    "[GET /api/studies/{study_id}/next/]",
+    "[POST /api/assignments/{token}/vote/]",
+)
+
 
 def _load_schema():
     document = SchemaGenerator().get_schema(request=None, public=True)
@@ -46,15 +57,41 @@ def _headers(user: User) -> dict[str, str]:
     }
 
 
+@pytest.fixture(scope="module")
+def fuzz_database(django_db_setup, django_db_blocker):
+    """The test database for the whole module, in autocommit as in production, emptied once
+    when the module ends (as a transactional test empties it) rather than after every case:
+    what a case creates stays for the cases after it, as on a running site.
+
+    Autocommit, because inside a test transaction Django's end-of-request close_old_connections
+    (which the WSGI handler fires, unlike the test Client) would close PostgreSQL's connection,
+    and one refused value would abort every later query.
+    """
+    from django.core.management import call_command
+
+    with django_db_blocker.unblock():
+        yield
+        call_command("flush", interactive=False, verbosity=0)
+
+
 @pytest.fixture
-def staff_headers(transactional_db):
-    user = User.objects.create_user("fuzz-staff", is_staff=True, is_superuser=True)
+def _django_db_helper(fuzz_database):
+    """pytest-django's per-test database set-up (a flush after each transactional test),
+    replaced in this module by the module's one database (fuzz_database)."""
+    yield
+
+
+@pytest.fixture
+def staff_headers(fuzz_database):
+    user, _ = User.objects.get_or_create(
+        username="fuzz-staff", defaults={"is_staff": True, "is_superuser": True}
+    )
     return _headers(user)
 
 
 @pytest.fixture
-def annotator_headers(transactional_db):
-    user = User.objects.create_user("fuzz-annotator")
+def annotator_headers(fuzz_database):
+    user, _ = User.objects.get_or_create(username="fuzz-annotator")
     user.groups.add(Group.objects.get_or_create(name="annotators")[0])
     return _headers(user)
 
@@ -67,9 +104,7 @@ FUZZ = settings(
 )
 
 
-# transaction=True: requests run in autocommit as in production. Inside a test transaction,
-# Django's end-of-request close_old_connections (which the WSGI handler fires, unlike the test
-# Client) would close PostgreSQL's connection, and one refused value would abort every later query.
+# Every case is a transactional test (requests in autocommit) on the module's database.
 @pytest.mark.django_db(transaction=True)
 @schema.parametrize()
 @FUZZ

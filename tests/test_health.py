@@ -124,12 +124,13 @@ def test_annotators_see_no_workers_or_runs(annotator):
     assert "gpu-box" not in response.content.decode()
 
 
+@pytest.mark.quick  # `make test-quick` runs this one of its family
 @pytest.mark.django_db(transaction=True)
 def test_staff_see_the_workers_per_queue_and_the_runs_with_their_last_heartbeat(
-    celery_worker_factory, staff_user
+    shared_worker, staff_user
 ):
     run = _running_run()
-    celery_worker_factory(queues="gpu")
+    shared_worker(queues="gpu")
     wait_for(lambda: census().consumers("gpu"), timeout=HUNG, message="the worker to answer")
 
     response = logged_in(staff_user).get(URL)

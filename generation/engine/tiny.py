@@ -7,20 +7,30 @@ the LINE SFT format (``ユーザー: {question}\\nシステム: {answer}</s>``),
 Japanese and end with the end token. A build is deterministic: the same seed and steps give
 byte-identical weights (on the same torch build and kind of CPU); different seeds give different
 answers.
+
+Builds are cached once per machine (``tiny_model``): a finished build is kept under
+``cache_root()`` in a directory named by a hash of everything it is built from (this module's
+source, the prompt format it trains in, the training text, seed, steps and the versions of torch,
+transformers and tokenizers), and copied from there into the directory asked for. The demo and
+the test suite share the cache, so each build runs once per machine.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import json
 import math
+import os
+import shutil
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import torch
-
-from . import render
+from . import presets, render
 from .presets import PRESETS
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
@@ -61,6 +71,9 @@ CHAT_TEMPLATE = (
 LINE_SFT = render.template_from("line_sft", 1, PRESETS["line_sft"])
 
 NO_CORPUS = "the tiny model's training text is missing: {path}"
+
+# Where finished builds are kept (one directory per build key); the variable overrides it.
+CACHE_ENV = "TINY_MODEL_CACHE"
 
 Log = Callable[[str], None]
 
@@ -153,11 +166,12 @@ def build_tiny_model(
     the machine; for matrices this small a second thread gains nothing anyway. The global random
     state is left as it was.
     """
-    from transformers import GenerationConfig, GPTNeoXConfig, GPTNeoXForCausalLM
-
     out = Path(out_dir)
     if _is_built(out, seed, steps):
         return out
+    import torch
+    from transformers import GenerationConfig, GPTNeoXConfig, GPTNeoXForCausalLM
+
     say = log or (lambda message: None)
     started = time.process_time()
     pairs, extra = load_corpus()
@@ -201,6 +215,159 @@ def build_tiny_model(
     return out
 
 
+def cache_root() -> Path:
+    """The per-machine cache of finished builds: $TINY_MODEL_CACHE, else
+    $XDG_CACHE_HOME/pairwise-eval/tiny (~/.cache/pairwise-eval/tiny)."""
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "pairwise-eval" / "tiny"
+
+
+def build_key(*, seed: int = 0, steps: int = 300, fixtures: Path = FIXTURES) -> str:
+    """A hash of what a build is made from: the same key, the same model.
+
+    This module's source and the prompt-format code it trains in, the training text, the seed
+    and steps, and the versions of the libraries whose numerics and file formats the weights
+    depend on. Any change to one of them is a new key, so a stale build is never reused.
+    """
+    import tokenizers
+    import torch
+    import transformers
+
+    digest = hashlib.sha256()
+
+    def part(label: str, data: bytes) -> None:
+        digest.update(f"{label}:{len(data)}:".encode())
+        digest.update(data)
+
+    for module in (sys.modules[__name__], render, presets):
+        part(module.__name__, Path(module.__file__).read_bytes())
+    for name in (CORPUS_FILE, PROMPTS_FILE):
+        path = fixtures / name
+        part(name, path.read_bytes() if path.is_file() else b"")
+    settings = {
+        "version": BUILD_VERSION,
+        "seed": seed,
+        "steps": steps,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
+    }
+    part("settings", json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()[:32]
+
+
+def tiny_model(
+    out_dir: str | Path, *, seed: int = 0, steps: int = 300, log: Log | None = None
+) -> Path:
+    """The tiny model for ``seed`` and ``steps`` in ``out_dir`` (returned), from the cache.
+
+    Returns at once if ``out_dir`` already holds the finished build; otherwise copies the
+    cached build into it, building it into the cache first if this machine has none yet.
+    """
+    out = Path(out_dir)
+    if _is_built(out, seed, steps):
+        return out
+    _copy_build(cached_build(seed=seed, steps=steps, log=log), out)
+    return out
+
+
+def tiny_models(
+    targets: dict[int, Path], *, steps: int = 300, log: Log | None = None
+) -> dict[int, Path]:
+    """``tiny_model`` for several seeds (seed -> directory). Builds the cache lacks run side by
+    side in child processes, one per core (each trains on one thread), their progress lines
+    prefixed with the seed; the rest are copied from the cache."""
+    say = log or (lambda message: None)
+    missing = {s: Path(out) for s, out in targets.items() if not _is_built(Path(out), s, steps)}
+    to_build = {
+        s: out
+        for s, out in missing.items()
+        if not _is_built(cache_root() / build_key(seed=s, steps=steps), s, steps)
+    }
+    for s, out in missing.items():
+        if s not in to_build:
+            say(f"tiny model seed {s}: copied from the cache {cache_root()}")
+            tiny_model(out, seed=s, steps=steps)
+    if len(to_build) == 1:
+        [(s, out)] = to_build.items()
+        tiny_model(out, seed=s, steps=steps, log=lambda m: say(f"[seed {s}] {m}"))
+    elif to_build:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        say(f"building {len(to_build)} tiny models side by side (seeds {sorted(to_build)})")
+        workers = min(len(to_build), os.cpu_count() or 1)
+        context = multiprocessing.get_context("spawn")  # no fork of a process holding threads
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            done = [pool.submit(_child_build, str(out), s, steps) for s, out in to_build.items()]
+            for future in done:
+                future.result()
+    return {s: Path(out) for s, out in targets.items()}
+
+
+def _child_build(out: str, seed: int, steps: int) -> None:
+    def say(message: str) -> None:
+        print(f"[seed {seed}] {message}", flush=True)
+
+    tiny_model(out, seed=seed, steps=steps, log=say)
+
+
+def cached_build(*, seed: int = 0, steps: int = 300, log: Log | None = None) -> Path:
+    """The cache entry of this build, made first if missing (never read it half-written).
+
+    A build goes into a temporary directory beside the entry and is renamed into place when
+    finished, so an entry that exists is whole. A lock file per key makes a second process that
+    wants the same build wait for the first one's and reuse it instead of training again.
+    """
+    say = log or (lambda message: None)
+    root = cache_root()
+    key = build_key(seed=seed, steps=steps)
+    entry = root / key
+    if _is_built(entry, seed, steps):
+        return entry
+    root.mkdir(parents=True, exist_ok=True)
+    with _locked(root / f"{key}.lock"):
+        if _is_built(entry, seed, steps):  # built by another process while this one waited
+            return entry
+        say(f"building the tiny model (seed {seed}, {steps} steps) into the cache {entry}")
+        scratch = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
+        try:
+            build_tiny_model(scratch, seed=seed, steps=steps, log=log)
+            if entry.exists():  # an unfinished entry left by hand: replace it
+                shutil.rmtree(entry)
+            scratch.rename(entry)
+            say(f"cached as {entry}")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return entry
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    import fcntl
+
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _copy_build(entry: Path, out: Path) -> None:
+    """Copy a finished build's files (copies, not links: nothing done to ``out`` can change
+    the cache), the marker last, as a build writes it."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER_FILE).unlink(missing_ok=True)
+    for source in sorted(entry.iterdir()):
+        if source.name != MARKER_FILE and source.is_file():
+            shutil.copyfile(source, out / source.name)
+    shutil.copyfile(entry / MARKER_FILE, out / MARKER_FILE)
+
+
 def _examples(tokenizer, pairs: list[tuple[str, str]]) -> list[tuple[list[int], int]]:
     """Token ids of each prompt + answer + end token, and where the answer starts."""
     examples = []
@@ -217,6 +384,8 @@ def _train(
     model, examples: list[tuple[list[int], int]], *, pad_id: int, seed: int, steps: int, log: Log
 ) -> None:
     """Plain AdamW on random batches; loss on the answer tokens, the end token included."""
+    import torch
+
     order = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.01)
 

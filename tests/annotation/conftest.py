@@ -39,13 +39,19 @@ MODEL_SPECS = [
 @pytest.fixture(scope="session", autouse=True)
 def compiled_messages():
     """The Japanese catalogue, compiled if the .mo is missing or older than the .po."""
+    import fcntl
+
     locale_dir = settings.BASE_DIR / "locale" / "ja" / "LC_MESSAGES"
     po, mo = locale_dir / "django.po", locale_dir / "django.mo"
-    if not mo.exists() or mo.stat().st_mtime < po.stat().st_mtime:
-        # From inside locale/, compilemessages walks no other tree (.venv has locale dirs too)
-        # and compiles LOCALE_PATHS only.
-        with contextlib.chdir(settings.BASE_DIR / "locale"):
-            call_command("compilemessages", locale=["ja"], verbosity=0)
+    # Under xdist every process gets here: one compiles while the others wait for its .mo
+    # (the lock is taken on the .po file itself).
+    with po.open("rb") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not mo.exists() or mo.stat().st_mtime < po.stat().st_mtime:
+            # From inside locale/, compilemessages walks no other tree (.venv has locale dirs
+            # too) and compiles LOCALE_PATHS only.
+            with contextlib.chdir(settings.BASE_DIR / "locale"):
+                call_command("compilemessages", locale=["ja"], verbosity=0)
     return mo
 
 

@@ -276,7 +276,7 @@ def test_active_sampling_estimates_stay_unbiased(simulated):
 @pytest.mark.broker
 @pytest.mark.django_db(transaction=True)
 def test_a_claim_in_an_active_study_queues_the_refresh_a_worker_makes(
-    make_study, django_user_model, next_assignment, celery_worker_factory
+    make_study, django_user_model, next_assignment, shared_worker
 ):
     from django.core.cache import cache
 
@@ -292,7 +292,7 @@ def test_a_claim_in_an_active_study_queues_the_refresh_a_worker_makes(
         Comparison.objects.filter(study=study).values_list("sampling_weight", flat=True)
     ) == {1.0}
     cache.delete(_refresh_key(study.pk))  # the first claim's refresh found too few votes
-    worker = celery_worker_factory("default")
+    worker = shared_worker("default")
 
     (later,) = _annotators(django_user_model, 1, "rlater")
     assert next_assignment(study, later) is not None  # queues the refresh on commit

@@ -55,6 +55,7 @@ def _wait_done(page, n: int) -> None:
     page.wait_for_selector("#voting[data-state=ready]", timeout=15000)
 
 
+@pytest.mark.quick  # `make test-quick` runs this one of its family
 def test_an_annotator_votes_three_pairs_with_the_keyboard(
     browser, live_server, make_study, annotator
 ):

@@ -36,10 +36,10 @@ def _finished(run_id: int, worker) -> BenchmarkRun:
     return run
 
 
-def test_both_custom_tasks_run_in_the_gpu_worker_in_both_scoring_modes(celery_worker_factory, tiny):
+def test_both_custom_tasks_run_in_the_gpu_worker_in_both_scoring_modes(shared_worker, tiny):
     import lm_eval
 
-    worker = celery_worker_factory("gpu")
+    worker = shared_worker("gpu")
     by_loglikelihood = benchmark_run_create(
         model=tiny, tasks=TASKS, num_fewshot=1, scoring="loglikelihood", limit=4, seed=3
     )

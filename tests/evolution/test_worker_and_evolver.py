@@ -37,10 +37,10 @@ def _lineage_checked(run: EvolutionRun) -> int:
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_an_evolution_run_in_the_gpu_worker_writes_a_data_set_with_lineage(
-    source, tiny_model_dir, celery_worker_factory, capsys
+    source, tiny_model_dir, shared_worker, capsys
 ):
     tiny = register_tiny(tiny_model_dir, max_new_tokens=32)
-    worker = celery_worker_factory("gpu,default")
+    worker = shared_worker("gpu,default")
     run = evolution_run_create(
         source=source, model=tiny, rounds=2, seed=1, batch_size=2, rules={"near_duplicate": 1.0}
     )

@@ -93,3 +93,44 @@ def endpoint_proxy(tiny_server):
     proxy = CountingProxy(tiny_server.url)
     yield proxy
     proxy.close()
+
+
+@pytest.fixture(scope="session")
+def tuned_adapter_dir(tiny_model_dir, model_storage):
+    """A LoRA adapter of the tiny model (seed 0), 8 steps on 48 of the fixture's instructions,
+    trained once per session (per xdist process) for the tests that use a tuned adapter without
+    asserting on its training. Under MODEL_STORAGE, as a fine-tune run's adapter is."""
+    import torch
+
+    from generation.engine import render
+    from generation.engine.presets import PRESETS
+    from generation.engine.train import TrainConfig, train
+
+    root = model_storage / "session-tuned-adapter"
+    config = TrainConfig(
+        method="lora",
+        learning_rate=1e-2,
+        epochs=2,
+        max_steps=8,
+        batch_size=4,
+        gradient_accumulation=1,
+        max_length=96,
+        eval_fraction=0.0,
+        save_steps=5,
+        seed=0,
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = train(
+            model_path=str(tiny_model_dir),
+            tokenizer=load_tokenizer(tiny_model_dir),
+            examples=fixture_examples()[:48],
+            template=render.template_from("line_sft", 1, PRESETS["line_sft"]),
+            config=config,
+            checkpoint_dir=root / "checkpoints",
+            output_dir=root / "adapter",
+        )
+    finally:
+        torch.set_num_threads(threads)
+    return result.output_dir

@@ -45,12 +45,12 @@ def _held_out_margin(model, tokenizer, template, pairs) -> float:
 
 
 def test_dpo_from_a_studys_votes_raises_the_held_out_margin(
-    celery_worker_factory, tiny_model_dir, one_torch_thread
+    shared_worker, tiny_model_dir, one_torch_thread
 ):
     tiny = register_tiny(tiny_model_dir)
     study = two_model_study(questions=32, voters=3)
     vote_all(study, annotators(3), _people_prefer_careful_answers)
-    worker = celery_worker_factory(queues="gpu", **ONE_THREAD)
+    worker = shared_worker(queues="gpu", **ONE_THREAD)
 
     out = io.StringIO()
     call_command(

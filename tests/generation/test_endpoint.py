@@ -38,6 +38,7 @@ def _ask(endpoint, conversations, template=PLAIN, **options) -> list:
     return replies
 
 
+@pytest.mark.quick  # `make test-quick` runs this one of its family
 def test_every_turn_is_asked_with_the_models_own_earlier_replies(endpoint_proxy, tiny_server):
     follow_up = "もう少し詳しく教えてください。"
     conversations = [

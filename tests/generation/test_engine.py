@@ -137,6 +137,7 @@ def test_different_seeds_give_different_answers(tiny, tiny_seed1, greedy_answers
     assert differing >= 20
 
 
+@pytest.mark.quick  # `make test-quick` runs this one of its family
 def test_the_same_seed_gives_the_same_answers(tiny, greedy_answers):
     model, tokenizer = tiny
     again = generate_answers(model, tokenizer, _questions(24), template=LINE_SFT, batch_size=8)

@@ -110,6 +110,7 @@ def test_a_run_that_fails_mid_way_resumes_from_its_checkpoint_to_the_same_end(
         assert loss == pytest.approx(straight_losses[step], rel=1e-3, abs=1e-3), step
 
 
+@pytest.mark.quick  # `make test-quick` runs this one of its family
 def test_should_stop_ends_the_run_after_the_step_with_a_checkpoint(
     tiny_model_dir, tokenizer, examples, tmp_path
 ):
@@ -158,12 +159,11 @@ def test_full_fine_tuning_saves_a_standalone_model_that_generates(
 
 
 def test_a_merged_adapter_computes_what_base_plus_adapter_computes(
-    tiny_model_dir, tokenizer, examples, tmp_path
+    tiny_model_dir, tokenizer, tuned_adapter_dir, tmp_path
 ):
-    result, _ = _run(tiny_model_dir, tokenizer, examples, tmp_path, _config(max_steps=8))
-    adapted = load_model(tiny_model_dir, adapter_path=result.output_dir)
+    adapted = load_model(tiny_model_dir, adapter_path=tuned_adapter_dir)
     merged_dir = merge_adapter(
-        str(tiny_model_dir), result.output_dir, tmp_path / "merged", tokenizer=tokenizer
+        str(tiny_model_dir), tuned_adapter_dir, tmp_path / "merged", tokenizer=tokenizer
     )
     merged = load_model(merged_dir)
     assert not hasattr(merged, "peft_config")

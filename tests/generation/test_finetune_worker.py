@@ -79,9 +79,9 @@ def _generate(model, prompt_set, worker) -> GenerationRun:
 
 
 def test_a_worker_fine_tunes_a_model_that_then_generates(
-    celery_worker_factory, tiny, fixture_dataset, model_storage
+    shared_worker, tiny, fixture_dataset, model_storage
 ):
-    worker = celery_worker_factory(**ONE_THREAD)
+    worker = shared_worker(**ONE_THREAD)
     run = _start(tiny, fixture_dataset, max_steps=40, save_steps=20, model_name="tiny-tuned")
     wait_for(
         lambda: _finished(run.pk),
@@ -128,9 +128,9 @@ def test_a_worker_fine_tunes_a_model_that_then_generates(
 
 
 def test_cancel_stops_at_the_next_step_and_resume_finishes_the_run(
-    celery_worker_factory, tiny, fixture_dataset, model_storage
+    shared_worker, tiny, fixture_dataset, model_storage
 ):
-    worker = celery_worker_factory(**ONE_THREAD)
+    worker = shared_worker(**ONE_THREAD)
     run = _start(tiny, fixture_dataset, max_steps=120, save_steps=1000)
     wait_for(lambda: _run(run.pk).step >= 5, timeout=HUNG, interval=0.05, message=worker.log_tail())
     finetune_run_cancel(run=_run(run.pk))

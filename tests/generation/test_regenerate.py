@@ -216,16 +216,17 @@ def test_the_admin_action_regenerates_and_the_run_page_shows_the_report(
     assert f"1 of 2 answers identical to run {run.pk}&#x27;s (1 different)" in page
 
 
+@pytest.mark.quick  # `make test-quick` runs this one of its family
 @pytest.mark.broker
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_runs_a_run_regenerated_through_the_api_to_identical_answers(
-    celery_worker_factory, tiny_model_dir, admin_user
+    shared_worker, tiny_model_dir, admin_user
 ):
     model = register_tiny(tiny_model_dir, max_new_tokens=12)
     data = "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in QUESTIONS).encode()
     prompt_set = prompt_set_import(name="regen-worker", data=data, filename="regen.jsonl")
-    worker = celery_worker_factory()
+    worker = shared_worker()
     run = generation_run_create(model=model, prompt_set=prompt_set, seed=11, batch_size=3)
 
     def finished(run_id: int) -> bool:

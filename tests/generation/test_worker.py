@@ -38,11 +38,11 @@ def _status(run_id: int) -> GenerationRun:
 
 
 def test_a_worker_generates_every_answer_of_a_prompt_set(
-    celery_worker_factory, tiny_model_dir, model_storage
+    shared_worker, tiny_model_dir, model_storage
 ):
     prompt_set, model = _setup(tiny_model_dir, model_storage)
     assert not storage_relative(tiny_model_dir).startswith("/")
-    worker = celery_worker_factory()
+    worker = shared_worker()
     run = generation_run_create(model=model, prompt_set=prompt_set, batch_size=16)
 
     wait_for(
@@ -69,6 +69,7 @@ def test_a_worker_generates_every_answer_of_a_prompt_set(
         assert answer.truncated == (answer.stop_reason == "length")
 
 
+@pytest.mark.quick  # `make test-quick` runs this one of its family
 def test_a_killed_worker_is_replaced_and_the_run_resumes_without_duplicates(
     celery_worker_factory, tiny_model_dir, model_storage
 ):
@@ -99,11 +100,9 @@ def test_a_killed_worker_is_replaced_and_the_run_resumes_without_duplicates(
     assert kept <= set(Answer.objects.filter(run=run).values_list("pk", flat=True))
 
 
-def test_cancelling_a_running_run_stops_the_worker(
-    celery_worker_factory, tiny_model_dir, model_storage
-):
+def test_cancelling_a_running_run_stops_the_worker(shared_worker, tiny_model_dir, model_storage):
     prompt_set, model = _setup(tiny_model_dir, model_storage)
-    worker = celery_worker_factory()
+    worker = shared_worker()
     run = generation_run_create(model=model, prompt_set=prompt_set, batch_size=2)
     wait_for(lambda: _status(run.pk).done >= 4, timeout=HUNG, interval=0.05)
     generation_run_cancel(run=_status(run.pk))

@@ -197,3 +197,82 @@ def served_judge(canned_judge):
         endpoint_model="canned-judge",
         endpoint_concurrency=1,
     )
+
+
+@dataclass(frozen=True)
+class TaughtJudgeFiles:
+    """The weights of a taught judge under MODEL_STORAGE, and how its teaching went."""
+
+    name_or_path: str  # relative to MODEL_STORAGE
+    prompt_format: str
+    examples: int
+    seconds: float
+
+
+@pytest.fixture(scope="session")
+def taught_judge_files(django_db_setup, django_db_blocker, tiny_model_dir) -> TaughtJudgeFiles:
+    """The tiny model taught the tiny_pairwise verdict format on 300 examples of its own corpus,
+    once per session (per xdist process), for the tests that use a taught judge without
+    asserting on its teaching (tests/judging/test_teaching.py teaches its own).
+
+    Taught through the app's own path (judging/teaching.py) in a transaction rolled back
+    afterwards: only the weights under this session's MODEL_STORAGE remain.
+    """
+    import torch
+    from django.db import transaction
+    from django.test import override_settings
+
+    from generation.registry import language_model_register, storage_relative
+    from generation.templates import template_presets_install
+    from judging.prompts import judge_presets_install
+    from judging.teaching import corpus_pairs, teach_judge, tiny_pairwise_prompt, verdict_examples
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        # Teaching runs inline: no heartbeat to beat (and none to see the rolled-back run).
+        with (
+            django_db_blocker.unblock(),
+            override_settings(RUN_HEARTBEAT_INTERVAL=3600),
+            transaction.atomic(),
+        ):
+            template_presets_install()
+            judge_presets_install()
+            # The tiny model as register_tiny registers it, under a name of its own.
+            base = language_model_register(
+                name="taught-judge-base",
+                name_or_path=storage_relative(tiny_model_dir),
+                generation_defaults={"max_new_tokens": 48},
+            )
+            examples = verdict_examples(tiny_pairwise_prompt(), corpus_pairs(seed=0), 300, seed=0)
+            taught = teach_judge(base=base, name="tiny-judge", examples=examples)
+            files = TaughtJudgeFiles(
+                name_or_path=taught.model.name_or_path,
+                prompt_format=taught.model.prompt_format,
+                examples=taught.examples,
+                seconds=taught.seconds,
+            )
+            transaction.set_rollback(True)
+    finally:
+        torch.set_num_threads(threads)
+    return files
+
+
+@pytest.fixture
+def taught_judge(taught_judge_files, capsys):
+    """The session's taught tiny judge registered as "tiny-judge" (greedy, as teach_judge
+    leaves it)."""
+    from generation.registry import language_model_register
+    from judging.teaching import JUDGE_DEFAULTS
+
+    with capsys.disabled():
+        print(
+            f"\nthe session's tiny judge was taught in {taught_judge_files.seconds:.1f} s "
+            f"on {taught_judge_files.examples} examples"
+        )
+    return language_model_register(
+        name="tiny-judge",
+        name_or_path=taught_judge_files.name_or_path,
+        prompt_format=taught_judge_files.prompt_format,
+        generation_defaults=JUDGE_DEFAULTS,
+    )

@@ -24,7 +24,7 @@ HUNG = 600
 
 
 def test_a_served_judge_asks_each_order_once_and_each_retry_once_more(
-    celery_worker_factory, endpoint_proxy, tiny_server
+    shared_worker, endpoint_proxy, tiny_server
 ):
     study = study_of(models=("short", "long"))
     judge = language_model_register(
@@ -36,7 +36,7 @@ def test_a_served_judge_asks_each_order_once_and_each_retry_once_more(
     )
     # The short prompt: the shipped one with two answers does not fit the tiny model's context.
     prompt = tiny_pairwise_prompt()
-    worker = celery_worker_factory("default")  # a served judge needs no GPU worker
+    worker = shared_worker("default")  # a served judge needs no GPU worker
     run = judge_run_create(
         judge=judge, study=study, prompt=prompt, params={"max_new_tokens": 16}, max_attempts=2
     )
@@ -79,12 +79,12 @@ def test_a_served_judge_asks_each_order_once_and_each_retry_once_more(
 
 
 def test_the_judge_command_waits_for_the_worker_and_prints_the_summary(
-    celery_worker_factory, served_judge, canned_judge, capsys
+    shared_worker, served_judge, canned_judge, capsys
 ):
     from django.core.management import call_command
 
     study = study_of(models=("short", "long"))
-    celery_worker_factory("default")
+    shared_worker("default")
     call_command(
         "judge", "--study", study.name, "--judge", served_judge.name, "--wait", "--attempts", "2"
     )

@@ -9,15 +9,14 @@ from collections import Counter
 import pytest
 
 from annotation.models import Assignment, Vote
-from generation.engine.tiny import CORPUS_FILE, FIXTURES
 from judging.engine import verdicts
 from judging.models import JudgeRun, Judgment
 from judging.prompts import as_judge_template
 from judging.runs import judge_run_create
 from judging.summary import judge_run_summary
-from judging.teaching import corpus_pairs, teach_judge, tiny_pairwise_prompt, verdict_examples
+from judging.teaching import tiny_pairwise_prompt
 from tests.conftest import wait_for
-from tests.generation.conftest import kill_mid_run, register_tiny
+from tests.generation.conftest import kill_mid_run
 from tests.judging.conftest import study_of
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -28,27 +27,6 @@ HUNG = 900
 
 def _run(run_id: int) -> JudgeRun:
     return JudgeRun.objects.get(pk=run_id)
-
-
-@pytest.fixture
-def taught_judge(tiny_model_dir, settings, capsys):
-    """The tiny model taught the tiny_pairwise verdict format on 300 examples of its own
-    corpus (fixtures/CORPUS_FILE), registered as "tiny-judge"."""
-    import torch
-
-    assert (FIXTURES / CORPUS_FILE).is_file()
-    settings.RUN_HEARTBEAT_INTERVAL = 3600  # teaching runs inline; nothing to beat for
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        base = register_tiny(tiny_model_dir)
-        examples = verdict_examples(tiny_pairwise_prompt(), corpus_pairs(seed=0), 300, seed=0)
-        taught = teach_judge(base=base, name="tiny-judge", examples=examples)
-    finally:
-        torch.set_num_threads(threads)
-    with capsys.disabled():
-        print(f"\nteaching the tiny judge: {taught.seconds:.1f} s for {taught.examples} examples")
-    return taught.model
 
 
 def test_a_local_judge_in_the_gpu_worker_resumes_after_a_kill_without_judging_twice(

@@ -62,7 +62,7 @@ def _png_size(data: bytes) -> tuple[int, int]:
 
 
 def test_a_two_by_two_sweep_is_tuned_answered_judged_and_scored_through_the_worker(
-    celery_worker_factory,
+    shared_worker,
     tiny_model_dir,
     fixture_dataset,
     sweep_questions,
@@ -93,7 +93,7 @@ def test_a_two_by_two_sweep_is_tuned_answered_judged_and_scored_through_the_work
     ]
     assert all(c.finetune_run.status == FineTuneRun.Status.QUEUED for c in cells)
 
-    worker = celery_worker_factory("gpu,default")
+    worker = shared_worker("gpu,default")
     _finished(sweep.pk, worker)
 
     sweep.refresh_from_db()
@@ -154,7 +154,7 @@ def test_a_two_by_two_sweep_is_tuned_answered_judged_and_scored_through_the_work
 
 
 def test_the_sweep_command_waits_for_a_graded_sweep_and_prints_every_cell(
-    celery_worker_factory,
+    shared_worker,
     tiny_model_dir,
     fixture_dataset,
     sweep_questions,
@@ -166,7 +166,7 @@ def test_the_sweep_command_waits_for_a_graded_sweep_and_prints_every_cell(
     settings.WAIT_POLL_SECONDS = 0.3
     canned_judge.reply = length_grader
     register_tiny(tiny_model_dir, max_new_tokens=16)
-    worker = celery_worker_factory("gpu,default")
+    worker = shared_worker("gpu,default")
     shared = {k: v for k, v in TINY_SWEEP.items() if k != "max_steps"}
     call_command(
         "sweep",
