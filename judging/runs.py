@@ -43,8 +43,8 @@ ONE_TURN_PROMPT = (
     "prompt that shows every turn, or judge the last turn only (last_turn_only)"
 )
 CANNOT_RENDER = (
-    "a judge prompt of this run cannot be rendered for study {name!r} ({problem}); a prompt "
-    "that shows numbered turns needs conversations of that many turns"
+    "a judge prompt of this run cannot be rendered for study {name!r} ({problem}); if it shows "
+    "numbered turns, the study's conversations need that many turns"
 )
 BAD_CATEGORIES = "reference_categories must be a list of category names (got {value!r})"
 

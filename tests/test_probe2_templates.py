@@ -11,6 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from jinja2 import StrictUndefined
 
+from evalsite.errors import ServiceError
 from evolution.models import EvolutionPrompt
 from generation.engine import render, sandbox
 from generation.engine.sandbox import BoundedSandbox, Limits, TemplateRenderError
@@ -395,34 +396,26 @@ HUNG = 900  # only guards against a hung worker; nothing here asserts on time
 ON_BOOM = "{% if 'BOOM' in {value} %}{bomb}{% endif %}"
 
 
-@pytest.mark.broker
-@pytest.mark.django_db(transaction=True)
-def test_a_judge_prompt_that_bombs_on_a_question_fails_its_run_with_a_short_error(
-    celery_worker_factory,
-):
+@pytest.mark.django_db
+def test_a_judge_prompt_that_bombs_on_a_question_is_refused_when_its_run_is_made():
+    """A judge run renders every prompt it will send when it is made (judging/plan.py, the fit
+    check), so a prompt that bombs on the study's data is refused there with the line, and no
+    run reaches a worker."""
     from generation.importers import ParsedQuestion
     from judging.models import JudgeRun
     from judging.prompts import judge_prompt_create
     from judging.runs import judge_run_create
-    from tests.conftest import wait_for
     from tests.judging.factories import idle_judge, judge_study
 
     bomb = ON_BOOM.replace("{value}", "question").replace("{bomb}", "{{ 'x' * 30000000 }}")
     # The checks render sample values: no BOOM there, so the prompt is saved.
     prompt = judge_prompt_create(name="bombs-on-data", template=JUDGE_HEAD + bomb)
     study = judge_study(questions=[ParsedQuestion(line=1, text="BOOM: 爆発する質問")])
-    worker = celery_worker_factory("default")  # a served judge's run goes to `default`
-    run = judge_run_create(judge=idle_judge(), study=study, prompt=prompt)
-    wait_for(
-        lambda: JudgeRun.objects.get(pk=run.pk).status not in JudgeRun.ACTIVE,
-        timeout=HUNG,
-        message=f"the run to end; worker log:\n{worker.log_tail()}",
-    )
-    run.refresh_from_db()
-    assert run.status == JudgeRun.Status.FAILED
-    _says(run.error, "string times thirty million")
-    assert len(run.error) < 4000 and "x" * 100 not in run.error
-    assert worker.process.poll() is None  # the worker lives on
+    with pytest.raises(ServiceError) as refused:
+        judge_run_create(judge=idle_judge(), study=study, prompt=prompt)
+    _says(str(refused.value), "string times thirty million")
+    assert len(str(refused.value)) < 4000 and "x" * 100 not in str(refused.value)
+    assert not JudgeRun.objects.exists()
 
 
 @pytest.mark.broker
