@@ -118,6 +118,7 @@ def test_the_short_prompt_fits_the_tiny_models_context_where_the_default_does_no
     assert tokens(JA_PAIRWISE) > context
 
 
+@pytest.mark.slow  # teaches the tiny judge (300 examples) and judges a study with it
 @pytest.mark.postgres
 @pytest.mark.django_db
 @pytest.mark.usefixtures("one_torch_thread", "quiet_heartbeat")
