@@ -7,7 +7,6 @@ does not fit."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -19,10 +18,11 @@ from judging.grading import grading_results
 from judging.models import Judgment
 from judging.prompts import judge_prompt_for
 from judging.runs import judge_run_create, judge_run_execute
+from tests.conftest import EXTERNAL_DATA
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ELYZA = Path("/work/shared/external-data/elyza-tasks-100/data/test/elyza100_jp.jsonl")
+ELYZA = EXTERNAL_DATA / "elyza-tasks-100" / "data" / "test" / "elyza100_jp.jsonl"
 TASKS = 6
 
 
