@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from statsmodels.stats.inter_rater import cohens_kappa
 
 from . import ranking, reports
 
@@ -147,6 +146,10 @@ def orientation_free_kappa(confusion: np.ndarray) -> float | None:
     if not expected < 1:
         return None
     # statsmodels divides by 1 - p_e, defined here.
+    # statsmodels (with pandas) is imported here, on the first kappa, rather than at every
+    # Django start: the admin imports this module through the results page.
+    from statsmodels.stats.inter_rater import cohens_kappa
+
     return float(cohens_kappa(mirrored, return_results=False))
 
 

@@ -9,9 +9,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 from generation.engine import charts
 
 COLOURS = ("#1f5fa8", "#d9822b", "#2e8b57", "#b03a48", "#6a4c93", "#8c6d1f", "#3b8ea5")
@@ -61,8 +58,7 @@ def sweep_chart(
     columns = min(len(facets), 2)
     panels = math.ceil(len(facets) / columns)
     with charts.style():
-        fig = Figure(figsize=(6.5 * columns, 0.6 + 4.0 * panels), dpi=100)
-        FigureCanvasAgg(fig)
+        fig = charts.figure(6.5 * columns, 0.6 + 4.0 * panels)
         for index, facet in enumerate(facets, start=1):
             ax = fig.add_subplot(panels, columns, index)
             lines[facet] = _panel(ax, [c for c in cells if c.facet == facet], baseline)

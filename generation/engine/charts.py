@@ -17,11 +17,14 @@ import warnings
 from collections.abc import Sequence
 from contextlib import ExitStack
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from matplotlib import font_manager, rc_context
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+# matplotlib is imported where a chart is drawn, not when the module loads: every Django start
+# (each command, each worker) imports the admin and the views that name this module, and
+# matplotlib costs about a second of CPU there for a page most processes never draw.
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 FORMATS = ("png", "svg")
 CJK_FONTS = ("Noto Sans CJK JP", "Noto Sans JP", "Noto Sans CJK SC", "IPAexGothic", "IPAGothic")
@@ -37,6 +40,8 @@ TRAIN_COLOUR, EVAL_COLOUR = "#1f5fa8", "#d9822b"
 @lru_cache(maxsize=1)
 def cjk_font() -> str | None:
     """The first CJK-capable family the font manager knows, or None."""
+    from matplotlib import font_manager
+
     available = {entry.name for entry in font_manager.fontManager.ttflist}
     for name in CJK_FONTS:
         if name in available:
@@ -51,6 +56,8 @@ def check_format(fmt: str) -> None:
 
 def style() -> ExitStack:
     """The site's chart settings; draw and render inside ``with style():``."""
+    from matplotlib import rc_context
+
     families = [cjk_font()] if cjk_font() else []
     # svg.hashsalt: stable element ids in SVG output.
     params = {"font.family": [*families, "DejaVu Sans"], "svg.hashsalt": "pairwise-eval"}
@@ -62,11 +69,19 @@ def style() -> ExitStack:
     return stack
 
 
-def axes(width: float, height: float) -> Axes:
-    """One set of axes on a new figure of ``width`` x ``height`` inches (100 dpi)."""
+def figure(width: float, height: float) -> Figure:
+    """A new figure of ``width`` x ``height`` inches (100 dpi) on its own Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
-    return fig.add_subplot()
+    return fig
+
+
+def axes(width: float, height: float) -> Axes:
+    """One set of axes on a new figure of ``width`` x ``height`` inches (100 dpi)."""
+    return figure(width, height).add_subplot()
 
 
 def render(fig: Figure, fmt: str) -> bytes:
