@@ -189,9 +189,12 @@ def study_combined(
     question = np.array([q for _, q, _, _ in comparisons], dtype=np.int64)
 
     people_outcomes: dict[int, list[str]] = defaultdict(list)
-    for pk, outcome in people.values_list("comparison_id", "outcome"):
+    # Adaptive K's votes: 1 / (cap x the chance each was asked) in place of 1 / votes.
+    adaptive: dict[int, list[float]] = defaultdict(list)
+    for pk, outcome, cap, asked in people.values_list("comparison_id", "outcome", "cap", "asked"):
         if pk in row:
             people_outcomes[pk].append(outcome)
+            adaptive[pk].append(1.0 / (cap * asked) if asked is not None and cap else math.nan)
     judge_outcomes: dict[int, list[str]] = defaultdict(list)
     for pk, outcome in judge.values_list("comparison_id", "outcome"):
         if pk in row:
@@ -219,11 +222,13 @@ def study_combined(
     vote_comparison, vote_score, vote_weight = [], [], []
     for pk, outcomes in people_outcomes.items():
         i = row[pk]
-        weight = 1.0 / (len(outcomes) * share[stratum[i]])
-        for outcome in outcomes:
+        recorded = adaptive[pk]
+        if not np.isfinite(recorded).all():  # not all adaptive: each vote 1 / votes
+            recorded = [1.0 / len(outcomes)] * len(outcomes)
+        for outcome, weight in zip(outcomes, recorded, strict=True):
             vote_comparison.append(i)
             vote_score.append(SCORES[outcome])
-            vote_weight.append(weight)
+            vote_weight.append(weight / share[stratum[i]])
     no_judge = np.full(len(comparisons), np.nan)
     votes = (np.array(vote_comparison, np.int64), np.array(vote_score), np.array(vote_weight))
     empty = (np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
