@@ -37,8 +37,11 @@ def biased_judge():
     return designs.Calibration(judge_bias=0.5, favoured=5)
 
 
-def test_prediction_powered_strengths_stay_unbiased_under_a_biased_judge(biased_judge):
-    errors, ses = _errors(biased_judge, "prediction-powered")
+@pytest.mark.parametrize("design", ["prediction-powered", "adaptive K", "best combination"])
+def test_prediction_powered_strengths_stay_unbiased_under_a_biased_judge(biased_judge, design):
+    # Adaptive K stops asking where people agree with the (biased) judge: the recorded chances
+    # of asking again keep its strengths unbiased too, with or without the judge in the fit.
+    errors, ses = _errors(biased_judge, design)
     bias = errors.mean(axis=0)
     se = errors.std(axis=0, ddof=1) / np.sqrt(STUDIES)
     assert (np.abs(bias) <= 2 * se).all(), (bias, se)
