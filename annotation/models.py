@@ -26,6 +26,12 @@ class Study(models.Model):
         # Once every comparison has a vote, prefer those whose pair is least settled (Comparison.
         # sampling_weight); the fit weights each vote by 1 / its pick probability.
         ACTIVE = "active"
+        # Adaptive K (ranking/adaptive.py): one person at a time per comparison; after each
+        # vote the next is asked with a recorded probability (less once the votes agree with
+        # the judge's consistent verdict), up to a cap set from how close its model pair is
+        # (K on average: close pairs more, clear ones fewer). The fit weights each vote by
+        # 1 / (cap x the chance it was asked).
+        ADAPTIVE = "adaptive"
 
     # Admin-only, like model names: an admin may well call a study "line vs rinna".
     name = models.CharField(max_length=200, unique=True)
@@ -45,7 +51,11 @@ class Study(models.Model):
         max_length=10,
         choices=Sampling.choices,
         default=Sampling.UNIFORM,
-        help_text="Active: after one vote each, prefer comparisons whose pair is least settled",
+        help_text=(
+            "Active: after one vote each, prefer comparisons whose pair is least settled. "
+            "Adaptive K: one person at a time; a comparison stops once its votes agree with "
+            "the judge, and close pairs get more than K people, clear ones fewer"
+        ),
     )
     sampling_floor = models.FloatField(
         default=0.2,
@@ -123,7 +133,7 @@ class Study(models.Model):
                 condition=Q(fast_vote_seconds__gte=0), name="annotation_study_fast_vote_nonnegative"
             ),
             models.CheckConstraint(
-                condition=Q(sampling__in=["uniform", "active"]),
+                condition=Q(sampling__in=["uniform", "active", "adaptive"]),
                 name="annotation_study_sampling_valid",
             ),
             models.CheckConstraint(
@@ -370,11 +380,21 @@ class Vote(models.Model):
         editable=False,
         help_text="Judged the conversation up to this user turn only (blank: all of it)",
     )
+    # Adaptive K (Study.Sampling.ADAPTIVE): the most people this vote's comparison could ask
+    # (fixed at its first vote), the chance this vote was asked for, and the chance the next
+    # one was, decided after it. Blank in other designs. The fit weights it 1 / (cap x asked).
+    cap = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
+    asked = models.FloatField(null=True, blank=True, editable=False)
+    next_asked = models.FloatField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at"]
         constraints = [
+            models.CheckConstraint(
+                condition=Q(asked__isnull=True) | Q(asked__gt=0, asked__lte=1, cap__gte=1),
+                name="annotation_vote_adaptive_asked_valid",
+            ),
             models.CheckConstraint(
                 condition=Q(turn__isnull=True) | Q(turn__gte=1),
                 name="annotation_vote_turn_positive",

@@ -106,7 +106,7 @@ class Audit:
     """People against the judge on the comparisons drawn to check it (routing's audit), or on
     every comparison both voted on; each side's outcome is the one most of its votes gave."""
 
-    sample: str  # "routing audit" or "both voted"
+    sample: str  # "routing audit", "first votes" (adaptive K) or "both voted"
     size: int  # comparisons in the sample
     compared: int  # ... with votes of both
     agreeing: int
@@ -189,9 +189,13 @@ def study_combined(
     question = np.array([q for _, q, _, _ in comparisons], dtype=np.int64)
 
     people_outcomes: dict[int, list[str]] = defaultdict(list)
-    for pk, outcome in people.values_list("comparison_id", "outcome"):
+    # Adaptive K's votes: 1 / (cap x the chance each was asked) in place of 1 / votes.
+    adaptive: dict[int, list[float]] = defaultdict(list)
+    voted = people.order_by("pk").values_list("comparison_id", "outcome", "cap", "asked")
+    for pk, outcome, cap, asked in voted:
         if pk in row:
             people_outcomes[pk].append(outcome)
+            adaptive[pk].append(1.0 / (cap * asked) if asked is not None and cap else math.nan)
     judge_outcomes: dict[int, list[str]] = defaultdict(list)
     for pk, outcome in judge.values_list("comparison_id", "outcome"):
         if pk in row:
@@ -219,11 +223,13 @@ def study_combined(
     vote_comparison, vote_score, vote_weight = [], [], []
     for pk, outcomes in people_outcomes.items():
         i = row[pk]
-        weight = 1.0 / (len(outcomes) * share[stratum[i]])
-        for outcome in outcomes:
+        recorded = adaptive[pk]
+        if not np.isfinite(recorded).all():  # not all adaptive: each vote 1 / votes
+            recorded = [1.0 / len(outcomes)] * len(outcomes)
+        for outcome, weight in zip(outcomes, recorded, strict=True):
             vote_comparison.append(i)
             vote_score.append(SCORES[outcome])
-            vote_weight.append(weight)
+            vote_weight.append(weight / share[stratum[i]])
     no_judge = np.full(len(comparisons), np.nan)
     votes = (np.array(vote_comparison, np.int64), np.array(vote_score), np.array(vote_weight))
     empty = (np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
@@ -266,7 +272,9 @@ def study_combined(
         human_votes=human_votes,
         judge_votes=judge_votes,
         fits=fits,
-        audit=_audit(design, people_outcomes, judge_outcomes),
+        audit=_audit(
+            design, people_outcomes, judge_outcomes, first=study.sampling == Study.Sampling.ADAPTIVE
+        ),
         notes=notes,
     )
 
@@ -327,14 +335,20 @@ def _audit(
     design: PeopleDesign | None,
     people: dict[int, list[str]],
     judge: dict[int, list[str]],
+    *,
+    first: bool = False,
 ) -> Audit | None:
-    """Routing's audit sample when the design drew one, else every comparison both voted on."""
+    """Routing's audit sample when the design drew one, else every comparison both voted on.
+    ``first`` (adaptive K): people's side is each comparison's first vote, the one always
+    asked (later votes depend on whether earlier ones agreed with the judge)."""
     if design is not None and design.audited:
         sample, chosen = "routing audit", set(design.audited)
     else:
-        sample, chosen = "both voted", set(people) & set(judge)
+        sample, chosen = ("first votes" if first else "both voted"), set(people) & set(judge)
         if not chosen:
             return None
+    if first:
+        people = {pk: outcomes[:1] for pk, outcomes in people.items()}
     both = [pk for pk in chosen if pk in people and pk in judge]
     agreeing = sum(_majority(people[pk]) == _majority(judge[pk]) for pk in both)
     low = high = rate = None

@@ -198,7 +198,7 @@ def _vote_rows(
     rows, newest, weights = [], None, []
     labels = study_labels(study=study)
     for vote in _votes(study, voters, turn).filter(where or Q()):
-        weights.append(figures.vote_weight(vote))
+        weights.append(figures.vote_weight(vote, study.votes_per_comparison))
         comparison = vote.comparison
         rows.append(
             reports.VoteRow(

@@ -201,6 +201,11 @@ def study_open(*, study: Study, user=None) -> Study:
         raise ServiceError(CANNOT_OPEN.format(name=study.name, status=study.status))
     reopened = study.status == Study.Status.CLOSED
     hooks.study_opening(study)
+    if study.sampling == Study.Sampling.ADAPTIVE:
+        # One person at a time: each vote decides whether the next is asked (loop/adaptive.py).
+        study.comparisons.filter(gold=False, vote_count=0, votes_wanted__isnull=True).update(
+            votes_wanted=1
+        )
     flags = study_flag_identity(study=study)
     study.status = Study.Status.OPEN
     study.opened_at = study.opened_at or timezone.now()

@@ -220,37 +220,75 @@ def simulations(seeds: int) -> None:
 
 CERTAINTY_GOAL = 0.80
 PEOPLE: dict[bool, np.ndarray] = {}  # people's strengths over all questions (cost_bench)
-BUDGET_LADDER = (1000, 1500, 2200, 3300, 5000, 7500, 11000, 16000, 24000, 36000)
+BUDGET_LADDER = (300, 450, 700, 1000, 1500, 2200, 3300, 5000, 7500, 11000, 16000, 24000, 36000)
+SCOUT_STUDIES = 20  # studies per budget in the scouting pass (votes_for_certainty)
+POPULATIONS: dict[tuple[int, int], designs.Population] = {}  # (seed, questions): one study
+
+
+def study(seed: int, theta, questions: int, calibration) -> designs.Population:
+    """Simulated study ``seed`` (the same answers and judge for every design and budget)."""
+    key = (seed, questions)
+    if key not in POPULATIONS:
+        POPULATIONS[key] = designs.population(
+            theta, questions, calibration, np.random.default_rng(seed)
+        )
+    return POPULATIONS[key]
 
 
 def design_point(name, theta, needed, budget, studies, questions, calibration, oracle):
     """One design at one human budget over ``studies`` simulated studies (common random
-    numbers across designs): certainty, mean human votes, errors against people's strengths
-    over all questions (Elo, studies x models; the intervals are for questions drawn from that
-    population) and whether each 95 % interval covered them."""
+    numbers across designs): certainty, mean human votes, errors against each study's own
+    people's strengths (Elo, studies x models: exact, so bias is read without the questions'
+    sampling noise) and whether each 95 % interval covered people's strengths over all
+    questions (the intervals are for questions drawn from that population)."""
     hits, votes, errors, covered = 0, 0, [], []
     for seed in range(studies):
-        pop = designs.population(theta, questions, calibration, np.random.default_rng(seed))
+        pop = study(seed, theta, questions, calibration)
         sample = designs.draw(name, pop, budget, np.random.default_rng(10**6 + seed), oracle)
         fitted = designs.fit_sample(pop, sample)
         hits += designs.separated(fitted, needed)
         votes += sample.votes
-        error = (fitted.theta - PEOPLE[questions > 0]) * ELO_PER_LOG
-        errors.append(error)
-        covered.append(np.abs(error) <= 1.959964 * fitted.se() * ELO_PER_LOG)
+        errors.append((fitted.theta - pop.target) * ELO_PER_LOG)
+        wide = np.abs(fitted.theta - PEOPLE[True]) * ELO_PER_LOG
+        covered.append(wide <= 1.959964 * fitted.se() * ELO_PER_LOG)
     return hits / studies, votes / studies, np.array(errors), np.array(covered)
 
 
 def votes_for_certainty(name, theta, needed, studies, questions, calibration, oracle):
     """Human votes at which the design reaches the goal (interpolated between the ladder's
     budgets on a log scale), or None; and the errors and coverage at the budget that reached
-    it (else at the largest tried)."""
+    it (else at the largest tried). A scouting pass over ``SCOUT_STUDIES`` studies finds the
+    first budget that reaches the goal; the full pass starts two budgets below it (so the
+    interpolation's lower budget is measured in full, and a scout that was lucky is caught)."""
+    start = 0
+    if studies > SCOUT_STUDIES:
+        for at, budget in enumerate(BUDGET_LADDER):
+            share = design_point(
+                name, theta, needed, budget, SCOUT_STUDIES, questions, calibration, oracle
+            )[0]
+            if share >= CERTAINTY_GOAL:
+                start = max(at - 2, 0)
+                break
+        else:
+            start = len(BUDGET_LADDER) - 2
+    while True:
+        found = _climb(name, theta, needed, studies, questions, calibration, oracle, start)
+        if found is not None:
+            return found
+        start = max(start - 2, 0)  # reached at the first budget measured: start lower
+
+
+def _climb(name, theta, needed, studies, questions, calibration, oracle, start):
+    """Budgets from ``start`` up until the goal is reached (see ``votes_for_certainty``);
+    None when it is reached at ``start`` > 0 (the caller starts lower)."""
     previous = None
-    for budget in BUDGET_LADDER:
+    for at in range(start, len(BUDGET_LADDER)):
         share, votes, errors, covered = design_point(
-            name, theta, needed, budget, studies, questions, calibration, oracle
+            name, theta, needed, BUDGET_LADDER[at], studies, questions, calibration, oracle
         )
         if share >= CERTAINTY_GOAL:
+            if previous is None and at > 0:
+                return None
             if previous is None or previous[0] >= share:
                 return votes, share, errors, covered
             (s0, v0), (s1, v1) = previous, (share, votes)
@@ -349,7 +387,7 @@ def main() -> None:
         help="simulated studies per design and budget in the cost bench (0: skip it)",
     )
     parser.add_argument(
-        "--pool-questions", type=int, default=400, help="questions in each simulated study"
+        "--pool-questions", type=int, default=1000, help="questions in each simulated study"
     )
     parser.add_argument(
         "--only-cost", action="store_true", help="run the cost bench alone (no timed fits)"

@@ -11,6 +11,8 @@ from django.utils import timezone
 from evalsite.errors import ServiceError, StateConflict
 
 from ..models import Assignment, Study, Vote
+from ..sampling import sampling_refresh_soon
+from .adaptive import adaptive_decision
 from .progress import STORED_COLUMNS, STORED_JOIN, Progress, progress_of, stored_progress
 from .sql import MAY_ANNOTATE, in_pool, params, sql, stored
 from .state import STUDY_NOT_OPEN, LoopState, annotator_progress
@@ -85,6 +87,7 @@ def vote_target(*, token: str, annotator) -> VoteTarget:
                 "status": Study.Status.OPEN,
                 "votes_per_comparison": row.k,
                 "quota": row.quota,
+                "sampling": row.sampling or Study.Sampling.UNIFORM,
             },
         )
         assignment.gold = bool(row.gold)
@@ -131,12 +134,14 @@ class _NoSlot(Exception):
 # unless the vote sets it).
 _VOTE_FIELDS = [f for f in Vote._meta.concrete_fields if not f.primary_key]
 # Gold checks have no K; routing may have set a comparison's own target (votes_wanted, in
-# place of K); no annotator votes past their quota (their kept ``done``, or their votes counted
+# place of K); adaptive K sets the target it leaves (``wanted_after``, loop/adaptive.py: one
+# more, or none); no annotator votes past their quota (their kept ``done``, or their votes counted
 # when they have no kept row yet, read under a lock of their own in the study, taken first: see
 # _vote_insert). ``filled``: this vote was the last
 # the comparison wanted (it is no longer open).
 _TAKE_SLOT_SQL = sql(
-    """UPDATE {comparison} SET vote_count = vote_count + 1
+    """UPDATE {comparison} SET vote_count = vote_count + 1,
+                              votes_wanted = COALESCE(%(wanted_after)s, votes_wanted)
        WHERE id = %(comparison)s
          AND (vote_count < COALESCE(votes_wanted, %(k)s) OR gold = %(true)s)
          AND (%(quota)s IS NULL OR COALESCE((SELECT q.done FROM {progress} q
@@ -307,6 +312,7 @@ def _vote_insert(
         "created_at": now,
     }
     was_leased = assignment.status == Assignment.Status.LEASED
+    adaptive = assignment.study.sampling == Study.Sampling.ADAPTIVE
     found = {
         **{f.attname: f.get_db_prep_save(values[f.attname], connection) for f in _VOTE_FIELDS},
         "comparison": assignment.comparison_id,
@@ -323,15 +329,20 @@ def _vote_insert(
         # was, while the comparison was open.
         "newly_closed": 1 if was_leased else 0,
         "was_closed": 0 if was_leased else 1,
+        "wanted_after": None,
     }
     # Taking the slot also takes the comparison's row lock (held to the commit), which
     # serialises every vote on the comparison: a second request with the same vote waits for
     # it, then finds the comparison full or conflicts on the vote. Either way nothing is
     # taken: _NoSlot rolls the transaction back, giving the slot back.
     with connection.cursor() as cursor:
+        if connection.vendor == "postgresql" and found["quota"] is not None:
+            cursor.execute(_QUOTA_LOCK_SQL, found)
+        if adaptive:  # takes the comparison's lock first, then decides (loop/adaptive.py)
+            decided = _adaptive_values(assignment, values, found, k=k)
+            if decided is not None:
+                values = decided
         if connection.vendor == "postgresql":
-            if found["quota"] is not None:
-                cursor.execute(_QUOTA_LOCK_SQL, found)
             cursor.execute(_VOTE_ONE_STATEMENT_SQL, found)
             slot, vote_id, filled, done, closed, open_pairs = cursor.fetchone()
             if not slot or vote_id is None:
@@ -354,6 +365,8 @@ def _vote_insert(
             cursor.execute(_FILLED_SQLITE_SQL if filled else _MINE_SQL, found)
             done = closed = open_pairs = None
     assignment.status = Assignment.Status.VOTED
+    if adaptive:  # the comparisons' caps follow the study's fit (annotation/sampling.py)
+        sampling_refresh_soon(study_id=assignment.study.pk)
     if None in (done, closed, open_pairs):
         # SQLite, or a kept row that is missing or out of date: read (or count) it now.
         progress = annotator_progress(
@@ -364,6 +377,21 @@ def _vote_insert(
             done=done, closed=closed, open_pairs=open_pairs, quota=assignment.study.quota
         )
     return stored(Vote, {"id": vote_id, **values}), progress
+
+
+def _adaptive_values(assignment: Assignment, values: dict, found: dict, *, k: int) -> dict | None:
+    """An adaptive study's decision for this vote (None: a gold check, or not adaptive now):
+    the vote's values with its cap and chances, ``found`` given the target it leaves."""
+    decided = adaptive_decision(
+        comparison_id=assignment.comparison_id, outcome=values["outcome"], k=k
+    )
+    if decided is None:
+        return None
+    extra = {"cap": decided.cap, "asked": decided.asked, "next_asked": decided.next_asked}
+    for name, value in extra.items():
+        found[name] = value
+    found["wanted_after"] = decided.wanted
+    return {**values, **extra}
 
 
 def choice_of(vote: Vote) -> str:

@@ -24,12 +24,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit
 
+from . import adaptive
 from .active import pair_weights
 from .ppi import PPIFit, fit_ppi
 
 K = 3
 DESIGNS = (
     "uniform K=3",
+    "uniform K=1",
     "active",
     "routing",
     "prediction-powered",
@@ -38,11 +40,12 @@ DESIGNS = (
     "oracle allocation",
 )
 UNKNOWN_DESIGN = "unknown design {name!r}: use one of {choices}"
-# The stopping rule of adaptive K: once a comparison's last two votes agree with each other and
-# with the judge's consistent verdict, another vote is asked for only with this probability
-# (never 0, so the inverse-probability weights exist and the fit stays unbiased).
-CONTINUE_WHEN_SETTLED = 0.25
-MAX_VOTES = 12  # votes one comparison can get under adaptive K
+# The K of the simulated adaptive designs: the study-wide mean of the caps. People's votes on
+# one comparison share its answers, so one person on more comparisons buys more certainty than
+# more people on fewer (the bench's "uniform K=1" row shows how much); the caps still give the
+# close pairs' comparisons up to MAX_FACTOR people and the clear ones one.
+ADAPTIVE_K = 1
+MAX_VOTES = 12  # votes one comparison can get under active sampling's second stage
 
 
 @dataclass(frozen=True)
@@ -191,34 +194,85 @@ def _fixed_k(pop, rng, chosen: np.ndarray, probability: np.ndarray, slots: np.nd
     return comparison, people_votes(pop, comparison, rng), weight
 
 
-def _sequential(pop, rng, chosen, probability, slots):
-    """Up to ``slots`` votes per chosen comparison under the stopping rule: once the last two
-    votes agree with each other and with the judge's consistent verdict, the next is asked only
-    with probability ``CONTINUE_WHEN_SETTLED`` (and once not asked, the comparison stops); each
-    vote weighs 1 / (slots x pi x the chance of every continuation before it)."""
-    slots = np.broadcast_to(np.asarray(slots), (pop.size,))
+def _adaptive(
+    pop: Population, budget: float, rng, uses_judge: bool, k: int = K, active: bool = False
+) -> Sample:
+    """Adaptive K (``ranking.adaptive``, the live claim's rule): comparisons drawn alike, each
+    with probability pi, get a first vote; a fit of those (prediction-powered when the judge is
+    used) gives each model pair's weight and so each comparison's cap; then each asks more
+    people under the stopping rule up to its cap. A vote in slot s weighs
+    1 / (cap x pi x reach_s), so every comparison counts once in expectation. pi is set so that
+    the votes expected (the caps' mean, less what settled comparisons save) spend ``budget``.
+
+    ``active``: two stages of half the budget each, the first as above, the second drawn with
+    pi in proportion to the pair weights of a fit of the first (the close pairs' comparisons
+    more often) and capped by them; each stage's estimate is unbiased and the fit averages
+    them (weights halved)."""
+    if active:
+        everyone = np.ones(pop.size)
+        first_p = _first_probability(pop, budget / 2, everyone, k)
+        first = _chains(pop, rng, _bernoulli(rng, first_p), first_p, np.full(pop.size, k))
+        pilot = fit_sample(pop, Sample(*first, uses_judge=uses_judge))
+        need = _need(pop, pilot)
+        spent = first[0].size
+        second_p = _first_probability(pop, max(budget - spent, K), need, k)
+        cap = adaptive.vote_cap(need, k)
+        second = _chains(pop, rng, _bernoulli(rng, second_p), second_p, cap)
+        parts = (first, second)
+        return Sample(
+            np.concatenate([p[0] for p in parts]),
+            np.concatenate([p[1] for p in parts]),
+            np.concatenate([p[2] / 2 for p in parts]),
+            uses_judge=uses_judge,
+        )
+    probability = _first_probability(pop, budget, np.ones(pop.size), k)
+    chosen = _bernoulli(rng, probability)
+    first = people_votes(pop, chosen, rng)
+    pilot = fit_sample(pop, Sample(chosen, first, 1.0 / probability[chosen], uses_judge=uses_judge))
+    cap = adaptive.vote_cap(_need(pop, pilot), k)
+    return Sample(*_chains(pop, rng, chosen, probability, cap, first), uses_judge=uses_judge)
+
+
+def _first_probability(pop: Population, budget: float, need: np.ndarray, k: int) -> np.ndarray:
+    """Each comparison's chance of being drawn, in proportion to ``need`` (at most 1), so that
+    the votes expected under the stopping rule spend ``budget``."""
+    per = _expected_votes(np.full(pop.size, k), pop)
+    rate = need / need.sum() * budget / per
+    return np.clip(rate, 1e-6, 1.0)
+
+
+def _chains(pop, rng, chosen, probability, cap, first=None):
+    """People's votes on the ``chosen`` comparisons under the stopping rule up to ``cap``
+    (``first``: their first votes, already drawn), each weighing 1 / (cap x pi x reach)."""
+    if first is None:
+        first = people_votes(pop, chosen, rng)
     judge_says = np.where(pop.consistent, pop.verdicts[:, 0], np.nan)
-    out_c, out_y, out_w = [], [], []
-    alive = chosen
-    reach = np.ones(alive.size)  # the chance of getting this far, given the comparison
-    last = np.full(alive.size, np.nan)
-    before = np.full(alive.size, np.nan)
-    for step in range(int(slots[chosen].max(initial=0))):
-        go_on = np.ones(alive.size)
-        if step >= 2:
-            settled = (last == before) & (last == judge_says[alive])
-            go_on = np.where(settled, CONTINUE_WHEN_SETTLED, 1.0)
-        asked = (slots[alive] > step) & (rng.random(alive.size) < go_on)
-        reach = reach * go_on
-        alive, reach, before, last = alive[asked], reach[asked], last[asked], before[asked]
+    out_c, out_y, out_w = [chosen], [first], [1.0 / (cap[chosen] * probability[chosen])]
+    alive, reach, recent = chosen, np.ones(chosen.size), first[:, None]
+    count = 1
+    while alive.size:
+        go_on = adaptive.continue_probability(
+            recent[:, -adaptive.SETTLE_VOTES :], judge_says[alive], count, cap[alive]
+        )
+        asked = rng.random(alive.size) < go_on
+        reach = (reach * go_on)[asked]
+        alive, recent = alive[asked], recent[asked]
+        if not alive.size:
+            break
         votes = people_votes(pop, alive, rng)
-        before, last = last, votes
+        recent = np.column_stack([recent, votes])
+        count += 1
         out_c.append(alive)
         out_y.append(votes)
-        out_w.append(1.0 / (slots[alive] * probability[alive] * reach))
-    if not out_c:
-        return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+        out_w.append(1.0 / (cap[alive] * probability[alive] * reach))
     return np.concatenate(out_c), np.concatenate(out_y), np.concatenate(out_w)
+
+
+def _expected_votes(cap: np.ndarray, pop: Population) -> float:
+    """A rough mean of the votes a drawn comparison gets under the stopping rule (half of the
+    comparisons settling on the first vote), to size the draw; the bench counts the real ones."""
+    settle = 0.5 * pop.consistent.mean()
+    return float(np.mean(1 + (cap - 1) * (1 - settle * (1 - adaptive.CONTINUE_WHEN_SETTLED))))
 
 
 def _routing_probability(pop: Population, budget: float, share: float = 0.2) -> np.ndarray:
@@ -265,10 +319,11 @@ def draw(
     if name not in DESIGNS:
         raise ValueError(UNKNOWN_DESIGN.format(name=name, choices=", ".join(DESIGNS)))
     everyone = np.ones(pop.size)
-    if name == "uniform K=3":
-        probability = np.clip(everyone * budget / (K * pop.size), 0, 1)
+    if name in ("uniform K=3", "uniform K=1"):
+        k = K if name == "uniform K=3" else 1
+        probability = np.clip(everyone * budget / (k * pop.size), 0, 1)
         chosen = _bernoulli(rng, probability)
-        return Sample(*_fixed_k(pop, rng, chosen, probability, K), uses_judge=False)
+        return Sample(*_fixed_k(pop, rng, chosen, probability, k), uses_judge=False)
     if name in ("routing", "prediction-powered"):
         probability = _routing_probability(pop, budget)
         chosen = _bernoulli(rng, probability)
@@ -278,26 +333,25 @@ def draw(
         return Sample(*votes, uses_judge=True)
     if name == "oracle allocation":
         return _oracle(pop, budget, rng, oracle)
-    # Two stages: half the budget spread (by the judge's doubt where the judge is used), a fit,
-    # then the other half where the order is still open. Each stage's estimate is unbiased;
-    # the fit averages them (weights halved).
-    uses_judge = name == "best combination"
-    sequential = name in ("adaptive K", "best combination")
-    base = _routing_probability(pop, budget) if uses_judge else everyone
+    if name in ("adaptive K", "best combination"):
+        best = name == "best combination"  # with the judge and active sampling's allocation
+        return _adaptive(pop, budget, rng, uses_judge=best, k=ADAPTIVE_K, active=best)
+    # Active: two stages, half the budget spread alike, a fit, then the other half where the
+    # order is still open. Each stage's estimate is unbiased; the fit averages them (weights
+    # halved).
     parts = []
-    first_p, first_slots = _spread(pop, budget / 2, everyone, base)
+    first_p, first_slots = _spread(pop, budget / 2, everyone)
     chosen = _bernoulli(rng, first_p)
-    take = _sequential if sequential else _fixed_k
-    parts.append(take(pop, rng, chosen, first_p, first_slots))
-    pilot = fit_sample(pop, Sample(*parts[0], uses_judge=uses_judge))
+    parts.append(_fixed_k(pop, rng, chosen, first_p, first_slots))
+    pilot = fit_sample(pop, Sample(*parts[0], uses_judge=False))
     spent = parts[0][0].size
-    second_p, second_slots = _spread(pop, max(budget - spent, K), _need(pop, pilot), base)
+    second_p, second_slots = _spread(pop, max(budget - spent, K), _need(pop, pilot))
     chosen = _bernoulli(rng, second_p)
-    parts.append(take(pop, rng, chosen, second_p, second_slots))
+    parts.append(_fixed_k(pop, rng, chosen, second_p, second_slots))
     comparison = np.concatenate([p[0] for p in parts])
     score = np.concatenate([p[1] for p in parts])
     weight = np.concatenate([p[2] / 2 for p in parts])
-    return Sample(comparison, score, weight, uses_judge=uses_judge)
+    return Sample(comparison, score, weight, uses_judge=False)
 
 
 def oracle_allocation(strengths: np.ndarray, needed: list[tuple[int, int]], budget: float):

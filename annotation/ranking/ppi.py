@@ -23,7 +23,9 @@ does: the strengths are unbiased for people's (as n grows; exactly so for the es
 equation), and the judge only narrows the intervals, the more the better it agrees with people.
 lambda = 0 is people alone (inverse-probability weighted), lambda = 1 the original PPI; the
 PPI++ choice minimises the estimated variance (trace of the covariance of the centred
-strengths) and is clipped to [0, 1].
+strengths) and is clipped to [0, 1]. It is estimated at lambda = 1's strengths; refitted at
+the lambda chosen, the estimate is kept only when its estimated variance is below people
+alone's (lambda = 0), else the fit is people alone's: PPI++ is never worse than classical.
 
 Being linear in y, the loss aggregates into per-comparison "games" G_c and "score" S_c, possibly
 fractional: L = sum_c -S_c d_c + G_c log(1 + e^{d_c}), G_c >= 0, so the fit is a weighted
@@ -66,6 +68,7 @@ class PPIFit:
     comparisons: int
     n_questions: int
     converged: bool
+    lam_tuned: float | None = None  # PPI++'s formula's lambda, before the guard (tuned fits)
 
     def se(self) -> np.ndarray:
         if self.covariance is None:
@@ -165,20 +168,48 @@ def fit_ppi(
     if lam is None:
         beta, ok = _newton(cells, 1.0)
         lam_used = _tuned_lambda(cells, beta, coding) if ok else 0.0
+        lam_tuned = lam_used
     else:
+        lam_tuned = None
         lam_used = float(lam)
     beta, ok = _newton(cells, lam_used)
     if not ok and lam_used > 0:  # fall back to people alone
         lam_used = 0.0
         beta, ok = _newton(cells, 0.0)
+    sandwich = None
+    if ok and cells.n_questions >= 2 and (covariance or (lam is None and lam_used > 0)):
+        try:
+            sandwich = _sandwich(cells, beta, lam_used)
+        except np.linalg.LinAlgError:
+            if covariance:
+                raise
+    if lam is None and lam_used > 0 and sandwich is not None:
+        # The guard: the tuned lambda was chosen at lambda = 1's strengths; refitted at its
+        # own, its estimated variance must be below people alone's (lambda = 0), else people
+        # alone it is (PPI++ is never to be worse than the classical estimate).
+        alone, alone_ok = _newton(cells, 0.0)
+        if alone_ok:
+            try:
+                alone_sandwich = _sandwich(cells, alone, 0.0)
+            except np.linalg.LinAlgError:
+                alone_sandwich = None
+            if alone_sandwich is not None and not _spread_of(coding, sandwich) < _spread_of(
+                coding, alone_sandwich
+            ):
+                lam_used, beta, sandwich = 0.0, alone, alone_sandwich
     centred = coding @ beta
     theta[fitted] = centred
     cov = None
-    if ok and covariance and cells.n_questions >= 2:
-        cov_fitted = coding @ _sandwich(cells, beta, lam_used) @ coding.T
+    if covariance and sandwich is not None:
+        cov_fitted = coding @ sandwich @ coding.T
         cov = np.zeros((n_models, n_models))
         cov[np.ix_(fitted, fitted)] = cov_fitted
-    return PPIFit(theta, cov, lam_used, fitted, converged=ok, **base)
+    return PPIFit(theta, cov, lam_used, fitted, converged=ok, lam_tuned=lam_tuned, **base)
+
+
+def _spread_of(coding: np.ndarray, covariance: np.ndarray) -> float:
+    """The trace of the centred strengths' covariance: what the power tuning minimises."""
+    return float(np.trace(coding @ covariance @ coding.T))
 
 
 def _loss(cells: _Cells, lam: float, beta: np.ndarray) -> float:

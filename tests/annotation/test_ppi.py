@@ -37,8 +37,11 @@ def biased_judge():
     return designs.Calibration(judge_bias=0.5, favoured=5)
 
 
-def test_prediction_powered_strengths_stay_unbiased_under_a_biased_judge(biased_judge):
-    errors, ses = _errors(biased_judge, "prediction-powered")
+@pytest.mark.parametrize("design", ["prediction-powered", "adaptive K", "best combination"])
+def test_prediction_powered_strengths_stay_unbiased_under_a_biased_judge(biased_judge, design):
+    # Adaptive K stops asking where people agree with the (biased) judge: the recorded chances
+    # of asking again keep its strengths unbiased too, with or without the judge in the fit.
+    errors, ses = _errors(biased_judge, design)
     bias = errors.mean(axis=0)
     se = errors.std(axis=0, ddof=1) / np.sqrt(STUDIES)
     assert (np.abs(bias) <= 2 * se).all(), (bias, se)
@@ -128,3 +131,34 @@ def test_bad_lambda_and_weights_are_refused():
     with pytest.raises(ValueError) as found:
         fit_ppi([0], [1], [0], [1.0], [0], [1.0], [0.0], 2)
     assert str(found.value) == BAD_VOTE_WEIGHT
+
+
+def _trace(fitted) -> float:
+    return float(np.trace(fitted.covariance))
+
+
+def test_the_tuned_lambda_is_never_worse_than_people_alone():
+    # Small studies with judges from useless (coin flips) to misleading (the opposite of its
+    # verdicts): the tuned fit's estimated variance is never above people alone's, and where
+    # the tuning's first guess would have been worse the fit is people alone's exactly.
+    guarded = 0
+    for seed in range(40):
+        rng = np.random.default_rng(500 + seed)
+        pop = designs.population(THETA, 12, designs.Calibration(), rng)
+        sample = designs.draw("prediction-powered", pop, 240, rng)
+        judge = rng.choice([0.0, 0.5, 1.0], size=pop.size) if seed % 2 else 1.0 - pop.judge
+        args = (pop.model_a, pop.model_b, pop.question, judge)
+        votes = (sample.comparison, sample.score, sample.weight, 6)
+        tuned = fit_ppi(*args, *votes)
+        alone = fit_ppi(*args, *votes, lam=0.0)
+        if tuned.covariance is None or alone.covariance is None:
+            continue
+        assert _trace(tuned) <= _trace(alone) * (1 + 1e-9), seed
+        first_guess = fit_ppi(*args, *votes, lam=tuned.lam_tuned)
+        if first_guess.lam > 0 and _trace(first_guess) >= _trace(alone):
+            guarded += 1
+            assert tuned.lam == 0.0
+            assert np.allclose(tuned.theta, alone.theta)
+        else:
+            assert tuned.lam == tuned.lam_tuned
+    assert guarded >= 1  # the guard was needed at least once here
