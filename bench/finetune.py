@@ -46,7 +46,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
+# First, ahead of bench/ itself: bench/generation.py would otherwise shadow the app.
+if sys.path[0] != str(REPO):
     sys.path.insert(0, str(REPO))
 
 METHODS = ("lora", "full")
