@@ -26,12 +26,13 @@ TRAINING = {
     "seed": 0,
 }
 # How close the two runs' final held-out losses must be, as a fraction of what the one-process
-# run gained over its two epochs (first evaluation minus last). The two runs differ only in the
-# order examples are drawn (the distributed sampler shards a differently shuffled list) and in
-# how a step's loss is averaged (each process's mean over its answer tokens, then the mean of the
-# two, against one mean over all tokens of the batch); both are the kind of difference a change
-# of seed makes. A run that trained on half the data, or whose processes did not average their
-# gradients, would sit near the first evaluation instead, far outside this band.
+# run gained between its two evaluations (after epoch 1 and after epoch 2). The two runs differ
+# only in the order examples are drawn (the distributed sampler shards a differently shuffled
+# list) and in how a step's loss is averaged (each process's mean over its answer tokens, then
+# the mean of the two, against one mean over all tokens of the batch): the kind of difference a
+# change of seed makes. Measured on this machine: 10.066 -> 9.450 with one process, 10.131 ->
+# 9.502 with two, a final difference of 0.052 against a gain of 0.616 (8%). Half the gain leaves
+# room for that noise, while a run that learned nothing in its second epoch is off by all of it.
 TOLERANCE = 0.5
 
 
