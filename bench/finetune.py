@@ -12,15 +12,24 @@ each model it prints a table and the ratios:
 
     lora/full tokens per second: R1x, lora/full peak memory: R2x
 
-then both models' ratios side by side. The tiny model (0.3M parameters) is all embeddings and
-overhead, so its ratios say little; the second model is a GPT-NeoX built here with random
-weights (``--neox-hidden 512 --neox-layers 8``: about 28M parameters with the tiny tokenizer's
-vocabulary), saved once under var/bench/ and loaded with ``from_pretrained`` like any model.
+then both models' ratios side by side, and data parallelism on the second model (full
+fine-tuning, each process with one torch thread and the same per-process batch, the two
+processes on torchrun and gloo, as a fine-tune run with ``processes: 2`` trains on a CPU
+worker), measured side by side in the same invocation:
+
+    two processes / one process, tokens per second: R
+
+with the load average beside it (on a shared machine the second process competes with everyone
+else's work, so R says as much about the machine as about the code). The tiny model (0.3M
+parameters) is all embeddings and overhead, so its ratios say little; the second model is a
+GPT-NeoX built here with random weights (``--neox-hidden 512 --neox-layers 8``: about 28M
+parameters with the tiny tokenizer's vocabulary), saved once under var/bench/ and loaded with
+``from_pretrained`` like any model.
 
 Usage: python bench/finetune.py [--steps 40] [--batch-size 8] [--max-length 256] [--model DIR]
 [--neox-steps 12] [--neox-batch-size 4] [--neox-max-length 128] [--neox-hidden 512]
-[--neox-layers 8] [--no-neox] [--repeats 3] (builds the tiny model under var/bench/ first if
-no --model is given). No Django needed.
+[--neox-layers 8] [--no-neox] [--no-processes] [--processes-only] [--repeats 3] (builds the
+tiny model under var/bench/ first if no --model is given). No Django needed.
 """
 
 from __future__ import annotations
@@ -37,7 +46,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
+# First, ahead of bench/ itself: bench/generation.py would otherwise shadow the app.
+if sys.path[0] != str(REPO):
     sys.path.insert(0, str(REPO))
 
 METHODS = ("lora", "full")
@@ -180,6 +190,12 @@ def main() -> None:
         default=3,
         help="runs per method, alternating; the fastest counts (a shared machine is noisy)",
     )
+    parser.add_argument(
+        "--no-processes", action="store_true", help="leave out two processes against one"
+    )
+    parser.add_argument(
+        "--processes-only", action="store_true", help="only two processes against one"
+    )
     parser.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.steps <= WARMUP_STEPS or args.neox_steps <= WARMUP_STEPS:
@@ -187,7 +203,13 @@ def main() -> None:
 
     if args.child:
         measured = child(args.child, args.model, args.steps, args.batch_size, args.max_length)
-        print(json.dumps(measured))
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the group
+            print(json.dumps(measured))
+        return
+    if args.processes_only:
+        model_dir = args.model or _tiny_model()
+        neox_dir, count = neox_model(model_dir, args.neox_hidden, args.neox_layers)
+        report_processes(neox_dir, count, args)
         return
 
     model_dir = args.model or _tiny_model()
@@ -210,11 +232,61 @@ def main() -> None:
         print(f"{'lora/full':32}" + "".join(f"{name:>12}" for name in ratios))
         print(f"{'tokens per second':32}" + "".join(f"{s:>11.2f}x" for s, _ in ratios.values()))
         print(f"{'peak memory':32}" + "".join(f"{m:>11.2f}x" for _, m in ratios.values()))
+    if not args.no_neox and not args.no_processes:
+        print()
+        report_processes(neox_dir, count, args)
 
 
-def _measure(model_dir: str, method: str, steps: int, batch_size: int, max_length: int) -> dict:
+def report_processes(model_dir: str, count: int, args) -> float:
+    """Full fine-tuning of ``model_dir`` in one process and in two (torchrun, gloo), alternating
+    ``args.repeats`` times, each keeping its fastest run; prints the table and the ratio line."""
+    steps, batch, length = args.neox_steps, args.neox_batch_size, args.neox_max_length
+    best: dict[int, dict] = {}
+    loads = []
+    for _ in range(args.repeats):
+        for processes in (1, 2):
+            loads.append(os.getloadavg()[0])
+            measured = _measure(model_dir, "full", steps, batch, length, processes=processes)
+            if processes not in best or (
+                measured["tokens_per_second"] > best[processes]["tokens_per_second"]
+            ):
+                best[processes] = measured
+    one, two = best[1], best[2]
+    print(
+        f"GPT-NeoX {count / 1e6:.0f}M parameters, full fine-tuning, {steps} steps of batch "
+        f"{batch} per process, max length {length}; one torch thread per process"
+        + (f"; fastest of {args.repeats} runs each" if args.repeats > 1 else "")
+    )
+    print(f"{'':32}{'1 process':>12}{'2 processes':>12}")
+    for label, key, fmt in (
+        ("training tokens timed", "tokens", "{:.0f}"),
+        ("seconds", "seconds", "{:.2f}"),
+        ("training tokens per second", "tokens_per_second", "{:.0f}"),
+        ("  median of the steps' rates", "median_step_tokens_per_second", "{:.0f}"),
+    ):
+        print(f"{label:32}{fmt.format(one[key]):>12}{fmt.format(two[key]):>12}")
+    ratio = two["tokens_per_second"] / one["tokens_per_second"]
+    print(
+        f"load average (1 min) during the runs: {min(loads):.2f} to {max(loads):.2f} "
+        f"on {os.cpu_count()} cores"
+    )
+    print(f"two processes / one process, tokens per second: {ratio:.2f}")
+    return ratio
+
+
+def _measure(
+    model_dir: str, method: str, steps: int, batch_size: int, max_length: int, processes: int = 0
+) -> dict:
+    """One child's measurement; with ``processes`` (1 or more) under torchrun, one torch thread
+    per process, distributed over gloo (accelerate goes distributed on a CPU only when told)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    launcher = [sys.executable]
+    if processes:
+        env.update(OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true")
+        launcher += ["-m", "torch.distributed.run", "--standalone", "--nnodes", "1"]
+        launcher += ["--nproc_per_node", str(processes)]
     command = [
-        sys.executable,
+        *launcher,
         __file__,
         "--child",
         method,
@@ -227,12 +299,11 @@ def _measure(model_dir: str, method: str, steps: int, batch_size: int, max_lengt
         "--max-length",
         str(max_length),
     ]
-    done = subprocess.run(
-        command, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}
-    )
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         sys.exit(f"{method} failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    lines = done.stdout.strip().splitlines()
+    return json.loads(next(line for line in reversed(lines) if line.startswith("{")))
 
 
 def report(

@@ -175,6 +175,17 @@ STORAGES = {
 
 # Models, adapters and checkpoints; rows store paths relative to this root, or hub names.
 MODEL_STORAGE = Path(os.environ.get("MODEL_STORAGE", VAR_DIR / "models")).resolve()
+# Fine-tunes over several processes (a run's ``processes``): the worker launches them with
+# ``torchrun`` (data parallel: NCCL on GPUs, gloo on CPU), or with ``accelerate launch`` and this
+# config file when set (FSDP or DeepSpeed ZeRO for full fine-tunes of large models; see
+# generation/training/accelerate/ and docs/training.md). After a cancel the processes get this
+# long to checkpoint and stop before their process group is killed.
+FINETUNE_ACCELERATE_CONFIG = os.environ.get("FINETUNE_ACCELERATE_CONFIG", "")
+FINETUNE_STOP_GRACE_SECONDS = float(os.environ.get("FINETUNE_STOP_GRACE_SECONDS", "300"))
+# Which engine generates and judges with local weights: "auto" (vLLM's offline engine on a worker
+# where vLLM is installed and a CUDA GPU is visible, transformers' generate elsewhere),
+# "transformers" or "vllm". A run's own ``engine`` option overrides it.
+GENERATION_ENGINE = os.environ.get("GENERATION_ENGINE", "auto")
 # Folders of the team's own lm-eval task YAML (with local data files) that benchmark runs offer,
 # separated like PATH.
 BENCHMARK_TASK_DIRS = [

@@ -21,6 +21,7 @@ from django.utils import timezone
 from .engine import render
 from .models import Answer, GenerationRun, Question
 from .registry import language_model_endpoint, language_model_load
+from .runs import engine_chosen, engine_served
 from .templates import as_template, template_for
 
 USAGE_KEYS = ("prompt_tokens", "completion_tokens")
@@ -50,6 +51,10 @@ def generate_missing(run_id: int, worker: str) -> None:
         ).exists()
 
     missing = any((q.pk, t) not in stored for q in questions for t in range(1, len(q.turns) + 1))
+    if run.model.is_endpoint:
+        engine_served(run)
+    else:
+        engine_chosen(run)
     if missing and run.model.is_endpoint:
         _ask_endpoint(run, template, questions, stored, still_mine)
     elif missing:
@@ -95,7 +100,7 @@ def _generate_in_worker(run, template, questions, stored, still_mine) -> None:
     from .engine.loading import resolve_path
     from .engine.revision import model_revision
 
-    tokenizer, model = language_model_load(model=run.model)
+    tokenizer, model = language_model_load(model=run.model, engine=run.engine)
     weights = run.model.base_model if run.model.adapter_path else run.model
     adapter = run.model.adapter_path
     revision = model_revision(

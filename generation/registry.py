@@ -357,8 +357,9 @@ def storage_relative(path: str | Path) -> str:
         return str(path)
 
 
-def language_model_load(*, model: LanguageModel):
-    """Tokenizer and weights of a registered model (base + adapter for a LoRA result)."""
+def language_model_load(*, model: LanguageModel, engine: str = "transformers"):
+    """Tokenizer and weights of a registered model (base + adapter for a LoRA result), loaded
+    by transformers or, with ``engine`` "vllm", into vLLM's offline engine."""
     from .engine.loading import load_model, load_tokenizer, resolve_path
 
     storage = settings.MODEL_STORAGE
@@ -370,6 +371,10 @@ def language_model_load(*, model: LanguageModel):
     }
     tokenizer = load_tokenizer(path, **options)
     adapter = resolve_path(model.adapter_path, storage) if model.adapter_path else None
+    if engine == "vllm":
+        from .engine.vllm_engine import load_vllm
+
+        return tokenizer, load_vllm(path, adapter_path=adapter, **options)
     return tokenizer, load_model(path, adapter_path=adapter, **options)
 
 

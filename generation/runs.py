@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -54,6 +55,38 @@ def decoding_snapshot(model: LanguageModel, params: dict, seed: int) -> dict:
     return snapshot
 
 
+def engine_checked(engine: str) -> str:
+    """A run's ``engine`` option (auto, transformers or vllm), refused (ServiceError) when it
+    asks for vLLM on a deployment that has not installed it, or is unknown."""
+    from .engine.vllm_engine import engine_problem
+
+    if problem := engine_problem(engine):
+        raise ServiceError(problem)
+    return engine
+
+
+def engine_chosen(run) -> str:
+    """On the worker: the engine a run of local weights uses (the run's option, else the
+    worker's GENERATION_ENGINE; auto resolved here), recorded on the run's row."""
+    from .engine.vllm_engine import AUTO, engine_for
+
+    requested = run.engine_requested
+    if requested == AUTO:
+        requested = settings.GENERATION_ENGINE
+    used = engine_for(requested)
+    type(run).objects.filter(pk=run.pk).update(engine=used)
+    run.engine = used
+    return used
+
+
+def engine_served(run) -> None:
+    """Record that a served model's endpoint generated (engine options do not apply)."""
+    from .engine.vllm_engine import ENDPOINT
+
+    type(run).objects.filter(pk=run.pk).update(engine=ENDPOINT)
+    run.engine = ENDPOINT
+
+
 def on_run_succeeded(hook: Callable[[int], object]) -> Callable[[int], object]:
     """Register ``hook(run_id)`` to finish what a generation run was started for (called while
     its worker still holds the run; an exception fails it)."""
@@ -70,12 +103,15 @@ def generation_run_create(
     user=None,
     enqueue: bool = True,
     template: PromptTemplate | None = None,
+    engine: str = "auto",
 ) -> GenerationRun:
     """Record a queued run (with its parameter snapshot and the template version it renders
     with: ``template``, or the latest version of the model's) and enqueue it once committed.
 
-    ``total`` counts answers: one per question and user turn.
+    ``total`` counts answers: one per question and user turn. ``engine`` (local weights):
+    auto, transformers or vllm (``engine_checked``).
     """
+    engine = engine_checked(engine)
     turns = [1 + len(f or []) for f in prompt_set.questions.values_list("follow_ups", flat=True)]
     total = sum(turns)
     if total == 0:
@@ -92,6 +128,7 @@ def generation_run_create(
             batch_size=batch_size,
             total=total,
             template=template,
+            engine_requested=engine,
             created_by=user if getattr(user, "pk", None) else None,
         )
         audit_record(

@@ -249,8 +249,9 @@ class JudgeRunAdmin(RunAdmin):
         "batch_size",
         "max_attempts",
         "inconsistent",
+        "engine_requested",
     ]
-    result_fields = ["counts", "grades", "requests", "usage"]
+    result_fields = ["engine", "counts", "grades", "requests", "usage"]
     inlines = [JudgmentInline]
     retry_description = "Retry (ask the missing verdicts)"
 

@@ -38,6 +38,7 @@ from django.utils import timezone
 from annotation.models import Vote
 from generation.engine import render
 from generation.registry import language_model_endpoint, language_model_load
+from generation.runs import engine_chosen, engine_served
 from generation.templates import as_template, template_for
 
 from .engine import verdicts
@@ -78,8 +79,13 @@ def judge_missing(run_id: int, worker: str) -> None:
 
     def weights():
         if not loaded:  # once per run, whatever the number of prompts
-            loaded.extend(language_model_load(model=run.judge))
+            loaded.extend(language_model_load(model=run.judge, engine=run.engine))
         return loaded
+
+    if run.judge.is_endpoint:
+        engine_served(run)
+    else:
+        engine_chosen(run)
 
     # One prompt at a time: each has its own system prompt, format and scale.
     for prompt in plan.prompts():

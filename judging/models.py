@@ -14,7 +14,7 @@ from django.db.models import Q
 
 from annotation.models import Comparison, Study, Vote
 from evalsite.runs.models import CountedRun
-from generation.models import Answer, LanguageModel
+from generation.models import Answer, GeneratesWithEngine, LanguageModel
 
 
 class JudgePrompt(models.Model):
@@ -88,7 +88,7 @@ class JudgePrompt(models.Model):
         return f"{self.name} v{self.version}"
 
 
-class JudgeRun(CountedRun):
+class JudgeRun(CountedRun, GeneratesWithEngine):
     """A judge model over a study's comparisons (pairwise, both orders) or answers (grading)."""
 
     class Inconsistent(models.TextChoices):

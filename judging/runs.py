@@ -20,7 +20,7 @@ from evalsite.runs import kinds, lifecycle
 from evalsite.runs.kinds import DEFAULT, GPU, RunKind
 from generation.models import Answer, LanguageModel
 from generation.params import generation_params_check
-from generation.runs import decoding_snapshot, model_runnable
+from generation.runs import decoding_snapshot, engine_checked, model_runnable
 from generation.templates import template_for
 
 from .engine.presets import MULTI_TURN_SUFFIX, REFERENCE_CATEGORIES
@@ -104,6 +104,7 @@ def judge_run_create(
     last_turn_only: bool = False,
     user=None,
     enqueue: bool = True,
+    engine: str = "auto",
 ) -> JudgeRun:
     """Record a queued judge run and enqueue it once committed.
 
@@ -121,6 +122,7 @@ def judge_run_create(
     rendered prompt plus ``max_new_tokens`` does not fit the judge's context (judging/fit.py).
     """
     model_runnable(judge, NOT_A_JUDGE)
+    engine = engine_checked(engine)  # a local judge's engine: auto, transformers or vllm
     prompt = prompt or judge_prompt_for(grading=grading)
     wanted = JudgePrompt.Kind.GRADING if grading else JudgePrompt.Kind.PAIRWISE
     if prompt.kind != wanted:
@@ -185,6 +187,7 @@ def judge_run_create(
             reference_categories=list(plan.reference_categories),
             last_turn_only=plan.last_turn_only,
             total=total,
+            engine_requested=engine,
             created_by=user if getattr(user, "pk", None) else None,
         )
         audit_record(

@@ -59,10 +59,12 @@ class GenerationRunAdmin(ExtensibleAdmin, ImportFromFile, RunAdmin):
         "params",
         "seed",
         "batch_size",
+        "engine_requested",
         "template_version",
         "imported",
     ]
     result_fields = [
+        "engine",
         "answers_link",
         "stop_reasons",
         "regenerated_from",

@@ -44,7 +44,9 @@ class GenerationRunSerializer(serializers.ModelSerializer):
             "params",
             "seed",
             "batch_size",
+            "engine_requested",
             "imported",
+            "engine",
             "status",
             "done",
             "total",
@@ -120,6 +122,7 @@ class GenerationRunViewSet(RunViewSet):
             params=data.get("params") or {},
             seed=data.get("seed", 0),
             batch_size=data.get("batch_size", 8),
+            engine=data.get("engine_requested", "auto"),
             user=user,
         )
 

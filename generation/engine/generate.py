@@ -299,6 +299,20 @@ def generate_answers(
     """
     if batch_size < 1:
         raise ValueError(BAD_BATCH_SIZE)
+    if getattr(model, "engine", None) == "vllm":  # weights loaded in vLLM (engine/vllm_engine.py)
+        from .vllm_engine import generate_with_vllm
+
+        return generate_with_vllm(
+            model,
+            tokenizer,
+            prompts,
+            template=template,
+            params=params,
+            seed=seed,
+            batch_size=batch_size,
+            on_batch=on_batch,
+            should_stop=should_stop,
+        )
     config = prepared_config(model, tokenizer, params)
     pad_id = config.pad_token_id
 

@@ -99,6 +99,14 @@ FINETUNE = (
     Param("save_steps", int, 100, low=1, help="Checkpoint interval (steps)"),
     Param("save_total_limit", int, 2, low=1, help="Checkpoints kept"),
     Param(
+        "processes",
+        int,
+        1,
+        low=1,
+        high=64,
+        help="Processes (one per GPU) training the run in parallel; the batch size is per process",
+    ),
+    Param(
         "dpo_beta",
         float,
         0.1,

@@ -458,10 +458,12 @@ def fit_and_save(
     }
 
 
-def steps_for(n_train: int, config: TrainConfig, world_size: int = 1) -> int:
-    """Optimizer steps a run of ``n_train`` examples takes (as the Trainer counts them)."""
+def steps_for(n_train: int, config: TrainConfig, world_size: int | None = None) -> int:
+    """Optimizer steps a run of ``n_train`` examples takes (as the Trainer counts them) over
+    ``world_size`` processes (default: the config's ``processes``)."""
     if config.max_steps > 0:
         return config.max_steps
+    world_size = world_size or config.processes
     batches = math.ceil(n_train / (config.batch_size * world_size))
     per_epoch = max(
         1, batches // config.gradient_accumulation + int(batches % config.gradient_accumulation > 0)

@@ -2,7 +2,7 @@
 
 from .language_models import LanguageModel
 from .prompt_sets import PromptSet, Question
-from .runs import Answer, GenerationRun
+from .runs import Answer, GeneratesWithEngine, GenerationRun
 from .templates import PromptTemplate
 from .training import (
     DatasetAugmentation,
@@ -22,6 +22,7 @@ __all__ = [
     "FineTuneRun",
     "FineTuneRunDataset",
     "GenerationRun",
+    "GeneratesWithEngine",
     "InstructionDataset",
     "InstructionExample",
     "LanguageModel",

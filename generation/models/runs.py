@@ -12,7 +12,33 @@ from .prompt_sets import PromptSet, Question
 from .templates import PromptTemplate
 
 
-class GenerationRun(CountedRun):
+class GeneratesWithEngine(models.Model):
+    """Which engine a run of local weights generates with (generation/engine/vllm_engine.py):
+    the one asked for when the run was made, and the one its worker used."""
+
+    class Engine(models.TextChoices):
+        AUTO = "auto", "auto (vLLM on a GPU worker that has it, else transformers)"
+        TRANSFORMERS = "transformers"
+        VLLM = "vllm"
+
+    engine_requested = models.CharField(
+        max_length=12,
+        choices=Engine.choices,
+        default=Engine.AUTO,
+        help_text="auto follows the worker's GENERATION_ENGINE setting",
+    )
+    engine = models.CharField(
+        max_length=12,
+        blank=True,
+        help_text="What generated: transformers, vllm, or endpoint for a served model "
+        "(blank until a worker starts the run)",
+    )
+
+    class Meta:
+        abstract = True
+
+
+class GenerationRun(CountedRun, GeneratesWithEngine):
     model = models.ForeignKey(LanguageModel, on_delete=models.PROTECT, related_name="runs")
     prompt_set = models.ForeignKey(PromptSet, on_delete=models.PROTECT, related_name="runs")
     params = models.JSONField(default=dict, blank=True, help_text="Overrides of the model defaults")

@@ -231,7 +231,9 @@ def finetune_run_execute(
         _finetune_follow(run_id)
         return None
 
-    if on_progress is None:
+    launches = FineTuneRun.objects.filter(pk=run_id, processes__gt=1).exists() and world == 1
+    if on_progress is None or launches:
+        # A run of several processes launched from here shows no per-step progress bar.
         return lifecycle.execute(FINETUNE_RUN, run_id)
 
     def work(run_id: int, worker: str) -> None:
@@ -267,14 +269,39 @@ def _finetune_inputs(run: FineTuneRun) -> dict:
     }
 
 
+def _finetune_work(run_id: int, worker: str) -> None:
+    """The kind's work: train here, or launch the run's processes and wait for them."""
+    from .processes import finetune_run_launch, launched_here
+
+    run = FineTuneRun.objects.get(pk=run_id)
+    if run.processes > 1 and not launched_here() and _distributed()[1] == 1:
+        _template_recorded(run, FineTuneRun.objects.filter(pk=run_id, worker=worker))
+        finetune_run_launch(run, worker)
+    else:
+        _finetune(run_id, worker, None)
+
+
+def finetune_run_train_launched(*, run_id: int, worker: str, rank: int) -> None:
+    """One process of a launched run (generation/training/launched.py): rank 0 trains as the
+    holding ``worker`` (log, progress, checkpoints, registration), the others only train."""
+    if rank == 0:
+        _finetune(run_id, worker, None)
+    else:
+        _finetune_rank(FineTuneRun.objects.select_related("base_model", "template").get(pk=run_id))
+
+
+def _template_recorded(run: FineTuneRun, mine) -> None:
+    if run.template is None:  # queued before runs recorded their template
+        run.template = template_for(run.base_model)
+        mine.update(template=run.template)
+
+
 def _finetune(run_id: int, worker: str, on_progress: ProgressFn | None) -> None:
     from ..engine.train import train
 
     run = FineTuneRun.objects.select_related("base_model", "template").get(pk=run_id)
     mine = FineTuneRun.objects.filter(pk=run_id, worker=worker)
-    if run.template is None:  # queued before runs recorded their template
-        run.template = template_for(run.base_model)
-        mine.update(template=run.template)
+    _template_recorded(run, mine)
 
     def on_begin(start) -> None:
         with transaction.atomic():
@@ -346,14 +373,18 @@ def _finetune(run_id: int, worker: str, on_progress: ProgressFn | None) -> None:
 
 def _finetune_follow(run_id: int) -> None:
     """A non-main process of a multi-GPU run: wait for the main one to claim, then train."""
-    from ..engine.train import train
-
     deadline = time.monotonic() + 300
     while not FineTuneRun.objects.filter(pk=run_id, status=FineTuneRun.Status.RUNNING).exists():
         if time.monotonic() > deadline:
             raise ServiceError(f"fine-tune run {run_id} was not started by the main process")
         time.sleep(1)
-    run = FineTuneRun.objects.select_related("base_model", "template").get(pk=run_id)
+    _finetune_rank(FineTuneRun.objects.select_related("base_model", "template").get(pk=run_id))
+
+
+def _finetune_rank(run: FineTuneRun) -> None:
+    """Train as a process other than the main one: no callbacks, nothing written."""
+    from ..engine.train import train
+
     if run.method == FineTuneRun.Method.DPO:
         from .preferences import dpo_run_train
 
@@ -402,7 +433,7 @@ FINETUNE_RUN = kinds.register(
     RunKind(
         model=FineTuneRun,
         label="fine-tune run",
-        work=lambda run_id, worker: _finetune(run_id, worker, None),
+        work=_finetune_work,
         done="step",
         total="total_steps",
         unit="steps",

@@ -76,6 +76,11 @@ class JudgeRunInputSerializer(serializers.Serializer):
         default=False,
         help_text="Show the judge only the last turn of each conversation (default: every turn)",
     )
+    engine = serializers.ChoiceField(
+        choices=JudgeRun.Engine.choices,
+        default=JudgeRun.Engine.AUTO,
+        help_text="A judge's local weights: vLLM or transformers (auto: vLLM where installed)",
+    )
 
 
 class PromptRefSerializer(serializers.Serializer):
@@ -108,6 +113,8 @@ class JudgeRunSerializer(serializers.ModelSerializer):
             "batch_size",
             "max_attempts",
             "inconsistent",
+            "engine_requested",
+            "engine",
             "status",
             "done",
             "total",

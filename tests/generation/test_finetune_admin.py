@@ -37,6 +37,7 @@ SETTINGS = {
     "target_modules": "[]",
     "save_steps": "50",
     "save_total_limit": "2",
+    "processes": "1",
     "dpo_beta": "0.1",
 }
 

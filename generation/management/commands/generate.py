@@ -1,6 +1,6 @@
 from evalsite.runs.commands import RunCommand
 from generation.management.options import json_value, named
-from generation.models import LanguageModel, PromptSet
+from generation.models import GenerationRun, LanguageModel, PromptSet
 from generation.runs import generation_run_create
 
 
@@ -18,6 +18,12 @@ class Command(RunCommand):
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--batch-size", type=int, default=8)
         parser.add_argument(
+            "--engine",
+            default="auto",
+            choices=GenerationRun.Engine.values,
+            help="weights: vLLM or transformers (auto: vLLM on a GPU worker that has it)",
+        )
+        parser.add_argument(
             "--params", default="{}", help="overrides as JSON, e.g. '{\"max_new_tokens\": 128}'"
         )
 
@@ -31,6 +37,7 @@ class Command(RunCommand):
             params=params,
             seed=opts["seed"],
             batch_size=opts["batch_size"],
+            engine=opts["engine"],
             enqueue=enqueue,
         )
 

@@ -59,6 +59,12 @@ class Command(RunCommand):
         parser.add_argument("--batch-size", type=int, default=8)
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument(
+            "--engine",
+            default="auto",
+            choices=JudgeRun.Engine.values,
+            help="a local judge: vLLM or transformers (auto: vLLM on a GPU worker that has it)",
+        )
+        parser.add_argument(
             "--params",
             default="{}",
             help="judge decoding as JSON, e.g. '{\"max_new_tokens\": 128}'",
@@ -102,6 +108,7 @@ class Command(RunCommand):
             ),
             reference_categories=[c for c in opts["reference_categories"].split(",") if c.strip()],
             last_turn_only=opts["last_turn_only"],
+            engine=opts["engine"],
             enqueue=enqueue,
         )
 
