@@ -125,7 +125,7 @@ def split(run, requested: int | None, *, enqueue: bool) -> int:
         return 1
     if requested is None:
         requested = default_count(run) if enqueue else 1
-    count = min(requested, kind.items(run), int(getattr(settings, "RUN_SHARDS_MAX", 16)))
+    count = min(requested, kind.items(run), settings.RUN_SHARDS_MAX)
     if count <= 1:
         return 1
     content_type = ContentType.objects.get_for_model(type(run))

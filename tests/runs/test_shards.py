@@ -152,7 +152,7 @@ def test_a_worker_killed_mid_shard_has_its_shard_requeued_and_finished_nothing_t
     settings.WORKER_CENSUS_CACHE_SECONDS = 0  # the census of this moment, not a cached one
     prompt_set = _prompt_set(100, name="fixture")
     model = _model(tiny_model_dir, max_new_tokens=48)
-    first, second = celery_worker_factory("gpu"), celery_worker_factory("gpu")
+    first, second = celery_worker_factory(), celery_worker_factory()
     from evalsite.runs.workers import census
 
     wait_for(
