@@ -10,7 +10,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from evalsite.api_helpers import import_action, import_upload
-from evalsite.runs.api import RUN_STATE_FIELDS, RunViewSet
+from evalsite.runs.api import RUN_STATE_FIELDS, RunViewSet, shards_field
 
 from ..answers_import import answers_import
 from ..models import GenerationRun, PromptSet
@@ -31,6 +31,7 @@ class RegenerationSerializer(serializers.Serializer):
 
 
 class GenerationRunSerializer(serializers.ModelSerializer):
+    shards = shards_field()
     template = serializers.SerializerMethodField()
     regeneration = serializers.SerializerMethodField()
     truncated_answers = serializers.SerializerMethodField()
@@ -44,6 +45,7 @@ class GenerationRunSerializer(serializers.ModelSerializer):
             "params",
             "seed",
             "batch_size",
+            "shards",
             "imported",
             "status",
             "done",
@@ -120,6 +122,7 @@ class GenerationRunViewSet(RunViewSet):
             params=data.get("params") or {},
             seed=data.get("seed", 0),
             batch_size=data.get("batch_size", 8),
+            shards=data.get("shards"),
             user=user,
         )
 

@@ -18,6 +18,7 @@ class Command(RunCommand):
     )
 
     inline_help = "judge in this process instead of a worker (no broker needed)"
+    splittable = True
 
     def add_run_options(self, parser):
         parser.add_argument("--study", required=True, help="study name")
@@ -103,6 +104,7 @@ class Command(RunCommand):
             reference_categories=[c for c in opts["reference_categories"].split(",") if c.strip()],
             last_turn_only=opts["last_turn_only"],
             enqueue=enqueue,
+            shards=opts["shards"],
         )
 
     def describe(self, run) -> str:
