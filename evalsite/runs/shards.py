@@ -125,13 +125,14 @@ def split(run, requested: int | None, *, enqueue: bool) -> int:
         return 1
     if requested is None:
         requested = default_count(run) if enqueue else 1
-    count = min(requested, kind.items(run), settings.RUN_SHARDS_MAX)
+    items = kind.items(run)
+    count = min(requested, items, settings.RUN_SHARDS_MAX)
     if count <= 1:
         return 1
     content_type = ContentType.objects.get_for_model(type(run))
     RunShard.objects.bulk_create(
         RunShard(content_type=content_type, object_id=run.pk, index=i, start=start, stop=stop)
-        for i, (start, stop) in enumerate(ranges(kind.items(run), count))
+        for i, (start, stop) in enumerate(ranges(items, count))
     )
     return count
 
