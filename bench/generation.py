@@ -12,17 +12,29 @@ min_new_tokens); beside it the engine's batched generation of the same answers i
 (the tokenizer's chat template, which is what the server renders with). It prints tokens per
 second of each, the ratios, and how many greedy answers agree between server and worker.
 
+Then (unless ``--no-sharded``) one generation run of the same questions through real Celery
+workers, side by side: two workers (one torch thread each) on a run split into two shards, and
+one worker on the same run in one piece (a throw-away SQLite database and filesystem broker, as
+the demo's; each worker is warmed up first). It prints answers per second of each, the load
+average, and whether the two runs' greedy answers are identical.
+
     .venv/bin/python bench/generation.py [--model DIR] [--batch-size 16] [--threads 1]
+    .venv/bin/python bench/generation.py --sharded-only
 
 The endpoint line reads ``endpoint/in-worker batched tokens per second: concurrency 1 N.NNx,
-concurrency 8 N.NNx, greedy outputs agreeing: K/N``; the last line reads
-``batched/sequential tokens per second: N.Nx, greedy outputs identical: yes``.
+concurrency 8 N.NNx, greedy outputs agreeing: K/N``; the batched line reads
+``batched/sequential tokens per second: N.Nx, greedy outputs identical: yes``; the sharded
+lines read ``sharded over 2 workers / one worker, answers per second: R`` and ``greedy answers
+identical (sharded vs one worker): yes``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -111,6 +123,152 @@ def _endpoint_bench(model, tokenizer, model_dir: Path, prompts, args, scratch: s
     )
 
 
+def _django(var_dir: Path, model_storage: Path) -> dict[str, str]:
+    """Settings on a fresh SQLite file and filesystem broker under ``var_dir`` (migrated); the
+    environment the workers get."""
+    env = {
+        "VAR_DIR": str(var_dir),
+        "MODEL_STORAGE": str(model_storage),
+        "DJANGO_SETTINGS_MODULE": "evalsite.settings",
+    }
+    os.environ.update(env)
+    os.environ.pop("DATABASE_URL", None)
+    os.environ.pop("CELERY_BROKER_URL", None)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    return env
+
+
+def _start_worker(name: str, env: dict[str, str], threads: int, log: Path) -> subprocess.Popen:
+    worker_env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "CELERY_BROKER_URL")
+    }
+    worker_env.update(env)
+    worker_env.update(
+        {
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+            "OMP_NUM_THREADS": str(threads),
+            "OPENBLAS_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": str(threads),
+        }
+    )
+    command = [sys.executable, "-m", "celery", "-A", "evalsite", "worker", "-Q", "gpu"]
+    command += ["--concurrency", "1", "--pool", "prefork", "--loglevel", "WARNING", "-n", name]
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=worker_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _finished(run_id: int, timeout: float = 3600) -> float:
+    """Wait for the run to leave queued/running; the monotonic time it was seen finished."""
+    from generation.models import GenerationRun
+
+    deadline = time.monotonic() + timeout
+    while True:
+        run = GenerationRun.objects.get(pk=run_id)
+        if run.status not in GenerationRun.ACTIVE:
+            if run.status != GenerationRun.Status.SUCCEEDED:
+                raise SystemExit(f"run {run_id} {run.status}: {run.error}")
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            raise SystemExit(f"run {run_id} did not finish within {timeout:.0f}s")
+        time.sleep(0.05)
+
+
+def _sharded_bench(model_dir: Path, args, scratch: str) -> None:
+    """One run over two workers in two shards vs the same run on one worker, same params."""
+    from generation.importers import ParsedQuestion
+
+    var_dir = Path(scratch) / "sharded"
+    var_dir.mkdir()
+    env = _django(var_dir, Path(model_dir).resolve().parent)
+    from evalsite.celery import app
+    from generation.models import Answer
+    from generation.registry import language_model_register, prompt_set_create
+    from generation.runs import generation_run_create
+
+    with PROMPTS.open(encoding="utf-8") as handle:
+        texts = [json.loads(line)["text"] for line in handle if line.strip()][: args.prompts]
+    prompt_set = prompt_set_create(
+        name="bench questions",
+        questions=[ParsedQuestion(line=i, text=t) for i, t in enumerate(texts, start=1)],
+    )
+    model = language_model_register(
+        name="tiny", name_or_path=Path(model_dir).name, prompt_format="line_sft"
+    )
+    params = {"min_new_tokens": args.new_tokens, "max_new_tokens": args.new_tokens}
+    workers = [
+        _start_worker(f"bench-{i}@%h", env, args.threads, var_dir / f"worker-{i}.log")
+        for i in range(2)
+    ]
+    try:
+        deadline = time.monotonic() + 300
+        while len(app.control.ping(timeout=1.0) or []) < 2:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the two workers did not start; logs in {var_dir}")
+        # Warm-up: each worker takes one shard, so both have imported torch and transformers.
+        warm = generation_run_create(
+            model=model, prompt_set=prompt_set, params={"max_new_tokens": 2}, shards=2
+        )
+        _finished(warm.pk)
+
+        def timed(shards: int):
+            started = time.monotonic()
+            run = generation_run_create(
+                model=model,
+                prompt_set=prompt_set,
+                params=params,
+                batch_size=args.batch_size,
+                shards=shards,
+            )
+            seconds = _finished(run.pk) - started
+            answers = {a.question_id: a.text for a in Answer.objects.filter(run=run)}
+            taken = set(run.shards.values_list("worker", flat=True))
+            if shards > 1 and len(taken) < shards:
+                print(f"(the {shards} shards of run {run.pk} were taken by {len(taken)} worker)")
+            return answers, seconds
+
+        one, one_seconds = timed(1)
+        two, two_seconds = timed(2)
+    finally:
+        for process in workers:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in workers:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
+    one_rate, two_rate = len(one) / one_seconds, len(two) / two_seconds
+    print(
+        f"one worker (one shard, {args.threads} torch thread): {len(one)} answers in "
+        f"{one_seconds:.2f}s, {one_rate:.2f}/s"
+    )
+    print(
+        f"two workers (two shards, {args.threads} torch thread each): {len(two)} answers in "
+        f"{two_seconds:.2f}s, {two_rate:.2f}/s"
+    )
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    print(f"load average (1, 5, 15 min): {load} on {os.cpu_count()} cores")
+    print(f"sharded over 2 workers / one worker, answers per second: {two_rate / one_rate:.2f}")
+    same = sum(one.get(key) == text for key, text in two.items())
+    identical = "yes" if same == len(one) == len(two) == len(texts) else "no"
+    print(f"greedy answers identical (sharded vs one worker): {identical} ({same}/{len(texts)})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="model directory (default: build the tiny one)")
@@ -121,6 +279,12 @@ def main() -> None:
     parser.add_argument(
         "--no-endpoint", action="store_true", help="skip generation through transformers serve"
     )
+    parser.add_argument(
+        "--no-sharded", action="store_true", help="skip the sharded run through two workers"
+    )
+    parser.add_argument(
+        "--sharded-only", action="store_true", help="only the sharded run through two workers"
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -130,6 +294,9 @@ def main() -> None:
             started = time.process_time()
             model_dir = build_tiny_model(Path(scratch) / "tiny", seed=0)
             print(f"built the tiny model in {time.process_time() - started:.1f}s CPU")
+        if args.sharded_only:
+            _sharded_bench(Path(model_dir), args, scratch)
+            return
         model, tokenizer = load_model(model_dir), load_tokenizer(model_dir)
         prompts = _prompts(args.prompts)
         params = {"min_new_tokens": args.new_tokens, "max_new_tokens": args.new_tokens}
@@ -165,6 +332,10 @@ def main() -> None:
         f"batched/sequential tokens per second: {many_rate / one_rate:.1f}x, "
         f"greedy outputs identical: {identical}"
     )
+    if not args.no_sharded:
+        with tempfile.TemporaryDirectory(prefix="bench-sharded-") as scratch:
+            model_dir = args.model or build_tiny_model(Path(scratch) / "tiny", seed=0)
+            _sharded_bench(Path(model_dir), args, scratch)
 
 
 if __name__ == "__main__":

@@ -48,20 +48,46 @@ def _lm(run: BenchmarkRun):
 def score_missing(run_id: int, worker: str) -> None:
     """Score the run's missing tasks while this worker holds it; mark it succeeded at the end."""
     run = BenchmarkRun.objects.select_related("model", "model__base_model").get(pk=run_id)
-    done = stored_tasks(run)
-    missing = [task for task in run.tasks if task not in done]
     try:
-        version = harness.harness_version()
-        _held(run_id, worker).update(harness_version=version, done=len(done))
-        if missing:
-            bench = harness.Harness(_lm(run), task_dirs(), served=run.model.is_endpoint)
+        scored = _score(run, run.tasks, lambda: _held(run_id, worker).exists())
     except harness.HarnessMissing as exc:
         _fail(run_id, worker, str(exc))
         return
+    if scored:
+        _held(run_id, worker).update(
+            status=BenchmarkRun.Status.SUCCEEDED, finished_at=timezone.now(), error=""
+        )
+
+
+def score_shard(run_id: int, shard) -> bool:
+    """Score the missing tasks of the shard's range of ``run.tasks`` while it holds the shard;
+    True when every one of them has results. (A missing harness fails the shard, and so the
+    run, with its message.)"""
+    run = BenchmarkRun.objects.select_related("model", "model__base_model").get(pk=run_id)
+    tasks = run.tasks[shard.start : shard.stop]
+    try:
+        _score(run, tasks, shard.held)
+    except harness.HarnessMissing as exc:
+        raise RuntimeError(str(exc)) from None
+    return set(tasks) <= stored_tasks(run)
+
+
+def _score(run: BenchmarkRun, tasks: list[str], held) -> bool:
+    """Score those of ``tasks`` with no results while ``held()``; False when it stopped because
+    the run (or shard) was no longer held."""
+    run_id = run.pk
+    done = stored_tasks(run)
+    missing = [task for task in tasks if task not in done]
+    version = harness.harness_version()
+    BenchmarkRun.objects.filter(pk=run_id, status=BenchmarkRun.Status.RUNNING).update(
+        harness_version=version, done=len(done)
+    )
+    if missing:
+        bench = harness.Harness(_lm(run), task_dirs(), served=run.model.is_endpoint)
     for task in missing:
-        if not _held(run_id, worker).exists():
+        if not held():
             log.info("benchmark run %s is no longer held (cancelled or requeued)", run_id)
-            return
+            return False
         spec = harness.TaskSpec(
             name=task,
             scoring=run.scoring,
@@ -71,22 +97,21 @@ def score_missing(run_id: int, worker: str) -> None:
             gen_kwargs=run.params,
         )
         outcome = bench.evaluate(spec)
-        if not _store(run, worker, outcome, version=version, prompt_format=bench.prompt_format):
-            return
-    _held(run_id, worker).update(
-        status=BenchmarkRun.Status.SUCCEEDED, finished_at=timezone.now(), error=""
-    )
+        if not _store(run, held, outcome, version=version, prompt_format=bench.prompt_format):
+            return False
+    return True
 
 
 def _store(
-    run: BenchmarkRun, worker: str, outcome: TaskOutcome, *, version: str, prompt_format: str
+    run: BenchmarkRun, still_held, outcome: TaskOutcome, *, version: str, prompt_format: str
 ) -> bool:
     """Write one task's results and samples and the run's progress; False (nothing written)
-    when the run is no longer this worker's."""
+    when the run (or shard) is no longer this worker's."""
     scoring = harness.scoring_of(_source_type(outcome), run.scoring)
     with transaction.atomic():
-        held = _held(run.pk, worker).select_for_update().first()
-        if held is None:
+        # The run row's lock: its shards store their tasks one at a time.
+        held = BenchmarkRun.objects.select_for_update().filter(pk=run.pk).first()
+        if held is None or not still_held():
             return False
         if held.results.filter(task=outcome.task).exists():
             return True  # stored by an earlier attempt of this run

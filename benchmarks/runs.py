@@ -16,6 +16,7 @@ from django.db import transaction
 from evalsite.accounts.services import Action, audit_record
 from evalsite.errors import ServiceError
 from evalsite.runs import kinds, lifecycle
+from evalsite.runs import shards as run_shards
 from evalsite.runs.kinds import DEFAULT, GPU, RunKind
 from generation.engine.params import Param
 from generation.models import LanguageModel
@@ -71,12 +72,15 @@ def benchmark_run_create(
     params: dict | None = None,
     user=None,
     enqueue: bool = True,
+    shards: int | None = None,
 ) -> BenchmarkRun:
     """Record a queued benchmark run and enqueue it once committed.
 
     ``tasks``: task or group names of the catalogue (benchmarks/catalog.py); groups expand to
     their tasks, which the run stores. ``scoring`` applies to multiple-choice tasks; generative
-    tasks are always scored generatively (each result records how it was made).
+    tasks are always scored generatively (each result records how it was made). ``shards``:
+    split the tasks into that many ranges that workers score at once (None: one per worker
+    consuming the run's queue; evalsite/runs/shards.py).
     """
     model_runnable(model)
     if scoring not in Scoring.values:
@@ -111,6 +115,7 @@ def benchmark_run_create(
             task_source=", ".join(shown_path(d) for d in task_dirs())[:500],
             created_by=user if getattr(user, "pk", None) else None,
         )
+        split = run_shards.split(run, shards, enqueue=enqueue)
         audit_record(
             user=user,
             action=Action.BENCHMARK_RUN_START,
@@ -122,6 +127,7 @@ def benchmark_run_create(
             limit=limit,
             seed=seed,
             params=params,
+            **({"shards": split} if split > 1 else {}),
         )
         if enqueue:
             lifecycle.enqueue(run)
@@ -140,6 +146,12 @@ def _work(run_id: int, worker: str) -> None:
     score_missing(run_id, worker)
 
 
+def _work_shard(run_id: int, shard) -> bool:
+    from .execution import score_shard
+
+    return score_shard(run_id, shard)
+
+
 BENCHMARK_RUN = kinds.register(
     RunKind(
         model=BenchmarkRun,
@@ -148,6 +160,9 @@ BENCHMARK_RUN = kinds.register(
         # Served models only receive requests: no GPU needed.
         queue=lambda run: DEFAULT if run.model.is_endpoint else GPU,
         unit="tasks",
+        # Shards are ranges of the run's tasks, in run order.
+        items=lambda run: len(run.tasks),
+        work_shard=_work_shard,
         cancel_action=Action.BENCHMARK_RUN_CANCEL,
         retry_action=Action.BENCHMARK_RUN_RETRY,
     )

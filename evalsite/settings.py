@@ -315,6 +315,8 @@ RUN_HEARTBEAT_INTERVAL = float(os.environ.get("RUN_HEARTBEAT_INTERVAL", "15"))
 # A queued run no worker has taken this long after its message was sent is sent again (the
 # message was lost); a duplicate is harmless, the run's claim lets only one worker execute it.
 RUN_QUEUED_RESEND_SECONDS = envint("RUN_QUEUED_RESEND_SECONDS", 900)
+# The most shards one run is split into (evalsite/runs/shards.py); by default, one per worker.
+RUN_SHARDS_MAX = envint("RUN_SHARDS_MAX", 16)
 # Who consumes which queue (evalsite/runs/workers.py): the health check, the run admins and the
 # --wait commands ask the broker, briefly, and say when nobody has taken a run.
 BROKER_CHECK_TIMEOUT = float(os.environ.get("BROKER_CHECK_TIMEOUT", "2"))

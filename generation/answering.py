@@ -29,36 +29,14 @@ USAGE_KEYS = ("prompt_tokens", "completion_tokens")
 
 def generate_missing(run_id: int, worker: str) -> None:
     """Generate (or ask for) the run's missing answers, then mark it succeeded or failed."""
-    run = GenerationRun.objects.select_related(
-        "model", "model__base_model", "prompt_set", "template"
-    ).get(pk=run_id)
-    if run.template is None:  # a run queued before templates were rows
-        run.template = template_for(run.model)
-        GenerationRun.objects.filter(pk=run_id).update(template=run.template)
-    template = as_template(run.template)
-    questions = list(run.prompt_set.questions.order_by("position"))
-    stored = {
-        (qid, turn): text
-        for qid, turn, text in Answer.objects.filter(run_id=run_id).values_list(
-            "question_id", "turn", "text"
-        )
-    }
-    GenerationRun.objects.filter(pk=run_id).update(done=len(stored))
+    run = _run(run_id)
 
     def still_mine() -> bool:
         return GenerationRun.objects.filter(
             pk=run_id, status=GenerationRun.Status.RUNNING, worker=worker
         ).exists()
 
-    missing = any((q.pk, t) not in stored for q in questions for t in range(1, len(q.turns) + 1))
-    if run.model.is_endpoint:
-        engine_served(run)
-    else:
-        engine_chosen(run)
-    if missing and run.model.is_endpoint:
-        _ask_endpoint(run, template, questions, stored, still_mine)
-    elif missing:
-        _generate_in_worker(run, template, questions, stored, still_mine)
+    _answer(run, list(run.prompt_set.questions.order_by("position")), still_mine)
     done = Answer.objects.filter(run_id=run_id).count()
     finished = done >= run.total
     GenerationRun.objects.filter(
@@ -69,6 +47,59 @@ def generate_missing(run_id: int, worker: str) -> None:
         error="" if finished else f"stopped with {done} of {run.total} answers",
         finished_at=timezone.now(),
     )
+
+
+def run_questions(run: GenerationRun) -> int:
+    """How many questions the run answers: the items its shards cut into ranges."""
+    return run.prompt_set.questions.count()
+
+
+def generate_shard(run_id: int, shard) -> bool:
+    """Generate the missing answers of the shard's questions (by position, ``shard.start`` to
+    ``shard.stop``: every turn of a question stays in one shard, since a later turn is asked
+    with this run's earlier replies); True when each of them has all its answers."""
+    run = _run(run_id)
+    questions = list(run.prompt_set.questions.order_by("position")[shard.start : shard.stop])
+    stored = _answer(run, questions, shard.held, only=True)
+    return all((q.pk, t) in stored for q in questions for t in range(1, len(q.turns) + 1))
+
+
+def _run(run_id: int) -> GenerationRun:
+    run = GenerationRun.objects.select_related(
+        "model", "model__base_model", "prompt_set", "template"
+    ).get(pk=run_id)
+    if run.template is None:  # a run queued before templates were rows
+        run.template = template_for(run.model)
+        GenerationRun.objects.filter(pk=run_id).update(template=run.template)
+    return run
+
+
+def _answer(
+    run: GenerationRun, questions: list[Question], still_mine, *, only: bool = False
+) -> dict:
+    """Generate (or ask for) the missing answers of ``questions`` while ``still_mine()``; the
+    answers stored at the end, by (question id, turn): of those questions when ``only``, else
+    of the whole run (``questions`` is then all of its questions)."""
+    template = as_template(run.template)
+    answers = Answer.objects.filter(run_id=run.pk)
+    if only:
+        answers = answers.filter(question__in=questions)
+    stored = {
+        (qid, turn): text for qid, turn, text in answers.values_list("question_id", "turn", "text")
+    }
+    GenerationRun.objects.filter(pk=run.pk).update(
+        done=Answer.objects.filter(run_id=run.pk).count()
+    )
+    missing = any((q.pk, t) not in stored for q in questions for t in range(1, len(q.turns) + 1))
+    if run.model.is_endpoint:
+        engine_served(run)
+    else:
+        engine_chosen(run)
+    if missing and run.model.is_endpoint:
+        _ask_endpoint(run, template, questions, stored, still_mine)
+    elif missing:
+        _generate_in_worker(run, template, questions, stored, still_mine)
+    return stored
 
 
 def _replies_so_far(question: Question, stored: dict) -> list[str]:

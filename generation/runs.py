@@ -18,6 +18,7 @@ from django.utils import timezone
 from evalsite.accounts.services import Action, audit_record
 from evalsite.errors import ServiceError
 from evalsite.runs import kinds, lifecycle
+from evalsite.runs import shards as run_shards
 from evalsite.runs.kinds import DEFAULT, GPU, RunKind
 
 from .models import Answer, GenerationRun, LanguageModel, PromptSet, PromptTemplate
@@ -104,12 +105,15 @@ def generation_run_create(
     enqueue: bool = True,
     template: PromptTemplate | None = None,
     engine: str = "auto",
+    shards: int | None = None,
 ) -> GenerationRun:
     """Record a queued run (with its parameter snapshot and the template version it renders
     with: ``template``, or the latest version of the model's) and enqueue it once committed.
 
     ``total`` counts answers: one per question and user turn. ``engine`` (local weights):
-    auto, transformers or vllm (``engine_checked``).
+    auto, transformers or vllm (``engine_checked``). ``shards``: split the questions
+    into that many ranges that workers answer at once (None: one per worker consuming the
+    run's queue; evalsite/runs/shards.py).
     """
     engine = engine_checked(engine)
     turns = [1 + len(f or []) for f in prompt_set.questions.values_list("follow_ups", flat=True)]
@@ -131,6 +135,7 @@ def generation_run_create(
             engine_requested=engine,
             created_by=user if getattr(user, "pk", None) else None,
         )
+        split = run_shards.split(run, shards, enqueue=enqueue)
         audit_record(
             user=user,
             action=Action.GENERATION_RUN_START,
@@ -140,6 +145,7 @@ def generation_run_create(
             questions=total,
             params=snapshot,
             seed=seed,
+            **({"shards": split} if split > 1 else {}),
         )
         if enqueue:
             lifecycle.enqueue(run)
@@ -198,6 +204,18 @@ def _work(run_id: int, worker: str) -> None:
     generate_missing(run_id, worker)
 
 
+def _work_shard(run_id: int, shard) -> bool:
+    from .answering import generate_shard
+
+    return generate_shard(run_id, shard)
+
+
+def _questions(run: GenerationRun) -> int:
+    from .answering import run_questions
+
+    return run_questions(run)
+
+
 GENERATION_RUN = kinds.register(
     RunKind(
         model=GenerationRun,
@@ -208,6 +226,9 @@ GENERATION_RUN = kinds.register(
         # Imported runs hold answers from elsewhere: nothing to generate.
         claimable={"imported": False},
         unit="answers",
+        # Shards are ranges of questions (by position), each with all its turns.
+        items=_questions,
+        work_shard=_work_shard,
         cancel_action=Action.GENERATION_RUN_CANCEL,
         retry_action=Action.GENERATION_RUN_RETRY,
     )

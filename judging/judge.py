@@ -59,21 +59,65 @@ TOO_LONG = (
 
 def judge_missing(run_id: int, worker: str) -> None:
     """Ask for the run's missing verdicts, then mark it succeeded or failed."""
+    run = _run(run_id)
+
+    def still_mine() -> bool:
+        return JudgeRun.objects.filter(
+            pk=run_id, status=JudgeRun.Status.RUNNING, worker=worker
+        ).exists()
+
+    _judge(run, None, still_mine)
+    done = Judgment.objects.filter(run_id=run_id).count()
+    finished = done >= run.total
+    JudgeRun.objects.filter(pk=run_id, status=JudgeRun.Status.RUNNING, worker=worker).update(
+        done=done,
+        status=JudgeRun.Status.SUCCEEDED if finished else JudgeRun.Status.FAILED,
+        error="" if finished else f"stopped with {done} of {run.total} verdicts",
+        finished_at=timezone.now(),
+    )
+
+
+def run_items(run: JudgeRun) -> int:
+    """How many comparisons (pairwise) or answers (grading) the run judges: the items its
+    shards cut into ranges, in the order of their ids."""
+    return _item_ids(run).count()
+
+
+def _item_ids(run: JudgeRun):
+    if run.grading:
+        return study_answers(run.study).order_by("pk").values_list("pk", flat=True)
+    return run_comparisons(run).order_by("pk").values_list("pk", flat=True)
+
+
+def judge_shard(run_id: int, shard) -> bool:
+    """Ask for the missing verdicts of the shard's comparisons (both orders: a comparison's
+    judge votes are made in one shard) or answers; True when all of them are stored."""
+    run = _run(run_id)
+    ids = list(_item_ids(run)[shard.start : shard.stop])
+    _judge(run, ids, shard.held)
+    if run.grading:
+        return Judgment.objects.filter(run=run, answer_id__in=ids).count() >= len(ids)
+    return Judgment.objects.filter(run=run, comparison_id__in=ids).count() >= 2 * len(ids)
+
+
+def _run(run_id: int) -> JudgeRun:
     run = JudgeRun.objects.select_related(
         "judge", "judge__base_model", "prompt", "template", "study"
     ).get(pk=run_id)
     if run.template is None:
         run.template = template_for(run.judge)
         JudgeRun.objects.filter(pk=run_id).update(template=run.template)
+    return run
+
+
+def _judge(run: JudgeRun, ids: list[int] | None, still_mine) -> None:
+    """Ask for the missing verdicts of the run (``ids``: of those comparisons or answers only)
+    while ``still_mine()``."""
+    run_id = run.pk
     chat = as_template(run.template)
     plan = PromptPlan.of(run)
-    items = missing_items(run, plan)
+    items = missing_items(run, plan, ids)
     JudgeRun.objects.filter(pk=run_id).update(done=Judgment.objects.filter(run_id=run_id).count())
-
-    def still_mine() -> bool:
-        return JudgeRun.objects.filter(
-            pk=run_id, status=JudgeRun.Status.RUNNING, worker=worker
-        ).exists()
 
     loaded: list = []
 
@@ -100,14 +144,6 @@ def judge_missing(run_id: int, worker: str) -> None:
             _ask_endpoint(run, template, judge, asked, still_mine)
         else:
             _judge_in_worker(run, template, judge, asked, still_mine, weights)
-    done = Judgment.objects.filter(run_id=run_id).count()
-    finished = done >= run.total
-    JudgeRun.objects.filter(pk=run_id, status=JudgeRun.Status.RUNNING, worker=worker).update(
-        done=done,
-        status=JudgeRun.Status.SUCCEEDED if finished else JudgeRun.Status.FAILED,
-        error="" if finished else f"stopped with {done} of {run.total} verdicts",
-        finished_at=timezone.now(),
-    )
 
 
 def run_comparisons(run: JudgeRun):
@@ -115,15 +151,20 @@ def run_comparisons(run: JudgeRun):
     return comparisons_of(run.study, run.comparison_ids)
 
 
-def missing_items(run: JudgeRun, plan: PromptPlan) -> list[Item]:
-    """Every verdict not stored yet, longest prompt first (batches of similar lengths), the
-    two orders of a comparison side by side (so a batch tends to complete its votes)."""
+def missing_items(run: JudgeRun, plan: PromptPlan, ids: list[int] | None = None) -> list[Item]:
+    """Every verdict not stored yet (``ids``: of those comparisons or answers only), longest
+    prompt first (batches of similar lengths), the two orders of a comparison side by side (so
+    a batch tends to complete its votes)."""
     if run.grading:
         graded = Judgment.objects.filter(run=run).values_list("answer_id", flat=True)
-        items = answer_items(plan, study_answers(run.study).exclude(pk__in=graded))
+        answers = study_answers(run.study).exclude(pk__in=graded)
+        items = answer_items(plan, answers if ids is None else answers.filter(pk__in=ids))
     else:
         stored = set(Judgment.objects.filter(run=run).values_list("comparison_id", "first"))
-        items = pair_items(plan, run_comparisons(run), stored)
+        comparisons = run_comparisons(run)
+        if ids is not None:
+            comparisons = comparisons.filter(pk__in=ids)
+        items = pair_items(plan, comparisons, stored)
     items.sort(key=lambda item: -len(item.text))  # stable: the two orders stay side by side
     return items
 

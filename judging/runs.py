@@ -17,6 +17,7 @@ from annotation.models import Comparison, Study
 from evalsite.accounts.services import Action, audit_record
 from evalsite.errors import ServiceError
 from evalsite.runs import kinds, lifecycle
+from evalsite.runs import shards as run_shards
 from evalsite.runs.kinds import DEFAULT, GPU, RunKind
 from generation.models import Answer, LanguageModel
 from generation.params import generation_params_check
@@ -105,6 +106,7 @@ def judge_run_create(
     user=None,
     enqueue: bool = True,
     engine: str = "auto",
+    shards: int | None = None,
 ) -> JudgeRun:
     """Record a queued judge run and enqueue it once committed.
 
@@ -120,6 +122,8 @@ def judge_run_create(
     ``reference_categories`` (default MT-Bench's math, reasoning, coding) get
     ``reference_prompt`` (and its variant) when one is given. Refused when the longest
     rendered prompt plus ``max_new_tokens`` does not fit the judge's context (judging/fit.py).
+    ``shards``: split the comparisons (or graded answers) into that many ranges that workers
+    judge at once (None: one per worker consuming the run's queue; evalsite/runs/shards.py).
     """
     model_runnable(judge, NOT_A_JUDGE)
     engine = engine_checked(engine)  # a local judge's engine: auto, transformers or vllm
@@ -190,6 +194,7 @@ def judge_run_create(
             engine_requested=engine,
             created_by=user if getattr(user, "pk", None) else None,
         )
+        split = run_shards.split(run, shards, enqueue=enqueue)
         audit_record(
             user=user,
             action=Action.JUDGE_RUN_START,
@@ -203,6 +208,7 @@ def judge_run_create(
             seed=seed,
             inconsistent=inconsistent,
             last_turn_only=plan.last_turn_only,
+            **({"shards": split} if split > 1 else {}),
         )
         if enqueue:
             lifecycle.enqueue(run)
@@ -272,6 +278,18 @@ def _work(run_id: int, worker: str) -> None:
     judge_missing(run_id, worker)
 
 
+def _work_shard(run_id: int, shard) -> bool:
+    from .judge import judge_shard
+
+    return judge_shard(run_id, shard)
+
+
+def _items(run: JudgeRun) -> int:
+    from .judge import run_items
+
+    return run_items(run)
+
+
 JUDGE_RUN = kinds.register(
     RunKind(
         model=JudgeRun,
@@ -280,6 +298,9 @@ JUDGE_RUN = kinds.register(
         # A served judge only sends requests: no GPU needed.
         queue=lambda run: DEFAULT if run.judge.is_endpoint else GPU,
         unit="verdicts",
+        # Shards are ranges of comparisons (both orders) or of graded answers, by id.
+        items=_items,
+        work_shard=_work_shard,
         cancel_action=Action.JUDGE_RUN_CANCEL,
         retry_action=Action.JUDGE_RUN_RETRY,
     )

@@ -365,7 +365,10 @@ def celery_worker_factory(tmp_path, _model_storage):
 
     def start(queues: str = "gpu,default", **extra_env) -> CeleryWorker:
         env = _worker_env(_model_storage, **extra_env)
-        worker = CeleryWorker(env, tmp_path / f"worker-{len(workers)}.log", queues, tmp_path)
+        # Each worker's embedded beat keeps its own schedule file: two at once share none.
+        beat_dir = tmp_path / f"beat-{len(workers)}"
+        beat_dir.mkdir(exist_ok=True)
+        worker = CeleryWorker(env, tmp_path / f"worker-{len(workers)}.log", queues, beat_dir)
         workers.append(worker)
         return worker
 

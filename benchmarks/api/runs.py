@@ -10,7 +10,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from evalsite.runs.api import RUN_STATE_FIELDS, RunViewSet
+from evalsite.runs.api import RUN_STATE_FIELDS, RunViewSet, shards_field
 from generation.models import LanguageModel
 
 from ..catalog import task_rows
@@ -33,6 +33,7 @@ class BenchmarkRunInputSerializer(serializers.Serializer):
     scoring = serializers.ChoiceField(choices=Scoring.choices, default=Scoring.LOGLIKELIHOOD)
     limit = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
     batch_size = serializers.IntegerField(default=8, min_value=1, max_value=1024)
+    shards = shards_field()
     seed = serializers.IntegerField(default=0, min_value=-(2**31), max_value=2**31 - 1)
     params = serializers.DictField(
         required=False,

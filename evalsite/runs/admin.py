@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from evalsite.errors import ServiceError
 
-from . import lifecycle
+from . import lifecycle, shards
 from .kinds import kind_of
 from .workers import unconsumed_warning
 
@@ -92,7 +92,14 @@ class RunAdmin(QueuedRunWarning, admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         if self.fieldsets:
             return [name for _, options in self.fieldsets for name in options["fields"]]
-        return [*self.run_fields, "status", "progress", *self.result_fields, *RUN_STATE_FIELDS]
+        return [
+            *self.run_fields,
+            "status",
+            "progress",
+            "shard_list",
+            *self.result_fields,
+            *RUN_STATE_FIELDS,
+        ]
 
     def get_fields(self, request, obj=None):
         return self.get_readonly_fields(request, obj)
@@ -104,6 +111,21 @@ class RunAdmin(QueuedRunWarning, admin.ModelAdmin):
     def progress(self, obj) -> SafeString:
         kind = kind_of(obj)
         return progress_bar(getattr(obj, kind.done), getattr(obj, kind.total), more=f" {kind.unit}")
+
+    @admin.display(description="shards")
+    def shard_list(self, obj) -> SafeString | str:
+        """Each shard of a split run: its range of items, status, worker and tries."""
+        rows = list(shards.of_run(obj).order_by("index")) if obj is not None else []
+        if not rows:
+            return "one (not split)"
+        return format_html_join(
+            format_html("<br>"),
+            "{}: items {} to {}, {} ({}, {} tries)",
+            (
+                (s.index, s.start + 1, s.stop, s.status, s.worker or "no worker", s.attempts)
+                for s in rows
+            ),
+        )
 
     @admin.action(description="Cancel")
     def cancel_runs(self, request, queryset):

@@ -4,7 +4,7 @@ cancel and retry (409 when the run's state forbids it, through the API's excepti
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema, extend_schema_view
-from rest_framework import mixins, status, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
@@ -12,6 +12,21 @@ from . import lifecycle
 
 # The state fields every run serializer lists after its own.
 RUN_STATE_FIELDS = ["error", "attempts", "created_at", "started_at", "finished_at", "heartbeat_at"]
+
+
+def shards_field() -> serializers.IntegerField:
+    """What a create request of a kind that can be split gives as ``shards``
+    (evalsite/runs/shards.py)."""
+    return serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        default=None,
+        min_value=1,
+        max_value=1024,
+        write_only=True,
+        help_text="Split the run into this many shards that workers execute at once (none: "
+        "one per worker consuming its queue)",
+    )
 
 
 class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

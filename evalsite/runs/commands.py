@@ -18,13 +18,22 @@ class RunCommand(BaseCommand):
     """Subclasses add their options in ``add_run_options``, make the run in ``create_run``
     (through the kind's service, ``enqueue`` False for ``--inline``), and may say more in
     ``describe`` (the line printed once it is made), ``succeeded`` (the success line) and
-    ``report`` (after it)."""
+    ``report`` (after it). With ``splittable``, the command takes ``--shards`` and passes
+    ``opts["shards"]`` to its service."""
 
     wait_help = "wait and show a progress bar"
     inline_help = "execute it in this process instead of a worker (no broker needed)"
+    # A kind whose runs can be split into shards (evalsite/runs/shards.py) takes --shards.
+    splittable = False
+    shards_help = (
+        "split the run into this many shards that workers execute at once "
+        "(default: one per worker consuming its queue; one with --inline)"
+    )
 
     def add_arguments(self, parser):
         self.add_run_options(parser)
+        if self.splittable:
+            parser.add_argument("--shards", type=int, default=None, help=self.shards_help)
         parser.add_argument("--wait", action="store_true", help=self.wait_help)
         parser.add_argument("--inline", action="store_true", help=self.inline_help)
 

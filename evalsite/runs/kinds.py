@@ -29,6 +29,12 @@ class RunKind:
     ``default`` for a run that only sends requests). ``claimable`` narrows which rows may be
     claimed. ``done`` / ``total`` name the progress fields. ``cancel_action``, ``retry_action``:
     the audit actions the generic cancel and retry record (with the fields ``audit_fields``).
+
+    A kind whose runs may be split into shards (evalsite/runs/shards.py) says how many items a
+    run has in ``items(run)`` (in the one order its shards cut them into ranges), and does what
+    a claimed shard is missing in ``work_shard(run_id, shard)``: only the items of
+    ``shard.start`` to ``shard.stop``, while ``shard.held()``, keeping the run's progress over
+    all its shards; it returns True when every item of its range is stored.
     """
 
     model: type
@@ -43,6 +49,8 @@ class RunKind:
     retry_action: str = ""
     retry_word: str = "retried"
     audit_fields: tuple[str, ...] = ("done", "total")
+    items: Callable[[object], int] | None = None
+    work_shard: Callable[[int, object], bool] | None = None
 
     @property
     def key(self) -> str:

@@ -60,8 +60,11 @@ def _finished(model, run_id: int) -> None:
 
 def enqueue(run) -> None:
     """Send the run to the queue its kind chooses once the current transaction commits."""
+    from . import shards
     from .tasks import run_execute_task
 
+    if shards.enqueue(run):  # split: one message per queued shard
+        return
     kind = kind_of(run)
     queue = kind.queue(run)
     key, run_id = kind.key, run.pk
@@ -178,11 +181,25 @@ def run_held(model, run_id: int, work: Callable[[int, str], None], *, label: str
     return True
 
 
-def execute(kind: RunKind | str, run_id: int):
+def execute(kind: RunKind | str, run_id: int, shard: int | None = None):
     """Claim a run of ``kind`` and do what it is missing; the run refreshed, or None when it was
     not claimable. Safe to call any number of times for one run (redelivered or requeued
-    messages, ``--inline`` commands)."""
+    messages, ``--inline`` commands).
+
+    ``shard``: that shard of a split run only. A split run without ``shard`` (``--inline``)
+    executes its unfinished shards one after another in this process.
+    """
+    from . import shards
+
     kind = kind_of(kind) if isinstance(kind, str) else kind
+    if shard is not None:
+        if not shards.execute(kind, run_id, shard):
+            return None
+        return kind.model.objects.get(pk=run_id)
+    pending = shards.of(kind.model, run_id).exclude(status=kind.model.Status.SUCCEEDED)
+    if shards.of(kind.model, run_id).exists():
+        claimed = [shards.execute(kind, run_id, i) for i in pending.values_list("index", flat=True)]
+        return kind.model.objects.get(pk=run_id) if any(claimed) else None
 
     def work(run_id: int, worker: str) -> None:
         kind.work(run_id, worker)
@@ -209,6 +226,8 @@ def cancel(run, user=None):
 
     Refused (ServiceError) when the run is no longer active; audited with the kind's action.
     """
+    from . import shards
+
     kind = kind_of(run)
     model = type(run)
     with transaction.atomic():
@@ -220,6 +239,7 @@ def cancel(run, user=None):
             raise StateConflict(
                 CANNOT_CANCEL.format(label=kind.label, id=run.pk, status=run.status)
             )
+        shards.cancelled(run)
         _audit(kind, kind.cancel_action, run, user)
     return run
 
@@ -230,6 +250,8 @@ def retry(run, user=None, *, send: bool = True):
     Without ``send`` the run is only marked queued, for a caller that executes it itself
     (``--inline``). Refused (ServiceError) in another state; audited with the kind's action.
     """
+    from . import shards
+
     kind = kind_of(run)
     model = type(run)
     with transaction.atomic():
@@ -249,6 +271,7 @@ def retry(run, user=None, *, send: bool = True):
                     label=kind.label, id=run.pk, status=run.status, word=kind.retry_word
                 )
             )
+        shards.retried(run)
         if send:
             enqueue(run)
         _audit(kind, kind.retry_action, run, user)
@@ -257,11 +280,15 @@ def retry(run, user=None, *, send: bool = True):
 
 def requeue_stale(kind: RunKind) -> list[int]:
     """Put running runs of ``kind`` whose heartbeat stopped (their worker died) back in the
-    queue; their ids."""
+    queue; their ids. A split run is left to its shards' check (shards.requeue_stale)."""
+    from . import shards
+
     model = kind.model
     cutoff = timezone.now() - settings.RUN_HEARTBEAT_TIMEOUT
-    stale = Q(status=model.Status.RUNNING) & (
-        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+    stale = (
+        Q(status=model.Status.RUNNING)
+        & (Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff))
+        & ~Q(pk__in=shards.sharded_ids(model))
     )
     requeued = []
     for run_id in model.objects.filter(stale).values_list("pk", flat=True):
@@ -284,11 +311,14 @@ def resend_lost(kind: RunKind) -> list[int]:
 
     While queued, ``heartbeat_at`` holds when the run's message was last sent (None: when the
     row was made), so each run is sent again at most once per interval; a run whose message was
-    only slow gets a duplicate, which its claim makes harmless.
+    only slow gets a duplicate, which its claim makes harmless. A split run's shards are sent
+    again by shards.resend_lost.
     """
+    from . import shards
+
     model = kind.model
     cutoff = timezone.now() - timedelta(seconds=settings.RUN_QUEUED_RESEND_SECONDS)
-    lost = Q(status=model.Status.QUEUED, **kind.claimable)
+    lost = Q(status=model.Status.QUEUED, **kind.claimable) & ~Q(pk__in=shards.sharded_ids(model))
     sent = Coalesce("heartbeat_at", "created_at")
     resent = []
     candidates = model.objects.annotate(sent=sent).filter(lost, sent__lt=cutoff)
@@ -304,10 +334,16 @@ def resend_lost(kind: RunKind) -> list[int]:
 
 
 def requeue_all() -> dict[str, list[int]]:
-    """The periodic check: for every kind, stale runs requeued and lost messages sent again."""
+    """The periodic check: for every kind, stale runs requeued and lost messages sent again;
+    then the same for the shards of split runs (their ids under "shards")."""
+    from . import shards
+
     done = {}
     for kind in all_kinds():
         ids = requeue_stale(kind) + resend_lost(kind)
         if ids:
             done[kind.key] = ids
+    shard_ids = shards.requeue_stale() + shards.resend_lost()
+    if shard_ids:
+        done["shards"] = shard_ids
     return done

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.contenttypes.fields import GenericForeignKey, GenericRelation
+from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.db.models import F, Q
 
@@ -35,6 +37,9 @@ class Run(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
+    # A run split into shards (evalsite/runs/shards.py) has one row per shard; none: one piece.
+    # A generic relation adds no column, so no kind's table changes; deleting a run deletes them.
+    shards = GenericRelation("runs.RunShard", related_query_name="%(app_label)s_%(class)s")
 
     class Meta:
         abstract = True
@@ -68,3 +73,50 @@ class CountedRun(Run):
                 name="%(app_label)s_%(class)s_done_le_total",
             ),
         ]
+
+
+class RunShard(models.Model):
+    """One range of a run's items (``start`` to ``stop``, in the order its kind lists them),
+    claimed, heartbeated, requeued and finished on its own row like a run, by any worker.
+
+    The run (of any kind: content type and id) keeps status and progress for all its shards;
+    it succeeds when every shard has. While a shard is queued, ``heartbeat_at`` is when its
+    message was last sent, as for a run.
+    """
+
+    Status = Run.Status
+    ACTIVE = Run.ACTIVE
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE)
+    object_id = models.PositiveBigIntegerField()
+    run = GenericForeignKey("content_type", "object_id")
+    index = models.PositiveSmallIntegerField()
+    start = models.PositiveIntegerField()
+    stop = models.PositiveIntegerField()
+    status = models.CharField(max_length=20, choices=Run.Status.choices, default=Run.Status.QUEUED)
+    error = models.TextField(blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["content_type", "object_id", "index"]
+        constraints = [
+            # A shard is claimed by (run, index): one row each, whoever split the run.
+            models.UniqueConstraint(
+                fields=["content_type", "object_id", "index"], name="runs_runshard_one_per_index"
+            ),
+            models.CheckConstraint(
+                condition=Q(start__lt=F("stop")), name="runs_runshard_range_not_empty"
+            ),
+        ]
+        indexes = [
+            # The stale-shard check (shards.requeue_stale): running shards by heartbeat.
+            models.Index(fields=["status", "heartbeat_at"], name="runs_shard_status_hb"),
+        ]
+
+    def __str__(self) -> str:
+        return f"shard {self.index} [{self.start}, {self.stop}) of run {self.object_id}"

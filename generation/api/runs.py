@@ -10,7 +10,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from evalsite.api_helpers import import_action, import_upload
-from evalsite.runs.api import RUN_STATE_FIELDS, RunViewSet
+from evalsite.runs.api import RUN_STATE_FIELDS, RunViewSet, shards_field
 
 from ..answers_import import answers_import
 from ..models import GenerationRun, PromptSet
@@ -31,6 +31,7 @@ class RegenerationSerializer(serializers.Serializer):
 
 
 class GenerationRunSerializer(serializers.ModelSerializer):
+    shards = shards_field()
     template = serializers.SerializerMethodField()
     regeneration = serializers.SerializerMethodField()
     truncated_answers = serializers.SerializerMethodField()
@@ -45,6 +46,7 @@ class GenerationRunSerializer(serializers.ModelSerializer):
             "seed",
             "batch_size",
             "engine_requested",
+            "shards",
             "imported",
             "engine",
             "status",
@@ -123,6 +125,7 @@ class GenerationRunViewSet(RunViewSet):
             seed=data.get("seed", 0),
             batch_size=data.get("batch_size", 8),
             engine=data.get("engine_requested", "auto"),
+            shards=data.get("shards"),
             user=user,
         )
 

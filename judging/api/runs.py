@@ -15,7 +15,7 @@ from rest_framework.response import Response
 
 from annotation.models import Study
 from evalsite.errors import StateConflict
-from evalsite.runs.api import RUN_STATE_FIELDS, RunViewSet
+from evalsite.runs.api import RUN_STATE_FIELDS, RunViewSet, shards_field
 from generation.api.shared import TemplateRefSerializer, template_ref
 from generation.models import LanguageModel
 
@@ -53,6 +53,7 @@ class JudgeRunInputSerializer(serializers.Serializer):
     params = serializers.DictField(required=False, default=dict, help_text="The judge's decoding")
     seed = serializers.IntegerField(default=0, min_value=-(2**31), max_value=2**31 - 1)
     batch_size = serializers.IntegerField(default=8, min_value=1, max_value=1024)
+    shards = shards_field()
     max_attempts = serializers.IntegerField(default=3, min_value=1, max_value=20)
     inconsistent = serializers.ChoiceField(
         choices=JudgeRun.Inconsistent.choices, default=JudgeRun.Inconsistent.TIE

@@ -16,6 +16,7 @@ class Command(RunCommand):
     )
 
     inline_help = "run in this process instead of a worker (needs lm_eval here)"
+    splittable = True
 
     def add_run_options(self, parser):
         parser.add_argument("--model", required=True, help="registered model name")
@@ -49,6 +50,7 @@ class Command(RunCommand):
             batch_size=opts["batch_size"],
             seed=opts["seed"],
             enqueue=enqueue,
+            shards=opts["shards"],
         )
 
     def describe(self, run) -> str:

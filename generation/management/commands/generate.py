@@ -11,6 +11,7 @@ class Command(RunCommand):
     )
 
     inline_help = "generate in this process instead of a worker (no broker needed)"
+    splittable = True
 
     def add_run_options(self, parser):
         parser.add_argument("--model", required=True, help="registered model name")
@@ -39,6 +40,7 @@ class Command(RunCommand):
             batch_size=opts["batch_size"],
             engine=opts["engine"],
             enqueue=enqueue,
+            shards=opts["shards"],
         )
 
     def describe(self, run) -> str:

@@ -18,6 +18,7 @@ class Command(RunCommand):
     )
 
     inline_help = "judge in this process instead of a worker (no broker needed)"
+    splittable = True
 
     def add_run_options(self, parser):
         parser.add_argument("--study", required=True, help="study name")
@@ -110,6 +111,7 @@ class Command(RunCommand):
             last_turn_only=opts["last_turn_only"],
             engine=opts["engine"],
             enqueue=enqueue,
+            shards=opts["shards"],
         )
 
     def describe(self, run) -> str:
