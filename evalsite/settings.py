@@ -315,8 +315,11 @@ RUN_HEARTBEAT_INTERVAL = float(os.environ.get("RUN_HEARTBEAT_INTERVAL", "15"))
 # A queued run no worker has taken this long after its message was sent is sent again (the
 # message was lost); a duplicate is harmless, the run's claim lets only one worker execute it.
 RUN_QUEUED_RESEND_SECONDS = envint("RUN_QUEUED_RESEND_SECONDS", 900)
-# The most shards one run is split into (evalsite/runs/shards.py); by default, one per worker.
+# The most shards one run is split into (evalsite/runs/shards.py).
 RUN_SHARDS_MAX = envint("RUN_SHARDS_MAX", 16)
+# Shards of a run created without the option: 0 = one per worker consuming its queue (a census
+# of the broker, cached WORKER_CENSUS_CACHE_SECONDS); N = N (1: never split unless asked).
+RUN_SHARDS_DEFAULT = envint("RUN_SHARDS_DEFAULT", 0)
 # Who consumes which queue (evalsite/runs/workers.py): the health check, the run admins and the
 # --wait commands ask the broker, briefly, and say when nobody has taken a run.
 BROKER_CHECK_TIMEOUT = float(os.environ.get("BROKER_CHECK_TIMEOUT", "2"))

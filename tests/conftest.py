@@ -165,6 +165,17 @@ def _fast_password_hashing():
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _runs_unsplit_unless_asked():
+    """A run made without ``shards`` is one piece in tests (RUN_SHARDS_DEFAULT=1): the default
+    of one shard per worker asks the broker at every run creation (up to the inspect timeout),
+    and a census cached by an earlier test would split a later test's run. The shard tests ask
+    for shards, or set 0 to test the default."""
+    from django.conf import settings
+
+    settings.RUN_SHARDS_DEFAULT = 1
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _model_storage(tmp_path_factory):
     """Every test session gets its own MODEL_STORAGE root, shared with worker subprocesses."""
     from django.conf import settings

@@ -95,10 +95,12 @@ def ranges(items: int, count: int) -> list[tuple[int, int]]:
 
 
 def default_count(run) -> int:
-    """One shard per worker consuming the run's queue (the census every page shares); one when
-    the broker cannot say or nobody consumes it yet."""
+    """RUN_SHARDS_DEFAULT when set, else one shard per worker consuming the run's queue (the
+    census every page shares); one when the broker cannot say or nobody consumes it yet."""
     from .workers import recent_census
 
+    if settings.RUN_SHARDS_DEFAULT > 0:
+        return settings.RUN_SHARDS_DEFAULT
     found = recent_census()
     if not found.known:
         return 1

@@ -150,6 +150,7 @@ def test_a_worker_killed_mid_shard_has_its_shard_requeued_and_finished_nothing_t
     celery_worker_factory, tiny_model_dir, settings
 ):
     settings.WORKER_CENSUS_CACHE_SECONDS = 0  # the census of this moment, not a cached one
+    settings.RUN_SHARDS_DEFAULT = 0  # one shard per worker (the suite's default is one piece)
     prompt_set = _prompt_set(100, name="fixture")
     model = _model(tiny_model_dir, max_new_tokens=48)
     first, second = celery_worker_factory(), celery_worker_factory()
