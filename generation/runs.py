@@ -173,5 +173,8 @@ GENERATION_RUN = kinds.register(
         unit="answers",
         cancel_action=Action.GENERATION_RUN_CANCEL,
         retry_action=Action.GENERATION_RUN_RETRY,
+        name="generation",
+        related=("model", "prompt_set"),
+        provenance=("model", "prompt_set", "params", "seed", "template", "imported"),
     )
 )

@@ -29,6 +29,14 @@ class RunKind:
     ``default`` for a run that only sends requests). ``claimable`` narrows which rows may be
     claimed. ``done`` / ``total`` name the progress fields. ``cancel_action``, ``retry_action``:
     the audit actions the generic cancel and retry record (with the fields ``audit_fields``).
+
+    How staff pages show a run: ``name`` is the kind's short name in URLs and filters
+    ("generation"; blank: the model's name); ``variants`` names runs of the kind that read as a
+    kind of their own (name -> queryset filter, such as judge runs that grade) and ``variant(run)``
+    gives a run's variant name ("" for none); ``describe(run)`` is one line saying what the run
+    works on (``related``: what it reads, for select_related); ``page_url(run)`` is the page a
+    row links to (None: the run's admin change page). ``provenance``: the fields that say what the
+    run was asked to do, kept as they are once it has left ``queued`` (runs/provenance.py).
     """
 
     model: type
@@ -43,10 +51,26 @@ class RunKind:
     retry_action: str = ""
     retry_word: str = "retried"
     audit_fields: tuple[str, ...] = ("done", "total")
+    name: str = ""
+    variants: dict = field(default_factory=dict)
+    variant: Callable[[object], str] | None = None
+    describe: Callable[[object], str] = str
+    related: tuple[str, ...] = ()
+    page_url: Callable[[object], str] | None = None
+    provenance: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
         return self.model._meta.label_lower
+
+    @property
+    def slug(self) -> str:
+        """The kind's name in URLs and filters."""
+        return self.name or self.model._meta.model_name
+
+    def shown_as(self, run) -> str:
+        """The name a run's row shows: its variant's, else the kind's."""
+        return (self.variant(run) if self.variant else "") or self.slug
 
     @property
     def on_success(self) -> list[Callable[[int], object]]:
@@ -79,6 +103,14 @@ def kind_of(model_or_run) -> RunKind:
 
 def all_kinds() -> tuple[RunKind, ...]:
     return tuple(_KINDS.values())
+
+
+def kind_named(slug: str) -> RunKind:
+    """The kind whose ``slug`` is ``slug`` (LookupError when none is)."""
+    for kind in _KINDS.values():
+        if kind.slug == slug:
+            return kind
+    raise LookupError(UNKNOWN_KIND.format(key=slug))
 
 
 def on_succeeded(model, hook: Callable[[int], object]) -> Callable[[int], object]:

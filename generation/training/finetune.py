@@ -363,8 +363,8 @@ def _finetune_follow(run_id: int) -> None:
 
 
 def _finetune_register(run: FineTuneRun, output_dir: str, worker: str) -> None:
-    """Register the tuned model with the base model's prompt template name (it was trained in
-    that format, and generates with it) and mark the run done."""
+    """Register the tuned model with the base model's prompt template, pinned to the version
+    the run trained with (it generates with that), and mark the run done."""
     base = run.base_model
     name = run.model_name or f"{base.name}-{run.method}-ft{run.pk}"
     relative = storage_relative(output_dir)
@@ -385,6 +385,9 @@ def _finetune_register(run: FineTuneRun, output_dir: str, worker: str) -> None:
             name_or_path=base.name_or_path if run.is_lora else relative,
             revision=base.revision if run.is_lora else "",
             prompt_format=base.prompt_format,
+            # The exact version it was trained with: a later edit of the template (a new
+            # version) leaves what this model generates with as it was.
+            prompt_template=run.template,
             maker=base.maker,
             generation_defaults=base.generation_defaults,
             trust_remote_code=base.trust_remote_code,
@@ -410,5 +413,8 @@ FINETUNE_RUN = kinds.register(
         retry_action=Action.FINETUNE_RUN_RESUME,
         retry_word="resumed",
         audit_fields=("step", "checkpoint"),
+        name="finetune",
+        related=("base_model",),
+        provenance=("base_model", "method", "preferences", "template", *FINETUNE_FIELDS),
     )
 )
