@@ -9,7 +9,7 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils.translation import gettext, gettext_lazy
+from django.utils.translation import gettext, gettext_lazy, pgettext_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
@@ -23,20 +23,20 @@ from .views import results_access
 # The names the staff pages give each kind of work and each status (a kind not listed here
 # shows its own name). Kinds are strings: annotation never imports the apps that register them.
 KIND_LABELS = {
-    "generation": gettext_lazy("generation"),
-    "finetune": gettext_lazy("fine-tune"),
-    "judge": gettext_lazy("judge"),
-    "grading": gettext_lazy("grading"),
-    "evolution": gettext_lazy("evolution"),
-    "benchmark": gettext_lazy("benchmark"),
-    "sweep": gettext_lazy("sweep"),
+    "generation": pgettext_lazy("work kind", "generation"),
+    "finetune": pgettext_lazy("work kind", "fine-tune"),
+    "judge": pgettext_lazy("work kind", "judge"),
+    "grading": pgettext_lazy("work kind", "grading"),
+    "evolution": pgettext_lazy("work kind", "evolution"),
+    "benchmark": pgettext_lazy("work kind", "benchmark"),
+    "sweep": pgettext_lazy("work kind", "sweep"),
 }
 STATUS_LABELS = {
-    "queued": gettext_lazy("queued"),
-    "running": gettext_lazy("running"),
-    "succeeded": gettext_lazy("succeeded"),
-    "failed": gettext_lazy("failed"),
-    "cancelled": gettext_lazy("cancelled"),
+    "queued": pgettext_lazy("work status", "queued"),
+    "running": pgettext_lazy("work status", "running"),
+    "succeeded": pgettext_lazy("work status", "succeeded"),
+    "failed": pgettext_lazy("work status", "failed"),
+    "cancelled": pgettext_lazy("work status", "cancelled"),
 }
 HOME_WORK = 30  # rows of work on the home; the runs page lists up to listing.LIMIT
 
