@@ -12,7 +12,7 @@ from evalsite.errors import ServiceError
 
 from . import lifecycle
 from .kinds import kind_of
-from .listing import run_progress_url
+from .listing import progress_text, run_progress_url
 from .workers import unconsumed_warning
 
 # What every run shows after its own fields and its results, read-only.
@@ -28,21 +28,17 @@ RUN_STATE_FIELDS = [
 ]
 
 
-def progress_text(done: int, total: int, more: str = "", unit: str = "") -> str:
-    """ "<unit>done/total (percent%)<more>": what follows a run's progress bar."""
-    percent = round(100 * done / total) if total else 0
-    return f"{unit}{done}/{total} ({percent}%){more}"
-
-
-def progress_bar(done: int, total: int, unit: str = "", more: str = "") -> SafeString:
-    """A run's progress: a bar, then its ``progress_text``, every value escaped (a live run page
-    updates both in place: runs/static/runs/live.js)."""
+def progress_bar(
+    done: int, total: int, unit: str = "", more: str = "", *, text: str | None = None
+) -> SafeString:
+    """A run's progress: a bar, then ``text`` (None: its ``progress_text``), every value escaped
+    (a live run page updates both in place: runs/static/runs/live.js)."""
     return format_html(
         '<progress class="run-progress" max="{}" value="{}"></progress> '
         '<span class="run-progress-text">{}</span>',
         total,
         done,
-        progress_text(done, total, more, unit),
+        progress_text(done, total, more, unit) if text is None else text,
     )
 
 
@@ -120,7 +116,10 @@ class RunAdmin(QueuedRunWarning, admin.ModelAdmin):
     @admin.display(description="progress")
     def progress(self, obj) -> SafeString:
         kind = kind_of(obj)
-        return progress_bar(getattr(obj, kind.done), getattr(obj, kind.total), more=f" {kind.unit}")
+        done, total = getattr(obj, kind.done), getattr(obj, kind.total)
+        if kind.progress_text:
+            return progress_bar(done, total, text=kind.progress_text(obj))
+        return progress_bar(done, total, more=f" {kind.unit}")
 
     @admin.action(description="Cancel")
     def cancel_runs(self, request, queryset):

@@ -35,8 +35,10 @@ class RunKind:
     kind of their own (name -> queryset filter, such as judge runs that grade) and ``variant(run)``
     gives a run's variant name ("" for none); ``describe(run)`` is one line saying what the run
     works on (``related``: what it reads, for select_related); ``page_url(run)`` is the page a
-    row links to (None: the run's admin change page). ``provenance``: the fields that say what the
-    run was asked to do, kept as they are once it has left ``queued`` (runs/provenance.py).
+    row links to (None: the run's admin change page); ``progress_text(run)`` what its page says
+    beside the progress bar (None: "done/total (percent%) unit"). ``provenance``: the fields
+    that say what the run was asked to do, kept as they are once it has left ``queued``
+    (runs/provenance.py).
     """
 
     model: type
@@ -58,6 +60,7 @@ class RunKind:
     related: tuple[str, ...] = ()
     page_url: Callable[[object], str] | None = None
     provenance: tuple[str, ...] = ()
+    progress_text: Callable[[object], str] | None = None
 
     @property
     def key(self) -> str:

@@ -113,6 +113,12 @@ def work_sources() -> tuple[WorkSource, ...]:
     return tuple(_SOURCES.values())
 
 
+def progress_text(done: int, total: int, more: str = "", unit: str = "") -> str:
+    """What follows a run's progress bar: "<unit>done/total (percent%)<more>"."""
+    percent = round(100 * done / total) if total else 0
+    return f"{unit}{done}/{total} ({percent}%){more}"
+
+
 def run_page_url(run) -> str:
     """The page a run's row links to: its kind's page, else its admin change page."""
     kind = kind_of(run)

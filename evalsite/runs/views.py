@@ -11,18 +11,20 @@ from rest_framework.views import APIView
 
 from evalsite.permissions import model_permission
 
-from .admin import progress_text
-from .kinds import kind_named
-from .listing import run_row
+from .kinds import kind_named, kind_of
+from .listing import progress_text, run_row
 
 
 def progress_dict(run) -> dict:
     """What a run page shows live: status, progress, error, timings, and whether it is still
     going (``active``: poll again)."""
     row = run_row(run)
+    kind = kind_of(run)
     return {
         **row.as_dict(),
-        "text": progress_text(row.done, row.total, f" {row.unit}"),
+        "text": kind.progress_text(run)
+        if kind.progress_text
+        else progress_text(row.done, row.total, f" {row.unit}"),
         "active": run.status in run.ACTIVE,
     }
 

@@ -15,7 +15,7 @@ from django.utils.http import content_disposition_header
 from django.utils.safestring import SafeString
 
 from evalsite.exports import file_name
-from evalsite.runs.admin import RunAdmin, progress_bar
+from evalsite.runs.admin import RunAdmin
 
 from ..engine import charts
 from ..models import FineTuneLog, FineTuneRun, InstructionDataset, PreferenceDataset
@@ -143,11 +143,6 @@ class FineTuneRunAdmin(ExtraPages, RunAdmin):
         if obj.preferences_id:
             return f"preference pairs {obj.preferences.name}"
         return ", ".join(str(source) for source in obj.sources.select_related("dataset"))
-
-    @admin.display(description="progress")
-    def progress(self, obj: FineTuneRun) -> SafeString:
-        # Richer than the spine's bar: the step it is at, and the epoch.
-        return progress_bar(obj.step, obj.total_steps, "step ", f", epoch {obj.epoch:.2f}")
 
     @admin.display(description="last loss")
     def last_loss(self, obj: FineTuneRun) -> str:

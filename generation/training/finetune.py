@@ -18,6 +18,7 @@ from evalsite.accounts.services import Action, audit_record
 from evalsite.errors import ServiceError
 from evalsite.runs import kinds, lifecycle
 from evalsite.runs.kinds import RunKind
+from evalsite.runs.listing import progress_text
 
 from ..models import (
     FineTuneLog,
@@ -415,6 +416,10 @@ FINETUNE_RUN = kinds.register(
         audit_fields=("step", "checkpoint"),
         name="finetune",
         related=("base_model",),
+        # The step it is at, and the epoch (the admin page and its live updates say the same).
+        progress_text=lambda run: progress_text(
+            run.step, run.total_steps, f", epoch {run.epoch:.2f}", "step "
+        ),
         provenance=("base_model", "method", "preferences", "template", *FINETUNE_FIELDS),
     )
 )

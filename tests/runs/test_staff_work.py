@@ -102,6 +102,9 @@ def test_the_progress_endpoint_answers_for_any_kind_with_that_kinds_view_permiss
     got = client.get(f"/api/runs/generation/{work.generation.pk}/progress/").json()
     assert (got["status"], got["done"], got["total"], got["active"]) == ("running", 3, 10, True)
     assert got["text"] == "3/10 (30%) answers"
+    # A kind may say more: a fine-tune's step and epoch, as its admin page does.
+    tuned = client.get(f"/api/runs/finetune/{work.finetune.pk}/progress/").json()
+    assert tuned["text"] == "step 0/40 (0%), epoch 0.00" and tuned["active"] is True
     judged = client.get(f"/api/runs/judge/{work.judge.pk}/progress/").json()
     assert (judged["kind"], judged["active"]) == ("judge", False)
     assert judged["error"] == "the judge endpoint refused the connection"
