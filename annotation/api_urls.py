@@ -13,6 +13,7 @@ urlpatterns = [
     path("assignments/<str:token>/skip/", apis.AssignmentSkipApi.as_view(), name="assignment-skip"),
     # Staff: the staff home's figures, two studies compared, an annotator's votes left out.
     path("staff/summary/", staff_apis.StaffSummaryApi.as_view(), name="staff-summary"),
+    path("staff/runs/", staff_apis.StaffRunsApi.as_view(), name="staff-runs"),
     path("studies/compare/", staff_apis.StudyCompareApi.as_view(), name="studies-compare"),
     path(
         "studies/<int:study_id>/annotators/<int:annotator_id>/exclusion/",

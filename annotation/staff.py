@@ -1,5 +1,6 @@
-"""The staff home's figures (page and API): studies with progress and pace, runs of every kind
-with status and progress, and skipped pairs waiting for a look."""
+"""The staff home's figures (page and API): studies with progress and pace, work of every kind
+(runs of each registered kind, and sweeps) with status, progress and time, and skipped pairs
+waiting for a look."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from datetime import timedelta
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.translation import gettext
 
-from generation.models import FineTuneRun, GenerationRun
+from evalsite.runs import listing
 
 from .models import Assignment, Study, Vote
 
@@ -35,21 +37,6 @@ class StudySummary:
     @property
     def progress(self) -> float:
         return min(1.0, self.votes / self.wanted) if self.wanted else 0.0
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    kind: str  # "generation" | "finetune"
-    id: int
-    model: str
-    status: str
-    done: int
-    total: int
-    created_at: str
-
-    @property
-    def progress(self) -> float:
-        return min(1.0, self.done / self.total) if self.total else 0.0
 
 
 def study_summaries(*, statuses=(Study.Status.OPEN, Study.Status.DRAFT)) -> list[StudySummary]:
@@ -91,38 +78,33 @@ def study_summaries(*, statuses=(Study.Status.OPEN, Study.Status.DRAFT)) -> list
     return out
 
 
-def run_summaries(*, limit: int = RECENT_RUNS, finetunes: bool = True) -> list[RunSummary]:
-    """Active runs of every kind, then the latest others, newest first."""
-    runs = []
-    for run in GenerationRun.objects.select_related("model").order_by("-created_at")[:limit]:
-        runs.append(
-            RunSummary(
-                "generation",
-                run.pk,
-                run.model.name,
-                run.status,
-                run.done,
-                run.total,
-                run.created_at.isoformat(),
-            )
-        )
-    found = FineTuneRun.objects.select_related("base_model").order_by("-created_at")
-    for run in found[:limit] if finetunes else ():
-        runs.append(
-            RunSummary(
-                "finetune",
-                run.pk,
-                run.base_model.name,
-                run.status,
-                run.step,
-                run.total_steps,
-                run.created_at.isoformat(),
-            )
-        )
-    active = {GenerationRun.Status.QUEUED, GenerationRun.Status.RUNNING}
-    runs.sort(key=lambda r: r.created_at, reverse=True)
-    runs.sort(key=lambda r: r.status not in active)
-    return runs[:limit]
+def work_list(*, user, kind: str = "", status: str = "", limit: int = RECENT_RUNS) -> list[dict]:
+    """Work of every kind ``user`` may view (runs of each registered kind, and sweeps through
+    their work source), filtered by kind and status, failures first: each row with how long it
+    has been queued or running (or ran), as the staff pages show it. ValueError for a filter
+    that is not one."""
+    now = timezone.now()
+    return [
+        {"row": row, "duration": duration_text(row.phase_seconds(now))}
+        for row in listing.work_rows(user=user, kind=kind, status=status, limit=limit)
+    ]
+
+
+def duration_text(seconds: float | None) -> str:
+    """ "45 s", "12 min", "3 h 05 min", "2 d 4 h" ("" for none), in the page's language."""
+    if seconds is None:
+        return ""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return gettext("%(s)d s") % {"s": seconds}
+    minutes = seconds // 60
+    if minutes < 60:
+        return gettext("%(m)d min") % {"m": minutes}
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return gettext("%(h)d h %(m)02d min") % {"h": hours, "m": minutes}
+    days, hours = divmod(hours, 24)
+    return gettext("%(d)d d %(h)d h") % {"d": days, "h": hours}
 
 
 def skipped_pairs(*, study: Study | None = None, limit: int = RECENT_SKIPS) -> list[Assignment]:
@@ -137,11 +119,11 @@ def skipped_pairs(*, study: Study | None = None, limit: int = RECENT_SKIPS) -> l
     )
 
 
-def summary_dict() -> dict:
-    """The staff home's figures as the API gives them."""
+def summary_dict(*, user) -> dict:
+    """The staff home's figures as the API gives them (the runs ``user`` may view)."""
     return {
         "studies": [{**asdict(s), "progress": s.progress} for s in study_summaries()],
-        "runs": [{**asdict(r), "progress": r.progress} for r in run_summaries()],
+        "runs": [r.as_dict() for r in listing.work_rows(user=user, limit=RECENT_RUNS)],
         "skipped": [
             {
                 "study": a.study_id,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from django.http import Http404, HttpResponse
+from django.utils import timezone
 from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -18,6 +19,7 @@ from rest_framework.views import APIView
 
 from evalsite.errors import ServiceError, StateConflict
 from evalsite.query import whole_number
+from evalsite.runs import listing
 from generation.models import GenerationRun, PromptSet
 
 from . import quality, ranking, results, staff, studies
@@ -46,7 +48,30 @@ class StaffSummaryApi(APIView):
 
     @extend_schema(operation_id="staff_summary", responses={200: OpenApiTypes.OBJECT})
     def get(self, request):
-        return Response(staff.summary_dict())
+        return Response(staff.summary_dict(user=request.user))
+
+
+class StaffRunsApi(APIView):
+    """Staff: all work the user may view (runs of every kind, with each kind's view permission,
+    and sweeps), failures first, then running and queued; ``kind`` and ``status`` filter
+    (400 naming the known values for one that is not)."""
+
+    required_permissions: list[str] = []  # any active staff; each kind asks its own permission
+
+    @extend_schema(
+        operation_id="staff_runs",
+        parameters=[OpenApiParameter("kind", str), OpenApiParameter("status", str)],
+        responses={200: OpenApiTypes.OBJECT, 400: OpenApiResponse(description="bad filter")},
+    )
+    def get(self, request):
+        kind = request.query_params.get("kind", "")
+        status_ = request.query_params.get("status", "")
+        try:
+            rows = listing.work_rows(user=request.user, kind=kind, status=status_)
+        except ValueError as exc:
+            raise ValidationError({"detail": str(exc)}) from None
+        now = timezone.now()
+        return Response({"count": len(rows), "results": [r.as_dict(now) for r in rows]})
 
 
 SIDES = ("first", "second")

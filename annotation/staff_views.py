@@ -1,5 +1,6 @@
-"""Staff pages: the home (studies, runs, skipped pairs), the comparison of two studies, and the
-one-click exclusion of an annotator's votes from a study's results."""
+"""Staff pages: the home (studies, all work, skipped pairs), the list of all work (runs of every
+kind and sweeps), the comparison of two studies, and the one-click exclusion of an annotator's
+votes from a study's results."""
 
 from __future__ import annotations
 
@@ -8,15 +9,60 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils.translation import gettext, gettext_lazy
+from django.utils.translation import gettext, gettext_lazy, pgettext_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from evalsite.query import is_whole_number
+from evalsite.runs import listing
 
 from . import quality, results, staff
 from .models import Study
 from .views import results_access
+
+# The names the staff pages give each kind of work and each status (a kind not listed here
+# shows its own name). Kinds are strings: annotation never imports the apps that register them.
+KIND_LABELS = {
+    "generation": pgettext_lazy("work kind", "generation"),
+    "finetune": pgettext_lazy("work kind", "fine-tune"),
+    "judge": pgettext_lazy("work kind", "judge"),
+    "grading": pgettext_lazy("work kind", "grading"),
+    "evolution": pgettext_lazy("work kind", "evolution"),
+    "benchmark": pgettext_lazy("work kind", "benchmark"),
+    "sweep": pgettext_lazy("work kind", "sweep"),
+}
+STATUS_LABELS = {
+    "queued": pgettext_lazy("work status", "queued"),
+    "running": pgettext_lazy("work status", "running"),
+    "succeeded": pgettext_lazy("work status", "succeeded"),
+    "failed": pgettext_lazy("work status", "failed"),
+    "cancelled": pgettext_lazy("work status", "cancelled"),
+}
+HOME_WORK = 30  # rows of work on the home; the runs page lists up to listing.LIMIT
+
+
+def _work_context(request: HttpRequest, limit: int) -> tuple[dict, int]:
+    """The list of work for the page's filters (``kind``, ``status``), and the page's status:
+    400 with the error for a filter that is not one."""
+    kind, status = request.GET.get("kind", ""), request.GET.get("status", "")
+    error, code, work = "", 200, []
+    try:
+        work = staff.work_list(user=request.user, kind=kind, status=status, limit=limit)
+    except ValueError as exc:
+        error, code = str(exc), 400
+    for item in work:
+        item["kind_label"] = KIND_LABELS.get(item["row"].kind, item["row"].kind)
+        item["status_label"] = STATUS_LABELS.get(item["row"].status, item["row"].status)
+    names = listing.kind_names()
+    context = {
+        "work": work,
+        "work_error": error,
+        "kind": kind,
+        "status": status,
+        "kind_choices": [(n, KIND_LABELS.get(n, n)) for n in names],
+        "status_choices": [(s, STATUS_LABELS.get(s, s)) for s in listing.STATUSES],
+    }
+    return context, code
 
 
 @staff_member_required
@@ -26,17 +72,24 @@ def staff_home(request: HttpRequest) -> HttpResponse:
     user = request.user
     may_read_results = user.has_perms(("annotation.view_study", "annotation.export_study"))
     may_see_studies = user.has_perm("annotation.view_study")
-    may_see_runs = user.has_perm("generation.view_generationrun")
+    work, code = _work_context(request, HOME_WORK)
     context = {
+        **work,
         "studies": staff.study_summaries() if may_see_studies else [],
-        "runs": staff.run_summaries(finetunes=user.has_perm("generation.view_finetunerun"))
-        if may_see_runs
-        else [],
         "skipped": staff.skipped_pairs() if may_see_studies else [],
         "may_read_results": may_read_results,
         "all_studies": Study.objects.order_by("-created_at").only("pk", "name"),
     }
-    return render(request, "annotation/staff_home.html", context)
+    return render(request, "annotation/staff_home.html", context, status=code)
+
+
+@staff_member_required
+@never_cache
+def staff_runs(request: HttpRequest) -> HttpResponse:
+    """All work (runs of every kind, sweeps) the user may view, filtered by kind and status,
+    failures first; each row links to its live page."""
+    context, code = _work_context(request, listing.LIMIT)
+    return render(request, "annotation/staff_runs.html", context, status=code)
 
 
 # What each side of a comparison of studies counts (results.VOTERS), as the page names it.

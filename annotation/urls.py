@@ -7,8 +7,9 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("annotate/", views.index, name="index"),
     path("annotate/<int:study_id>/", views.vote_page, name="vote"),
-    # Staff: their home, the comparison of two studies, leaving an annotator's votes out.
+    # Staff: their home, all work, the comparison of two studies, leaving an annotator's votes out.
     path("staff/", staff_views.staff_home, name="staff-home"),
+    path("staff/runs/", staff_views.staff_runs, name="staff-runs"),
     path("staff/compare/", staff_views.staff_compare, name="staff-compare"),
     path(
         "studies/<int:study_id>/annotators/<int:annotator_id>/exclusion/",

@@ -165,5 +165,8 @@ BENCHMARK_RUN = kinds.register(
         work_shard=_work_shard,
         cancel_action=Action.BENCHMARK_RUN_CANCEL,
         retry_action=Action.BENCHMARK_RUN_RETRY,
+        name="benchmark",
+        related=("model",),
+        provenance=("model", "tasks", "num_fewshot", "scoring", "limit", "seed", "params"),
     )
 )

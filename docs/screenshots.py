@@ -1,13 +1,15 @@
 """Screenshots: the voting page with answers rendered from Markdown (desktop 1280x800 and narrow
-390x844), the staff home and the comparison of two studies (in Japanese), and the results page
-of a study with people's and an LLM judge's votes (in English).
+390x844), the staff home with work of every kind, a run's page following it live and the
+comparison of two studies (in Japanese), and the results page of a study with people's and an
+LLM judge's votes (in English).
 
     .venv/bin/python docs/screenshots.py [OUTDIR] [--only NAME ...]
 
 Builds a throw-away SQLite database with a Japanese study (nothing touches var/ or
 DATABASE_URL), serves the site on a free local port and drives Debian's chromium with Playwright.
-Writes voting-desktop.png, voting-narrow.png, staff-home.png, study-compare.png and
-results-judge.png next to this file (or into OUTDIR); ``--only results-judge`` writes that one.
+Writes voting-desktop.png, voting-narrow.png, staff-home.png, run-live.png, study-compare.png
+and results-judge.png next to this file (or into OUTDIR); ``--only results-judge`` writes that
+one, ``--only staff`` the staff home, the live run page and the comparison.
 
 results-judge.png is the demo's study (``manage.py demo_setup --inline`` in the throw-away
 database: three tiny models, a tiny judge taught the verdict format and its finished judge run;
@@ -139,6 +141,92 @@ def _studies_to_compare(runs) -> None:
             study_close(study=study)  # one closed, one still open (the staff home lists it)
 
 
+def _work_of_every_kind() -> int:
+    """Rows of every kind of work in the states a staff home shows (nothing runs them): a
+    generation run under way, a failed judge run, a grading run, a fine-tune, an Evol-Instruct
+    run, a queued benchmark run and a sweep; the id of the generation run under way."""
+    from datetime import timedelta
+
+    from django.contrib.auth.models import User
+    from django.utils import timezone
+
+    from annotation.models import Study
+    from benchmarks.models import BenchmarkRun
+    from evolution.models import EvolutionRun
+    from generation.models import FineTuneRun, GenerationRun, InstructionDataset, LanguageModel
+    from judging.models import JudgeRun
+    from judging.prompts import judge_prompt_for
+    from sweeps.models import Sweep
+
+    now = timezone.now()
+    admin = User.objects.get(username="admin")
+    model = LanguageModel.objects.get(name="demo-model-0")
+    study = Study.objects.get(name="screenshots")
+    judge = LanguageModel.objects.create(name="demo-judge", name_or_path="demo/judge")
+    data = InstructionDataset.objects.create(name="指示データ-2026-12")
+    common = {"created_by": admin}
+    running = GenerationRun.objects.create(
+        model=model,
+        prompt_set=study.prompt_set,
+        status="running",
+        done=37,
+        total=80,
+        started_at=now - timedelta(minutes=6),
+        heartbeat_at=now,
+        **common,
+    )
+    JudgeRun.objects.create(
+        judge=judge,
+        study=study,
+        prompt=judge_prompt_for(grading=False),
+        status="failed",
+        error="the judge's endpoint refused the connection (http://gpu-2:8000/v1)",
+        done=14,
+        total=40,
+        started_at=now - timedelta(minutes=42),
+        finished_at=now - timedelta(minutes=35),
+        **common,
+    )
+    JudgeRun.objects.create(
+        judge=judge,
+        study=study,
+        prompt=judge_prompt_for(grading=True),
+        status="succeeded",
+        done=20,
+        total=20,
+        started_at=now - timedelta(hours=3, minutes=20),
+        finished_at=now - timedelta(hours=3, minutes=2),
+        **common,
+    )
+    FineTuneRun.objects.create(
+        base_model=model,
+        model_name="demo-model-0-lora",
+        status="running",
+        step=120,
+        total_steps=300,
+        started_at=now - timedelta(minutes=18),
+        heartbeat_at=now,
+        **common,
+    )
+    EvolutionRun.objects.create(
+        source=data,
+        model=model,
+        answer_model=model,
+        name="指示データ-evolved",
+        status="succeeded",
+        done=64,
+        total=64,
+        started_at=now - timedelta(hours=26),
+        finished_at=now - timedelta(hours=25, minutes=10),
+        **common,
+    )
+    BenchmarkRun.objects.create(model=model, tasks=["jcommonsenseqa", "jnli"], total=2, **common)
+    Sweep.objects.create(
+        name="lr-rows-2026-12", base_model=model, prompt_set=study.prompt_set, judge=judge
+    )
+    return running.pk
+
+
 def _serve() -> str:
     from django.contrib.staticfiles.handlers import StaticFilesHandler
     from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
@@ -264,7 +352,7 @@ def main(outdir: Path, only: set[str] | None = None) -> None:
                 executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS
             )
             if "staff" in wanted:
-                _staff_pages(browser, url, outdir)
+                _staff_pages(browser, url, outdir, _work_of_every_kind())
             voting_pages = [
                 ("voting-desktop.png", {"width": 1280, "height": 800}),
                 ("voting-narrow.png", {"width": 390, "height": 844}),
@@ -295,8 +383,9 @@ def main(outdir: Path, only: set[str] | None = None) -> None:
             browser.close()
 
 
-def _staff_pages(browser, url: str, outdir: Path) -> None:
+def _staff_pages(browser, url: str, outdir: Path, running_id: int) -> None:
     from annotation.models import Study
+    from generation.models import GenerationRun
 
     context = browser.new_context(
         viewport={"width": 1280, "height": 800},
@@ -311,8 +400,18 @@ def _staff_pages(browser, url: str, outdir: Path) -> None:
     page.click("button[type=submit]")
     page.wait_for_url(f"{url}/staff/")
     page.evaluate("document.fonts.ready")
-    page.screenshot(path=str(outdir / "staff-home.png"))
+    page.screenshot(path=str(outdir / "staff-home.png"), full_page=True)
     print(f"wrote {outdir / 'staff-home.png'}")
+    # A run's page as it follows the run: the row moves on while the page stays loaded.
+    page.goto(f"{url}/admin/generation/generationrun/{running_id}/change/")
+    page.wait_for_selector("#run-live[data-active='1']")
+    page.click("#toggle-nav-sidebar")  # the run, not the admin's list of every model
+    GenerationRun.objects.filter(pk=running_id).update(done=52)
+    page.wait_for_selector("#run-live[data-done='52']")
+    page.evaluate("window.scrollTo(0, 0)")
+    page.evaluate("document.fonts.ready")
+    page.screenshot(path=str(outdir / "run-live.png"))
+    print(f"wrote {outdir / 'run-live.png'}")
     first, second = Study.objects.filter(name__startswith="人手評価").order_by("pk")
     page.goto(f"{url}/staff/compare/?first={first.pk}&second={second.pk}")
     page.wait_for_selector("#comparison")

@@ -21,6 +21,7 @@ urlpatterns = [
     path("api/docs/", views.ApiDocsView.as_view(url_name="schema"), name="api-docs"),
     path("api/ping/", views.ping, name="ping"),
     path("api/health/", views.HealthView.as_view(), name="health"),
+    path("api/", include("evalsite.runs.urls")),
     path("api/", include("generation.api_urls")),
     path("api/", include("annotation.api_urls")),
     path("api/", include("judging.api_urls")),

@@ -147,5 +147,19 @@ EVOLUTION_RUN = kinds.register(
         cancel_action=Action.EVOLUTION_RUN_CANCEL,
         retry_action=Action.EVOLUTION_RUN_RETRY,
         audit_fields=("done",),
+        name="evolution",
+        related=("model", "source"),
+        provenance=(
+            "source",
+            "model",
+            "answer_model",
+            "judge",
+            "rounds",
+            "seed",
+            "params",
+            "answer_params",
+            "rules",
+            "prompts",
+        ),
     )
 )

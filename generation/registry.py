@@ -57,6 +57,7 @@ LANGUAGE_MODEL_FIELDS = [
     "aliases",
     "maker_aliases",
     "prompt_format",
+    "prompt_template",
     "generation_defaults",
     "base_model",
     "adapter_path",
@@ -73,12 +74,26 @@ WORKER_LOADED = ("name_or_path", "revision", "adapter_path", "base_model")
 # What only a superuser changes on a model with trust_remote_code on: what the worker loads, and
 # the prompt template (a chat template is rendered by the repository's own tokenizer code).
 # Changing the template does not change the code, so it leaves the flag as it is.
-REMOTE_CODE_GUARDED = (*WORKER_LOADED, "prompt_format")
+REMOTE_CODE_GUARDED = (*WORKER_LOADED, "prompt_format", "prompt_template")
 # The API key (the value of the variable ``api_key_env`` names) goes wherever endpoint_url
 # points: only a superuser may change either on a model that sends a key.
 API_KEY_GUARDED = ("api_key_env", "endpoint_url")
 # Where a served model's requests (and its key) go: each change is written to the audit log.
 ENDPOINT_AUDITED = ("endpoint_url", "endpoint_model", "api_key_env")
+# What else decides what a model generates: its template (name and pinned version), decoding
+# defaults and weights. Each change of a registered model is written to the audit log.
+GENERATION_AUDITED = (
+    "prompt_format",
+    "prompt_template",
+    "generation_defaults",
+    "name_or_path",
+    "revision",
+    "base_model",
+    "adapter_path",
+)
+PIN_OTHER_TEMPLATE = (
+    "the pinned template version {pinned} is not a version of the model's prompt template {name!r}"
+)
 
 
 # --- prompt sets -------------------------------------------------------------------------------
@@ -140,6 +155,7 @@ def language_model_register(
     name: str,
     name_or_path: str = "",
     prompt_format: str = "line_sft",
+    prompt_template=None,
     revision: str = "",
     maker: str = "",
     display_label: str = "",
@@ -155,7 +171,8 @@ def language_model_register(
     """Register a model: weights (``name_or_path``) or a served model (``endpoint_url``,
     ``endpoint_model``, ``api_key_env``, ``endpoint_concurrency``,
     ``endpoint_requests_per_minute`` in ``endpoint``). ``user`` is who asks (None: the system
-    itself, such as a finished fine-tune or a command run by an operator)."""
+    itself, such as a finished fine-tune or a command run by an operator). ``prompt_template``
+    pins a version of the ``prompt_format`` template (a tuned model: the one it trained with)."""
     fields = language_model_changes_check(
         model=LanguageModel(),
         changes={
@@ -163,6 +180,7 @@ def language_model_register(
             "name": name,
             "name_or_path": name_or_path,
             "prompt_format": prompt_format,
+            "prompt_template": prompt_template,
             "revision": revision,
             "maker": maker,
             "display_label": display_label,
@@ -177,7 +195,7 @@ def language_model_register(
     )
     with atomic_named(LanguageModel, name, MODEL_NAME_TAKEN):
         model = LanguageModel.objects.create(**fields)
-        _audit_changes(model, before=_audited(LanguageModel()), user=user)
+        _audit_changes(model, before=_audited(LanguageModel()), user=user, created=True)
     return model
 
 
@@ -203,6 +221,7 @@ def language_model_changes_check(*, model: LanguageModel, changes: dict, user=No
         changes["trust_remote_code"] = False
     if "prompt_format" in changes:
         template_name_check(changes["prompt_format"])
+    _pin_check(model, changes)
     _endpoint_check(model, changes, user)
     for field in ("name_or_path", "adapter_path"):
         if field in changes:
@@ -241,14 +260,48 @@ def language_model_update(*, model: LanguageModel, changes: dict, user=None) -> 
     return model
 
 
+def _pin_check(model: LanguageModel, changes: dict) -> None:
+    """A pinned version belongs to the model's template: a new template name without a new pin
+    drops the old pin (it pinned a version of the old name); a pin of another name is refused."""
+    name = changes.get("prompt_format", model.prompt_format)
+    if "prompt_template" not in changes and name != model.prompt_format:
+        changes["prompt_template"] = None
+    pinned = changes.get("prompt_template", model.prompt_template)
+    if pinned is not None and pinned.name != name:
+        raise ServiceError(PIN_OTHER_TEMPLATE.format(pinned=pinned, name=name))
+
+
 def _audited(model: LanguageModel) -> dict:
-    return {f: getattr(model, f) for f in ("trust_remote_code", *ENDPOINT_AUDITED)}
+    audited = ("trust_remote_code", *ENDPOINT_AUDITED)
+    values = {f: getattr(model, f) for f in audited}
+    # Related rows by id: what the row held, whatever becomes of the rows.
+    return {**values, **{f: _plain(model, f) for f in GENERATION_AUDITED}}
 
 
-def _audit_changes(model: LanguageModel, *, before: dict, user) -> None:
-    """Audit entries for what the last save changed of ``trust_remote_code`` and of where a
+def _plain(model: LanguageModel, name: str):
+    """A field's value as the audit log keeps it (a related row: its id and name)."""
+    field = model._meta.get_field(name)
+    if field.is_relation:
+        row = getattr(model, name)
+        return None if row is None else {"id": row.pk, "name": str(row)}
+    return getattr(model, name)
+
+
+def _audit_changes(model: LanguageModel, *, before: dict, user, created: bool = False) -> None:
+    """Audit entries for what the last save changed of ``trust_remote_code``, of where a
     served model sends its requests and key (field names, hosts and variable names: never a
-    key, never a URL's user or password). Call inside the transaction of the save."""
+    key, never a URL's user or password), and (on a change, not a registration) of what decides
+    what the model generates: template, decoding defaults, weights. Call inside the
+    transaction of the save."""
+    generation = [f for f in GENERATION_AUDITED if _plain(model, f) != before[f]]
+    if generation and not created:
+        audit_record(
+            user=user,
+            action=Action.MODEL_GENERATION_CHANGE,
+            obj=model,
+            fields=generation,
+            **{f: {"from": before[f], "to": _plain(model, f)} for f in generation},
+        )
     if model.trust_remote_code != before["trust_remote_code"]:
         audit_record(
             user=user,

@@ -231,5 +231,16 @@ GENERATION_RUN = kinds.register(
         work_shard=_work_shard,
         cancel_action=Action.GENERATION_RUN_CANCEL,
         retry_action=Action.GENERATION_RUN_RETRY,
+        name="generation",
+        related=("model", "prompt_set"),
+        provenance=(
+            "model",
+            "prompt_set",
+            "params",
+            "seed",
+            "template",
+            "imported",
+            "engine_requested",
+        ),
     )
 )

@@ -53,10 +53,11 @@ BAD_FIELD = "{field}: {problem}"
 
 
 def template_in_use(row: PromptTemplate) -> bool:
-    """Whether a generation or fine-tune run recorded this version (it is then kept as it is)."""
+    """Whether a generation or fine-tune run recorded this version, or a model pins it (it is
+    then kept as it is)."""
     if row.pk is None:
         return False
-    return row.runs.exists() or row.finetune_runs.exists()
+    return row.runs.exists() or row.finetune_runs.exists() or row.pinned_models.exists()
 
 
 VERSIONS = Versions(
@@ -88,7 +89,10 @@ def template_latest(name: str) -> PromptTemplate | None:
 
 
 def template_for(model: LanguageModel) -> PromptTemplate:
-    """The latest version of the template ``model`` names (ServiceError when there is none)."""
+    """The version ``model`` pins (a tuned model's: the one it was trained with), else the
+    latest version of the template it names (ServiceError when there is none)."""
+    if model.prompt_template_id is not None:
+        return model.prompt_template
     row = template_latest(model.prompt_format)
     if row is None:
         raise ServiceError(

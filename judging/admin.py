@@ -23,6 +23,7 @@ from annotation.models import Study
 from evalsite.admin_helpers import ImportFromFile, admin_action_register, apply_each, form_action
 from evalsite.errors import ServiceError
 from evalsite.runs.admin import RunAdmin
+from generation.admin.base import ReadOnlyAdmin
 from generation.models import LanguageModel
 
 from .grading import grading_results
@@ -185,28 +186,25 @@ class JudgePromptAdmin(ImportFromFile, admin.ModelAdmin):
 # --- judge runs --------------------------------------------------------------------------------
 
 
-class JudgmentInline(admin.TabularInline):
-    """Every verdict of the run, as the judge gave it (read-only)."""
+@admin.register(Judgment)
+class JudgmentAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    """Every verdict of every run as the judge gave it, read-only: 50 a page, filtered by run,
+    verdict and tries (a run's page links here; 600 verdicts inline made a page of 51,000
+    pixels)."""
 
-    model = Judgment
-    fields = ["item", "order", "verdict", "score", "attempts", "output"]
+    list_display = ["id", "run", "item", "order", "verdict", "score", "attempts", "output"]
+    list_filter = [("run", admin.RelatedOnlyFieldListFilter), "verdict", "attempts"]
+    list_per_page = 50
+    search_fields = ["raw_output"]
+    fields = ["run", "item", "order", "verdict", "score", "attempts", "prompt", "output"]
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = False
 
     def get_queryset(self, request):
         return (
             super()
             .get_queryset(request)
-            .select_related("comparison__question", "answer__question", "answer__run__model")
+            .select_related("run", "comparison__question", "answer__question", "answer__run__model")
         )
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
     @admin.display(description="judged")
     def item(self, obj: Judgment) -> str:
@@ -251,9 +249,13 @@ class JudgeRunAdmin(RunAdmin):
         "inconsistent",
         "engine_requested",
     ]
-    result_fields = ["engine", "counts", "grades", "requests", "usage"]
-    inlines = [JudgmentInline]
+    result_fields = ["judgments_link", "engine", "counts", "grades", "requests", "usage"]
     retry_description = "Retry (ask the missing verdicts)"
+
+    @admin.display(description="verdicts")
+    def judgments_link(self, obj: JudgeRun) -> SafeString:
+        url = reverse("admin:judging_judgment_changelist") + f"?run__id__exact={obj.pk}"
+        return format_html('<a href="{}">{} verdicts, 50 a page</a>', url, obj.done)
 
     @admin.display(description="counts")
     def counts(self, obj: JudgeRun) -> str:

@@ -303,5 +303,24 @@ JUDGE_RUN = kinds.register(
         work_shard=_work_shard,
         cancel_action=Action.JUDGE_RUN_CANCEL,
         retry_action=Action.JUDGE_RUN_RETRY,
+        name="judge",
+        # Grading is a judge run whose prompt grades: listed and filtered as a kind of its own.
+        variants={"grading": {"prompt__kind": JudgePrompt.Kind.GRADING}},
+        variant=lambda run: "grading" if run.grading else "",
+        related=("judge", "study", "prompt"),
+        provenance=(
+            "judge",
+            "study",
+            "prompt",
+            "multi_turn_prompt",
+            "reference_prompt",
+            "reference_multi_turn_prompt",
+            "template",
+            "comparison_ids",
+            "params",
+            "seed",
+            "inconsistent",
+            "engine_requested",
+        ),
     )
 )

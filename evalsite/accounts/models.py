@@ -93,6 +93,10 @@ class AuditEntry(models.Model):
             "model.endpoint_change",
             "endpoint, served model or API key variable changed",
         )
+        MODEL_GENERATION_CHANGE = (
+            "model.generation_change",
+            "template, decoding defaults or weights changed",
+        )
         JUDGE_PROMPT_CREATE = "judge_prompt.create", "judge prompt created"
         JUDGE_PROMPT_EDIT = "judge_prompt.edit", "judge prompt edited"
         REWRITE_PROMPT_CREATE = "rewrite_prompt.create", "rewrite prompt created"

@@ -12,6 +12,7 @@ from evalsite.errors import ServiceError
 
 from . import lifecycle, shards
 from .kinds import kind_of
+from .listing import progress_text, run_progress_url
 from .workers import unconsumed_warning
 
 # What every run shows after its own fields and its results, read-only.
@@ -27,18 +28,17 @@ RUN_STATE_FIELDS = [
 ]
 
 
-def progress_bar(done: int, total: int, unit: str = "", more: str = "") -> SafeString:
-    """A run's progress: a bar, then "<unit>done/total (percent%)<more>", every value escaped."""
-    percent = round(100 * done / total) if total else 0
+def progress_bar(
+    done: int, total: int, unit: str = "", more: str = "", *, text: str | None = None
+) -> SafeString:
+    """A run's progress: a bar, then ``text`` (None: its ``progress_text``), every value escaped
+    (a live run page updates both in place: runs/static/runs/live.js)."""
     return format_html(
-        '<progress max="{}" value="{}"></progress> {}{}/{} ({}%){}',
+        '<progress class="run-progress" max="{}" value="{}"></progress> '
+        '<span class="run-progress-text">{}</span>',
         total,
         done,
-        unit,
-        done,
-        total,
-        percent,
-        more,
+        progress_text(done, total, more, unit) if text is None else text,
     )
 
 
@@ -88,6 +88,19 @@ class RunAdmin(QueuedRunWarning, admin.ModelAdmin):
     result_fields: list[str] = []
     actions = ["retry_runs", "cancel_runs"]
     retry_description = "Retry (do only what is missing)"
+    # Every run's page follows the run live while it is queued or running (a subclass's own
+    # template extends this one).
+    change_form_template = "admin/runs/change_form.html"
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        run = self.get_object(request, unquote(object_id)) if request.method == "GET" else None
+        extra = {}
+        if run is not None:
+            extra = {
+                "run_progress_url": run_progress_url(run),
+                "run_active": run.status in run.ACTIVE,
+            }
+        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
 
     def get_readonly_fields(self, request, obj=None):
         if self.fieldsets:
@@ -110,7 +123,10 @@ class RunAdmin(QueuedRunWarning, admin.ModelAdmin):
     @admin.display(description="progress")
     def progress(self, obj) -> SafeString:
         kind = kind_of(obj)
-        return progress_bar(getattr(obj, kind.done), getattr(obj, kind.total), more=f" {kind.unit}")
+        done, total = getattr(obj, kind.done), getattr(obj, kind.total)
+        if kind.progress_text:
+            return progress_bar(done, total, text=kind.progress_text(obj))
+        return progress_bar(done, total, more=f" {kind.unit}")
 
     @admin.display(description="shards")
     def shard_list(self, obj) -> SafeString | str:

@@ -3,15 +3,28 @@ cancel and retry (409 when the run's state forbids it, through the API's excepti
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from evalsite.errors import ServiceError
+
 from . import lifecycle
+from .kinds import kind_of
+from .provenance import provenance_check
 
 # The state fields every run serializer lists after its own.
 RUN_STATE_FIELDS = ["error", "attempts", "created_at", "started_at", "finished_at", "heartbeat_at"]
+
+RUN_NOT_EDITED = (
+    "a {label} is not edited: what it does is set when it is made; cancel it and create another"
+)
+_REFUSED = {
+    400: OpenApiResponse(description="runs are not edited (a queued one: cancel and create)"),
+    409: OpenApiResponse(description="the run has started: its provenance is kept"),
+}
 
 
 def shards_field() -> serializers.IntegerField:
@@ -46,6 +59,8 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
                 ),
                 cancel=extend_schema(request=None, responses=cls.serializer_class),
                 retry=extend_schema(request=None, responses=cls.serializer_class),
+                update=extend_schema(request=OpenApiTypes.OBJECT, responses=_REFUSED),
+                partial_update=extend_schema(request=OpenApiTypes.OBJECT, responses=_REFUSED),
             )(cls)
 
     def create_run(self, data: dict, user):
@@ -56,6 +71,17 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         form.is_valid(raise_exception=True)
         run = self.create_run(form.validated_data, request.user)
         return Response(self.serializer_class(run).data, status=status.HTTP_201_CREATED)
+
+    def update(self, request, pk=None, partial=False):
+        """Refused: 409 naming the fields when the run has started (its model, template and
+        parameters are kept as they were: runs/provenance.py), 400 otherwise."""
+        run = self.get_object()
+        values = request.data if isinstance(request.data, dict) else {}
+        provenance_check(run, dict(values))
+        raise ServiceError(RUN_NOT_EDITED.format(label=kind_of(run).label))
+
+    def partial_update(self, request, pk=None):
+        return self.update(request, pk, partial=True)
 
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):

@@ -35,6 +35,16 @@ class RunKind:
     a claimed shard is missing in ``work_shard(run_id, shard)``: only the items of
     ``shard.start`` to ``shard.stop``, while ``shard.held()``, keeping the run's progress over
     all its shards; it returns True when every item of its range is stored.
+
+    How staff pages show a run: ``name`` is the kind's short name in URLs and filters
+    ("generation"; blank: the model's name); ``variants`` names runs of the kind that read as a
+    kind of their own (name -> queryset filter, such as judge runs that grade) and ``variant(run)``
+    gives a run's variant name ("" for none); ``describe(run)`` is one line saying what the run
+    works on (``related``: what it reads, for select_related); ``page_url(run)`` is the page a
+    row links to (None: the run's admin change page); ``progress_text(run)`` what its page says
+    beside the progress bar (None: "done/total (percent%) unit"). ``provenance``: the fields
+    that say what the run was asked to do, kept as they are once it has left ``queued``
+    (runs/provenance.py).
     """
 
     model: type
@@ -51,10 +61,27 @@ class RunKind:
     audit_fields: tuple[str, ...] = ("done", "total")
     items: Callable[[object], int] | None = None
     work_shard: Callable[[int, object], bool] | None = None
+    name: str = ""
+    variants: dict = field(default_factory=dict)
+    variant: Callable[[object], str] | None = None
+    describe: Callable[[object], str] = str
+    related: tuple[str, ...] = ()
+    page_url: Callable[[object], str] | None = None
+    provenance: tuple[str, ...] = ()
+    progress_text: Callable[[object], str] | None = None
 
     @property
     def key(self) -> str:
         return self.model._meta.label_lower
+
+    @property
+    def slug(self) -> str:
+        """The kind's name in URLs and filters."""
+        return self.name or self.model._meta.model_name
+
+    def shown_as(self, run) -> str:
+        """The name a run's row shows: its variant's, else the kind's."""
+        return (self.variant(run) if self.variant else "") or self.slug
 
     @property
     def on_success(self) -> list[Callable[[int], object]]:
@@ -87,6 +114,14 @@ def kind_of(model_or_run) -> RunKind:
 
 def all_kinds() -> tuple[RunKind, ...]:
     return tuple(_KINDS.values())
+
+
+def kind_named(slug: str) -> RunKind:
+    """The kind whose ``slug`` is ``slug`` (LookupError when none is)."""
+    for kind in _KINDS.values():
+        if kind.slug == slug:
+            return kind
+    raise LookupError(UNKNOWN_KIND.format(key=slug))
 
 
 def on_succeeded(model, hook: Callable[[int], object]) -> Callable[[int], object]:

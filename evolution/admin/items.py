@@ -31,6 +31,7 @@ class EvolutionItemAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     ]
     list_select_related = ["run", "run__model", "run__source"]
     search_fields = ["instruction", "answer", "parent_text"]
+    list_per_page = 50  # a run's items, 50 a page (the run's page links here)
     fields = [
         "run",
         "round",

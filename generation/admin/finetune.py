@@ -15,7 +15,7 @@ from django.utils.http import content_disposition_header
 from django.utils.safestring import SafeString
 
 from evalsite.exports import file_name
-from evalsite.runs.admin import RunAdmin, progress_bar
+from evalsite.runs.admin import RunAdmin
 
 from ..engine import charts
 from ..models import FineTuneLog, FineTuneRun, InstructionDataset, PreferenceDataset
@@ -69,7 +69,6 @@ class FineTuneRunAdmin(ExtraPages, RunAdmin):
         "created_at",
     ]
     list_filter = ["status", "method", "base_model"]
-    change_form_template = "admin/generation/finetunerun/change_form.html"
     fieldsets = [
         (
             "Progress",
@@ -121,17 +120,9 @@ class FineTuneRunAdmin(ExtraPages, RunAdmin):
     # Runs are made by "Fine-tune on a data set…" on a model, the API or `manage.py finetune`.
     actions = ["cancel_runs", "resume_runs"]
     retry_description = "Resume from the last checkpoint"
-    # Seconds between reloads of a run's page while it is queued or running.
-    REFRESH_SECONDS = 5
-
     pages = (
         ("<path:object_id>/loss-chart.svg", "loss_chart_view", "generation_finetunerun_loss_chart"),
     )
-
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        run = self.get_object(request, object_id)
-        extra = {"refresh_seconds": self.REFRESH_SECONDS if run and run.status in run.ACTIVE else 0}
-        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
 
     def loss_chart_view(self, request, object_id):
         """The run's loss chart as an SVG file: the site's policy (img-src 'self') shows it as an
@@ -153,11 +144,6 @@ class FineTuneRunAdmin(ExtraPages, RunAdmin):
             return f"preference pairs {obj.preferences.name}"
         return ", ".join(str(source) for source in obj.sources.select_related("dataset"))
 
-    @admin.display(description="progress")
-    def progress(self, obj: FineTuneRun) -> SafeString:
-        # Richer than the spine's bar: the step it is at, and the epoch.
-        return progress_bar(obj.step, obj.total_steps, "step ", f", epoch {obj.epoch:.2f}")
-
     @admin.display(description="last loss")
     def last_loss(self, obj: FineTuneRun) -> str:
         last = obj.log_entries.filter(kind=FineTuneLog.Kind.TRAIN).order_by("-step").first()
@@ -166,7 +152,8 @@ class FineTuneRunAdmin(ExtraPages, RunAdmin):
     @admin.display(description="loss")
     def loss_chart(self, obj: FineTuneRun) -> SafeString:
         return format_html(
-            '<img class="loss-chart" src="{}" alt="{}">',
+            # data-run-live: the live page reloads the chart as the run's steps go by.
+            '<img class="loss-chart" src="{}" alt="{}" data-run-live>',
             reverse("admin:generation_finetunerun_loss_chart", args=[obj.pk]),
             "training loss per step and held-out loss per evaluation",
         )

@@ -158,6 +158,7 @@ class AnswerAdmin(admin.ModelAdmin):
         "truncated",
     ]
     list_filter = ["stop_reason", "truncated", "run__model", "run__prompt_set"]
+    list_per_page = 50  # a run's answers, 50 a page (the run's page links here)
     list_select_related = ["run__model", "run__prompt_set", "question__prompt_set"]
     search_fields = ["text"]
     actions = ["regenerate_answers"]

@@ -105,7 +105,7 @@ class LanguageModelForm(forms.ModelForm):
 
 # How the change page groups LANGUAGE_MODEL_FIELDS; a field no group names shows under "Other".
 FIELD_GROUPS = [
-    (None, ["name", "display_label", "prompt_format", "generation_defaults"]),
+    (None, ["name", "display_label", "prompt_format", "prompt_template", "generation_defaults"]),
     (
         "Weights (loaded by a GPU worker)",
         ["name_or_path", "revision", "base_model", "adapter_path", "trust_remote_code"],

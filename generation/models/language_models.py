@@ -42,6 +42,17 @@ class LanguageModel(models.Model):
     prompt_format = models.CharField(
         max_length=100, default="line_sft", help_text="Prompt template name"
     )
+    # A pinned version of that template (a tuned model: the version it was trained with), so a
+    # later edit of the template does not change what the model generates with; blank: the
+    # latest version of ``prompt_format``.
+    prompt_template = models.ForeignKey(
+        "PromptTemplate",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="pinned_models",
+        help_text="A pinned version of the prompt template (blank: its latest version)",
+    )
     display_label = models.CharField(
         max_length=200, blank=True, help_text="Shown in results and exports (blank: the name)"
     )

@@ -18,6 +18,7 @@ from evalsite.accounts.services import Action, audit_record
 from evalsite.errors import ServiceError
 from evalsite.runs import kinds, lifecycle
 from evalsite.runs.kinds import RunKind
+from evalsite.runs.listing import progress_text
 
 from ..models import (
     FineTuneLog,
@@ -394,8 +395,8 @@ def _finetune_rank(run: FineTuneRun) -> None:
 
 
 def _finetune_register(run: FineTuneRun, output_dir: str, worker: str) -> None:
-    """Register the tuned model with the base model's prompt template name (it was trained in
-    that format, and generates with it) and mark the run done."""
+    """Register the tuned model with the base model's prompt template, pinned to the version
+    the run trained with (it generates with that), and mark the run done."""
     base = run.base_model
     name = run.model_name or f"{base.name}-{run.method}-ft{run.pk}"
     relative = storage_relative(output_dir)
@@ -416,6 +417,9 @@ def _finetune_register(run: FineTuneRun, output_dir: str, worker: str) -> None:
             name_or_path=base.name_or_path if run.is_lora else relative,
             revision=base.revision if run.is_lora else "",
             prompt_format=base.prompt_format,
+            # The exact version it was trained with: a later edit of the template (a new
+            # version) leaves what this model generates with as it was.
+            prompt_template=run.template,
             maker=base.maker,
             generation_defaults=base.generation_defaults,
             trust_remote_code=base.trust_remote_code,
@@ -441,5 +445,12 @@ FINETUNE_RUN = kinds.register(
         retry_action=Action.FINETUNE_RUN_RESUME,
         retry_word="resumed",
         audit_fields=("step", "checkpoint"),
+        name="finetune",
+        related=("base_model",),
+        # The step it is at, and the epoch (the admin page and its live updates say the same).
+        progress_text=lambda run: progress_text(
+            run.step, run.total_steps, f", epoch {run.epoch:.2f}", "step "
+        ),
+        provenance=("base_model", "method", "preferences", "template", *FINETUNE_FIELDS),
     )
 )

@@ -66,6 +66,7 @@ def language_model_merge(*, model: LanguageModel, name: str) -> LanguageModel:
         name=name,
         name_or_path=storage_relative(out),
         prompt_format=model.prompt_format,
+        prompt_template=model.prompt_template,  # the merged model keeps the adapter's pin
         maker=model.maker,
         generation_defaults=model.generation_defaults,
         trust_remote_code=base.trust_remote_code,

@@ -209,6 +209,8 @@ def test_no_annotator_facing_response_names_or_identifies_a_model(
         "/staff/compare/",
         f"/staff/compare/?first={study.pk}&second=1",
         "/api/staff/summary/",
+        "/api/staff/runs/",
+        "/staff/runs/",
         f"/api/studies/compare/?first={study.pk}&second={study.pk}",
         f"/studies/{study.pk}/results/",
     ]:
@@ -475,6 +477,8 @@ def test_multi_turn_pages_of_served_models_name_nothing(served_study, annotator)
         f"/api/studies/{study.pk}/export/battles/?provenance=1",
         f"/api/studies/{study.pk}/results/",
         "/api/staff/summary/",
+        "/api/staff/runs/",
+        "/staff/runs/",
         "/staff/",
     ]:
         assert rec.get(client, url).status_code in (302, 403, 404)

@@ -50,7 +50,10 @@ def test_the_admin_cancels_and_retries_a_run_and_says_why_it_refuses(
     listing = client.get(RUNS_ADMIN).content.decode()
     assert "Retry (make the missing items)" in listing
     page = client.get(f"{RUNS_ADMIN}{run.pk}/change/").content.decode()
-    assert f'<progress max="{run.total}" value="0"></progress> 0/{run.total} (0%) items' in page
+    assert (
+        f'<progress class="run-progress" max="{run.total}" value="0"></progress> '
+        f'<span class="run-progress-text">0/{run.total} (0%) items</span>'
+    ) in page
     assert client.get(f"{RUNS_ADMIN}add/").status_code == 403  # runs come from their services
 
 

@@ -128,7 +128,7 @@ def test_qlora_from_the_admin_says_why_it_is_refused(client, admin_user, base, f
     assert not FineTuneRun.objects.exists()
 
 
-def test_the_run_page_shows_progress_and_the_loss_chart_and_reloads_while_running(
+def test_the_run_page_shows_progress_and_the_loss_chart_and_follows_it_while_running(
     client, admin_user, base, fixture_dataset
 ):
     run = _run(base, fixture_dataset)
@@ -138,7 +138,8 @@ def test_the_run_page_shows_progress_and_the_loss_chart_and_reloads_while_runnin
     FineTuneLog.objects.create(run=run, kind="eval", step=3, loss=2.2, epoch=1.0)
     client.force_login(admin_user)
     page = client.get(f"{RUNS_URL}{run.pk}/change/").content.decode()
-    assert '<meta http-equiv="refresh" content="5">' in page
+    # The page polls the run's progress (evalsite/runs/static/runs/live.js) instead of reloading.
+    assert f'data-progress-url="/api/runs/finetune/{run.pk}/progress/" data-active="1"' in page
     assert "step 3/48 (6%)" in page
     assert "2.0000 (step 3)" in page  # last loss
     chart_url = f"{RUNS_URL}{run.pk}/loss-chart.svg"
@@ -152,7 +153,7 @@ def test_the_run_page_shows_progress_and_the_loss_chart_and_reloads_while_runnin
 
     FineTuneRun.objects.filter(pk=run.pk).update(status="succeeded", step=48)
     page = client.get(f"{RUNS_URL}{run.pk}/change/").content.decode()
-    assert 'http-equiv="refresh"' not in page
+    assert 'data-active="0"' in page
 
 
 def test_the_run_page_escapes_what_it_shows(client, admin_user, base):

@@ -28,6 +28,13 @@ def staff(django_user_model):
     return logged_in(judging_staff(django_user_model))
 
 
+def _verdicts_of(staff, run) -> str:
+    """The run page's link to its verdicts (their own list, 50 a page), checked and returned."""
+    url = f"/admin/judging/judgment/?run__id__exact={run.pk}"
+    assert f'href="{url}"' in staff.get(f"{RUNS}{run.pk}/change/").content.decode()
+    return url
+
+
 def _prompt_form(**changes) -> dict:
     fields = {
         "name": "",
@@ -127,7 +134,7 @@ def test_a_run_lists_its_progress_and_counts_and_shows_every_verdict(
     listed = staff.get(RUNS).content.decode()
     assert "4/4 (100%) verdicts" in listed
     assert "judged 2/2: consistent" in listed
-    page = staff.get(f"{RUNS}{run.pk}/change/").content.decode()
+    page = staff.get(_verdicts_of(staff, run)).content.decode()
     assert page.count("answer a shown first") == 2 and page.count("answer b shown first") == 2
     outputs = set(run.judgments.values_list("raw_output", flat=True))
     assert outputs and all(output.split("\n")[0] in page for output in outputs)
@@ -136,8 +143,9 @@ def test_a_run_lists_its_progress_and_counts_and_shows_every_verdict(
 def test_a_grading_runs_page_shows_each_graded_answer(staff):
     run = grading_run(judge_study(models=2, questions=2), idle_judge(), {(0, 1): 4, (1, 2): None})
     assert "graded 1, unparsable 1" in staff.get(RUNS).content.decode()
+    verdicts = staff.get(_verdicts_of(staff, run)).content.decode()
+    assert "question 1 turn 1" in verdicts and "評価: 4" in verdicts and "わかりません" in verdicts
     page = staff.get(f"{RUNS}{run.pk}/change/").content.decode()
-    assert "question 1 turn 1" in page and "評価: 4" in page and "わかりません" in page
     # The grades: a mean per model, and the exports.
     assert "<td>4.0</td><td>4.0 – 4.0</td><td>1</td><td>0</td>" in page
     assert "<td>-</td><td>- – -</td><td>0</td><td>1</td>" in page
@@ -198,6 +206,6 @@ def test_staff_who_may_not_run_models_are_not_offered_the_judge(django_user_mode
 def test_a_judges_raw_output_is_shown_escaped(staff):
     run = grading_run(judge_study(models=2, questions=1), idle_judge(), {(0, 1): 3})
     run.judgments.update(raw_output="<script>alert('judge')</script>\n評価: 3")
-    page = staff.get(f"{RUNS}{run.pk}/change/").content.decode()
+    page = staff.get(_verdicts_of(staff, run)).content.decode()
     assert "<script>alert('judge')</script>" not in page
     assert "&lt;script&gt;alert(&#x27;judge&#x27;)&lt;/script&gt;" in page
