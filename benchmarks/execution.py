@@ -12,7 +12,9 @@ import logging
 from django.db import transaction
 from django.utils import timezone
 
+from evalsite.errors import ServiceError
 from generation.registry import language_model_endpoint, language_model_load
+from generation.templates import as_template, template_for
 
 from .catalog import task_dirs
 from .engine import harness
@@ -36,13 +38,25 @@ def stored_tasks(run: BenchmarkRun) -> set[str]:
     return set(run.results.values_list("task", flat=True).distinct())
 
 
-def _lm(run: BenchmarkRun):
+def _harness(run: BenchmarkRun) -> harness.Harness:
+    """The run's model as lm-eval sees it: a served model sent the messages its template
+    writes; weights prompted through the model's template as generation renders it, or with
+    the task's raw text when the run asks for that."""
     model = run.model
     if model.is_endpoint:
+        template = as_template(template_for(model))
         # The one client every run uses: the row's key, allowed hosts, no redirects.
-        return harness.served_model(language_model_endpoint(model=model))
+        lm = harness.served_model(language_model_endpoint(model=model), template)
+        return harness.Harness(lm, task_dirs(), chat=True, label=harness.SERVED_FORMAT)
+    if run.prompt == BenchmarkRun.PromptMode.RAW:
+        tokenizer, weights = language_model_load(model=model)
+        lm = harness.hf_model(weights, tokenizer, batch_size=run.batch_size)
+        return harness.Harness(lm, task_dirs(), chat=False, label=harness.RAW_FORMAT)
+    template = as_template(template_for(model))
     tokenizer, weights = language_model_load(model=model)
-    return harness.hf_model(weights, tokenizer, batch_size=run.batch_size)
+    lm = harness.templated_model(weights, tokenizer, template, batch_size=run.batch_size)
+    label = f"{template.name} v{template.version}"
+    return harness.Harness(lm, task_dirs(), chat=True, label=label)
 
 
 def score_missing(run_id: int, worker: str) -> None:
@@ -54,8 +68,8 @@ def score_missing(run_id: int, worker: str) -> None:
         version = harness.harness_version()
         _held(run_id, worker).update(harness_version=version, done=len(done))
         if missing:
-            bench = harness.Harness(_lm(run), task_dirs(), served=run.model.is_endpoint)
-    except harness.HarnessMissing as exc:
+            bench = _harness(run)
+    except (harness.HarnessMissing, ServiceError) as exc:
         _fail(run_id, worker, str(exc))
         return
     for task in missing:
@@ -69,9 +83,12 @@ def score_missing(run_id: int, worker: str) -> None:
             limit=run.limit,
             seed=run.seed,
             gen_kwargs=run.params,
+            system_instruction=run.system_instruction,
+            fewshot_as_multiturn=run.fewshot_as_multiturn,
         )
         outcome = bench.evaluate(spec)
-        if not _store(run, worker, outcome, version=version, prompt_format=bench.prompt_format):
+        prompt_format = bench.prompt_format(spec)
+        if not _store(run, worker, outcome, version=version, prompt_format=prompt_format):
             return
     _held(run_id, worker).update(
         status=BenchmarkRun.Status.SUCCEEDED, finished_at=timezone.now(), error=""
@@ -112,6 +129,7 @@ def _store(
                 task=outcome.task,
                 doc_id=sample.doc_id,
                 prompt=sample.prompt,
+                messages=sample.messages,
                 target=sample.target,
                 output=sample.output,
                 correct=sample.correct,

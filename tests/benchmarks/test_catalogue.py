@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from benchmarks.catalog import available_tasks
@@ -45,10 +47,16 @@ def test_an_unknown_task_is_named_with_the_known_ones():
         catalogue.expand(["jglue_nope"], available_tasks())
 
 
-def test_a_broken_team_yaml_names_its_file(tmp_path):
+def test_a_broken_team_yaml_is_left_out_with_its_error(tmp_path):
     (tmp_path / "bad.yaml").write_text("task: [unclosed\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"bad\.yaml: not a readable task config"):
-        catalogue.catalogue([tmp_path], with_japanese=False)
+    (tmp_path / "nameless.yaml").write_text("output_type: generate_until\n", encoding="utf-8")
+    (tmp_path / "good.yaml").write_text("task: good\noutput_type: generate_until\n")
+    known = catalogue.catalogue([tmp_path], with_japanese=False)
+    assert known.names() == ["good"]
+    errors = {Path(bad.path).name: bad.error for bad in known.broken}
+    assert set(errors) == {"bad.yaml", "nameless.yaml"}
+    assert "bad.yaml: not a readable task config (" in errors["bad.yaml"]
+    assert "names no task" in errors["nameless.yaml"]
 
 
 @pytest.mark.django_db
