@@ -67,7 +67,9 @@ def test_both_custom_tasks_run_in_the_gpu_worker_in_both_scoring_modes(shared_wo
         assert result.scoring == "generative"
         assert result.config["generation_kwargs"]["until"] == ["\n"]
     for result in [*ll.values(), *gen.values()]:
-        assert (result.n, result.num_fewshot, result.prompt_format) == (4, 1, "raw")
+        assert (result.n, result.num_fewshot, result.prompt_format) == (
+            4, 1, "line_sft v1, few-shot as turns"
+        )  # fmt: skip
         assert result.harness_version == f"lm_eval {lm_eval.__version__}"
         assert 0.0 <= result.value <= 1.0 and result.stderr is not None
         assert result.config["num_fewshot"] == 1
