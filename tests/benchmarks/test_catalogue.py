@@ -88,3 +88,21 @@ def test_bad_requests_are_refused_and_nothing_is_written(tiny):
         model=served, tasks=["ja_fixture_mc", "ja_fixture_gen"], scoring="generative", enqueue=False
     )
     assert (run.tasks, run.total, run.done) == (["ja_fixture_mc", "ja_fixture_gen"], 2, 0)
+
+
+def test_the_japanese_groups_own_code_imports_with_the_bench_extra():
+    """The group's task modules import what the bench extra installs (lm-eval's
+    japanese_leaderboard extra): XL-Sum's scorer normalises and splits Japanese with MeCab."""
+    import importlib
+
+    builtin = catalogue.lm_eval_tasks_dir() / catalogue.JAPANESE_GROUP_DIR
+    modules = sorted(path.stem for path in builtin.glob("*.py") if path.stem != "__init__")
+    assert "ja_leaderboard_xlsum" in modules
+    loaded = {
+        name: importlib.import_module(f"lm_eval.tasks.japanese_leaderboard.{name}")
+        for name in modules
+    }
+    tokenizer = loaded["ja_leaderboard_xlsum"].MecabTokenizer()
+    assert tokenizer.tokenize("富士山は日本で一番高い山です。😀") == [
+        "富士", "山", "は", "日本", "で", "一番", "高い", "山", "です", "。"
+    ]  # fmt: skip
