@@ -17,9 +17,9 @@ from evalsite.runs.admin import RunAdmin
 from generation.admin.base import ReadOnlyAdmin, start_each
 from generation.models import LanguageModel
 
-from .catalog import available_tasks
-from .models import BenchmarkResult, BenchmarkRun, BenchmarkSample, Scoring
-from .runs import benchmark_run_create
+from .catalog import BROKEN, available_tasks, task_rows
+from .models import BenchmarkResult, BenchmarkRun, BenchmarkSample, PromptMode, Scoring
+from .runs import SYSTEM_LIMIT, benchmark_run_create
 
 
 def _pre(text: str) -> SafeString:
@@ -67,6 +67,9 @@ class BenchmarkRunAdmin(RunAdmin):
         "batch_size",
         "seed",
         "params",
+        "prompt",
+        "system_instruction",
+        "fewshot_as_multiturn",
     ]
     result_fields = ["samples_link", "harness_version", "task_source"]
     inlines = [BenchmarkResultInline]
@@ -100,7 +103,16 @@ class BenchmarkSampleAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     list_filter = ["correct", "task", "run"]
     list_select_related = ["run__model"]
     search_fields = ["prompt", "target", "output"]
-    readonly_fields = ["run", "task", "doc_id", "prompt_text", "target", "output_text", "correct"]
+    readonly_fields = [
+        "run",
+        "task",
+        "doc_id",
+        "prompt_text",
+        "messages",
+        "target",
+        "output_text",
+        "correct",
+    ]
     fields = [*readonly_fields, "metrics"]
     list_per_page = 50
 
@@ -129,12 +141,25 @@ def _task_choices() -> list[tuple[str, str]]:
     ]
 
 
+TASKS_HELP = (
+    "lm-eval tasks: the team's own (BENCHMARK_TASK_DIRS) and lm-eval's Japanese group (its "
+    "datasets come from the Hugging Face hub)"
+)
+LEFT_OUT_HELP = "Left out, because they cannot be read: {files}"
+
+
+def _tasks_help() -> str:
+    broken = [row for row in task_rows() if row["kind"] == BROKEN]
+    if not broken:
+        return TASKS_HELP
+    files = "; ".join(f"{row['path']} ({row['error']})" for row in broken)
+    return f"{TASKS_HELP}. {LEFT_OUT_HELP.format(files=files)}"
+
+
 class BenchmarkForm(forms.Form):
     tasks = forms.MultipleChoiceField(
         choices=_task_choices,
         widget=forms.CheckboxSelectMultiple,
-        help_text="lm-eval tasks: the team's own (BENCHMARK_TASK_DIRS) and lm-eval's Japanese "
-        "group (its datasets come from the Hugging Face hub)",
     )
     num_fewshot = forms.IntegerField(min_value=0, max_value=32, initial=0, label="Few-shot")
     scoring = forms.ChoiceField(
@@ -145,6 +170,33 @@ class BenchmarkForm(forms.Form):
     limit = forms.IntegerField(
         min_value=1, required=False, help_text="Examples per task (blank: all)"
     )
+    prompt = forms.ChoiceField(
+        choices=PromptMode.choices,
+        initial=PromptMode.TEMPLATE,
+        label="Prompt",
+        help_text=(
+            "The model's template renders each example as generation does; raw text gives the "
+            "task's own text (served models are always sent messages)"
+        ),
+    )
+    system_instruction = forms.CharField(
+        required=False,
+        strip=False,
+        max_length=SYSTEM_LIMIT,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        label="System instruction",
+        help_text=("Replaces the template's system prompt (blank: the template's own)"),
+    )
+    fewshot_as_multiturn = forms.BooleanField(
+        required=False,
+        initial=True,
+        label="Few-shot as turns",
+        help_text=("Few-shot examples as earlier user/assistant turns"),
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["tasks"].help_text = _tasks_help()
 
 
 @admin_action_register(
@@ -163,6 +215,9 @@ def run_benchmarks(modeladmin, request, queryset, form):
             num_fewshot=data["num_fewshot"],
             scoring=data["scoring"],
             limit=data["limit"],
+            prompt=data["prompt"],
+            system_instruction=data["system_instruction"],
+            fewshot_as_multiturn=data["fewshot_as_multiturn"],
             user=request.user,
         ),
         lambda model, run: (

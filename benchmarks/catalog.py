@@ -20,9 +20,14 @@ def available_tasks() -> Catalogue:
     return catalogue(task_dirs())
 
 
-def task_rows() -> list[dict]:
-    """What the API and the admin list: every task and group a run may name."""
-    return [
+BROKEN = "broken"
+
+
+def task_rows(known: Catalogue | None = None) -> list[dict]:
+    """What the API and the admin list: every task and group a run may name, then every task
+    file left out because it cannot be read (kind ``broken``, with its ``error``)."""
+    known = known or available_tasks()
+    rows = [
         {
             "name": info.name,
             "kind": info.kind,
@@ -30,9 +35,35 @@ def task_rows() -> list[dict]:
             "members": list(info.members),
             "source": info.source,
             "path": shown_path(info.path),
+            "error": "",
         }
-        for info in sorted(available_tasks().tasks.values(), key=lambda i: (i.source, i.name))
+        for info in sorted(known.tasks.values(), key=lambda i: (i.source, i.name))
     ]
+    rows += [
+        {
+            "name": Path(bad.path).stem,
+            "kind": BROKEN,
+            "output_type": "",
+            "members": [],
+            "source": bad.source,
+            "path": shown_path(bad.path),
+            "error": shown_text(bad.error),
+        }
+        for bad in known.broken
+    ]
+    return rows
+
+
+def shown_text(text: str) -> str:
+    """``text`` (an error naming files) with every server folder it names written as
+    ``shown_path`` writes it."""
+    builtin = lm_eval_tasks_dir()
+    folders = [Path(d).resolve() for d in task_dirs()] + [Path(settings.BASE_DIR).resolve()]
+    if builtin is not None:
+        folders.insert(0, builtin.resolve())
+    for folder in folders:
+        text = text.replace(str(folder), shown_path(folder))
+    return text
 
 
 def shown_path(path: str | Path) -> str:

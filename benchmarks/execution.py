@@ -12,7 +12,9 @@ import logging
 from django.db import transaction
 from django.utils import timezone
 
+from evalsite.errors import ServiceError
 from generation.registry import language_model_endpoint, language_model_load
+from generation.templates import as_template, template_for
 
 from .catalog import task_dirs
 from .engine import harness
@@ -36,13 +38,25 @@ def stored_tasks(run: BenchmarkRun) -> set[str]:
     return set(run.results.values_list("task", flat=True).distinct())
 
 
-def _lm(run: BenchmarkRun):
+def _harness(run: BenchmarkRun) -> harness.Harness:
+    """The run's model as lm-eval sees it: a served model sent the messages its template
+    writes; weights prompted through the model's template as generation renders it, or with
+    the task's raw text when the run asks for that."""
     model = run.model
     if model.is_endpoint:
+        template = as_template(template_for(model))
         # The one client every run uses: the row's key, allowed hosts, no redirects.
-        return harness.served_model(language_model_endpoint(model=model))
+        lm = harness.served_model(language_model_endpoint(model=model), template)
+        return harness.Harness(lm, task_dirs(), chat=True, label=harness.SERVED_FORMAT)
+    if run.prompt == BenchmarkRun.PromptMode.RAW:
+        tokenizer, weights = language_model_load(model=model)
+        lm = harness.hf_model(weights, tokenizer, batch_size=run.batch_size)
+        return harness.Harness(lm, task_dirs(), chat=False, label=harness.RAW_FORMAT)
+    template = as_template(template_for(model))
     tokenizer, weights = language_model_load(model=model)
-    return harness.hf_model(weights, tokenizer, batch_size=run.batch_size)
+    lm = harness.templated_model(weights, tokenizer, template, batch_size=run.batch_size)
+    label = f"{template.name} v{template.version}"
+    return harness.Harness(lm, task_dirs(), chat=True, label=label)
 
 
 def score_missing(run_id: int, worker: str) -> None:
@@ -50,7 +64,7 @@ def score_missing(run_id: int, worker: str) -> None:
     run = BenchmarkRun.objects.select_related("model", "model__base_model").get(pk=run_id)
     try:
         scored = _score(run, run.tasks, lambda: _held(run_id, worker).exists())
-    except harness.HarnessMissing as exc:
+    except (harness.HarnessMissing, ServiceError) as exc:
         _fail(run_id, worker, str(exc))
         return
     if scored:
@@ -67,7 +81,7 @@ def score_shard(run_id: int, shard) -> bool:
     tasks = run.tasks[shard.start : shard.stop]
     try:
         _score(run, tasks, shard.held)
-    except harness.HarnessMissing as exc:
+    except (harness.HarnessMissing, ServiceError) as exc:
         raise RuntimeError(str(exc)) from None
     return set(tasks) <= stored_tasks(run)
 
@@ -83,7 +97,7 @@ def _score(run: BenchmarkRun, tasks: list[str], held) -> bool:
         harness_version=version, done=len(done)
     )
     if missing:
-        bench = harness.Harness(_lm(run), task_dirs(), served=run.model.is_endpoint)
+        bench = _harness(run)
     for task in missing:
         if not held():
             log.info("benchmark run %s is no longer held (cancelled or requeued)", run_id)
@@ -95,9 +109,11 @@ def _score(run: BenchmarkRun, tasks: list[str], held) -> bool:
             limit=run.limit,
             seed=run.seed,
             gen_kwargs=run.params,
+            system_instruction=run.system_instruction,
+            fewshot_as_multiturn=run.fewshot_as_multiturn,
         )
         outcome = bench.evaluate(spec)
-        if not _store(run, held, outcome, version=version, prompt_format=bench.prompt_format):
+        if not _store(run, held, outcome, version=version, prompt_format=bench.prompt_format(spec)):
             return False
     return True
 
@@ -137,6 +153,7 @@ def _store(
                 task=outcome.task,
                 doc_id=sample.doc_id,
                 prompt=sample.prompt,
+                messages=sample.messages,
                 target=sample.target,
                 output=sample.output,
                 correct=sample.correct,

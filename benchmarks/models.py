@@ -20,10 +20,16 @@ class Scoring(models.TextChoices):
     GENERATIVE = "generative", "generative (generate, then match)"
 
 
+class PromptMode(models.TextChoices):
+    TEMPLATE = "template", "the model's prompt template, as generation renders it"
+    RAW = "raw", "raw text (the task's own prompt, no template)"
+
+
 class BenchmarkRun(CountedRun):
     """A model over lm-eval tasks; results are stored one task at a time (resumable)."""
 
     Scoring = Scoring
+    PromptMode = PromptMode
 
     model = models.ForeignKey(
         LanguageModel, on_delete=models.PROTECT, related_name="benchmark_runs"
@@ -39,6 +45,17 @@ class BenchmarkRun(CountedRun):
     batch_size = models.PositiveIntegerField(default=8)
     seed = models.IntegerField(default=0)
     params = models.JSONField(default=dict, blank=True, help_text="Decoding for generative tasks")
+    # How a local model is prompted: through its template (lm-eval's chat path, rendered by the
+    # app's one renderer) or with the task's raw text. A served model is always sent messages.
+    prompt = models.CharField(
+        max_length=20, choices=PromptMode.choices, default=PromptMode.TEMPLATE
+    )
+    system_instruction = models.TextField(
+        blank=True, help_text="Replaces the template's system prompt (blank: the template's own)"
+    )
+    fewshot_as_multiturn = models.BooleanField(
+        default=True, help_text="Few-shot examples as earlier user/assistant turns"
+    )
     # done / total (CountedRun) count the tasks finished / in the run.
     harness_version = models.CharField(max_length=40, blank=True)
     task_source = models.CharField(
@@ -52,6 +69,10 @@ class BenchmarkRun(CountedRun):
             models.CheckConstraint(
                 condition=Q(scoring__in=["loglikelihood", "generative"]),
                 name="benchmarks_benchmarkrun_scoring_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(prompt__in=["template", "raw"]),
+                name="benchmarks_benchmarkrun_prompt_valid",
             ),
         ]
 
@@ -95,7 +116,10 @@ class BenchmarkSample(models.Model):
     run = models.ForeignKey(BenchmarkRun, on_delete=models.CASCADE, related_name="samples")
     task = models.CharField(max_length=200)
     doc_id = models.IntegerField()
-    prompt = models.TextField()
+    prompt = models.TextField(help_text="The rendered text, or a served model's messages as JSON")
+    messages = models.JSONField(
+        default=list, blank=True, help_text="The conversation sent (empty for raw text)"
+    )
     target = models.TextField(blank=True)
     output = models.TextField(blank=True, help_text="Generated text or the chosen option")
     correct = models.BooleanField(null=True, blank=True)

@@ -41,13 +41,44 @@ def results_table(run: BenchmarkRun) -> str:
         )
         for r in rows
     ]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(COLUMNS)]
-    line = "  ".join(h.ljust(w) for h, w in zip(COLUMNS, widths, strict=True)).rstrip()
+    out = [text_table(COLUMNS, cells)]
+    version = rows[0]["harness_version"] if rows else ""
+    if version:
+        out.append(f"({version})")
+    return "\n".join(out)
+
+
+def text_table(header: tuple[str, ...], cells: list[tuple[str, ...]]) -> str:
+    """Aligned columns for a terminal: the header, a rule, one line per row."""
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()
     out = [line, "  ".join("-" * w for w in widths)]
     out += [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
     ]
-    version = rows[0]["harness_version"] if rows else ""
-    if version:
-        out.append(f"({version})")
+    return "\n".join(out)
+
+
+CATALOGUE_COLUMNS = ("task", "kind", "output_type", "source", "path")
+
+
+def catalogue_table(rows: list[dict]) -> str:
+    """The catalogue (``catalog.task_rows``) for ``benchmark --list``: tasks and groups, then
+    each file left out with its error."""
+    cells = [
+        (
+            r["name"],
+            r["kind"],
+            f"{len(r['members'])} tasks" if r["kind"] == "group" else r["output_type"],
+            r["source"],
+            r["path"],
+        )
+        for r in rows
+        if not r["error"]
+    ]
+    out = [text_table(CATALOGUE_COLUMNS, cells)]
+    broken = [r for r in rows if r["error"]]
+    if broken:
+        out.append(f"\n{len(broken)} task file(s) left out (they cannot be read):")
+        out += [f"  {r['path']}: {r['error']}" for r in broken]
     return "\n".join(out)

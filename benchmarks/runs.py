@@ -22,11 +22,12 @@ from generation.engine.params import Param
 from generation.models import LanguageModel
 from generation.params import params_check
 from generation.runs import model_runnable
+from generation.templates import template_for
 
 from .catalog import available_tasks, shown_path, task_dirs
 from .engine import harness
 from .engine.catalogue import expand
-from .models import BenchmarkRun, Scoring
+from .models import BenchmarkRun, PromptMode, Scoring
 
 BAD_SCORING = "scoring must be one of: {choices} (got {value!r})"
 BAD_FEWSHOT = "num_fewshot must be between 0 and 32 (got {value})"
@@ -34,6 +35,10 @@ BAD_LIMIT = "limit must be at least 1 example per task, or empty for all (got {v
 BAD_BATCH_SIZE = "batch_size must be at least 1 (got {value})"
 BAD_PARAMS = "params takes only {allowed} (got {keys})"
 CANNOT_RUN = "benchmark run on {name!r} cannot be made: {problems}"
+BAD_PROMPT = "prompt must be one of: {choices} (got {value!r})"
+LONG_SYSTEM = "system_instruction is at most {limit} characters (got {length})"
+SYSTEM_LIMIT = 4000
+LEFT_OUT = "task files left out because they cannot be read (see the catalogue): {files}"
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,9 @@ def benchmark_run_create(
     batch_size: int = 8,
     seed: int = 0,
     params: dict | None = None,
+    prompt: str = PromptMode.TEMPLATE,
+    system_instruction: str = "",
+    fewshot_as_multiturn: bool = True,
     user=None,
     enqueue: bool = True,
     shards: int | None = None,
@@ -81,10 +89,23 @@ def benchmark_run_create(
     tasks are always scored generatively (each result records how it was made). ``shards``:
     split the tasks into that many ranges that workers score at once (None: one per worker
     consuming the run's queue; evalsite/runs/shards.py).
+
+    ``prompt``: ``template`` renders each example's conversation (``system_instruction`` in
+    place of the template's system prompt when given; few-shot examples as earlier turns when
+    ``fewshot_as_multiturn``) with the model's template, as generation does; ``raw`` gives a
+    model with weights the task's own text. A served model is always sent messages.
     """
     model_runnable(model)
     if scoring not in Scoring.values:
         raise ServiceError(BAD_SCORING.format(choices=", ".join(Scoring.values), value=scoring))
+    if prompt not in PromptMode.values:
+        raise ServiceError(BAD_PROMPT.format(choices=", ".join(PromptMode.values), value=prompt))
+    if prompt == PromptMode.RAW and model.is_endpoint:
+        raise ServiceError(CANNOT_RUN.format(name=model.name, problems=harness.SERVED_RAW))
+    if len(system_instruction or "") > SYSTEM_LIMIT:
+        raise ServiceError(LONG_SYSTEM.format(limit=SYSTEM_LIMIT, length=len(system_instruction)))
+    if prompt == PromptMode.TEMPLATE or model.is_endpoint:
+        template_for(model)  # a model naming no existing template is refused here, not later
     if not 0 <= num_fewshot <= 32:
         raise ServiceError(BAD_FEWSHOT.format(value=num_fewshot))
     if limit is not None and limit < 1:
@@ -96,7 +117,9 @@ def benchmark_run_create(
     try:
         names = expand(list(tasks), known)
     except ValueError as exc:
-        raise ServiceError(str(exc)) from None
+        left_out = ", ".join(shown_path(bad.path) for bad in known.broken)
+        message = f"{exc}; {LEFT_OUT.format(files=left_out)}" if left_out else str(exc)
+        raise ServiceError(message) from None
     kinds = {name: known.tasks[name].output_type for name in names}
     problems = harness.scoring_problems(kinds, scoring, served=model.is_endpoint)
     if problems:
@@ -111,6 +134,9 @@ def benchmark_run_create(
             batch_size=batch_size,
             seed=seed,
             params=params,
+            prompt=prompt,
+            system_instruction=system_instruction or "",
+            fewshot_as_multiturn=fewshot_as_multiturn,
             total=len(names),
             task_source=", ".join(shown_path(d) for d in task_dirs())[:500],
             created_by=user if getattr(user, "pk", None) else None,
@@ -127,6 +153,9 @@ def benchmark_run_create(
             limit=limit,
             seed=seed,
             params=params,
+            prompt=prompt,
+            system_instruction=system_instruction or "",
+            fewshot_as_multiturn=fewshot_as_multiturn,
             **({"shards": split} if split > 1 else {}),
         )
         if enqueue:

@@ -12,12 +12,14 @@ The rendering is ``generation/engine/render.py``; this module is its Django side
 
 from __future__ import annotations
 
+import dataclasses
+
 from django.db import IntegrityError, transaction
 
 from evalsite.errors import ServiceError
 from evalsite.versioned import Versions
 
-from .engine import render
+from .engine import render, template_check
 from .models import LanguageModel, PromptTemplate
 
 # What staff may set on a template (the API's serializer and the admin's form list these).
@@ -206,3 +208,94 @@ def template_delete(*, template: PromptTemplate) -> None:
     if problem:
         raise ServiceError(problem)
     row.delete()
+
+
+# --- a model's own chat template ----------------------------------------------------------------
+
+NO_OWN_TEMPLATE = (
+    "model {model!r} has no chat template of its own (no chat_template.jinja, no chat_template "
+    "in tokenizer_config.json)"
+)
+TOKENIZER_UNREADABLE = "the tokenizer of model {model!r} cannot be loaded here: {error}"
+OWN_DESCRIPTION = "{model}'s own chat template ({file}), rendered in the sandbox"
+
+
+def _tokenizer_of(model: LanguageModel):
+    from .web_tokenizer import web_tokenizer
+
+    try:
+        return web_tokenizer(model)
+    except (OSError, ValueError) as exc:
+        raise ServiceError(TOKENIZER_UNREADABLE.format(model=model.name, error=exc)) from None
+
+
+def model_preview(*, model: LanguageModel, template: PromptTemplate, messages: list[dict]):
+    """``template_check.preview`` of ``template`` with ``model``'s tokenizer: exactly the text and
+    tokens generation sends that model (ValueError when the template cannot render them)."""
+    return template_check.preview(as_template(template), messages, _tokenizer_of(model))
+
+
+def _own_file(tokenizer) -> str:
+    import os
+
+    folder = str(getattr(tokenizer, "name_or_path", "") or "")
+    if not os.path.isdir(folder):
+        return ""
+    names = (template_check.CHAT_TEMPLATE_FILE, template_check.TOKENIZER_CONFIG_FILE)
+    found = {n: os.path.join(folder, n) for n in names if os.path.isfile(os.path.join(folder, n))}
+    return template_check.chat_template_file(found)
+
+
+def model_template_check(*, model: LanguageModel) -> dict:
+    """What staff see of a model's prompting (staff only: it names the model): the template it
+    uses, its own chat template when it has one and how the two differ on a sample
+    conversation, exactly what generation sends for it (text, token ids, special tokens), and
+    the special-token warnings. ServiceError when the tokenizer is not on this machine."""
+    row = template_for(model)
+    chosen = as_template(row)
+    tokenizer = _tokenizer_of(model)
+    own = template_check.own_chat_template(tokenizer)
+    # The sample's system prompt is the template's own when it has one (llm_jp's preamble).
+    messages = template_check.sample_messages(chosen.system_prompt or template_check.SAMPLE_SYSTEM)
+    try:
+        shown = dataclasses.asdict(template_check.preview(chosen, messages, tokenizer))
+        problem = ""
+    except ValueError as exc:
+        shown, problem = None, str(exc)
+    return {
+        "template": row.name,
+        "version": row.version,
+        "own_chat_template": own,
+        "own_chat_template_file": _own_file(tokenizer) if own else "",
+        "diff": template_check.template_diff(chosen, own, tokenizer, messages) if own else "",
+        "preview": shown,
+        "preview_error": problem,
+        "warnings": template_check.special_token_warnings(chosen, tokenizer, own),
+    }
+
+
+@transaction.atomic
+def template_from_model(
+    *, model: LanguageModel, name: str, use: bool = False, user=None
+) -> PromptTemplate:
+    """A new template (version 1, kind ``jinja``) holding ``model``'s own chat template, checked
+    and rendered in the sandbox like any Jinja template; with ``use`` the model names it from
+    then on (its next runs render with it)."""
+    tokenizer = _tokenizer_of(model)
+    own = template_check.own_chat_template(tokenizer)
+    if not own:
+        raise ServiceError(NO_OWN_TEMPLATE.format(model=model.name))
+    row = template_create(
+        name=name,
+        user=user,
+        kind=PromptTemplate.Kind.JINJA,
+        jinja_source=own,
+        description=OWN_DESCRIPTION.format(
+            model=model.name, file=_own_file(tokenizer) or "its tokenizer"
+        )[:200],
+    )
+    if use:
+        from .registry import language_model_update
+
+        language_model_update(model=model, changes={"prompt_format": row.name}, user=user)
+    return row

@@ -14,9 +14,9 @@ from evalsite.runs.api import RUN_STATE_FIELDS, RunViewSet, shards_field
 from generation.models import LanguageModel
 
 from ..catalog import task_rows
-from ..models import BenchmarkRun, BenchmarkSample, Scoring
+from ..models import BenchmarkRun, BenchmarkSample, PromptMode, Scoring
 from ..results import result_rows
-from ..runs import GEN_PARAMS, benchmark_run_create
+from ..runs import GEN_PARAMS, SYSTEM_LIMIT, benchmark_run_create
 
 GEN_RULES = [f"{p.name} ({p.rule})" for p in GEN_PARAMS]
 
@@ -40,6 +40,23 @@ class BenchmarkRunInputSerializer(serializers.Serializer):
         default=dict,
         help_text="Decoding for generative scoring: " + ", ".join(GEN_RULES),
     )
+    prompt = serializers.ChoiceField(
+        choices=PromptMode.choices,
+        default=PromptMode.TEMPLATE,
+        help_text="template: rendered by the model's prompt template as generation does; raw: "
+        "the task's own text (models with weights only)",
+    )
+    system_instruction = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        trim_whitespace=False,
+        max_length=SYSTEM_LIMIT,
+        help_text="Replaces the template's system prompt (blank: the template's own)",
+    )
+    fewshot_as_multiturn = serializers.BooleanField(
+        default=True, help_text="Few-shot examples as earlier user/assistant turns"
+    )
 
 
 class BenchmarkRunSerializer(serializers.ModelSerializer):
@@ -58,6 +75,9 @@ class BenchmarkRunSerializer(serializers.ModelSerializer):
             "batch_size",
             "seed",
             "params",
+            "prompt",
+            "system_instruction",
+            "fewshot_as_multiturn",
             "status",
             "done",
             "total",
@@ -83,7 +103,17 @@ class BenchmarkResultSerializer(serializers.Serializer):
 class BenchmarkSampleSerializer(serializers.ModelSerializer):
     class Meta:
         model = BenchmarkSample
-        fields = ["id", "task", "doc_id", "prompt", "target", "output", "correct", "metrics"]
+        fields = [
+            "id",
+            "task",
+            "doc_id",
+            "prompt",
+            "messages",
+            "target",
+            "output",
+            "correct",
+            "metrics",
+        ]
         read_only_fields = fields
 
 
@@ -143,10 +173,14 @@ class BenchmarkTaskSerializer(serializers.Serializer):
     members = serializers.ListField(child=serializers.CharField())
     source = serializers.CharField()
     path = serializers.CharField()
+    error = serializers.CharField(
+        help_text="Kind broken: why the file cannot be read (it is left out of runs)"
+    )
 
 
 class BenchmarkTaskList(APIView):
-    """The tasks and groups a benchmark run may name (staff who may view benchmark runs)."""
+    """The tasks and groups a benchmark run may name, then the task files left out because
+    they cannot be read (kind ``broken``, with the error) (staff who may view benchmark runs)."""
 
     required_permissions = ["benchmarks.view_benchmarkrun"]
 

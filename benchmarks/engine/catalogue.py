@@ -3,6 +3,10 @@
 The catalogue is the team's own task folders plus lm-eval's Japanese group (found on disk
 through ``importlib.util.find_spec``, so nothing of lm-eval is imported). A group expands to its
 member tasks; the run stores leaf tasks, each scored and stored on its own.
+
+A file that cannot be read as a task (malformed YAML, a missing include, no task name) is left
+out and kept in ``Catalogue.broken`` with its error, so the catalogue shows it and one bad file
+never stops runs of the others.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ JAPANESE_GROUP_DIR = "japanese_leaderboard"
 UNKNOWN_TASK = "unknown benchmark task {name!r}; known tasks: {known}"
 NO_TASKS = "name at least one benchmark task"
 BAD_YAML = "{path}: not a readable task config ({problem})"
+NO_TASK_NAME = "names no task (a `task:` name, or `group:` with a `task:` list)"
 
 
 @dataclass(frozen=True)
@@ -30,9 +35,19 @@ class TaskInfo:
     source: str = ""  # "custom" (the team's folders) or "lm-eval"
 
 
+@dataclass(frozen=True)
+class BrokenTask:
+    """A task file left out of the catalogue, and why."""
+
+    path: str
+    error: str
+    source: str = ""
+
+
 @dataclass
 class Catalogue:
     tasks: dict[str, TaskInfo] = field(default_factory=dict)
+    broken: list[BrokenTask] = field(default_factory=list)
 
     def names(self) -> list[str]:
         return sorted(self.tasks)
@@ -69,23 +84,26 @@ def _read(path: Path, seen: frozenset = frozenset()) -> dict:
     return {**merged, **cfg}
 
 
-def _scan(folder: Path, source: str, into: dict[str, TaskInfo]) -> None:
+def _scan(folder: Path, source: str, into: Catalogue) -> None:
     for path in sorted(folder.rglob("*.yaml")):
         if path.name.startswith("_") and source == "custom":
             continue  # shared bases of the team's own tasks, by lm-eval's convention
         try:
             cfg = _read(path)
-        except ValueError:
-            if source == "custom":
-                raise
+        except ValueError as exc:
+            into.broken.append(BrokenTask(str(path), str(exc), source))
             continue
         group, task = cfg.get("group"), cfg.get("task")
         if isinstance(group, str) and isinstance(task, list):
             members = tuple(t for t in task if isinstance(t, str))
-            into[group] = TaskInfo(group, "group", str(path), members=members, source=source)
+            into.tasks[group] = TaskInfo(group, "group", str(path), members=members, source=source)
         elif isinstance(task, str):
-            into[task] = TaskInfo(
+            into.tasks[task] = TaskInfo(
                 task, "task", str(path), output_type=str(cfg.get("output_type", "")), source=source
+            )
+        elif source == "custom":
+            into.broken.append(
+                BrokenTask(str(path), BAD_YAML.format(path=path, problem=NO_TASK_NAME), source)
             )
 
 
@@ -100,14 +118,14 @@ def lm_eval_tasks_dir() -> Path | None:
 def catalogue(custom_dirs: Iterable[str | Path], *, with_japanese: bool = True) -> Catalogue:
     """The tasks a run may name: lm-eval's Japanese group (when installed), then the team's
     folders (a team task of the same name wins, as lm-eval's include_path does)."""
-    found: dict[str, TaskInfo] = {}
+    found = Catalogue()
     builtin = lm_eval_tasks_dir()
     if with_japanese and builtin is not None and (builtin / JAPANESE_GROUP_DIR).is_dir():
         _scan(builtin / JAPANESE_GROUP_DIR, "lm-eval", found)
     for folder in custom_dirs:
         if Path(folder).is_dir():
             _scan(Path(folder), "custom", found)
-    return Catalogue(found)
+    return found
 
 
 def expand(names: Sequence[str], known: Catalogue) -> list[str]:

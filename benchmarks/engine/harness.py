@@ -33,10 +33,20 @@ SERVED_NO_LOGLIKELIHOOD = (
 )
 SERVED_ROLLING = "served models cannot score {task!r} ({output_type}): it needs log-likelihoods"
 
+SERVED_RAW = (
+    "a served model is always sent chat messages (the server applies its template): "
+    "raw-text prompting is for models with weights"
+)
+
 LOGLIKELIHOOD = "loglikelihood"
 GENERATIVE = "generative"
+TEMPLATE = "template"  # lm-eval's chat path, rendered by the model's prompt template
+RAW = "raw"
 RAW_FORMAT = "raw"  # the task's own prompt text, no chat template around it
 SERVED_FORMAT = "chat (the server's template)"
+FEWSHOT_TURNS = "few-shot as turns"
+FEWSHOT_ONE_TURN = "few-shot in one turn"
+SYSTEM_INSTRUCTION = "system instruction"
 
 # The generative variant of a multiple-choice task: one line of answer, matched to the option.
 GENERATIVE_VARIANT = {
@@ -101,6 +111,22 @@ def scoring_problems(
     return problems
 
 
+def prompt_format(
+    label: str, *, num_fewshot: int, fewshot_as_multiturn: bool, system_instruction: str
+) -> str:
+    """What a result records of how its prompts were made: ``raw``, the template's name and
+    version (``line_sft v1``) or the served chat, then how few-shot examples and a system
+    instruction went in when there were any."""
+    if label == RAW_FORMAT:
+        return label
+    parts = [label]
+    if num_fewshot:
+        parts.append(FEWSHOT_TURNS if fewshot_as_multiturn else FEWSHOT_ONE_TURN)
+    if system_instruction:
+        parts.append(SYSTEM_INSTRUCTION)
+    return ", ".join(parts)[:200]
+
+
 @dataclass
 class TaskSpec:
     """One task of a run, as the engine runs it."""
@@ -112,24 +138,46 @@ class TaskSpec:
     seed: int = 0
     gen_kwargs: dict = field(default_factory=dict)
     bootstrap_iters: int = 1000
+    system_instruction: str = ""
+    fewshot_as_multiturn: bool = True
 
 
 class Harness:
-    """An lm-eval model plus a task index over the team's folders and the Japanese group."""
+    """An lm-eval model plus a task index over the team's folders and the Japanese group.
 
-    def __init__(self, lm: Any, task_dirs: Sequence[str | Path], *, served: bool = False):
+    ``chat``: lm-eval's chat path (the model renders each example's conversation: a local
+    model through its template, ``templated_model``; a served one as messages). ``label`` is
+    what results record of the prompt (``prompt_format``)."""
+
+    def __init__(
+        self,
+        lm: Any,
+        task_dirs: Sequence[str | Path],
+        *,
+        chat: bool = False,
+        label: str = RAW_FORMAT,
+    ):
         require_lm_eval()
         from lm_eval.tasks import TaskManager
 
         self.lm = lm
-        self.served = served
+        self.chat = chat
+        self.label = label
         paths = [str(Path(p).resolve()) for p in task_dirs if Path(p).is_dir()]
         builtin = lm_eval_tasks_dir()
         if builtin is not None and (builtin / JAPANESE_GROUP_DIR).is_dir():
             paths.insert(0, str(builtin / JAPANESE_GROUP_DIR))
-        # Only these folders are indexed: lm-eval's whole task tree takes long to scan.
+        # Only these folders are indexed: lm-eval's whole task tree takes long to scan. (A file
+        # it cannot read is left out of its index, as the catalogue leaves it out.)
         self.tasks = TaskManager(include_path=paths, include_defaults=False)
-        self.prompt_format = SERVED_FORMAT if served else RAW_FORMAT
+
+    def prompt_format(self, spec: TaskSpec) -> str:
+        return prompt_format(
+            self.label,
+            num_fewshot=spec.num_fewshot,
+            fewshot_as_multiturn=spec.fewshot_as_multiturn,
+            system_instruction=spec.system_instruction if self.chat else "",
+        )
 
     def config(self, name: str, scoring: str) -> dict:
         """The task's YAML config, data files made absolute, in its generative variant when a
@@ -187,7 +235,9 @@ class Harness:
             limit=spec.limit,
             log_samples=True,
             gen_kwargs=dict(spec.gen_kwargs) or None,
-            apply_chat_template=self.served,
+            apply_chat_template=self.chat,
+            system_instruction=(spec.system_instruction or None) if self.chat else None,
+            fewshot_as_multiturn=self.chat and spec.fewshot_as_multiturn,
             bootstrap_iters=spec.bootstrap_iters,
             random_seed=spec.seed,
             numpy_random_seed=spec.seed,
@@ -196,7 +246,7 @@ class Harness:
         )
         if results is None:  # a non-zero rank of a distributed run; not how the app runs
             raise RuntimeError(f"lm-eval returned no results for {spec.name!r}")
-        return outcome_of(results, spec.name)
+        return outcome_of(results, spec.name, getattr(self.lm, "conversations", None))
 
 
 def _absolute_data_files(cfg: dict, base: Path) -> None:
@@ -230,13 +280,25 @@ def hf_model(model: Any, tokenizer: Any, *, batch_size: int = 8) -> Any:
     return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
 
 
-def served_model(endpoint: Any) -> Any:
+def templated_model(model: Any, tokenizer: Any, template: Any, *, batch_size: int = 8) -> Any:
+    """lm-eval's HFLM prompting through ``template`` (a ``generation.engine.render.Template``)
+    as generation does (``local.TemplatedHFLM``)."""
+    require_lm_eval()
+    from .local import TemplatedHFLM
+
+    return TemplatedHFLM(
+        pretrained=model, tokenizer=tokenizer, batch_size=batch_size, template=template
+    )
+
+
+def served_model(endpoint: Any, template: Any) -> Any:
     """An lm-eval model for a served model (``generation.engine.endpoint.Endpoint``): chat
-    completions through the app's one client, generative only (``served.ServedChat``)."""
+    completions through the app's one client, the messages as ``template`` writes them,
+    generative only (``served.ServedChat``)."""
     require_lm_eval()
     from .served import ServedChat
 
-    return ServedChat(endpoint)
+    return ServedChat(endpoint, template)
 
 
 def output_types(harness_dirs: Iterable[str | Path], names: Sequence[str]) -> dict[str, str]:

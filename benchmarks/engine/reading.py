@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,11 +18,12 @@ class Metric:
 @dataclass(frozen=True)
 class Sample:
     doc_id: int
-    prompt: str
+    prompt: str  # the rendered text; a served model's messages as JSON
     target: str
     output: str  # generated text (filtered), or the option chosen by log-likelihood
     correct: bool | None
     metrics: dict
+    messages: list = field(default_factory=list)  # the conversation sent (empty: raw text)
 
 
 @dataclass
@@ -105,11 +107,31 @@ def _chosen(filtered: list) -> int | None:
     return max(range(len(scores)), key=scores.__getitem__) if scores else None
 
 
-def sample_of(raw: dict, output_type: str) -> Sample:
+def prompt_of(context: Any, conversations: dict[str, list]) -> tuple[str, list]:
+    """(prompt text, messages) of a request's context: rendered text as it is; a served chat
+    (lm-eval's ``JsonChatStr``, a named tuple holding the messages' JSON) as indented JSON,
+    never the tuple's repr."""
+    chat = getattr(context, "prompt", None)
+    if isinstance(context, tuple) and isinstance(chat, str):
+        messages = conversations.get(chat)
+        if messages is None:
+            try:
+                messages = json.loads(chat)
+            except ValueError:
+                return chat, []
+        return json.dumps(messages, ensure_ascii=False, indent=1), list(messages)
+    if isinstance(context, (list, tuple)):
+        context = context[0] if context else ""
+    text = str(context)
+    return text, list(conversations.get(text, []))
+
+
+def sample_of(raw: dict, output_type: str, conversations: dict | None = None) -> Sample:
     """One logged lm-eval sample (one filter's view of one document) as a plain row."""
     arguments = raw.get("arguments") or []
     first = arguments[0] if arguments else ("",)
-    prompt = str(first[0]) if isinstance(first, (list, tuple)) and first else str(first)
+    context = first[0] if isinstance(first, (list, tuple)) and first else first
+    prompt, messages = prompt_of(context, conversations or {})
     names = list(raw.get("metrics") or [])
     metrics = {name: jsonable(raw.get(name)) for name in names}
     target = raw.get("target")
@@ -145,16 +167,19 @@ def sample_of(raw: dict, output_type: str) -> Sample:
         output=output,
         correct=correct,
         metrics=metrics,
+        messages=messages,
     )
 
 
-def samples_of(raw_samples: list[dict], output_type: str) -> list[Sample]:
+def samples_of(
+    raw_samples: list[dict], output_type: str, conversations: dict | None = None
+) -> list[Sample]:
     """One row per document: the first filter's view, other filters' metrics added to it."""
     by_doc: dict[int, Sample] = {}
     for raw in raw_samples:
         doc_id = int(raw.get("doc_id", 0))
         if doc_id not in by_doc:
-            by_doc[doc_id] = sample_of(raw, output_type)
+            by_doc[doc_id] = sample_of(raw, output_type, conversations)
             continue
         filter_name = raw.get("filter", "")
         for name in raw.get("metrics") or []:
@@ -162,12 +187,14 @@ def samples_of(raw_samples: list[dict], output_type: str) -> list[Sample]:
     return [by_doc[key] for key in sorted(by_doc)]
 
 
-def outcome_of(results: dict, task: str) -> TaskOutcome:
-    """What ``lm_eval.simple_evaluate`` returned for ``task``, as plain data."""
+def outcome_of(results: dict, task: str, conversations: dict | None = None) -> TaskOutcome:
+    """What ``lm_eval.simple_evaluate`` returned for ``task``, as plain data; ``conversations``
+    maps each rendered prompt to the messages it was rendered from."""
     config = jsonable((results.get("configs") or {}).get(task, {}))
     output_type = str(config.get("output_type", ""))
     counts = (results.get("n-samples") or {}).get(task) or {}
-    samples = samples_of((results.get("samples") or {}).get(task, []), output_type)
+    raw_samples = (results.get("samples") or {}).get(task, [])
+    samples = samples_of(raw_samples, output_type, conversations)
     n = int(counts.get("effective", len(samples)))
     shots = (results.get("n-shot") or {}).get(task, config.get("num_fewshot") or 0)
     return TaskOutcome(

@@ -4,8 +4,10 @@ the model's row names (``Bearer none`` without one), only to an allowed host, no
 failure that says only the status and the server's short message.
 
 lm-eval's own local-chat-completions would read ``OPENAI_API_KEY`` from the worker's environment
-when given no key, follow redirects, and log whole error bodies; this takes its place. Imported
-only where lm-eval is installed (``harness.served_model``).
+when given no key, follow redirects, and log whole error bodies; this takes its place. The
+messages are the model's template's (``render.chat_messages``: its system prompt unless the run
+gives a system instruction), the same conversation a local run of the model renders.
+Imported only where lm-eval is installed (``harness.served_model``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from lm_eval.api.model import LM
 from lm_eval.models.api_models import JsonChatStr
 
+from generation.engine import render
 from generation.engine.endpoint import MAX_STOP, Endpoint, chat, client_for
 
 DEFAULT_MAX_GEN_TOKS = 256
@@ -51,11 +54,13 @@ class ServedChat(LM):
     """Generative only: chat completions return no log-likelihoods (the run refuses such
     scoring before it starts; these methods say so if asked anyway)."""
 
-    def __init__(self, endpoint: Endpoint, *, seed: int = 1234):
+    def __init__(self, endpoint: Endpoint, template: render.Template, *, seed: int = 1234):
         super().__init__()
         self.endpoint = endpoint
+        self.template = template
         self.seed = seed
         self.client = client_for(endpoint)
+        self.conversations: dict[str, list[dict]] = {}
 
     @property
     def tokenizer_name(self) -> str:
@@ -66,7 +71,10 @@ class ServedChat(LM):
 
     def apply_chat_template(self, chat_history: list[dict], add_generation_prompt=True):
         # lm-eval keeps the rendered prompt as text; the messages travel as JSON inside it.
-        return JsonChatStr(json.dumps(chat_history, ensure_ascii=False))
+        messages = render.chat_messages(self.template, chat_history)
+        text = json.dumps(messages, ensure_ascii=False)
+        self.conversations[text] = messages
+        return JsonChatStr(text)
 
     def loglikelihood(self, requests):
         raise NotImplementedError("a served model returns no log-likelihoods")

@@ -4,10 +4,10 @@ merging a LoRA adapter."""
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.http import HttpResponseRedirect
 from django.urls import reverse
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from evalsite.admin_helpers import ExtensibleAdmin, apply_each, form_action
@@ -25,6 +25,7 @@ from ..registry import (
     language_model_update,
 )
 from ..runs import generation_run_create
+from ..templates import model_template_check, template_from_model
 from ..training.finetune import finetune_run_create
 from ..training.merge import language_model_merge_request
 from .base import start_each
@@ -127,6 +128,52 @@ FIELD_GROUPS = [
 ]
 
 
+ONE_MODEL = "Choose one model: each own chat template becomes a template of its own."
+ADOPTED = "Created {template} from {model}'s own chat template{used}."
+USED = "; the model uses it from now on"
+
+
+class AdoptTemplateForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="Name of the new prompt template")
+    use = forms.BooleanField(
+        required=False, initial=True, help_text="The model names the new template from now on"
+    )
+
+
+def render_template_check(check: dict) -> SafeString:
+    """The check as staff read it: warnings, the diff, the text and tokens generation sends."""
+    preview = check["preview"]
+    parts = [
+        format_html("<p>Uses <b>{} v{}</b>.</p>", check["template"], check["version"]),
+        format_html_join("", '<p class="errornote">{}</p>', ((w,) for w in check["warnings"])),
+    ]
+    if check["own_chat_template"]:
+        parts.append(
+            format_html(
+                "<p>Its own chat template ({}), against the template on a sample conversation:"
+                "</p><pre>{}</pre>",
+                check["own_chat_template_file"] or "its tokenizer",
+                check["diff"] or "(the same text)",
+            )
+        )
+    else:
+        parts.append(format_html("<p>{}</p>", "It has no chat template of its own."))
+    if preview is None:
+        parts.append(format_html('<p class="errornote">{}</p>', check["preview_error"]))
+    else:
+        parts.append(
+            format_html(
+                "<p>What generation sends ({} tokens; special tokens: {}; the tokenizer would "
+                "add by itself: {}):</p><pre>{}</pre>",
+                len(preview["token_ids"]),
+                ", ".join(preview["special_tokens"]) or "none",
+                ", ".join(preview["tokenizer_would_add"]) or "nothing",
+                preview["decoded"],
+            )
+        )
+    return format_html_join("", "{}", ((p,) for p in parts))
+
+
 @admin.register(LanguageModel)
 class LanguageModelAdmin(ExtensibleAdmin, admin.ModelAdmin):
     form = LanguageModelForm
@@ -140,14 +187,29 @@ class LanguageModelAdmin(ExtensibleAdmin, admin.ModelAdmin):
     ]
     list_filter = ["prompt_format"]
     search_fields = ["name", "display_label", "name_or_path", "endpoint_model", "maker"]
-    actions = ["generate_answers", "fine_tune", "merge_adapter"]
+    actions = ["generate_answers", "fine_tune", "merge_adapter", "adopt_own_template"]
 
     def get_fieldsets(self, request, obj=None):
         named = {f for _, fields in FIELD_GROUPS for f in fields}
         other = [f for f in LANGUAGE_MODEL_FIELDS if f not in named]
         groups = [(title, {"fields": fields}) for title, fields in FIELD_GROUPS]
         groups += [("Other", {"fields": other})] if other else []
-        return groups + ([("Lineage", {"fields": ["lineage"]})] if obj is not None else [])
+        if obj is None:
+            return groups
+        groups += [("Lineage", {"fields": ["lineage"]})]
+        if not obj.is_endpoint and obj.name_or_path:
+            groups += [("Prompt template check", {"fields": ["template_check"]})]
+        return groups
+
+    @admin.display(description="template check")
+    def template_check(self, obj: LanguageModel) -> SafeString | str:
+        """Special-token warnings, the diff from the model's own chat template, and exactly
+        what generation sends (the model's tokenizer, read on this machine)."""
+        try:
+            check = model_template_check(model=obj)
+        except ServiceError as exc:
+            return str(exc)
+        return render_template_check(check)
 
     @admin.display(description="made from")
     def made_from(self, obj: LanguageModel) -> str:
@@ -189,7 +251,7 @@ class LanguageModelAdmin(ExtensibleAdmin, admin.ModelAdmin):
         # model that has it loads or runs (registry.REMOTE_CODE_GUARDED, its template too).
         # Likewise where an API key is sent: which variable, and where a model that sends one
         # points (registry.API_KEY_GUARDED).
-        shown = ["maker_alias_suggestions", "lineage"]
+        shown = ["maker_alias_suggestions", "lineage", "template_check"]
         if request.user.is_superuser:
             return shown
         guarded = ["api_key_env"]
@@ -275,6 +337,35 @@ class LanguageModelAdmin(ExtensibleAdmin, admin.ModelAdmin):
             ),
             "fine-tune run",
             "admin:generation_finetunerun_changelist",
+        )
+
+    @form_action(
+        AdoptTemplateForm,
+        "Create a template from the model's own chat template",
+        description="Create a template from its own chat template…",
+        permissions=["adopt"],
+    )
+    def adopt_own_template(self, request, queryset, form):
+        data = form.cleaned_data
+        if len(queryset) != 1:
+            self.message_user(request, ONE_MODEL, level=messages.ERROR)
+            return None
+        apply_each(
+            self,
+            request,
+            queryset,
+            lambda model: template_from_model(
+                model=model, name=data["name"], use=data["use"], user=request.user
+            ),
+            lambda model, row: ADOPTED.format(
+                template=row, model=model.name, used=USED if data["use"] else ""
+            ),
+        )
+        return None
+
+    def has_adopt_permission(self, request) -> bool:
+        return request.user.has_perm("generation.add_prompttemplate") and request.user.has_perm(
+            "generation.change_languagemodel"
         )
 
     @form_action(

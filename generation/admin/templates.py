@@ -33,6 +33,13 @@ TEXT_FIELDS = [
     "jinja_source",
 ]
 PREVIEW_TURNS = (["富士山の高さは？", "では、二番目に高い山は？"], ["3776メートルです。"])
+WITH_A_MODEL = (
+    "A model's page (Prompt template check) shows exactly what generation sends it, special "
+    "tokens included."
+)
+WITHOUT_A_TOKENIZER = (
+    "Rendered without a tokenizer: bos_token and eos_token are empty here. " + WITH_A_MODEL
+)
 NEW_VERSION = (
     "{old} was used by a run and is kept as it was; your changes were saved as {new}. Models "
     "that name {name!r} use {new} from now on."
@@ -93,12 +100,12 @@ class PromptTemplateAdmin(admin.ModelAdmin):
     @admin.display(description="preview (a two-turn conversation)")
     def preview(self, obj: PromptTemplate) -> str:
         if obj.kind == PromptTemplate.Kind.CHAT_TEMPLATE:
-            return "Rendered by each model's own tokenizer."
+            return f"Rendered by each model's own tokenizer. {WITH_A_MODEL}"
         try:
             text = render.render_prompt(as_template(obj), render.conversation(*PREVIEW_TURNS))
         except ValueError as exc:
             return str(exc)
-        return format_html("<pre>{}</pre>", text)
+        return format_html("<pre>{}</pre><p>{}</p>", text, WITHOUT_A_TOKENIZER)
 
     def get_readonly_fields(self, request, obj=None):
         kept = ["version", "created_by", "created_at", "preview"]

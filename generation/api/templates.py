@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
 from ..engine import render as engine_render
-from ..models import PromptTemplate
+from ..models import LanguageModel, PromptTemplate
 from ..templates import (
     TEMPLATE_FIELDS,
     as_template,
+    model_preview,
     template_create,
     template_delete,
     template_in_use,
@@ -53,6 +56,20 @@ class PromptTemplateSerializer(serializers.ModelSerializer):
         return template_update(template=instance, changes=validated_data, user=user)
 
 
+class PreviewTokensSerializer(serializers.Serializer):
+    prompt = serializers.CharField(help_text="The model's whole input")
+    token_ids = serializers.ListField(child=serializers.IntegerField())
+    tokens = serializers.ListField(child=serializers.CharField())
+    special_tokens = serializers.ListField(
+        child=serializers.CharField(), help_text="The special tokens among them, in order"
+    )
+    decoded = serializers.CharField(help_text="The ids decoded, special tokens kept")
+    tokenizer_would_add = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Tokens the tokenizer adds by itself that generation does not add",
+    )
+
+
 class RenderInputSerializer(serializers.Serializer):
     turns = serializers.ListField(
         child=serializers.CharField(trim_whitespace=False), min_length=1, max_length=50
@@ -63,6 +80,13 @@ class RenderInputSerializer(serializers.Serializer):
         default=list,
         max_length=50,
     )
+    model = serializers.PrimaryKeyRelatedField(
+        queryset=LanguageModel.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="Render with this model's tokenizer: the exact text and tokens generation "
+        "sends it (BOS/EOS and other special tokens included)",
+    )
 
 
 class RenderOutputSerializer(serializers.Serializer):
@@ -72,6 +96,9 @@ class RenderOutputSerializer(serializers.Serializer):
         help_text="What an endpoint model is sent instead",
     )
     stop_strings = serializers.ListField(child=serializers.CharField())
+    tokens = PreviewTokensSerializer(
+        required=False, help_text="With a model: its tokenizer's view of the prompt"
+    )
 
 
 class PromptTemplateViewSet(viewsets.ModelViewSet):
@@ -87,8 +114,11 @@ class PromptTemplateViewSet(viewsets.ModelViewSet):
     @action(detail=True, methods=["post"])
     def preview(self, request, pk=None):
         """Preview: the prompt this version renders for ``turns`` (user turns) and ``replies``
-        (one fewer). A chat_template version is rendered by each model's tokenizer: 400 here."""
-        template = as_template(self.get_object())
+        (one fewer). With ``model``, rendered and tokenized with that model's tokenizer exactly
+        as generation does (``tokens``); without one, a chat_template version (each model's
+        tokenizer renders it) is a 400."""
+        row = self.get_object()
+        template = as_template(row)
         form = RenderInputSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         try:
@@ -97,16 +127,25 @@ class PromptTemplateViewSet(viewsets.ModelViewSet):
             )
             if len(messages) % 2 == 0:
                 raise ValueError(engine_render.PROMPT_ENDS_WITH_REPLY)
-            prompt = engine_render.render_prompt(template, messages)
+            model = form.validated_data.get("model")
+            if model is not None:
+                if not request.user.has_perm("generation.view_languagemodel"):
+                    raise PermissionDenied("previewing with a model needs the right to view models")
+                tokens = model_preview(model=model, template=row, messages=messages)
+                prompt = tokens.prompt
+            else:
+                tokens = None
+                prompt = engine_render.render_prompt(template, messages)
         except ValueError as exc:
             raise ValidationError({"detail": str(exc)}) from None
-        return Response(
-            {
-                "prompt": prompt,
-                "messages": engine_render.chat_messages(template, messages),
-                "stop_strings": list(template.stop_strings),
-            }
-        )
+        body = {
+            "prompt": prompt,
+            "messages": engine_render.chat_messages(template, messages),
+            "stop_strings": list(template.stop_strings),
+        }
+        if tokens is not None:
+            body["tokens"] = dataclasses.asdict(tokens)
+        return Response(body)
 
     def perform_destroy(self, instance):
         template_delete(template=instance)

@@ -37,4 +37,4 @@ def bench_staff(django_user_model, username: str = "operator", *, run_models: bo
 
 
 # The session's `transformers serve` over the tiny model (tests/generation/conftest.py).
-from tests.generation.conftest import tiny_server  # noqa: E402, F401
+from tests.generation.conftest import endpoint_proxy, tiny_server  # noqa: E402, F401

@@ -37,6 +37,7 @@ def test_the_model_action_asks_for_tasks_then_queues_a_run(django_user_model, ti
         "num_fewshot": 2,
         "scoring": "generative",
         "limit": 5,
+        "prompt": "template",
         "apply": "1",
     }
     response = client.post(MODELS, {**selected, **chosen}, follow=True)

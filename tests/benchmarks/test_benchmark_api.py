@@ -83,11 +83,13 @@ def test_results_and_samples_filtered_by_task_and_correctness(django_user_model,
         ("ja_fixture_gen", "exact_match,strip", "generative", 4),
         ("ja_fixture_mc", "acc", "loglikelihood", 4),
     ]
-    assert all(r["prompt_format"] == "raw" and r["harness_version"] for r in results)
+    assert all(r["prompt_format"] == "line_sft v1" and r["harness_version"] for r in results)
 
     page = client.get(f"{RUNS}{run.pk}/samples/", {"task": "ja_fixture_mc"}).json()
     assert page["count"] == 4
-    assert {"prompt", "target", "output", "correct", "metrics"} <= set(page["results"][0])
+    assert {"prompt", "messages", "target", "output", "correct", "metrics"} <= set(
+        page["results"][0]
+    )
     right = client.get(f"{RUNS}{run.pk}/samples/", {"task": "ja_fixture_mc", "correct": "true"})
     wrong = client.get(f"{RUNS}{run.pk}/samples/", {"task": "ja_fixture_mc", "correct": "false"})
     assert right.json()["count"] + wrong.json()["count"] == 4

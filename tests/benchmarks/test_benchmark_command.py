@@ -48,10 +48,12 @@ def test_the_command_runs_inline_and_prints_the_results_table(tiny, inline):
     ]  # fmt: skip
     mc, gen = lines[header + 2].split(), lines[header + 3].split()
     acc = BenchmarkResult.objects.get(run=run, task="ja_fixture_mc")
+    # Prompted through the model's template (line_sft), the few-shot examples as earlier turns.
+    templated = ["line_sft", "v1,", "few-shot", "as", "turns"]
     assert mc == ["ja_fixture_mc", "acc", f"{acc.value:.4f}", f"{acc.stderr:.4f}", "3", "2",
-                  "loglikelihood", "raw"]  # fmt: skip
+                  "loglikelihood", *templated]  # fmt: skip
     assert gen[:2] == ["ja_fixture_gen", "exact_match,strip"] and gen[4:] == [
-        "3", "2", "generative", "raw"
+        "3", "2", "generative", *templated
     ]  # fmt: skip
     assert lines[header + 4] == f"({run.harness_version})"
     assert BenchmarkSample.objects.filter(run=run).count() == 6

@@ -67,7 +67,9 @@ def test_both_custom_tasks_run_in_the_gpu_worker_in_both_scoring_modes(shared_wo
         assert result.scoring == "generative"
         assert result.config["generation_kwargs"]["until"] == ["\n"]
     for result in [*ll.values(), *gen.values()]:
-        assert (result.n, result.num_fewshot, result.prompt_format) == (4, 1, "raw")
+        assert (result.n, result.num_fewshot, result.prompt_format) == (
+            4, 1, "line_sft v1, few-shot as turns"
+        )  # fmt: skip
         assert result.harness_version == f"lm_eval {lm_eval.__version__}"
         assert 0.0 <= result.value <= 1.0 and result.stderr is not None
         assert result.config["num_fewshot"] == 1
@@ -77,13 +79,17 @@ def test_both_custom_tasks_run_in_the_gpu_worker_in_both_scoring_modes(shared_wo
     assert set(ll) == {("ja_fixture_mc", "acc"), ("ja_fixture_gen", "exact_match,strip")}
 
     # Per-example outputs: the prompt with its one shot, the target, the output, right or wrong.
+    # Rendered by the model's template (line_sft), the shot as an earlier exchange.
     samples = {(s.run_id, s.task, s.doc_id): s for s in BenchmarkSample.objects.all()}
     assert len(samples) == 16
     chosen = samples[(by_loglikelihood.pk, "ja_fixture_mc", 0)]
+    assert chosen.prompt.startswith("ユーザー: 質問：")
     assert chosen.prompt.endswith(
-        "質問：日本で一番高い山はどれですか。\n選択肢：富士山、北岳、槍ヶ岳、阿蘇山\n答え："
+        "ユーザー: 質問：日本で一番高い山はどれですか。\n選択肢：富士山、北岳、槍ヶ岳、阿蘇山\n"
+        "答え：\nシステム: "
     )
     assert chosen.prompt.count("質問：") == 2  # one shot, then the question
+    assert [m["role"] for m in chosen.messages] == ["user", "assistant", "user"]
     assert chosen.target == "富士山"
     assert chosen.output in chosen.metrics["choices"] == ["富士山", "北岳", "槍ヶ岳", "阿蘇山"]
     assert chosen.correct == (chosen.output == "富士山") == (chosen.metrics["acc"] == 1.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from benchmarks.catalog import available_tasks
@@ -45,10 +47,16 @@ def test_an_unknown_task_is_named_with_the_known_ones():
         catalogue.expand(["jglue_nope"], available_tasks())
 
 
-def test_a_broken_team_yaml_names_its_file(tmp_path):
+def test_a_broken_team_yaml_is_left_out_with_its_error(tmp_path):
     (tmp_path / "bad.yaml").write_text("task: [unclosed\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"bad\.yaml: not a readable task config"):
-        catalogue.catalogue([tmp_path], with_japanese=False)
+    (tmp_path / "nameless.yaml").write_text("output_type: generate_until\n", encoding="utf-8")
+    (tmp_path / "good.yaml").write_text("task: good\noutput_type: generate_until\n")
+    known = catalogue.catalogue([tmp_path], with_japanese=False)
+    assert known.names() == ["good"]
+    errors = {Path(bad.path).name: bad.error for bad in known.broken}
+    assert set(errors) == {"bad.yaml", "nameless.yaml"}
+    assert "bad.yaml: not a readable task config (" in errors["bad.yaml"]
+    assert "names no task" in errors["nameless.yaml"]
 
 
 @pytest.mark.django_db
@@ -80,3 +88,21 @@ def test_bad_requests_are_refused_and_nothing_is_written(tiny):
         model=served, tasks=["ja_fixture_mc", "ja_fixture_gen"], scoring="generative", enqueue=False
     )
     assert (run.tasks, run.total, run.done) == (["ja_fixture_mc", "ja_fixture_gen"], 2, 0)
+
+
+def test_the_japanese_groups_own_code_imports_with_the_bench_extra():
+    """The group's task modules import what the bench extra installs (lm-eval's
+    japanese_leaderboard extra): XL-Sum's scorer normalises and splits Japanese with MeCab."""
+    import importlib
+
+    builtin = catalogue.lm_eval_tasks_dir() / catalogue.JAPANESE_GROUP_DIR
+    modules = sorted(path.stem for path in builtin.glob("*.py") if path.stem != "__init__")
+    assert "ja_leaderboard_xlsum" in modules
+    loaded = {
+        name: importlib.import_module(f"lm_eval.tasks.japanese_leaderboard.{name}")
+        for name in modules
+    }
+    tokenizer = loaded["ja_leaderboard_xlsum"].MecabTokenizer()
+    assert tokenizer.tokenize("富士山は日本で一番高い山です。😀") == [
+        "富士", "山", "は", "日本", "で", "一番", "高い", "山", "です", "。"
+    ]  # fmt: skip
