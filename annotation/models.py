@@ -370,11 +370,21 @@ class Vote(models.Model):
         editable=False,
         help_text="Judged the conversation up to this user turn only (blank: all of it)",
     )
+    # An imported vote's content key (its file row, exchange.import_keys): a second import of
+    # the same file finds its rows already here and adds nothing. Blank: cast in the app.
+    import_key = models.CharField(max_length=64, blank=True, default="", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at"]
         constraints = [
+            # Import is idempotent: one vote per file row (content key) and comparison; read by
+            # exchange.votes_import to skip rows a previous import brought in.
+            models.UniqueConstraint(
+                fields=["comparison", "import_key"],
+                condition=~Q(import_key=""),
+                name="annotation_vote_import_key_unique",
+            ),
             models.CheckConstraint(
                 condition=Q(turn__isnull=True) | Q(turn__gte=1),
                 name="annotation_vote_turn_positive",
