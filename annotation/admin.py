@@ -8,6 +8,7 @@ whatever admin generation registered for GenerationRun.
 from __future__ import annotations
 
 import itertools
+import re
 
 from django import forms
 from django.contrib import admin, messages
@@ -361,7 +362,7 @@ class StudyAdmin(ExtensibleAdmin, admin.ModelAdmin):
             flags = {
                 int(key.removeprefix("flag-")): value
                 for key, value in request.POST.items()
-                if key.startswith("flag-") and key.removeprefix("flag-").isdigit() and value
+                if re.fullmatch(r"flag-[0-9]{1,9}", key) and value
             }
             kinds = {
                 key.removeprefix("kind-"): value

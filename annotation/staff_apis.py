@@ -4,6 +4,7 @@ exports, two studies compared, and annotators left out. The annotator loop is an
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 
 from django.http import Http404, HttpResponse
@@ -240,7 +241,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
             form.is_valid(raise_exception=True)
             flags = {}
             for key, decision in form.validated_data["flags"].items():
-                if not str(key).isdigit():
+                if not re.fullmatch(r"[0-9]{1,9}", str(key)):
                     raise ValidationError({"flags": [f"{key!r} is not a flag id"]})
                 flags[int(key)] = decision
             studies.identity_flags_review(

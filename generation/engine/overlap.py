@@ -48,9 +48,10 @@ class Overlap:
 
 
 def find_overlap(
-    training: Iterable[str], evaluation: list[str], *, threshold: float = NEAR, keep: int = 20
+    training: Iterable[str], evaluation: list[str], *, threshold: float = NEAR
 ) -> Overlap:
-    """Compare every training text with the evaluation texts; ``keep`` example pairs are kept."""
+    """Compare every training text with the evaluation texts; every matching pair is kept (a
+    handful where there is little contamination, the whole story where there is much)."""
     questions = [normalise(q) for q in evaluation]
     by_text: dict[str, list[int]] = defaultdict(list)
     grams = [ngrams(q) for q in questions]
@@ -69,8 +70,7 @@ def find_overlap(
         for q in by_text.get(text, ()):
             found.exact.add(q)
             matched = True
-            if len(found.pairs) < keep:
-                found.pairs.append((row, q, 1.0))
+            found.pairs.append((row, q, 1.0))
         own = ngrams(text)
         shared: Counter[int] = Counter()
         for gram in own:
@@ -83,8 +83,7 @@ def find_overlap(
             if jaccard >= threshold:
                 found.near[q] = max(found.near.get(q, 0.0), jaccard)
                 matched = True
-                if len(found.pairs) < keep:
-                    found.pairs.append((row, q, round(jaccard, 3)))
+                found.pairs.append((row, q, round(jaccard, 3)))
         found.rows += matched
     for q in found.exact:
         found.near.pop(q, None)

@@ -56,25 +56,31 @@ def training_overlap(
     training = _training_texts(datasets)
     if not training:
         return []
-    out = []
-    for prompt_set in prompt_sets:
+    # One pass over the training rows for every prompt set: each question turn is an
+    # evaluation text owned by (set, question).
+    sets = list(prompt_sets)
+    texts, owner, totals = [], [], []
+    for s, prompt_set in enumerate(sets):
         questions = list(prompt_set.questions.order_by("position"))
-        texts, owner = [], []
+        totals.append(len(questions))
         for n, question in enumerate(questions):
             for turn in question.turns:
                 texts.append(turn)
-                owner.append(n)
-        found = find_overlap(training, texts)
-        exact = {owner[i] for i in found.exact}
-        near = {owner[i] for i in found.near} - exact
+                owner.append((s, n))
+    found = find_overlap(training, texts)
+    out = []
+    for s, prompt_set in enumerate(sets):
+        exact = {owner[i][1] for i in found.exact if owner[i][0] == s}
+        near = {owner[i][1] for i in found.near if owner[i][0] == s} - exact
         if exact or near:
+            rows = {row for row, i, _ in found.pairs if owner[i][0] == s}
             out.append(
                 PromptSetOverlap(
                     prompt_set=prompt_set.name,
-                    total=len(questions),
+                    total=totals[s],
                     exact=len(exact),
                     near=len(near),
-                    rows=found.rows,
+                    rows=len(rows),
                 )
             )
     return out
