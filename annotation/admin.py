@@ -8,14 +8,16 @@ whatever admin generation registered for GenerationRun.
 from __future__ import annotations
 
 import itertools
+import re
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
-from django.http import HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils.html import format_html
 
 from evalsite.admin_helpers import ExtensibleAdmin, admin_action_register
@@ -42,9 +44,16 @@ def _flag_message(study: Study) -> str:
     counts = studies.study_flag_counts(study=study)
     if not counts["flags"]:
         return "No answer seems to name its model."
+    unreviewed = counts["unreviewed"]
     return (
-        f"{counts['flags']} span(s) in the answers may give a model away; review them under "
-        "“Identity flags” on the study and mask the ones annotators must not see."
+        f"{counts['flags']} span(s) in the answers may give a model away "
+        f"({counts['masked']} masked, {unreviewed} not reviewed); review them on the study's "
+        "“Review identity flags” page (mask, keep, or a whole kind). "
+        + (
+            f"The {unreviewed} not reviewed open masked."
+            if unreviewed
+            else "Opening keeps every decision."
+        )
     )
 
 
@@ -83,8 +92,7 @@ def open_study_action(modeladmin, request, queryset):
                     f"comparisons ({study.get_status_display()}).",
                     messages.SUCCESS,
                 )
-                if study.status == Study.Status.OPEN:
-                    modeladmin.message_user(request, _flag_message(study), messages.WARNING)
+                modeladmin.message_user(request, _flag_message(study), messages.WARNING)
                 return HttpResponseRedirect(
                     reverse("admin:annotation_study_change", args=[study.pk])
                 )
@@ -153,19 +161,24 @@ class IdentityFlagInline(admin.TabularInline):
 
     @admin.display(description="in context (as annotators would see it masked)")
     def context(self, flag: IdentityFlag):
-        text = flag.answer.text
-        before = text[max(0, flag.start - 40) : flag.start]
-        after = text[flag.end : flag.end + 40]
-        return format_html(
-            "…{}<mark>{}</mark>{}…<br><small>masked: …{}…</small>",
-            before,
-            text[flag.start : flag.end],
-            after,
-            apply_masks(
-                before + text[flag.start : flag.end] + after,
-                [(len(before), len(before) + flag.end - flag.start)],
-            ),
-        )
+        return flag_context(flag)
+
+
+def flag_context(flag: IdentityFlag):
+    """The flagged span in 40 characters either side, and the same as annotators see it masked."""
+    text = flag.answer.text
+    before = text[max(0, flag.start - 40) : flag.start]
+    after = text[flag.end : flag.end + 40]
+    return format_html(
+        "…{}<mark>{}</mark>{}…<br><small>masked: …{}…</small>",
+        before,
+        text[flag.start : flag.end],
+        after,
+        apply_masks(
+            before + text[flag.start : flag.end] + after,
+            [(len(before), len(before) + flag.end - flag.start)],
+        ),
+    )
 
 
 class StudyAdminForm(forms.ModelForm):
@@ -234,6 +247,7 @@ class StudyAdmin(ExtensibleAdmin, admin.ModelAdmin):
     fields = [
         "name",
         "title",
+        "identity_review",
         "status",
         "prompt_set",
         "votes_per_comparison",
@@ -253,6 +267,7 @@ class StudyAdmin(ExtensibleAdmin, admin.ModelAdmin):
         "closed_at",
     ]
     readonly_fields = [
+        "identity_review",
         "status",
         "prompt_set",
         "created_by",
@@ -266,6 +281,7 @@ class StudyAdmin(ExtensibleAdmin, admin.ModelAdmin):
         "open_studies",
         "close_studies",
         "rescan_identity",
+        "review_identity",
         "mask_all_flags",
         "gold_from_controls",
     ]
@@ -314,6 +330,82 @@ class StudyAdmin(ExtensibleAdmin, admin.ModelAdmin):
     def vote_count(self, study: Study) -> str:
         wanted = study.comparisons_n * study.votes_per_comparison
         return f"{studies.study_vote_count(study=study)} / {wanted}"
+
+    def get_urls(self):
+        review = path(
+            "<int:study_id>/identity-flags/",
+            self.admin_site.admin_view(self.identity_review_view),
+            name="annotation_study_identity_review",
+        )
+        return [review, *super().get_urls()]
+
+    @admin.display(description="identity flags")
+    def identity_review(self, study: Study):
+        if not study.pk:
+            return "-"
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:annotation_study_identity_review", args=[study.pk]),
+            f"Review identity flags ({_flag_message(study)})",
+        )
+
+    def identity_review_view(self, request, study_id: int):
+        """Every flag of one study by kind, with its context: mask or keep each, or a whole
+        kind at once (studies.identity_flags_review); reviewed flags open as decided."""
+        study = Study.objects.filter(pk=study_id).first()
+        if study is None or not self.has_view_permission(request, study):
+            raise Http404
+        can_change = self.has_change_permission(request, study)
+        if request.method == "POST":
+            if not can_change:
+                raise PermissionDenied
+            flags = {
+                int(key.removeprefix("flag-")): value
+                for key, value in request.POST.items()
+                if re.fullmatch(r"flag-[0-9]{1,9}", key) and value
+            }
+            kinds = {
+                key.removeprefix("kind-"): value
+                for key, value in request.POST.items()
+                if key.startswith("kind-") and value
+            }
+            try:
+                done = studies.identity_flags_review(
+                    study=study, flags=flags, kinds=kinds, user=request.user
+                )
+            except ServiceError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    f"{done['reviewed']} flag(s) reviewed, {done['changed']} changed.",
+                    messages.SUCCESS,
+                )
+            return HttpResponseRedirect(request.path)
+        by_kind: dict[str, list] = {}
+        for flag in studies.study_flags_for_review(study=study):
+            by_kind.setdefault(flag.kind, []).append({"flag": flag, "context": flag_context(flag)})
+        kinds = [
+            {"kind": kind, "label": IdentityFlag.Kind(kind).label, "rows": rows}
+            for kind, rows in by_kind.items()
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Identity flags of {study.name}",
+            "opts": self.model._meta,
+            "study": study,
+            "kinds": kinds,
+            "counts": studies.study_flag_counts(study=study),
+            "can_change": can_change,
+        }
+        return TemplateResponse(request, "admin/annotation/study_identity_review.html", context)
+
+    @admin.action(description="Review the identity flags of the selected study…")
+    def review_identity(self, request, queryset):
+        study = queryset.order_by("pk").first()
+        return HttpResponseRedirect(
+            reverse("admin:annotation_study_identity_review", args=[study.pk])
+        )
 
     @admin.display(description="identity flags", ordering="flags_n")
     def flag_summary(self, study: Study) -> str:

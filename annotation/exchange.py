@@ -7,11 +7,16 @@ A battle's ``turn`` counts the user turns of the conversation judged (1 when not
 question with more turns than that, the vote judged an earlier turn only (FastChat's MT-bench
 judgments give turn 1 and turn 2 apart): it is kept with its turn (``Vote.turn``), read only
 when results ask for that turn, and never counted against K (people here vote on the whole
-conversation). Importing a file twice adds its votes twice: a vote has no key of its own.
+conversation). Each row gets a content key (``import_keys``: the row's fields and the voter
+kind, hashed, with its rank among identical rows of the file), stored on its vote: importing
+the same file again adds nothing and says how many rows were already there.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
@@ -59,6 +64,8 @@ class ImportSummary:
     questions: int
     # Of ``votes``, how many judged an earlier turn than their question's last, by turn.
     earlier_turns: dict[int, int] = field(default_factory=dict)
+    # Rows a previous import of the same content brought in already (not added again).
+    already: int = 0
 
 
 def votes_import(
@@ -91,6 +98,15 @@ def votes_import(
         if created:
             study = _study_from_records(records, study_name, filename)
         votes = _votes_for(study, records, filename, shown_order, voters)
+        for vote, key in zip(votes, import_keys(records, voters=voters), strict=True):
+            vote.import_key = key
+        present = set(
+            Vote.objects.filter(
+                comparison__study=study, import_key__in=[v.import_key for v in votes]
+            ).values_list("comparison_id", "import_key")
+        )
+        already = sum((v.comparison_id, v.import_key) in present for v in votes)
+        votes = [v for v in votes if (v.comparison_id, v.import_key) not in present]
         Vote.objects.bulk_create(votes, batch_size=1000)
         if voters == Vote.Voter.PEOPLE:  # a judge never counts against K, nor an earlier turn
             _count_votes([vote for vote in votes if vote.turn is None])
@@ -101,7 +117,22 @@ def votes_import(
         models=StudyRun.objects.filter(study=study).count(),
         questions=study.prompt_set.questions.count(),
         earlier_turns=dict(sorted(Counter(v.turn for v in votes if v.turn is not None).items())),
+        already=already,
     )
+
+
+def import_keys(records: list[BattleRecord], *, voters: str) -> list[str]:
+    """A content key per record: sha256 of its fields (not its line number) and the voter kind,
+    with its rank among identical records of the same file, so a file that really holds one
+    judgment twice keeps both and a second import of it finds both."""
+    seen: Counter[str] = Counter()
+    keys = []
+    for record in records:
+        content = {k: v for k, v in dataclasses.asdict(record).items() if k != "line"}
+        text = json.dumps([voters, content], sort_keys=True, ensure_ascii=False, default=str)
+        seen[text] += 1
+        keys.append(hashlib.sha256(f"{seen[text]}:{text}".encode()).hexdigest())
+    return keys
 
 
 def _count_votes(votes: list[Vote]) -> None:

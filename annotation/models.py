@@ -386,11 +386,21 @@ class Vote(models.Model):
     cap = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
     asked = models.FloatField(null=True, blank=True, editable=False)
     next_asked = models.FloatField(null=True, blank=True, editable=False)
+    # An imported vote's content key (its file row, exchange.import_keys): a second import of
+    # the same file finds its rows already here and adds nothing. Blank: cast in the app.
+    import_key = models.CharField(max_length=64, blank=True, default="", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at"]
         constraints = [
+            # Import is idempotent: one vote per file row (content key) and comparison; read by
+            # exchange.votes_import to skip rows a previous import brought in.
+            models.UniqueConstraint(
+                fields=["comparison", "import_key"],
+                condition=~Q(import_key=""),
+                name="annotation_vote_import_key_unique",
+            ),
             models.CheckConstraint(
                 condition=Q(asked__isnull=True) | Q(asked__gt=0, asked__lte=1, cap__gte=1),
                 name="annotation_vote_adaptive_asked_valid",

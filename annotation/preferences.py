@@ -32,10 +32,20 @@ from .models import Comparison, Study, Vote
 from .results import counted_votes
 
 NO_STUDY = "no study named (or with id) {study!r}"
-NO_PAIRS = (
-    "study {name!r} gives no preference pairs: {votes} counted people's votes, and no "
-    "comparison has a clear majority for one answer"
-)
+NO_PAIRS = "study {name!r} gives no preference pairs from {votes} counted people's votes: {why}"
+# Why each voted comparison gave no pair (study_preference_pairs' ``dropped``), in the words of
+# the refusal: the real reason, not a guess.
+WHY_NO_PAIR = {
+    "multi_turn": (
+        "{n} voted comparison(s) are of multi-turn conversations, and only single-turn "
+        "questions give pairs (two different earlier conversations leave no one prompt both "
+        "answers follow)"
+    ),
+    "tie": "{n} have a tie as their most-chosen outcome",
+    "split": "{n} have their top count shared by two outcomes",
+    "same_or_empty": "{n} have the same or an empty answer on both sides",
+}
+NO_VOTES = "no comparison has a people's vote that counts"
 NAME_TAKEN = "a preference data set named {name!r} already exists"
 BAD_NAME_CHARACTER = (
     "a preference data set name cannot hold control characters such as a newline or a tab "
@@ -172,7 +182,12 @@ def preferences_export(
         raise ServiceError(NAME_TAKEN.format(name=name))
     pairs, stats = study_preference_pairs(study=study, model=model)
     if not pairs:
-        raise ServiceError(NO_PAIRS.format(name=study.name, votes=stats["votes"]))
+        why = [WHY_NO_PAIR[k].format(n=n) for k, n in stats["dropped"].items() if n]
+        raise ServiceError(
+            NO_PAIRS.format(
+                name=study.name, votes=stats["votes"], why="; ".join(why) if why else NO_VOTES
+            )
+        )
     with transaction.atomic():
         dataset = preference_dataset_create(
             name=name,

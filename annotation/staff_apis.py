@@ -4,6 +4,7 @@ exports, two studies compared, and annotators left out. The annotator loop is an
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 
 from django.http import Http404, HttpResponse
@@ -182,6 +183,38 @@ class StudyCreateSerializer(serializers.Serializer):
     open = serializers.BooleanField(required=False, default=False)
 
 
+class IdentityFlagSerializer(serializers.Serializer):
+    id = serializers.IntegerField(source="pk")
+    kind = serializers.CharField()
+    model = serializers.CharField(source="answer.run.model.name")
+    question = serializers.IntegerField(source="answer.question.position")
+    turn = serializers.IntegerField(source="answer.turn")
+    text = serializers.CharField()
+    start = serializers.IntegerField()
+    end = serializers.IntegerField()
+    masked = serializers.BooleanField()
+    reviewed = serializers.SerializerMethodField()
+
+    def get_reviewed(self, flag) -> bool:
+        return flag.reviewed_at is not None
+
+
+class IdentityReviewSerializer(serializers.Serializer):
+    flags = serializers.DictField(
+        child=serializers.ChoiceField(choices=[studies.MASK, studies.KEEP]),
+        required=False,
+        default=dict,
+        help_text='flag id -> "mask" or "keep"',
+    )
+    kinds = serializers.DictField(
+        child=serializers.ChoiceField(choices=[studies.MASK, studies.KEEP]),
+        required=False,
+        default=dict,
+        help_text='a kind of flag (name, maker, word, self_intro, developed_by) -> "mask" or '
+        '"keep", for every flag of that kind not decided alone',
+    )
+
+
 class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Staff: studies, created (with all their comparisons), opened and closed."""
 
@@ -214,6 +247,33 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         with _refused_as_conflict():
             study = studies.study_open(study=self.get_object(), user=request.user)
         return Response(StudySerializer(study).data)
+
+    @extend_schema(
+        methods=["GET"], request=None, responses={200: IdentityFlagSerializer(many=True)}
+    )
+    @extend_schema(
+        methods=["POST"],
+        request=IdentityReviewSerializer,
+        responses={200: IdentityFlagSerializer(many=True)},
+    )
+    @action(detail=True, methods=["get", "post"], url_path="identity-flags")
+    def identity_flags(self, request, pk=None):
+        """The study's identity flags for review (GET); POST decides them: mask or keep single
+        flags, or every flag of a kind. A flag nobody reviewed opens masked."""
+        study = self.get_object()
+        if request.method == "POST":
+            form = IdentityReviewSerializer(data=request.data)
+            form.is_valid(raise_exception=True)
+            flags = {}
+            for key, decision in form.validated_data["flags"].items():
+                if not re.fullmatch(r"[0-9]{1,9}", str(key)):
+                    raise ValidationError({"flags": [f"{key!r} is not a flag id"]})
+                flags[int(key)] = decision
+            studies.identity_flags_review(
+                study=study, flags=flags, kinds=form.validated_data["kinds"], user=request.user
+            )
+        flagged = studies.study_flags_for_review(study=study)
+        return Response(IdentityFlagSerializer(flagged, many=True).data)
 
     @extend_schema(request=None, responses={200: StudySerializer})
     @action(detail=True, methods=["post"], url_path="close")

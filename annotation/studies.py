@@ -123,6 +123,8 @@ def study_create(
     if not comparisons:
         raise ServiceError(NO_COMMON_QUESTIONS)
     Comparison.objects.bulk_create(comparisons, batch_size=500)
+    # Found now, so staff review them (mask, keep, or a whole kind) before the study opens.
+    study_flag_identity(study=study)
     if open_now:
         study = study_open(study=study, user=user)
     return study
@@ -190,7 +192,8 @@ def study_texts_check(*, models, texts: dict[str, str]) -> None:
 
 @transaction.atomic
 def study_open(*, study: Study, user=None) -> Study:
-    """Open a draft or closed study, flagging answers that may name their model first.
+    """Open a draft or closed study, flagging answers that may name their model first: flags
+    staff reviewed keep their decision (masked or kept), flags nobody reviewed open masked.
 
     Apps built on this one are asked first (annotation.hooks.on_study_opening): a routing
     study opens only once a pairwise judge run over it has succeeded, whose latest one sets
@@ -207,6 +210,10 @@ def study_open(*, study: Study, user=None) -> Study:
             votes_wanted=1
         )
     flags = study_flag_identity(study=study)
+    # Reviewed flags open as staff decided; a flag nobody reviewed opens masked (a leak cannot
+    # be taken back, a needless mask costs a few characters).
+    unreviewed = [f for f in flags if f.reviewed_at is None]
+    IdentityFlag.objects.filter(pk__in=[f.pk for f in unreviewed], masked=False).update(masked=True)
     study.status = Study.Status.OPEN
     study.opened_at = study.opened_at or timezone.now()
     study.closed_at = None
@@ -217,6 +224,7 @@ def study_open(*, study: Study, user=None) -> Study:
         obj=study,
         reopened=reopened,
         identity_flags=len(flags),
+        identity_flags_unreviewed=len(unreviewed),
     )
     return study
 
@@ -249,10 +257,13 @@ def study_flag_identity(*, study: Study) -> list[IdentityFlag]:
     existing = {(f.answer_id, f.start, f.end): f for f in IdentityFlag.objects.filter(study=study)}
     seen = set()
     new = []
-    for answer in Answer.objects.filter(run__in=[sr.run_id for sr in study_runs]).only(
-        "pk", "text"
-    ):
-        for span in identity.find_identity_spans(answer.text, terms):
+    answers = Answer.objects.filter(run__in=[sr.run_id for sr in study_runs]).select_related(
+        "question"
+    )
+    for answer in answers.only("pk", "text", "question__text", "question__follow_ups"):
+        # Every user turn: a name or a role the conversation gave is no self-identification.
+        asked = "\n".join(answer.question.turns)
+        for span in identity.find_identity_spans(answer.text, terms, question=asked):
             key = (answer.pk, span.start, span.end)
             seen.add(key)
             if key not in existing:
@@ -275,11 +286,14 @@ def study_flag_identity(*, study: Study) -> list[IdentityFlag]:
 
 @transaction.atomic
 def identity_flags_mask(*, flags, masked: bool = True, user=None) -> int:
-    """Mask (or unmask) flagged spans for annotators, recording who decided; returns how many
-    changed. Each unmasking (annotators will see the span) goes in the audit log."""
-    changing = IdentityFlag.objects.filter(pk__in=[f.pk for f in flags]).exclude(masked=masked)
+    """Mask (or unmask) flagged spans for annotators, recording who decided (on every flag
+    given: a flag confirmed masked is reviewed too); returns how many changed. Each unmasking
+    (annotators will see the span) goes in the audit log."""
+    chosen = IdentityFlag.objects.filter(pk__in=[f.pk for f in flags])
+    changing = chosen.exclude(masked=masked)
     unmasked = [] if masked else list(changing.select_for_update().select_related("study"))
-    changed = changing.update(
+    changed = changing.count()
+    chosen.update(
         masked=masked,
         reviewed_by=user if getattr(user, "pk", None) else None,
         reviewed_at=timezone.now(),
@@ -297,9 +311,64 @@ def identity_flags_mask(*, flags, masked: bool = True, user=None) -> int:
     return changed
 
 
+MASK, KEEP = "mask", "keep"
+BAD_FLAG_DECISION = "unknown decision {value!r} for {what}; use mask or keep"
+BAD_FLAG_KIND = "unknown kind of identity flag {value!r}; use one of: {choices}"
+FLAG_NOT_IN_STUDY = "identity flag {id} is not a flag of study {name!r}"
+
+
+@transaction.atomic
+def identity_flags_review(
+    *,
+    study: Study,
+    flags: dict[int, str] | None = None,
+    kinds: dict[str, str] | None = None,
+    user=None,
+) -> dict[str, int]:
+    """Staff decisions on a study's identity flags: ``kinds`` masks or keeps every flag of a
+    kind (``{"word": "mask"}``), then ``flags`` decides single flags (``{12: "keep"}``), so a
+    flag decided alone wins over its kind. All checked before anything changes. Returns
+    ``{"reviewed": flags decided, "changed": flags whose mask changed}``."""
+    flags, kinds = dict(flags or {}), dict(kinds or {})
+    for kind, decision in kinds.items():
+        if kind not in IdentityFlag.Kind.values:
+            raise ServiceError(
+                BAD_FLAG_KIND.format(value=kind, choices=", ".join(IdentityFlag.Kind.values))
+            )
+        if decision not in (MASK, KEEP):
+            raise ServiceError(BAD_FLAG_DECISION.format(value=decision, what=f"kind {kind}"))
+    found = set(IdentityFlag.objects.filter(study=study, pk__in=flags).values_list("pk", flat=True))
+    for flag_id, decision in flags.items():
+        if flag_id not in found:
+            raise ServiceError(FLAG_NOT_IN_STUDY.format(id=flag_id, name=study.name))
+        if decision not in (MASK, KEEP):
+            raise ServiceError(BAD_FLAG_DECISION.format(value=decision, what=f"flag {flag_id}"))
+    reviewed, changed = set(), 0
+    for kind, decision in kinds.items():
+        chosen = list(IdentityFlag.objects.filter(study=study, kind=kind).exclude(pk__in=flags))
+        changed += identity_flags_mask(flags=chosen, masked=decision == MASK, user=user)
+        reviewed |= {f.pk for f in chosen}
+    for decision in (MASK, KEEP):
+        chosen = [IdentityFlag(pk=pk) for pk, d in flags.items() if d == decision]
+        changed += identity_flags_mask(flags=chosen, masked=decision == MASK, user=user)
+        reviewed |= {f.pk for f in chosen}
+    return {"reviewed": len(reviewed), "changed": changed}
+
+
+def study_flags_for_review(*, study: Study) -> list[IdentityFlag]:
+    """The study's flags with what a reviewer needs (model, question, answer), by kind."""
+    return list(
+        IdentityFlag.objects.filter(study=study)
+        .select_related("answer__run__model", "answer__question", "reviewed_by")
+        .order_by("kind", "answer__run__model__name", "answer__question__position", "start")
+    )
+
+
 def study_flag_counts(*, study: Study) -> dict[str, int]:
     return IdentityFlag.objects.filter(study=study).aggregate(
-        flags=Count("pk"), masked=Count("pk", filter=Q(masked=True))
+        flags=Count("pk"),
+        masked=Count("pk", filter=Q(masked=True)),
+        unreviewed=Count("pk", filter=Q(reviewed_at__isnull=True)),
     )
 
 

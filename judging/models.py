@@ -30,6 +30,8 @@ class JudgePrompt(models.Model):
         LAST_LINE_123 = "last_line_123", "last line 1 / 2 / 3"
         # Pairwise, MT-Bench's: the last [[A]], [[B]] or [[C]] (tie) in the output.
         BRACKETS_ABC = "brackets_abc", "[[A]] / [[B]] / [[C]]"
+        # Pairwise, FastChat's with scores: the last [[rating_a,rating_b]]; higher wins.
+        BRACKETS_TWO_RATINGS = "brackets_two_ratings", "[[rating_a,rating_b]]"
         # Grading: the last integer in [score_min, score_max] in the output ([[4]], 評価: 4, 4).
         SCORE = "score", "a score (last integer in range)"
         # Grading, MT-Bench's: the last [[rating]] in the output ([[8]], [[8.5]]).
@@ -74,7 +76,10 @@ class JudgePrompt(models.Model):
                 condition=~Q(template=""), name="judging_judgeprompt_template_set"
             ),
             models.CheckConstraint(
-                condition=Q(kind="pairwise", verdict_format__in=["last_line_123", "brackets_abc"])
+                condition=Q(
+                    kind="pairwise",
+                    verdict_format__in=["last_line_123", "brackets_abc", "brackets_two_ratings"],
+                )
                 | Q(kind="grading", verdict_format__in=["score", "brackets_rating"]),
                 name="judging_judgeprompt_format_fits_kind",
             ),

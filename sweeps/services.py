@@ -22,6 +22,7 @@ from generation.models import FineTuneRun, InstructionDataset, LanguageModel, Pr
 from generation.params import generation_params_check, hyperparameters_check
 from generation.runs import generation_run_cancel, generation_run_create
 from generation.training.finetune import finetune_run_cancel, finetune_run_create
+from generation.training.overlap import PromptSetOverlap, training_overlap
 from judging.models import JudgePrompt
 from judging.prompts import judge_prompt_for
 from judging.runs import judge_run_cancel
@@ -265,3 +266,11 @@ def sweep_cancel(*, sweep: Sweep, user=None) -> Sweep:
     sweep.save(update_fields=["status", "finished_at"])
     audit_record(user=user, action=Action.SWEEP_CANCEL, obj=sweep, cells_stopped=stopped)
     return sweep
+
+
+def sweep_overlap(sweep: Sweep) -> list[PromptSetOverlap]:
+    """The grid's training rows (every data set of every mix) against the sweep's prompt set:
+    empty, or one entry saying how many of its questions the rows hold (exact, near)."""
+    ids = {int(i) for mix in (sweep.grid or {}).get("mixes", []) for i in mix}
+    datasets = InstructionDataset.objects.filter(pk__in=ids)
+    return training_overlap(datasets=datasets, prompt_sets=[sweep.prompt_set])

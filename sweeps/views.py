@@ -13,6 +13,7 @@ from django.views.decorators.cache import never_cache
 from generation.engine import charts
 
 from .models import Sweep
+from .services import sweep_overlap
 from .tables import sweep_cells, sweep_counts, sweep_plot
 
 
@@ -49,6 +50,7 @@ def sweep_detail(request: HttpRequest, sweep_id: int) -> HttpResponse:
         "counts": sweep_counts(cells),
         "best": next((c for c in cells if c["best"]), None),
         "may_change": request.user.has_perm("sweeps.change_sweep"),
+        "overlap": [o.message() for o in sweep_overlap(sweep)],
     }
     return render(request, "sweeps/sweep_detail.html", context)
 

@@ -211,7 +211,11 @@ def test_opening_and_closing_a_study_through_the_api_are_recorded_and_refusals_a
     [opened] = entries(Action.STUDY_OPEN, study)
     [closed] = entries(Action.STUDY_CLOSE, study)
     assert opened.user == closed.user == staff_user
-    assert opened.details == {"reopened": False, "identity_flags": 0}
+    assert opened.details == {
+        "reopened": False,
+        "identity_flags": 0,
+        "identity_flags_unreviewed": 0,
+    }
     assert closed.details == {"votes": 0}
 
 
@@ -239,7 +243,7 @@ def test_the_admins_open_and_close_actions_are_recorded(admin_user):
 
 
 def test_unmasking_an_identity_flag_in_the_admin_is_recorded_and_masking_is_not(admin_user):
-    study = two_model_study(open_now=True, answers={(1, 1): "ChatGPTのように答えます。"})
+    study = two_model_study(open_now=True, answers={(1, 1): "私はChatGPTのように答えます。"})
     flag = IdentityFlag.objects.get(study=study, text="ChatGPT")
     assert flag.masked
     form = {

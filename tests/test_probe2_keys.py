@@ -64,7 +64,8 @@ class Seen:
 @dataclass
 class Listener:
     """A chat-completions server on ``host`` that records what it receives. ``mode``: "ok",
-    "redirect" (307 to ``redirect_to``) or "error" (400 with a secret and a traceback)."""
+    "redirect" (307 to ``redirect_to``), "error" (400 with a secret and a traceback) or
+    "error_text" (the same as plain text, not JSON)."""
 
     host: str = "127.0.0.1"
     mode: str = "ok"
@@ -99,6 +100,13 @@ class Listener:
                     self.end_headers()
                 elif listener.mode == "error":
                     self._send(400, {"error": {"message": ERROR_MESSAGE}, "trace": TRACEBACK})
+                elif listener.mode == "error_text":
+                    data = f"{ERROR_MESSAGE}\n{TRACEBACK}".encode()
+                    self.send_response(400)
+                    self.send_header("content-type", "text/plain; charset=utf-8")
+                    self.send_header("content-length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
                 else:
                     self._send(200, _completion(body))
 
@@ -398,11 +406,13 @@ def test_a_redirect_is_a_short_failure_and_the_second_server_hears_nothing(
         second.close()
 
 
-@pytest.mark.parametrize("kind", ["generation", "judging", "benchmark"])
+@pytest.mark.parametrize("mode", ["error", "error_text"])
+@pytest.mark.parametrize("kind", ["generation", "judging", "grading", "evolution", "benchmark"])
 def test_a_servers_error_body_reaches_staff_as_its_status_and_first_line_only(
-    kind, worker, staff, listener
+    kind, mode, worker, staff, listener
 ):
-    listener.mode = "error"
+    # Every kind of run on a served model, a JSON error body and a plain-text one (issue 27).
+    listener.mode = mode
     run_url = KINDS[kind](staff, _register(staff, listener.url))
     run = _finished(staff, run_url, worker)
     assert run["status"] == "failed"

@@ -11,6 +11,10 @@ then rules on the answer:
    templates, 「指示文」, 「書き換え」 ...) that its parent did not have.
 5. ``duplicate``: the same as, or nearly the same as, another instruction: a source row other
    than its parent (its own parent is rule 1's), or one already kept in the run.
+6. ``fragment``: the evolved instruction is too little to be one (minimum content): fewer than
+   ``min_content_chars`` characters once punctuation, whitespace and stop words are taken off
+   (「if」, 「と」, "Here it is:"), or under ``min_length_ratio`` of its parent's length. A
+   rewrite that came back cut off is no instruction, with a judge or without.
 2. ``refusal``: the answer is short and apologises or refuses.
 3. ``empty_answer``: the answer has nothing but punctuation, whitespace and stop words.
 
@@ -31,9 +35,9 @@ from judging.engine import verdicts as judge_verdicts
 from .operations import GIVEN, REWRITTEN
 
 NO_NEW_INFORMATION, REFUSAL, EMPTY_ANSWER = "no_new_information", "refusal", "empty_answer"
-COPIES_PROMPT, DUPLICATE = "copies_prompt", "duplicate"
-RULES = (NO_NEW_INFORMATION, REFUSAL, EMPTY_ANSWER, COPIES_PROMPT, DUPLICATE)
-INSTRUCTION_RULES = (NO_NEW_INFORMATION, COPIES_PROMPT, DUPLICATE)
+COPIES_PROMPT, DUPLICATE, FRAGMENT = "copies_prompt", "duplicate", "fragment"
+RULES = (NO_NEW_INFORMATION, REFUSAL, EMPTY_ANSWER, COPIES_PROMPT, DUPLICATE, FRAGMENT)
+INSTRUCTION_RULES = (FRAGMENT, NO_NEW_INFORMATION, COPIES_PROMPT, DUPLICATE)
 ANSWER_RULES = (REFUSAL, EMPTY_ANSWER)
 
 # Thresholds a run may override (EvolutionRun.rules).
@@ -45,6 +49,9 @@ DEFAULTS = {
     "near_duplicate": 0.92,
     # refusal: an apology or refusal this short or shorter.
     "refusal_max_chars": 120,
+    # fragment: fewer content characters than this, or shorter than this share of the parent.
+    "min_content_chars": 8,
+    "min_length_ratio": 0.25,
 }
 BAD_RULES = "unknown elimination setting(s): {names}; known: " + ", ".join(DEFAULTS)
 BAD_VALUE = "elimination setting {name} must be a number between {low} and {high} (got {value!r})"
@@ -53,6 +60,8 @@ _RANGES = {
     "min_new_chars": (0, 10_000),
     "near_duplicate": (0.0, 1.0),
     "refusal_max_chars": (0, 100_000),
+    "min_content_chars": (0, 10_000),
+    "min_length_ratio": (0.0, 1.0),
 }
 
 REFUSAL_MARKERS = (
@@ -188,6 +197,34 @@ def gain_judge_reads(output: str) -> bool | None:
     return said == judge_verdicts.FIRST
 
 
+# --- rule 6 ------------------------------------------------------------------------------------
+
+
+def _content(text: str) -> str:
+    """The text without punctuation, whitespace and stop words (what carries meaning)."""
+    chunks = _PUNCTUATION.split(unicodedata.normalize("NFKC", text or "").lower())
+    return "".join(c for c in chunks if c and not _only_stop_words(c))
+
+
+def fragment(parent: str, evolved: str, settings: dict) -> Verdict:
+    """Rule 6: too little content to be an instruction (「if」), absolutely or beside its parent."""
+    content = _content(evolved)
+    if len(content) < settings["min_content_chars"]:
+        return Verdict(
+            True,
+            FRAGMENT,
+            f"{len(content)} content character(s), under {settings['min_content_chars']}",
+        )
+    a, b = normal(parent), normal(evolved)
+    if a and len(b) < settings["min_length_ratio"] * len(a):
+        return Verdict(
+            True,
+            FRAGMENT,
+            f"{len(b)} characters, under {settings['min_length_ratio']:g} of its parent's {len(a)}",
+        )
+    return KEPT
+
+
 # --- rule 4 ------------------------------------------------------------------------------------
 
 
@@ -280,8 +317,9 @@ def instruction_verdict(
     settings: dict,
     judge_gains: bool | None = None,
 ) -> Verdict:
-    """The first instruction rule that drops ``evolved`` (rules 1, 4, 5), or ``KEPT``."""
+    """The first instruction rule that drops ``evolved`` (rules 6, 1, 4, 5), or ``KEPT``."""
     for verdict in (
+        fragment(parent, evolved, settings),
         no_new_information(parent, evolved, settings, judge_gains),
         copies_prompt(parent, evolved, markers),
     ):

@@ -10,7 +10,7 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.http import content_disposition_header
 from django.utils.safestring import SafeString
 
@@ -21,6 +21,7 @@ from ..engine import charts
 from ..models import FineTuneLog, FineTuneRun, InstructionDataset, PreferenceDataset
 from ..params import FINETUNE_FIELDS
 from ..training.finetune import NO_DATASETS
+from ..training.overlap import finetune_overlap
 from ..training.preferences import preferences_jsonl
 from .base import ExtraPages
 from .forms import FineTuneForm
@@ -81,6 +82,7 @@ class FineTuneRunAdmin(ExtraPages, RunAdmin):
                     "base_model",
                     "template",
                     "data_mix",
+                    "training_overlap",
                     "preferences",
                     "train_examples",
                     "eval_examples",
@@ -143,6 +145,16 @@ class FineTuneRunAdmin(ExtraPages, RunAdmin):
         if obj.preferences_id:
             return f"preference pairs {obj.preferences.name}"
         return ", ".join(str(source) for source in obj.sources.select_related("dataset"))
+
+    @admin.display(description="overlap with prompt sets")
+    def training_overlap(self, obj: FineTuneRun):
+        """A warning when the training rows hold evaluation questions (exact or near)."""
+        found = finetune_overlap(obj) if not obj.preferences_id else []
+        if not found:
+            return "none: no prompt set's question is in the training rows"
+        return format_html_join(
+            "", '<p class="errornote">{}</p>', ((f"Warning: {o.message()}",) for o in found)
+        )
 
     @admin.display(description="last loss")
     def last_loss(self, obj: FineTuneRun) -> str:

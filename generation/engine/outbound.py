@@ -206,15 +206,23 @@ def short_message(text: Any) -> str:
 
 def server_message(body: Any) -> str:
     """The server's own error message from a JSON error body (OpenAI's ``{"error": {"message":
-    ...}}``, or ``{"message": ...}`` / ``{"detail": ...}``), shortened; '' for anything else."""
+    ...}}``, or ``{"message": ...}`` / ``{"detail": ...}``, FastAPI's ``{"detail": [{"msg":
+    ...}]}``), or the first line of a plain-text body (a server that answers a 400 with text,
+    not JSON), shortened; '' for anything else (an HTML page, a traceback)."""
+    if isinstance(body, str):
+        text = body.strip()
+        return "" if text.startswith("<") else short_message(text)
     if isinstance(body, dict):
         inner = body.get("error", body)
         if isinstance(inner, str):
             return short_message(inner)
         if isinstance(inner, dict):
-            for field in ("message", "detail"):
-                if isinstance(inner.get(field), str):
-                    return short_message(inner[field])
+            for field in ("message", "detail", "msg"):
+                value = inner.get(field)
+                if isinstance(value, str):
+                    return short_message(value)
+                if isinstance(value, list) and value:
+                    return server_message(value[0])
     return ""
 
 

@@ -15,6 +15,9 @@ Verdict formats (``JudgePrompt.verdict_format``):
   (``**``, brackets, a closing 。) are taken off, is exactly 1, 2 or 3 (full-width digits too):
   answer 1 better, answer 2 better, tie.
 - ``brackets_abc``: MT-Bench's, the last ``[[A]]``, ``[[B]]`` or ``[[C]]`` (tie) in the output.
+- ``brackets_two_ratings``: FastChat's pairwise-with-scores form, the last
+  ``[[rating_a,rating_b]]`` (``[[8, 6.5]]``): the higher rating wins, ratings within
+  ``TIE_DELTA`` (0.1, FastChat's own) are a tie.
 - ``score``: grading, the last integer in ``[lo, hi]`` on the last line that has one
   (``評価: 4``, ``[[4]]``, ``Rating: 4/5`` reads 4).
 - ``brackets_rating``: MT-Bench's single grading, the last ``[[n]]`` (``[[8.5]]`` too) in
@@ -34,7 +37,13 @@ from generation.engine.render import sandboxed
 PAIRWISE, GRADING = "pairwise", "grading"
 LAST_LINE_123, BRACKETS_ABC, SCORE = "last_line_123", "brackets_abc", "score"
 BRACKETS_RATING = "brackets_rating"
-FORMATS = {PAIRWISE: (LAST_LINE_123, BRACKETS_ABC), GRADING: (SCORE, BRACKETS_RATING)}
+BRACKETS_TWO_RATINGS = "brackets_two_ratings"
+FORMATS = {
+    PAIRWISE: (LAST_LINE_123, BRACKETS_ABC, BRACKETS_TWO_RATINGS),
+    GRADING: (SCORE, BRACKETS_RATING),
+}
+# Two ratings this close are a tie (FastChat's gen_judgment reads [[rating_a,rating_b]] so).
+TIE_DELTA = 0.1
 CONVERSATION = ("turns", "history")
 VARIABLES = {
     PAIRWISE: ("question", "answer_1", "answer_2", "reference", "criteria", *CONVERSATION),
@@ -55,6 +64,7 @@ _LABEL = re.compile(
 _MARKUP = "*_`'\"[]()（）「」【】。.、 \t"
 _BRACKETS = re.compile(r"\[\[([ABC])\]\]")
 _RATING = re.compile(r"\[\[\s*([0-9]+(?:\.[0-9]+)?)\s*\]\]")
+_TWO_RATINGS = re.compile(r"\[\[\s*([0-9]+(?:\.[0-9]+)?)\s*,\s*([0-9]+(?:\.[0-9]+)?)\s*\]\]")
 _INTEGER = re.compile(r"(?<![0-9.])([0-9]+)(?![0-9]|\.[0-9])")  # whole numbers only: 4.5 is none
 
 
@@ -154,6 +164,14 @@ def parse_pairwise(verdict_format: str, output: str) -> str | None:
     if verdict_format == BRACKETS_ABC:
         found = _BRACKETS.findall(text)
         return {"A": FIRST, "B": SECOND, "C": TIE}[found[-1]] if found else None
+    if verdict_format == BRACKETS_TWO_RATINGS:
+        pairs = _TWO_RATINGS.findall(text)
+        if not pairs:
+            return None
+        first, second = (float(n) for n in pairs[-1])
+        if abs(first - second) <= TIE_DELTA:
+            return TIE
+        return FIRST if first > second else SECOND
     if verdict_format != LAST_LINE_123:
         raise ValueError(f"not a pairwise verdict format: {verdict_format!r}")
     lines = [line.strip() for line in text.splitlines() if line.strip()]

@@ -75,6 +75,7 @@ _FASTCHAT_TURN_KEYS = {
 _FASTCHAT_FORMATS = {
     "last": verdicts.LAST_LINE_123,
     "[[A]]": verdicts.BRACKETS_ABC,
+    "[[rating_a,rating_b]]": verdicts.BRACKETS_TWO_RATINGS,
     "[[rating]]": verdicts.BRACKETS_RATING,
 }
 _FASTCHAT_KEYS = (
@@ -269,7 +270,8 @@ def _fastchat_fields(record: dict) -> dict:
     """A FastChat ``judge_prompts.jsonl`` line as prompt fields: ``{placeholder}`` becomes a
     Jinja variable (a numbered one, a turn of ``turns``), the rest of the text is kept exactly
     (in raw blocks where it could read as Jinja). ``output_format`` says how the verdict is read
-    (``[[A]]``, ``[[rating]]``, Rakuda's ``last``); ``category`` is kept."""
+    (``[[A]]``, ``[[rating]]``, ``[[rating_a,rating_b]]``, Rakuda's ``last``); ``category`` is
+    kept."""
     unknown = sorted(set(record) - set(_FASTCHAT_KEYS) - set(_NUMBERS))
     if unknown:
         known = ", ".join(_FASTCHAT_KEYS)

@@ -278,3 +278,17 @@ def test_staff_download_provenance_and_see_truncated_counts(
         f"/api/studies/{study.pk}/export/battles/?provenance=1",
     ):
         assert annotator_client.get(url).status_code in (302, 403)
+
+
+def test_preferences_from_a_multi_turn_study_are_refused_for_the_real_reason(make_study, annotator):
+    from annotation.preferences import preferences_export
+    from evalsite.errors import ServiceError
+
+    study = make_study(models=2, questions=2, turns=2, k=1)
+    _vote_all(logged_in(annotator), study, "left")
+    with pytest.raises(ServiceError) as refused:
+        preferences_export(study=study, name="two-turn-prefs")
+    message = str(refused.value)
+    assert "2 voted comparison(s) are of multi-turn conversations" in message
+    assert "only single-turn questions give pairs" in message
+    assert "tie" not in message and "majority" not in message

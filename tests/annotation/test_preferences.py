@@ -123,8 +123,11 @@ def test_the_registered_source_is_what_generation_reaches(study):
 def test_a_study_without_a_clear_majority_gives_an_error_and_no_data_set():
     study = two_model_study(questions=2, voters=2)
     vote_all(study, annotators(2), lambda person, pos: "tie")
-    with pytest.raises(ServiceError, match="gives no preference pairs"):
+    with pytest.raises(ServiceError, match="gives no preference pairs") as refused:
         preferences_export(study=study, name="nothing")
+    # The real reason: every voted comparison's most-chosen outcome is a tie.
+    assert "2 have a tie as their most-chosen outcome" in str(refused.value)
+    assert "multi-turn" not in str(refused.value)
     assert not PreferenceDataset.objects.filter(name="nothing").exists()
 
 

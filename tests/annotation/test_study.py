@@ -176,7 +176,8 @@ def test_the_finder_flags_names_makers_words_and_self_introductions():
     )
     text = (
         "私はzebrafalcon-7b-sftです。Zebracorpによって開発されました。"
-        "OpenAIとは関係ありません。Pipeline and a line of code are fine. LINEのサービス。"
+        "私はOpenAIとは関係ありません。Pipeline and a line of code are fine. "
+        "私はLINEのサービスです。OpenAIの論文を読みました。"
     )
     spans = find_identity_spans(text, terms)
     found = {(s.kind, s.text) for s in spans}
@@ -188,6 +189,8 @@ def test_the_finder_flags_names_makers_words_and_self_introductions():
     assert ("developed_by", "Zebracorpによって開発されました") in found
     assert not any(s.text.lower() == "line" and s.text != "LINE" for s in spans)
     assert "Pipeline" not in {s.text for s in spans}
+    # A settings word in a sentence that says nothing of the model itself names a company.
+    assert [s.start for s in spans if s.text == "OpenAI"] == [text.index("OpenAI")]
 
 
 def test_masks_replace_merged_spans_with_a_marker():
@@ -203,19 +206,20 @@ def _identity_answers(model_index: int, position: int) -> str:
             "答え: 早く寝ましょう。"
         )
     if model_index == 1 and position == 1:
-        return "ChatGPTのように答えます。早寝早起きが大事です。"
+        return "AIアシスタントとしてChatGPTのように答えます。早寝早起きが大事です。"
     return f"普通の回答{model_index}-{position}。"
 
 
-def test_opening_a_study_flags_self_identifying_answers_for_admins(make_study):
+def test_a_new_study_lists_self_identifying_answers_for_review_before_it_opens(make_study):
     study = make_study(models=2, questions=2, open_now=False, answers=_identity_answers)
-    assert not IdentityFlag.objects.exists()
+    # Found at creation, so staff can review them while the study is a draft.
+    assert IdentityFlag.objects.filter(study=study, reviewed_at__isnull=True).exists()
     studies.study_open(study=study)
     flags = IdentityFlag.objects.filter(study=study)
     texts = {f.text for f in flags}
     assert "zebrafalcon-7b-sft" in texts and "Zebracorp" in texts and "ChatGPT" in texts
     assert {f.kind for f in flags} >= {"name", "maker", "word", "self_intro", "developed_by"}
-    # Masked from the start: nobody has reviewed them yet.
+    # Nobody reviewed them: they open masked.
     assert not flags.filter(masked=False).exists()
     assert not flags.filter(reviewed_at__isnull=False).exists()
     # Only the two answers that speak of themselves are flagged.

@@ -133,12 +133,16 @@ def test_a_new_study_from_turn_one_and_turn_two_judgments_has_both_turns(two_tur
     assert set(Comparison.objects.filter(study=copy).values_list("vote_count", flat=True)) == {1}
 
 
-def test_importing_the_same_file_twice_adds_its_votes_twice(two_turns):
-    """What the import does today (documented in exchange.py and import_votes' help): a vote
-    has no key of its own, so a second import of one file is not recognised. Checked here so
-    a change to idempotent imports is a decision, not an accident."""
+def test_importing_the_same_file_twice_adds_nothing_the_second_time(two_turns):
+    """Each row has a content key (issue 27): a second import of one file is recognised, adds
+    no vote and no count against K, and says how many rows were already there."""
     study, lines = two_turns
-    data = _jsonl([_as_turn(lines[0], 1)])
-    for _ in range(2):
-        exchange.votes_import(data=data, filename="mt.jsonl", study_name=study.name)
-    assert Vote.objects.filter(comparison__study=study, turn=1).count() == 2
+    data = _jsonl([_as_turn(lines[0], 1), json.loads(lines[1])])
+    first = exchange.votes_import(data=data, filename="mt.jsonl", study_name=study.name)
+    counts = dict(Comparison.objects.filter(study=study).values_list("pk", "vote_count"))
+    second = exchange.votes_import(data=data, filename="mt.jsonl", study_name=study.name)
+    assert (first.votes, first.already) == (2, 0)
+    assert (second.votes, second.already) == (0, 2)
+    assert Vote.objects.filter(comparison__study=study, turn=1).count() == 1
+    assert Vote.objects.filter(comparison__study=study, imported=True).count() == 2
+    assert dict(Comparison.objects.filter(study=study).values_list("pk", "vote_count")) == counts

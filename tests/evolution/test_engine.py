@@ -46,6 +46,8 @@ CASES = {
         "雲の中の水滴が集まって重くなると、雨として落ちてきます。",
         SOURCE[1:],
     ),
+    # A rewrite that came back cut off (issue 27: 24 of 24 such were kept without a judge).
+    e.FRAGMENT: (PARENT, "if", GOOD_ANSWER, SOURCE[1:]),
 }
 CLEAN = (
     PARENT,
@@ -63,6 +65,7 @@ def _rule(name: str, case) -> e.Verdict:
         e.EMPTY_ANSWER: lambda: e.empty_answer(answer),
         e.COPIES_PROMPT: lambda: e.copies_prompt(parent, evolved, MARKERS),
         e.DUPLICATE: lambda: e.duplicate(evolved, others, SETTINGS),
+        e.FRAGMENT: lambda: e.fragment(parent, evolved, SETTINGS),
     }[name]()
 
 
@@ -188,3 +191,27 @@ def test_every_preset_renders_the_instruction_and_ends_with_the_answer_label():
 
 def test_the_evolved_instruction_is_taken_from_the_output():
     assert ops.evolved_from_output(f"{ops.REWRITTEN}\n「新しい指示です。」 ") == "新しい指示です。"
+
+
+@pytest.mark.parametrize(
+    "evolved",
+    ["if", "と", "その。", "Here it is:", "「指示」", "   \n", "日本の四季とは"],
+)
+def test_fragments_are_dropped_with_or_without_a_judge(evolved):
+    for judge_gains in (None, True):
+        verdict = e.instruction_verdict(
+            PARENT, evolved, others=[], markers=MARKERS, settings=SETTINGS, judge_gains=judge_gains
+        )
+        assert verdict.dropped and verdict.rule in (e.FRAGMENT, e.NO_NEW_INFORMATION), evolved
+    assert e.fragment(PARENT, evolved, SETTINGS).dropped or evolved == "日本の四季とは"
+
+
+def test_a_fragment_is_measured_against_its_parent_too():
+    long_parent = (
+        "次の文章を読んで、" + "登場人物の気持ちの変化を段落ごとに" * 4 + "説明してください。"
+    )
+    short = "登場人物を挙げてください。"
+    verdict = e.fragment(long_parent, short, SETTINGS)
+    assert verdict.dropped and "of its parent's" in verdict.detail
+    assert not e.fragment(long_parent, short, {**SETTINGS, "min_length_ratio": 0.0}).dropped
+    assert not e.fragment(PARENT, "秋の行事を三つ挙げてください。", SETTINGS).dropped

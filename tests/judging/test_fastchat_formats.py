@@ -59,6 +59,8 @@ PROMPTS = [
     _line("single-math-t-multi-turn", "single", WITH_REF_TWO + SINGLE_TWO, "math", "[[rating]]"),
     # Rakuda's file: a pairwise prompt read by its last line.
     _line("pair-ja-t", "pairwise", PAIR_ONE, "一般", "last"),
+    # FastChat's pairwise-with-scores form: each answer rated, the higher wins.
+    _line("pair-scores-t", "pairwise", PAIR_ONE, "general", "[[rating_a,rating_b]]"),
 ]
 
 
@@ -87,6 +89,7 @@ def test_the_file_loads_as_it_is_with_type_reference_flag_and_output_format(prom
                 "[[A]]": "brackets_abc",
                 "[[rating]]": "brackets_rating",
                 "last": "last_line_123",
+                "[[rating_a,rating_b]]": "brackets_two_ratings",
             }[line["output_format"]]
         )
         if row.kind == "grading":
@@ -124,6 +127,11 @@ def test_a_multi_turn_prompt_renders_every_turn_in_place(prompt_file):
         ("pair-t", "I prefer A.", None),
         ("pair-ja-t", "回答1の方が良い。\n1", verdicts.FIRST),
         ("pair-ja-t", "判定: 3", verdicts.TIE),
+        ("pair-scores-t", "A is complete, B misses a step. [[8,5]]", verdicts.FIRST),
+        ("pair-scores-t", "First [[9, 4]]; on reflection [[6.5, 7]]", verdicts.SECOND),
+        ("pair-scores-t", "Both good. [[7,7.05]]", verdicts.TIE),
+        ("pair-scores-t", "Ａは８点、Ｂは６点。[[８，６]]", verdicts.FIRST),
+        ("pair-scores-t", "A: 8, B: 5", None),
         ("single-t", "Clear and correct. Rating: [[8]]", 8),
         ("single-t", "Rating: [[8.5]]", 8.5),
         ("single-t", "Rating: [[11]]", None),
@@ -142,12 +150,12 @@ def test_each_verdict_form_is_read_by_its_prompts_format(prompt_file, name, outp
 
 def test_an_unknown_output_format_names_the_line_and_changes_nothing(tmp_path):
     path = tmp_path / "judge_prompts.jsonl"
-    bad = _line("pair-v1-t", "pairwise", PAIR_ONE, "general", "[[rating_a,rating_b]]")
+    bad = _line("pair-v1-t", "pairwise", PAIR_ONE, "general", "[[winner]]")
     good = _line("pair-t", "pairwise", PAIR_ONE, "general", "[[A]]")
     path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n", encoding="utf-8")
     with pytest.raises(ImportFormatError) as refused:
         judge_prompt_load(path)
-    assert "line 2" in str(refused.value) and "[[rating_a,rating_b]]" in str(refused.value)
+    assert "line 2" in str(refused.value) and "[[winner]]" in str(refused.value)
     assert not JudgePrompt.objects.filter(name="pair-t").exists()
     # The good one alone loads.
     assert judge_prompt_load(path, only=["pair-t"])[0].name == "pair-t"

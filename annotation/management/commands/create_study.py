@@ -72,12 +72,13 @@ class Command(BaseCommand):
             f"K={study.votes_per_comparison}, {study.sampling} sampling, {study.status}"
             + (f", routing (audit share {study.audit_share:g})" if study.routing else "")
         )
-        if study.status == study.Status.OPEN:
-            counts = studies.study_flag_counts(study=study)
-            if counts["flags"]:
-                self.stdout.write(
-                    self.style.WARNING(
-                        f"{counts['flags']} span(s) may give a model away: review the study's "
-                        "identity flags in the admin and mask what annotators must not see"
-                    )
+        counts = studies.study_flag_counts(study=study)
+        if counts["flags"]:
+            self.stdout.write(
+                self.style.WARNING(
+                    f"{counts['flags']} span(s) may give a model away "
+                    f"({counts['unreviewed']} not reviewed): review them before opening "
+                    f"(admin: the study's identity flags; API: /api/studies/{study.pk}/"
+                    "identity-flags/); a flag nobody reviewed opens masked"
                 )
+            )

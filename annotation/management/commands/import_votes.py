@@ -14,7 +14,8 @@ class Command(BaseCommand):
         "study; when no study of that name exists, create one from the file (models, "
         "questions, answers). model_a (Rakuda's model1) is kept as the answer shown first; a "
         "judgment of an earlier turn of a multi-turn question (turn below its turns) is kept "
-        "with its turn. Atomic; importing a file twice adds its votes twice."
+        "with its turn. Atomic; importing the same file again adds nothing (each row has a "
+        "content key) and says how many rows were already imported."
     )
 
     def add_arguments(self, parser):
@@ -52,7 +53,8 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"imported {summary.votes} votes {verb} {summary.study.name!r} "
-                f"({summary.models} models, {summary.questions} questions)"
+                f"({summary.votes} new, {summary.already} already imported; "
+                f"{summary.models} models, {summary.questions} questions)"
             )
         )
         for turn, n in summary.earlier_turns.items():

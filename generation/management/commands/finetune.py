@@ -17,6 +17,7 @@ from generation.training.finetune import (
     finetune_run_execute,
     finetune_run_resume,
 )
+from generation.training.overlap import finetune_overlap
 from generation.training.preferences import preference_dataset_resolve, preferences_from_study
 
 
@@ -115,10 +116,12 @@ class Command(RunCommand):
         return run
 
     def describe(self, run) -> str:
-        return (
+        line = (
             f"fine-tune run {run.pk}: {run.base_model.name}, {run.method}, "
             f"about {run.total_steps} steps"
         )
+        warnings = [f"warning: {o.message()}" for o in finetune_overlap(run)]
+        return "\n".join([line, *(self.style.WARNING(w) for w in warnings)])
 
     def report(self, run) -> None:
         self.stdout.write(f"model {run.result_model.name!r} registered")

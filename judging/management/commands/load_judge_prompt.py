@@ -11,7 +11,8 @@ class Command(BaseCommand):
     help = (
         "Load judge prompts from a file: JSON / JSON Lines / YAML with name, kind "
         "(pairwise|grading), template (Jinja over question, answer_1, answer_2 or answer, "
-        "reference, criteria), verdict_format (last_line_123|brackets_abc|score), system_prompt, "
+        "reference, criteria), verdict_format (last_line_123|brackets_abc|"
+        "brackets_two_ratings|score|brackets_rating), system_prompt, "
         "score_min, score_max; FastChat's judge_prompts.jsonl (MT-Bench, Rakuda); or a text "
         "template with YAML front matter. Checked first, then stored atomically; a name that "
         "exists gets a new version when a judge run used the current one."

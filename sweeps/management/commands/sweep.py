@@ -11,7 +11,7 @@ from judging.models import JudgePrompt
 from sweeps.grid import parse_values
 from sweeps.models import Sweep, SweepCell
 from sweeps.progress import sweep_advance
-from sweeps.services import sweep_create
+from sweeps.services import sweep_create, sweep_overlap
 from sweeps.tables import sweep_cells
 
 NOT_OBJECT = "{option} takes a JSON object"
@@ -139,6 +139,8 @@ class Command(BaseCommand):
         )
         for cell in cells:
             self.stdout.write(f"  {_cell_line(cell)}: fine-tune run {cell['finetune_run']}")
+        for overlap in sweep_overlap(sweep):
+            self.stdout.write(self.style.WARNING(f"warning: {overlap.message()}"))
         if not opts["wait"]:
             self.stdout.write(f"queued; follow it at /staff/sweeps/{sweep.pk}/")
             return
