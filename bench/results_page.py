@@ -44,6 +44,9 @@ def _django(var_dir: Path, database_url: str | None) -> None:
         os.environ.pop("DATABASE_URL", None)
     os.environ.pop("CELERY_BROKER_URL", None)
     os.environ.pop("REDIS_URL", None)
+    # Production-like: no debug query log growing through the 900 votes, no debug pages.
+    os.environ["DEBUG"] = "0"
+    os.environ.setdefault("SECRET_KEY", "bench-results-page-" + "x" * 40)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evalsite.settings")
     import django
 
@@ -94,9 +97,10 @@ def _study():
 
 
 def _load(client, url: str) -> tuple[float, int, int]:
-    from django.db import connection
+    from django.db import connection, reset_queries
     from django.test.utils import CaptureQueriesContext
 
+    reset_queries()
     with CaptureQueriesContext(connection) as queries:
         started = time.perf_counter()
         response = client.get(url)
