@@ -103,7 +103,7 @@ def _load(client, url: str) -> tuple[float, int, int]:
     reset_queries()
     with CaptureQueriesContext(connection) as queries:
         started = time.perf_counter()
-        response = client.get(url)
+        response = client.get(url, secure=True)  # DEBUG off redirects plain http
         seconds = time.perf_counter() - started
     assert response.status_code == 200, response.status_code
     on_votes = sum('"annotation_vote"' in q["sql"] for q in queries.captured_queries)
