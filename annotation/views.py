@@ -20,7 +20,7 @@ from generation.models import LanguageModel
 from . import reports, results, results_export
 from .hooks import results_sections
 from .loop.state import annotator_progress, open_studies_for, open_study, user_is_annotator
-from .models import Study
+from .models import Assignment, Study
 from .study_votes import reading
 
 
@@ -76,6 +76,10 @@ def vote_page(request: HttpRequest, study_id: int) -> HttpResponse:
             "instructions": study.instructions,
             "done": progress.done,
             "total": progress.total,
+            # Skipped pairs leave the total; the page says how many beside it.
+            "skipped": Assignment.objects.filter(
+                study=study, annotator=request.user, status=Assignment.Status.SKIPPED
+            ).count(),
         },
     )
 
