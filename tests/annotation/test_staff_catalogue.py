@@ -39,8 +39,9 @@ STAFF_TEMPLATES = [
 # Words the page shows from the engine and the judge's design (``|say``).
 ENGINE_WORDS = ["judge consistent", "judge unsure", "routing", "uniform", "active"]
 
-_LITERAL = r"u'(?:[^'\\]|\\.)*'"
-_CALL = re.compile(r"\b(n?p?gettext)\(((?:\s*" + _LITERAL + r"\s*,?)+)")
+# templatize writes each string as a Python literal, in single or double quotes.
+_LITERAL = r"u'(?:[^'\\]|\\.)*'" + "|" + r'u"(?:[^"\\]|\\.)*"'
+_CALL = re.compile(r"\b(n?p?gettext)\(((?:\s*(?:" + _LITERAL + r")\s*,?)+)")
 
 
 def template_msgids(path: Path) -> list[str]:
