@@ -14,25 +14,12 @@ from generation.models import Answer
 
 from . import ranking, reports
 from .models import Comparison, Study, Vote
-from .ranking.active import importance_weight
 from .ranking.covariates import FEATURE_LABELS, StyleControl, style_control, style_counts
 
 # Per-category fits run on every results page: fewer bootstrap rounds than the main fit (their
 # sandwich intervals are shown beside them).
 CATEGORY_BOOTSTRAP = 200
 OUTCOME_CODES = {"a": 0, "tie": 1, "b": 2}
-
-
-def vote_weight(vote: Vote, k: int = 1) -> float:
-    """What the vote counts for in the fit: 1 / (n p) for an active-sampling pick (n
-    comparisons, probability p); K / (cap x asked) for an adaptive-K vote (``k``: the study's
-    K, so that a comparison counts as K votes in expectation, as in a uniform study); else 1."""
-    if vote.asked is not None and vote.cap:
-        return k / (vote.cap * vote.asked)
-    assignment = vote.assignment if vote.assignment_id else None
-    if assignment is None:
-        return 1.0
-    return importance_weight(assignment.sampling_probability, assignment.sampling_eligible)
 
 
 def shown_first(vote: Vote) -> str | None:

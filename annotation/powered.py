@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -29,34 +30,41 @@ from scipy.stats import norm
 
 from evalsite.exports import csv_text, markdown_table, markdown_text
 
-from .hooks import PeopleDesign, people_design
+from .hooks import PeopleDesign
 from .models import Comparison, Study
 from .ranking import ELO_MEAN, ELO_PER_LOG
 from .ranking.ppi import PPIFit, fit_ppi
+from .ranking.sentences import Note, sentence
 from .ranking.summaries import PairOrder, gap_intervals, gap_rank_ranges, pair_orders
 
 PEOPLE, JUDGE, POWERED = "people", "judge", "prediction-powered"
 KINDS = (PEOPLE, JUDGE, POWERED)
 LABELS = {
-    PEOPLE: "People alone",
-    JUDGE: "LLM judge alone",
-    POWERED: "Prediction-powered (judge corrected by people)",
+    PEOPLE: sentence("People alone"),
+    JUDGE: sentence("LLM judge alone"),
+    POWERED: sentence("Prediction-powered (judge corrected by people)"),
 }
+# The labels inside a note's sentence.
+LOWER_LABELS = {kind: sentence(label.lower()) for kind, label in LABELS.items()}
 CONFIDENCE = 0.95
 SCORES = {"a": 1.0, "tie": 0.5, "b": 0.0}
-ALL = "all comparisons"
-NO_PEOPLE = "No people's votes: neither the people nor the prediction-powered fit can be made."
-NO_JUDGE = (
+ALL = sentence("all comparisons")
+NO_PEOPLE = sentence(
+    "No people's votes: neither the people nor the prediction-powered fit can be made."
+)
+NO_JUDGE = sentence(
     "No judge votes: the prediction-powered fit needs the judge's verdicts (run a judge over "
     "the study, or import its verdicts with --voters judge)."
 )
-UNSAMPLED = (
+UNSAMPLED = sentence(
     "No people's votes on the comparisons in stratum {stratum!r} ({n}): the prediction-powered "
     "fit takes the judge's word on them unchecked, and people's strengths leave them out."
 )
-NO_INTERVALS = "The {label} fit has no intervals: its covariance could not be computed."
-NOT_FITTED = "The {label} fit could not be made (too few votes, or a model that wins or loses all)."
-POOLING = (
+NO_INTERVALS = sentence("The {label} fit has no intervals: its covariance could not be computed.")
+NOT_FITTED = sentence(
+    "The {label} fit could not be made (too few votes, or a model that wins or loses all)."
+)
+POOLING = sentence(
     "People's and the judge's votes are never added together: 'people and the judge' "
     "(voters=all) reads the prediction-powered strengths."
 )
@@ -169,14 +177,19 @@ def design_name(study: Study, found: PeopleDesign | None) -> str:
 
 
 def study_combined(
-    *, study: Study, models: list[str], labels: dict[str, str], people, judge
+    *,
+    study: Study,
+    models: list[str],
+    labels: dict[str, str],
+    people: Iterable[tuple[int, str, int | None, float | None]],
+    judge: Iterable[tuple[int, str]],
+    design: PeopleDesign | None,
 ) -> Combined:
     """The three fits of the study and what they rest on. ``models``: labels in the study's
-    order; ``labels``: model name -> label; ``people`` / ``judge``: the counted votes of each
-    (querysets of ``Vote``, the turn already chosen)."""
-    design = people_design(study)
-    if design is not None and design.judge_votes is not None:
-        judge = judge.filter(design.judge_votes)
+    order; ``labels``: model name -> label; ``people`` / ``judge``: (comparison id, outcome)
+    of the counted votes of each (the turn chosen; the judge's those ``design`` rests on), with
+    each person's vote's adaptive-K cap and chance of being asked (None outside adaptive K);
+    ``design``: how people's comparisons were chosen (``hooks.people_design``)."""
     comparisons = list(
         Comparison.objects.filter(study=study, gold=False)
         .order_by("pk")
@@ -191,13 +204,12 @@ def study_combined(
     people_outcomes: dict[int, list[str]] = defaultdict(list)
     # Adaptive K's votes: 1 / (cap x the chance each was asked) in place of 1 / votes.
     adaptive: dict[int, list[float]] = defaultdict(list)
-    voted = people.order_by("pk").values_list("comparison_id", "outcome", "cap", "asked")
-    for pk, outcome, cap, asked in voted:
+    for pk, outcome, cap, asked in people:
         if pk in row:
             people_outcomes[pk].append(outcome)
             adaptive[pk].append(1.0 / (cap * asked) if asked is not None and cap else math.nan)
     judge_outcomes: dict[int, list[str]] = defaultdict(list)
-    for pk, outcome in judge.values_list("comparison_id", "outcome"):
+    for pk, outcome in judge:
         if pk in row:
             judge_outcomes[pk].append(outcome)
     human_votes = sum(map(len, people_outcomes.values()))
@@ -212,7 +224,7 @@ def study_combined(
     strata = [Stratum(name, sizes[name], voted[name]) for name in sorted(sizes)]
     share = {s.name: s.share for s in strata}
     notes = [
-        UNSAMPLED.format(stratum=s.name, n=s.comparisons)
+        Note(UNSAMPLED, stratum=s.name, n=s.comparisons, words=("stratum",))
         for s in strata
         if s.with_people == 0 and human_votes
     ]
@@ -257,11 +269,11 @@ def study_combined(
             fitted = fit_ppi(*base, scores, *chosen, k, lam=lam)
         except np.linalg.LinAlgError:  # a singular sandwich: strengths without intervals
             fitted = fit_ppi(*base, scores, *chosen, k, lam=lam, covariance=False)
-            notes.append(NO_INTERVALS.format(label=LABELS[kind].lower()))
+            notes.append(Note(NO_INTERVALS, label=LOWER_LABELS[kind], words=("label",)))
         found = _labelled(kind, fitted, models, *counts[kind])
         fits[kind] = found
         if found is None:
-            notes.append(NOT_FITTED.format(label=LABELS[kind].lower()))
+            notes.append(Note(NOT_FITTED, label=LOWER_LABELS[kind], words=("label",)))
     if not human_votes:
         notes.append(NO_PEOPLE)
     if not judge_votes:

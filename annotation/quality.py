@@ -9,13 +9,19 @@ from dataclasses import asdict, dataclass
 
 from django.contrib.auth import get_user_model
 
-from .models import AnnotatorExclusion, Assignment, Study, Vote
+from .models import AnnotatorExclusion, Assignment, Study
+from .study_votes import study_votes
+
+# What the results call an annotator with no display name: a number that never changes (their
+# account's), so one person reads the same in every table, export and page.
+NUMBERED = "annotator {n}"
 
 
 @dataclass(frozen=True)
 class AnnotatorQuality:
     annotator_id: int
     username: str
+    name: str  # as every table of the results calls them (``annotator_names``)
     votes: int  # every vote they cast here, gold checks included
     median_seconds: float | None
     fast_votes: int  # votes faster than the study's floor (fast_vote_seconds)
@@ -37,14 +43,13 @@ def annotator_quality(*, study: Study) -> list[AnnotatorQuality]:
     """One row per annotator who voted or skipped in the study, most votes first."""
     seconds: dict[int, list[float]] = defaultdict(list)
     gold: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-    app_votes = Vote.objects.filter(comparison__study=study, annotator__isnull=False)
-    for annotator_id, secs, outcome, is_gold, expected in app_votes.values_list(
-        "annotator_id", "seconds", "outcome", "comparison__gold", "comparison__gold_expected"
-    ):
-        seconds[annotator_id].append(secs or 0.0)
-        if is_gold:
-            gold[annotator_id][0] += 1
-            gold[annotator_id][1] += gold_correct(outcome, expected)
+    for vote in study_votes(study).records:
+        if vote.annotator_id is None:
+            continue
+        seconds[vote.annotator_id].append(vote.seconds or 0.0)
+        if vote.gold:
+            gold[vote.annotator_id][0] += 1
+            gold[vote.annotator_id][1] += gold_correct(vote.outcome, vote.gold_expected)
     skips: dict[int, int] = defaultdict(int)
     for annotator_id in Assignment.objects.filter(
         study=study, status=Assignment.Status.SKIPPED
@@ -54,12 +59,15 @@ def annotator_quality(*, study: Study) -> list[AnnotatorQuality]:
         AnnotatorExclusion.objects.filter(study=study).values_list("annotator_id", flat=True)
     )
     ids = set(seconds) | set(skips) | excluded
-    names = dict(get_user_model().objects.filter(pk__in=ids).values_list("pk", "username"))
+    users = get_user_model().objects.filter(pk__in=ids)
+    names = dict(users.values_list("pk", "username"))
+    shown = _display_names(users)
     floor = study.fast_vote_seconds
     rows = [
         AnnotatorQuality(
             annotator_id=pk,
             username=names.get(pk, str(pk)),
+            name=shown.get(pk) or numbered(pk),
             votes=len(seconds[pk]),
             median_seconds=statistics.median(seconds[pk]) if seconds[pk] else None,
             fast_votes=sum(1 for s in seconds[pk] if s < floor),
@@ -72,6 +80,23 @@ def annotator_quality(*, study: Study) -> list[AnnotatorQuality]:
     ]
     rows.sort(key=lambda r: (-r.votes, r.username))
     return rows
+
+
+def numbered(annotator_id: int) -> str:
+    return NUMBERED.format(n=annotator_id)
+
+
+def _display_names(users) -> dict[int, str]:
+    found = users.values_list("pk", "first_name", "last_name")
+    return {pk: f"{first} {last}".strip() for pk, first, last in found}
+
+
+def annotator_names(*, study: Study) -> dict[int, str]:
+    """Annotator id -> how the results call them: their display name (the account's full
+    name), else "annotator N" with N their account's number."""
+    ids = {r.annotator_id for r in study_votes(study).records if r.annotator_id is not None}
+    shown = _display_names(get_user_model().objects.filter(pk__in=ids))
+    return {pk: shown.get(pk) or numbered(pk) for pk in ids}
 
 
 def quality_dict(row: AnnotatorQuality) -> dict:

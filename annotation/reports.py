@@ -33,6 +33,8 @@ from evalsite.exports import (
     markdown_text,
 )
 
+from .ranking.sentences import sentence
+
 OUTCOMES = ("a", "tie", "b")
 SIDES = ("a", "b")
 UNKNOWN_OUTCOME = "vote on comparison {comparison!r}: unknown outcome {outcome!r}"
@@ -40,8 +42,8 @@ UNKNOWN_SIDE = "vote on comparison {comparison!r}: shown_left must be 'a', 'b' o
 SAME_MODEL = "vote on comparison {comparison!r}: model_a and model_b are both {model!r}"
 NO_CATEGORY = "(no category)"
 
-ALPHA_NO_REPEATS = "No comparison has more than one vote: agreement cannot be measured."
-ALPHA_ONE_VALUE = (
+ALPHA_NO_REPEATS = sentence("No comparison has more than one vote: agreement cannot be measured.")
+ALPHA_ONE_VALUE = sentence(
     "All repeated votes gave the same outcome: Krippendorff's alpha is undefined (no variation)."
 )
 

@@ -1,13 +1,13 @@
 """Reads for the results page, the results API and the exports.
 
-Votes leave the database once, as plain ``VoteRow``s; the plain modules (``reports``,
-``ranking``, ``plots``, ``battles``) turn them into tables, strengths, charts and files.
+Votes leave the database once per request (``study_votes``), as plain ``VoteRow``s; the plain
+modules (``reports``, ``ranking``, ``plots``, ``battles``) turn them into tables, strengths,
+charts and files. The JSON and Markdown exports are ``results_export``'s.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import dataclass, field, replace
 
@@ -16,21 +16,10 @@ from django.core.cache import cache
 from django.db.models import Count, Max, Q
 from scipy.stats import norm
 
-from . import agreement, exports, figures, plots, powered, quality, ranking, reports
+from . import agreement, figures, plots, powered, quality, ranking, reports
 from .models import AnnotatorExclusion, Study, StudyRun, Vote
+from .study_votes import VoteRecord, study_votes
 
-EXPORT_FORMATS = ("csv", "json", "md", "battles", "votes", "strengths")
-UNKNOWN_EXPORT = "unknown export format {fmt!r}; use one of: " + ", ".join(EXPORT_FORMATS)
-CONTENT_TYPES = {
-    "csv": "text/csv; charset=utf-8",
-    "strengths": "text/csv; charset=utf-8",
-    "votes": "text/csv; charset=utf-8",
-    "json": "application/json",
-    "md": "text/markdown; charset=utf-8",
-    "battles": "application/x-ndjson; charset=utf-8",
-}
-EXTENSIONS = {"csv": "pairs.csv", "strengths": "strengths.csv", "votes": "votes.csv"}
-EXTENSIONS |= {"json": "results.json", "md": "results.md", "battles": "battles.jsonl"}
 # Whose votes a reading counts: people (cast here or imported human judgments), the LLM
 # judge's (imported with ``--voters judge``, or a judge run's), or both combined, which is the
 # prediction-powered fit (``powered``): the two kinds of votes are never added together.
@@ -46,9 +35,10 @@ POOLED_COMPARISON = (
     "never added together; read the prediction-powered strengths on each study's results page"
 )
 # The results page and the chart it embeds (requested right after it) share one fit through the
-# cache. The key names the votes fitted (count and newest id: votes are only added or deleted,
-# never edited), the study's models and the options, so a new vote makes a new key and nothing
-# needs invalidating; the timeout only bounds how long an unused fit holds memory.
+# cache, the per-category fits stored beside it under the same key. The key names the votes
+# fitted (count and newest id: votes are only added or deleted, never edited), the study's
+# models and the options, so a new vote makes a new key and nothing needs invalidating; the
+# timeout only bounds how long an unused fit holds memory.
 FIT_CACHE_SECONDS = 600
 NO_VOTES_TO_COMPARE = "study {name!r} has no votes yet (counting the votes of: {voters})"
 
@@ -177,7 +167,7 @@ def counted_votes(study: Study, voters: str = "people", turn: int | None = None)
     return found if voters == "all" else found.filter(voter=voters)
 
 
-def _votes(study: Study, voters: str = "people", turn: int | None = None):
+def counted_vote_objects(study: Study, voters: str = "people", turn: int | None = None):
     return (
         counted_votes(study, voters, turn)
         .select_related(
@@ -191,45 +181,63 @@ def _votes(study: Study, voters: str = "people", turn: int | None = None):
 
 
 def _vote_rows(
-    study: Study, voters: str = "people", where: Q | None = None, turn: int | None = None
+    study: Study,
+    voters: str = "people",
+    turn: int | None = None,
+    *,
+    comparisons: set[int] | None = None,
+    design_only: bool = False,
 ) -> tuple[list[reports.VoteRow], tuple, list[float]]:
-    """The study's votes (those ``where`` also selects) as rows, what the fit cache keys them
-    by (``_vote_count``), and what each counts for in the fit (``figures.vote_weight``)."""
-    rows, newest, weights = [], None, []
+    """The study's counted votes (on ``comparisons`` only, when given; with ``design_only`` only
+    the judge votes the study's people design rests on) as rows, what the fit cache keys them
+    by (``_vote_count``), and what each counts for in the fit."""
+    votes = study_votes(study)
+    found = votes.counted(voters, turn)
+    if comparisons is not None:
+        found = [r for r in found if r.comparison_id in comparisons]
+    if design_only:
+        found = [r for r in found if r.in_design]
     labels = study_labels(study=study)
-    for vote in _votes(study, voters, turn).filter(where or Q()):
-        weights.append(figures.vote_weight(vote, study.votes_per_comparison))
-        comparison = vote.comparison
-        rows.append(
-            reports.VoteRow(
-                comparison=str(comparison.pk),
-                question=str(comparison.question_id),
-                category=comparison.question.category,
-                model_a=labels[comparison.run_a.model.name],
-                model_b=labels[comparison.run_b.model.name],
-                outcome=vote.outcome,
-                shown_left=figures.shown_first(vote),
-                annotator=_annotator(vote),
-                both_bad=vote.tie_kind == Vote.TieKind.BOTH_BAD,
-            )
+    names = quality.annotator_names(study=study)
+    rows = [
+        reports.VoteRow(
+            comparison=str(r.comparison_id),
+            question=str(r.question_id),
+            category=r.category,
+            model_a=labels[r.model_a],
+            model_b=labels[r.model_b],
+            outcome=r.outcome,
+            shown_left=r.shown_first,
+            annotator=_annotator(r, names),
+            both_bad=r.tie_kind == Vote.TieKind.BOTH_BAD,
         )
-        newest = vote.pk  # ordered by pk
-    return rows, (len(rows), newest, _excluded_key(study)), weights
+        for r in found
+    ]
+    newest = found[-1].pk if found else None  # read in id order
+    return rows, (len(rows), newest, votes.excluded_key), [r.weight for r in found]
 
 
 def study_vote_rows(
-    *, study: Study, voters: str = "people", where: Q | None = None, turn: int | None = None
+    *,
+    study: Study,
+    voters: str = "people",
+    turn: int | None = None,
+    comparisons: set[int] | None = None,
+    design_only: bool = False,
 ) -> tuple[list[reports.VoteRow], list[float]]:
-    """The counted votes (``voters``', those ``where`` selects) as rows, and what each counts
-    for in the fit."""
-    rows, _, weights = _vote_rows(study, voters, where, turn)
+    """The counted votes (``voters``'; on ``comparisons`` only when given; ``design_only``: the
+    judge votes the study's people design rests on) as rows, and what each counts for."""
+    rows, _, weights = _vote_rows(
+        study, voters, turn, comparisons=comparisons, design_only=design_only
+    )
     return rows, weights
 
 
-def _annotator(vote: Vote) -> str:
-    if vote.annotator_id:
-        return f"user {vote.annotator_id}"
-    return f"judge {vote.judge}" if vote.judge else "imported"
+def _annotator(record: VoteRecord, names: dict[int, str]) -> str:
+    """Who cast the vote, as every table of the results calls them (``quality.annotator_names``)."""
+    if record.annotator_id is not None:
+        return names.get(record.annotator_id, quality.numbered(record.annotator_id))
+    return f"judge {record.judge}" if record.judge else "imported"
 
 
 def fit_options(
@@ -265,18 +273,18 @@ def study_results(*, study: Study, count_from=(), **options) -> Results:
     # Both kinds combined is the prediction-powered fit: the tables are people's votes, the
     # strengths the judge's corrected by people's; no fit ever adds the two kinds of votes.
     whose = "people" if pooled else options["voters"]
-    rows, votes, weights = _vote_rows(study, whose, turn=options["turn"])
+    rows, votes, weights = _vote_rows(study, whose, options["turn"])
     fit_models = study_models(study=study)
-    fitted = None
+    found = None
     if rows and not pooled:
-        fitted = _fitted(study, models, options, votes, rows, weights)
+        found = _fitted(study, models, options, votes, rows, weights, categories_of=fit_models)
     return Results(
         study=study,
         models=models,
         rows=rows,
         pairs=reports.pair_table(rows, models),
         categories=reports.category_tables(rows, models),
-        ranking=fitted,
+        ranking=found.main if found else None,
         position=position_by_question(rows),
         annotators=reports.annotator_table(rows),
         agreement=reports.agreement(rows),
@@ -286,21 +294,23 @@ def study_results(*, study: Study, count_from=(), **options) -> Results:
         style=figures.style_fit(rows, weights, fit_models, options)
         if options["style_control"] and not pooled
         else None,
-        category_rankings={}
-        if pooled
-        else figures.category_strengths(rows, weights, fit_models, options),
+        category_rankings=(found.categories or {}) if found else {},
         combined=study_combined(study=study, turn=options["turn"]),
     )
 
 
 def study_combined(*, study: Study, turn: int | None = None) -> powered.Combined:
     """People's, the judge's and prediction-powered strengths of the study (``powered``)."""
+    votes = study_votes(study)
     return powered.study_combined(
         study=study,
         models=study_models(study=study),
         labels=study_labels(study=study),
-        people=counted_votes(study, "people", turn),
-        judge=counted_votes(study, "judge", turn),
+        people=[
+            (r.comparison_id, r.outcome, r.cap, r.asked) for r in votes.counted("people", turn)
+        ],
+        judge=[(r.comparison_id, r.outcome) for r in votes.counted("judge", turn) if r.in_design],
+        design=votes.design,
     )
 
 
@@ -332,7 +342,8 @@ def study_ranking(*, study: Study, **options) -> ranking.Ranking | None:
         return None
     models = study_models(study=study)
     votes = _vote_count(study, options["voters"], options["turn"])
-    return _fitted(study, models, options, votes) if votes[0] else None
+    found = _fitted(study, models, options, votes) if votes[0] else None
+    return found.main if found else None
 
 
 def fit_cache_key(*, study: Study, options: dict) -> str:
@@ -364,6 +375,15 @@ def _fit_key(study: Study, models: list[str], options: dict, votes: tuple) -> st
     return "annotation:study-fit:" + ":".join(str(value) for value in fields)
 
 
+@dataclass(frozen=True)
+class StudyFit:
+    """What the fit cache holds: the main fit, and the per-category fits once a results page
+    has asked for them (None until then; {} with fewer than two categories)."""
+
+    main: ranking.Ranking
+    categories: dict[str, ranking.Ranking] | None = None
+
+
 def _fitted(
     study: Study,
     models: list[str],
@@ -371,16 +391,23 @@ def _fitted(
     votes: tuple,
     rows: list[reports.VoteRow] | None = None,
     weights: list[float] | None = None,
-) -> ranking.Ranking | None:
-    """The cached fit of these votes, or a fresh one (then cached). Without ``rows`` a miss
-    reads them, and keys the fit by what it read (votes may have changed since ``votes``)."""
-    fitted = cache.get(_fit_key(study, models, options, votes))
-    if fitted is None:
-        if rows is None:
-            rows, votes, weights = _vote_rows(study, options["voters"], turn=options["turn"])
-            if not rows:
-                return None
-        fitted = ranking.rank(
+    categories_of: list[str] | None = None,
+) -> StudyFit | None:
+    """The cached fit of these votes, or a fresh one (then cached); with ``categories_of``
+    (the models in the study's order) the per-category fits too, cached with it. Without
+    ``rows`` a miss reads them, and keys the fit by what it read."""
+    key = _fit_key(study, models, options, votes)
+    found = cache.get(key)
+    if found is not None and (categories_of is None or found.categories is not None):
+        return found
+    if rows is None:
+        rows, votes, weights = _vote_rows(study, options["voters"], options["turn"])
+        if not rows:
+            return None
+        key = _fit_key(study, models, options, votes)
+    main = found.main if found is not None else None
+    if main is None:
+        main = ranking.rank(
             figures.battles(rows, weights, options["position"]),
             models=models,
             robustness=True,
@@ -390,115 +417,12 @@ def _fitted(
                 if name not in ("style_control", "voters", "turn")
             },
         )
-        cache.set(_fit_key(study, models, options, votes), fitted, FIT_CACHE_SECONDS)
-    return fitted
-
-
-def results_json(results: Results) -> dict:
-    """The export contract (``reports.to_json``) plus the page's other figures."""
-    out = reports.to_json(
-        results.ranking, results.pairs, results.study.name, categories=results.categories
-    )
-    out["n_votes"] = results.n_votes
-    out["voters"] = results.options["voters"]
-    out["turn"] = results.options["turn"]
-    combined = results.combined
-    if combined is not None:
-        out["prediction_powered"] = powered.combined_json(combined)
-        if results.options["voters"] == "all":
-            # The study's strengths are the prediction-powered ones, and say so.
-            out["strengths_from"] = powered.POWERED
-            out["pooling_note"] = powered.POOLING
-            if combined.powered is not None:
-                out["models"] = powered.models_json(combined.powered)
-    out["position_bias"] = {
-        "left_wins": results.position.left_wins,
-        "right_wins": results.position.right_wins,
-        "ties": results.position.ties,
-        "unknown": results.position.unknown,
-        "left_rate": results.position.left_rate,
-        "p_value": results.position.p_value,
-    }
-    out["agreement"] = {
-        "krippendorff_alpha": results.agreement.alpha,
-        "comparisons": results.agreement.comparisons,
-        "votes": results.agreement.votes,
-        "note": results.agreement.note,
-    }
-    out["judge_agreement"] = study_judge_agreement(study=results.study)
-    # Sections the apps built on this one add (the LLM judge's runs and routing).
-    from .hooks import results_sections
-
-    for section in results_sections():
-        out |= section.export(results.study)
-    out["annotator_quality"] = [quality.quality_dict(q) for q in results.quality]
-    out["annotators"] = [
-        {
-            "annotator": a.annotator,
-            "votes": a.votes,
-            "ties": a.ties,
-            "tie_rate": a.tie_rate,
-            "agreement": a.agreement,
-            "compared": a.compared,
-        }
-        for a in results.annotators
-    ]
-    if results.ranking is not None:
-        out["win_probability"] = [
-            {"model_a": a, "model_b": b, "probability": p}
-            for (a, b), p in sorted(results.ranking.win_probability.items())
-        ]
-    out |= figures.figures_json(
-        study=results.study,
-        fitted=results.ranking,
-        options=results.options,
-        style=results.style,
-        categories=results.category_rankings,
-        weighted_votes=sum(1 for w in results.weights if w != 1),
-    )
-    return out
-
-
-def export(
-    *,
-    study: Study,
-    fmt: str,
-    results: Results | None = None,
-    provenance: bool = False,
-    **options,
-) -> tuple[str, str, str]:
-    """(text, content type, file name) of one export format; ``options``: the fit's, as
-    ``fit_options`` takes them (the results page's). ``provenance``: the votes and battles
-    exports also say how each side's answer was made (exports.PROVENANCE_FIELDS)."""
-    if fmt not in EXPORT_FORMATS:
-        raise ValueError(UNKNOWN_EXPORT.format(fmt=fmt))
-    voters, turn = options.get("voters", "people"), options.get("turn")
-    if fmt == "votes":
-        text = exports.votes_csv(votes=_votes(study, voters, turn), provenance=provenance)
-    elif fmt == "battles":
-        votes = _votes(study, voters, turn).select_related(
-            "comparison__answer_a", "comparison__answer_b"
-        )
-        text = exports.battles_jsonl(votes=votes, provenance=provenance)
-    else:
-        results = results or study_results(study=study, **options)
-        if fmt == "csv":
-            text = reports.pairs_csv(results.pairs)
-        elif fmt == "strengths" and results.options["voters"] == "all":
-            text = powered.strengths_csv(results.combined.powered if results.combined else None)
-        elif fmt == "strengths":
-            text = reports.strengths_csv(results.ranking)
-        elif fmt == "json":
-            text = json.dumps(results_json(results), ensure_ascii=False, indent=2) + "\n"
-        else:
-            text = reports.to_markdown(
-                results.ranking, results.pairs, study.name, style=results.style
-            )
-            if results.combined is not None:
-                text += "\n## People, judge and prediction-powered strengths\n\n"
-                text += powered.markdown(results.combined)
-    filename = f"study-{study.pk}-{EXTENSIONS[fmt]}"
-    return text, CONTENT_TYPES[fmt], filename
+    categories = None
+    if categories_of is not None:
+        categories = figures.category_strengths(rows, weights, categories_of, options)
+    found = StudyFit(main=main, categories=categories)
+    cache.set(key, found, FIT_CACHE_SECONDS)
+    return found
 
 
 def strength_chart(*, study: Study, fitted: ranking.Ranking, fmt: str) -> bytes:
@@ -548,14 +472,16 @@ def studies_compare(
 
 def judge_agreement(*, study: Study) -> agreement.JudgeAgreement | None:
     """People against the LLM judge on this study (``agreement``); None unless both voted."""
-    if not (counted_votes(study, "judge").exists() and counted_votes(study, "people").exists()):
+    votes = study_votes(study)
+    if not (votes.counted("judge") and votes.counted("people")):
         return None
     models = study_models(study=study)
     sides = []
     for voters in ("people", "judge"):
         options = fit_options(bootstrap=0, voters=voters)
-        rows, votes, weights = _vote_rows(study, voters)
-        sides.append((rows, _fitted(study, models, options, votes, rows, weights)))
+        rows, counted, weights = _vote_rows(study, voters)
+        found = _fitted(study, models, options, counted, rows, weights)
+        sides.append((rows, found.main if found else None))
     return agreement.judge_agreement(sides[0][0], sides[1][0], models, sides[0][1], sides[1][1])
 
 
@@ -564,5 +490,5 @@ def study_judge_agreement(*, study: Study) -> dict | None:
     found = judge_agreement(study=study)
     if found is None:
         return None
-    judges = counted_votes(study, "judge").order_by("judge").values_list("judge", flat=True)
-    return agreement.to_json(found, judges=list(judges.distinct()))
+    judges = sorted({r.judge for r in study_votes(study).counted("judge")})
+    return agreement.to_json(found, judges=judges)

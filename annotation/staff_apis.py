@@ -23,8 +23,9 @@ from evalsite.query import whole_number
 from evalsite.runs import listing
 from generation.models import GenerationRun, PromptSet
 
-from . import quality, ranking, results, staff, studies
+from . import quality, ranking, results, results_export, staff, studies
 from .models import Study
+from .study_votes import reading
 from .views import count_from
 
 
@@ -307,12 +308,14 @@ class StudyResultsApi(APIView):
             raise Http404
         try:
             options = results.parse_options(request.query_params)
-            found = results.study_results(
-                study=study, count_from=count_from(request.query_params), **options
-            )
+            with reading(study):
+                found = results.study_results(
+                    study=study, count_from=count_from(request.query_params), **options
+                )
+                body = results_export.results_json(found)
         except ValueError as exc:
             raise ValidationError({"detail": str(exc)}) from None
-        return Response(results.results_json(found))
+        return Response(body)
 
 
 class StudyExportApi(APIView):
@@ -331,10 +334,12 @@ class StudyExportApi(APIView):
     )
     def get(self, request, study_id: int, fmt: str):
         study = Study.objects.filter(pk=study_id).first()
-        if study is None or fmt not in results.EXPORT_FORMATS:
+        if study is None or fmt not in results_export.EXPORT_FORMATS:
             raise Http404
         provenance = results.wants_provenance(request.query_params)
-        text, content_type, filename = results.export(study=study, fmt=fmt, provenance=provenance)
+        text, content_type, filename = results_export.export(
+            study=study, fmt=fmt, provenance=provenance
+        )
         response = HttpResponse(text, content_type=content_type)
         response["Content-Disposition"] = content_disposition_header(True, filename)
         return response

@@ -17,10 +17,11 @@ from django.views.decorators.cache import never_cache
 from generation.lineage import lineage_text, model_lineage
 from generation.models import LanguageModel
 
-from . import reports, results
+from . import reports, results, results_export
 from .hooks import results_sections
 from .loop.state import annotator_progress, open_studies_for, open_study, user_is_annotator
-from .models import Study
+from .models import Assignment, Study
+from .study_votes import reading
 
 
 def annotator_required(view):
@@ -75,6 +76,10 @@ def vote_page(request: HttpRequest, study_id: int) -> HttpResponse:
             "instructions": study.instructions,
             "done": progress.done,
             "total": progress.total,
+            # Skipped pairs leave the total; the page says how many beside it.
+            "skipped": Assignment.objects.filter(
+                study=study, annotator=request.user, status=Assignment.Status.SKIPPED
+            ).count(),
         },
     )
 
@@ -115,10 +120,19 @@ def results_page(request: HttpRequest, study_id: int) -> HttpResponse:
         options = results.parse_options(request.GET)
     except ValueError as exc:
         return _bad_option(exc)
-    try:
-        found = results.study_results(study=study, count_from=count_from(request.GET), **options)
-    except ValueError as exc:
-        return _bad_option(exc)
+    # One read of the study's votes serves the tables, the fits, the annotators, the judge's
+    # sections and the agreement.
+    with reading(study):
+        try:
+            found = results.study_results(
+                study=study, count_from=count_from(request.GET), **options
+            )
+        except ValueError as exc:
+            return _bad_option(exc)
+        return render(request, "annotation/results.html", _results_context(request, study, found))
+
+
+def _results_context(request: HttpRequest, study: Study, found: results.Results) -> dict:
     context = {
         "study": study,
         "results": found,
@@ -129,7 +143,7 @@ def results_page(request: HttpRequest, study_id: int) -> HttpResponse:
         ],
         "options": found.options,
         "query": request.GET.urlencode(),
-        "formats": results.EXPORT_FORMATS,
+        "formats": results_export.EXPORT_FORMATS,
         "count_from": count_from(request.GET),
         "labels": list(results.study_labels(study=study).values()),
         "truncation": results.study_truncation(study=study),
@@ -141,7 +155,7 @@ def results_page(request: HttpRequest, study_id: int) -> HttpResponse:
     for section in sections:
         context.update(section.context(study))
     context["section_templates"] = [section.template for section in sections]
-    return render(request, "annotation/results.html", context)
+    return context
 
 
 def _tuned_models(study: Study) -> list[tuple[str, str]]:
@@ -173,7 +187,7 @@ def results_chart(request: HttpRequest, study_id: int, fmt: str) -> HttpResponse
 @results_access
 def results_download(request: HttpRequest, study_id: int, fmt: str) -> HttpResponse:
     study = _study_or_404(study_id)
-    if fmt not in results.EXPORT_FORMATS:
+    if fmt not in results_export.EXPORT_FORMATS:
         raise Http404
     found = None
     try:
@@ -184,7 +198,7 @@ def results_download(request: HttpRequest, study_id: int, fmt: str) -> HttpRespo
             )
     except ValueError as exc:
         return _bad_option(exc)
-    text, content_type, filename = results.export(
+    text, content_type, filename = results_export.export(
         study=study,
         fmt=fmt,
         results=found,

@@ -6,9 +6,10 @@ subclassing it). Run progress, cancel, retry and the no-worker warning are the s
 
 from __future__ import annotations
 
+import contextvars
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django import forms
@@ -80,6 +81,20 @@ def _action_page(modeladmin, request, queryset, form, action: str, title: str):
     return render(request, "admin/action_form.html", context)
 
 
+@dataclass
+class _Outcome:
+    """What ``apply_each`` did inside a form action: refusals are held back, so that a form
+    whose every row was refused can be shown again with them instead of a changelist."""
+
+    refused: list[tuple[str, int]] = field(default_factory=list)
+    done: int = 0
+
+
+_OUTCOME: contextvars.ContextVar[_Outcome | None] = contextvars.ContextVar(
+    "admin_form_action_outcome", default=None
+)
+
+
 def form_action(
     form_class: type[forms.BaseForm],
     title: str,
@@ -90,7 +105,12 @@ def form_action(
     """An admin action that first asks for ``form_class`` on an intermediate page titled
     ``title``; once that page is submitted valid, the method runs with the bound form as its
     fourth argument (``action(self, request, queryset, form)``). ``permissions`` as in
-    ``admin.action`` (each needs a ``has_<name>_permission`` on the admin)."""
+    ``admin.action`` (each needs a ``has_<name>_permission`` on the admin).
+
+    When the service refuses every selected row (``apply_each``: a parameter over its limit, a
+    misspelt one), the page is shown again with the refusals above the form and the values as
+    they were typed; when some rows were refused and others done, the refusals are messages on
+    the changelist beside what was done."""
 
     def decorate(method):
         @admin.action(description=description, permissions=permissions)
@@ -100,7 +120,22 @@ def form_action(
             form = form_class(request.POST if "apply" in request.POST else None)
             if not form.is_valid():
                 return _action_page(modeladmin, request, queryset, form, method.__name__, title)
-            return method(modeladmin, request, queryset, form)
+            outcome = _Outcome()
+            token = _OUTCOME.set(outcome)
+            try:
+                response = method(modeladmin, request, queryset, form)
+            except ServiceError as exc:  # an action that calls a service itself
+                outcome.refused.append((str(exc), messages.ERROR))
+                response = None
+            finally:
+                _OUTCOME.reset(token)
+            if outcome.refused and not outcome.done:
+                for text, _ in outcome.refused:
+                    form.add_error(None, text)
+                return _action_page(modeladmin, request, queryset, form, method.__name__, title)
+            for text, level in outcome.refused:
+                modeladmin.message_user(request, text, level)
+            return response
 
         return action
 
@@ -118,12 +153,18 @@ def apply_each(
 ) -> None:
     """Call ``service(obj)`` for each object and say what happened to it: ``done(obj, result)``,
     or ``failed(obj, error)`` at ``level`` when the service refuses (the others still run)."""
+    outcome = _OUTCOME.get()
     for obj in objects:
         try:
             result = service(obj)
         except ServiceError as exc:
-            modeladmin.message_user(request, failed(obj, exc), level)
+            if outcome is not None:  # the form action decides where it is said
+                outcome.refused.append((failed(obj, exc), level))
+            else:
+                modeladmin.message_user(request, failed(obj, exc), level)
         else:
+            if outcome is not None:
+                outcome.done += 1
             modeladmin.message_user(request, done(obj, result))
 
 

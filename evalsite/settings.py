@@ -268,7 +268,11 @@ PASSWORD_RESET_WINDOW = envint("PASSWORD_RESET_WINDOW", 3600)
 
 # --- Celery ------------------------------------------------------------------------------------
 _broker_dir = VAR_DIR / "broker"
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "filesystem://"
+# The embedded broker names a host although it has none: kombu falls back to "localhost" for a
+# URL without one and logs "No hostname was supplied" on every connection (each --wait census).
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "filesystem://localhost//"
+if CELERY_BROKER_URL == "filesystem://":
+    CELERY_BROKER_URL = "filesystem://localhost//"
 if CELERY_BROKER_URL.startswith("filesystem://"):
     for sub in ("queue", "processed", "control"):
         (_broker_dir / sub).mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from .params import context_check, generation_params_check
 from .templates import template_name_check
 from .unique import atomic_named
 
-NAME_TAKEN = "a prompt set named {name!r} already exists (use replace to overwrite it)"
+NAME_TAKEN = "a prompt set named {name!r} already exists (set replace to rebuild it)"
 SET_HAS_ANSWERS = (
     "prompt set {name!r} already has answers and is read-only; import under a new name"
 )

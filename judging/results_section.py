@@ -87,10 +87,12 @@ def _audit_agreement(*, study: Study, run, audited: list[int]) -> agreement.Judg
     both have voted on one of them). No strength orders: a sample is too small to fit."""
     if not audited:
         return None
-    on_sample = Q(comparison_id__in=audited)
-    people, _ = results.study_vote_rows(study=study, voters="people", where=on_sample)
+    # The routing design's judge votes are this run's (``routing_design``), so its votes are
+    # those the study's read marks as the design's: no second read of the vote table.
+    on_sample = set(audited)
+    people, _ = results.study_vote_rows(study=study, voters="people", comparisons=on_sample)
     judge, _ = results.study_vote_rows(
-        study=study, voters="judge", where=on_sample & Q(judgment__run=run)
+        study=study, voters="judge", comparisons=on_sample, design_only=True
     )
     if not (people and judge):
         return None

@@ -9,7 +9,7 @@ answer in the same UPDATE that counts the vote: ``votes_wanted`` becomes the vot
 plus one when the next person is asked, or the votes so far when the comparison stops (it is
 then full, and the vote keeps the stored progress as any filling vote does). The vote records
 its comparison's cap, the chance it was asked and the chance the next one is; the fit weights
-it by 1 / (cap x asked) (``figures.vote_weight``, ``powered``), which keeps the strengths
+it by 1 / (cap x asked) (``study_votes.VoteRecord.weight``, ``powered``), which keeps the strengths
 unbiased whatever the stopping did (``ranking.adaptive``'s docstring says why).
 """
 

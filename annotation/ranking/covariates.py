@@ -25,6 +25,7 @@ import numpy as np
 from scipy.stats import norm
 
 from .sandwich import LogisticRows, cluster_logit, sum_to_zero
+from .sentences import Note, sentence
 
 FEATURES = ("length", "headers", "lists", "bold")
 FEATURE_LABELS = {
@@ -37,12 +38,14 @@ _HEADER = re.compile(r"^\s{0,3}#{1,6}\s+\S", re.MULTILINE)
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+・]|\d+[.)．）])\s+\S", re.MULTILINE)
 _BOLD = re.compile(r"\*\*[^*\n]+?\*\*|__[^_\n]+?__")
 
-NOTE_STYLE_FAILED = (
+NOTE_STYLE_FAILED = sentence(
     "The style-controlled fit could not be made: it needs votes on two questions or more, and "
     "no model (with its answers' style) may win or lose everything."
 )
-NOTE_STYLE_CONSTANT = "No {feature} difference between any two answers: left out of the fit."
-NOTE_STYLE_CONFOUNDED = (
+NOTE_STYLE_CONSTANT = sentence(
+    "No {feature} difference between any two answers: left out of the fit."
+)
+NOTE_STYLE_CONFOUNDED = sentence(
     "The {feature} differences follow the models and the features before it exactly (they "
     "tell the fit nothing new): left out of the fit."
 )
@@ -171,11 +174,11 @@ def style_control(
     for f in range(len(FEATURES)):
         label = FEATURE_LABELS[FEATURES[f]]
         if sd[f] == 0:
-            notes.append(NOTE_STYLE_CONSTANT.format(feature=label))
+            notes.append(Note(NOTE_STYLE_CONSTANT, feature=label))
             continue
         chosen = [*range(base), *(base + g for g in (*kept, f))]
         if np.linalg.matrix_rank(gram[np.ix_(chosen, chosen)], hermitian=True) < len(chosen):
-            notes.append(NOTE_STYLE_CONFOUNDED.format(feature=label))
+            notes.append(Note(NOTE_STYLE_CONFOUNDED, feature=label))
             continue
         kept.append(f)
     columns = diffs[row][:, kept] / sd[kept]

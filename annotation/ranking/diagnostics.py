@@ -7,21 +7,23 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
-NOTE_NO_VOTES = "There are no votes: every model is shown at the mean (1000)."
-NOTE_MODEL_UNSEEN = "{name} has no votes: it is shown at the mean with no information."
-NOTE_NEVER_LOST = (
+from .sentences import Note, sentence
+
+NOTE_NO_VOTES = sentence("There are no votes: every model is shown at the mean (1000).")
+NOTE_MODEL_UNSEEN = sentence("{name} has no votes: it is shown at the mean with no information.")
+NOTE_NEVER_LOST = sentence(
     "{names} never lost a vote to the other models {they} met: {pronoun} lead is held finite "
     "only by the regularisation (alpha={alpha:g}); read it as a lower bound."
 )
-NOTE_NEVER_WON = (
+NOTE_NEVER_WON = sentence(
     "{names} never won or tied a vote against the other models {they} met: {pronoun} gap is "
     "held finite only by the regularisation (alpha={alpha:g}); read it as an upper bound."
 )
-NOTE_DISCONNECTED = (
+NOTE_DISCONNECTED = sentence(
     "The models fall into {n} groups with no votes between them ({groups}): strengths in "
     "different groups are not comparable (only the regularisation relates them)."
 )
-NOTE_UNMET_PAIRS = (
+NOTE_UNMET_PAIRS = sentence(
     "{n} of {total} model pairs never met: their win probabilities are inferred through common "
     "opponents."
 )
@@ -43,7 +45,7 @@ def graph_notes(
     notes = []
     played = games.sum(axis=1) > 0
     for i in np.flatnonzero(~played):
-        notes.append(NOTE_MODEL_UNSEEN.format(name=names[i]))
+        notes.append(Note(NOTE_MODEL_UNSEEN, name=names[i]))
     n_weak, weak = connected_components(csr_matrix(games > 0), directed=False)
     groups = [
         [names[i] for i in np.flatnonzero(weak == c)]
@@ -52,8 +54,10 @@ def graph_notes(
     ]
     if len(groups) > 1:
         notes.append(
-            NOTE_DISCONNECTED.format(
-                n=len(groups), groups="; ".join("{" + _join(g) + "}" for g in groups)
+            Note(
+                NOTE_DISCONNECTED,
+                n=len(groups),
+                groups="; ".join("{" + _join(g) + "}" for g in groups),
             )
         )
     # Within a connected group, a set of models that never ceded score to the rest (or never
@@ -76,13 +80,13 @@ def graph_notes(
                 else {"they": "they", "pronoun": "their"}
             )
             if label not in has_in:
-                notes.append(NOTE_NEVER_LOST.format(**words))
+                notes.append(Note(NOTE_NEVER_LOST, **words))
             if label not in has_out:
-                notes.append(NOTE_NEVER_WON.format(**words))
+                notes.append(Note(NOTE_NEVER_WON, **words))
     met = games[np.triu_indices(k, 1)] > 0
     in_same = (weak[:, None] == weak[None, :])[np.triu_indices(k, 1)]
     both_played = (played[:, None] & played[None, :])[np.triu_indices(k, 1)]
     unmet = int((~met & in_same & both_played).sum())
     if unmet:
-        notes.append(NOTE_UNMET_PAIRS.format(n=unmet, total=int(met.size)))
+        notes.append(Note(NOTE_UNMET_PAIRS, n=unmet, total=int(met.size)))
     return notes

@@ -42,6 +42,7 @@ from .intervals import (
 )
 from .robustness import Robustness, top_robustness
 from .sandwich import covariances, embed, embed_diagonal
+from .sentences import Note, sentence
 from .solvers import FALLBACK_ALPHA, fit_totals
 from .summaries import PairOrder, gap_intervals, gap_rank_ranges, pair_orders, rank_ranges
 
@@ -61,15 +62,15 @@ POSITION_NEEDS_BT = "the position-advantage fit is available for bradley_terry o
 POSITION_NEEDS_COUNTS = "position=True needs counts aggregated with first_shown"
 MODELS_MISMATCH = "models names {n_names} models but the counts hold {n_models}"
 
-NOTE_DAVIDSON_NO_TIES = "There are no ties: the Davidson fit reduces to Bradley-Terry."
-NOTE_NO_POSITION = (
+NOTE_DAVIDSON_NO_TIES = sentence("There are no ties: the Davidson fit reduces to Bradley-Terry.")
+NOTE_NO_POSITION = sentence(
     "No vote records which answer was shown first: the position advantage was not estimated."
 )
-NOTE_REGULARISED = (
+NOTE_REGULARISED = sentence(
     "These votes have no maximum-likelihood estimate, so the fit adds the fallback "
     "regularisation (alpha={alpha:g}), which pulls strengths towards the mean."
 )
-NOTE_BOOTSTRAP_REGULARISED = (
+NOTE_BOOTSTRAP_REGULARISED = sentence(
     "{n} of {rounds} bootstrap resamples had no maximum-likelihood estimate and were fitted "
     "with the fallback regularisation (alpha={alpha:g})."
 )
@@ -252,7 +253,7 @@ def rank(
     if position and not use_position:
         notes.append(NOTE_NO_POSITION)
     if fitting and alpha is None and used_alpha > 0:
-        notes.append(NOTE_REGULARISED.format(alpha=used_alpha))
+        notes.append(Note(NOTE_REGULARISED, alpha=used_alpha))
 
     theta = np.zeros(k)
     extra: float | None = {"position": 0.0, "davidson": 1.0}.get(fit_kind)
@@ -278,8 +279,11 @@ def rank(
         samples, n_regularised = booted.samples, booted.regularised
         if n_regularised and alpha is None:
             notes.append(
-                NOTE_BOOTSTRAP_REGULARISED.format(
-                    n=n_regularised, rounds=bootstrap, alpha=FALLBACK_ALPHA
+                Note(
+                    NOTE_BOOTSTRAP_REGULARISED,
+                    n=n_regularised,
+                    rounds=bootstrap,
+                    alpha=FALLBACK_ALPHA,
                 )
             )
 

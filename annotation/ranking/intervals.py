@@ -16,20 +16,23 @@ import numpy as np
 
 from .counts import Counts, submatrix
 from .existence import mle_exists_each
+from .sentences import Note, sentence
 from .solvers import FALLBACK_ALPHA, fit_totals
 
 DEFAULT_BOOTSTRAP = 1000
 RESAMPLE = ("question", "vote")
 
-NOTE_NO_QUESTIONS = (
+NOTE_NO_QUESTIONS = sentence(
     "The votes carry no question ids, so the bootstrap resamples single votes instead of questions."
 )
-NOTE_ONE_QUESTION = (
+NOTE_ONE_QUESTION = sentence(
     "All votes are on one question, so the bootstrap resamples single votes instead of questions."
 )
-NOTE_FEW_QUESTIONS = "Only {n} questions: intervals from resampling so few questions are rough."
-NOTE_NO_BOOTSTRAP = "No bootstrap was run: ci_low and ci_high equal the strength."
-NOTE_WEIGHTED_VOTES = (
+NOTE_FEW_QUESTIONS = sentence(
+    "Only {n} questions: intervals from resampling so few questions are rough."
+)
+NOTE_NO_BOOTSTRAP = sentence("No bootstrap was run: ci_low and ci_high equal the strength.")
+NOTE_WEIGHTED_VOTES = sentence(
     "The votes carry sampling weights, so the bootstrap resamples whole questions (their "
     "weights with them) instead of single votes: drawing votes with the average weight would "
     "leave out how much the weights vary."
@@ -49,7 +52,7 @@ def resampling(counts: Counts, bootstrap: int, resample: str) -> tuple[str, list
             notes.append(NOTE_ONE_QUESTION)
             effective = "vote"
         elif counts.n_questions < 20:
-            notes.append(NOTE_FEW_QUESTIONS.format(n=counts.n_questions))
+            notes.append(Note(NOTE_FEW_QUESTIONS, n=counts.n_questions))
     weighted_votes = bootstrap and counts.n_votes and effective == "vote" and counts.weighted
     if weighted_votes and counts.clustered and counts.n_questions >= 2:
         notes.append(NOTE_WEIGHTED_VOTES)

@@ -21,9 +21,12 @@ from scipy.special import expit
 
 from .counts import OUTCOME_A, OUTCOME_TIE, POS_A_FIRST, POS_B_FIRST
 from .existence import mle_exists
+from .sentences import sentence
 from .solvers import FALLBACK_ALPHA, fit_totals, objective
 
-METHOD = "greedy: remove the vote whose influence narrows the leader's lead fastest, refit, repeat"
+METHOD = sentence(
+    "greedy: remove the vote whose influence narrows the leader's lead fastest, refit, repeat"
+)
 DEFAULT_LIMIT = 2000
 # A refit of a tie (4 - 4) puts the two strengths equal up to the solver's rounding, which may
 # fall either way (it did with scipy 1.17): a lead smaller than this is a tie, not a new top.

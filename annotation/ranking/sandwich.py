@@ -22,12 +22,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from .counts import Counts, positioned_scores, submatrix, swap, wins_ties
+from .sentences import sentence
 from .solvers import objective
 
-NOTE_SANDWICH_NEEDS_MLE = (
+NOTE_SANDWICH_NEEDS_MLE = sentence(
     "No sandwich intervals: they need the maximum-likelihood fit, which these votes do not have."
 )
-NOTE_SANDWICH_ONE_QUESTION = "No sandwich intervals: they need votes on two questions or more."
+NOTE_SANDWICH_ONE_QUESTION = sentence(
+    "No sandwich intervals: they need votes on two questions or more."
+)
 SEPARATED = 25.0
 
 

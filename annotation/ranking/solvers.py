@@ -25,6 +25,7 @@ from scipy.optimize import minimize
 from scipy.special import expit, log_expit
 
 from .counts import positioned_scores, swap, wins_ties
+from .sentences import Note, sentence
 
 # The regularisation used when the maximum-likelihood estimate does not exist (a model that never
 # lost or never won, groups that never met): the project's earlier default for every fit. Any
@@ -33,7 +34,7 @@ from .counts import positioned_scores, swap, wins_ties
 # by a few Elo and keeps undefeated ones within a few hundred.
 FALLBACK_ALPHA = 0.01
 DEFAULT_ALPHA = FALLBACK_ALPHA  # the name older callers use
-NOTE_CHOIX_FALLBACK = (
+NOTE_CHOIX_FALLBACK = sentence(
     "choix did not converge ({error}); the same regularised fit was solved by Newton's method."
 )
 
@@ -230,7 +231,7 @@ def _fit_bt_choix(scores: np.ndarray, alpha: float) -> tuple[np.ndarray, str | N
             raise ValueError("non-finite strengths")
     except (RuntimeError, ValueError, FloatingPointError) as exc:
         theta = fit_bt_newton(scores[None], alpha)[0]
-        return theta, NOTE_CHOIX_FALLBACK.format(error=exc)
+        return theta, Note(NOTE_CHOIX_FALLBACK, error=exc)
     return _centred(theta), None
 
 

@@ -8,15 +8,17 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm
 
-SETTLED = (
+from .sentences import Note, sentence, whole
+
+SETTLED = sentence(
     "{upper} ranks above {lower}: the gap of {gap:.0f} Elo ({low:.0f} to {high:.0f}) leaves out "
     "zero at {level}%."
 )
-NOT_SETTLED = (
+NOT_SETTLED = sentence(
     "{upper} and {lower} are not separated at {level}%: the gap of {gap:.0f} Elo ({low:.0f} to "
     "{high:.0f}) takes in zero."
 )
-NO_INTERVAL = (
+NO_INTERVAL = sentence(
     "{upper} is ahead of {lower} by {gap:.0f} Elo; with no intervals, whether that order is "
     "settled is not known."
 )
@@ -114,11 +116,11 @@ def pair_orders(
         words = {"upper": names[u], "lower": names[v], "gap": gap, "level": level}
         if low is None or high is None:
             orders.append(
-                PairOrder(names[u], names[v], gap, None, None, None, NO_INTERVAL.format(**words))
+                PairOrder(names[u], names[v], gap, None, None, None, Note(NO_INTERVAL, **words))
             )
             continue
         settled = low > 0 or high < 0
         template = SETTLED if settled else NOT_SETTLED
-        sentence = template.format(**words, low=low, high=high)
-        orders.append(PairOrder(names[u], names[v], gap, low, high, settled, sentence))
+        said = Note(template, **words, low=whole(low), high=whole(high))
+        orders.append(PairOrder(names[u], names[v], gap, low, high, settled, said))
     return orders

@@ -10,7 +10,7 @@ import json
 import pytest
 from django.core.management import call_command
 
-from annotation import exchange, results, studies
+from annotation import exchange, results_export, studies
 from annotation.exports import PROVENANCE_COLUMNS
 from annotation.models import Comparison, IdentityFlag, Vote
 from evalsite.errors import ServiceError
@@ -139,7 +139,7 @@ def test_battles_carry_turn_and_every_turn_and_round_trip(make_study, annotator,
     study = make_study(models=2, questions=2, turns=2, k=1)
     _vote_all(logged_in(annotator), study, "left")
 
-    text = results.export(study=study, fmt="battles")[0]
+    text = results_export.export(study=study, fmt="battles")[0]
     lines = [json.loads(line) for line in text.splitlines()]
     assert len(lines) == 2 and all(line["turn"] == 2 for line in lines)
     built = study.built
@@ -156,7 +156,7 @@ def test_battles_carry_turn_and_every_turn_and_round_trip(make_study, annotator,
             ]
             replies = [t["content"] for t in line[f"conversation_{side}"][1::2]]
             assert replies == [built.turn_texts[(run, position, t)] for t in (1, 2)]
-    votes = list(csv.DictReader(io.StringIO(results.export(study=study, fmt="votes")[0])))
+    votes = list(csv.DictReader(io.StringIO(results_export.export(study=study, fmt="votes")[0])))
     assert [row["turn"] for row in votes] == ["2", "2"]
 
     # Into a new study: its questions have both turns, its runs every reply.
@@ -168,7 +168,10 @@ def test_battles_carry_turn_and_every_turn_and_round_trip(make_study, annotator,
     runs = copy.study_runs.values("run_id")
     assert Answer.objects.filter(run__in=runs).count() == 2 * 2 * 2
     assert all(c.answer_a.turn == 2 for c in Comparison.objects.filter(study=copy))
-    again = [json.loads(line) for line in results.export(study=copy, fmt="battles")[0].splitlines()]
+    again = [
+        json.loads(line)
+        for line in results_export.export(study=copy, fmt="battles")[0].splitlines()
+    ]
     keep = ("model_a", "model_b", "winner", "turn", "conversation_a", "conversation_b")
     assert sorted([{k: x[k] for k in keep} for x in again], key=json.dumps) == sorted(
         [{k: x[k] for k in keep} for x in lines], key=json.dumps
@@ -183,7 +186,7 @@ def test_a_turn_that_does_not_match_the_question_is_refused_naming_the_line(make
     # (tests/annotation/test_turn_votes.py); a turn beyond the question's is refused.
     study = make_study(models=2, questions=2, turns=2, k=1)
     _vote_all(logged_in(annotator), study)
-    lines = results.export(study=study, fmt="battles")[0].splitlines()
+    lines = results_export.export(study=study, fmt="battles")[0].splitlines()
     wrong = json.loads(lines[1])
     wrong["turn"] = 3
 
@@ -215,13 +218,15 @@ def test_provenance_is_in_the_exports_only_when_asked_for(make_study, annotator,
     _provenance(study)
     _vote_all(logged_in(annotator), study)
 
-    plain = list(csv.DictReader(io.StringIO(results.export(study=study, fmt="votes")[0])))
+    plain = list(csv.DictReader(io.StringIO(results_export.export(study=study, fmt="votes")[0])))
     assert not set(PROVENANCE_COLUMNS) & set(plain[0])
-    battles_plain = results.export(study=study, fmt="battles")[0]
+    battles_plain = results_export.export(study=study, fmt="battles")[0]
     assert "provenance" not in battles_plain and "stop_reason" not in battles_plain
 
     rows = list(
-        csv.DictReader(io.StringIO(results.export(study=study, fmt="votes", provenance=True)[0]))
+        csv.DictReader(
+            io.StringIO(results_export.export(study=study, fmt="votes", provenance=True)[0])
+        )
     )
     first_model = study.built.models[0].name
     for row in rows:
@@ -239,7 +244,7 @@ def test_provenance_is_in_the_exports_only_when_asked_for(make_study, annotator,
             "29",
         )
         assert row["a_template"].startswith("line_sft v")
-    for line in results.export(study=study, fmt="battles", provenance=True)[0].splitlines():
+    for line in results_export.export(study=study, fmt="battles", provenance=True)[0].splitlines():
         record = json.loads(line)
         for side in ("a", "b"):
             made = record[f"provenance_{side}"]

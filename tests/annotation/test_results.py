@@ -12,7 +12,7 @@ import pytest
 from django.core.cache import cache
 from django.core.management import CommandError, call_command
 
-from annotation import exchange, plots, results
+from annotation import exchange, plots, results, results_export
 from annotation.battles import rakuda_tournament_to_battles, write_battles
 from annotation.models import Assignment, Comparison, Study, Vote
 
@@ -65,7 +65,7 @@ def test_exports_agree_with_counts_made_by_hand(client, annotator, other_annotat
     assert Vote.objects.filter(comparison__study=study).count() == 3 * 6 * 2
     expected = _hand_counts(study)
 
-    body = json.loads(results.export(study=study, fmt="json")[0])
+    body = json.loads(results_export.export(study=study, fmt="json")[0])
     assert body["study"] == study.name
     assert len(body["pairs"]) == 3
     for pair in body["pairs"]:
@@ -97,7 +97,7 @@ def test_exports_agree_with_counts_made_by_hand(client, annotator, other_annotat
         assert model["ci_low"] <= model["strength"] <= model["ci_high"]
     assert sum(m["strength"] for m in body["models"]) / 3 == pytest.approx(1000, abs=1e-6)
 
-    table = list(csv.DictReader(io.StringIO(results.export(study=study, fmt="csv")[0])))
+    table = list(csv.DictReader(io.StringIO(results_export.export(study=study, fmt="csv")[0])))
     for row in table:
         hand = expected[(row["model_a"], row["model_b"])]
         assert (int(row["wins"]), int(row["ties"]), int(row["losses"])) == (
@@ -106,7 +106,7 @@ def test_exports_agree_with_counts_made_by_hand(client, annotator, other_annotat
             hand["losses"],
         )
 
-    markdown = results.export(study=study, fmt="md")[0]
+    markdown = results_export.export(study=study, fmt="md")[0]
     for (a, b), hand in expected.items():
         games = sum(hand.values())
         pcts = [round(100 * hand[k] / games) for k in ("wins", "ties", "losses")]
@@ -116,7 +116,7 @@ def test_exports_agree_with_counts_made_by_hand(client, annotator, other_annotat
         assert all(abs(int(c) - p) <= 1 for c, p in zip(cells, pcts, strict=True)), line
         assert sum(int(c) for c in cells) == 100
 
-    raw = list(csv.DictReader(io.StringIO(results.export(study=study, fmt="votes")[0])))
+    raw = list(csv.DictReader(io.StringIO(results_export.export(study=study, fmt="votes")[0])))
     assert len(raw) == 36
     assert {r["annotator_id"] for r in raw} == {str(annotator.pk), str(other_annotator.pk)}
     assert all(float(r["seconds"]) >= 0 and r["shown"] in ("left", "tie", "right") for r in raw)
@@ -126,7 +126,7 @@ def test_exports_agree_with_counts_made_by_hand(client, annotator, other_annotat
 def test_the_command_writes_each_format(tmp_path, client, annotator, make_study):
     study = make_study(models=2, questions=3, k=1)
     _vote_until_done(client, annotator, study, lambda i: "left")
-    for fmt in results.EXPORT_FORMATS:
+    for fmt in results_export.EXPORT_FORMATS:
         out = tmp_path / f"out.{fmt}"
         call_command("export_results", study.name, "--format", fmt, "--out", str(out))
         assert out.read_text(encoding="utf-8").strip(), fmt
@@ -148,14 +148,14 @@ def _oriented(pairs: list[dict]) -> dict:
 def test_battles_round_trip_into_a_new_study(tmp_path, client, annotator, make_study):
     study = make_study(models=3, questions=4, k=1)
     _vote_until_done(client, annotator, study, lambda i: ["left", "tie", "right"][i % 3])
-    original = json.loads(results.export(study=study, fmt="json")[0])
+    original = json.loads(results_export.export(study=study, fmt="json")[0])
     path = tmp_path / "battles.jsonl"
-    path.write_text(results.export(study=study, fmt="battles")[0], encoding="utf-8")
+    path.write_text(results_export.export(study=study, fmt="battles")[0], encoding="utf-8")
 
     call_command("import_votes", str(path), "--study", "copy")
     copy = Study.objects.get(name="copy")
     assert Vote.objects.filter(comparison__study=copy, imported=True).count() == 12
-    again = json.loads(results.export(study=copy, fmt="json")[0])
+    again = json.loads(results_export.export(study=copy, fmt="json")[0])
     assert _oriented(again["pairs"]) == _oriented(original["pairs"])
     assert sorted((m["name"], m["wins"], m["ties"]) for m in again["models"]) == sorted(
         (m["name"], m["wins"], m["ties"]) for m in original["models"]
@@ -277,13 +277,13 @@ def test_the_results_page_and_the_chart_it_embeds_share_one_fit(
 
     assert client.get(f"/studies/{study.pk}/results/?method=davidson").status_code == 200
 
-    fitted = cache.get(key)
+    fitted = cache.get(key).main
     assert (fitted.method, fitted.n_votes, fitted.bootstrap) == ("davidson", 12, 1000)
     # Mark the cached fit: a chart drawn from it, not from a fit of its own, carries the mark.
     marked = dataclasses.replace(
         fitted, models=[dataclasses.replace(m, name=f"cached {m.name}") for m in fitted.models]
     )
-    cache.set(key, marked)
+    cache.set(key, results.StudyFit(main=marked))
     svg = client.get(f"/studies/{study.pk}/results/strength.svg?method=davidson")
     assert svg.content == plots.strength_chart(marked, fmt="svg", title=study.name)
 
@@ -292,7 +292,7 @@ def test_the_results_page_and_the_chart_it_embeds_share_one_fit(
     fresh_key = results.fit_cache_key(study=study, options=options)
     assert fresh_key != key and cache.get(fresh_key) is None
     svg = client.get(f"/studies/{study.pk}/results/strength.svg?method=davidson")
-    refitted = cache.get(fresh_key)
+    refitted = cache.get(fresh_key).main
     assert refitted.n_votes == 11
     assert svg.content == plots.strength_chart(refitted, fmt="svg", title=study.name)
 
@@ -358,7 +358,7 @@ def test_two_studies_over_the_same_models_are_compared(
             f"/api/assignments/{token}/vote/", {"choice": choice}, content_type="application/json"
         )
     path = tmp_path / "judge.jsonl"
-    path.write_text(results.export(study=human, fmt="battles")[0], encoding="utf-8")
+    path.write_text(results_export.export(study=human, fmt="battles")[0], encoding="utf-8")
     call_command("import_votes", str(path), "--study", "judge copy")
     judge = Study.objects.get(name="judge copy")
 

@@ -9,7 +9,7 @@ import pytest
 from django.contrib.auth.models import Group
 from django.core.management import call_command
 
-from annotation import gold, quality, results
+from annotation import gold, quality, results, results_export
 from annotation.models import AnnotatorExclusion, Assignment, Comparison, Study, Vote
 from tests.conftest import logged_in
 
@@ -56,7 +56,7 @@ def test_both_kinds_of_tie_are_stored_counted_and_reported_per_pair(make_study, 
     found = results.study_results(study=study, bootstrap=0)
     (pair,) = found.pairs
     assert (pair.ties, pair.ties_bothbad, pair.games) == (3, 2, 4)
-    data = results.results_json(found)
+    data = results_export.results_json(found)
     assert data["pairs"][0]["ties"] == 3 and data["pairs"][0]["ties_bothbad"] == 2
     page = logged_in_staff_page(study)
     assert "of the ties: both bad" in page
@@ -88,7 +88,7 @@ def test_tie_bothbad_round_trips_through_the_battle_export_and_import(
     study = make_study(models=3, questions=2, k=1)
     pattern = ["tie_bothbad", "tie", "left", "right", "tie_bothbad", "tie"]
     _vote_all(logged_in(annotator), study, lambda i: pattern[i])
-    text = results.export(study=study, fmt="battles")[0]
+    text = results_export.export(study=study, fmt="battles")[0]
     winners = sorted(json.loads(line)["winner"] for line in text.splitlines())
     assert winners.count("tie (bothbad)") == 2 and winners.count("tie") == 2
 
@@ -99,7 +99,7 @@ def test_tie_bothbad_round_trips_through_the_battle_export_and_import(
     imported = Vote.objects.filter(comparison__study=copy)
     assert imported.filter(outcome="tie", tie_kind="bothbad").count() == 2
     assert imported.filter(outcome="tie", tie_kind="bothgood").count() == 2
-    again = results.export(study=copy, fmt="battles")[0]
+    again = results_export.export(study=copy, fmt="battles")[0]
     ties = [json.loads(line)["winner"] for line in again.splitlines()]
     assert (ties.count("tie (bothbad)"), ties.count("tie")) == (2, 2)
 

@@ -12,7 +12,7 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
-from annotation import exchange, results
+from annotation import exchange, results, results_export
 from annotation.models import Comparison, Study, Vote
 from tests.conftest import logged_in
 
@@ -46,7 +46,7 @@ def two_turns(make_study, annotator):
     """A two-turn study (2 models x 2 questions, K = 1), voted on in the app, and its battles."""
     study = make_study(models=2, questions=2, turns=2, k=1)
     _vote_all(logged_in(annotator), study)
-    lines = results.export(study=study, fmt="battles")[0].splitlines()
+    lines = results_export.export(study=study, fmt="battles")[0].splitlines()
     assert len(lines) == 2 and all(json.loads(x)["turn"] == 2 for x in lines)
     return study, lines
 
@@ -80,16 +80,18 @@ def test_turn_one_judgments_are_imported_and_kept_by_turn(two_turns, client, sta
     assert page.status_code == 200 and 'name="turn" min="1" value="1"' in page.content.decode()
 
     # The exports write each vote's own turn, and a turn-1 battle holds the first turn only.
-    rows = list(csv.DictReader(io.StringIO(results.export(study=study, fmt="votes", turn=1)[0])))
+    rows = list(
+        csv.DictReader(io.StringIO(results_export.export(study=study, fmt="votes", turn=1)[0]))
+    )
     assert [row["turn"] for row in rows] == ["1", "1"]
-    battles = results.export(study=study, fmt="battles", turn=1)[0].splitlines()
+    battles = results_export.export(study=study, fmt="battles", turn=1)[0].splitlines()
     first_turns = {q.turns[0] for q in study.prompt_set.questions.all()}
     for line in battles:
         record = json.loads(line)
         assert record["turn"] == 1
         assert [t["role"] for t in record["conversation_a"]] == ["user", "assistant"]
         assert record["conversation_a"][0]["content"] in first_turns
-    whole_rows = results.export(study=study, fmt="votes")[0].strip().splitlines()
+    whole_rows = results_export.export(study=study, fmt="votes")[0].strip().splitlines()
     assert len(whole_rows) == 1 + 3
 
 

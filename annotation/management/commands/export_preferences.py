@@ -3,6 +3,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.preferences import preferences_export
+from evalsite.cli import check_out
 from evalsite.errors import ServiceError
 
 
@@ -26,6 +27,7 @@ class Command(BaseCommand):
         parser.add_argument("--name", default="", help="name of the preference data set")
 
     def handle(self, *args, study: str, out: Path | None, model: str, name: str, **options):
+        check_out(out)  # before the data set is stored: a bad path changes nothing
         try:
             dataset = preferences_export(study=study, model=model or None, name=name, out=out)
         except ServiceError as exc:

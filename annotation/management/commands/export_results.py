@@ -2,8 +2,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation import ranking, results
+from annotation import ranking, results, results_export
 from annotation.models import Study
+from evalsite.cli import check_out, write_out
 
 
 class Command(BaseCommand):
@@ -16,7 +17,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("study", help="study name")
-        parser.add_argument("--format", required=True, choices=results.EXPORT_FORMATS)
+        parser.add_argument("--format", required=True, choices=results_export.EXPORT_FORMATS)
         parser.add_argument("--out", type=Path, help="write here instead of standard output")
         parser.add_argument(
             "--method", choices=ranking.METHODS, default="bradley_terry", help="the model fitted"
@@ -65,6 +66,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, study: str, format: str, out: Path | None, **options):
+        check_out(out)
         found = Study.objects.filter(name=study).first()
         if found is None:
             raise CommandError(f"no study named {study!r}")
@@ -83,7 +85,7 @@ class Command(BaseCommand):
             "turn": options["turn"],
         }
         try:
-            text, _, _ = results.export(
+            text, _, _ = results_export.export(
                 study=found, fmt=format, provenance=options["provenance"], **fit
             )
         except ValueError as exc:
@@ -91,5 +93,5 @@ class Command(BaseCommand):
         if out is None:
             self.stdout.write(text, ending="")
             return
-        out.write_text(text, encoding="utf-8")
+        write_out(out, text)
         self.stderr.write(f"wrote {out} ({len(text.encode())} bytes)")

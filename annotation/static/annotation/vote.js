@@ -62,6 +62,28 @@
     target.innerHTML = html || "";
   }
 
+  // An answer with no text would be a blank card: say that it is empty instead.
+  function setAnswer(target, html, text) {
+    if (text && text.trim()) {
+      setHtml(target, html);
+      return;
+    }
+    target.textContent = "";
+    var empty = document.createElement("p");
+    empty.className = "empty-answer hint";
+    empty.textContent = root.dataset.msgEmptyAnswer;
+    target.appendChild(empty);
+  }
+
+  // Skips leave the total (the pair goes to someone else): the count beside it says why.
+  function countSkip() {
+    var shown = byId("progress-skipped");
+    var n = Number(shown.dataset.skipped || 0) + 1;
+    shown.dataset.skipped = String(n);
+    shown.textContent = "(" + root.dataset.msgSkippedCount.replace("{n}", String(n)) + ")";
+    shown.hidden = false;
+  }
+
   // The earlier turns of a multi-turn question, each from the page's <template>: the user turn
   // and both replies, rendered by the server (*_html fields only).
   function setHistory(history) {
@@ -73,8 +95,8 @@
       var exchange = template.content.firstElementChild.cloneNode(true);
       exchange.querySelector(".turn-number").textContent = String(index + 1);
       setHtml(exchange.querySelector(".exchange-question"), turn.question_html);
-      setHtml(exchange.querySelector(".exchange-left"), turn.left_html);
-      setHtml(exchange.querySelector(".exchange-right"), turn.right_html);
+      setAnswer(exchange.querySelector(".exchange-left"), turn.left_html, turn.left);
+      setAnswer(exchange.querySelector(".exchange-right"), turn.right_html, turn.right);
       box.appendChild(exchange);
     });
     var multi = history.length > 0;
@@ -132,8 +154,8 @@
     token = data.token;
     setHistory(data.history);
     setHtml(byId("question"), data.question_html);
-    setHtml(byId("answer-left"), data.left_html);
-    setHtml(byId("answer-right"), data.right_html);
+    setAnswer(byId("answer-left"), data.left_html, data.left);
+    setAnswer(byId("answer-right"), data.right_html, data.right);
     setHtml(byId("diff-left"), data.left_diff);
     setHtml(byId("diff-right"), data.right_diff);
     setDiff(showDiff.checked);
@@ -151,10 +173,10 @@
   }
 
   function skip(reason) {
-    send(skipUrl, { reason: reason }, root.dataset.msgSkipped);
+    send(skipUrl, { reason: reason }, root.dataset.msgSkipped, countSkip);
   }
 
-  function send(url, body, saved) {
+  function send(url, body, saved, then) {
     if (busy || !token) {
       return;
     }
@@ -180,6 +202,9 @@
         }
         return response.json().then(function (data) {
           if (response.ok) {
+            if (then) {
+              then();
+            }
             setProgress(data.progress);
             say(saved);
             token = null;

@@ -1,5 +1,9 @@
+from evalsite.errors import ServiceError
 from generation.management.imports import FileImportCommand
-from generation.registry import prompt_set_import
+from generation.registry import NAME_TAKEN, prompt_set_import
+
+# The service's refusal names the admin's and the API's field; a command user has a flag.
+NAME_TAKEN_FLAG = "a prompt set named {name!r} already exists (give --replace to rebuild it)"
 
 
 class Command(FileImportCommand):
@@ -20,13 +24,18 @@ class Command(FileImportCommand):
         )
 
     def import_file(self, data: bytes, filename: str, opts: dict):
-        return prompt_set_import(
-            name=opts["name"],
-            data=data,
-            filename=filename,
-            replace=opts["replace"],
-            description=opts["description"],
-        )
+        try:
+            return prompt_set_import(
+                name=opts["name"],
+                data=data,
+                filename=filename,
+                replace=opts["replace"],
+                description=opts["description"],
+            )
+        except ServiceError as exc:
+            if str(exc) == NAME_TAKEN.format(name=opts["name"]):
+                raise ServiceError(NAME_TAKEN_FLAG.format(name=opts["name"])) from None
+            raise
 
     def report(self, prompt_set) -> None:
         count = prompt_set.questions.count()
