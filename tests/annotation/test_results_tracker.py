@@ -193,6 +193,17 @@ def test_the_results_page_logs_what_it_shows(tracked, tmp_path, client, staff_us
     assert "davidson" in tensorboard_texts(folder)["params"]
 
 
+def test_the_button_speaks_japanese(tracked, client, staff_user, voted_study):
+    client.force_login(staff_user)
+    page = f"/studies/{voted_study.pk}/results/"
+    shown = client.get(page, headers={"accept-language": "ja"}).content.decode()
+    assert "実験トラッカーが設定されていません" in shown
+    tracked.EXPERIMENT_TRACKER = "tensorboard"
+    shown = client.get(page, headers={"accept-language": "ja"}).content.decode()
+    assert "実験トラッカー" in shown and "tensorboard に記録" in shown
+    assert "Log to" not in shown
+
+
 def test_the_button_refuses_bad_options_and_staff_without_the_permission(
     tracked, tmp_path, client, bare_staff, staff_user, voted_study
 ):
