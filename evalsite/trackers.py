@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 NONE, TENSORBOARD, WANDB, MLFLOW = "none", "tensorboard", "wandb", "mlflow"
@@ -80,7 +80,7 @@ class Tracker:
         """The same locations with another tracker (``kind`` None or "": this one)."""
         if not kind or kind == self.kind:
             return self
-        return Tracker(**{**self.__dict__, "kind": kind})
+        return replace(self, kind=kind)
 
 
 def tracker_from(settings, kind: str | None = None) -> Tracker:
@@ -156,7 +156,7 @@ def training_report(tracker: Tracker, *, run_name: str, tags: Mapping[str, str])
         env["WANDB_PROJECT"] = tracker.wandb_project
         env["WANDB_MODE"] = tracker.wandb_mode
         env["WANDB_TAGS"] = ",".join(_tag_text(f"{k}:{v}") for k, v in tags.items())
-        env["WANDB_RUN_GROUP"] = _tag_text(tags.get("app", "evalsite"))
+        env["WANDB_JOB_TYPE"] = "finetune"
         # A worker's log is no place for W&B's banner or a copy of its console.
         env["WANDB_SILENT"] = "true"
         env["WANDB_CONSOLE"] = "off"
@@ -356,7 +356,6 @@ def _wandb(tracker: Tracker, report: Report) -> Logged:
         dir=tracker.wandb_dir or None,
         name=report.name,
         tags=[_tag_text(f"{k}:{v}") for k, v in report.tags.items()],
-        group=_tag_text(report.tags.get("app", "evalsite")),
         job_type="results",
         config=dict(report.params),
         settings=wandb.Settings(silent=True, console="off"),
