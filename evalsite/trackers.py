@@ -155,7 +155,10 @@ def training_report(tracker: Tracker, *, run_name: str, tags: Mapping[str, str])
     elif tracker.kind == WANDB:
         env["WANDB_PROJECT"] = tracker.wandb_project
         env["WANDB_MODE"] = tracker.wandb_mode
-        env["WANDB_TAGS"] = ",".join(_tag_text(f"{k}:{v}") for k, v in tags.items())
+        # W&B reads the variable as a comma-separated list: a comma inside a tag would split it.
+        env["WANDB_TAGS"] = ",".join(
+            _tag_text(f"{k}:{v}".replace(",", " ")) for k, v in tags.items()
+        )
         env["WANDB_JOB_TYPE"] = "finetune"
         # A worker's log is no place for W&B's banner or a copy of its console.
         env["WANDB_SILENT"] = "true"
