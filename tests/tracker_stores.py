@@ -91,8 +91,16 @@ def wandb_records(run_file: Path) -> list:
 
 def wandb_offline_run(root: Path) -> tuple[object, list[dict]]:
     """(the run record, history rows) of the one offline run under ``root``/wandb."""
+    from tests.conftest import wait_for
+
     runs = sorted((root / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1, runs
+
+    def kinds() -> list[str]:
+        return [r.WhichOneof("record_type") for r in wandb_records(runs[0])]
+
+    # W&B's own process writes the file; its last record ("exit") closes the run.
+    wait_for(lambda: "exit" in kinds(), timeout=120, message=f"{runs[0]}: {kinds()}")
     records = wandb_records(runs[0])
     run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
     history = []
