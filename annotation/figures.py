@@ -142,7 +142,7 @@ def figures_json(
     categories: dict[str, ranking.Ranking],
     weighted_votes: int,
 ) -> dict:
-    """The new figures' part of the JSON export (merged into ``results.results_json``)."""
+    """The new figures' part of the JSON export (merged into ``results_export.results_json``)."""
     out: dict = {
         "options": {
             "method": options["method"],

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import staff_views, views
+from . import staff_views, tracker_views, views
 
 app_name = "annotation"
 urlpatterns = [
@@ -27,5 +27,10 @@ urlpatterns = [
         "studies/<int:study_id>/results/download/<str:fmt>/",
         views.results_download,
         name="results-download",
+    ),
+    path(
+        "studies/<int:study_id>/results/tracker/",
+        tracker_views.results_tracker,
+        name="results-tracker",
     ),
 ]

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import leaderboard_views
+from . import leaderboard_views, tracker_views
 
 app_name = "benchmarks"
 urlpatterns = [
@@ -10,6 +10,11 @@ urlpatterns = [
         "staff/leaderboard/export/",
         leaderboard_views.leaderboard_export,
         name="leaderboard-export",
+    ),
+    path(
+        "staff/leaderboard/tracker/",
+        tracker_views.leaderboard_tracker,
+        name="leaderboard-tracker",
     ),
     path("api/leaderboard/", leaderboard_views.LeaderboardApi.as_view(), name="leaderboard-api"),
 ]

@@ -389,6 +389,28 @@ IDENTITY_WORDS = envlist(
     "CyberAgent,ELYZA,Stability,StableLM,Mistral,Qwen",
 )
 
+# --- Experiment trackers (evalsite/trackers.py, docs/training.md) ------------------------------
+# Where fine-tune runs report their loss (transformers' report_to) and where a study's or the
+# leaderboard's results are logged on request: none, tensorboard, wandb or mlflow. The location
+# variables keep the libraries' own names, so a worker's environment means the same to both.
+EXPERIMENT_TRACKER = os.environ.get("EXPERIMENT_TRACKER", "none").strip().lower() or "none"
+if EXPERIMENT_TRACKER not in ("none", "tensorboard", "wandb", "mlflow"):
+    raise RuntimeError(
+        f"EXPERIMENT_TRACKER is {EXPERIMENT_TRACKER!r}; use none, tensorboard, wandb or mlflow"
+    )
+# TensorBoard: one folder per run under this one (`tensorboard --logdir` it).
+TENSORBOARD_LOG_DIR = Path(os.environ.get("TENSORBOARD_LOG_DIR", VAR_DIR / "tensorboard"))
+# MLflow: a tracking server (http://...) or a file store (a folder, the default).
+MLFLOW_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI") or (VAR_DIR / "mlruns").as_uri()
+MLFLOW_EXPERIMENT_NAME = os.environ.get("MLFLOW_EXPERIMENT_NAME", "evalsite")
+# Weights & Biases: offline (the default) keeps runs under WANDB_DIR/wandb until `wandb sync`.
+WANDB_PROJECT = os.environ.get("WANDB_PROJECT", "evalsite")
+WANDB_ENTITY = os.environ.get("WANDB_ENTITY", "")
+WANDB_MODE = os.environ.get("WANDB_MODE", "offline")
+if WANDB_MODE not in ("offline", "online", "disabled"):
+    raise RuntimeError(f"WANDB_MODE is {WANDB_MODE!r}; use offline, online or disabled")
+WANDB_DIR = Path(os.environ.get("WANDB_DIR", VAR_DIR))
+
 # --- Production --------------------------------------------------------------------------------
 if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -98,6 +98,7 @@ class FineTuneRunAdmin(ExtraPages, RunAdmin):
                 "fields": [
                     "model_name",
                     "result_model",
+                    "report_to",
                     "output_path",
                     "checkpoint",
                     "resumed_from_step",

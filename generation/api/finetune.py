@@ -14,6 +14,7 @@ from rest_framework.exceptions import ValidationError
 from evalsite.exports import file_name
 from evalsite.query import whole_number
 from evalsite.runs.api import RUN_STATE_FIELDS, RunViewSet
+from evalsite.trackers import TRACKERS
 
 from ..engine.params import FINETUNE, Param
 from ..models import (
@@ -45,6 +46,13 @@ class FineTuneRunInputSerializer(serializers.Serializer):
         allow_null=True,
         default=None,
         help_text="method dpo: the preference data set to train on (instead of data sets)",
+    )
+    report_to = serializers.ChoiceField(
+        choices=TRACKERS,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="experiment tracker the loss also goes to (blank: the site's setting)",
     )
 
     def validate(self, data):
@@ -79,6 +87,7 @@ class FineTuneRunSerializer(serializers.ModelSerializer):
             "method",
             "model_name",
             *FINETUNE_FIELDS,
+            "report_to",
             "status",
             "step",
             "total_steps",
@@ -166,6 +175,7 @@ class FineTuneRunViewSet(RunViewSet):
             method=data.pop("method"),
             model_name=data.pop("model_name"),
             preferences=data.pop("preferences"),
+            report_to=data.pop("report_to"),
             params=data,
             user=user,
         )

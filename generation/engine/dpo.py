@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from evalsite.trackers import NO_REPORT, TrainingReport, training_session
+
 from . import render
 from .examples import IGNORE_INDEX, Example, encode_example, split_examples
 from .train import (
@@ -221,6 +223,7 @@ def train_dpo(
     on_begin: Callable[[TrainStart], None] | None = None,
     on_save: Callable[[str, int], None] | None = None,
     callbacks: Sequence[Any] = (),
+    report: TrainingReport = NO_REPORT,
 ) -> DpoResult:
     """DPO-tune ``model_path`` on ``pairs`` (``config.dpo_beta``; LoRA unless ``method`` is
     ``full``). ``config.eval_fraction`` of the pairs (seeded) is held out: the DPO loss is
@@ -250,7 +253,7 @@ def train_dpo(
         output_dir=os.fspath(checkpoint_dir),
         beta=config.dpo_beta,
         max_length=config.max_length,
-        **trainer_arguments(config, evaluate=bool(eval_rows)),
+        **trainer_arguments(config, evaluate=bool(eval_rows), report=report),
     )
     bridge = make_callback(
         on_log=on_log,
@@ -260,16 +263,17 @@ def train_dpo(
         counts=(len(train_rows), len(eval_rows), skipped),
         targets=targets,
     )
-    trainer = _trainer_class()(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[bridge, *callbacks],
-    )
-    outcome = fit_and_save(trainer, bridge, checkpoint_dir, output_dir, resume=resume)
+    with training_session(report):
+        trainer = _trainer_class()(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(train_rows),
+            eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=[bridge, *callbacks],
+        )
+        outcome = fit_and_save(trainer, bridge, checkpoint_dir, output_dir, resume=resume)
     margin_after = None if bridge.stopped else mean(logprob_margins(trainer.model, eval_rows))
     result = DpoResult(**outcome, margin_before=margin_before, margin_after=margin_after)
     del trainer, model

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any
 
+from evalsite.trackers import NO_REPORT, TrainingReport, training_session
+
 from .examples import AnswerOnlyCollator, Example, encode_example, split_examples
 from .params import FINETUNE, Param
 from .render import Template
@@ -231,9 +233,12 @@ def _distributed_any(flag: bool) -> bool:
     return bool(tensor.item())
 
 
-def trainer_arguments(config: TrainConfig, *, evaluate: bool) -> dict:
+def trainer_arguments(
+    config: TrainConfig, *, evaluate: bool, report: TrainingReport = NO_REPORT
+) -> dict:
     """The Trainer arguments a run's settings give, shared by SFT (TrainingArguments) and DPO
-    (TRL's DPOConfig, a subclass): batch, schedule, seed, logging every step, checkpoints."""
+    (TRL's DPOConfig, a subclass): batch, schedule, seed, logging every step, checkpoints, and
+    the experiment tracker the loss also goes to (``evalsite.trackers.training_report``)."""
     import torch
 
     return {
@@ -259,7 +264,8 @@ def trainer_arguments(config: TrainConfig, *, evaluate: bool) -> dict:
         "activation_checkpointing": config.gradient_checkpointing,
         "dataloader_pin_memory": torch.cuda.is_available(),
         "include_num_input_tokens_seen": "non_padding",
-        "report_to": "none",
+        "report_to": list(report.report_to),
+        "run_name": report.run_name,
         "disable_tqdm": True,
     }
 
@@ -344,6 +350,7 @@ def train(
     on_begin: Callable[[TrainStart], None] | None = None,
     on_save: Callable[[str, int], None] | None = None,
     callbacks: Sequence[Any] = (),
+    report: TrainingReport = NO_REPORT,
 ) -> TrainResult:
     """Fine-tune ``model_path`` on ``examples`` rendered with prompt template ``template``.
 
@@ -356,7 +363,8 @@ def train(
     Callbacks (all optional, called on the main process only): ``on_begin(TrainStart)`` once
     the step count is known; ``on_log(entries)`` after each step and each held-out evaluation;
     ``should_stop()`` after each step: true stops training there after saving a checkpoint;
-    ``on_save(path, step)`` after each checkpoint.
+    ``on_save(path, step)`` after each checkpoint. ``report``: the experiment tracker the loss
+    also goes to, through transformers' own integration (``evalsite.trackers``).
     """
     import torch
     from transformers import Trainer, TrainingArguments, set_seed
@@ -383,7 +391,7 @@ def train(
     args = TrainingArguments(
         output_dir=os.fspath(checkpoint_dir),
         remove_unused_columns=False,
-        **trainer_arguments(config, evaluate=bool(eval_rows)),
+        **trainer_arguments(config, evaluate=bool(eval_rows), report=report),
     )
     bridge = make_callback(
         on_log=on_log,
@@ -393,16 +401,18 @@ def train(
         counts=(len(train_rows), len(eval_rows), skipped),
         targets=targets,
     )
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=train_rows,
-        eval_dataset=eval_rows or None,
-        data_collator=AnswerOnlyCollator(pad_id),
-        processing_class=tokenizer,
-        callbacks=[bridge, *callbacks],
-    )
-    outcome = fit_and_save(trainer, bridge, checkpoint_dir, output_dir, resume=resume)
+    # The tracker's integration is made with the trainer and reads its settings then.
+    with training_session(report):
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=train_rows,
+            eval_dataset=eval_rows or None,
+            data_collator=AnswerOnlyCollator(pad_id),
+            processing_class=tokenizer,
+            callbacks=[bridge, *callbacks],
+        )
+        outcome = fit_and_save(trainer, bridge, checkpoint_dir, output_dir, resume=resume)
     seen = trainer.state.num_input_tokens_seen
     result = TrainResult(**outcome, train_tokens=int(seen - bridge.tokens_at_begin))
     del trainer, model

@@ -7,6 +7,7 @@ from django.db import models
 from django.db.models import Q
 
 from evalsite.runs.models import Run
+from evalsite.trackers import TRACKERS
 
 from ..engine.params import FINETUNE, Param
 from .language_models import LanguageModel
@@ -171,6 +172,13 @@ class FineTuneRun(Run, FineTuneHyperparameters):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="finetune_origin",
+    )
+    # The experiment tracker the loss also goes to (transformers' report_to, evalsite/trackers).
+    report_to = models.CharField(
+        max_length=12,
+        blank=True,
+        choices=[(name, name) for name in TRACKERS],
+        help_text="Experiment tracker for the loss (blank: the site's EXPERIMENT_TRACKER)",
     )
 
     class Meta(Run.Meta):

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from evalsite import trackers
 from evalsite.accounts.services import Action, audit_record
 from evalsite.errors import ServiceError
 from evalsite.runs import kinds, lifecycle
@@ -47,6 +48,11 @@ DATASET_TWICE = "data set {name!r} is listed twice"
 EMPTY_DATASET = "data set {name!r} has no rows"
 TOO_MANY_ROWS = "data set {name!r} has {count} rows; cannot sample {rows}"
 BAD_ROWS = "rows for {name!r} must be a positive number (or blank for all)"
+UNKNOWN_TRACKER = (
+    "unknown experiment tracker {value!r} for report_to; use one of: "
+    + ", ".join(trackers.TRACKERS)
+    + " (blank: the site's EXPERIMENT_TRACKER)"
+)
 
 
 def _qlora_problem() -> str | None:
@@ -73,6 +79,7 @@ def finetune_run_create(
     params: dict | None = None,
     model_name: str = "",
     preferences: PreferenceDataset | None = None,
+    report_to: str = "",
     user=None,
     enqueue: bool = True,
 ) -> FineTuneRun:
@@ -81,13 +88,16 @@ def finetune_run_create(
     ``datasets`` pairs each data set with the number of rows to sample from it (None: all).
     Unset hyper-parameters take the model fields' defaults; the learning rate defaults to
     ``FULL_LEARNING_RATE`` for full fine-tuning. Method ``dpo`` takes ``preferences`` (a
-    preference data set) instead of data sets.
+    preference data set) instead of data sets. ``report_to``: the experiment tracker its loss
+    also goes to (``evalsite.trackers.TRACKERS``); blank: the site's ``EXPERIMENT_TRACKER``.
     """
     from ..engine.examples import held_out_count
     from ..engine.train import steps_for
 
     if method not in FineTuneRun.Method.values:
         raise ServiceError(UNKNOWN_METHOD.format(method=method))
+    if report_to and report_to not in trackers.TRACKERS:
+        raise ServiceError(UNKNOWN_TRACKER.format(value=report_to))
     if method == FineTuneRun.Method.QLORA and (problem := _qlora_problem()):
         raise ServiceError(problem)
     if base_model.is_endpoint:
@@ -134,6 +144,7 @@ def finetune_run_create(
             model_name=model_name,
             preferences=preferences,
             template=template,
+            report_to=report_to,
             created_by=user if getattr(user, "pk", None) else None,
             **values,
         )
@@ -156,6 +167,7 @@ def finetune_run_create(
             datasets=[{"name": d.name, "rows": rows} for d, rows in datasets],
             preferences=preferences.name if preferences else None,
             hyperparameters=values,
+            report_to=report_to or None,
         )
         if enqueue:
             lifecycle.enqueue(run)
@@ -267,6 +279,7 @@ def _finetune_inputs(run: FineTuneRun) -> dict:
         "output_dir": root / ("adapter" if run.is_lora else "model"),
         "revision": base.revision or None,
         "trust_remote_code": base.trust_remote_code,
+        "report": finetune_run_report(run),
     }
 
 
@@ -295,6 +308,24 @@ def _template_recorded(run: FineTuneRun, mine) -> None:
     if run.template is None:  # queued before runs recorded their template
         run.template = template_for(run.base_model)
         mine.update(template=run.template)
+
+
+def finetune_run_report(run: FineTuneRun) -> trackers.TrainingReport:
+    """Where the run's loss goes besides its log: its own ``report_to``, else the site's
+    ``EXPERIMENT_TRACKER``; the tracker's run is named and tagged with the run's id."""
+    tracker = trackers.tracker_from(settings, run.report_to or None)
+    name = f"finetune-run-{run.pk}"
+    tags = {
+        "app": "evalsite",
+        "app_run": name,
+        "finetune_run": str(run.pk),
+        "base_model": run.base_model.name,
+        "method": run.method,
+    }
+    try:
+        return trackers.training_report(tracker, run_name=name, tags=tags)
+    except ValueError as exc:  # its library is not installed on this worker
+        raise ServiceError(str(exc)) from None
 
 
 def _finetune(run_id: int, worker: str, on_progress: ProgressFn | None) -> None:

@@ -1,10 +1,14 @@
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation import ranking, results, results_export
+from annotation import ranking, results, results_export, tracking
 from annotation.models import Study
+from evalsite import trackers
 from evalsite.cli import check_out, write_out
+
+NEEDS_FORMAT = "the following arguments are required: --format (or --to-tracker)"
 
 
 class Command(BaseCommand):
@@ -12,12 +16,13 @@ class Command(BaseCommand):
         "Export a study's results: csv (win/tie/loss per model pair), json (pairs and "
         "strengths with intervals, and the options used), md (both tables, ready to paste), "
         "battles (FastChat battle JSONL), votes (raw votes CSV), strengths (strength table "
-        "CSV). The fit options are the results page's."
+        "CSV). The fit options are the results page's. --to-tracker also (or instead) logs the "
+        "strengths with their intervals and win/tie/loss to the experiment tracker."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("study", help="study name")
-        parser.add_argument("--format", required=True, choices=results_export.EXPORT_FORMATS)
+        parser.add_argument("--format", choices=results_export.EXPORT_FORMATS)
         parser.add_argument("--out", type=Path, help="write here instead of standard output")
         parser.add_argument(
             "--method", choices=ranking.METHODS, default="bradley_terry", help="the model fitted"
@@ -65,7 +70,24 @@ class Command(BaseCommand):
             "stop reason, truncated, token counts, model revision)",
         )
 
-    def handle(self, *args, study: str, format: str, out: Path | None, **options):
+        parser.add_argument(
+            "--to-tracker",
+            action="store_true",
+            help="log the strengths (with intervals) and win/tie/loss to the experiment tracker "
+            "(EXPERIMENT_TRACKER, or --tracker), as one run tagged with the study",
+        )
+        parser.add_argument(
+            "--tracker",
+            choices=[t for t in trackers.TRACKERS if t != trackers.NONE],
+            help="with --to-tracker: this tracker instead of EXPERIMENT_TRACKER (the same "
+            "locations: TENSORBOARD_LOG_DIR, MLFLOW_TRACKING_URI, WANDB_PROJECT / WANDB_MODE)",
+        )
+
+    def handle(self, *args, study: str, format: str | None, out: Path | None, **options):
+        if format is None and not options["to_tracker"]:
+            raise CommandError(NEEDS_FORMAT)
+        if options["tracker"] and not options["to_tracker"]:
+            raise CommandError("--tracker chooses where --to-tracker logs: add --to-tracker")
         check_out(out)
         found = Study.objects.filter(name=study).first()
         if found is None:
@@ -84,6 +106,15 @@ class Command(BaseCommand):
             "voters": options["voters"],
             "turn": options["turn"],
         }
+        if options["to_tracker"]:
+            tracker = trackers.tracker_from(settings, options["tracker"])
+            try:
+                logged = tracking.study_results_log(study=found, tracker=tracker, **fit)
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
+            self.stderr.write(f"logged to {logged.tracker} as run {logged.run} ({logged.where})")
+            if format is None:
+                return
         try:
             text, _, _ = results_export.export(
                 study=found, fmt=format, provenance=options["provenance"], **fit

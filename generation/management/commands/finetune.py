@@ -7,6 +7,7 @@ from tqdm import tqdm
 
 from evalsite.errors import ServiceError
 from evalsite.runs.commands import RunCommand
+from evalsite.trackers import TRACKERS
 from generation.engine.params import FINETUNE, Param
 from generation.importers import ImportFormatError
 from generation.lineage import lineage_text, model_lineage
@@ -81,6 +82,12 @@ class Command(RunCommand):
             help="--method dpo: export this study's votes as pairs now and train on them",
         )
         parser.add_argument("--model-name", default="", help="name of the resulting model")
+        parser.add_argument(
+            "--report-to",
+            default="",
+            choices=TRACKERS,
+            help="experiment tracker the loss also goes to (default: EXPERIMENT_TRACKER)",
+        )
         # One option per hyper-parameter; unset ones take the run model's defaults.
         for param in FINETUNE:
             if param.kind is bool:
@@ -171,6 +178,7 @@ class Command(RunCommand):
                     params=params,
                     model_name=opts["model_name"],
                     preferences=preferences,
+                    report_to=opts["report_to"],
                     enqueue=enqueue,
                 )
         except (ServiceError, ImportFormatError) as exc:
