@@ -91,6 +91,10 @@ _AI_SELF = re.compile(
     r"(?:AI|人工知能)(?:言語モデル|アシスタント|チャットボット)|開発され|訓練され|学習され|"
     r"\b(?:developed|trained|created) by\b"
 )
+# What a developed-by clause made, right after it, when that is an AI (the answer's own kind).
+_MADE_AN_AI = re.compile(
+    r"\s*(?:AI|人工知能|(?:大規模)?言語モデル|チャットボット|(?:AI)?アシスタント)(?:です|であり|で[、,])"
+)
 # 私は「X」です: the introduced name, to compare with the question.
 _INTRODUCED = re.compile(
     rf"^{_I_JA}(?:の名前)?は[「『\s]*(?P<name>.+?)[」』\s]*(?:です|と申します|といいます|と言います)$"
@@ -205,7 +209,9 @@ def find_identity_spans(
     for kind, rule, pattern in _PATTERNS:
         for match in pattern.finditer(text):
             span = Span(*match.span(), kind, match.group())
-            if _self_span_kept(span, rule, named=named, asked=asked, role_play=role_play):
+            if _self_span_kept(
+                span, rule, named=named, asked=asked, role_play=role_play, after=text[span.end :]
+            ):
                 found.setdefault(match.span(), span)
     return sorted(found.values(), key=lambda s: (s.start, s.end))
 
@@ -223,12 +229,13 @@ def _speaks_of_itself(text: str, start: int, end: int) -> bool:
 
 
 def _self_span_kept(
-    span: Span, rule: str, *, named: list[Span], asked: str, role_play: bool
+    span: Span, rule: str, *, named: list[Span], asked: str, role_play: bool, after: str = ""
 ) -> bool:
     if rule == _AI or any(span.start <= t.start and t.end <= span.end for t in named):
         return True
     if rule == _MADE:
-        return bool(_SELF_MARK.search(span.text))
+        # 私は…によって開発された, or what was made is an AI: Acme社によって開発されたAIです.
+        return bool(_SELF_MARK.search(span.text) or _MADE_AN_AI.match(after))
     # 私はXです naming neither an AI nor a model term: only a Latin name counts (私はVicunaです,
     # not 私は、憲法改正に賛成です), and not one the question gave or asked the model to play.
     introduced = _INTRODUCED.match(span.text)

@@ -378,6 +378,7 @@ SPECTACULAR_SETTINGS = {
         "StudyStatusEnum": "annotation.models.Study.Status",
         "SweepStatusEnum": "sweeps.models.Sweep.Status",
         "SweepCellStatusEnum": "sweeps.models.SweepCell.Status",
+        "EngineEnum": "generation.models.runs.GeneratesWithEngine.Engine",
     },
 }
 

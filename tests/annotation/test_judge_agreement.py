@@ -263,10 +263,20 @@ def test_compare_studies_reads_people_against_the_judge_as_the_agreement_does(bo
 def test_a_judge_file_imported_again_still_leaves_k_alone(both, tmp_path, external_data):
     study, _ = both
     before = dict(Comparison.objects.filter(study=study).values_list("pk", "vote_count"))
+    # The same file again adds nothing (imports are idempotent) ...
     judged = tmp_path / "again.jsonl"
     judged.write_text(
         write_battles(rakuda_tournament_to_battles(external_data / TOURNAMENT)), encoding="utf-8"
     )
     call_command("import_votes", str(judged), "--study", STUDY, "--voters", "judge")
+    assert Vote.objects.filter(comparison__study=study, voter="judge").count() == 800
+    # ... and a second judge's verdicts on the same comparisons are new votes, none of them
+    # counted toward K.
+    second = tmp_path / "second-judge.jsonl"
+    second.write_text(
+        write_battles(rakuda_tournament_to_battles(external_data / TOURNAMENT, judge="judge-2")),
+        encoding="utf-8",
+    )
+    call_command("import_votes", str(second), "--study", STUDY, "--voters", "judge")
     assert dict(Comparison.objects.filter(study=study).values_list("pk", "vote_count")) == before
     assert Vote.objects.filter(comparison__study=study, voter="judge").count() == 1600

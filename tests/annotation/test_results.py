@@ -160,9 +160,9 @@ def test_battles_round_trip_into_a_new_study(tmp_path, client, annotator, make_s
     assert sorted((m["name"], m["wins"], m["ties"]) for m in again["models"]) == sorted(
         (m["name"], m["wins"], m["ties"]) for m in original["models"]
     )
-    # Importing the same file into the existing study adds the votes again, as imported.
+    # Importing the same file into the existing study again adds nothing: imports are idempotent.
     call_command("import_votes", str(path), "--study", "copy")
-    assert Vote.objects.filter(comparison__study=copy).count() == 24
+    assert Vote.objects.filter(comparison__study=copy).count() == 12
 
 
 def test_a_bad_vote_file_names_the_line_and_changes_nothing(tmp_path, make_study):
