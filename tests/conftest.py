@@ -358,6 +358,11 @@ def _worker_env(model_storage: Path, **extra_env) -> dict[str, str]:
         "OPENBLAS_NUM_THREADS": "1",
         # torch's default of one thread per core is far slower on a small shared machine.
         "OMP_NUM_THREADS": "1",
+        # Runs a worker makes (a sweep's) are one piece, as the test process's are.
+        "RUN_SHARDS_DEFAULT": "1",
+        # The database is emptied between tests, and content types come back with new ids;
+        # a worker that outlives a test (the shared one) must not keep the old ones.
+        "CELERY_FRESH_CONTENT_TYPES": "1",
         **{k: str(v) for k, v in extra_env.items()},
     }
 
