@@ -3,6 +3,8 @@
 from django.conf import settings
 from django.db import migrations, models
 
+from annotation.migration_triggers import around
+
 # Adaptive K sets a comparison's target (votes_wanted) in the same UPDATE that counts the vote
 # (loop/votes.py), and that vote keeps the stored progress itself (as a filling vote does), so
 # the target trigger of 0012 leaves such updates alone: it fires only when votes_wanted changes
@@ -57,51 +59,61 @@ class Migration(migrations.Migration):
             _replace({"postgresql": _POSTGRES_TARGET, "sqlite": _SQLITE_TARGET}),
             _replace({"postgresql": _POSTGRES_TARGET_BEFORE, "sqlite": _SQLITE_TARGET_BEFORE}),
         ),
-        migrations.AddField(
-            model_name="vote",
-            name="asked",
-            field=models.FloatField(blank=True, editable=False, null=True),
-        ),
-        migrations.AddField(
-            model_name="vote",
-            name="cap",
-            field=models.PositiveSmallIntegerField(blank=True, editable=False, null=True),
-        ),
-        migrations.AddField(
-            model_name="vote",
-            name="next_asked",
-            field=models.FloatField(blank=True, editable=False, null=True),
-        ),
-        migrations.AlterField(
-            model_name="study",
-            name="sampling",
-            field=models.CharField(
-                choices=[("uniform", "Uniform"), ("active", "Active"), ("adaptive", "Adaptive")],
-                default="uniform",
-                help_text="Active: after one vote each, prefer comparisons whose pair is least settled. Adaptive K: one person at a time; a comparison stops once its votes agree with the judge, and close pairs get more than K people, clear ones fewer",
-                max_length=10,
-            ),
-        ),
-        migrations.AddConstraint(
-            model_name="vote",
-            constraint=models.CheckConstraint(
-                condition=models.Q(
-                    ("asked__isnull", True),
-                    models.Q(("asked__gt", 0), ("asked__lte", 1), ("cap__gte", 1)),
-                    _connector="OR",
+        *around(
+            [
+                migrations.AddField(
+                    model_name="vote",
+                    name="asked",
+                    field=models.FloatField(blank=True, editable=False, null=True),
                 ),
-                name="annotation_vote_adaptive_asked_valid",
-            ),
-        ),
-        migrations.RemoveConstraint(
-            model_name="study",
-            name="annotation_study_sampling_valid",
-        ),
-        migrations.AddConstraint(
-            model_name="study",
-            constraint=models.CheckConstraint(
-                condition=models.Q(("sampling__in", ["uniform", "active", "adaptive"])),
-                name="annotation_study_sampling_valid",
-            ),
+                migrations.AddField(
+                    model_name="vote",
+                    name="cap",
+                    field=models.PositiveSmallIntegerField(blank=True, editable=False, null=True),
+                ),
+                migrations.AddField(
+                    model_name="vote",
+                    name="next_asked",
+                    field=models.FloatField(blank=True, editable=False, null=True),
+                ),
+                migrations.AlterField(
+                    model_name="study",
+                    name="sampling",
+                    field=models.CharField(
+                        choices=[
+                            ("uniform", "Uniform"),
+                            ("active", "Active"),
+                            ("adaptive", "Adaptive"),
+                        ],
+                        default="uniform",
+                        help_text="Active: after one vote each, prefer comparisons whose pair is least settled. Adaptive K: one person at a time; a comparison stops once its votes agree with the judge, and close pairs get more than K people, clear ones fewer",
+                        max_length=10,
+                    ),
+                ),
+                migrations.AddConstraint(
+                    model_name="vote",
+                    constraint=models.CheckConstraint(
+                        condition=models.Q(
+                            ("asked__isnull", True),
+                            models.Q(("asked__gt", 0), ("asked__lte", 1), ("cap__gte", 1)),
+                            _connector="OR",
+                        ),
+                        name="annotation_vote_adaptive_asked_valid",
+                    ),
+                ),
+                migrations.RemoveConstraint(
+                    model_name="study",
+                    name="annotation_study_sampling_valid",
+                ),
+                migrations.AddConstraint(
+                    model_name="study",
+                    constraint=models.CheckConstraint(
+                        condition=models.Q(("sampling__in", ["uniform", "active", "adaptive"])),
+                        name="annotation_study_sampling_valid",
+                    ),
+                ),
+            ],
+            before=_SQLITE_TARGET,
+            after=_SQLITE_TARGET,
         ),
     ]

@@ -20,9 +20,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from evalsite.trackers import NO_REPORT, TrainingReport, training_session
+if TYPE_CHECKING:
+    from evalsite.trackers import TrainingReport
 
 from . import render
 from .examples import IGNORE_INDEX, Example, encode_example, split_examples
@@ -32,6 +33,7 @@ from .train import (
     LogEntry,
     TrainConfig,
     TrainStart,
+    _no_report,
     bf16_ok,
     fit_and_save,
     kept_rows,
@@ -223,7 +225,7 @@ def train_dpo(
     on_begin: Callable[[TrainStart], None] | None = None,
     on_save: Callable[[str, int], None] | None = None,
     callbacks: Sequence[Any] = (),
-    report: TrainingReport = NO_REPORT,
+    report: TrainingReport | None = None,
 ) -> DpoResult:
     """DPO-tune ``model_path`` on ``pairs`` (``config.dpo_beta``; LoRA unless ``method`` is
     ``full``). ``config.eval_fraction`` of the pairs (seeded) is held out: the DPO loss is
@@ -263,7 +265,9 @@ def train_dpo(
         counts=(len(train_rows), len(eval_rows), skipped),
         targets=targets,
     )
-    with training_session(report):
+    from evalsite.trackers import training_session  # lazily: evalsite's package loads Django
+
+    with training_session(report or _no_report()):
         trainer = _trainer_class()(
             model=model,
             args=args,

@@ -24,9 +24,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from evalsite.trackers import NO_REPORT, TrainingReport, training_session
+if TYPE_CHECKING:
+    from evalsite.trackers import TrainingReport
 
 from .examples import AnswerOnlyCollator, Example, encode_example, split_examples
 from .params import FINETUNE, Param
@@ -233,13 +234,23 @@ def _distributed_any(flag: bool) -> bool:
     return bool(tensor.item())
 
 
+def _no_report() -> TrainingReport:
+    """No tracker. (``evalsite.trackers`` is imported here, not with this module: the
+    ``evalsite`` package loads Celery and Django, and this engine stays free of them.)"""
+    from evalsite.trackers import NO_REPORT
+
+    return NO_REPORT
+
+
 def trainer_arguments(
-    config: TrainConfig, *, evaluate: bool, report: TrainingReport = NO_REPORT
+    config: TrainConfig, *, evaluate: bool, report: TrainingReport | None = None
 ) -> dict:
     """The Trainer arguments a run's settings give, shared by SFT (TrainingArguments) and DPO
     (TRL's DPOConfig, a subclass): batch, schedule, seed, logging every step, checkpoints, and
     the experiment tracker the loss also goes to (``evalsite.trackers.training_report``)."""
     import torch
+
+    report = report or _no_report()
 
     return {
         "per_device_train_batch_size": config.batch_size,
@@ -350,7 +361,7 @@ def train(
     on_begin: Callable[[TrainStart], None] | None = None,
     on_save: Callable[[str, int], None] | None = None,
     callbacks: Sequence[Any] = (),
-    report: TrainingReport = NO_REPORT,
+    report: TrainingReport | None = None,
 ) -> TrainResult:
     """Fine-tune ``model_path`` on ``examples`` rendered with prompt template ``template``.
 
@@ -402,7 +413,9 @@ def train(
         targets=targets,
     )
     # The tracker's integration is made with the trainer and reads its settings then.
-    with training_session(report):
+    from evalsite.trackers import training_session  # lazily: evalsite's package loads Django
+
+    with training_session(report or _no_report()):
         trainer = Trainer(
             model=model,
             args=args,

@@ -357,7 +357,8 @@ def test_answers_are_sent_as_text_for_the_page_to_escape(blinded_study, annotato
     script = Path(finders.find("annotation/vote.js")).read_text(encoding="utf-8")
     assigned = re.findall(r"innerHTML = ([^;]+);", script)
     assert assigned == ['html || ""'], assigned  # only setHtml, fed *_html / *_diff fields
-    assert re.findall(r"setHtml\(byId\(\"[a-z-]+\"\), data\.(\w+)\)", script) == [
+    # setAnswer is setHtml for an answer with text, and a text node saying it is empty else.
+    assert re.findall(r"set(?:Html|Answer)\(byId\(\"[a-z-]+\"\), data\.(\w+)", script) == [
         "question_html",
         "left_html",
         "right_html",
@@ -499,7 +500,7 @@ def test_multi_turn_pages_of_served_models_name_nothing(served_study, annotator)
 
 def test_the_page_inserts_only_rendered_fields_of_the_history_as_html():
     script = Path(finders.find("annotation/vote.js")).read_text(encoding="utf-8")
-    fed = re.findall(r"setHtml\([^,]+, (\w+)\.(\w+)\)", script)
+    fed = re.findall(r"set(?:Html|Answer)\([^,]+, (\w+)\.(\w+)", script)
     assert fed == [
         ("turn", "question_html"),
         ("turn", "left_html"),
