@@ -19,7 +19,7 @@ the demo's; each worker is warmed up first). It prints answers per second of eac
 average, and whether the two runs' greedy answers are identical.
 
     .venv/bin/python bench/generation.py [--model DIR] [--batch-size 16] [--threads 1]
-    .venv/bin/python bench/generation.py --sharded-only
+    .venv/bin/python bench/generation.py --sharded-only [--sharded-new-tokens 256]
 
 The endpoint line reads ``endpoint/in-worker batched tokens per second: concurrency 1 N.NNx,
 concurrency 8 N.NNx, greedy outputs agreeing: K/N``; the batched line reads
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -208,7 +209,8 @@ def _sharded_bench(model_dir: Path, args, scratch: str) -> None:
     model = language_model_register(
         name="tiny", name_or_path=Path(model_dir).name, prompt_format="line_sft"
     )
-    params = {"min_new_tokens": args.new_tokens, "max_new_tokens": args.new_tokens}
+    tokens = args.sharded_new_tokens
+    params = {"min_new_tokens": tokens, "max_new_tokens": tokens}
     workers = [
         _start_worker(f"bench-{i}@%h", env, args.threads, var_dir / f"worker-{i}.log")
         for i in range(2)
@@ -238,6 +240,14 @@ def _sharded_bench(model_dir: Path, args, scratch: str) -> None:
             taken = set(run.shards.values_list("worker", flat=True))
             if shards > 1 and len(taken) < shards:
                 print(f"(the {shards} shards of run {run.pk} were taken by {len(taken)} worker)")
+            run.refresh_from_db()
+            for shard in run.shards.order_by("index"):
+                # Where the time between the run's creation and its end went, shard by shard.
+                print(
+                    f"  shard {shard.index} ({shard.stop - shard.start} answers): claimed after "
+                    f"{(shard.started_at - run.created_at).total_seconds():.2f}s, ran "
+                    f"{(shard.finished_at - shard.started_at).total_seconds():.2f}s"
+                )
             return answers, seconds
 
         one, one_seconds = timed(1)
@@ -263,6 +273,12 @@ def _sharded_bench(model_dir: Path, args, scratch: str) -> None:
     )
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     print(f"load average (1, 5, 15 min): {load} on {os.cpu_count()} cores")
+    print(f"{len(texts)} answers of {tokens} new tokens each, batches of {args.batch_size}")
+    # Batches are the unit of work: one worker runs ceil(n / b) of them, the larger shard
+    # ceil(ceil(n / 2) / b); their ratio bounds R while a batch costs about the same full or not.
+    whole = math.ceil(len(texts) / args.batch_size)
+    half = math.ceil(math.ceil(len(texts) / 2) / args.batch_size)
+    print(f"batches one worker / largest shard (the ceiling of R at this size): {whole / half:.2f}")
     print(f"sharded over 2 workers / one worker, answers per second: {two_rate / one_rate:.2f}")
     same = sum(one.get(key) == text for key, text in two.items())
     identical = "yes" if same == len(one) == len(two) == len(texts) else "no"
@@ -276,6 +292,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads for both sides")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--prompts", type=int, default=100)
+    parser.add_argument(
+        "--sharded-new-tokens",
+        type=int,
+        default=256,
+        help="new tokens per answer in the sharded runs (an answer's usual length: at 64 the "
+        "tiny model's whole run takes about a second and the run's dispatch weighs in it)",
+    )
     parser.add_argument(
         "--no-endpoint", action="store_true", help="skip generation through transformers serve"
     )

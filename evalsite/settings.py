@@ -282,6 +282,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(_broker_dir / "processed"),
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
+        # kombu polls the folder once a second by default: a task waited up to a second before
+        # a worker saw it (each shard of a run, each step of a sweep). A tenth of a second costs
+        # a directory listing per worker ten times a second.
+        "polling_interval": float(os.environ.get("CELERY_POLLING_INTERVAL", "0.1")),
     }
 else:
     # Redis re-delivers an unacknowledged task after visibility_timeout; generation and
