@@ -124,18 +124,24 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _prompt_template_presets(request):
-    """Every test with the database sees the shipped prompt-template presets. Migration 0006
-    makes them, but a transactional test (one with a real worker) empties every table when it
-    ends, and models cannot be registered without their template."""
+    """Every test with the database sees what the migrations ship: the prompt-template presets
+    (generation 0006), the judge prompts (judging 0002) and the rewrite prompts (evolution 0002).
+    A transactional test (one with a real worker) empties every table when it ends, so without
+    this a test would pass or fail by which tests ran before it in its process. One query each
+    when nothing is missing."""
     wants_db = request.node.get_closest_marker("django_db") is not None or bool(
         {"db", "transactional_db"} & set(request.fixturenames)
     )
     if not wants_db:
         return
     request.getfixturevalue("_django_db_helper")  # the database access the test itself asked for
+    from evolution.prompts import evolution_presets_install
     from generation.templates import template_presets_install
+    from judging.prompts.versions import judge_presets_install
 
     template_presets_install()
+    judge_presets_install()
+    evolution_presets_install()
 
 
 @pytest.fixture

@@ -76,6 +76,8 @@ def wandb_records(run_file: Path) -> list:
             offset += left
             continue
         checksum, length, kind = struct.unpack("<IHB", data[offset : offset + 7])
+        if offset + 7 + length > len(data):
+            break  # the record W&B's own process is still writing: read what is complete
         chunk = data[offset + 7 : offset + 7 + length]
         offset += 7 + length
         if kind == 0 and length == 0:
@@ -93,14 +95,18 @@ def wandb_offline_run(root: Path) -> tuple[object, list[dict]]:
     """(the run record, history rows) of the one offline run under ``root``/wandb."""
     from tests.conftest import wait_for
 
-    runs = sorted((root / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert len(runs) == 1, runs
+    def found() -> list[Path]:
+        return sorted((root / "wandb").glob("offline-run-*/run-*.wandb"))
 
     def kinds() -> list[str]:
-        return [r.WhichOneof("record_type") for r in wandb_records(runs[0])]
+        runs = found()
+        return [r.WhichOneof("record_type") for r in wandb_records(runs[0])] if runs else []
 
-    # W&B's own process writes the file; its last record ("exit") closes the run.
-    wait_for(lambda: "exit" in kinds(), timeout=120, message=f"{runs[0]}: {kinds()}")
+    # W&B's own process writes the file, after wandb.finish() returned; its last record
+    # ("exit") closes the run. Until then the file may be missing or end in a partial record.
+    wait_for(lambda: "exit" in kinds(), timeout=120, message=f"{found()}: {kinds()}")
+    runs = found()
+    assert len(runs) == 1, runs
     records = wandb_records(runs[0])
     run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
     history = []
