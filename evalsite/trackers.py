@@ -207,6 +207,11 @@ def training_session(report: TrainingReport) -> Iterator[None]:
     report's environment; restored afterwards. A run the integration left open (W&B keeps its
     run to the end of the process, MLflow's stays active after a failure) is closed here, so
     the worker's next fine-tune starts a run of its own."""
+    if WANDB in report.report_to and "wandb" in sys.modules:
+        # W&B reads its variables once per process, when its session starts, and ignores later
+        # changes: a process that had already used W&B (a results export, an earlier run with
+        # other settings) would train online, asking for a login. A new session reads them.
+        sys.modules["wandb"].teardown()
     with environment(report.environment):
         failed = False
         try:

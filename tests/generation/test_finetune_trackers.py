@@ -152,6 +152,13 @@ def test_a_runs_loss_lands_in_mlflows_file_store(tracked, tiny, fixture_dataset)
 
 @pytest.mark.slow
 def test_a_runs_loss_lands_in_a_wandb_offline_run(tracked, tmp_path, tiny, fixture_dataset):
+    import wandb
+
+    # This process already has a W&B session, started before the run's variables were set (as
+    # a results export or an earlier run leaves one): W&B ignores variables set after its
+    # session starts, so the run would go online and ask for a login unless it starts anew.
+    assert "WANDB_MODE" not in os.environ
+    wandb.setup()
     run, losses = _train(tiny, fixture_dataset, report_to="wandb")
     logged, history = wandb_offline_run(tmp_path / "wandb-root")
     assert logged.display_name == f"finetune-run-{run.pk}"
@@ -161,6 +168,4 @@ def test_a_runs_loss_lands_in_a_wandb_offline_run(tracked, tmp_path, tiny, fixtu
     assert sorted(steps) == [1, 2, 3]
     for step, value in steps.items():
         assert value == pytest.approx(losses[step], rel=1e-5)
-    import wandb
-
     assert wandb.run is None  # finished after training: the worker's next run starts its own
