@@ -8,8 +8,10 @@ PY := $(VENV)/bin/python
 # pyproject.toml accepts it and pip keeps it.
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
-# Test processes (pytest-xdist): one per core of a small machine; 0 runs the suite in one process.
-TEST_WORKERS ?= 2
+# Test processes (pytest-xdist): 0 runs the suite in one process. Three on a 2-core machine: many
+# tests wait on a worker, a server or a browser they started, and a third process fills that
+# wait (measured side by side in docs/development.md).
+TEST_WORKERS ?= 3
 # `make test-quick`: everything but the slow families, and one test of each of those.
 QUICK_MARKS := (not slow and not broker and not browser) or quick
 

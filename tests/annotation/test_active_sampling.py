@@ -261,12 +261,14 @@ def simulated():
     }
 
 
+@pytest.mark.slow  # a large study or many simulated votes: the full suite runs it
 def test_active_sampling_narrows_the_interval_of_the_closest_pair(simulated):
     # 0.96 with these seeds: the targeting gains more than weighting by 1 / p gives back.
     ratio = np.median(simulated["active"][:, 1] / simulated["uniform"][:, 1])
     assert ratio < 1
 
 
+@pytest.mark.slow  # shares the simulated studies above
 def test_active_sampling_estimates_stay_unbiased(simulated):
     errors = simulated["active"][:, 0]
     assert abs(errors.mean()) < 2 * errors.std(ddof=1) / math.sqrt(errors.size)

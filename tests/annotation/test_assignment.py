@@ -40,6 +40,7 @@ def _vote(client: Client, token: str, choice: str, comment: str = ""):
     )
 
 
+@pytest.mark.slow  # a large study or many simulated votes: the full suite runs it
 def test_two_annotators_fill_a_300_comparison_study_evenly_and_blindly(
     make_study, annotator, other_annotator
 ):

@@ -105,6 +105,7 @@ def test_judge_votes_are_kept_apart_and_never_count_against_k(both, external_dat
     assert len(keys) == 3
 
 
+@pytest.mark.slow  # a large study or many simulated votes: the full suite runs it
 def test_agreement_figures_match_an_independent_computation(
     both, client, staff_user, external_data
 ):

@@ -89,7 +89,6 @@ def prompt_set():
     )
 
 
-@pytest.mark.quick  # `make test-quick` runs this one of its family
 def test_generate_wait_says_no_worker_consumes_gpu_then_a_worker_started_later_finishes_it(
     tmp_path, tiny_model_dir, prompt_set, celery_worker_factory
 ):
