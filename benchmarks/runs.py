@@ -17,7 +17,7 @@ from evalsite.accounts.services import Action, audit_record
 from evalsite.errors import ServiceError
 from evalsite.runs import kinds, lifecycle
 from evalsite.runs import shards as run_shards
-from evalsite.runs.kinds import DEFAULT, GPU, RunKind
+from evalsite.runs.kinds import DEFAULT, GPU, RunKind, lazy
 from generation.engine.params import Param
 from generation.models import LanguageModel
 from generation.params import params_check
@@ -169,29 +169,17 @@ def benchmark_run_execute(run_id: int) -> BenchmarkRun | None:
     return lifecycle.execute(BENCHMARK_RUN, run_id)
 
 
-def _work(run_id: int, worker: str) -> None:
-    from .execution import score_missing
-
-    score_missing(run_id, worker)
-
-
-def _work_shard(run_id: int, shard) -> bool:
-    from .execution import score_shard
-
-    return score_shard(run_id, shard)
-
-
 BENCHMARK_RUN = kinds.register(
     RunKind(
         model=BenchmarkRun,
         label="benchmark run",
-        work=_work,
+        work=lazy("benchmarks.execution.score_missing"),
         # Served models only receive requests: no GPU needed.
         queue=lambda run: DEFAULT if run.model.is_endpoint else GPU,
         unit="tasks",
         # Shards are ranges of the run's tasks, in run order.
         items=lambda run: len(run.tasks),
-        work_shard=_work_shard,
+        work_shard=lazy("benchmarks.execution.score_shard"),
         cancel_action=Action.BENCHMARK_RUN_CANCEL,
         retry_action=Action.BENCHMARK_RUN_RETRY,
         name="benchmark",

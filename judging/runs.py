@@ -18,7 +18,7 @@ from evalsite.accounts.services import Action, audit_record
 from evalsite.errors import ServiceError
 from evalsite.runs import kinds, lifecycle
 from evalsite.runs import shards as run_shards
-from evalsite.runs.kinds import DEFAULT, GPU, RunKind
+from evalsite.runs.kinds import DEFAULT, GPU, RunKind, lazy
 from generation.models import Answer, LanguageModel
 from generation.params import generation_params_check
 from generation.runs import decoding_snapshot, engine_checked, model_runnable
@@ -272,35 +272,17 @@ def judge_run_execute(run_id: int) -> JudgeRun | None:
     return lifecycle.execute(JUDGE_RUN, run_id)
 
 
-def _work(run_id: int, worker: str) -> None:
-    from .judge import judge_missing
-
-    judge_missing(run_id, worker)
-
-
-def _work_shard(run_id: int, shard) -> bool:
-    from .judge import judge_shard
-
-    return judge_shard(run_id, shard)
-
-
-def _items(run: JudgeRun) -> int:
-    from .judge import run_items
-
-    return run_items(run)
-
-
 JUDGE_RUN = kinds.register(
     RunKind(
         model=JudgeRun,
         label="judge run",
-        work=_work,
+        work=lazy("judging.judge.judge_missing"),
         # A served judge only sends requests: no GPU needed.
         queue=lambda run: DEFAULT if run.judge.is_endpoint else GPU,
         unit="verdicts",
         # Shards are ranges of comparisons (both orders) or of graded answers, by id.
-        items=_items,
-        work_shard=_work_shard,
+        items=lazy("judging.judge.run_items"),
+        work_shard=lazy("judging.judge.judge_shard"),
         cancel_action=Action.JUDGE_RUN_CANCEL,
         retry_action=Action.JUDGE_RUN_RETRY,
         name="judge",
