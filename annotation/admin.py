@@ -100,24 +100,27 @@ class StudyRunInline(admin.TabularInline):
         return False
 
 
+# What staff may change on a study, in the order the form shows it (name and title first).
+STUDY_SETTINGS = [
+    "votes_per_comparison",
+    "instructions",
+    "pool_users",
+    "pool_groups",
+    "quota",
+    "gold_rate",
+    "fast_vote_seconds",
+    "sampling",
+    "sampling_floor",
+    "routing",
+    "audit_share",
+]
+STUDY_STAMPS = ["created_by", "created_at", "opened_at", "closed_at"]
+
+
 class StudyAdminForm(forms.ModelForm):
     class Meta:
         model = Study
-        fields = [
-            "name",
-            "title",
-            "votes_per_comparison",
-            "instructions",
-            "pool_users",
-            "pool_groups",
-            "quota",
-            "gold_rate",
-            "fast_vote_seconds",
-            "sampling",
-            "sampling_floor",
-            "routing",
-            "audit_share",
-        ]
+        fields = ["name", "title", *STUDY_SETTINGS]
 
     # Left out of a post (an older form, a script): the study keeps what it has.
     KEEP_IF_MISSING = ("gold_rate", "fast_vote_seconds", "sampling", "sampling_floor")
@@ -169,31 +172,10 @@ class StudyAdmin(IdentityReviewAdmin, ExtensibleAdmin, admin.ModelAdmin):
         "identity_review",
         "status",
         "prompt_set",
-        "votes_per_comparison",
-        "instructions",
-        "pool_users",
-        "pool_groups",
-        "quota",
-        "gold_rate",
-        "fast_vote_seconds",
-        "sampling",
-        "sampling_floor",
-        "routing",
-        "audit_share",
-        "created_by",
-        "created_at",
-        "opened_at",
-        "closed_at",
+        *STUDY_SETTINGS,
+        *STUDY_STAMPS,
     ]
-    readonly_fields = [
-        "identity_review",
-        "status",
-        "prompt_set",
-        "created_by",
-        "created_at",
-        "opened_at",
-        "closed_at",
-    ]
+    readonly_fields = ["identity_review", "status", "prompt_set", *STUDY_STAMPS]
     inlines = [StudyRunInline, IdentityFlagInline]
     filter_horizontal = ["pool_users", "pool_groups"]
     actions = [
