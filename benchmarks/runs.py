@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from evalsite.accounts.services import Action, audit_record
+from evalsite.accounts.services import Action
 from evalsite.errors import ServiceError
 from evalsite.runs import kinds, lifecycle
 from evalsite.runs import shards as run_shards
@@ -124,42 +124,36 @@ def benchmark_run_create(
     problems = harness.scoring_problems(kinds, scoring, served=model.is_endpoint)
     if problems:
         raise ServiceError(CANNOT_RUN.format(name=model.name, problems="; ".join(problems)))
+    # What the run is asked to do: stored on the row and in the audit entry alike.
+    asked = {
+        "tasks": names,
+        "num_fewshot": num_fewshot,
+        "scoring": scoring,
+        "limit": limit,
+        "seed": seed,
+        "params": params,
+        "prompt": prompt,
+        "system_instruction": system_instruction or "",
+        "fewshot_as_multiturn": fewshot_as_multiturn,
+    }
     with transaction.atomic():
         run = BenchmarkRun.objects.create(
             model=model,
-            tasks=names,
-            num_fewshot=num_fewshot,
-            scoring=scoring,
-            limit=limit,
             batch_size=batch_size,
-            seed=seed,
-            params=params,
-            prompt=prompt,
-            system_instruction=system_instruction or "",
-            fewshot_as_multiturn=fewshot_as_multiturn,
             total=len(names),
             task_source=", ".join(shown_path(d) for d in task_dirs())[:500],
             created_by=user if getattr(user, "pk", None) else None,
+            **asked,
         )
-        split = run_shards.split(run, shards, enqueue=enqueue)
-        audit_record(
+        run_shards.start(
+            run,
+            shards,
+            enqueue=enqueue,
             user=user,
             action=Action.BENCHMARK_RUN_START,
-            obj=run,
             model=model.name,
-            tasks=names,
-            num_fewshot=num_fewshot,
-            scoring=scoring,
-            limit=limit,
-            seed=seed,
-            params=params,
-            prompt=prompt,
-            system_instruction=system_instruction or "",
-            fewshot_as_multiturn=fewshot_as_multiturn,
-            **({"shards": split} if split > 1 else {}),
+            **asked,
         )
-        if enqueue:
-            lifecycle.enqueue(run)
     return run
 
 

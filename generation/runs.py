@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from evalsite.accounts.services import Action, audit_record
+from evalsite.accounts.services import Action
 from evalsite.errors import ServiceError
 from evalsite.runs import kinds, lifecycle
 from evalsite.runs import shards as run_shards
@@ -135,20 +135,18 @@ def generation_run_create(
             engine_requested=engine,
             created_by=user if getattr(user, "pk", None) else None,
         )
-        split = run_shards.split(run, shards, enqueue=enqueue)
-        audit_record(
+        run_shards.start(
+            run,
+            shards,
+            enqueue=enqueue,
             user=user,
             action=Action.GENERATION_RUN_START,
-            obj=run,
             model=model.name,
             prompt_set=prompt_set.name,
             questions=total,
             params=snapshot,
             seed=seed,
-            **({"shards": split} if split > 1 else {}),
         )
-        if enqueue:
-            lifecycle.enqueue(run)
     return run
 
 

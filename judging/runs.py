@@ -14,7 +14,7 @@ from django.db import transaction
 from jinja2 import TemplateError
 
 from annotation.models import Comparison, Study
-from evalsite.accounts.services import Action, audit_record
+from evalsite.accounts.services import Action
 from evalsite.errors import ServiceError
 from evalsite.runs import kinds, lifecycle
 from evalsite.runs import shards as run_shards
@@ -194,11 +194,12 @@ def judge_run_create(
             engine_requested=engine,
             created_by=user if getattr(user, "pk", None) else None,
         )
-        split = run_shards.split(run, shards, enqueue=enqueue)
-        audit_record(
+        run_shards.start(
+            run,
+            shards,
+            enqueue=enqueue,
             user=user,
             action=Action.JUDGE_RUN_START,
-            obj=run,
             judge=judge.name,
             study=study.name,
             prompt=str(prompt),
@@ -208,10 +209,7 @@ def judge_run_create(
             seed=seed,
             inconsistent=inconsistent,
             last_turn_only=plan.last_turn_only,
-            **({"shards": split} if split > 1 else {}),
         )
-        if enqueue:
-            lifecycle.enqueue(run)
     return run
 
 
