@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from evalsite.accounts.services import Action, audit_record
+from evalsite.accounts.services import Action
 from evalsite.errors import ServiceError
 from evalsite.runs import kinds, lifecycle
 from evalsite.runs import shards as run_shards
-from evalsite.runs.kinds import DEFAULT, GPU, RunKind
+from evalsite.runs.kinds import DEFAULT, GPU, RunKind, lazy
 from generation.engine.params import Param
 from generation.models import LanguageModel
 from generation.params import params_check
@@ -124,42 +124,36 @@ def benchmark_run_create(
     problems = harness.scoring_problems(kinds, scoring, served=model.is_endpoint)
     if problems:
         raise ServiceError(CANNOT_RUN.format(name=model.name, problems="; ".join(problems)))
+    # What the run is asked to do: stored on the row and in the audit entry alike.
+    asked = {
+        "tasks": names,
+        "num_fewshot": num_fewshot,
+        "scoring": scoring,
+        "limit": limit,
+        "seed": seed,
+        "params": params,
+        "prompt": prompt,
+        "system_instruction": system_instruction or "",
+        "fewshot_as_multiturn": fewshot_as_multiturn,
+    }
     with transaction.atomic():
         run = BenchmarkRun.objects.create(
             model=model,
-            tasks=names,
-            num_fewshot=num_fewshot,
-            scoring=scoring,
-            limit=limit,
             batch_size=batch_size,
-            seed=seed,
-            params=params,
-            prompt=prompt,
-            system_instruction=system_instruction or "",
-            fewshot_as_multiturn=fewshot_as_multiturn,
             total=len(names),
             task_source=", ".join(shown_path(d) for d in task_dirs())[:500],
             created_by=user if getattr(user, "pk", None) else None,
+            **asked,
         )
-        split = run_shards.split(run, shards, enqueue=enqueue)
-        audit_record(
+        run_shards.start(
+            run,
+            shards,
+            enqueue=enqueue,
             user=user,
             action=Action.BENCHMARK_RUN_START,
-            obj=run,
             model=model.name,
-            tasks=names,
-            num_fewshot=num_fewshot,
-            scoring=scoring,
-            limit=limit,
-            seed=seed,
-            params=params,
-            prompt=prompt,
-            system_instruction=system_instruction or "",
-            fewshot_as_multiturn=fewshot_as_multiturn,
-            **({"shards": split} if split > 1 else {}),
+            **asked,
         )
-        if enqueue:
-            lifecycle.enqueue(run)
     return run
 
 
@@ -169,29 +163,17 @@ def benchmark_run_execute(run_id: int) -> BenchmarkRun | None:
     return lifecycle.execute(BENCHMARK_RUN, run_id)
 
 
-def _work(run_id: int, worker: str) -> None:
-    from .execution import score_missing
-
-    score_missing(run_id, worker)
-
-
-def _work_shard(run_id: int, shard) -> bool:
-    from .execution import score_shard
-
-    return score_shard(run_id, shard)
-
-
 BENCHMARK_RUN = kinds.register(
     RunKind(
         model=BenchmarkRun,
         label="benchmark run",
-        work=_work,
+        work=lazy("benchmarks.execution.score_missing"),
         # Served models only receive requests: no GPU needed.
         queue=lambda run: DEFAULT if run.model.is_endpoint else GPU,
         unit="tasks",
         # Shards are ranges of the run's tasks, in run order.
         items=lambda run: len(run.tasks),
-        work_shard=_work_shard,
+        work_shard=lazy("benchmarks.execution.score_shard"),
         cancel_action=Action.BENCHMARK_RUN_CANCEL,
         retry_action=Action.BENCHMARK_RUN_RETRY,
         name="benchmark",

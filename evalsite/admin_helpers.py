@@ -252,3 +252,75 @@ class ImportFromFile:
             "opts": opts,
         }
         return render(request, self.import_template, context)
+
+
+class VersionedRowAdmin:
+    """Mix in before ``admin.ModelAdmin`` for versioned rows (evalsite/versioned.py): deleting
+    goes one row at a time through the check that keeps used versions, and saving goes through
+    the services, which keep a used version as it was and store the changes as a new one.
+
+    ``new_version`` is the warning then shown (with ``{old}``, ``{new}`` and ``{name}``).
+    """
+
+    new_version: str
+
+    def delete_problem(self, obj) -> str | None:
+        """Why ``obj`` may not be deleted (None: it may)."""
+        raise NotImplementedError
+
+    def delete_row(self, obj) -> None:
+        raise NotImplementedError
+
+    def create_row(self, request: HttpRequest, values: dict):
+        raise NotImplementedError
+
+    def update_row(self, request: HttpRequest, stored, values: dict):
+        """The row that holds ``values`` now: ``stored`` or its new version."""
+        raise NotImplementedError
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def has_delete_permission(self, request, obj=None):
+        allowed = super().has_delete_permission(request, obj)
+        return allowed and (obj is None or self.delete_problem(obj) is None)
+
+    def delete_model(self, request, obj):
+        self.delete_row(obj)
+
+    def save_versioned(self, request: HttpRequest, obj, values: dict, change: bool) -> None:
+        if not change:
+            saved = self.create_row(request, values)
+        else:
+            stored = type(obj).objects.get(pk=obj.pk)
+            saved = self.update_row(request, stored, values)
+            if saved.pk != stored.pk:
+                message = self.new_version.format(old=stored, new=saved, name=saved.name)
+                self.message_user(request, message, messages.WARNING)
+        # The admin goes on with ``obj`` (its messages, log entry and redirect): make it the
+        # row that now holds the changes.
+        for field_ in type(obj)._meta.concrete_fields:
+            setattr(obj, field_.attname, getattr(saved, field_.attname))
+        obj._state.adding = False
+
+
+class VerbatimTextForm(forms.ModelForm):
+    """A model form whose ``text_fields`` keep their text as typed (a prompt's spaces and
+    newlines are part of what a model or judge reads), with a browser's CRLF made "\\n"."""
+
+    text_fields: Sequence[str] = ()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in self.text_fields:
+            if name in self.fields:
+                self.fields[name].strip = False
+
+    def clean(self):
+        data = super().clean()
+        for name in self.text_fields:
+            if isinstance(data.get(name), str):
+                data[name] = data[name].replace("\r\n", "\n")
+        return data

@@ -10,7 +10,7 @@ from django.db import transaction
 from evalsite.accounts.services import Action, audit_record
 from evalsite.errors import ServiceError
 from evalsite.runs import kinds, lifecycle
-from evalsite.runs.kinds import DEFAULT, GPU, RunKind
+from evalsite.runs.kinds import DEFAULT, GPU, RunKind, lazy
 from generation.models import InstructionDataset, LanguageModel
 from generation.runs import decoding_snapshot, model_runnable
 
@@ -130,17 +130,11 @@ def evolution_run_execute(run_id: int) -> EvolutionRun | None:
     return lifecycle.execute(EVOLUTION_RUN, run_id)
 
 
-def _work(run_id: int, worker: str) -> None:
-    from .evolve import evolve_missing
-
-    evolve_missing(run_id, worker)
-
-
 EVOLUTION_RUN = kinds.register(
     RunKind(
         model=EvolutionRun,
         label="evolution run",
-        work=_work,
+        work=lazy("evolution.evolve.evolve_missing"),
         # Served models only receive requests: no GPU needed.
         queue=lambda run: DEFAULT if run.served else GPU,
         unit="items",

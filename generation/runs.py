@@ -15,11 +15,11 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from evalsite.accounts.services import Action, audit_record
+from evalsite.accounts.services import Action
 from evalsite.errors import ServiceError
 from evalsite.runs import kinds, lifecycle
 from evalsite.runs import shards as run_shards
-from evalsite.runs.kinds import DEFAULT, GPU, RunKind
+from evalsite.runs.kinds import DEFAULT, GPU, RunKind, lazy
 
 from .models import Answer, GenerationRun, LanguageModel, PromptSet, PromptTemplate
 from .params import context_check, generation_params_check
@@ -135,20 +135,18 @@ def generation_run_create(
             engine_requested=engine,
             created_by=user if getattr(user, "pk", None) else None,
         )
-        split = run_shards.split(run, shards, enqueue=enqueue)
-        audit_record(
+        run_shards.start(
+            run,
+            shards,
+            enqueue=enqueue,
             user=user,
             action=Action.GENERATION_RUN_START,
-            obj=run,
             model=model.name,
             prompt_set=prompt_set.name,
             questions=total,
             params=snapshot,
             seed=seed,
-            **({"shards": split} if split > 1 else {}),
         )
-        if enqueue:
-            lifecycle.enqueue(run)
     return run
 
 
@@ -198,37 +196,19 @@ def generation_run_execute(*, run_id: int) -> GenerationRun | None:
     return lifecycle.execute(GENERATION_RUN, run_id)
 
 
-def _work(run_id: int, worker: str) -> None:
-    from .answering import generate_missing
-
-    generate_missing(run_id, worker)
-
-
-def _work_shard(run_id: int, shard) -> bool:
-    from .answering import generate_shard
-
-    return generate_shard(run_id, shard)
-
-
-def _questions(run: GenerationRun) -> int:
-    from .answering import run_questions
-
-    return run_questions(run)
-
-
 GENERATION_RUN = kinds.register(
     RunKind(
         model=GenerationRun,
         label="generation run",
-        work=_work,
+        work=lazy("generation.answering.generate_missing"),
         # A served model only receives requests: no GPU needed.
         queue=lambda run: DEFAULT if run.model.is_endpoint else GPU,
         # Imported runs hold answers from elsewhere: nothing to generate.
         claimable={"imported": False},
         unit="answers",
         # Shards are ranges of questions (by position), each with all its turns.
-        items=_questions,
-        work_shard=_work_shard,
+        items=lazy("generation.answering.run_questions"),
+        work_shard=lazy("generation.answering.generate_shard"),
         cancel_action=Action.GENERATION_RUN_CANCEL,
         retry_action=Action.GENERATION_RUN_RETRY,
         name="generation",

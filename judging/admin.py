@@ -10,7 +10,7 @@ Judge names, prompts and raw outputs are staff matters; none of this reaches an 
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import Count
 from django.http import HttpResponseRedirect
 from django.urls import reverse
@@ -20,7 +20,14 @@ from jinja2 import TemplateError
 
 import annotation.admin  # noqa: F401 - registers the Study admin extended below
 from annotation.models import Study
-from evalsite.admin_helpers import ImportFromFile, admin_action_register, apply_each, form_action
+from evalsite.admin_helpers import (
+    ImportFromFile,
+    VerbatimTextForm,
+    VersionedRowAdmin,
+    admin_action_register,
+    apply_each,
+    form_action,
+)
 from evalsite.errors import ServiceError
 from evalsite.runs.admin import RunAdmin
 from generation.admin.base import ReadOnlyAdmin
@@ -66,27 +73,18 @@ def _grade_row(model: dict) -> tuple:
 # --- judge prompts -----------------------------------------------------------------------------
 
 
-class JudgePromptForm(forms.ModelForm):
+class JudgePromptForm(VerbatimTextForm):
     """Checks a prompt as the services do (prompts.judge_prompt_problems), each problem shown
     on its own field."""
+
+    text_fields = TEXT_FIELDS
 
     class Meta:
         model = JudgePrompt
         fields = FORM_FIELDS
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        for name in TEXT_FIELDS:
-            if name in self.fields:
-                # A prompt's spaces and newlines are part of what the judge reads.
-                self.fields[name].strip = False
-
     def clean(self):
         data = super().clean()
-        for name in TEXT_FIELDS:
-            if isinstance(data.get(name), str):
-                # Browsers send a textarea's newlines as CRLF; prompts use "\n".
-                data[name] = data[name].replace("\r\n", "\n")
         current = {f: getattr(self.instance, f) for f in FORM_FIELDS}
         self.checked = {**current, **{f: data[f] for f in FORM_FIELDS if f in data}}
         for field, problem in judge_prompt_problems(self.checked).items():
@@ -106,7 +104,7 @@ class PromptFileForm(forms.Form):
 
 
 @admin.register(JudgePrompt)
-class JudgePromptAdmin(ImportFromFile, admin.ModelAdmin):
+class JudgePromptAdmin(VersionedRowAdmin, ImportFromFile, admin.ModelAdmin):
     form = JudgePromptForm
     change_list_template = "admin/judging/judgeprompt/change_list.html"
     import_form = PromptFileForm
@@ -115,6 +113,7 @@ class JudgePromptAdmin(ImportFromFile, admin.ModelAdmin):
     list_display = ["name", "version", "kind", "verdict_format", "description", "used_by_runs"]
     list_filter = ["kind", "verdict_format"]
     search_fields = ["name", "description"]
+    new_version = NEW_VERSION
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(runs_n=Count("runs"))
@@ -150,37 +149,20 @@ class JudgePromptAdmin(ImportFromFile, admin.ModelAdmin):
         # Runs and commands ask for a prompt by name, and a name keeps its kind.
         return ["name", "kind", *kept, "preview"]
 
-    def get_actions(self, request):
-        # Deleting goes one row at a time, through the check that keeps used versions.
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
+    def delete_problem(self, obj):
+        return judge_prompt_delete_problem(obj)
 
-    def has_delete_permission(self, request, obj=None):
-        allowed = super().has_delete_permission(request, obj)
-        return allowed and (obj is None or judge_prompt_delete_problem(obj) is None)
-
-    def delete_model(self, request, obj):
+    def delete_row(self, obj):
         judge_prompt_delete(prompt=obj)
 
+    def create_row(self, request, values):
+        return judge_prompt_create(user=request.user, **values)
+
+    def update_row(self, request, stored, values):
+        return judge_prompt_update(prompt=stored, changes=values, user=request.user)
+
     def save_model(self, request, obj, form, change):
-        values = {f: form.checked[f] for f in FORM_FIELDS}
-        if not change:
-            saved = judge_prompt_create(user=request.user, **values)
-        else:
-            stored = JudgePrompt.objects.get(pk=obj.pk)
-            saved = judge_prompt_update(prompt=stored, changes=values, user=request.user)
-            if saved.pk != stored.pk:
-                self.message_user(
-                    request,
-                    NEW_VERSION.format(old=stored, new=saved, name=saved.name),
-                    messages.WARNING,
-                )
-        # The admin goes on with ``obj`` (its message, log entry and redirect): make it the row
-        # that now holds the changes.
-        for field in JudgePrompt._meta.concrete_fields:
-            setattr(obj, field.attname, getattr(saved, field.attname))
-        obj._state.adding = False
+        self.save_versioned(request, obj, {f: form.checked[f] for f in FORM_FIELDS}, change)
 
 
 # --- judge runs --------------------------------------------------------------------------------

@@ -14,11 +14,11 @@ from django.db import transaction
 from jinja2 import TemplateError
 
 from annotation.models import Comparison, Study
-from evalsite.accounts.services import Action, audit_record
+from evalsite.accounts.services import Action
 from evalsite.errors import ServiceError
 from evalsite.runs import kinds, lifecycle
 from evalsite.runs import shards as run_shards
-from evalsite.runs.kinds import DEFAULT, GPU, RunKind
+from evalsite.runs.kinds import DEFAULT, GPU, RunKind, lazy
 from generation.models import Answer, LanguageModel
 from generation.params import generation_params_check
 from generation.runs import decoding_snapshot, engine_checked, model_runnable
@@ -194,11 +194,12 @@ def judge_run_create(
             engine_requested=engine,
             created_by=user if getattr(user, "pk", None) else None,
         )
-        split = run_shards.split(run, shards, enqueue=enqueue)
-        audit_record(
+        run_shards.start(
+            run,
+            shards,
+            enqueue=enqueue,
             user=user,
             action=Action.JUDGE_RUN_START,
-            obj=run,
             judge=judge.name,
             study=study.name,
             prompt=str(prompt),
@@ -208,10 +209,7 @@ def judge_run_create(
             seed=seed,
             inconsistent=inconsistent,
             last_turn_only=plan.last_turn_only,
-            **({"shards": split} if split > 1 else {}),
         )
-        if enqueue:
-            lifecycle.enqueue(run)
     return run
 
 
@@ -272,35 +270,17 @@ def judge_run_execute(run_id: int) -> JudgeRun | None:
     return lifecycle.execute(JUDGE_RUN, run_id)
 
 
-def _work(run_id: int, worker: str) -> None:
-    from .judge import judge_missing
-
-    judge_missing(run_id, worker)
-
-
-def _work_shard(run_id: int, shard) -> bool:
-    from .judge import judge_shard
-
-    return judge_shard(run_id, shard)
-
-
-def _items(run: JudgeRun) -> int:
-    from .judge import run_items
-
-    return run_items(run)
-
-
 JUDGE_RUN = kinds.register(
     RunKind(
         model=JudgeRun,
         label="judge run",
-        work=_work,
+        work=lazy("judging.judge.judge_missing"),
         # A served judge only sends requests: no GPU needed.
         queue=lambda run: DEFAULT if run.judge.is_endpoint else GPU,
         unit="verdicts",
         # Shards are ranges of comparisons (both orders) or of graded answers, by id.
-        items=_items,
-        work_shard=_work_shard,
+        items=lazy("judging.judge.run_items"),
+        work_shard=lazy("judging.judge.judge_shard"),
         cancel_action=Action.JUDGE_RUN_CANCEL,
         retry_action=Action.JUDGE_RUN_RETRY,
         name="judge",

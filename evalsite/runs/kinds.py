@@ -6,6 +6,7 @@ that defines the work), so the spine never imports the apps built on it.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,6 +18,18 @@ UNKNOWN_KIND = "no run kind {key!r} is registered"
 
 def _on_gpu(run) -> str:
     return GPU
+
+
+def lazy(path: str) -> Callable:
+    """The function at ``path`` (``"package.module.name"``), imported at its first call: a
+    kind's work lives in a module that imports the one registering the kind."""
+    module, name = path.rsplit(".", 1)
+
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__name__, call.__qualname__ = name, path
+    return call
 
 
 @dataclass(frozen=True)

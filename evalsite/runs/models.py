@@ -1,4 +1,5 @@
-"""The abstract run: what every kind of background run has (status, lease, tries, timings)."""
+"""The abstract run: what every kind of background run has (status, lease, tries, timings),
+and the shard rows that share its lease."""
 
 from __future__ import annotations
 
@@ -9,13 +10,10 @@ from django.db import models
 from django.db.models import F, Q
 
 
-class Run(models.Model):
-    """What every kind of background run has: its lease (worker, heartbeat), tries and timings.
-
-    evalsite/runs/lifecycle.py claims, heartbeats, requeues, cancels and retries rows of any
-    subclass; each one declares ``stale_check_index`` under its own (kept) name. While a run is
-    queued, ``heartbeat_at`` is when its message was last sent (None: when the row was made).
-    """
+class Lease(models.Model):
+    """What a run and each of its shards hold alike: status, the lease (worker, heartbeat),
+    tries and timings. While a row is queued, ``heartbeat_at`` is when its message was last
+    sent (None: when the row was made)."""
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -34,6 +32,31 @@ class Run(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+    @staticmethod
+    def stale_check_index(name: str) -> models.Index:
+        """The stale-row check (lifecycle.requeue_stale, shards.requeue_stale): running rows
+        ordered by heartbeat."""
+        return models.Index(fields=["status", "heartbeat_at"], name=name)
+
+    @property
+    def seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class Run(Lease):
+    """What every kind of background run has: its lease (worker, heartbeat), tries and timings,
+    and who asked for it.
+
+    evalsite/runs/lifecycle.py claims, heartbeats, requeues, cancels and retries rows of any
+    subclass; each one declares ``stale_check_index`` under its own (kept) name.
+    """
+
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
@@ -44,17 +67,6 @@ class Run(models.Model):
     class Meta:
         abstract = True
         ordering = ["-created_at"]
-
-    @staticmethod
-    def stale_check_index(name: str) -> models.Index:
-        """The stale-run check (lifecycle.requeue_stale): running runs ordered by heartbeat."""
-        return models.Index(fields=["status", "heartbeat_at"], name=name)
-
-    @property
-    def seconds(self) -> float | None:
-        if self.started_at and self.finished_at:
-            return (self.finished_at - self.started_at).total_seconds()
-        return None
 
 
 class CountedRun(Run):
@@ -75,17 +87,13 @@ class CountedRun(Run):
         ]
 
 
-class RunShard(models.Model):
+class RunShard(Lease):
     """One range of a run's items (``start`` to ``stop``, in the order its kind lists them),
     claimed, heartbeated, requeued and finished on its own row like a run, by any worker.
 
     The run (of any kind: content type and id) keeps status and progress for all its shards;
-    it succeeds when every shard has. While a shard is queued, ``heartbeat_at`` is when its
-    message was last sent, as for a run.
+    it succeeds when every shard has.
     """
-
-    Status = Run.Status
-    ACTIVE = Run.ACTIVE
 
     content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE)
     object_id = models.PositiveBigIntegerField()
@@ -93,14 +101,6 @@ class RunShard(models.Model):
     index = models.PositiveSmallIntegerField()
     start = models.PositiveIntegerField()
     stop = models.PositiveIntegerField()
-    status = models.CharField(max_length=20, choices=Run.Status.choices, default=Run.Status.QUEUED)
-    error = models.TextField(blank=True)
-    worker = models.CharField(max_length=200, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["content_type", "object_id", "index"]
@@ -115,7 +115,7 @@ class RunShard(models.Model):
         ]
         indexes = [
             # The stale-shard check (shards.requeue_stale): running shards by heartbeat.
-            models.Index(fields=["status", "heartbeat_at"], name="runs_shard_status_hb"),
+            Lease.stale_check_index("runs_shard_status_hb"),
         ]
 
     def __str__(self) -> str:

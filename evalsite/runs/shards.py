@@ -83,6 +83,23 @@ def sharded_ids(model):
     )
 
 
+def start(run, requested: int | None, *, enqueue: bool, user, action: str, **details) -> int:
+    """A new run's start, in the transaction that made it: ``split`` it, record ``action`` with
+    ``details`` (and the shard count when it is split) in the audit log, and send it to a
+    worker when ``enqueue``. Returns the shard count."""
+    from evalsite.accounts.services import audit_record
+
+    from .lifecycle import enqueue as send
+
+    count = split(run, requested, enqueue=enqueue)
+    audit_record(
+        user=user, action=action, obj=run, **details, **({"shards": count} if count > 1 else {})
+    )
+    if enqueue:
+        send(run)
+    return count
+
+
 def ranges(items: int, count: int) -> list[tuple[int, int]]:
     """``count`` contiguous ranges covering ``items``, their sizes differing by one at most."""
     size, extra = divmod(items, count)

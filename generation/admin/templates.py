@@ -4,10 +4,11 @@ to it makes the next version (generation/templates.py)."""
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import Count
 from django.utils.html import format_html
 
+from evalsite.admin_helpers import VerbatimTextForm, VersionedRowAdmin
 from evalsite.errors import ServiceError
 
 from ..engine import render
@@ -46,27 +47,18 @@ NEW_VERSION = (
 )
 
 
-class PromptTemplateForm(forms.ModelForm):
+class PromptTemplateForm(VerbatimTextForm):
     """Checks a template the way the API does (templates.template_fields_check)."""
+
+    text_fields = TEXT_FIELDS
 
     class Meta:
         model = PromptTemplate
         fields = TEMPLATE_FIELDS
         field_classes = {"stop_strings": SafeJSONField}
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        for name in TEXT_FIELDS:
-            if name in self.fields:
-                # A template's spaces and newlines are part of the prompt: keep them as typed.
-                self.fields[name].strip = False
-
     def clean(self):
         data = super().clean()
-        for name in TEXT_FIELDS:
-            if isinstance(data.get(name), str):
-                # Browsers send a textarea's newlines as CRLF; prompts use "\n".
-                data[name] = data[name].replace("\r\n", "\n")
         values = {f: data[f] for f in TEMPLATE_FIELDS if f in data}
         values.setdefault("name", self.instance.name)
         try:
@@ -77,11 +69,12 @@ class PromptTemplateForm(forms.ModelForm):
 
 
 @admin.register(PromptTemplate)
-class PromptTemplateAdmin(admin.ModelAdmin):
+class PromptTemplateAdmin(VersionedRowAdmin, admin.ModelAdmin):
     form = PromptTemplateForm
     list_display = ["name", "version", "kind", "description", "used_by_runs", "created_at"]
     list_filter = ["kind"]
     search_fields = ["name", "description"]
+    new_version = NEW_VERSION
 
     def get_queryset(self, request):
         return (
@@ -112,35 +105,18 @@ class PromptTemplateAdmin(admin.ModelAdmin):
         # Models name their template: a name never changes once it exists.
         return ["name", *kept] if obj is not None else kept
 
-    def get_actions(self, request):
-        # Deleting goes one row at a time, through the check that keeps used versions.
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
+    def delete_problem(self, obj):
+        return template_delete_problem(obj)
 
-    def has_delete_permission(self, request, obj=None):
-        allowed = super().has_delete_permission(request, obj)
-        return allowed and (obj is None or template_delete_problem(obj) is None)
-
-    def delete_model(self, request, obj):
+    def delete_row(self, obj):
         template_delete(template=obj)
 
+    def create_row(self, request, values):
+        return template_create(user=request.user, **values)
+
+    def update_row(self, request, stored, values):
+        changes = {k: v for k, v in values.items() if k != "name"}
+        return template_update(template=stored, changes=changes, user=request.user)
+
     def save_model(self, request, obj, form, change):
-        values = dict(form.checked)
-        name = values.pop("name")
-        if not change:
-            saved = template_create(name=name, user=request.user, **values)
-        else:
-            stored = PromptTemplate.objects.get(pk=obj.pk)
-            saved = template_update(template=stored, changes=values, user=request.user)
-            if saved.pk != stored.pk:
-                self.message_user(
-                    request,
-                    NEW_VERSION.format(old=stored, new=saved, name=saved.name),
-                    messages.WARNING,
-                )
-        # The admin goes on with ``obj`` (its messages, log entry and redirect): make it the
-        # row that now holds the changes.
-        for field in PromptTemplate._meta.concrete_fields:
-            setattr(obj, field.attname, getattr(saved, field.attname))
-        obj._state.adding = False
+        self.save_versioned(request, obj, dict(form.checked), change)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -27,17 +28,14 @@ if TYPE_CHECKING:
 
 from . import render
 from .examples import IGNORE_INDEX, Example, encode_example, split_examples
-from .train import (
-    FULL,
-    LORA,
+from .train import FULL, LORA, TrainConfig, lora_config
+from .trainer import (
     LogEntry,
-    TrainConfig,
     TrainStart,
-    _no_report,
     bf16_ok,
-    fit_and_save,
+    fit_tracked,
+    free_cuda_cache,
     kept_rows,
-    lora_target_modules,
     make_callback,
     trainer_arguments,
 )
@@ -179,20 +177,6 @@ def _load(model_path: str, *, revision: str | None, trust_remote_code: bool):
     return AutoModelForCausalLM.from_pretrained(model_path, **options)
 
 
-def _peft_config(model: Any, config: TrainConfig):
-    from peft import LoraConfig
-
-    targets = list(config.target_modules or lora_target_modules(model.config.model_type))
-    return LoraConfig(
-        task_type="CAUSAL_LM",
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=targets,
-        bias="none",
-    ), targets
-
-
 def _trainer_class():
     from trl import DPOTrainer
 
@@ -232,7 +216,6 @@ def train_dpo(
     evaluated on it each epoch, and the mean log-probability margin is measured on it before
     and after training. Checkpoints, resume and the callbacks are those of ``train.train``.
     """
-    import torch
     from datasets import Dataset
     from transformers import set_seed
     from trl import DPOConfig
@@ -249,7 +232,7 @@ def train_dpo(
 
     set_seed(config.seed)
     model = _load(model_path, revision=revision, trust_remote_code=trust_remote_code)
-    peft_config, targets = (None, []) if method == FULL else _peft_config(model, config)
+    peft_config, targets = (None, []) if method == FULL else lora_config(model, config)
     margin_before = mean(logprob_margins(model, eval_rows))
     args = DPOConfig(
         output_dir=os.fspath(checkpoint_dir),
@@ -265,10 +248,9 @@ def train_dpo(
         counts=(len(train_rows), len(eval_rows), skipped),
         targets=targets,
     )
-    from evalsite.trackers import training_session  # lazily: evalsite's package loads Django
-
-    with training_session(report or _no_report()):
-        trainer = _trainer_class()(
+    trainer, outcome = fit_tracked(
+        partial(
+            _trainer_class(),
             model=model,
             args=args,
             train_dataset=Dataset.from_list(train_rows),
@@ -276,11 +258,15 @@ def train_dpo(
             processing_class=tokenizer,
             peft_config=peft_config,
             callbacks=[bridge, *callbacks],
-        )
-        outcome = fit_and_save(trainer, bridge, checkpoint_dir, output_dir, resume=resume)
+        ),
+        bridge,
+        checkpoint_dir,
+        output_dir,
+        resume=resume,
+        report=report,
+    )
     margin_after = None if bridge.stopped else mean(logprob_margins(trainer.model, eval_rows))
     result = DpoResult(**outcome, margin_before=margin_before, margin_after=margin_after)
     del trainer, model
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    free_cuda_cache()
     return result

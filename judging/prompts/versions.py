@@ -204,16 +204,7 @@ def judge_prompt_problems(fields: dict) -> dict[str, str]:
     if not (fields.get("template") or "").strip():
         found["template"] = "the template is empty"
         return found
-    candidate = verdicts.JudgeTemplate(
-        name=name,
-        version=1,
-        kind=fields.get("kind") or JudgePrompt.Kind.PAIRWISE,
-        template=fields["template"],
-        verdict_format=fields.get("verdict_format") or "",
-        system_prompt=fields.get("system_prompt") or "",
-        score_min=fields.get("score_min", 1),
-        score_max=fields.get("score_max", 5),
-    )
+    candidate = _as_template({**fields, "name": name})
     candidate = dataclasses.replace(candidate, **_multi_turn(candidate))
     # The database asks score_min < score_max of every row, pairwise ones too.
     if not candidate.score_min < candidate.score_max:

@@ -13,11 +13,11 @@ from generation.engine.loading import load_model, load_tokenizer
 from generation.engine.presets import PRESETS
 from generation.engine.train import (
     TrainConfig,
-    last_checkpoint,
     merge_adapter,
     steps_for,
     train,
 )
+from generation.engine.trainer import last_checkpoint
 from tests.generation.conftest import fixture_examples
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
