@@ -173,6 +173,7 @@ def test_the_run_admin_warns_about_a_queued_run_until_a_worker_consumes_gpu(
         assert not any(START_GPU_WORKER in m for m in _messages(client.get(page))), page
 
 
+@pytest.mark.quick  # `make test-quick` runs this one of its family
 def test_the_fine_tune_admin_warns_about_a_queued_run_no_worker_consumes(
     base, fixture_dataset, staff_user
 ):
