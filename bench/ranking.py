@@ -355,8 +355,8 @@ def cost_bench(studies: int, questions: int, only: tuple[str, ...] = designs.DES
         print(f"  {name}: bias per model (Elo) {biases}; its SE {ses}")
     uniform = found["uniform K=3"]
     best = (
-        min((v, n) for n, v in found.items() if v and n != "oracle allocation")
-        if any(found[n] for n in designs.DESIGNS if n != "oracle allocation")
+        min((v, n) for n, v in found.items() if v and n not in designs.KNOWING)
+        if any(found[n] for n in designs.DESIGNS if n not in designs.KNOWING)
         else (None, None)
     )
     r = f"{best[0] / uniform:.2f}" if uniform and best[0] else "n/a"
@@ -367,6 +367,12 @@ def cost_bench(studies: int, questions: int, only: tuple[str, ...] = designs.DES
     )
     print(f"human votes for equal certainty, best design / uniform K=3: {r}")
     print(f"human votes for equal certainty, oracle allocation / uniform K=3: {limit}")
+    if uniform and found.get("best on truth"):
+        print(
+            "human votes for equal certainty, best design planned on the true strengths / "
+            f"uniform K=3: {found['best on truth'] / uniform:.2f} (the plug-in's limit: "
+            "the same stages, weights and fit)"
+        )
     print(f"(best design: {best[1]}; {time.perf_counter() - start:.0f} s)")
     print(
         f"(studies' seeds {SEED_OFFSET[0]}..{SEED_OFFSET[0] + studies - 1}; load average "

@@ -19,7 +19,7 @@ asked for. ``fit_sample`` fits it (people alone, or prediction-powered with the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.special import expit
@@ -39,7 +39,10 @@ DESIGNS = (
     "adaptive K",
     "best combination",
     "oracle allocation",
+    "best on truth",
 )
+# Designs that know the true strengths: limits to read R against, never "the best design".
+KNOWING = ("oracle allocation", "best on truth")
 UNKNOWN_DESIGN = "unknown design {name!r}: use one of {choices}"
 # The K of the simulated adaptive designs: the study-wide mean of the caps. People's votes on
 # one comparison share its answers, so one person on more comparisons buys more certainty than
@@ -329,6 +332,8 @@ def draw(
         return _adaptive(pop, budget, rng, uses_judge=False, k=ADAPTIVE_K)
     if name == "best combination":
         return staged(pop, budget, rng)
+    if name == "best on truth":
+        return staged(pop, budget, rng, known=pop.target)
     # Active: two stages, half the budget spread alike, a fit, then the other half where the
     # order is still open. Each stage's estimate is unbiased; the fit averages them (weights
     # halved).
@@ -353,6 +358,7 @@ def staged(
     rng: np.random.Generator,
     stages: tuple[float, ...] = STAGES,
     settle: float = SETTLE_LOG,
+    known: np.ndarray | None = None,
 ) -> Sample:
     """The plug-in of the oracle allocation, prediction-powered: stage 1 (a ``stages[0]`` share
     of the budget) asks one person on comparisons drawn alike; each later stage fits everything
@@ -368,7 +374,10 @@ def staged(
     stage s depend only on earlier stages' votes, and each vote is a fresh person's (the
     martingale argument of ``ranking.adaptive``). A weight that pooled the stages' chances
     (1 / (sum of p's)) would be narrower but would let a pair's pilot votes set their own
-    weight (the pilot decides the later p's); fixed shares never do."""
+    weight (the pilot decides the later p's); fixed shares never do.
+
+    ``known``: plan on these strengths instead of the fit's (the bench's limit of the plug-in:
+    the same design and fit with the allocation's strengths known)."""
     n = pop.size
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     pair = _pair_index(pop)
@@ -386,6 +395,8 @@ def staged(
                 uses_judge=True,
             )
             fitted = fit_sample(pop, sample)
+            if known is not None:
+                fitted = replace(fitted, theta=known)
             earlier = [np.bincount(pair[p[0]], minlength=members.size).astype(float) for p in parts]
             votes = plan_allocation(
                 pop,
