@@ -373,6 +373,12 @@ def cost_bench(studies: int, questions: int, only: tuple[str, ...] = designs.DES
             f"uniform K=3: {found['best on truth'] / uniform:.2f} (the plug-in's limit: "
             "the same stages, weights and fit)"
         )
+    if uniform and found.get("staged unweighted"):
+        print(
+            "human votes for equal certainty, best design's votes fitted people-only and "
+            f"unweighted / uniform K=3: {found['staged unweighted'] / uniform:.2f} (unbiased "
+            "only where Bradley-Terry holds pair by pair, as the oracle's fit)"
+        )
     print(f"(best design: {best[1]}; {time.perf_counter() - start:.0f} s)")
     print(
         f"(studies' seeds {SEED_OFFSET[0]}..{SEED_OFFSET[0] + studies - 1}; load average "

@@ -40,9 +40,12 @@ DESIGNS = (
     "best combination",
     "oracle allocation",
     "best on truth",
+    "staged unweighted",
 )
-# Designs that know the true strengths: limits to read R against, never "the best design".
-KNOWING = ("oracle allocation", "best on truth")
+# Designs that know the true strengths: limits to read R against, never "the best design";
+# and the staged votes fitted people-only and unweighted, unbiased only where Bradley-Terry
+# holds pair by pair (as the oracle's fit): what trusting the model would buy, not a design.
+KNOWING = ("oracle allocation", "best on truth", "staged unweighted")
 UNKNOWN_DESIGN = "unknown design {name!r}: use one of {choices}"
 # The K of the simulated adaptive designs: the study-wide mean of the caps. People's votes on
 # one comparison share its answers, so one person on more comparisons buys more certainty than
@@ -334,6 +337,10 @@ def draw(
         return staged(pop, budget, rng)
     if name == "best on truth":
         return staged(pop, budget, rng, known=pop.target)
+    if name == "staged unweighted":
+        votes = staged(pop, budget, rng)
+        ones = np.ones(votes.votes)
+        return Sample(votes.comparison, votes.score, ones, uses_judge=False, weighted=False)
     # Active: two stages, half the budget spread alike, a fit, then the other half where the
     # order is still open. Each stage's estimate is unbiased; the fit averages them (weights
     # halved).
