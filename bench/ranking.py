@@ -223,6 +223,9 @@ PEOPLE: dict[bool, np.ndarray] = {}  # people's strengths over all questions (co
 BUDGET_LADDER = (300, 450, 700, 1000, 1500, 2200, 3300, 5000, 7500, 11000, 16000, 24000, 36000)
 SCOUT_STUDIES = 20  # studies per budget in the scouting pass (votes_for_certainty)
 POPULATIONS: dict[tuple[int, int], designs.Population] = {}  # (seed, questions): one study
+# Added to every simulated study's seed (--seed-offset): explore on other seeds than the ones
+# a figure is reported on.
+SEED_OFFSET = [0]
 
 
 def study(seed: int, theta, questions: int, calibration) -> designs.Population:
@@ -242,7 +245,7 @@ def design_point(name, theta, needed, budget, studies, questions, calibration, o
     sampling noise) and whether each 95 % interval covered people's strengths over all
     questions (the intervals are for questions drawn from that population)."""
     hits, votes, errors, covered = 0, 0, [], []
-    for seed in range(studies):
+    for seed in range(SEED_OFFSET[0], SEED_OFFSET[0] + studies):
         pop = study(seed, theta, questions, calibration)
         sample = designs.draw(name, pop, budget, np.random.default_rng(10**6 + seed), oracle)
         fitted = designs.fit_sample(pop, sample)
@@ -298,8 +301,9 @@ def _climb(name, theta, needed, studies, questions, calibration, oracle, start):
     return None, share, errors, covered
 
 
-def cost_bench(studies: int, questions: int) -> None:
-    """Human votes each design needs for equal certainty (``designs``)."""
+def cost_bench(studies: int, questions: int, only: tuple[str, ...] = designs.DESIGNS) -> None:
+    """Human votes each design needs for equal certainty (``designs``); ``only``: these
+    designs (uniform K=3, the reference, always)."""
     start = time.perf_counter()
     theta = (RAKUDA_LIKE - RAKUDA_LIKE.mean()) / ELO_PER_LOG
     needed = [
@@ -326,6 +330,9 @@ def cost_bench(studies: int, questions: int) -> None:
     found = {}
     print("design               | human votes for 80% | / uniform | max |bias| (Elo) | coverage")
     for name in designs.DESIGNS:
+        if name not in only and name != "uniform K=3":
+            found[name] = None
+            continue
         votes, share, errors, covered = votes_for_certainty(
             name, theta, needed, studies, questions, calibration, oracle
         )
@@ -343,10 +350,13 @@ def cost_bench(studies: int, questions: int) -> None:
             f"{name:20s} | {reached} | {ratio} | {bias[worst]:+6.1f} +- {se[worst]:4.1f}    | "
             f"{covered.mean():.1%}"
         )
+        biases = " ".join(f"{b:+.1f}" for b in bias)
+        ses = " ".join(f"{e:.1f}" for e in se)
+        print(f"  {name}: bias per model (Elo) {biases}; its SE {ses}")
     uniform = found["uniform K=3"]
     best = (
-        min((v, n) for n, v in found.items() if v and n != "oracle allocation")
-        if any(found[n] for n in designs.DESIGNS if n != "oracle allocation")
+        min((v, n) for n, v in found.items() if v and n not in designs.KNOWING)
+        if any(found[n] for n in designs.DESIGNS if n not in designs.KNOWING)
         else (None, None)
     )
     r = f"{best[0] / uniform:.2f}" if uniform and best[0] else "n/a"
@@ -357,7 +367,23 @@ def cost_bench(studies: int, questions: int) -> None:
     )
     print(f"human votes for equal certainty, best design / uniform K=3: {r}")
     print(f"human votes for equal certainty, oracle allocation / uniform K=3: {limit}")
+    if uniform and found.get("best on truth"):
+        print(
+            "human votes for equal certainty, best design planned on the true strengths / "
+            f"uniform K=3: {found['best on truth'] / uniform:.2f} (the plug-in's limit: "
+            "the same stages, weights and fit)"
+        )
+    if uniform and found.get("staged unweighted"):
+        print(
+            "human votes for equal certainty, best design's votes fitted people-only and "
+            f"unweighted / uniform K=3: {found['staged unweighted'] / uniform:.2f} (unbiased "
+            "only where Bradley-Terry holds pair by pair, as the oracle's fit)"
+        )
     print(f"(best design: {best[1]}; {time.perf_counter() - start:.0f} s)")
+    print(
+        f"(studies' seeds {SEED_OFFSET[0]}..{SEED_OFFSET[0] + studies - 1}; load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())})"
+    )
 
 
 def best_time(fn, repeats: int):
@@ -392,12 +418,30 @@ def main() -> None:
     parser.add_argument(
         "--only-cost", action="store_true", help="run the cost bench alone (no timed fits)"
     )
+    parser.add_argument(
+        "--seed-offset",
+        type=int,
+        default=0,
+        help="added to the cost bench's study seeds (explore on seeds other than the reported)",
+    )
+    parser.add_argument(
+        "--designs",
+        default=",".join(designs.DESIGNS),
+        help="the cost bench's designs, comma-separated (uniform K=3 always runs)",
+    )
     args = parser.parse_args()
+    SEED_OFFSET[0] = args.seed_offset
+    only = tuple(name.strip() for name in args.designs.split(","))
+    for name in only:
+        if name not in designs.DESIGNS:
+            parser.error(
+                designs.UNKNOWN_DESIGN.format(name=name, choices=", ".join(designs.DESIGNS))
+            )
     args.length_effect = 0.0  # outcomes are drawn without style: the fit should find ~0
     if os.environ.get("OPENBLAS_NUM_THREADS") != "1":
         print("note: set OPENBLAS_NUM_THREADS=1 (as the web and worker processes do)")
     if args.only_cost:
-        cost_bench(args.studies, args.pool_questions)
+        cost_bench(args.studies, args.pool_questions, only)
         return
 
     true, a, b, outcome, question = simulate(
@@ -461,7 +505,7 @@ def main() -> None:
     if args.sim_seeds:
         simulations(args.sim_seeds)
     if args.studies:
-        cost_bench(args.studies, args.pool_questions)
+        cost_bench(args.studies, args.pool_questions, only)
 
 
 if __name__ == "__main__":
