@@ -80,59 +80,6 @@ _CANDIDATE_SQL = sql(
     columns=_PAIR_COLUMNS,
     joins=_PAIR_JOINS,
 )
-# The uniform claim, cheaper: the comparisons with the fewest votes (``level``: the least
-# vote count of an open one) are read in a fixed pseudo-random order (``ORDER``, the index of
-# migration 0015) from a random point ``start`` on, wrapping round, ``window`` of them each way,
-# so the claim reads those few index entries instead of every comparison of the study (a sort
-# of 2,400 rows was about 1.3 ms of the server's 3.3 ms per vote). The rest is the claim's: the
-# annotator's own are left out (looked up one by one in their unique index: a hash of all of
-# them cost more), live leases add to the load, fewest first, then the first after ``start``.
-# Taking only the least-voted level's comparisons prefers, among pairs at the same load, those
-# with fewer votes and a lease to those with more votes and none. None: nothing there for this
-# annotator (all theirs already, or full with leases); the full claim (_CANDIDATE_SQL) follows.
-ORDER = "((c2.id * 2654435761) %% 4294967296)"  # %% : a placeholder-escaped modulo
-_PROBE_PART = """SELECT * FROM (
-        SELECT c2.id, c2.vote_count, c2.votes_wanted, c2.gold, @PART@ AS part, @ORDER@ AS h
-        FROM {comparison} c2
-        WHERE c2.study_id = %(study)s AND c2.gold = %(gold)s
-          AND c2.vote_count = (SELECT m FROM level) AND @ORDER@ @CMP@ %(start)s
-          AND (c2.gold = %(true)s OR c2.vote_count < {target}) {{skip}}
-        ORDER BY @ORDER@ LIMIT %(window)s) @NAME@"""
-_PROBE_SQL = sql(
-    """WITH level AS (SELECT MIN(vote_count) AS m FROM {comparison} c2
-                      WHERE c2.study_id = %(study)s AND c2.gold = %(gold)s
-                        AND (c2.gold = %(true)s OR c2.vote_count < {target})),
-            cand AS (@FIRST@ UNION ALL @WRAPPED@)
-       SELECT pair.id, NULL, NULL, {columns}
-       FROM (SELECT c.id, c.study_id, c.question_id, c.answer_a_id, c.answer_b_id
-             FROM {comparison} c
-             JOIN (SELECT cand.id, cand.vote_count + COALESCE(live.n, 0) AS tier, cand.part,
-                          cand.h
-                   FROM cand LEFT JOIN ({live}) live ON live.comparison_id = cand.id
-                   WHERE (cand.gold = %(true)s
-                          OR cand.vote_count + COALESCE(live.n, 0)
-                             < COALESCE(cand.votes_wanted, %(k)s))
-                     AND (SELECT 1 FROM {assignment} mine WHERE mine.comparison_id = cand.id
-                            AND mine.annotator_id = %(annotator)s) IS NULL
-                   ORDER BY tier, part, h
-                   LIMIT %(window)s) w ON w.id = c.id
-             ORDER BY w.tier, w.part, w.h
-             LIMIT 1
-             {{lock}}) pair
-       {joins}""".replace(
-        "@FIRST@",
-        _PROBE_PART.replace("@PART@", "0").replace("@CMP@", ">=").replace("@NAME@", "first"),
-    )
-    .replace(
-        "@WRAPPED@",
-        _PROBE_PART.replace("@PART@", "1").replace("@CMP@", "<").replace("@NAME@", "wrapped"),
-    )
-    .replace("@ORDER@", ORDER),
-    live=live_leases("%(study)s"),
-    target=target("c2", "%(k)s"),
-    columns=_PAIR_COLUMNS,
-    joins=_PAIR_JOINS,
-)
 _LOAD = "c2.vote_count + COALESCE(live.n, 0)"
 _RANDOM = "RAND()" if connection.vendor == "sqlite" else "RANDOM()"  # [0, 1) (Django's, SQLite)
 _PICK = {
@@ -246,9 +193,8 @@ def _claim(*, state: LoopState, skip: Sequence[int] = (), gold: bool = False) ->
         lock = "FOR UPDATE OF c SKIP LOCKED"
     skipped = {f"skip{i}": pk for i, pk in enumerate(skip)}
     active = state.sampling == Study.Sampling.ACTIVE and not gold
-    skip_clause = f"AND c2.id NOT IN ({', '.join(f'%({k})s' for k in skipped)})" if skipped else ""
     statement = _CANDIDATE_SQL.format(
-        skip=skip_clause,
+        skip=f"AND c2.id NOT IN ({', '.join(f'%({k})s' for k in skipped)})" if skipped else "",
         lock=lock,
         pick=_PICK["active" if active else "uniform"],
     )
@@ -263,12 +209,7 @@ def _claim(*, state: LoopState, skip: Sequence[int] = (), gold: bool = False) ->
         gold=gold,
         **skipped,
     )
-    row = None
-    if not active:
-        probe = _PROBE_SQL.format(skip=skip_clause, lock=lock)
-        row = fetchone(probe, {**found, "start": _random.randrange(2**32)})
-    if row is None:
-        row = fetchone(statement, found)
+    row = fetchone(statement, found)
     if row is None and lock:
         row = fetchone(statement, {**found, "window": ALL_CANDIDATES})
     if row is None:
