@@ -14,7 +14,7 @@ from ..models import Assignment, Study, Vote
 from ..sampling import sampling_refresh_soon
 from .adaptive import adaptive_decision
 from .progress import STORED_COLUMNS, STORED_JOIN, Progress, progress_of, stored_progress
-from .sql import MAY_ANNOTATE, in_pool, params, sql, stored
+from .sql import MAY_ANNOTATE, cursor, fetchone, in_pool, params, read_datetime, sql, stored
 from .state import STUDY_NOT_OPEN, LoopState, annotator_progress
 
 VOTE_CONFLICT = "this pair already has a different vote from you; votes are never overwritten"
@@ -70,48 +70,64 @@ class VoteTarget:
         return self.progress
 
 
+_ASSIGNMENT_COLUMNS = (
+    "id",
+    "study_id",
+    "comparison_id",
+    "annotator_id",
+    "token",
+    "left",
+    "status",
+    "first_delivered_at",
+    "lease_expires_at",
+)
+
+
 def vote_target(*, token: str, annotator) -> VoteTarget:
     now = timezone.now()
     found = params(study_id=0, annotator=annotator, now=now, token=token)
-    (row,) = Assignment.objects.raw(_VOTE_TARGET_SQL, found)
+    row = fetchone(_VOTE_TARGET_SQL, found)
+    (may_annotate, k, quota, gold_rate, sampling, gold, held_id, held_live) = row[9:17]
     assignment = None
     progress = Progress(done=0, total=0)
     state = None
-    if row.pk is not None and row.k is not None:
-        assignment = row
-        # The open study as far as the vote needs it, so that vote_record reads no more.
+    if row[0] is not None and k is not None:
+        # The assignment as a model instance (its columns only), and the open study as far as
+        # the vote needs it, so that vote_record reads no more.
+        values = dict(zip(_ASSIGNMENT_COLUMNS, row[:9], strict=True))
+        for name in ("first_delivered_at", "lease_expires_at"):
+            values[name] = read_datetime(values[name])
+        assignment = stored(Assignment, values)
+        sampling = sampling or Study.Sampling.UNIFORM
         assignment.study = stored(
             Study,
             {
-                "id": row.study_id,
+                "id": assignment.study_id,
                 "status": Study.Status.OPEN,
-                "votes_per_comparison": row.k,
-                "quota": row.quota,
-                "sampling": row.sampling or Study.Sampling.UNIFORM,
+                "votes_per_comparison": k,
+                "quota": quota,
+                "sampling": sampling,
             },
         )
-        assignment.gold = bool(row.gold)
+        assignment.gold = bool(gold)
         progress = stored_progress(
-            (row.p_done, row.p_closed, row.p_open, row.p_current),
-            study_id=row.study_id,
-            annotator_id=annotator.pk,
-            quota=row.quota,
+            row[17:21], study_id=assignment.study_id, annotator_id=annotator.pk, quota=quota
         )
         state = LoopState(
-            study_id=row.study_id,
+            study_id=assignment.study_id,
             annotator=annotator,
             now=now,
-            may_annotate=bool(row.may_annotate),
-            votes_per_comparison=row.k,
-            held_id=row.held_id,
-            held_live=bool(row.held_live),
+            may_annotate=bool(may_annotate),
+            votes_per_comparison=k,
+            held_id=held_id,
+            held_live=bool(held_live),
             progress=progress,
-            quota=row.quota,
-            gold_rate=row.gold_rate or 0.0,
-            sampling=row.sampling or Study.Sampling.UNIFORM,
+            quota=quota,
+            gold_rate=gold_rate or 0.0,
+            sampling=sampling,
         )
     return VoteTarget(
-        may_annotate=bool(row.may_annotate),
+        may_annotate=bool(may_annotate),
         assignment=assignment,
         progress=progress,
         state=state,
@@ -144,7 +160,7 @@ _TAKE_SLOT_SQL = sql(
                               votes_wanted = COALESCE(%(wanted_after)s, votes_wanted)
        WHERE id = %(comparison)s
          AND (vote_count < COALESCE(votes_wanted, %(k)s) OR gold = %(true)s)
-         AND (%(quota)s IS NULL OR COALESCE((SELECT q.done FROM {progress} q
+         AND (CAST(%(quota)s AS integer) IS NULL OR COALESCE((SELECT q.done FROM {progress} q
                                               WHERE q.study_id = %(study)s
                                                 AND q.annotator_id = %(annotator_id)s),
                                              (SELECT COUNT(*) FROM {assignment} q
@@ -335,34 +351,34 @@ def _vote_insert(
     # serialises every vote on the comparison: a second request with the same vote waits for
     # it, then finds the comparison full or conflicts on the vote. Either way nothing is
     # taken: _NoSlot rolls the transaction back, giving the slot back.
-    with connection.cursor() as cursor:
+    with cursor() as run:
         if connection.vendor == "postgresql" and found["quota"] is not None:
-            cursor.execute(_QUOTA_LOCK_SQL, found)
+            run.execute(_QUOTA_LOCK_SQL, found)
         if adaptive:  # takes the comparison's lock first, then decides (loop/adaptive.py)
             decided = _adaptive_values(assignment, values, found, k=k)
             if decided is not None:
                 values = decided
         if connection.vendor == "postgresql":
-            cursor.execute(_VOTE_ONE_STATEMENT_SQL, found)
-            slot, vote_id, filled, done, closed, open_pairs = cursor.fetchone()
+            run.execute(_VOTE_ONE_STATEMENT_SQL, found)
+            slot, vote_id, filled, done, closed, open_pairs = run.fetchone()
             if not slot or vote_id is None:
                 raise _NoSlot
             if filled:
-                cursor.execute(_FILLED_SQL, found)
-                done, closed, open_pairs = cursor.fetchone()
+                run.execute(_FILLED_SQL, found)
+                done, closed, open_pairs = run.fetchone()
         else:
-            cursor.execute(_TAKE_SLOT_SQL, found)
-            row = cursor.fetchone()
+            run.execute(_TAKE_SLOT_SQL, found)
+            row = run.fetchone()
             if row is None:
                 raise _NoSlot
             filled = bool(row[1])
-            cursor.execute(_VOTE_ALONE_SQL, found)
-            inserted = cursor.fetchone()
+            run.execute(_VOTE_ALONE_SQL, found)
+            inserted = run.fetchone()
             if inserted is None:
                 raise _NoSlot
             vote_id = inserted[0]
-            cursor.execute(_VOTED_SQL, found)
-            cursor.execute(_FILLED_SQLITE_SQL if filled else _MINE_SQL, found)
+            run.execute(_VOTED_SQL, found)
+            run.execute(_FILLED_SQLITE_SQL if filled else _MINE_SQL, found)
             done = closed = open_pairs = None
     assignment.status = Assignment.Status.VOTED
     if adaptive:  # the comparisons' caps follow the study's fit (annotation/sampling.py)
