@@ -121,21 +121,23 @@ if _postgres:
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = envint(
         "DB_CONNECT_TIMEOUT", 5
     )
-# The annotator loop's statements are prepared once per connection (annotation/loop/sql.py's
-# cursor binds on the server, and psycopg prepares a statement from its fifth run; Django turns
-# that off by default) and planned once (force_generic_plan: PostgreSQL would otherwise plan a
-# statement again at every run while its custom plans look cheaper than the generic one).
-# Planning was about a third of the server's CPU per vote (issue 30: 5.2 -> 3.3 ms). The ORM's
-# statements are bound in the client, never prepared, and planned at each run as before. Off
-# (DB_PREPARED_STATEMENTS=0) for a pooler that cannot keep prepared statements (PgBouncer in
-# transaction mode before 1.21, or without max_prepared_statements).
-DB_PREPARED_STATEMENTS = _postgres and envbool("DB_PREPARED_STATEMENTS", True)
+# DB_PREPARED_STATEMENTS=1 prepares the annotator loop's statements once per connection
+# (annotation/loop/sql.py's cursor binds on the server; psycopg prepares a statement from its
+# fifth run, which Django turns off by default) and plans them once (DB_PLAN_CACHE_MODE,
+# force_generic_plan by default). Off by default: on a quiet 2-core machine (2026-12-07,
+# bench/annotate_load.py) it saved a third of PostgreSQL's CPU per vote while the study's
+# tables were fresh (N=20 first: 165-172 votes/s against 145 without), but the saving turned
+# into a loss as votes accumulated (N=100 after it: PostgreSQL 6.1-6.2 ms per vote against 5.2,
+# 128-132 votes/s against 137), likely plans kept from statistics of nearly empty tables; not
+# diagnosed. The ORM's statements are bound in the client and never prepared either way.
+# Keep it off behind a pooler that cannot keep prepared statements (PgBouncer in transaction
+# mode before 1.21, or without max_prepared_statements).
+DB_PREPARED_STATEMENTS = _postgres and envbool("DB_PREPARED_STATEMENTS", False)
 if DB_PREPARED_STATEMENTS:
-    # psycopg prepares a statement from its fifth run on a connection (Django turns this off
-    # by default); only server-bound cursors prepare, so the ORM's statements are untouched.
     _options = DATABASES["default"].setdefault("OPTIONS", {})
     _options["prepare_threshold"] = 5
-    _options["options"] = f"{_options.get('options', '')} -c plan_cache_mode=force_generic_plan"
+    _plan_cache_mode = os.environ.get("DB_PLAN_CACHE_MODE", "force_generic_plan")
+    _options["options"] = f"{_options.get('options', '')} -c plan_cache_mode={_plan_cache_mode}"
 if _postgres and envint("DB_POOL_MAX_SIZE", 0) > 0:
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps the connections
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {

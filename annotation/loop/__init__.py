@@ -8,8 +8,10 @@ comes from Redis where there is one) and about 7.5 and 6 ms, against 2.3 ms for 
 (bench/annotate_load.py measures the throughput; tests/annotation/test_vote_api.py counts the
 statements). Load = votes (the kept Comparison.vote_count) + live leases; live leases are few
 (an annotator holds at most one per study), so they are grouped once in a derived table.
-Prepared statements (server-side binding) were tried and did not pay: the server's CPU per
-statement stayed the same (about 0.7 ms for the state and the claim), as it is spent executing.
+Prepared statements (``sql.cursor()``, settings ``DB_PREPARED_STATEMENTS``, off by default):
+an earlier try prepared nothing (Django turns psycopg's preparing off); done properly they saved
+a third of the server's CPU per vote on fresh tables and lost it, and more, as votes accumulated
+(settings.py has the figures), so they stay an option.
 
 Progress is kept, not counted (progress.py): counted, it scanned the study's comparisons twice
 per next pair and once per vote. A vote asked with ?next=1 claims the next pair in its own
