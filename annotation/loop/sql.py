@@ -118,8 +118,9 @@ def cursor():
     """A cursor for the loop's statements. On PostgreSQL with DB_PREPARED_STATEMENTS on (off by
     default: see settings.py) it binds parameters on the server, so psycopg prepares each
     statement once per connection (from its ``prepare_threshold``-th run) and the server plans
-    it once (``plan_cache_mode``, ``force_generic_plan`` by default): planning was about a third of the server's
-    CPU per vote (EXPLAIN: 0.5-0.6 ms each for the vote target, the vote and the claim).
+    it once (``plan_cache_mode``, ``force_generic_plan`` by default): planning was about a
+    third of the server's CPU per vote (EXPLAIN: 0.5-0.6 ms each for the vote target, the vote
+    and the claim).
     Django's cursor wrapper is kept, so errors, execute wrappers and query capture are as for
     any cursor. Elsewhere: Django's own cursor."""
     if connection.vendor != "postgresql" or not settings.DB_PREPARED_STATEMENTS:
