@@ -44,6 +44,7 @@ from annotation.ranking import (  # noqa: E402
     designs,  # noqa: E402
     rank,
 )
+from annotation.ranking import population as simulated  # noqa: E402
 from annotation.ranking.covariates import style_control  # noqa: E402
 from annotation.ranking.simulate import simulate_study  # noqa: E402
 
@@ -222,17 +223,17 @@ CERTAINTY_GOAL = 0.80
 PEOPLE: dict[bool, np.ndarray] = {}  # people's strengths over all questions (cost_bench)
 BUDGET_LADDER = (300, 450, 700, 1000, 1500, 2200, 3300, 5000, 7500, 11000, 16000, 24000, 36000)
 SCOUT_STUDIES = 20  # studies per budget in the scouting pass (votes_for_certainty)
-POPULATIONS: dict[tuple[int, int], designs.Population] = {}  # (seed, questions): one study
+POPULATIONS: dict[tuple[int, int], simulated.Population] = {}  # (seed, questions): one study
 # Added to every simulated study's seed (--seed-offset): explore on other seeds than the ones
 # a figure is reported on.
 SEED_OFFSET = [0]
 
 
-def study(seed: int, theta, questions: int, calibration) -> designs.Population:
+def study(seed: int, theta, questions: int, calibration) -> simulated.Population:
     """Simulated study ``seed`` (the same answers and judge for every design and budget)."""
     key = (seed, questions)
     if key not in POPULATIONS:
-        POPULATIONS[key] = designs.population(
+        POPULATIONS[key] = simulated.population(
             theta, questions, calibration, np.random.default_rng(seed)
         )
     return POPULATIONS[key]
@@ -311,11 +312,13 @@ def cost_bench(studies: int, questions: int, only: tuple[str, ...] = designs.DES
         for i in range(len(theta) - 1)
         if RAKUDA_LIKE[i] - RAKUDA_LIKE[i + 1] >= SETTLE_GAP
     ]
-    calibration = designs.Calibration()
+    calibration = simulated.Calibration()
     # People's strengths over all questions: one study of 20,000 questions.
-    PEOPLE[True] = designs.population(theta, 20_000, calibration, np.random.default_rng(99)).target
-    figures = designs.agreement(
-        designs.population(theta, questions, calibration, np.random.default_rng(0)),
+    PEOPLE[True] = simulated.population(
+        theta, 20_000, calibration, np.random.default_rng(99)
+    ).target
+    figures = simulated.agreement(
+        simulated.population(theta, questions, calibration, np.random.default_rng(0)),
         np.random.default_rng(1),
     )
     print(

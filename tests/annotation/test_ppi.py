@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from annotation.ranking import ELO_PER_LOG, aggregate, designs, rank
+from annotation.ranking import population as simulated
 from annotation.ranking.ppi import BAD_LAMBDA, BAD_VOTE_WEIGHT, fit_ppi
 
 # Six models with the Rakuda v1 GPT-4 tournament's published strengths (its crowded lower half).
@@ -23,7 +24,7 @@ def _errors(calibration, design, lam=None, target=None):
     people's strengths over all questions) in Elo, and its standard errors."""
     errors, ses = [], []
     for seed in range(STUDIES):
-        pop = designs.population(THETA, 100, calibration, np.random.default_rng(seed))
+        pop = simulated.population(THETA, 100, calibration, np.random.default_rng(seed))
         sample = designs.draw(design, pop, BUDGET, np.random.default_rng(10_000 + seed))
         fitted = designs.fit_sample(pop, sample, lam=lam)
         errors.append((fitted.theta - (pop.target if target is None else target)) * ELO_PER_LOG)
@@ -34,7 +35,7 @@ def _errors(calibration, design, lam=None, target=None):
 @pytest.fixture(scope="module")
 def biased_judge():
     # The judge leans towards the weakest model: half a unit of answer quality its way.
-    return designs.Calibration(judge_bias=0.5, favoured=5)
+    return simulated.Calibration(judge_bias=0.5, favoured=5)
 
 
 @pytest.mark.parametrize("design", ["prediction-powered", "adaptive K", "best combination"])
@@ -50,7 +51,7 @@ def test_prediction_powered_strengths_stay_unbiased_under_a_biased_judge(biased_
 def test_prediction_powered_intervals_cover_peoples_strengths_about_95_percent(biased_judge):
     # The intervals allow for the questions being a sample: they are read against people's
     # strengths over all questions (one study of 20,000).
-    everyone = designs.population(THETA, 20_000, biased_judge, np.random.default_rng(99)).target
+    everyone = simulated.population(THETA, 20_000, biased_judge, np.random.default_rng(99)).target
     errors, ses = _errors(biased_judge, "prediction-powered", target=everyone)
     coverage = (np.abs(errors) <= 1.96 * ses).mean()
     assert 0.92 <= coverage <= 0.98, coverage
@@ -65,13 +66,13 @@ def test_todays_routing_fit_is_biased_under_the_same_judge(biased_judge):
 
 
 def test_the_judge_alone_is_biased_towards_the_model_it_favours(biased_judge):
-    pop = designs.population(THETA, 400, biased_judge, np.random.default_rng(3))
+    pop = simulated.population(THETA, 400, biased_judge, np.random.default_rng(3))
     judge_only = fit_ppi(pop.model_a, pop.model_b, pop.question, pop.judge, [], [], [], 6, lam=1.0)
     assert (judge_only.theta[5] - pop.target[5]) * ELO_PER_LOG > 10
 
 
 def test_a_judge_that_agrees_with_people_narrows_the_intervals():
-    honest = designs.Calibration()
+    honest = simulated.Calibration()
     ppi_errors, ppi_se = _errors(honest, "prediction-powered")
     alone_errors, alone_se = _errors(honest, "prediction-powered", lam=0.0)
     assert ppi_se.mean() < 0.9 * alone_se.mean()
@@ -80,7 +81,7 @@ def test_a_judge_that_agrees_with_people_narrows_the_intervals():
 
 def test_power_tuning_picks_lambda_zero_for_a_judge_that_says_nothing():
     rng = np.random.default_rng(5)
-    pop = designs.population(THETA, 100, designs.Calibration(), rng)
+    pop = simulated.population(THETA, 100, simulated.Calibration(), rng)
     sample = designs.draw("prediction-powered", pop, BUDGET, rng)
     coin = rng.choice([0.0, 0.5, 1.0], size=pop.size)  # a judge that flips coins
     fitted = fit_ppi(
@@ -98,9 +99,9 @@ def test_power_tuning_picks_lambda_zero_for_a_judge_that_says_nothing():
 
 def test_people_alone_with_unit_weights_is_the_plain_bradley_terry_fit():
     rng = np.random.default_rng(7)
-    pop = designs.population(THETA, 60, designs.Calibration(), rng)
+    pop = simulated.population(THETA, 60, simulated.Calibration(), rng)
     chosen = rng.integers(0, pop.size, 2000)
-    score = designs.people_votes(pop, chosen, rng)
+    score = simulated.people_votes(pop, chosen, rng)
     fitted = fit_ppi(
         pop.model_a,
         pop.model_b,
@@ -144,7 +145,7 @@ def test_the_tuned_lambda_is_never_worse_than_people_alone():
     guarded = 0
     for seed in range(40):
         rng = np.random.default_rng(500 + seed)
-        pop = designs.population(THETA, 12, designs.Calibration(), rng)
+        pop = simulated.population(THETA, 12, simulated.Calibration(), rng)
         sample = designs.draw("prediction-powered", pop, 240, rng)
         judge = rng.choice([0.0, 0.5, 1.0], size=pop.size) if seed % 2 else 1.0 - pop.judge
         args = (pop.model_a, pop.model_b, pop.question, judge)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import numpy as np
 
 from annotation.ranking import ELO_PER_LOG, designs
+from annotation.ranking import population as simulated
 
 RAKUDA_LIKE = np.array([1010.806, 862.585, 848.215, 814.526, 794.771, 703.772])
 THETA = (RAKUDA_LIKE - RAKUDA_LIKE.mean()) / ELO_PER_LOG
 
 
-def _pair(pop: designs.Population) -> np.ndarray:
+def _pair(pop: simulated.Population) -> np.ndarray:
     first, second = np.triu_indices(pop.n_models, 1)
     table = np.full((pop.n_models, pop.n_models), -1)
     table[first, second] = np.arange(first.size)
@@ -25,7 +26,7 @@ def test_every_comparison_counts_once_in_expectation():
     # One small study drawn many times: per model pair, the mean over draws of the summed
     # weights of its votes is its number of comparisons, although later stages put most votes
     # on a few pairs (every comparison's E[sum of its weights] is 1).
-    pop = designs.population(THETA, 20, designs.Calibration(), np.random.default_rng(11))
+    pop = simulated.population(THETA, 20, simulated.Calibration(), np.random.default_rng(11))
     pair = _pair(pop)
     draws = 400
     totals = np.zeros((draws, 15))
@@ -47,11 +48,11 @@ def test_the_plan_spends_on_the_close_pair_that_decides_the_certainty():
     # Gaps 148, 14, 34, 20, 91 Elo: only 148, 34 and 91 must be settled. After a large
     # uniform pilot, the plan gives most of the stage to models 2 and 3 (34 Elo) or their
     # neighbours, never to the clear pairs' ends (0 vs 5).
-    pop = designs.population(THETA, 400, designs.Calibration(), np.random.default_rng(12))
+    pop = simulated.population(THETA, 400, simulated.Calibration(), np.random.default_rng(12))
     rng = np.random.default_rng(13)
     chosen = np.flatnonzero(rng.random(pop.size) < 0.5)
     pilot = designs.Sample(
-        chosen, designs.people_votes(pop, chosen, rng), np.full(chosen.size, 2.0), True
+        chosen, simulated.people_votes(pop, chosen, rng), np.full(chosen.size, 2.0), True
     )
     fitted = designs.fit_sample(pop, pilot)
     pair = _pair(pop)
