@@ -260,41 +260,13 @@ def staged(
 
     ``known``: plan on these strengths instead of the fit's (the bench's limit of the plug-in:
     the same design and fit with the allocation's strengths known)."""
-    n = pop.size
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    pair = _pair_index(pop)
-    members = np.bincount(pair, minlength=pair.max() + 1).astype(float)
     for s, share in enumerate(stages):
-        stage_budget = share * budget
-        if s == 0:
-            rate = np.full(n, stage_budget / n)
-        else:
-            done = sum(stages[:s])
-            sample = Sample(
-                np.concatenate([p[0] for p in parts]),
-                np.concatenate([p[1] for p in parts]),
-                np.concatenate([p[2] for p in parts]) / done,
-                uses_judge=True,
-            )
-            fitted = fit_sample(pop, sample)
-            if known is not None:
-                fitted = replace(fitted, theta=known)
-            earlier = [np.bincount(pair[p[0]], minlength=members.size).astype(float) for p in parts]
-            votes = plan_allocation(
-                pop,
-                fitted,
-                sample,
-                stage_budget,
-                earlier=[(stages[t], e) for t, e in enumerate(earlier)],
-                later=stages[s:],
-                settle=settle,
-            )
-            rate = (votes / members)[pair]
-        slots = np.clip(np.ceil(rate), 1, MAX_VOTES).astype(int)
-        probability = np.clip(rate / slots, 1e-9, 1.0)
+        rate = stage_rate(pop, parts, s, budget, stages=stages, settle=settle, known=known)
+        slots, probability = stage_draw(rate)
         chosen = _bernoulli(rng, probability)
         comparison = np.repeat(chosen, slots[chosen])
-        weight = share / (slots[comparison] * probability[comparison])
+        weight = stage_weight(share, slots[comparison], probability[comparison])
         parts.append((comparison, people_votes(pop, comparison, rng), weight))
     return Sample(
         np.concatenate([p[0] for p in parts]),
@@ -302,6 +274,79 @@ def staged(
         np.concatenate([p[2] for p in parts]),
         uses_judge=True,
     )
+
+
+@dataclass(frozen=True)
+class Comparisons:
+    """What the staged design plans on, as a live study has it (``Population`` has it too):
+    each comparison's model pair and question, the judge's score for a (NaN: no verdict)."""
+
+    model_a: np.ndarray
+    model_b: np.ndarray
+    question: np.ndarray
+    judge: np.ndarray
+    n_models: int
+
+    @property
+    def size(self) -> int:
+        return self.model_a.size
+
+
+def stage_rate(
+    pop: Population | Comparisons,
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    s: int,
+    budget: float,
+    stages: tuple[float, ...] = STAGES,
+    settle: float = SETTLE_LOG,
+    known: np.ndarray | None = None,
+) -> np.ndarray:
+    """Stage ``s``'s expected people's votes per comparison (``staged``'s plan; the live
+    design's, annotation/staging.py, too): stage 0 alike, a later one by ``plan_allocation``
+    on the prediction-powered fit of ``parts``, the votes of the stages before it
+    (comparison, score, weight ``stage_weight``), spread over each model pair's comparisons."""
+    n = pop.size
+    stage_budget = stages[s] * budget
+    if s == 0:
+        return np.full(n, stage_budget / n)
+    pair = _pair_index(pop)
+    members = np.bincount(pair, minlength=pop.n_models * (pop.n_models - 1) // 2)
+    done = sum(stages[:s])
+    sample = Sample(
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([p[2] for p in parts]) / done,
+        uses_judge=True,
+    )
+    fitted = fit_sample(pop, sample)
+    if known is not None:
+        fitted = replace(fitted, theta=known)
+    earlier = [np.bincount(pair[p[0]], minlength=members.size).astype(float) for p in parts]
+    votes = plan_allocation(
+        pop,
+        fitted,
+        sample,
+        stage_budget,
+        earlier=[(stages[t], e) for t, e in enumerate(earlier)],
+        later=stages[s:],
+        settle=settle,
+    )
+    return (votes / np.maximum(members, 1))[pair]
+
+
+def stage_draw(rate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per comparison, the people a drawn comparison asks (``slots``, more than one only where
+    its expected votes pass one) and the chance it is drawn, so slots x p = ``rate``."""
+    slots = np.clip(np.ceil(rate), 1, MAX_VOTES).astype(int)
+    probability = np.clip(rate / slots, 1e-9, 1.0)
+    return slots, probability
+
+
+def stage_weight(share, slots, probability):
+    """A people's vote of a stage with budget ``share``, on a comparison drawn with
+    ``probability`` asking ``slots`` people: share / (slots x p) (``staged`` says why this
+    keeps the fit unbiased)."""
+    return share / (slots * probability)
 
 
 def _pair_index(pop: Population) -> np.ndarray:

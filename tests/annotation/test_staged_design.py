@@ -63,3 +63,27 @@ def test_the_plan_spends_on_the_close_pair_that_decides_the_certainty():
     assert abs(plan.sum() - 3000) < 1e-6
     assert max(at, key=at.get) in {(2, 3), (1, 3), (2, 4)}, at
     assert at[(2, 3)] > 3 * at[(0, 5)], at
+
+
+def test_the_simulation_plans_draws_and_weighs_through_the_live_designs_steps():
+    # ``staged`` is stage_rate, stage_draw and stage_weight in turn (the live design,
+    # annotation/staging.py, calls the same three): composing them by hand with the same
+    # random numbers gives the very same votes and weights.
+    pop = simulated.population(THETA, 30, simulated.Calibration(), np.random.default_rng(21))
+    sample = designs.staged(pop, 500, np.random.default_rng(22))
+    rng = np.random.default_rng(22)
+    parts = []
+    for s, share in enumerate(designs.STAGES):
+        rate = designs.stage_rate(pop, parts, s, 500)
+        slots, probability = designs.stage_draw(rate)
+        assert np.allclose(slots * probability, np.minimum(rate, designs.MAX_VOTES))
+        chosen = np.flatnonzero(rng.random(pop.size) < probability)
+        comparison = np.repeat(chosen, slots[chosen])
+        weight = share / (slots[comparison] * probability[comparison])
+        parts.append((comparison, simulated.people_votes(pop, comparison, rng), weight))
+    for got, made in zip(
+        (sample.comparison, sample.score, sample.weight),
+        (np.concatenate([p[i] for p in parts]) for i in range(3)),
+        strict=True,
+    ):
+        assert np.array_equal(got, made)
