@@ -20,13 +20,14 @@ from django.urls import reverse
 
 from evalsite.admin_helpers import ExtensibleAdmin, admin_action_register
 from evalsite.errors import ServiceError
+from evalsite.runs.admin import RunAdmin
 from generation.models import GenerationRun
 
 # admin_records registers the records' admins (admin autodiscovery imports this module only).
-from . import admin_records, gold, studies  # noqa: F401
+from . import admin_records, gold, staging, studies  # noqa: F401
 from .admin_identity import IdentityFlagInline, IdentityReviewAdmin, flag_message
 from .forms import StudyCreateForm
-from .models import Study, StudyRun
+from .models import StagePlan, Study, StudyRun
 
 # --- generation runs: the study action --------------------------------------------------------
 
@@ -111,6 +112,7 @@ STUDY_SETTINGS = [
     "fast_vote_seconds",
     "sampling",
     "sampling_floor",
+    "human_budget",
     "routing",
     "audit_share",
 ]
@@ -185,6 +187,7 @@ class StudyAdmin(IdentityReviewAdmin, ExtensibleAdmin, admin.ModelAdmin):
         "review_identity",
         "mask_all_flags",
         "gold_from_controls",
+        "plan_next_stage",
     ]
 
     def get_queryset(self, request):
@@ -234,6 +237,27 @@ class StudyAdmin(IdentityReviewAdmin, ExtensibleAdmin, admin.ModelAdmin):
     def close_studies(self, request, queryset):
         self._change_each(request, queryset, studies.study_close, "Closed")
 
+    def get_readonly_fields(self, request, obj=None):
+        found = list(super().get_readonly_fields(request, obj))
+        # The staged design's budget is fixed once the study opened (its weights rest on it).
+        if obj is not None and obj.status != Study.Status.DRAFT:
+            found.append("human_budget")
+        return found
+
+    @admin.action(description="Plan the next stage of the selected staged studies (when full)")
+    def plan_next_stage(self, request, queryset):
+        for study in queryset:
+            try:
+                plan = staging.stage_plan_start(study=study, user=request.user)
+            except ServiceError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                continue
+            self.message_user(
+                request,
+                f"{study.name}: stage {plan.stage} is {plan.status} (stage plan {plan.pk}).",
+                messages.SUCCESS,
+            )
+
     @admin.action(
         description="Make gold checks from pairs with a known-bad answer (empty or cut off)"
     )
@@ -241,3 +265,16 @@ class StudyAdmin(IdentityReviewAdmin, ExtensibleAdmin, admin.ModelAdmin):
         for study in queryset:
             made = gold.gold_from_controls(study=study)
             self.message_user(request, f"{study.name}: {made} gold check(s) made.", messages.INFO)
+
+
+@admin.register(StagePlan)
+class StagePlanAdmin(RunAdmin):
+    """The staged design's stage plans (annotation/staging.py): runs on the spine, read-only,
+    with retry and cancel; a new one is made by the study's "Plan the next stage" action."""
+
+    list_display = ["id", "study", "stage", "share", "status", "progress", "votes", "created_at"]
+    list_filter = ["status", "study"]
+    list_select_related = ["study"]
+    run_fields = ["study", "stage", "share", "budget"]
+    result_fields = ["votes"]
+    retry_description = "Retry (draw the stage if it is not drawn yet)"

@@ -15,3 +15,6 @@ class AnnotationConfig(AppConfig):
 
         preference_source_register(preference_source)
         preferences_admin.install()
+        # The staged design's stage plans are a run kind on the spine, in every process (the
+        # worker included).
+        from . import staging  # noqa: F401

@@ -12,6 +12,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils.translation import gettext
 
+from evalsite.runs.models import CountedRun, Lease
 from generation.models import Answer, GenerationRun, LanguageModel, PromptSet, Question
 
 
@@ -32,6 +33,12 @@ class Study(models.Model):
         # (K on average: close pairs more, clear ones fewer). The fit weights each vote by
         # 1 / (cap x the chance it was asked).
         ADAPTIVE = "adaptive"
+        # Staged, prediction-powered (ranking/designs.py ``staged``, live in annotation/
+        # staging.py): the judge's verdicts on every comparison, people's votes in stages of a
+        # human budget: a uniform pilot, then stages planned on the fit of everything before
+        # them, each comparison drawn with a recorded probability; each vote weighs
+        # share / (slots x probability).
+        STAGED = "staged"
 
     # Admin-only, like model names: an admin may well call a study "line vs rinna".
     name = models.CharField(max_length=200, unique=True)
@@ -54,8 +61,18 @@ class Study(models.Model):
         help_text=(
             "Active: after one vote each, prefer comparisons whose pair is least settled. "
             "Adaptive K: one person at a time; a comparison stops once its votes agree with "
-            "the judge, and close pairs get more than K people, clear ones fewer"
+            "the judge, and close pairs get more than K people, clear ones fewer. Staged: "
+            "needs the judge's verdicts on every comparison; people's votes (the human "
+            "budget) in a uniform pilot, then stages planned on the fit so far"
         ),
+    )
+    # Staged design: people's votes the whole study may ask for. Blank: the uniform design's
+    # cost, K x comparisons (filled in when the study opens; fixed from then on).
+    human_budget = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Staged design: people's votes in all (blank: K x comparisons); set before "
+        "opening",
     )
     sampling_floor = models.FloatField(
         default=0.2,
@@ -133,7 +150,7 @@ class Study(models.Model):
                 condition=Q(fast_vote_seconds__gte=0), name="annotation_study_fast_vote_nonnegative"
             ),
             models.CheckConstraint(
-                condition=Q(sampling__in=["uniform", "active", "adaptive"]),
+                condition=Q(sampling__in=["uniform", "active", "adaptive", "staged"]),
                 name="annotation_study_sampling_valid",
             ),
             models.CheckConstraint(
@@ -143,6 +160,10 @@ class Study(models.Model):
             models.CheckConstraint(
                 condition=Q(audit_share__gte=0, audit_share__lte=1),
                 name="annotation_study_audit_share_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(human_budget__isnull=True) | Q(human_budget__gte=1),
+                name="annotation_study_human_budget_positive",
             ),
         ]
 
@@ -386,6 +407,12 @@ class Vote(models.Model):
     cap = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
     asked = models.FloatField(null=True, blank=True, editable=False)
     next_asked = models.FloatField(null=True, blank=True, editable=False)
+    # Staged design (Study.Sampling.STAGED): the stage the vote was asked in (1: the pilot)
+    # and that stage's share of the human budget; ``cap`` holds the people its comparison asks
+    # in the stage (slots) and ``asked`` the chance it was drawn. The fit weights it
+    # share / (cap x asked). Blank in other designs.
+    stage = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
+    share = models.FloatField(null=True, blank=True, editable=False)
     # An imported vote's content key (its file row, exchange.import_keys): a second import of
     # the same file finds its rows already here and adds nothing. Blank: cast in the app.
     import_key = models.CharField(max_length=64, blank=True, default="", editable=False)
@@ -458,6 +485,58 @@ class Vote(models.Model):
 
     def __str__(self) -> str:
         return f"vote {self.pk}: {self.outcome} on comparison {self.comparison_id}"
+
+
+class StagePlan(CountedRun):
+    """One stage of a staged study (Study.Sampling.STAGED), a run on the spine: planned once
+    the stage before it is full, from the fit of everything so far (annotation/staging.py).
+    Stage 1, the uniform pilot, is drawn when the study opens. ``done`` / ``total``: the
+    comparisons drawn; ``votes`` the people's votes they ask for."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="stage_plans")
+    stage = models.PositiveSmallIntegerField()
+    share = models.FloatField()  # of the human budget
+    budget = models.FloatField()  # people's votes expected (share x the study's budget)
+    votes = models.PositiveIntegerField(default=0)  # slots drawn in all
+
+    class Meta(CountedRun.Meta):
+        constraints = [
+            *CountedRun.Meta.constraints,
+            # Planning is idempotent: one plan per stage, whoever asked for it.
+            models.UniqueConstraint(fields=["study", "stage"], name="annotation_stageplan_once"),
+            models.CheckConstraint(condition=Q(stage__gte=1), name="annotation_stageplan_stage"),
+            models.CheckConstraint(
+                condition=Q(share__gt=0, share__lte=1), name="annotation_stageplan_share"
+            ),
+        ]
+        indexes = [Lease.stale_check_index("annotation_stageplan_hb")]
+
+    def __str__(self) -> str:
+        return f"{self.study}: stage {self.stage}"
+
+
+class StageDraw(models.Model):
+    """A comparison a stage drew: with this probability, asking ``slots`` more people."""
+
+    plan = models.ForeignKey(StagePlan, on_delete=models.CASCADE, related_name="draws")
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="+")
+    slots = models.PositiveSmallIntegerField()
+    probability = models.FloatField()
+
+    class Meta:
+        ordering = ["plan", "comparison"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["plan", "comparison"], name="annotation_stagedraw_once"
+            ),
+            models.CheckConstraint(
+                condition=Q(slots__gte=1, probability__gt=0, probability__lte=1),
+                name="annotation_stagedraw_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.plan}: comparison {self.comparison_id} x {self.slots}"
 
 
 class IdentityFlag(models.Model):

@@ -30,9 +30,11 @@ from scipy.stats import norm
 
 from evalsite.exports import csv_text, markdown_table, markdown_text
 
+from . import staging
 from .hooks import PeopleDesign
 from .models import Comparison, Study
 from .ranking import ELO_MEAN, ELO_PER_LOG
+from .ranking.designs import stage_weight
 from .ranking.ppi import PPIFit, fit_ppi
 from .ranking.sentences import Note, sentence
 from .ranking.summaries import PairOrder, gap_intervals, gap_rank_ranges, pair_orders
@@ -132,6 +134,9 @@ class Combined:
     fits: dict[str, LabelledFit | None]
     audit: Audit | None
     notes: list[str] = field(default_factory=list)
+    # The staged design (staging.staged_summary): the stage reached of how many, the budget,
+    # each stage's share, comparisons and votes; None in other designs.
+    staged: dict | None = None
 
     @property
     def powered(self) -> LabelledFit | None:
@@ -169,8 +174,13 @@ def _majority(outcomes: list[str]) -> str:
     return ranked[0][0]
 
 
+# How the results name a sampling design (others by their value).
+SAMPLING_NAMES = {Study.Sampling.STAGED: "staged (prediction-powered)"}
+
+
 def design_name(study: Study, found: PeopleDesign | None) -> str:
     sampling = study.sampling if study.sampling != "uniform" else ""
+    sampling = SAMPLING_NAMES.get(sampling, sampling)
     if found is None:
         return sampling or "uniform"
     return f"{found.name} + {sampling}" if sampling else found.name
@@ -181,14 +191,16 @@ def study_combined(
     study: Study,
     models: list[str],
     labels: dict[str, str],
-    people: Iterable[tuple[int, str, int | None, float | None]],
+    people: Iterable[tuple[int, str, int | None, float | None, float | None]],
     judge: Iterable[tuple[int, str]],
     design: PeopleDesign | None,
 ) -> Combined:
     """The three fits of the study and what they rest on. ``models``: labels in the study's
     order; ``labels``: model name -> label; ``people`` / ``judge``: (comparison id, outcome)
     of the counted votes of each (the turn chosen; the judge's those ``design`` rests on), with
-    each person's vote's adaptive-K cap and chance of being asked (None outside adaptive K);
+    each person's vote's adaptive-K cap and chance of being asked (None outside adaptive K)
+    and the staged design's stage share (then cap and asked are the slots and the draw's
+    probability; None outside it);
     ``design``: how people's comparisons were chosen (``hooks.people_design``)."""
     comparisons = list(
         Comparison.objects.filter(study=study, gold=False)
@@ -202,12 +214,20 @@ def study_combined(
     question = np.array([q for _, q, _, _ in comparisons], dtype=np.int64)
 
     people_outcomes: dict[int, list[str]] = defaultdict(list)
-    # Adaptive K's votes: 1 / (cap x the chance each was asked) in place of 1 / votes.
+    # Adaptive K's votes: 1 / (cap x the chance each was asked) in place of 1 / votes; the
+    # staged design's: share / (slots x the chance its comparison was drawn).
     adaptive: dict[int, list[float]] = defaultdict(list)
-    for pk, outcome, cap, asked in people:
+    staged: set[int] = set()  # their weights carry the draw's chance: no stratum share
+    for pk, outcome, cap, asked, share in people:
         if pk in row:
             people_outcomes[pk].append(outcome)
-            adaptive[pk].append(1.0 / (cap * asked) if asked is not None and cap else math.nan)
+            if asked is None or not cap:
+                adaptive[pk].append(math.nan)
+            elif share is not None:
+                adaptive[pk].append(stage_weight(share, cap, asked))
+                staged.add(pk)
+            else:
+                adaptive[pk].append(1.0 / (cap * asked))
     judge_outcomes: dict[int, list[str]] = defaultdict(list)
     for pk, outcome in judge:
         if pk in row:
@@ -241,7 +261,7 @@ def study_combined(
         for outcome, weight in zip(outcomes, recorded, strict=True):
             vote_comparison.append(i)
             vote_score.append(SCORES[outcome])
-            vote_weight.append(weight / share[stratum[i]])
+            vote_weight.append(weight if pk in staged else weight / share[stratum[i]])
     no_judge = np.full(len(comparisons), np.nan)
     votes = (np.array(vote_comparison, np.int64), np.array(vote_score), np.array(vote_weight))
     empty = (np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
@@ -288,6 +308,7 @@ def study_combined(
             design, people_outcomes, judge_outcomes, first=study.sampling == Study.Sampling.ADAPTIVE
         ),
         notes=notes,
+        staged=staging.staged_summary(study),
     )
 
 
@@ -380,6 +401,7 @@ def combined_json(found: Combined) -> dict:
         "audit": asdict(found.audit) if found.audit is not None else None,
         "fits": {kind: _fit_json(fit) for kind, fit in found.fits.items()},
         "notes": list(found.notes),
+        "staged": found.staged,
     }
 
 

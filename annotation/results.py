@@ -307,7 +307,8 @@ def study_combined(*, study: Study, turn: int | None = None) -> powered.Combined
         models=study_models(study=study),
         labels=study_labels(study=study),
         people=[
-            (r.comparison_id, r.outcome, r.cap, r.asked) for r in votes.counted("people", turn)
+            (r.comparison_id, r.outcome, r.cap, r.asked, r.share)
+            for r in votes.counted("people", turn)
         ],
         judge=[(r.comparison_id, r.outcome) for r in votes.counted("judge", turn) if r.in_design],
         design=votes.design,

@@ -16,7 +16,7 @@ from evalsite.accounts.services import Action, audit_record
 from evalsite.errors import ServiceError
 from generation.models import Answer, GenerationRun, PromptSet
 
-from . import hooks, identity
+from . import hooks, identity, staging
 from .models import Comparison, IdentityFlag, Study, StudyRun, Vote
 
 STUDY_NAME_TAKEN = "a study named {name!r} already exists"
@@ -33,6 +33,7 @@ BAD_VOTES_PER_COMPARISON = "votes per comparison must be at least 1"
 BAD_SAMPLING = "unknown sampling {value!r}; use one of: {choices}"
 BAD_QUOTA = "a quota must be at least 1 vote (or none)"
 BAD_AUDIT_SHARE = "audit_share must be between 0 and 1 (a share of the judge's verdicts)"
+BAD_HUMAN_BUDGET = "a human budget must be at least 1 vote (or none: K x comparisons)"
 BAD_GOLD_RATE = "the gold rate is a share between 0 and 1"
 CANNOT_OPEN = "study {name!r} is {status}; only a draft or closed study can be opened"
 CANNOT_CLOSE = "study {name!r} is {status}; only an open study can be closed"
@@ -54,6 +55,7 @@ def study_create(
     gold_rate: float = 0.0,
     routing: bool = False,
     audit_share: float = 0.2,
+    human_budget: int | None = None,
     user=None,
 ) -> Study:
     """A study with every comparison (model pairs x questions) built in this one transaction.
@@ -62,6 +64,7 @@ def study_create(
     annotator may give (None: no limit); ``gold_rate``: share of pairs given as gold checks;
     ``routing``: an LLM judge goes first and people get what it was unsure of plus
     ``audit_share`` of the rest (judging/routing.py; the study opens once a judge run finished).
+    ``human_budget``: the staged design's people's votes (None: K x comparisons).
     """
     run_ids = [r.pk if isinstance(r, GenerationRun) else int(r) for r in runs]
     found = {
@@ -83,6 +86,8 @@ def study_create(
         raise ServiceError(BAD_GOLD_RATE)
     if not 0 <= audit_share <= 1:
         raise ServiceError(BAD_AUDIT_SHARE)
+    if human_budget is not None and human_budget < 1:
+        raise ServiceError(BAD_HUMAN_BUDGET)
     if Study.objects.filter(name=name).exists():
         raise ServiceError(STUDY_NAME_TAKEN.format(name=name))
 
@@ -103,6 +108,7 @@ def study_create(
                 gold_rate=gold_rate,
                 routing=routing,
                 audit_share=audit_share,
+                human_budget=human_budget,
                 created_by=user if getattr(user, "pk", None) else None,
             )
     except IntegrityError:
@@ -204,6 +210,9 @@ def study_open(*, study: Study, user=None) -> Study:
         raise ServiceError(CANNOT_OPEN.format(name=study.name, status=study.status))
     reopened = study.status == Study.Status.CLOSED
     hooks.study_opening(study)
+    if study.sampling == Study.Sampling.STAGED:
+        # The judge on everything, people's pilot drawn now; later stages on the spine.
+        staging.staged_open(study)
     if study.sampling == Study.Sampling.ADAPTIVE:
         # One person at a time: each vote decides whether the next is asked (loop/adaptive.py).
         study.comparisons.filter(gold=False, vote_count=0, votes_wanted__isnull=True).update(

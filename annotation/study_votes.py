@@ -20,6 +20,7 @@ from django.db.models import BooleanField, ExpressionWrapper, Value
 from .hooks import PeopleDesign, people_design
 from .models import AnnotatorExclusion, Study, Vote
 from .ranking.active import importance_weight
+from .ranking.designs import stage_weight
 
 _FIELDS = {
     "pk": "pk",
@@ -44,6 +45,7 @@ _FIELDS = {
     "eligible": "assignment__sampling_eligible",
     "cap": "cap",
     "asked": "asked",
+    "share": "share",
     "k": "comparison__study__votes_per_comparison",
 }
 
@@ -72,13 +74,17 @@ class VoteRecord:
     eligible: int | None
     cap: int | None  # adaptive K (``Vote.cap``, ``Vote.asked``); None in other designs
     asked: float | None
+    share: float | None  # the staged design's stage share (``Vote.share``); None elsewhere
     k: int  # the study's K
     in_design: bool  # one of the judge votes the study's people design rests on
 
     @property
     def weight(self) -> float:
-        """What the vote counts for in the fit : K / (cap x
-        asked) for an adaptive-K vote; 1 / (n p) for an active-sampling pick; else 1."""
+        """What the vote counts for in the fit : K x share / (slots x p) for a staged vote
+        (``ranking.designs.stage_weight``, in units of uniform K's votes), K / (cap x asked)
+        for an adaptive-K vote; 1 / (n p) for an active-sampling pick; else 1."""
+        if self.share is not None and self.asked is not None and self.cap:
+            return self.k * stage_weight(self.share, self.cap, self.asked)
         if self.asked is not None and self.cap:
             return self.k / (self.cap * self.asked)
         if self.assignment_id is None:

@@ -15,6 +15,7 @@ from ..sampling import sampling_refresh_soon
 from .adaptive import adaptive_decision
 from .progress import STORED_COLUMNS, STORED_JOIN, Progress, progress_of, stored_progress
 from .sql import MAY_ANNOTATE, cursor, fetchone, in_pool, params, read_datetime, sql, stored
+from .staged import staged_vote_taken
 from .state import STUDY_NOT_OPEN, LoopState, annotator_progress
 
 VOTE_CONFLICT = "this pair already has a different vote from you; votes are never overwritten"
@@ -383,6 +384,8 @@ def _vote_insert(
     assignment.status = Assignment.Status.VOTED
     if adaptive:  # the comparisons' caps follow the study's fit (annotation/sampling.py)
         sampling_refresh_soon(study_id=assignment.study.pk)
+    if assignment.study.sampling == Study.Sampling.STAGED:  # its stage's weight (loop/staged.py)
+        staged_vote_taken(vote_id, assignment, filled=bool(filled))
     if None in (done, closed, open_pairs):
         # SQLite, or a kept row that is missing or out of date: read (or count) it now.
         progress = annotator_progress(

@@ -44,6 +44,7 @@ def test_every_run_kind_is_registered_once_with_its_queue_rule():
         "judging.judgerun",
         "evolution.evolutionrun",
         "benchmarks.benchmarkrun",
+        "annotation.stageplan",
     }
     assert kinds.kind_of(GenerationRun) is GENERATION_RUN
     assert kinds.kind_of("generation.generationrun") is GENERATION_RUN
