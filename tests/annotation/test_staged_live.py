@@ -12,10 +12,12 @@ same votes, and the results page and API against what happened."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
 import pytest
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.management import call_command
 
 from annotation import studies
@@ -26,6 +28,7 @@ from annotation.staging import (
     LAST_STAGE,
     NEEDS_JUDGE,
     SMALL_BUDGET,
+    STAGE_OPEN,
     STAGES,
     stage_plan_execute,
     stage_plan_start,
@@ -183,7 +186,13 @@ def test_a_live_staged_study_runs_the_bench_design_to_its_last_stage(
         queued = StagePlan.objects.get(study=study, stage=stage + 1)
         assert queued.status == StagePlan.Status.QUEUED and not queued.draws.exists()
         assert stage_plan_start(study=study) == queued  # asked again: the same run
-        done = stage_plan_execute(queued.pk)
+        if stage == 1:  # what a worker's message runs
+            done = stage_plan_execute(queued.pk)
+        else:  # staff's command on the same run (it makes no second one)
+            out = io.StringIO()
+            call_command("plan_stage", study.name, "--inline", stdout=out)
+            assert f"stage {stage + 1} of {study.name} drawn" in out.getvalue()
+            done = StagePlan.objects.get(pk=queued.pk)
         assert done is not None and done.status == StagePlan.Status.SUCCEEDED, done.error
         assert done.total == done.draws.count() > 0
         assert stage_plan_execute(queued.pk) is None  # once only: not claimable again
@@ -284,3 +293,26 @@ def test_the_default_budget_is_the_uniform_designs_cost(rakuda_study):
     assert study.human_budget == study.votes_per_comparison * n
     plan = StagePlan.objects.get(study=study, stage=1)
     assert plan.budget == pytest.approx(STAGES[0] * study.votes_per_comparison * n)
+
+
+def test_staff_cannot_plan_a_stage_before_the_one_drawn_is_full(rakuda_study, admin_user):
+    study = rakuda_study
+    _judged_only(study)
+    study.sampling = Study.Sampling.STAGED
+    study.save(update_fields=["sampling"])
+    client = logged_in(admin_user)
+    client.post(
+        "/admin/annotation/study/", {"action": "open_studies", ACTION_CHECKBOX_NAME: [study.pk]}
+    )
+    pilot = StagePlan.objects.get(study=study)
+    # The change page shows the budget fixed now that the study is open.
+    page = client.get(f"/admin/annotation/study/{study.pk}/change/").content.decode()
+    assert 'name="human_budget"' not in page
+    response = client.post(
+        "/admin/annotation/study/",
+        {"action": "plan_next_stage", ACTION_CHECKBOX_NAME: [study.pk]},
+        follow=True,
+    )
+    said = [str(m) for m in response.context["messages"]]
+    assert said == [STAGE_OPEN.format(stage=1, name=study.name, open=pilot.total)]
+    assert list(StagePlan.objects.filter(study=study)) == [pilot]
