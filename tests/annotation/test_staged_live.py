@@ -30,6 +30,7 @@ from annotation.staging import (
     SMALL_BUDGET,
     STAGE_OPEN,
     STAGES,
+    open_in_stage,
     stage_plan_execute,
     stage_plan_start,
     study_data,
@@ -37,7 +38,7 @@ from annotation.staging import (
 from annotation.study_votes import study_votes
 from evalsite.errors import ServiceError
 from generation.models import LanguageModel
-from tests.conftest import logged_in
+from tests.conftest import logged_in, wait_for
 
 from .test_concurrency import _annotators
 
@@ -316,3 +317,52 @@ def test_staff_cannot_plan_a_stage_before_the_one_drawn_is_full(rakuda_study, ad
     said = [str(m) for m in response.context["messages"]]
     assert said == [STAGE_OPEN.format(stage=1, name=study.name, open=pilot.total)]
     assert list(StagePlan.objects.filter(study=study)) == [pilot]
+
+
+# Only guards against a hung worker; nothing here asserts on time.
+HUNG = 300
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_plans_each_stage_the_filling_vote_queued(
+    rakuda_study, external_data, django_user_model, shared_worker
+):
+    # The whole path with nothing called by hand: the vote that fills a stage commits, its
+    # stage plan goes to the broker, a real Celery worker claims and draws it, and the next
+    # stage's comparisons are served.
+    study = rakuda_study
+    _judged_only(study)
+    study.sampling = Study.Sampling.STAGED
+    study.human_budget = BUDGET
+    study.save(update_fields=["sampling", "human_budget"])
+    study = studies.study_open(study=study)
+    shared_worker("default")
+    theta = _people_strengths(external_data)
+    users = _annotators(django_user_model, ANNOTATORS, "worker-staged")
+    clients = [(logged_in(u), study) for u in users]
+    rng = np.random.default_rng(29)
+
+    def served_or_done() -> bool:
+        # Something to vote on again (the worker drew the next stage), or the last stage full.
+        last = StagePlan.objects.filter(study=study, stage=len(STAGES))
+        return open_in_stage(study) > 0 or (
+            last.filter(status=StagePlan.Status.SUCCEEDED).exists() and not open_in_stage(study)
+        )
+
+    # Vote while pairs are served; when none is, wait for the worker (a round may run on into
+    # the next stage when the worker draws it first).
+    while True:
+        _vote_round(clients, theta, rng)
+        wait_for(served_or_done, timeout=HUNG, message="the worker to plan the next stage")
+        if not open_in_stage(study):
+            break
+    plans = list(StagePlan.objects.filter(study=study).order_by("stage"))
+    assert [p.stage for p in plans] == [1, 2, 3]
+    for plan in plans[1:]:  # drawn by the worker, once
+        assert plan.worker and plan.attempts == 1 and plan.total == plan.draws.count() > 0
+    people = Vote.objects.filter(comparison__study=study, voter=Vote.Voter.PEOPLE)
+    for plan in plans:
+        assert people.filter(stage=plan.stage).count() == plan.votes
+    _weights_are_the_designs(study)
