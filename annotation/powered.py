@@ -8,7 +8,9 @@ intervals clustered by question:
 - **people**: people's votes alone, each comparison with people's votes counted once (the mean
   of its votes) and divided by its stratum's share of comparisons with people's votes, so a
   design that gives people some comparisons more often than others (routing gives them the
-  ones the judge was unsure of) does not tilt the strengths;
+  ones the judge was unsure of) does not tilt the strengths; the votes of a design that
+  records each vote's chance of being asked (adaptive K, the staged design) are weighted by it
+  instead;
 - **judge**: the judge's verdicts alone (each comparison's mean score over its verdicts);
 - **prediction-powered**: the judge's verdicts on every comparison corrected by people's on
   those they voted on (PPI++), unbiased for people's strengths whatever the judge's bias.
