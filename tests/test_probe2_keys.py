@@ -330,7 +330,7 @@ def _finished(client, run_url: str, worker) -> dict:
     def done() -> bool:
         return client.get(run_url).json()["status"] not in ACTIVE
 
-    wait_for(done, timeout=HUNG, interval=0.5, message=f"{run_url}; log:\n{worker.log_tail()}")
+    wait_for(done, timeout=HUNG, message=f"{run_url}; log:\n{worker.log_tail()}")
     return client.get(run_url).json()
 
 
