@@ -258,6 +258,42 @@ def _prompt_template_presets(request):
     evolution_presets_install()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _flush_by_delete():
+    """On PostgreSQL, the flush that empties every table after a transactional test (and the
+    schema-fuzzing module) deletes the rows instead of truncating the tables: TRUNCATE makes
+    new files for each of the ~50 tables and their indexes (0.75-1.4 s a flush on a busy
+    2-core machine, against 35 ms for the deletes). Triggers and foreign-key checks are off
+    for the deletes (session_replication_role, as TRUNCATE fires no row trigger either), so the
+    tables end as TRUNCATE leaves them: empty, sequences untouched. That needs a superuser (as
+    CI and these machines have); for another user Django's TRUNCATE stays."""
+    if not _is_postgres():
+        yield
+        return
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    truncate = DatabaseOperations.sql_flush
+    superuser: dict[str, bool] = {}
+
+    def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+        alias = self.connection.alias
+        if alias not in superuser:
+            with self.connection.cursor() as cursor:
+                cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+                superuser[alias] = cursor.fetchone()[0]
+        if reset_sequences or allow_cascade or not tables or not superuser[alias]:
+            return truncate(
+                self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade
+            )
+        # Executed in one transaction (execute_sql_flush), so SET LOCAL lasts for the deletes.
+        deletes = [f"DELETE FROM {style.SQL_FIELD(self.quote_name(t))};" for t in tables]
+        return ["SET LOCAL session_replication_role = replica;", *deletes]
+
+    DatabaseOperations.sql_flush = sql_flush
+    yield
+    DatabaseOperations.sql_flush = truncate
+
+
 @pytest.fixture
 def one_torch_thread():
     """The tiny model gains nothing from threads; on a small shared machine they only contend."""
