@@ -285,9 +285,14 @@ def _flush_by_delete():
             return truncate(
                 self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade
             )
-        # Executed in one transaction (execute_sql_flush), so SET LOCAL lasts for the deletes.
+        # Executed in one transaction (execute_sql_flush): SET LOCAL lasts for the deletes, and
+        # is undone after them should that transaction be a test's own.
         deletes = [f"DELETE FROM {style.SQL_FIELD(self.quote_name(t))};" for t in tables]
-        return ["SET LOCAL session_replication_role = replica;", *deletes]
+        return [
+            "SET LOCAL session_replication_role = replica;",
+            *deletes,
+            "SET LOCAL session_replication_role = DEFAULT;",
+        ]
 
     DatabaseOperations.sql_flush = sql_flush
     yield

@@ -201,7 +201,7 @@ def worker(django_db_setup, django_db_blocker, canary_listener, tmp_path_factory
     app.control.purge()
     started = CeleryWorker(env, folder / "worker.log", "default,gpu", folder)
     yield started
-    started.stop()
+    started.stop(warm=False)  # the module's tests are over: no warm shutdown to wait for
     app.control.purge()
 
 
