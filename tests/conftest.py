@@ -94,6 +94,120 @@ def _has_gpu() -> bool:
     return torch.cuda.is_available()
 
 
+# --- one migrated template, cloned by every xdist process -------------------------------------
+
+# Clones retried while PostgreSQL says the template is in use (autovacuum may visit a new one).
+TEMPLATE_IN_USE_TRIES = 60
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    import fcntl
+
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _template_cursor():
+    from django.db import connection
+
+    return connection.creation._nodb_cursor()
+
+
+def _template_run(template: str) -> str | None:
+    """The test run that built ``template`` (its database comment), None if there is none."""
+    with _template_cursor() as cursor:
+        cursor.execute(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+            [template],
+        )
+        row = cursor.fetchone()
+    return None if row is None else (row[0] or "")
+
+
+def _template_build(template: str, run: str) -> None:
+    """Migrate a new ``template`` database, as pytest-django migrates each test database."""
+    from django.db import connection
+
+    original = connection.settings_dict["NAME"]
+    connection.settings_dict["TEST"]["NAME"] = template
+    connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
+    connection.close()
+    connection.settings_dict["NAME"] = original
+    if not run.isalnum():
+        raise ValueError(f"unexpected test run id {run!r}")
+    with _template_cursor() as cursor:
+        # A utility statement takes no parameters; the run id is hexadecimal.
+        cursor.execute(f"COMMENT ON DATABASE \"{template}\" IS '{run}'")
+
+
+def _template_clone(template: str, clone: str) -> None:
+    import time
+
+    from django.db import OperationalError, connection
+
+    connection.close()
+    connection.close_pool()
+    with _template_cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{clone}"')
+        for attempt in range(TEMPLATE_IN_USE_TRIES):
+            try:
+                cursor.execute(f'CREATE DATABASE "{clone}" TEMPLATE "{template}"')
+                return
+            except OperationalError:  # "source database ... is being accessed by other users"
+                if attempt == TEMPLATE_IN_USE_TRIES - 1:
+                    raise
+                time.sleep(0.5)
+
+
+if _xdist_index() is not None and _is_postgres():
+
+    @pytest.fixture(scope="session")
+    def django_db_setup(
+        request,
+        django_test_environment,
+        django_db_blocker,
+        django_db_modify_db_settings,
+        tmp_path_factory,
+    ):
+        """Under xdist on PostgreSQL: the migrations run once per test run, into a template
+        database, and each process's test database is a copy of it (CREATE DATABASE ...
+        TEMPLATE), where pytest-django would migrate one database per process; the same tables,
+        triggers and migrated rows, without two of the three runs of every migration. The
+        process that built the template drops it when its session ends (a process that starts
+        later builds it again)."""
+        from django.conf import settings
+        from django.db import connection
+
+        clone = connection.creation._get_test_db_name()  # test_<name>_gwN
+        template = clone.rsplit("_gw", 1)[0] + "_template"
+        run = request.config.workerinput["testrunuid"]
+        lock = Path(tmp_path_factory.getbasetemp()).parent / f"{template}.lock"
+        original = connection.settings_dict["NAME"]
+        built = False
+        with django_db_blocker.unblock(), _file_lock(lock):
+            if _template_run(template) != run:
+                _template_build(template, run)
+                built = True
+            _template_clone(template, clone)
+        settings.DATABASES["default"]["NAME"] = clone
+        connection.settings_dict["NAME"] = clone
+        connection.settings_dict["TEST"]["NAME"] = clone
+        connection.close()
+
+        yield
+
+        with django_db_blocker.unblock():
+            connection.creation.destroy_test_db(original, verbosity=0)
+            if built:
+                with _file_lock(lock), _template_cursor() as cursor:
+                    cursor.execute(f'DROP DATABASE IF EXISTS "{template}"')
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         # A module of generated cases names those that represent it in `make test-quick`.
@@ -142,6 +256,47 @@ def _prompt_template_presets(request):
     template_presets_install()
     judge_presets_install()
     evolution_presets_install()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _flush_by_delete():
+    """On PostgreSQL, the flush that empties every table after a transactional test (and the
+    schema-fuzzing module) deletes the rows instead of truncating the tables: TRUNCATE makes
+    new files for each of the ~50 tables and their indexes (0.75-1.4 s a flush on a busy
+    2-core machine, against 35 ms for the deletes). Triggers and foreign-key checks are off
+    for the deletes (session_replication_role, as TRUNCATE fires no row trigger either), so the
+    tables end as TRUNCATE leaves them: empty, sequences untouched. That needs a superuser (as
+    CI and these machines have); for another user Django's TRUNCATE stays."""
+    if not _is_postgres():
+        yield
+        return
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    truncate = DatabaseOperations.sql_flush
+    superuser: dict[str, bool] = {}
+
+    def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+        alias = self.connection.alias
+        if alias not in superuser:
+            with self.connection.cursor() as cursor:
+                cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+                superuser[alias] = cursor.fetchone()[0]
+        if reset_sequences or allow_cascade or not tables or not superuser[alias]:
+            return truncate(
+                self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade
+            )
+        # Executed in one transaction (execute_sql_flush): SET LOCAL lasts for the deletes, and
+        # is undone after them should that transaction be a test's own.
+        deletes = [f"DELETE FROM {style.SQL_FIELD(self.quote_name(t))};" for t in tables]
+        return [
+            "SET LOCAL session_replication_role = replica;",
+            *deletes,
+            "SET LOCAL session_replication_role = DEFAULT;",
+        ]
+
+    DatabaseOperations.sql_flush = sql_flush
+    yield
+    DatabaseOperations.sql_flush = truncate
 
 
 @pytest.fixture
@@ -286,6 +441,7 @@ class CeleryWorker:
         import sys
 
         self.name = f"test-{os.getpid()}-{id(self)}@{socket.gethostname()}"
+        self.env = env
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         command = [
@@ -305,6 +461,11 @@ class CeleryWorker:
             "INFO",
             "-n",
             self.name,
+            # Mingle asks the other workers for their revoked tasks and waits a full second
+            # for replies at every start; gossip follows their events. The app uses neither
+            # (the census asks the workers directly), and a test starts a worker dozens of times.
+            "--without-mingle",
+            "--without-gossip",
         ]
         if beat_dir is not None:
             command += ["-B", "-s", str(beat_dir / "celerybeat-schedule")]
@@ -324,10 +485,14 @@ class CeleryWorker:
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=30)
 
-    def stop(self) -> None:
+    def stop(self, *, warm: bool = True) -> None:
+        """``warm``: SIGTERM, as an operator stops a worker (it finishes its task, then stops
+        its pool and beat: about two seconds idle); otherwise kill -9 at once."""
         import signal
 
-        if self.process.poll() is None:
+        if not warm:
+            self.kill()
+        elif self.process.poll() is None:
             try:
                 os.killpg(self.process.pid, signal.SIGTERM)
                 self.process.wait(timeout=20)
@@ -396,7 +561,8 @@ def celery_worker_factory(tmp_path, _model_storage):
 
     yield start
     for worker in workers:
-        worker.stop()
+        # The test is over: nothing it asserts on waits for a warm shutdown.
+        worker.stop(warm=False)
     app.control.purge()
 
 
@@ -411,7 +577,8 @@ class SharedWorker:
     Between tests it consumes no queue at all, so the tests without a worker see none: nothing
     they queue is taken, and no census counts it for any queue. A lease adds the queues the
     test asks for (Celery's add_consumer, acknowledged by the worker), and its end cancels
-    them, waits for the task in hand to finish and purges what is left queued. It runs without
+    them, waits for the task in hand to finish and purges what is left queued (the
+    ``shared_worker`` fixture purges them when its test starts). It runs without
     the embedded beat: a beat's periodic tasks would pile up in the queues between tests.
     """
 
@@ -422,12 +589,18 @@ class SharedWorker:
         self.queues: list[str] = []
         self.env = _worker_env(model_storage)
 
-    def lease(self, queues: str) -> CeleryWorker:
+    def ready(self) -> None:
+        """Started (once), and the queues purged: called as a test that may lease it starts."""
         from evalsite.celery import app
 
         if self.worker is None or self.worker.process.poll() is not None:
             self._start()
+        # Also drops the requeue a starting worker sends itself (worker_ready).
         app.control.purge()
+
+    def lease(self, queues: str) -> CeleryWorker:
+        if self.worker is None or self.worker.process.poll() is not None:
+            self._start()
         self.queues = [q for q in queues.split(",") if q]
         for queue in self.queues:
             self._control("add_consumer", queue)
@@ -506,7 +679,12 @@ def _shared_worker(django_db_setup, _model_storage, tmp_path_factory):
 def shared_worker(_shared_worker):
     """``celery_worker_factory``'s call for tests that neither kill nor stop their worker nor
     give it an environment of its own: ``shared_worker("default")`` lends the session's one
-    real worker (started once) consuming those queues for this test (default: gpu,default)."""
+    real worker (started once) consuming those queues for this test (default: gpu,default).
+
+    The worker is started (if it is not yet) and the queues purged when the test starts, as
+    ``celery_worker_factory`` purges them, not at the lease: what the test queues before it
+    leases the worker is kept for the worker."""
+    _shared_worker.ready()
     leased = False
 
     def lease(queues: str = "gpu,default", **env) -> CeleryWorker:

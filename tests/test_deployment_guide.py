@@ -124,12 +124,12 @@ def test_the_deployment_steps_run_in_order_and_serve_japanese_and_static_files(
         assert (static / "admin" / "css" / "base.css").is_file()
 
         https = {"Host": "eval.example.org", "X-Forwarded-Proto": "https"}
-        for _ in range(120):  # until gunicorn listens
+        for _ in range(600):  # until gunicorn listens
             try:
                 status, body = _get(port, "/accounts/login/", **https, **{"Accept-Language": "ja"})
                 break
             except OSError:
-                time.sleep(0.5)
+                time.sleep(0.1)
         assert status == 200
         assert "ログイン" in body.decode(), "the login page is not in Japanese"
         status, body = _get(port, "/static/annotation/results.css", **https)

@@ -417,7 +417,7 @@ def _vote_as_the_annotator(study, annotator, votes: int) -> int:
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_the_first_ten_minutes_run_as_written(
-    tiny_model_dir, annotator, celery_worker_factory, settings, tmp_path
+    tiny_model_dir, annotator, shared_worker, settings, tmp_path
 ):
     from annotation.models import Vote
     from judging.management.commands import demo_setup as demo
@@ -430,7 +430,7 @@ def test_the_first_ten_minutes_run_as_written(
     study, judge = _demo_like_database(tiny_model_dir)
     people = _vote_as_the_annotator(study, annotator, votes=4)
     verdicts_before = Vote.objects.filter(comparison__study=study, voter="judge").count()
-    celery_worker_factory("gpu,default")  # the worker `make demo` starts beside the server
+    shared_worker("gpu,default")  # as the worker `make demo` starts beside the server
 
     env = {
         **os.environ,

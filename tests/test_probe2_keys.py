@@ -201,7 +201,7 @@ def worker(django_db_setup, django_db_blocker, canary_listener, tmp_path_factory
     app.control.purge()
     started = CeleryWorker(env, folder / "worker.log", "default,gpu", folder)
     yield started
-    started.stop()
+    started.stop(warm=False)  # the module's tests are over: no warm shutdown to wait for
     app.control.purge()
 
 
@@ -330,7 +330,7 @@ def _finished(client, run_url: str, worker) -> dict:
     def done() -> bool:
         return client.get(run_url).json()["status"] not in ACTIVE
 
-    wait_for(done, timeout=HUNG, interval=0.5, message=f"{run_url}; log:\n{worker.log_tail()}")
+    wait_for(done, timeout=HUNG, message=f"{run_url}; log:\n{worker.log_tail()}")
     return client.get(run_url).json()
 
 

@@ -326,10 +326,10 @@ def test_health_shows_runs_only_of_the_kinds_the_staff_user_may_view(django_user
 @pytest.mark.broker
 @pytest.mark.usefixtures("_health_fresh")
 def test_worker_host_names_reach_run_viewers_only_not_bare_staff_nor_the_schema(
-    celery_worker_factory, bare_staff, django_user_model
+    shared_worker, bare_staff, django_user_model
 ):
     _running_run()
-    celery_worker_factory(queues="gpu")
+    shared_worker(queues="gpu")
     wait_for(lambda: census().consumers("gpu"), timeout=HUNG, message="the worker to answer")
     [worker_name] = census().consumers("gpu")
     host = socket.gethostname()

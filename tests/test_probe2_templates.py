@@ -425,7 +425,7 @@ def test_a_judge_prompt_that_bombs_on_a_question_is_refused_when_its_run_is_made
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_prompt_template_that_bombs_on_a_question_fails_its_generation_run(
-    celery_worker_factory, tiny_model_dir
+    shared_worker, tiny_model_dir
 ):
     from generation.importers import ParsedQuestion
     from generation.models import GenerationRun
@@ -441,7 +441,7 @@ def test_a_prompt_template_that_bombs_on_a_question_fails_its_generation_run(
     prompt_set = prompt_set_create(
         name="boom", questions=[ParsedQuestion(line=1, text="BOOM: 爆発する質問")]
     )
-    worker = celery_worker_factory("gpu,default")
+    worker = shared_worker("gpu,default")
     run = generation_run_create(model=model, prompt_set=prompt_set)
     wait_for(
         lambda: GenerationRun.objects.get(pk=run.pk).status not in GenerationRun.ACTIVE,

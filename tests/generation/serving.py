@@ -68,7 +68,7 @@ class TinyServer:
             start_new_session=True,
         )
         wait_for(
-            self._ready, timeout=300, interval=0.5, message=f"transformers serve: {self.tail()}"
+            self._ready, timeout=300, interval=0.1, message=f"transformers serve: {self.tail()}"
         )
 
     def _ready(self) -> bool:

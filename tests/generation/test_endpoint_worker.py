@@ -123,7 +123,7 @@ def test_a_served_model_resumes_after_a_kill_asking_only_for_the_missing_answers
 
 
 def test_a_served_model_without_its_key_fails_with_a_clear_error(
-    celery_worker_factory, endpoint_proxy, tiny_server
+    shared_worker, endpoint_proxy, tiny_server
 ):
     prompt_set = _prompt_set(2)
     model = language_model_register(
@@ -133,7 +133,8 @@ def test_a_served_model_without_its_key_fails_with_a_clear_error(
         endpoint_model=tiny_server.model_id,
         api_key_env=KEY_ENV,
     )
-    worker = celery_worker_factory("default")  # the variable is not set in its environment
+    worker = shared_worker("default")
+    assert KEY_ENV not in worker.env  # the variable is not set in its environment
     run = generation_run_create(model=model, prompt_set=prompt_set)
     wait_for(
         lambda: _run(run.pk).status not in GenerationRun.ACTIVE,

@@ -1,6 +1,6 @@
 """No silent waits: `generate --wait` / `finetune --wait` and the run admin pages say when no
-worker consumes the run's queue, with the command that starts one; a worker started later
-still takes the run. Real command processes, a real Redis broker, real workers."""
+worker consumes the run's queue, with the command that starts one; a worker that consumes it
+later still takes the run. Real command processes, a real Redis broker, real workers."""
 
 from __future__ import annotations
 
@@ -56,6 +56,10 @@ class Command:
                     **os.environ,
                     "DATABASE_URL": this_test_database_url(),
                     "OMP_NUM_THREADS": "1",
+                    # The command asks the workers after a second rather than five, and looks
+                    # at its run five times a second: the same lines, sooner.
+                    "WAIT_NO_WORKER_SECONDS": "1",
+                    "WAIT_POLL_SECONDS": "0.2",
                     **env,
                 },
                 stdout=out,
@@ -89,8 +93,8 @@ def prompt_set():
     )
 
 
-def test_generate_wait_says_no_worker_consumes_gpu_then_a_worker_started_later_finishes_it(
-    tmp_path, tiny_model_dir, prompt_set, celery_worker_factory
+def test_generate_wait_says_no_worker_consumes_gpu_then_a_worker_consuming_it_later_finishes_it(
+    tmp_path, tiny_model_dir, prompt_set, shared_worker
 ):
     register_tiny(tiny_model_dir, max_new_tokens=8)
     command = Command(
@@ -104,7 +108,9 @@ def test_generate_wait_says_no_worker_consumes_gpu_then_a_worker_started_later_f
     run = GenerationRun.objects.get()
     assert run.status == GenerationRun.Status.QUEUED  # it keeps waiting
 
-    worker = celery_worker_factory(queues="gpu")
+    # The session's worker, idle until now, begins to consume gpu: the run queued above is
+    # still in the queue (the fixture purged the queues before the test, not at the lease).
+    worker = shared_worker(queues="gpu")
 
     assert command.finish() == 0, command.output() + worker.log_tail()
     run.refresh_from_db()
@@ -149,7 +155,7 @@ def _messages(response) -> list[str]:
 
 
 def test_the_run_admin_warns_about_a_queued_run_until_a_worker_consumes_gpu(
-    prompt_set, staff_user, celery_worker_factory
+    prompt_set, staff_user, shared_worker
 ):
     model = language_model_register(name="m", name_or_path="tiny-0")
     # Not enqueued: a worker that starts below consumes the queue but has nothing to take.
@@ -166,7 +172,7 @@ def test_the_run_admin_warns_about_a_queued_run_until_a_worker_consumes_gpu(
         assert expected in warnings, (page, warnings)
         assert START_GPU_WORKER in expected
 
-    celery_worker_factory(queues="gpu")
+    shared_worker(queues="gpu")
     wait_for(lambda: census().consumers("gpu"), timeout=HUNG, message="the worker to answer")
 
     for page in pages:

@@ -33,7 +33,6 @@ def _finished(sweep_id: int, worker) -> None:
     wait_for(
         lambda: Sweep.objects.get(pk=sweep_id).status != Sweep.Status.RUNNING,
         timeout=HUNG,
-        interval=0.5,
         message=f"sweep {sweep_id} to finish; worker log:\n{worker.log_tail()}",
     )
 
