@@ -206,9 +206,10 @@ class AdminThrottledLoginView(ThrottledLoginView):
 
 class ModelBackend(backends.ModelBackend):
     """Django's model backend, with the signed-in user of every request read by one plain
-    statement: the ORM's ``get(pk=...)`` built and compiled its query each time, about 0.3 ms
-    of the app's CPU per request against 0.1 ms read so (in-process, 2026-12-08). The row is
-    the one the ORM would read (every concrete column), checked the same way (is_active)."""
+    statement: the ORM's ``get(pk=...)`` built and compiled its query each time, 0.36-0.51 ms
+    of the app's CPU per request against 0.10-0.20 ms read so (in-process on a busy machine,
+    2026-12-08). The row and its values are those the ORM would give (every concrete column,
+    through the same converters), checked the same way (is_active)."""
 
     def get_user(self, user_id):
         user = user_row(user_id)
