@@ -14,8 +14,9 @@ whatever connection settings ``evalsite/settings.py`` gives production; the clie
 
 A load generator in another process (bench/load_client.py) logs every annotator in; for each N
 it runs the loop with N annotators and no pause for a fixed time in each protocol (``page``: the
-voting page's, one request per vote, the vote with ?next=1 answering the next pair; ``two``:
-next-pair, then vote, as outside tools may), then calls a trivial JSON view behind the same
+voting page's, one request per vote, the vote with ?next=1&diff=0 answering the next pair
+without its word diff, as the page asks while its diff box is unticked; ``two``: next-pair, then
+vote, as outside tools may), then calls a trivial JSON view behind the same
 session authentication for the same time; then all annotators vote with think time (open loop,
 --think-rate votes per second in total, the page's protocol), which is the latency people feel.
 The final lines are those of the first protocol (the page's, by default).

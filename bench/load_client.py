@@ -2,10 +2,11 @@
 
 Each annotator is one HTTP client with its own cookies. Two protocols drive the loop: ``page``,
 the voting page's own (the first pair from next-pair, then one request per vote: the vote with
-``?next=1`` answers the next pair), and ``two``, what outside tools may still do (next-pair, then
-the vote). Phases: for each N, a closed loop with no pause for each protocol, then the trivial
-view behind the same session authentication; then an open loop with think time (annotators vote
-at random moments, a fixed total rate, as people do) on the page's protocol.
+``?next=1&diff=0`` answers the next pair, without the word diff the page shows only on
+request), and ``two``, what outside tools may still do (next-pair, then the vote). Phases: for
+each N, a closed loop with no pause for each protocol, then the trivial view behind the same
+session authentication; then an open loop with think time (annotators vote at random moments,
+a fixed total rate, as people do) on the page's protocol.
 Every phase also records the CPU seconds that the app (the gunicorn tree),
 PostgreSQL (the backends of the bench database) and this process spent in it.
 """
@@ -196,7 +197,8 @@ async def _one_vote(session: Session, study: int, rng: random.Random, out: dict)
 
 async def _one_vote_page(session: Session, study: int, rng: random.Random, out: dict) -> bool:
     """The page's protocol: the vote with ``?next=1`` (the first pair, or after an error, from
-    next-pair); False when nothing is left for this annotator."""
+    next-pair), and ``&diff=0`` as the page asks while its word-diff box is unticked; False
+    when nothing is left for this annotator."""
     if session.pair is None:
         start = time.perf_counter()
         try:
@@ -218,7 +220,7 @@ async def _one_vote_page(session: Session, study: int, rng: random.Random, out: 
     start = time.perf_counter()
     try:
         response = await session.request(
-            "POST", f"/api/assignments/{token}/vote/?next=1", json=body
+            "POST", f"/api/assignments/{token}/vote/?next=1&diff=0", json=body
         )
     except Exception as exc:  # noqa: BLE001
         out["errors"].append(f"vote: {type(exc).__name__}")

@@ -152,6 +152,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Django's model backend with the signed-in user read by one plain statement on every request
+# (evalsite.auth.ModelBackend). A session names the backend that signed it in, so sessions from
+# before this setting end once (their users sign in again); listing Django's backend as well
+# would keep them, but hash every failed sign-in's password twice.
+AUTHENTICATION_BACKENDS = ["evalsite.auth.ModelBackend"]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},

@@ -114,3 +114,64 @@ def test_the_connection_is_checked_after_an_error_or_an_idle_spell_only(settings
     settings.DB_HEALTH_CHECK_IDLE = 0  # as Django: every request
     assert _checked(middleware, monkeypatch)
     assert _checked(middleware, monkeypatch)
+
+
+def test_the_word_diff_is_sent_unless_asked_without(make_study, annotator):
+    """The voting page asks ?diff=0 while its diff box is unticked; outside tools asking as
+    before get the diff, and every pair has the same fields either way."""
+    study = make_study(models=2, questions=3, k=1)
+    client = logged_in(annotator)
+    pair = client.get(f"/api/studies/{study.pk}/next/").json()
+    assert pair["left_diff"] and pair["right_diff"]
+    again = client.get(f"/api/studies/{study.pk}/next/?diff=0").json()  # the same pair, held
+    assert again["token"] == pair["token"]
+    assert again["left_diff"] is None and again["right_diff"] is None
+    assert list(again) == list(pair)
+    assert {k: v for k, v in again.items() if "diff" not in k} == {
+        k: v for k, v in pair.items() if "diff" not in k
+    }
+    voted = client.post(
+        f"/api/assignments/{pair['token']}/vote/?next=1&diff=0",
+        {"choice": "left"},
+        content_type="application/json",
+    ).json()
+    following = voted["next"]
+    assert following["left_diff"] is None and list(following) == list(pair)
+    voted = client.post(
+        f"/api/assignments/{following['token']}/vote/?next=1",
+        {"choice": "right"},
+        content_type="application/json",
+    ).json()
+    assert voted["next"]["left_diff"] and voted["next"]["right_diff"]
+    skipped = client.post(
+        f"/api/assignments/{voted['next']['token']}/skip/?next=1&diff=false",
+        {"reason": "broken"},
+        content_type="application/json",
+    ).json()
+    assert skipped["next"] is None or skipped["next"]["left_diff"] is None
+
+
+def test_the_signed_in_user_is_read_in_one_statement_as_the_orm_reads_it(annotator):
+    from django.contrib.auth.models import User
+    from django.test.utils import CaptureQueriesContext
+
+    from evalsite.auth import ModelBackend, user_row
+
+    annotator.last_login = None
+    annotator.save()
+    annotator = User.objects.get(pk=annotator.pk)
+    client = logged_in(annotator)  # sets last_login
+    with CaptureQueriesContext(connection) as queries:
+        user = ModelBackend().get_user(annotator.pk)
+    assert len(queries) == 1
+    expected = User.objects.get(pk=annotator.pk)
+    fields = [f.attname for f in User._meta.concrete_fields]
+    assert [getattr(user, f) for f in fields] == [getattr(expected, f) for f in fields]
+    assert user.last_login is not None and user.last_login.tzinfo is not None
+    assert type(user.is_active) is bool and user.groups.filter(name="annotators").exists()
+    assert client.get("/api/ping/").status_code == 200
+    assert user_row(10**9) is None and user_row("not a number") is None
+    # Deactivated, or gone: nobody is signed in.
+    User.objects.filter(pk=annotator.pk).update(is_active=False)
+    assert ModelBackend().get_user(annotator.pk) is None
+    assert client.get("/api/ping/").status_code in (401, 403)

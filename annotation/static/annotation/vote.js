@@ -3,6 +3,10 @@
 // Answers arrive twice: as text, and as HTML the server rendered from Markdown with raw HTML
 // switched off (annotation/markdown.py); only those *_html / *_diff fields are inserted as HTML
 // (the pair's, and those of each earlier turn in ``history``).
+// The word diff costs the server more than the rest of a pair, and most annotators never look
+// at it: while the box is unticked, votes ask for the next pair without it (&diff=0: its fields
+// come null) and the diff panes stay empty; ticking the box shows the diff the pair came with,
+// or fetches the pair on screen again with its diff (next-pair answers the pair one holds).
 (function () {
   "use strict";
 
@@ -39,6 +43,7 @@
   };
   var token = null;
   var busy = false;
+  var diffs = null; // the pair on screen, when it came with its word diff
 
   function say(text) {
     message.textContent = text || "";
@@ -110,7 +115,13 @@
     ["left", "right"].forEach(function (side) {
       byId("answer-" + side).hidden = on;
       byId("diff-" + side).hidden = !on;
+      byId("diff-" + side).textContent = "";
     });
+    if (on && diffs) {
+      setDiffs(diffs);
+    } else if (on && token) {
+      loadDiff(token);
+    }
   }
 
   // data-state on the root (loading, ready, busy, done, error) lets tests and styles follow.
@@ -121,6 +132,7 @@
   function showDone() {
     setState("done");
     token = null;
+    diffs = null;
     pair.hidden = true;
     loading.hidden = true;
     done.hidden = false;
@@ -156,8 +168,7 @@
     setHtml(byId("question"), data.question_html);
     setAnswer(byId("answer-left"), data.left_html, data.left);
     setAnswer(byId("answer-right"), data.right_html, data.right);
-    setHtml(byId("diff-left"), data.left_diff);
-    setHtml(byId("diff-right"), data.right_diff);
+    diffs = typeof data.left_diff === "string" ? data : null;
     setDiff(showDiff.checked);
     setProgress(data.progress);
     comment.value = "";
@@ -166,6 +177,35 @@
     setEnabled(true);
     setState("ready");
     pair.scrollIntoView({ block: "start" });
+  }
+
+  // The diff panes, from a pair that came with its diff (see the note at the top).
+  function setDiffs(data) {
+    setHtml(byId("diff-left"), data.left_diff);
+    setHtml(byId("diff-right"), data.right_diff);
+  }
+
+  // The word diff of the pair on screen (``asked``: its token), fetched when the box is ticked.
+  function loadDiff(asked) {
+    fetch(nextUrl, {
+      credentials: "same-origin",
+      headers: { Accept: "application/json" },
+      cache: "no-store",
+    })
+      .then(function (response) {
+        return response.status === 200 ? response.json() : null;
+      })
+      .then(function (data) {
+        if (data && data.token === asked && token === asked && !diffs) {
+          diffs = data;
+          if (showDiff.checked) {
+            setDiffs(data);
+          }
+        }
+      })
+      .catch(function () {
+        say(root.dataset.msgError);
+      });
   }
 
   function vote(choice) {
@@ -184,7 +224,8 @@
     setState("busy");
     setEnabled(false);
     say("");
-    fetch(url.replace("TOKEN", encodeURIComponent(token)) + "?next=1", {
+    var query = showDiff.checked ? "?next=1" : "?next=1&diff=0";
+    fetch(url.replace("TOKEN", encodeURIComponent(token)) + query, {
       method: "POST",
       credentials: "same-origin",
       headers: {
