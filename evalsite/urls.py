@@ -21,9 +21,10 @@ urlpatterns = [
     path("api/docs/", views.ApiDocsView.as_view(url_name="schema"), name="api-docs"),
     path("api/ping/", views.ping, name="ping"),
     path("api/health/", views.HealthView.as_view(), name="health"),
+    # The annotator loop's requests are the app's load: their routes are tried first.
+    path("api/", include("annotation.api_urls")),
     path("api/", include("evalsite.runs.urls")),
     path("api/", include("generation.api_urls")),
-    path("api/", include("annotation.api_urls")),
     path("api/", include("judging.api_urls")),
     path("api/", include("evolution.api_urls")),
     path("api/", include("sweeps.api_urls")),
