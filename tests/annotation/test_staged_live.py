@@ -25,14 +25,17 @@ from annotation.battles import rakuda_tournament_to_battles, write_battles
 from annotation.models import Assignment, Comparison, StageDraw, StagePlan, Study, Vote
 from annotation.ranking import ELO_MEAN, ELO_PER_LOG, designs
 from annotation.staging import (
+    HAS_PEOPLE,
     LAST_STAGE,
     NEEDS_JUDGE,
+    NOT_WITH_ROUTING,
     SMALL_BUDGET,
     STAGE_OPEN,
     STAGES,
     open_in_stage,
     stage_plan_execute,
     stage_plan_start,
+    staged_open,
     study_data,
 )
 from annotation.study_votes import study_votes
@@ -281,6 +284,39 @@ def test_a_budget_too_small_for_the_pilot_is_refused(rakuda_study):
     )
     _unchanged(study)
     assert study.human_budget == 50
+
+
+def test_a_staged_study_with_routing_on_is_refused(rakuda_study):
+    study = rakuda_study
+    _judged_only(study)
+    study.sampling = Study.Sampling.STAGED
+    study.routing = True
+    study.save(update_fields=["sampling", "routing"])
+    # Opening asks routing's own check first (a succeeded pairwise judge run): refused there.
+    with pytest.raises(ServiceError):
+        studies.study_open(study=study)
+    _unchanged(study)
+    # The staged design's own refusal, past that check.
+    with pytest.raises(ServiceError) as error:
+        staged_open(study)
+    assert str(error.value) == NOT_WITH_ROUTING
+    _unchanged(study)
+
+
+def test_a_staged_study_with_peoples_votes_already_in_is_refused(rakuda_study):
+    """Each vote's weight comes from the stage that asked for it: votes from before the
+    study opened have none, so opening refuses rather than fit them with a made-up one."""
+    study = rakuda_study
+    _judged_only(study)
+    study.sampling = Study.Sampling.STAGED
+    study.save(update_fields=["sampling"])
+    comparison = Comparison.objects.filter(study=study).order_by("pk").first()
+    # An imported people's vote (a vote file's): it has no stage to weigh it by.
+    Vote.objects.create(comparison=comparison, outcome="a", imported=True)
+    with pytest.raises(ServiceError) as error:
+        studies.study_open(study=study)
+    assert str(error.value) == HAS_PEOPLE.format(votes=1)
+    _unchanged(study)
 
 
 def test_the_default_budget_is_the_uniform_designs_cost(rakuda_study):
