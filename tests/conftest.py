@@ -100,18 +100,6 @@ def _has_gpu() -> bool:
 TEMPLATE_IN_USE_TRIES = 60
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    import fcntl
-
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _template_cursor():
     from django.db import connection
 
@@ -183,13 +171,15 @@ if _xdist_index() is not None and _is_postgres():
         from django.conf import settings
         from django.db import connection
 
+        from generation.engine.tiny import file_lock
+
         clone = connection.creation._get_test_db_name()  # test_<name>_gwN
         template = clone.rsplit("_gw", 1)[0] + "_template"
         run = request.config.workerinput["testrunuid"]
         lock = Path(tmp_path_factory.getbasetemp()).parent / f"{template}.lock"
         original = connection.settings_dict["NAME"]
         built = False
-        with django_db_blocker.unblock(), _file_lock(lock):
+        with django_db_blocker.unblock(), file_lock(lock):
             if _template_run(template) != run:
                 _template_build(template, run)
                 built = True
@@ -204,7 +194,7 @@ if _xdist_index() is not None and _is_postgres():
         with django_db_blocker.unblock():
             connection.creation.destroy_test_db(original, verbosity=0)
             if built:
-                with _file_lock(lock), _template_cursor() as cursor:
+                with file_lock(lock), _template_cursor() as cursor:
                     cursor.execute(f'DROP DATABASE IF EXISTS "{template}"')
 
 

@@ -329,7 +329,7 @@ def cached_build(*, seed: int = 0, steps: int = 300, log: Log | None = None) -> 
     if _is_built(entry, seed, steps):
         return entry
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(root / f"{key}.lock"):
+    with file_lock(root / f"{key}.lock"):
         if _is_built(entry, seed, steps):  # built by another process while this one waited
             return entry
         say(f"building the tiny model (seed {seed}, {steps} steps) into the cache {entry}")
@@ -346,7 +346,8 @@ def cached_build(*, seed: int = 0, steps: int = 300, log: Log | None = None) -> 
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) across processes."""
     import fcntl
 
     with path.open("a") as handle:
