@@ -29,7 +29,6 @@ from generation.training.preferences import preference_dataset_create, preferenc
 from generation.web_tokenizer import web_tokenizer
 
 from .models import Comparison, Study, Vote
-from .results import counted_votes
 
 NO_STUDY = "no study named (or with id) {study!r}"
 NO_PAIRS = "study {name!r} gives no preference pairs from {votes} counted people's votes: {why}"
@@ -110,6 +109,8 @@ def study_preference_pairs(
 ) -> tuple[list[dict], dict]:
     """(pairs, statistics). Each pair: ``prompt``, ``chosen``, ``rejected``, ``question`` and
     ``origin`` (comparison id, people's votes for a / tie / b, which side won)."""
+    from .results import counted_votes  # results imports scipy: not at Django's start-up
+
     counts: dict[int, Counter] = defaultdict(Counter)
     votes = 0
     for comparison_id, outcome in counted_votes(study, "people").values_list(

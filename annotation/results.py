@@ -18,18 +18,16 @@ from scipy.stats import norm
 
 from . import agreement, figures, plots, powered, quality, ranking, reports
 from .models import AnnotatorExclusion, Study, StudyRun, Vote
+from .result_options import (  # noqa: F401 - read as results.* by the views and commands
+    BAD_OPTION,
+    BAD_TURN,
+    RESULT_OPTIONS,
+    VOTERS,
+    parse_options,
+    wants_provenance,
+)
 from .study_votes import VoteRecord, study_votes
 
-# Whose votes a reading counts: people (cast here or imported human judgments), the LLM
-# judge's (imported with ``--voters judge``, or a judge run's), or both combined, which is the
-# prediction-powered fit (``powered``): the two kinds of votes are never added together.
-VOTERS = ("people", "judge", "all")
-RESULT_OPTIONS = {"method": ranking.METHODS, "resample": ranking.RESAMPLE, "voters": VOTERS}
-BAD_OPTION = "unknown {name} {value!r}; use one of: {choices}"
-BAD_TURN = (
-    "turn must be a whole number from 1 (the user turns of the conversation judged: votes on "
-    "an earlier turn of multi-turn questions); got {value!r}"
-)
 POOLED_COMPARISON = (
     "voters=all is not offered when comparing studies: people's and the judge's votes are "
     "never added together; read the prediction-powered strengths on each study's results page"
@@ -41,35 +39,6 @@ POOLED_COMPARISON = (
 # timeout only bounds how long an unused fit holds memory.
 FIT_CACHE_SECONDS = 600
 NO_VOTES_TO_COMPARE = "study {name!r} has no votes yet (counting the votes of: {voters})"
-
-
-def parse_options(params) -> dict:
-    """Fit options from a query string (?method=davidson&resample=vote&position=1)."""
-    options = {}
-    for name, choices in RESULT_OPTIONS.items():
-        value = params.get(name)
-        if value:
-            if value not in choices:
-                raise ValueError(
-                    BAD_OPTION.format(name=name, value=value, choices=", ".join(choices))
-                )
-            options[name] = value
-    if params.get("position") in ("1", "true", "yes"):
-        options["position"] = True
-        options["method"] = "bradley_terry"
-    if params.get("style") in ("1", "true", "yes"):
-        options["style_control"] = True
-    turn = params.get("turn")
-    if turn:
-        if not (turn.isascii() and turn.isdigit() and int(turn) >= 1):
-            raise ValueError(BAD_TURN.format(value=turn))
-        options["turn"] = int(turn)
-    return options
-
-
-def wants_provenance(params) -> bool:
-    """?provenance=1: the votes and battles exports say how each answer was made (staff)."""
-    return params.get("provenance") in ("1", "true", "yes")
 
 
 @dataclass

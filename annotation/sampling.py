@@ -10,12 +10,10 @@ cache key); the refresh runs as a Celery task after the claim commits, never in 
 
 from __future__ import annotations
 
-import numpy as np
 from django.core.cache import cache
 from django.db.models import Case, F, FloatField, Q, Value, When
 
 from .models import Comparison, Study, StudyRun
-from .ranking.active import pair_weights
 
 REFRESH_SECONDS = 30
 
@@ -36,7 +34,10 @@ def sampling_refresh_soon(*, study_id: int) -> None:
 def sampling_weights_refresh(*, study: Study) -> dict[tuple[str, str], float]:
     """Write each comparison's weight from the current fit; returns {(model a, model b):
     weight} by model name (empty, and nothing written, while some model has no votes)."""
+    import numpy as np
+
     from . import figures, ranking
+    from .ranking.active import pair_weights
     from .results import study_labels, study_models, study_vote_rows
 
     rows, weights = study_vote_rows(study=study)

@@ -23,8 +23,10 @@ from evalsite.query import whole_number
 from evalsite.runs import listing
 from generation.models import GenerationRun, PromptSet
 
-from . import quality, ranking, results, results_export, staff, studies
+from . import quality, staff, studies
 from .models import Study
+from .ranking.options import METHODS, RESAMPLE
+from .result_options import VOTERS, parse_options, wants_provenance
 from .study_votes import reading
 from .views import count_from
 
@@ -87,7 +89,7 @@ class StudyCompareApi(APIView):
     @extend_schema(
         operation_id="studies_compare",
         parameters=[OpenApiParameter(n, int) for n in SIDES]
-        + [OpenApiParameter(f"voters_{n}", str, enum=list(results.VOTERS)) for n in SIDES],
+        + [OpenApiParameter(f"voters_{n}", str, enum=list(VOTERS)) for n in SIDES],
         responses={200: OpenApiTypes.OBJECT, 400: OpenApiResponse(description="bad study")},
     )
     def get(self, request):
@@ -102,8 +104,10 @@ class StudyCompareApi(APIView):
                 raise Http404
             found.append(study)
         voters = tuple(request.query_params.get(f"voters_{n}", "people") for n in SIDES)
+        from .results import studies_compare  # scipy: when comparing, not at start-up
+
         try:
-            return Response(results.studies_compare(first=found[0], second=found[1], voters=voters))
+            return Response(studies_compare(first=found[0], second=found[1], voters=voters))
         except ValueError as exc:
             raise ValidationError({"detail": str(exc)}) from None
 
@@ -295,10 +299,10 @@ class StudyResultsApi(APIView):
     @extend_schema(
         operation_id="study_results",
         parameters=[
-            OpenApiParameter("method", str, enum=list(ranking.METHODS)),
-            OpenApiParameter("resample", str, enum=list(ranking.RESAMPLE)),
+            OpenApiParameter("method", str, enum=list(METHODS)),
+            OpenApiParameter("resample", str, enum=list(RESAMPLE)),
             OpenApiParameter("position", bool),
-            OpenApiParameter("voters", str, enum=list(results.VOTERS)),
+            OpenApiParameter("voters", str, enum=list(VOTERS)),
         ],
         responses={200: OpenApiTypes.OBJECT, 400: OpenApiResponse(description="bad option")},
     )
@@ -306,8 +310,11 @@ class StudyResultsApi(APIView):
         study = Study.objects.filter(pk=study_id).first()
         if study is None:
             raise Http404
+        # The fit and its exports (numpy, scipy, matplotlib): when asked, not at start-up.
+        from . import results, results_export
+
         try:
-            options = results.parse_options(request.query_params)
+            options = parse_options(request.query_params)
             with reading(study):
                 found = results.study_results(
                     study=study, count_from=count_from(request.query_params), **options
@@ -333,10 +340,12 @@ class StudyExportApi(APIView):
         },
     )
     def get(self, request, study_id: int, fmt: str):
+        from . import results_export
+
         study = Study.objects.filter(pk=study_id).first()
         if study is None or fmt not in results_export.EXPORT_FORMATS:
             raise Http404
-        provenance = results.wants_provenance(request.query_params)
+        provenance = wants_provenance(request.query_params)
         text, content_type, filename = results_export.export(
             study=study, fmt=fmt, provenance=provenance
         )

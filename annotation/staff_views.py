@@ -16,8 +16,9 @@ from django.views.decorators.http import require_POST
 from evalsite.query import is_whole_number
 from evalsite.runs import listing
 
-from . import quality, results, staff
+from . import quality, staff
 from .models import Study
+from .result_options import VOTERS
 from .views import results_access
 
 # The names the staff pages give each kind of work and each status (a kind not listed here
@@ -92,7 +93,7 @@ def staff_runs(request: HttpRequest) -> HttpResponse:
     return render(request, "annotation/staff_runs.html", context, status=code)
 
 
-# What each side of a comparison of studies counts (results.VOTERS), as the page names it.
+# What each side of a comparison of studies counts (VOTERS), as the page names it.
 VOTER_CHOICES = [
     ("people", gettext_lazy("people")),
     ("judge", gettext_lazy("the LLM judge")),
@@ -114,13 +115,15 @@ def staff_compare(request: HttpRequest) -> HttpResponse:
         if not (is_whole_number(first_id) and is_whole_number(second_id)):
             # Not ids at all: the query was not made by this page's form.
             error, status = gettext("Choose two studies."), 400
-        elif any(v not in results.VOTERS for v in voters):
+        elif any(v not in VOTERS for v in voters):
             error = gettext("Choose people, the LLM judge or both for each study.")
         else:
             first = get_object_or_404(Study, pk=int(first_id))
             second = get_object_or_404(Study, pk=int(second_id))
+            from .results import studies_compare  # scipy: when comparing, not at start-up
+
             try:
-                compared = results.studies_compare(first=first, second=second, voters=voters)
+                compared = studies_compare(first=first, second=second, voters=voters)
             except ValueError as exc:
                 error = str(exc)
     context = {

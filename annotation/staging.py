@@ -18,9 +18,10 @@ share / (slots x probability): the weight whose unbiasedness ``designs.staged`` 
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
-import numpy as np
 from django.db import transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
@@ -30,11 +31,18 @@ from evalsite.runs import kinds, lifecycle
 from evalsite.runs.kinds import DEFAULT, RunKind, lazy
 
 from .models import Comparison, StageDraw, StagePlan, Study, Vote
-from .ranking import designs
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .ranking import designs
+
+# The design's maths (numpy, scipy, choix) is imported by the functions that plan: this module is
+# imported when Django starts (its run kind, the admin), and every worker, command and server
+# would otherwise pay about 0.7 s of imports for it.
 
 log = logging.getLogger(__name__)
 
-STAGES = designs.STAGES
 SCORES = {"a": 1.0, "tie": 0.5, "b": 0.0}
 NEEDS_JUDGE = (
     "a staged study needs the judge's verdicts on every comparison (prediction-powered "
@@ -88,10 +96,12 @@ def staged_open(study: Study) -> None:
     people = Vote.objects.filter(comparison__study=study, voter=Vote.Voter.PEOPLE).count()
     if people:
         raise ServiceError(HAS_PEOPLE.format(votes=people))
+    from .ranking.designs import STAGES
+
     budget = study_budget(study)
     pairs = comparisons.values("run_a_id", "run_b_id").distinct().count()
     if STAGES[0] * budget < pairs:
-        need = int(np.ceil(pairs / STAGES[0]))
+        need = math.ceil(pairs / STAGES[0])
         raise ServiceError(
             SMALL_BUDGET.format(
                 budget=budget, pilot=STAGES[0] * budget, share=STAGES[0], pairs=pairs, need=need
@@ -108,6 +118,8 @@ def staged_open(study: Study) -> None:
 
 
 def _plan_row(study: Study, stage: int, user=None) -> StagePlan:
+    from .ranking.designs import STAGES
+
     share = STAGES[stage - 1]
     return StagePlan.objects.create(
         study=study,
@@ -130,6 +142,10 @@ def study_data(study: Study) -> tuple[list[int], designs.Comparisons, dict[int, 
     """What the design plans on, from the study: its comparison ids (the rows' order), the
     comparisons (models, questions, the judge's mean score), and per stage done the people's
     votes (comparison row, score, weight ``designs.stage_weight``)."""
+    import numpy as np
+
+    from .ranking import designs
+
     rows = list(
         study.comparisons.filter(gold=False)
         .order_by("pk")
@@ -164,6 +180,8 @@ def study_data(study: Study) -> tuple[list[int], designs.Comparisons, dict[int, 
 
 
 def _parts(by_stage: dict, stages: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    import numpy as np
+
     parts = []
     for stage in range(1, stages + 1):
         votes = by_stage.get(stage, [])
@@ -179,10 +197,14 @@ def _parts(by_stage: dict, stages: int) -> list[tuple[np.ndarray, np.ndarray, np
 
 def _draw(study: Study, plan: StagePlan, rng: np.random.Generator | None = None) -> None:
     """Plan the stage (``designs.stage_rate``), draw its comparisons and raise their targets."""
+    import numpy as np
+
+    from .ranking import designs
+
     ids, comparisons, by_stage = study_data(study)
     s = plan.stage - 1
     budget = study_budget(study)
-    rate = designs.stage_rate(comparisons, _parts(by_stage, s), s, budget, stages=STAGES)
+    rate = designs.stage_rate(comparisons, _parts(by_stage, s), s, budget, stages=designs.STAGES)
     slots, probability = designs.stage_draw(rate)
     rng = rng if rng is not None else np.random.default_rng()
     chosen = np.flatnonzero(rng.random(len(ids)) < probability)
@@ -243,6 +265,8 @@ def _next_stage(study: Study, user=None) -> tuple[StagePlan | None, bool, str]:
                 stage=latest.stage, name=study.name, id=latest.pk, status=latest.status
             ),
         )
+    from .ranking.designs import STAGES
+
     if latest.stage >= len(STAGES):
         return None, False, LAST_STAGE.format(name=study.name, stages=len(STAGES))
     waiting = open_in_stage(study)
@@ -314,6 +338,8 @@ def staged_summary(study: Study) -> dict | None:
     budget, and per stage its share, comparisons drawn and votes asked for and in."""
     if study.sampling != Study.Sampling.STAGED:
         return None
+    from .ranking.designs import STAGES
+
     plans = list(
         StagePlan.objects.filter(study=study)
         .order_by("stage")

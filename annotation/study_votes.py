@@ -19,8 +19,6 @@ from django.db.models import BooleanField, ExpressionWrapper, Value
 
 from .hooks import PeopleDesign, people_design
 from .models import AnnotatorExclusion, Study, Vote
-from .ranking.active import importance_weight
-from .ranking.designs import stage_weight
 
 _FIELDS = {
     "pk": "pk",
@@ -83,6 +81,11 @@ class VoteRecord:
         """What the vote counts for in the fit : K x share / (slots x p) for a staged vote
         (``ranking.designs.stage_weight``, in units of uniform K's votes), K / (cap x asked)
         for an adaptive-K vote; 1 / (n p) for an active-sampling pick; else 1."""
+        # ranking imports scipy: when a vote is weighed, not when the vote path is imported
+        # (every Django process imports it through the URLs at start-up).
+        from .ranking.active import importance_weight
+        from .ranking.designs import stage_weight
+
         if self.share is not None and self.asked is not None and self.cap:
             return self.k * stage_weight(self.share, self.cap, self.asked)
         if self.asked is not None and self.cap:

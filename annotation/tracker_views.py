@@ -13,8 +13,8 @@ from django.views.decorators.http import require_POST
 
 from evalsite import trackers
 
-from . import results, tracking
 from .models import Study
+from .result_options import parse_options
 from .views import _bad_option, count_from, results_access
 
 
@@ -34,11 +34,13 @@ def results_tracker(request: HttpRequest, study_id: int) -> HttpResponse:
     back = reverse("annotation:results", args=[study.pk])
     back += ("?" + query.urlencode() if query else "") + "#tracker"
     try:
-        options = results.parse_options(query)
+        options = parse_options(query)
     except ValueError as exc:  # not a query the page made: as the page answers it
         return _bad_option(exc)
+    from .tracking import study_results_log  # the fit (scipy): when logging, not at start-up
+
     try:
-        logged = tracking.study_results_log(
+        logged = study_results_log(
             study=study,
             tracker=trackers.tracker_from(settings),
             count_from=count_from(query),

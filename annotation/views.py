@@ -4,6 +4,7 @@ results page with its chart and downloads."""
 from __future__ import annotations
 
 from functools import wraps
+from typing import TYPE_CHECKING
 
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required, permission_required
@@ -17,11 +18,18 @@ from django.views.decorators.cache import never_cache
 from generation.lineage import lineage_text, model_lineage
 from generation.models import LanguageModel
 
-from . import reports, results, results_export
+from . import result_options
 from .hooks import results_sections
 from .loop.state import annotator_progress, open_studies_for, open_study, user_is_annotator
 from .models import Assignment, Study
 from .study_votes import reading
+
+if TYPE_CHECKING:
+    from .results import Results
+
+# The results views import ``results``, ``reports`` and ``results_export`` when called: they load
+# numpy, scipy and matplotlib, which every process that imports the URLs (each worker and
+# command runs Django's checks) would otherwise pay for at start-up.
 
 
 def annotator_required(view):
@@ -115,9 +123,11 @@ def _bad_option(exc: ValueError) -> HttpResponse:
 
 @results_access
 def results_page(request: HttpRequest, study_id: int) -> HttpResponse:
+    from . import results
+
     study = _study_or_404(study_id)
     try:
-        options = results.parse_options(request.GET)
+        options = result_options.parse_options(request.GET)
     except ValueError as exc:
         return _bad_option(exc)
     # One read of the study's votes serves the tables, the fits, the annotators, the judge's
@@ -132,7 +142,9 @@ def results_page(request: HttpRequest, study_id: int) -> HttpResponse:
         return render(request, "annotation/results.html", _results_context(request, study, found))
 
 
-def _results_context(request: HttpRequest, study: Study, found: results.Results) -> dict:
+def _results_context(request: HttpRequest, study: Study, found: Results) -> dict:
+    from . import reports, results, results_export
+
     context = {
         "study": study,
         "results": found,
@@ -161,7 +173,9 @@ def _results_context(request: HttpRequest, study: Study, found: results.Results)
 def _tuned_models(study: Study) -> list[tuple[str, str]]:
     """(label, lineage) of the study's models that were made by fine-tuning here, so analysts
     see the base, the method and the data (or votes) behind each tuned model."""
-    labels = results.study_labels(study=study)
+    from .results import study_labels
+
+    labels = study_labels(study=study)
     models = LanguageModel.objects.filter(name__in=labels).order_by("name")
     found = [(labels[m.name], lineage_text(model_lineage(m))) for m in models]
     return [(label, text) for label, text in found if text]
@@ -172,8 +186,10 @@ def results_chart(request: HttpRequest, study_id: int, fmt: str) -> HttpResponse
     study = _study_or_404(study_id)
     if fmt not in ("png", "svg"):
         raise Http404
+    from . import results
+
     try:
-        options = results.parse_options(request.GET)
+        options = result_options.parse_options(request.GET)
     except ValueError as exc:
         return _bad_option(exc)
     # The fit the page embedding this chart has just made and cached (or a fresh one).
@@ -186,12 +202,14 @@ def results_chart(request: HttpRequest, study_id: int, fmt: str) -> HttpResponse
 
 @results_access
 def results_download(request: HttpRequest, study_id: int, fmt: str) -> HttpResponse:
+    from . import results, results_export
+
     study = _study_or_404(study_id)
     if fmt not in results_export.EXPORT_FORMATS:
         raise Http404
     found = None
     try:
-        options = results.parse_options(request.GET)
+        options = result_options.parse_options(request.GET)
         if count_from(request.GET) and fmt in ("csv", "json", "md"):
             found = results.study_results(
                 study=study, count_from=count_from(request.GET), **options
@@ -202,7 +220,7 @@ def results_download(request: HttpRequest, study_id: int, fmt: str) -> HttpRespo
         study=study,
         fmt=fmt,
         results=found,
-        provenance=results.wants_provenance(request.GET),
+        provenance=result_options.wants_provenance(request.GET),
         **options,
     )
     response = HttpResponse(text, content_type=content_type)

@@ -16,15 +16,16 @@ from dataclasses import dataclass, field
 from django.db.models import Exists, OuterRef, Q
 from django.urls import NoReverseMatch, reverse
 
-from annotation import results
 from annotation.models import Study, Vote
 from generation.lineage import model_lineage
 from generation.models import LanguageModel
-from judging.grading import grading_results
 from judging.models import JudgePrompt, JudgeRun
 
 from . import leaderboard_table as lt
 from .models import BenchmarkResult, BenchmarkRun
+
+# The fit (annotation.results: numpy, scipy) and the grades (numpy) are imported by the functions
+# that read them: the URLs import this module in every process at start-up.
 
 NOT_A_STUDY = "no study {value!r}"
 NOT_A_GRADING_RUN = "no succeeded grading run {value!r}"
@@ -112,6 +113,8 @@ def _url(name: str, *args, query: str = "") -> str:
 
 def _strengths(study: Study, voters: str) -> tuple[dict[str, lt.Figure], float | None]:
     """The study's fit of ``voters``' votes as figures by model name, and its interval level."""
+    from annotation import results
+
     fitted = results.study_ranking(study=study, voters=voters)
     if fitted is None:
         return {}, None
@@ -143,6 +146,8 @@ def _strength_column(
 
 
 def _grades(run: JudgeRun) -> tuple[dict[str, lt.Figure], dict]:
+    from judging.grading import grading_results
+
     graded = grading_results(run)
     url = _url("admin:judging_judgerun_change", run.pk)
     found = {
@@ -242,6 +247,8 @@ def leaderboard(options: Options) -> lt.Table:
 
     study = options.study
     if study is not None:
+        from annotation import results
+
         names += list(results.study_labels(study=study))
         column, people = _strength_column(study, "people", lt.HUMAN, "Human", "people's votes")
         add(column, people)

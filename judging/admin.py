@@ -33,7 +33,6 @@ from evalsite.runs.admin import RunAdmin
 from generation.admin.base import ReadOnlyAdmin
 from generation.models import LanguageModel
 
-from .grading import grading_results
 from .models import JudgePrompt, JudgeRun, Judgment
 from .prompts import (
     PROMPT_FIELDS,
@@ -254,6 +253,8 @@ class JudgeRunAdmin(RunAdmin):
     def grades(self, obj: JudgeRun) -> SafeString | str:
         if not obj.grading:
             return "-"
+        from .grading import grading_results  # numpy: not at Django's start-up
+
         results = grading_results(obj)
         rows = format_html_join(
             "",

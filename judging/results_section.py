@@ -12,10 +12,10 @@ the comparisons it was trusted with.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.db.models import Q
 
-from annotation import agreement, results
 from annotation.hooks import (
     PeopleDesign,
     ResultsSection,
@@ -26,6 +26,9 @@ from annotation.models import Comparison, Study
 
 from .routing import CONSISTENT, latest_routing_run, run_states, study_plan
 from .summary import study_judge_summaries
+
+if TYPE_CHECKING:
+    from annotation import agreement
 
 
 def judge_runs_json(*, study: Study) -> list[dict]:
@@ -90,6 +93,10 @@ def _audit_agreement(*, study: Study, run, audited: list[int]) -> agreement.Judg
     # The routing design's judge votes are this run's (``routing_design``), so its votes are
     # those the study's read marks as the design's: no second read of the vote table.
     on_sample = set(audited)
+    # annotation's results and agreement import scipy: here, not when Django starts (this
+    # module is imported by judging's ready() to register the section).
+    from annotation import agreement, results
+
     people, _ = results.study_vote_rows(study=study, voters="people", comparisons=on_sample)
     judge, _ = results.study_vote_rows(
         study=study, voters="judge", comparisons=on_sample, design_only=True
@@ -98,6 +105,12 @@ def _audit_agreement(*, study: Study, run, audited: list[int]) -> agreement.Judg
         return None
     models = results.study_models(study=study)
     return agreement.judge_agreement(people, judge, models, None, None)
+
+
+def _agreement_json(audit: agreement.JudgeAgreement | None) -> dict | None:
+    from annotation import agreement
+
+    return agreement.to_json(audit) if audit is not None else None
 
 
 def routing_json(*, study: Study) -> dict | None:
@@ -116,7 +129,7 @@ def routing_json(*, study: Study) -> dict | None:
         "unsure": found.unsure,
         "human_votes_wanted": found.human_votes_wanted,
         "human_votes_saved": found.human_votes_saved,
-        "audit_agreement": agreement.to_json(audit) if audit is not None else None,
+        "audit_agreement": _agreement_json(audit),
     }
 
 

@@ -18,10 +18,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-import numpy as np
-
 from ..models import Comparison, Vote
-from ..ranking import adaptive
 
 _random = random.SystemRandom()
 SCORE = {Vote.Outcome.A: 1.0, Vote.Outcome.TIE: 0.5, Vote.Outcome.B: 0.0}
@@ -39,6 +36,12 @@ def adaptive_decision(*, comparison_id: int, outcome: str, k: int) -> Decision |
     """Lock the comparison and decide, for a people's vote with ``outcome`` about to be taken
     on it, whether the next person is asked. None for a gold check (no K). Call inside the
     vote's transaction, before it takes the slot."""
+    # ranking imports scipy: here, not when the vote path is imported (every Django process
+    # imports it through the URLs at start-up).
+    import numpy as np
+
+    from ..ranking import adaptive
+
     count, gold, weight = (
         Comparison.objects.select_for_update(of=("self",))
         .filter(pk=comparison_id)

@@ -26,34 +26,52 @@ log-strengths), ``existence`` (does the MLE exist), ``intervals`` (bootstrap), `
 ``robustness`` (votes that hold the top model up), ``covariates`` (length and style control),
 ``active`` (active sampling's pair weights), ``simulate`` (simulated studies), ``diagnostics``
 (graph checks behind the notes), ``fit`` (``rank``: options, scale, the ``Ranking``),
-``comparison`` (two studies). The names below are the package's interface for the Django layer,
-the benchmark and the tests.
+``comparison`` (two studies), ``options`` (the option names, without numpy). The names below
+are the package's interface for the Django layer, the benchmark and the tests.
+
+The package imports a name's module when the name is first used (PEP 562): importing
+``annotation.ranking.options``, or the package itself, costs no numpy or scipy, which every
+Django process would otherwise load at start-up through the URLs (about 0.7 s each).
 """
 
-from . import covariates
-from .comparison import PairWinRates, StudyComparison, compare
-from .counts import (
-    FIRST_A,
-    FIRST_B,
-    FIRST_UNKNOWN,
-    OUTCOME_A,
-    OUTCOME_B,
-    OUTCOME_TIE,
-    Battle,
-    Counts,
-    aggregate,
-)
-from .fit import (
-    ELO_MEAN,
-    ELO_PER_LOG,
-    METHODS,
-    ModelStrength,
-    PairMap,
-    Ranking,
-    rank,
-    rank_arrays,
-)
-from .intervals import DEFAULT_BOOTSTRAP, RESAMPLE
+import importlib
+
+# Each name of the interface, and the module that defines it.
+_WHERE = {
+    "covariates": None,  # the submodule itself
+    **dict.fromkeys(("PairWinRates", "StudyComparison", "compare"), "comparison"),
+    **dict.fromkeys(
+        (
+            "FIRST_A",
+            "FIRST_B",
+            "FIRST_UNKNOWN",
+            "OUTCOME_A",
+            "OUTCOME_B",
+            "OUTCOME_TIE",
+            "Battle",
+            "Counts",
+            "aggregate",
+        ),
+        "counts",
+    ),
+    **dict.fromkeys(
+        ("ELO_MEAN", "ELO_PER_LOG", "ModelStrength", "PairMap", "Ranking", "rank", "rank_arrays"),
+        "fit",
+    ),
+    "METHODS": "options",
+    "RESAMPLE": "options",
+    "DEFAULT_BOOTSTRAP": "intervals",
+}
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(f".{_WHERE[name] or name}", __name__)
+    value = module if _WHERE[name] is None else getattr(module, name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "covariates",

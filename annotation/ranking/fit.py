@@ -35,11 +35,11 @@ from .diagnostics import graph_notes
 from .existence import mle_exists
 from .intervals import (
     DEFAULT_BOOTSTRAP,
-    RESAMPLE,
     bootstrap_bounds,
     resampled_totals,
     resampling,
 )
+from .options import METHODS, RESAMPLE
 from .robustness import Robustness, top_robustness
 from .sandwich import covariances, embed, embed_diagonal
 from .sentences import Note, sentence
@@ -48,7 +48,6 @@ from .summaries import PairOrder, gap_intervals, gap_rank_ranges, pair_orders, r
 
 ELO_PER_LOG = 400 / math.log(10)
 ELO_MEAN = 1000.0
-METHODS = ("bradley_terry", "davidson")
 
 UNKNOWN_METHOD = "unknown method {method!r}: use one of {choices}"
 UNKNOWN_RESAMPLE = "unknown resample {resample!r}: use one of {choices}"

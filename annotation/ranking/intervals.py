@@ -20,7 +20,6 @@ from .sentences import Note, sentence
 from .solvers import FALLBACK_ALPHA, fit_totals
 
 DEFAULT_BOOTSTRAP = 1000
-RESAMPLE = ("question", "vote")
 
 NOTE_NO_QUESTIONS = sentence(
     "The votes carry no question ids, so the bootstrap resamples single votes instead of questions."

@@ -24,6 +24,7 @@ from annotation import studies
 from annotation.battles import rakuda_tournament_to_battles, write_battles
 from annotation.models import Assignment, Comparison, StageDraw, StagePlan, Study, Vote
 from annotation.ranking import ELO_MEAN, ELO_PER_LOG, designs
+from annotation.ranking.designs import STAGES
 from annotation.staging import (
     HAS_PEOPLE,
     LAST_STAGE,
@@ -31,7 +32,6 @@ from annotation.staging import (
     NOT_WITH_ROUTING,
     SMALL_BUDGET,
     STAGE_OPEN,
-    STAGES,
     open_in_stage,
     stage_plan_execute,
     stage_plan_start,
