@@ -129,7 +129,11 @@ if _postgres:
 # tables were fresh (N=20 first: 165-172 votes/s against 145 without), but the saving turned
 # into a loss as votes accumulated (N=100 after it: PostgreSQL 6.1-6.2 ms per vote against 5.2,
 # 128-132 votes/s against 137), likely plans kept from statistics of nearly empty tables; not
-# diagnosed. The ORM's statements are bound in the client and never prepared either way.
+# diagnosed. Plans are not the whole story: with DB_PLAN_CACHE_MODE=auto (a custom plan while it
+# is cheaper) the pattern held on 2026-12-08, alternating with it off: N=20 178.2 and 144.6 votes/s
+# against 151.4 and 115.2, N=100 131.4 and 100.6 against 147.6 and 124.9 (PostgreSQL 5.8-7.0 ms
+# per vote at N=100 against 5.1-5.8). The ORM's statements are bound in the client and never
+# prepared either way.
 # Keep it off behind a pooler that cannot keep prepared statements (PgBouncer in transaction
 # mode before 1.21, or without max_prepared_statements).
 DB_PREPARED_STATEMENTS = _postgres and envbool("DB_PREPARED_STATEMENTS", False)
