@@ -704,6 +704,14 @@ def logged_in(user):
     return client
 
 
+def choice_for(assignment, outcome: str) -> str:
+    """The choice an annotator makes for ``outcome`` ("a", "b" or "tie", by the comparison's
+    models) on ``assignment``, whose answer a is on the side its ``left`` says."""
+    if outcome == "tie":
+        return "tie"
+    return "left" if assignment.left == outcome else "right"
+
+
 def wait_for(predicate, *, timeout: float, interval: float = 0.2, message: str = "") -> None:
     """Poll until predicate() is true. The timeout only guards against a hung test."""
     import time

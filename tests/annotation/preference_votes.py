@@ -17,6 +17,7 @@ from generation.importers import ParsedQuestion
 from generation.models import LanguageModel
 from generation.registry import language_model_register, prompt_set_create
 from generation.runs import generation_run_create_imported
+from tests.conftest import choice_for
 
 # Topics of the questions (and of the careful answers); the test text is our own.
 TOPICS = (
@@ -99,10 +100,6 @@ def vote_all(study: Study, people: Sequence[User], decide: Callable[[int, int], 
             if assignment is None:
                 break
             outcome = decide(index, assignment.comparison.question.position)
-            if outcome == "tie":
-                choice = "tie"
-            else:
-                choice = "left" if assignment.left == outcome else "right"
-            vote_record(assignment=assignment, choice=choice)
+            vote_record(assignment=assignment, choice=choice_for(assignment, outcome))
             cast += 1
     return cast

@@ -17,6 +17,7 @@ from annotation.management.commands.export_results import NEEDS_FORMAT
 from annotation.models import Assignment
 from evalsite import trackers
 from evalsite.trackers import metric_key
+from tests.conftest import choice_for
 from tests.tracker_stores import (
     mlflow_runs,
     tensorboard_scalars,
@@ -46,10 +47,9 @@ def _vote_all(client, user, study) -> int:
         token = response.json()["token"]
         assignment = Assignment.objects.get(token=token)
         plan = plans[place[assignment.comparison_id] % len(plans)]
-        choice = "tie" if plan == "tie" else "left" if assignment.left == plan else "right"
         voted = client.post(
             f"/api/assignments/{token}/vote/",
-            {"choice": choice},
+            {"choice": choice_for(assignment, plan)},
             content_type="application/json",
         )
         assert voted.status_code in (200, 201), voted.content

@@ -41,7 +41,7 @@ from annotation.staging import (
 from annotation.study_votes import study_votes
 from evalsite.errors import ServiceError
 from generation.models import LanguageModel
-from tests.conftest import logged_in, wait_for
+from tests.conftest import choice_for, logged_in, wait_for
 
 from .test_concurrency import _annotators
 
@@ -115,13 +115,9 @@ def _vote_round(clients, theta, rng) -> int:
                 1 + np.exp(theta[c.run_b.model.name] - theta[c.run_a.model.name])
             )
             outcome = rng.choice(["a", "tie", "b"], p=[p_a, TIE_SHARE, 1 - TIE_SHARE - p_a])
-            if outcome == "tie":
-                choice = "tie"
-            else:
-                choice = "left" if (outcome == "a") == (assignment.left == "a") else "right"
             response = client.post(
                 f"/api/assignments/{token}/vote/",
-                {"choice": choice},
+                {"choice": choice_for(assignment, outcome)},
                 content_type="application/json",
             )
             assert response.status_code in (200, 201), response.content
